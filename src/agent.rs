@@ -1,0 +1,187 @@
+//! The agent's start-up and shutdown: load the configuration, derive targets, partition them
+//! over the data-plane cores, start the cores and the web thread, then wait for a signal.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::cli::AgentOptions;
+use crate::config;
+use crate::log::Level;
+use crate::remote::{CoreControl, Endpoint, Shard};
+use crate::runtime::{self, Event};
+use crate::scrape::{self, CoreScrape, Target};
+use crate::selfmetrics::Registry;
+
+/// Assigns a target to a core. Stable for a given core count: a target never moves between
+/// cores unless the count changes.
+pub fn core_for(hash: u64, cores: usize) -> usize {
+    (hash % cores as u64) as usize
+}
+
+pub fn run(opts: AgentOptions) -> Result<(), String> {
+    let cfg = config::load_file(&opts.config_file).map_err(|e| format!("error loading config: {e}"))?;
+    std::fs::create_dir_all(&opts.storage_path)
+        .map_err(|e| format!("cannot create --storage.agent.path {}: {e}", opts.storage_path.display()))?;
+
+    // Signals are taken by sigwait on this thread; block them before any other thread starts
+    // so every thread inherits the mask.
+    let signals = block_signals();
+
+    let allowed = runtime::allowed_cpus();
+    let cores = opts.cores.unwrap_or(allowed.len().max(1));
+    let mut per_core: Vec<Vec<Target>> = vec![Vec::new(); cores];
+    for sc in &cfg.scrape_configs {
+        let (targets, errors) = scrape::targets_for(sc);
+        for e in errors {
+            crate::log!(Level::Error, "scrape", "dropping target", job = e.job, target = e.address, err = e.reason);
+        }
+        for t in targets {
+            per_core[core_for(t.hash, cores)].push(t);
+        }
+    }
+    let endpoints: Vec<Arc<Endpoint>> = cfg.remote_write.iter().cloned().map(|c| Arc::new(Endpoint::new(c))).collect();
+    if endpoints.is_empty() {
+        crate::log!(Level::Warn, "remote", "no remote_write endpoints configured; scraped samples are not forwarded");
+    }
+
+    let registry = Arc::new(Registry::new(cores));
+    let web = crate::web::start(&opts.listen_address, registry.clone())
+        .map_err(|e| format!("cannot listen on --web.listen-address {}: {e}", opts.listen_address))?;
+
+    crate::log!(
+        Level::Info,
+        "agent",
+        "starting spate",
+        version = env!("CARGO_PKG_VERSION"),
+        config = opts.config_file.display(),
+        cores = cores,
+        targets = per_core.iter().map(Vec::len).sum::<usize>(),
+        endpoints = endpoints.len(),
+        listen = web
+    );
+
+    let shutdown = Event::new();
+    let mut handles = Vec::new();
+    for (id, targets) in per_core.into_iter().enumerate() {
+        let stats = registry.cores[id].clone();
+        let driver_stats = stats.clone();
+        let endpoints = endpoints.clone();
+        let registry = registry.clone();
+        let shutdown = shutdown.clone();
+        let external_labels = cfg.global.external_labels.clone();
+        let flush_deadline = opts.flush_deadline;
+        // Pin only when each core gets a CPU of its own.
+        let cpu = (cores <= allowed.len()).then(|| allowed[id]);
+        let handle = runtime::start_core(
+            id,
+            cpu,
+            move |driver| {
+                driver_stats.driver.store(if driver == runtime::Driver::IoUring { 1 } else { 2 }, Relaxed);
+                crate::log!(Level::Info, "runtime", "core started", core = id, driver = driver.as_str());
+            },
+            move || async move {
+                let ctl = CoreControl::new(shutdown, flush_deadline);
+                for ep in &endpoints {
+                    let shard = Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url));
+                    ctl.add_shard(shard.clone());
+                    runtime::spawn(shard.run(ctl.clone()));
+                }
+                stats.targets.store(targets.len() as u64, Relaxed);
+                let core = Rc::new(CoreScrape {
+                    ctl: ctl.clone(),
+                    stats,
+                    external_labels,
+                    appender: Default::default(),
+                });
+                for t in targets {
+                    runtime::spawn(scrape::run_target(Rc::new(t), core.clone()));
+                }
+                // The core ends once every shard has flushed after shutdown.
+                ctl.shutdown.wait().await;
+                while ctl.senders_active() > 0 {
+                    ctl.senders_done.notified().await;
+                }
+            },
+        )
+        .map_err(|e| format!("cannot start core {id}: {e}"))?;
+        handles.push(handle);
+    }
+    registry.ready.store(true, Relaxed);
+    crate::log!(Level::Info, "agent", "Server is ready to receive web requests.");
+
+    loop {
+        match wait_signal(&signals) {
+            libc::SIGHUP => crate::log!(
+                Level::Warn,
+                "agent",
+                "received SIGHUP, but configuration reload is not supported yet; restart spate to apply changes"
+            ),
+            sig => {
+                crate::log!(Level::Info, "agent", "received signal, stopping scrapes and flushing queued samples", signal = signal_name(sig));
+                break;
+            }
+        }
+    }
+    registry.stopping.store(true, Relaxed);
+    shutdown.set();
+    for h in handles {
+        let _ = h.join();
+    }
+    crate::log!(Level::Info, "agent", "See you next time!");
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is a valid, initialised sigset; `sig` is a valid out-pointer.
+    loop {
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+    }
+}
+
+fn signal_name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_assignment_is_stable_and_spread() {
+        assert_eq!(core_for(10, 4), 2);
+        assert_eq!(core_for(u64::MAX, 1), 0);
+        // Hashes of real target label sets spread over cores.
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            let addr = format!("10.0.{}.{}:9100", i / 250, i % 250);
+            let h = crate::hash::label_set_hash([("__address__", addr.as_str()), ("job", "node")]);
+            counts[core_for(h, 4)] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "uneven spread: {counts:?}");
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Command-line flags, named and defaulted as Prometheus agent's are, and subcommands.
+//!
+//! Flags take `--name=value` or `--name value`; booleans take `--name` or `--no-name`, as with
+//! Prometheus' kingpin. An unknown flag or a bad value is an error that names it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::log::{Format, Level};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentOptions {
+    pub config_file: PathBuf,
+    pub storage_path: PathBuf,
+    pub listen_address: String,
+    pub log_level: Level,
+    pub log_format: Format,
+    /// Data-plane cores; `None` means every CPU this process may run on.
+    pub cores: Option<usize>,
+    pub flush_deadline: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            config_file: PathBuf::from("prometheus.yml"),
+            storage_path: PathBuf::from("data-agent/"),
+            listen_address: "0.0.0.0:9095".into(),
+            log_level: Level::Info,
+            log_format: Format::Logfmt,
+            cores: None,
+            flush_deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Run(AgentOptions),
+    CheckConfig(Vec<PathBuf>),
+    Version,
+    Help,
+}
+
+pub const USAGE: &str = "\
+usage: spate [<flags>] [<command> [<args> ...]]
+
+spate: a thread-per-core, Prometheus-compatible metrics agent. It scrapes the targets of a
+Prometheus configuration and forwards every sample by Remote Write.
+
+Flags:
+  -h, --help                     Show this help.
+      --version                  Show the version.
+      --config.file=\"prometheus.yml\"
+                                 Prometheus configuration file path.
+      --storage.agent.path=\"data-agent/\"
+                                 Base path for agent data storage.
+      --web.listen-address=\"0.0.0.0:9095\"
+                                 Address for /metrics, /-/healthy and /-/ready.
+      --enable-feature=...       Comma-separated feature names. 'agent' is accepted (spate
+                                 always runs as an agent); other names are refused.
+      --agent                    Accepted for Prometheus 3 command lines; spate is always an agent.
+      --log.level=info           Only log messages at or above this level: debug, info, warn, error.
+      --log.format=logfmt        Output format of log messages: logfmt, json.
+      --cores=N                  Data-plane cores (pinned threads). Default: every CPU
+                                 this process may run on.
+      --storage.remote.flush-deadline=1m
+                                 How long to keep sending queued samples on shutdown.
+
+Commands:
+  run (default)                  Run the agent.
+  check-config <file>...         Check configuration files; exits non-zero at the first
+                                 invalid one.
+";
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spate: error: {}, try --help", self.0)
+    }
+}
+
+pub fn parse(args: &[String]) -> Result<Command, CliError> {
+    let mut opts = AgentOptions::default();
+    let mut positional: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            positional.extend(args[i..].iter().cloned());
+            break;
+        }
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            if arg.starts_with('-') && arg.len() > 1 {
+                return Err(CliError(format!("unknown short flag '{arg}'")));
+            }
+            positional.push(arg.clone());
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        // Boolean flags.
+        match name {
+            "version" => return Ok(Command::Version),
+            "agent" => {
+                if let Some(v) = inline {
+                    return Err(CliError(format!("flag '--agent' is a switch and takes no value, got '{v}'")));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut value = || -> Result<String, CliError> {
+            if let Some(v) = &inline {
+                return Ok(v.clone());
+            }
+            let v = args.get(i).ok_or_else(|| CliError(format!("expected argument for flag '--{name}'")))?;
+            i += 1;
+            Ok(v.clone())
+        };
+        match name {
+            "config.file" => opts.config_file = PathBuf::from(value()?),
+            "storage.agent.path" => opts.storage_path = PathBuf::from(value()?),
+            "web.listen-address" => {
+                let v = value()?;
+                crate::http::split_host_port(&v, 0)
+                    .ok()
+                    .filter(|(_, port)| v.contains(':') && (*port > 0 || v.ends_with(":0")))
+                    .ok_or_else(|| CliError(format!("invalid value '{v}' for flag '--web.listen-address': expected host:port")))?;
+                opts.listen_address = v;
+            }
+            "enable-feature" => {
+                let v = value()?;
+                for feature in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                    if feature != "agent" {
+                        return Err(CliError(format!(
+                            "unknown or unsupported feature '{feature}' in flag '--enable-feature' (spate accepts: agent)"
+                        )));
+                    }
+                }
+            }
+            "log.level" => {
+                let v = value()?;
+                opts.log_level = Level::parse(&v).ok_or_else(|| {
+                    CliError(format!("invalid value '{v}' for flag '--log.level': expected one of debug, info, warn, error"))
+                })?;
+            }
+            "log.format" => {
+                let v = value()?;
+                opts.log_format = match v.as_str() {
+                    "logfmt" => Format::Logfmt,
+                    "json" => Format::Json,
+                    _ => return Err(CliError(format!("invalid value '{v}' for flag '--log.format': expected logfmt or json"))),
+                };
+            }
+            "cores" => {
+                let v = value()?;
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| CliError(format!("invalid value '{v}' for flag '--cores': expected a positive integer")))?;
+                opts.cores = Some(n);
+            }
+            "storage.remote.flush-deadline" => {
+                let v = value()?;
+                opts.flush_deadline = crate::config::parse_duration(&v)
+                    .map_err(|e| CliError(format!("invalid value '{v}' for flag '--storage.remote.flush-deadline': {e}")))?;
+            }
+            _ => return Err(CliError(format!("unknown long flag '--{name}'"))),
+        }
+    }
+    match positional.first().map(String::as_str) {
+        None | Some("run") if positional.len() <= 1 => Ok(Command::Run(opts)),
+        Some("check-config") => {
+            let files: Vec<PathBuf> = positional[1..].iter().map(PathBuf::from).collect();
+            if files.is_empty() {
+                return Err(CliError("required argument 'config-files' not provided to check-config".into()));
+            }
+            Ok(Command::CheckConfig(files))
+        }
+        Some("run") => Err(CliError(format!("unexpected argument '{}'", positional[1]))),
+        Some(other) => Err(CliError(format!("unknown command or argument '{other}'"))),
+        None => unreachable!("handled by the first arm"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, CliError> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn run(args: &[&str]) -> AgentOptions {
+        match p(args) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_prometheus_agent() {
+        let o = run(&[]);
+        assert_eq!(o.config_file, PathBuf::from("prometheus.yml"));
+        assert_eq!(o.storage_path, PathBuf::from("data-agent/"));
+        assert_eq!(o.listen_address, "0.0.0.0:9095");
+        assert_eq!(o.log_level, Level::Info);
+        assert_eq!(o.log_format, Format::Logfmt);
+        assert_eq!(o.cores, None);
+        assert_eq!(o.flush_deadline, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn accepts_both_value_styles_and_agent_flags() {
+        let o = run(&[
+            "--config.file=/etc/p.yml",
+            "--storage.agent.path",
+            "/var/lib/spate",
+            "--enable-feature=agent",
+            "--agent",
+            "--web.listen-address=127.0.0.1:0",
+            "--log.level=debug",
+            "--log.format",
+            "json",
+            "--cores=2",
+            "--storage.remote.flush-deadline=5s",
+        ]);
+        assert_eq!(o.config_file, PathBuf::from("/etc/p.yml"));
+        assert_eq!(o.storage_path, PathBuf::from("/var/lib/spate"));
+        assert_eq!(o.listen_address, "127.0.0.1:0");
+        assert_eq!(o.log_level, Level::Debug);
+        assert_eq!(o.log_format, Format::Json);
+        assert_eq!(o.cores, Some(2));
+        assert_eq!(o.flush_deadline, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--nope"], "unknown long flag '--nope'"),
+            (&["-x"], "unknown short flag '-x'"),
+            (&["--log.level=loud"], "invalid value 'loud' for flag '--log.level'"),
+            (&["--log.format=xml"], "invalid value 'xml' for flag '--log.format'"),
+            (&["--cores=0"], "invalid value '0' for flag '--cores'"),
+            (&["--cores=two"], "invalid value 'two' for flag '--cores'"),
+            (&["--web.listen-address=nohost"], "invalid value 'nohost' for flag '--web.listen-address'"),
+            (&["--enable-feature=agent,exemplar-storage"], "unsupported feature 'exemplar-storage'"),
+            (&["--config.file"], "expected argument for flag '--config.file'"),
+            (&["--storage.remote.flush-deadline=1"], "flag '--storage.remote.flush-deadline'"),
+            (&["check-config"], "required argument"),
+            (&["frobnicate"], "unknown command or argument 'frobnicate'"),
+        ];
+        for (args, want) in cases {
+            let err = p(args).expect_err(&format!("{args:?}"));
+            assert!(err.to_string().contains(want), "{args:?}: got {err}");
+            assert!(err.to_string().starts_with("spate: error: "));
+        }
+    }
+
+    #[test]
+    fn subcommands() {
+        assert_eq!(p(&["--version"]), Ok(Command::Version));
+        assert_eq!(p(&["-h"]), Ok(Command::Help));
+        assert_eq!(
+            p(&["check-config", "a.yml", "b.yml"]),
+            Ok(Command::CheckConfig(vec![PathBuf::from("a.yml"), PathBuf::from("b.yml")]))
+        );
+        assert!(matches!(p(&["run", "--cores=1"]), Ok(Command::Run(_))));
+    }
+}

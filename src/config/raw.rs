@@ -1,0 +1,534 @@
+//! The YAML model exactly as written, and its resolution into [`super::Config`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
+use super::{
+    Config, GlobalConfig, Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig,
+    StaticConfig, is_valid_label_name,
+};
+use crate::http::Url;
+
+type Field<T> = Option<Spanned<T>>;
+
+/// Declares a YAML section: its supported fields, and the fields spate parses but refuses
+/// because it does not implement them yet (never silently ignored).
+macro_rules! section {
+    (
+        $name:ident { $($field:ident : $ty:ty,)* }
+        unsupported { $($unsup:ident),* $(,)? }
+    ) => {
+        // Some fields are accepted without effect (documented in docs/compatibility.md).
+        #[allow(dead_code)]
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $(#[serde(default)] $field: $ty,)*
+            $(#[serde(default)] $unsup: Field<IgnoredAny>,)*
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            /// The first field present that spate does not implement, with its line.
+            fn unsupported(&self) -> Option<(&'static str, u64)> {
+                $(if let Some(s) = &self.$unsup {
+                    return Some((stringify!($unsup), s.referenced.line()));
+                })*
+                None
+            }
+        }
+    };
+}
+
+section! {
+    RawConfig {
+        global: Option<RawGlobal>,
+        scrape_configs: Option<Vec<RawScrapeConfig>>,
+        remote_write: Option<Vec<RawRemoteWrite>>,
+    }
+    unsupported {
+        scrape_config_files, storage, tracing, otlp, runtime,
+        // Not allowed in agent mode at all; checked first with Prometheus' message.
+        rule_files, alerting, remote_read,
+    }
+}
+
+section! {
+    RawGlobal {
+        scrape_interval: Field<PromDuration>,
+        scrape_timeout: Field<PromDuration>,
+        evaluation_interval: Option<PromDuration>,
+        rule_query_offset: Option<PromDuration>,
+        external_labels: Option<BTreeMap<String, String>>,
+    }
+    unsupported {
+        scrape_protocols, body_size_limit, sample_limit, label_limit, label_name_length_limit,
+        label_value_length_limit, target_limit, keep_dropped_targets, query_log_file,
+        scrape_failure_log_file, metric_name_validation_scheme, metric_name_escaping_scheme,
+        extra_scrape_metrics, always_scrape_classic_histograms, convert_classic_histograms_to_nhcb,
+        scrape_native_histograms, native_histogram_bucket_limit, native_histogram_min_bucket_factor,
+    }
+}
+
+section! {
+    RawScrapeConfig {
+        job_name: Field<String>,
+        scrape_interval: Field<PromDuration>,
+        scrape_timeout: Field<PromDuration>,
+        metrics_path: Option<String>,
+        scheme: Field<String>,
+        params: Option<BTreeMap<String, Vec<String>>>,
+        static_configs: Option<Vec<RawStaticConfig>>,
+        honor_labels: Option<bool>,
+        honor_timestamps: Option<bool>,
+        enable_compression: Option<bool>,
+        track_timestamps_staleness: Field<bool>,
+        follow_redirects: Field<bool>,
+        enable_http2: Option<bool>,
+    }
+    unsupported {
+        relabel_configs, metric_relabel_configs,
+        // HTTP client settings for targets.
+        basic_auth, authorization, oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment,
+        proxy_connect_header, http_headers,
+        // Limits.
+        sample_limit, label_limit, label_name_length_limit, label_value_length_limit, target_limit,
+        body_size_limit, keep_dropped_targets, native_histogram_bucket_limit,
+        native_histogram_min_bucket_factor,
+        // Protocols and histograms.
+        scrape_protocols, fallback_scrape_protocol, scrape_native_histograms,
+        always_scrape_classic_histograms, scrape_classic_histograms,
+        convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
+        metric_name_escaping_scheme, scrape_failure_log_file, extra_scrape_metrics,
+        // Service discovery other than static_configs.
+        file_sd_configs, http_sd_configs, dns_sd_configs, kubernetes_sd_configs, consul_sd_configs,
+        ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
+        digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
+        eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
+        linode_sd_configs, marathon_sd_configs, nerve_sd_configs, oci_sd_configs,
+        openstack_sd_configs, outscale_sd_configs, ovhcloud_sd_configs, puppetdb_sd_configs,
+        scaleway_sd_configs, serverset_sd_configs, stackit_sd_configs, triton_sd_configs,
+        uyuni_sd_configs, vultr_sd_configs,
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStaticConfig {
+    #[serde(default)]
+    targets: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+section! {
+    RawRemoteWrite {
+        url: Field<String>,
+        name: Field<String>,
+        remote_timeout: Option<PromDuration>,
+        headers: Option<Spanned<BTreeMap<String, String>>>,
+        queue_config: Option<RawQueueConfig>,
+        metadata_config: Option<RawMetadataConfig>,
+        protobuf_message: Field<String>,
+        send_exemplars: Field<bool>,
+        send_native_histograms: Option<bool>,
+        follow_redirects: Option<bool>,
+        enable_http2: Field<bool>,
+        round_robin_dns: Field<bool>,
+    }
+    unsupported {
+        write_relabel_configs, basic_auth, authorization, oauth2, sigv4, azuread, google_iam,
+        tls_config, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
+        failed_request_logging,
+    }
+}
+
+section! {
+    RawQueueConfig {
+        capacity: Option<i64>,
+        max_shards: Option<i64>,
+        min_shards: Option<i64>,
+        max_samples_per_send: Option<i64>,
+        batch_send_deadline: Option<PromDuration>,
+        min_backoff: Option<PromDuration>,
+        max_backoff: Option<PromDuration>,
+        retry_on_http_429: Option<bool>,
+        sample_age_limit: Option<PromDuration>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawMetadataConfig {
+        send: Option<bool>,
+        send_interval: Option<PromDuration>,
+        max_samples_per_send: Option<i64>,
+    }
+    unsupported {}
+}
+
+/// Headers a user may not set on remote-write requests (Prometheus' list).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "www-authenticate",
+    "accept-encoding",
+    "x-prometheus-remote-write-version",
+    "x-prometheus-remote-read-version",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    let parsed: Option<RawConfig> = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(0);
+        let mut reason = e.to_string();
+        // The position is already in front of our message, and the list of every valid field
+        // name is longer than helpful.
+        for cut in [" at line ", ", expected one of "] {
+            if let Some(i) = reason.find(cut) {
+                reason.truncate(i);
+            }
+        }
+        Problem { line: (line > 0).then_some(line), field: None, reason }
+    })?;
+    // An empty file is a valid, empty configuration, as in Prometheus.
+    Ok(parsed.unwrap_or_default())
+}
+
+fn unsupported(section: &str, found: Option<(&'static str, u64)>) -> Result<(), Problem> {
+    match found {
+        Some((field, line)) => Err(Problem::at(
+            line,
+            format!("{section}{field}"),
+            "not supported by spate yet; remove it or see docs/compatibility.md",
+        )),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
+    for (field, present) in [
+        ("rule_files", &raw.rule_files),
+        ("alerting", &raw.alerting),
+        ("remote_read", &raw.remote_read),
+    ] {
+        if let Some(s) = present {
+            return Err(Problem::at(
+                s.referenced.line(),
+                field,
+                format!("field {field} is not allowed in agent mode"),
+            ));
+        }
+    }
+    unsupported("", raw.unsupported())?;
+
+    let global = resolve_global(raw.global.unwrap_or_default())?;
+
+    let mut scrape_configs = Vec::new();
+    let mut jobs = HashSet::new();
+    for (i, sc) in raw.scrape_configs.unwrap_or_default().into_iter().enumerate() {
+        let line = sc.job_name.as_ref().map(|s| s.referenced.line()).unwrap_or(0);
+        let sc = resolve_scrape(sc, i, &global)?;
+        if !jobs.insert(sc.job_name.clone()) {
+            return Err(Problem::at(
+                line,
+                format!("scrape_configs[{i}].job_name"),
+                format!("found multiple scrape configs with job name {:?}", sc.job_name),
+            ));
+        }
+        scrape_configs.push(sc);
+    }
+
+    let mut remote_write = Vec::new();
+    let mut names = HashSet::new();
+    for (i, rw) in raw.remote_write.unwrap_or_default().into_iter().enumerate() {
+        let name_line = rw.name.as_ref().map(|s| s.referenced.line()).unwrap_or(0);
+        let explicit_name = rw.name.is_some();
+        let rw = resolve_remote_write(rw, i)?;
+        if !names.insert(rw.name.clone()) {
+            let reason = if explicit_name {
+                format!("found multiple remote write configs with name {:?}", rw.name)
+            } else {
+                "duplicate remote write configs are not allowed".to_string()
+            };
+            return Err(Problem::at(name_line, format!("remote_write[{i}]"), reason));
+        }
+        remote_write.push(rw);
+    }
+
+    Ok(Config { global, scrape_configs, remote_write })
+}
+
+fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
+    unsupported("global.", g.unsupported())?;
+    let default_interval = Duration::from_secs(60);
+    let default_timeout = Duration::from_secs(10);
+    let interval = match g.scrape_interval.as_ref().map(|s| s.value.0) {
+        Some(d) if !d.is_zero() => d,
+        _ => default_interval,
+    };
+    let timeout = match &g.scrape_timeout {
+        Some(s) if !s.value.0.is_zero() => {
+            if s.value.0 > interval {
+                return Err(Problem::at(
+                    s.referenced.line(),
+                    "global.scrape_timeout",
+                    "global scrape timeout greater than scrape interval",
+                ));
+            }
+            s.value.0
+        }
+        _ => default_timeout.min(interval),
+    };
+    let mut external_labels = Vec::new();
+    for (name, value) in g.external_labels.unwrap_or_default() {
+        if !is_valid_label_name(&name) {
+            return Err(Problem::field(
+                "global.external_labels",
+                format!("{name:?} is not a valid label name"),
+            ));
+        }
+        if name == "__name__" {
+            return Err(Problem::field(
+                "global.external_labels",
+                "external label __name__ is not allowed",
+            ));
+        }
+        if !value.is_empty() {
+            external_labels.push((name, value));
+        }
+    }
+    Ok(GlobalConfig { scrape_interval: interval, scrape_timeout: timeout, external_labels })
+}
+
+fn resolve_scrape(sc: RawScrapeConfig, i: usize, global: &GlobalConfig) -> Result<ScrapeConfig, Problem> {
+    let at = |f: &str| format!("scrape_configs[{i}].{f}");
+    unsupported(&at(""), sc.unsupported())?;
+    let job = match &sc.job_name {
+        Some(s) if !s.value.is_empty() => s.value.clone(),
+        Some(s) => return Err(Problem::at(s.referenced.line(), at("job_name"), "job_name is empty")),
+        None => return Err(Problem::field(format!("scrape_configs[{i}]"), "job_name is missing")),
+    };
+    let interval = match sc.scrape_interval.as_ref().map(|s| s.value.0) {
+        Some(d) if !d.is_zero() => d,
+        _ => global.scrape_interval,
+    };
+    let timeout = match &sc.scrape_timeout {
+        Some(s) if !s.value.0.is_zero() => {
+            if s.value.0 > interval {
+                return Err(Problem::at(
+                    s.referenced.line(),
+                    at("scrape_timeout"),
+                    format!("scrape timeout greater than scrape interval for scrape config with job name {job:?}"),
+                ));
+            }
+            s.value.0
+        }
+        _ => global.scrape_timeout.min(interval),
+    };
+    let scheme = match &sc.scheme {
+        None => "http".to_string(),
+        Some(s) if s.value == "http" => s.value.clone(),
+        Some(s) if s.value == "https" => {
+            return Err(Problem::at(
+                s.referenced.line(),
+                at("scheme"),
+                "https targets are not supported by spate yet; see docs/compatibility.md",
+            ));
+        }
+        Some(s) => {
+            return Err(Problem::at(
+                s.referenced.line(),
+                at("scheme"),
+                format!("unknown scheme {:?}: use http or https", s.value),
+            ));
+        }
+    };
+    // Settings whose default spate honours; other values are not implemented yet.
+    for (field, value, supported) in [
+        ("track_timestamps_staleness", &sc.track_timestamps_staleness, false),
+        ("follow_redirects", &sc.follow_redirects, false),
+    ] {
+        if let Some(v) = value
+            && v.value != supported
+        {
+            return Err(Problem::at(
+                v.referenced.line(),
+                at(field),
+                format!("{field}: {} is not supported by spate yet; see docs/compatibility.md", v.value),
+            ));
+        }
+    }
+    let metrics_path = sc.metrics_path.unwrap_or_else(|| "/metrics".to_string());
+    if !metrics_path.starts_with('/') {
+        return Err(Problem::field(at("metrics_path"), format!("{metrics_path:?} must start with '/'")));
+    }
+    let mut static_configs = Vec::new();
+    for (j, st) in sc.static_configs.unwrap_or_default().into_iter().enumerate() {
+        let mut targets = Vec::new();
+        for t in st.targets.unwrap_or_default() {
+            if t.value.is_empty() || t.value.contains('/') {
+                return Err(Problem::at(
+                    t.referenced.line(),
+                    at(&format!("static_configs[{j}].targets")),
+                    format!("{:?} is not a valid host:port address", t.value),
+                ));
+            }
+            targets.push(t.value);
+        }
+        let mut labels = Vec::new();
+        for (name, value) in st.labels.unwrap_or_default() {
+            if !is_valid_label_name(&name) {
+                return Err(Problem::field(
+                    at(&format!("static_configs[{j}].labels")),
+                    format!("{name:?} is not a valid label name"),
+                ));
+            }
+            labels.push((name, value));
+        }
+        static_configs.push(StaticConfig { targets, labels });
+    }
+    Ok(ScrapeConfig {
+        job_name: job,
+        scrape_interval: interval,
+        scrape_timeout: timeout,
+        metrics_path,
+        scheme,
+        params: sc.params.unwrap_or_default().into_iter().collect(),
+        static_configs,
+        honor_labels: sc.honor_labels.unwrap_or(false),
+        honor_timestamps: sc.honor_timestamps.unwrap_or(true),
+        enable_compression: sc.enable_compression.unwrap_or(true),
+    })
+}
+
+fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfig, Problem> {
+    let at = |f: &str| format!("remote_write[{i}].{f}");
+    unsupported(&at(""), rw.unsupported())?;
+    let url_field = rw.url.as_ref().ok_or_else(|| Problem::field(format!("remote_write[{i}]"), "url for remote_write is empty"))?;
+    let url = Url::parse(&url_field.value).map_err(|e| Problem::at(url_field.referenced.line(), at("url"), e))?;
+    if url.tls {
+        return Err(Problem::at(
+            url_field.referenced.line(),
+            at("url"),
+            "https endpoints are not supported by spate yet; see docs/compatibility.md",
+        ));
+    }
+    for (field, value, supported) in [
+        ("enable_http2", &rw.enable_http2, false),
+        ("round_robin_dns", &rw.round_robin_dns, false),
+        ("send_exemplars", &rw.send_exemplars, false),
+    ] {
+        if let Some(v) = value
+            && v.value != supported
+        {
+            return Err(Problem::at(
+                v.referenced.line(),
+                at(field),
+                format!("{field}: {} is not supported by spate yet", v.value),
+            ));
+        }
+    }
+    if let Some(p) = &rw.protobuf_message
+        && p.value != "prometheus.WriteRequest"
+    {
+        return Err(Problem::at(
+            p.referenced.line(),
+            at("protobuf_message"),
+            format!("{:?} is not supported by spate yet; use prometheus.WriteRequest", p.value),
+        ));
+    }
+
+    let mut headers = Vec::new();
+    if let Some(h) = &rw.headers {
+        for (name, value) in &h.value {
+            let lower = name.to_ascii_lowercase();
+            if lower == "authorization" {
+                return Err(Problem::at(
+                    h.referenced.line(),
+                    at("headers"),
+                    "authorization header must be changed via the basic_auth, authorization, oauth2, sigv4, azuread or google_iam parameter",
+                ));
+            }
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(Problem::at(
+                    h.referenced.line(),
+                    at("headers"),
+                    format!("{name} is a reserved header. It must not be changed"),
+                ));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(Problem::at(h.referenced.line(), at("headers"), format!("header {name} has a line break in its value")));
+            }
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+
+    let mut queue = QueueConfig::default();
+    if let Some(q) = rw.queue_config {
+        let positive = |field: &str, v: Option<i64>, default: usize| -> Result<usize, Problem> {
+            match v {
+                None => Ok(default),
+                Some(n) if n > 0 => Ok(n as usize),
+                Some(n) => Err(Problem::field(at(&format!("queue_config.{field}")), format!("must be greater than 0, got {n}"))),
+            }
+        };
+        queue.capacity = positive("capacity", q.capacity, queue.capacity)?;
+        queue.max_shards = positive("max_shards", q.max_shards, queue.max_shards)?;
+        queue.min_shards = positive("min_shards", q.min_shards, queue.min_shards)?;
+        queue.max_samples_per_send = positive("max_samples_per_send", q.max_samples_per_send, queue.max_samples_per_send)?;
+        if let Some(d) = q.batch_send_deadline {
+            queue.batch_send_deadline = d.0;
+        }
+        if let Some(d) = q.min_backoff {
+            queue.min_backoff = d.0;
+        }
+        if let Some(d) = q.max_backoff {
+            queue.max_backoff = d.0;
+        }
+        if let Some(b) = q.retry_on_http_429 {
+            queue.retry_on_http_429 = b;
+        }
+        if let Some(d) = q.sample_age_limit {
+            queue.sample_age_limit = d.0;
+        }
+        if queue.min_shards > queue.max_shards {
+            return Err(Problem::field(at("queue_config"), "min_shards must not be greater than max_shards"));
+        }
+        if queue.max_backoff < queue.min_backoff {
+            return Err(Problem::field(at("queue_config"), "max_backoff must not be less than min_backoff"));
+        }
+    }
+    if let Some(m) = &rw.metadata_config
+        && let Some(n) = m.max_samples_per_send
+        && n <= 0
+    {
+        return Err(Problem::field(at("metadata_config.max_samples_per_send"), "must be greater than 0"));
+    }
+
+    let remote_timeout = rw.remote_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30));
+    let name = match &rw.name {
+        Some(n) => n.value.clone(),
+        None => {
+            // Prometheus names an unnamed queue after a hash of its config; ours covers what
+            // identifies an endpoint here (url, headers, timeout, queue settings).
+            let ident = format!("{}|{:?}|{:?}|{:?}", url_field.value, headers, remote_timeout, queue);
+            format!("{:016x}", crate::hash::fnv1a64(ident.as_bytes()))[..6].to_string()
+        }
+    };
+    Ok(RemoteWriteConfig { url, name, remote_timeout, headers, queue })
+}

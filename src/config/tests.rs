@@ -1,0 +1,229 @@
+//! Configuration tests: good files with every default checked, and bad files with the exact
+//! error each must produce.
+
+use super::*;
+
+fn load(yaml: &str) -> Result<Config, ConfigError> {
+    load_str(yaml, "prometheus.yml")
+}
+
+/// `check_err(yaml, "prometheus.yml:LINE: FIELD: REASON")`: the whole message must match.
+fn check_err(yaml: &str, want: &str) {
+    match load(yaml) {
+        Ok(c) => panic!("expected an error for:\n{yaml}\ngot {c:?}"),
+        Err(e) => assert_eq!(e.to_string(), want, "for:\n{yaml}"),
+    }
+}
+
+#[test]
+fn empty_file_is_an_empty_config() {
+    let c = load("").unwrap();
+    assert!(c.scrape_configs.is_empty() && c.remote_write.is_empty());
+    assert_eq!(c.global.scrape_interval, Duration::from_secs(60));
+    assert_eq!(c.global.scrape_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn prometheus_defaults() {
+    let c = load(
+        "scrape_configs:\n- job_name: node\n  static_configs:\n  - targets: ['localhost:9100']\nremote_write:\n- url: http://localhost:9090/api/v1/write\n",
+    )
+    .unwrap();
+    let sc = &c.scrape_configs[0];
+    assert_eq!(sc.scrape_interval, Duration::from_secs(60));
+    assert_eq!(sc.scrape_timeout, Duration::from_secs(10));
+    assert_eq!(sc.metrics_path, "/metrics");
+    assert_eq!(sc.scheme, "http");
+    assert!(!sc.honor_labels);
+    assert!(sc.honor_timestamps);
+    assert!(sc.enable_compression);
+    let rw = &c.remote_write[0];
+    assert_eq!(rw.remote_timeout, Duration::from_secs(30));
+    assert_eq!(rw.queue, QueueConfig::default());
+    assert_eq!(rw.queue.capacity, 10_000);
+    assert_eq!(rw.queue.max_shards, 50);
+    assert_eq!(rw.queue.min_shards, 1);
+    assert_eq!(rw.queue.max_samples_per_send, 2000);
+    assert_eq!(rw.queue.batch_send_deadline, Duration::from_secs(5));
+    assert_eq!(rw.queue.min_backoff, Duration::from_millis(30));
+    assert_eq!(rw.queue.max_backoff, Duration::from_secs(5));
+    assert!(!rw.queue.retry_on_http_429);
+    assert_eq!(rw.name.len(), 6, "unnamed endpoints get a short hash");
+    assert_eq!(rw.url.to_string(), "http://localhost:9090/api/v1/write");
+}
+
+#[test]
+fn timeout_defaults_follow_the_interval() {
+    // A job interval below the global timeout caps the timeout at the interval.
+    let c = load("scrape_configs:\n- job_name: a\n  scrape_interval: 5s\n").unwrap();
+    assert_eq!(c.scrape_configs[0].scrape_timeout, Duration::from_secs(5));
+    // A global interval below the default timeout does the same globally.
+    let c = load("global:\n  scrape_interval: 2s\nscrape_configs:\n- job_name: a\n").unwrap();
+    assert_eq!(c.global.scrape_timeout, Duration::from_secs(2));
+    assert_eq!(c.scrape_configs[0].scrape_interval, Duration::from_secs(2));
+    assert_eq!(c.scrape_configs[0].scrape_timeout, Duration::from_secs(2));
+    // The global timeout is inherited when it fits.
+    let c = load("global:\n  scrape_interval: 30s\n  scrape_timeout: 20s\nscrape_configs:\n- job_name: a\n").unwrap();
+    assert_eq!(c.scrape_configs[0].scrape_timeout, Duration::from_secs(20));
+}
+
+#[test]
+fn full_supported_config() {
+    let c = load(
+        r#"
+global:
+  scrape_interval: 1m30s
+  scrape_timeout: 100ms
+  evaluation_interval: 1m
+  external_labels:
+    region: eu
+    empty: ""
+    cluster: c1
+scrape_configs:
+  - job_name: node
+    scrape_interval: 15s
+    scrape_timeout: 5s
+    metrics_path: /probe
+    scheme: http
+    honor_labels: true
+    honor_timestamps: false
+    enable_compression: false
+    params:
+      module: [http_2xx]
+    static_configs:
+      - targets: [a:1, "b:2"]
+        labels: {env: prod}
+remote_write:
+  - url: http://r:9090/api/v1/write
+    name: primary
+    remote_timeout: 10s
+    headers: {X-Scope-OrgID: tenant}
+    queue_config:
+      capacity: 500
+      max_samples_per_send: 100
+      batch_send_deadline: 1s
+      min_backoff: 10ms
+      max_backoff: 1s
+      retry_on_http_429: true
+    metadata_config:
+      send: false
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.global.scrape_interval, Duration::from_secs(90));
+    assert_eq!(c.global.scrape_timeout, Duration::from_millis(100));
+    assert_eq!(c.global.external_labels, vec![("cluster".into(), "c1".into()), ("region".into(), "eu".into())]);
+    let sc = &c.scrape_configs[0];
+    assert_eq!((sc.scrape_interval, sc.scrape_timeout), (Duration::from_secs(15), Duration::from_secs(5)));
+    assert_eq!(sc.metrics_path, "/probe");
+    assert!(sc.honor_labels && !sc.honor_timestamps && !sc.enable_compression);
+    assert_eq!(sc.params, vec![("module".into(), vec!["http_2xx".into()])]);
+    assert_eq!(sc.static_configs[0].targets, vec!["a:1".to_string(), "b:2".to_string()]);
+    assert_eq!(sc.static_configs[0].labels, vec![("env".into(), "prod".into())]);
+    let rw = &c.remote_write[0];
+    assert_eq!(rw.name, "primary");
+    assert_eq!(rw.remote_timeout, Duration::from_secs(10));
+    assert_eq!(rw.headers, vec![("X-Scope-OrgID".into(), "tenant".into())]);
+    assert_eq!(rw.queue.capacity, 500);
+    assert_eq!(rw.queue.max_samples_per_send, 100);
+    assert_eq!(rw.queue.batch_send_deadline, Duration::from_secs(1));
+    assert_eq!(rw.queue.min_backoff, Duration::from_millis(10));
+    assert_eq!(rw.queue.max_backoff, Duration::from_secs(1));
+    assert!(rw.queue.retry_on_http_429);
+    assert_eq!(rw.queue.max_shards, 50, "unset fields keep their defaults");
+}
+
+#[test]
+fn bad_files_give_exact_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "scrape_configs:\n  - job_name: a\n    scrape_intervl: 5s\n",
+            "prometheus.yml:3: unknown field `scrape_intervl`",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    scrape_interval: 5x\n",
+            "prometheus.yml:3: not a valid duration string: \"5x\"",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n  - job_name: a\n",
+            "prometheus.yml:3: scrape_configs[1].job_name: found multiple scrape configs with job name \"a\"",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n",
+            "prometheus.yml:4: scrape_configs[0].scrape_timeout: scrape timeout greater than scrape interval for scrape config with job name \"a\"",
+        ),
+        (
+            "global:\n  scrape_interval: 5s\n  scrape_timeout: 6s\n",
+            "prometheus.yml:3: global.scrape_timeout: global scrape timeout greater than scrape interval",
+        ),
+        (
+            "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: a\n    scrape_timeout: 10s\n",
+            "prometheus.yml:5: scrape_configs[0].scrape_timeout: scrape timeout greater than scrape interval for scrape config with job name \"a\"",
+        ),
+        ("scrape_configs:\n  - job_name: \"\"\n", "prometheus.yml:2: scrape_configs[0].job_name: job_name is empty"),
+        ("scrape_configs:\n  - scrape_interval: 5s\n", "prometheus.yml: scrape_configs[0]: job_name is missing"),
+        ("rule_files:\n  - rules.yml\n", "prometheus.yml:2: rule_files: field rule_files is not allowed in agent mode"),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n",
+            "prometheus.yml:4: scrape_configs[0].kubernetes_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    static_configs: [targets: [a:1]\n",
+            "prometheus.yml:3: unclosed bracket '['",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['h/x:1']\n",
+            "prometheus.yml:4: scrape_configs[0].static_configs[0].targets: \"h/x:1\" is not a valid host:port address",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    scheme: ftp\n",
+            "prometheus.yml:3: scrape_configs[0].scheme: unknown scheme \"ftp\": use http or https",
+        ),
+        ("remote_write:\n  - name: x\n", "prometheus.yml: remote_write[0]: url for remote_write is empty"),
+        (
+            "remote_write:\n  - url: localhost:9090\n",
+            "prometheus.yml:2: remote_write[0].url: \"localhost:9090\" is not a valid URL: it must start with http:// or https://",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    name: x\n  - url: http://b/\n    name: x\n",
+            "prometheus.yml:5: remote_write[1]: found multiple remote write configs with name \"x\"",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    headers:\n      Content-Type: x\n",
+            "prometheus.yml:4: remote_write[0].headers: Content-Type is a reserved header. It must not be changed",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    queue_config:\n      max_samples_per_send: 0\n",
+            "prometheus.yml: remote_write[0].queue_config.max_samples_per_send: must be greater than 0, got 0",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    queue_config:\n      min_backoff: 10s\n      max_backoff: 1s\n",
+            "prometheus.yml: remote_write[0].queue_config: max_backoff must not be less than min_backoff",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    write_relabel_configs:\n      - action: drop\n",
+            "prometheus.yml:4: remote_write[0].write_relabel_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+        ),
+        (
+            "global:\n  external_labels:\n    1bad: x\n",
+            "prometheus.yml: global.external_labels: \"1bad\" is not a valid label name",
+        ),
+    ];
+    for (yaml, want) in cases {
+        check_err(yaml, want);
+    }
+}
+
+#[test]
+fn error_names_the_file_when_it_cannot_be_read() {
+    let e = load_file(Path::new("/nonexistent/spate.yml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/spate.yml: cannot read the configuration file:"), "{e}");
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.yml");
+    let c = load_file(&path).unwrap();
+    assert_eq!(c.remote_write[0].url.to_string(), "http://localhost:9090/api/v1/write");
+    assert_eq!(c.scrape_configs[0].static_configs[0].targets, vec!["localhost:9095".to_string()]);
+}

@@ -1,0 +1,473 @@
+//! The Prometheus text format (0.0.4) and the sample lines of OpenMetrics 1.0 text.
+
+use std::fmt;
+
+use super::Format;
+
+/// A label as offsets into the scrape buffer. `escaped` says the value holds a backslash
+/// escape and must go through [`unescape_label_value`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelRef {
+    pub name: (u32, u32),
+    pub value: (u32, u32),
+    pub escaped: bool,
+}
+
+impl LabelRef {
+    pub fn name<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.name.0 as usize..self.name.1 as usize]
+    }
+    pub fn value<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.value.0 as usize..self.value.1 as usize]
+    }
+}
+
+/// One sample. `name` borrows the buffer; `labels` borrows the parser's scratch.
+#[derive(Debug)]
+pub struct Sample<'a, 'p> {
+    pub name: &'a [u8],
+    pub name_escaped: bool,
+    pub labels: &'p [LabelRef],
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+    pub excerpt: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}: {} in {:?}", self.line, self.column, self.reason, self.excerpt)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+pub struct Parser<'a, 's> {
+    buf: &'a [u8],
+    pos: usize,
+    line: usize,
+    format: Format,
+    scratch: &'s mut Vec<LabelRef>,
+    eof_seen: bool,
+    done: bool,
+}
+
+impl<'a, 's> Parser<'a, 's> {
+    pub fn new(buf: &'a [u8], format: Format, scratch: &'s mut Vec<LabelRef>) -> Self {
+        assert!(buf.len() < u32::MAX as usize, "scrape bodies are far below 4 GiB");
+        Parser { buf, pos: 0, line: 0, format, scratch, eof_seen: false, done: false }
+    }
+
+    /// The next sample, `None` at the end, or the first error (after which parsing stops).
+    #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator
+    pub fn next(&mut self) -> Option<Result<Sample<'a, '_>, ParseError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if self.pos >= self.buf.len() {
+                self.done = true;
+                if self.format == Format::OpenMetrics && !self.eof_seen {
+                    return Some(Err(self.error_at(self.buf.len(), "data does not end with # EOF")));
+                }
+                return None;
+            }
+            let start = self.pos;
+            let end = match self.buf[start..].iter().position(|b| *b == b'\n') {
+                Some(i) => start + i,
+                None => self.buf.len(),
+            };
+            self.pos = end + 1;
+            self.line += 1;
+            let mut line_end = end;
+            if line_end > start && self.buf[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            if self.eof_seen {
+                self.done = true;
+                return Some(Err(self.error_at(start, "unexpected data after # EOF")));
+            }
+            let first = skip_blanks(self.buf, start, line_end);
+            if first == line_end {
+                if self.format == Format::OpenMetrics {
+                    self.done = true;
+                    return Some(Err(self.error_at(start, "blank lines are not allowed in OpenMetrics")));
+                }
+                continue;
+            }
+            if self.buf[first] == b'#' {
+                if self.format == Format::OpenMetrics && &self.buf[first..line_end] == b"# EOF" {
+                    self.eof_seen = true;
+                    if self.pos >= self.buf.len() {
+                        self.done = true;
+                        return None;
+                    }
+                }
+                continue;
+            }
+            return Some(match self.sample(first, line_end) {
+                Ok((name, name_escaped, value, timestamp_ms)) => Ok(Sample {
+                    name: &self.buf[name.0..name.1],
+                    name_escaped,
+                    labels: self.scratch.as_slice(),
+                    value,
+                    timestamp_ms,
+                }),
+                Err(e) => {
+                    self.done = true;
+                    Err(e)
+                }
+            });
+        }
+    }
+
+    fn error_at(&self, at: usize, reason: &str) -> ParseError {
+        let line_start = self.buf[..at.min(self.buf.len())].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let line_end = self.buf[line_start..].iter().position(|b| *b == b'\n').map_or(self.buf.len(), |i| line_start + i);
+        let excerpt_end = line_end.min(line_start + 120);
+        ParseError {
+            line: self.line.max(1),
+            column: at.saturating_sub(line_start) + 1,
+            reason: reason.to_string(),
+            excerpt: String::from_utf8_lossy(&self.buf[line_start..excerpt_end]).into_owned(),
+        }
+    }
+
+    /// Parses one sample line into the label scratch; returns the name's range, whether the
+    /// name had escapes, the value and the timestamp.
+    #[allow(clippy::type_complexity)]
+    fn sample(&mut self, start: usize, end: usize) -> Result<((usize, usize), bool, f64, Option<i64>), ParseError> {
+        let buf = self.buf;
+        self.scratch.clear();
+        let mut p = start;
+        let (name, name_escaped);
+        if buf[p] == b'{' {
+            // Quoted UTF-8 metric name inside the braces: {"my.metric", a="b"}.
+            let (n, esc, after) = self.parse_labels(p, end, true)?;
+            let Some((ns, ne)) = n else { return Err(self.error_at(p, "metric name is missing")) };
+            name = (ns, ne);
+            name_escaped = esc;
+            p = after;
+        } else {
+            let ns = p;
+            while p < end && is_name_char(buf[p], p == ns) {
+                p += 1;
+            }
+            if p == ns {
+                return Err(self.error_at(p, "invalid metric name"));
+            }
+            name = (ns, p);
+            name_escaped = false;
+            if p < end && buf[p] == b'{' {
+                let (n, _, after) = self.parse_labels(p, end, false)?;
+                debug_assert!(n.is_none());
+                p = after;
+            }
+        }
+        // Value.
+        if p >= end || !is_blank(buf[p]) {
+            return Err(self.error_at(p, "expected a space before the value"));
+        }
+        p = skip_blanks(buf, p, end);
+        let vs = p;
+        while p < end && !is_blank(buf[p]) {
+            p += 1;
+        }
+        let value = parse_float(&buf[vs..p]).ok_or_else(|| self.error_at(vs, "invalid sample value"))?;
+        p = skip_blanks(buf, p, end);
+        let mut timestamp_ms = None;
+        if p < end && buf[p] != b'#' {
+            let ts_start = p;
+            while p < end && !is_blank(buf[p]) {
+                p += 1;
+            }
+            let raw = &buf[ts_start..p];
+            timestamp_ms = Some(match self.format {
+                Format::PromText => parse_int(raw).ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?,
+                Format::OpenMetrics => {
+                    let secs = parse_float(raw)
+                        .filter(|f| f.is_finite())
+                        .ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?;
+                    (secs * 1000.0) as i64
+                }
+            });
+            p = skip_blanks(buf, p, end);
+        }
+        if p < end {
+            // OpenMetrics exemplar: ` # {labels} value [timestamp]` — accepted and not kept yet.
+            if self.format == Format::OpenMetrics && buf[p] == b'#' {
+                p = end;
+            } else {
+                return Err(self.error_at(p, "unexpected data after the sample"));
+            }
+        }
+        debug_assert_eq!(p, end);
+        Ok((name, name_escaped, value, timestamp_ms))
+    }
+
+    /// Parses `{…}` starting at `p` (the brace). With `allow_name`, a bare quoted string is the
+    /// metric name. Returns the name's range, whether it had escapes, and the offset after `}`.
+    #[allow(clippy::type_complexity)]
+    fn parse_labels(&mut self, mut p: usize, end: usize, allow_name: bool) -> Result<(Option<(usize, usize)>, bool, usize), ParseError> {
+        let buf = self.buf;
+        p += 1;
+        let mut metric_name = None;
+        let mut name_escaped = false;
+        loop {
+            p = skip_blanks(buf, p, end);
+            if p >= end {
+                return Err(self.error_at(p, "unterminated label set"));
+            }
+            if buf[p] == b'}' {
+                return Ok((metric_name, name_escaped, p + 1));
+            }
+            // Label name: bare or quoted.
+            let (ns, ne, quoted, n_esc);
+            if buf[p] == b'"' {
+                let (s, e, esc, after) = self.quoted(p, end)?;
+                (ns, ne, quoted, n_esc) = (s, e, true, esc);
+                p = after;
+            } else {
+                ns = p;
+                while p < end && is_label_char(buf[p], p == ns) {
+                    p += 1;
+                }
+                if p == ns {
+                    return Err(self.error_at(p, "invalid label name"));
+                }
+                (ne, quoted, n_esc) = (p, false, false);
+            }
+            p = skip_blanks(buf, p, end);
+            if quoted && allow_name && metric_name.is_none() && self.scratch.is_empty() && p < end && (buf[p] == b',' || buf[p] == b'}') {
+                metric_name = Some((ns, ne));
+                name_escaped = n_esc;
+            } else {
+                if p >= end || buf[p] != b'=' {
+                    return Err(self.error_at(p, "expected '=' after label name"));
+                }
+                p = skip_blanks(buf, p + 1, end);
+                if p >= end || buf[p] != b'"' {
+                    return Err(self.error_at(p, "expected '\"' to start the label value"));
+                }
+                let (vs, ve, esc, after) = self.quoted(p, end)?;
+                if std::str::from_utf8(&buf[vs..ve]).is_err() {
+                    return Err(self.error_at(vs, "invalid UTF-8 label value"));
+                }
+                if n_esc {
+                    return Err(self.error_at(ns, "escapes in quoted label names are not supported yet"));
+                }
+                self.scratch.push(LabelRef { name: (ns as u32, ne as u32), value: (vs as u32, ve as u32), escaped: esc });
+                p = skip_blanks(buf, after, end);
+            }
+            if p < end && buf[p] == b',' {
+                p += 1;
+            } else if p < end && buf[p] == b'}' {
+                continue;
+            } else {
+                return Err(self.error_at(p, "expected ',' or '}' in label set"));
+            }
+        }
+    }
+
+    /// A double-quoted string at `p`: returns its content range, whether it has escapes, and
+    /// the offset after the closing quote.
+    fn quoted(&self, p: usize, end: usize) -> Result<(usize, usize, bool, usize), ParseError> {
+        let buf = self.buf;
+        let s = p + 1;
+        let mut i = s;
+        let mut escaped = false;
+        while i < end {
+            match buf[i] {
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
+                }
+                b'"' => return Ok((s, i, escaped, i + 1)),
+                _ => i += 1,
+            }
+        }
+        Err(self.error_at(p, "unterminated quoted string"))
+    }
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn skip_blanks(buf: &[u8], mut p: usize, end: usize) -> usize {
+    while p < end && is_blank(buf[p]) {
+        p += 1;
+    }
+    p
+}
+
+fn is_name_char(b: u8, first: bool) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b':' || (!first && b.is_ascii_digit())
+}
+
+fn is_label_char(b: u8, first: bool) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || (!first && b.is_ascii_digit())
+}
+
+/// Parses a float as Go's `strconv.ParseFloat` does for the forms exposition formats use:
+/// decimals, exponents, `±Inf`, `NaN` (any case).
+fn parse_float(b: &[u8]) -> Option<f64> {
+    if b.is_empty() || !b.is_ascii() {
+        return None;
+    }
+    // SAFETY-free: ASCII is valid UTF-8.
+    let s = std::str::from_utf8(b).ok()?;
+    s.parse::<f64>().ok()
+}
+
+fn parse_int(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Appends a label value with the text format's escapes (`\\`, `\"`, `\n`) resolved; any other
+/// backslash sequence is kept as written, as Prometheus does.
+pub fn unescape_label_value(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'\\' && i + 1 < raw.len() {
+            match raw[i + 1] {
+                b'\\' => out.push(b'\\'),
+                b'"' => out.push(b'"'),
+                b'n' => out.push(b'\n'),
+                other => {
+                    out.push(b'\\');
+                    out.push(other);
+                }
+            }
+            i += 2;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses everything into owned `(name, [(label, value)], value, ts)` tuples.
+    #[allow(clippy::type_complexity)]
+    fn parse_all(input: &str, format: Format) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
+        let mut scratch = Vec::new();
+        let mut p = Parser::new(input.as_bytes(), format, &mut scratch);
+        let mut out = Vec::new();
+        while let Some(s) = p.next() {
+            let s = s?;
+            let buf = input.as_bytes();
+            let labels = s
+                .labels
+                .iter()
+                .map(|l| {
+                    let mut v = Vec::new();
+                    if l.escaped {
+                        unescape_label_value(l.value(buf), &mut v);
+                    } else {
+                        v.extend_from_slice(l.value(buf));
+                    }
+                    (String::from_utf8_lossy(l.name(buf)).into_owned(), String::from_utf8(v).unwrap())
+                })
+                .collect();
+            out.push((String::from_utf8_lossy(s.name).into_owned(), labels, s.value, s.timestamp_ms));
+        }
+        Ok(out)
+    }
+
+    fn one(input: &str) -> (String, Vec<(String, String)>, f64, Option<i64>) {
+        let mut v = parse_all(input, Format::PromText).unwrap();
+        assert_eq!(v.len(), 1, "{input}");
+        v.remove(0)
+    }
+
+    fn err(input: &str, format: Format) -> ParseError {
+        parse_all(input, format).expect_err(input)
+    }
+
+    #[test]
+    fn parses_node_exporter_style_text() {
+        let input = "# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n\
+# TYPE node_cpu_seconds_total counter\n\
+node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1.23456789e+06\n\
+node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 42\n\
+\n\
+# HELP go_info Information about the Go environment.\n\
+go_info{version=\"go1.19.8\"} 1\n\
+node_load1 0.5\n";
+        let got = parse_all(input, Format::PromText).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].0, "node_cpu_seconds_total");
+        assert_eq!(got[0].1, vec![("cpu".into(), "0".into()), ("mode".into(), "idle".into())]);
+        assert_eq!(got[0].2, 1_234_567.89);
+        assert_eq!(got[3], ("node_load1".into(), vec![], 0.5, None));
+    }
+
+    #[test]
+    fn values_timestamps_and_special_floats() {
+        assert_eq!(one("a 1 1700000000000").3, Some(1_700_000_000_000));
+        assert_eq!(one("a 1 -5").3, Some(-5));
+        assert_eq!(one("a +Inf").2, f64::INFINITY);
+        assert_eq!(one("a -Inf").2, f64::NEG_INFINITY);
+        assert!(one("a NaN").2.is_nan());
+        assert_eq!(one("a 1e-3").2, 0.001);
+        assert_eq!(one("a\t2").2, 2.0);
+        assert_eq!(one("a{} 3").2, 3.0, "empty label set");
+        assert_eq!(one("a{b=\"c\",} 3").1.len(), 1, "trailing comma");
+        assert_eq!(one("a 1\r\n").2, 1.0, "CRLF");
+        assert_eq!(one("a 1").2, 1.0, "no final newline");
+    }
+
+    #[test]
+    fn label_escapes() {
+        let (_, labels, _, _) = one(r#"a{path="C:\\dir",q="say \"hi\"",nl="x\ny",other="\t"} 1"#);
+        assert_eq!(labels[0].1, "C:\\dir");
+        assert_eq!(labels[1].1, "say \"hi\"");
+        assert_eq!(labels[2].1, "x\ny");
+        assert_eq!(labels[3].1, "\\t", "unknown escapes are kept as written");
+    }
+
+    #[test]
+    fn quoted_utf8_names() {
+        let (name, labels, v, _) = one(r#"{"my.metric","a.b"="v", c="d"} 7"#);
+        assert_eq!(name, "my.metric");
+        assert_eq!(labels, vec![("a.b".into(), "v".into()), ("c".into(), "d".into())]);
+        assert_eq!(v, 7.0);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = err("ok 1\nbad{a=\"b\" 1\n", Format::PromText);
+        assert_eq!(e.line, 2);
+        assert!(e.reason.contains("expected ','"), "{e}");
+        let e = err("a 1 2 3", Format::PromText);
+        assert!(e.reason.contains("unexpected data"), "{e}");
+        assert_eq!((e.line, e.column), (1, 7));
+        assert!(err("a abc", Format::PromText).reason.contains("invalid sample value"));
+        assert!(err("0a 1", Format::PromText).reason.contains("invalid metric name"));
+        assert!(err("a{1=\"x\"} 1", Format::PromText).reason.contains("invalid label name"));
+        assert!(err("a{b=\"x} 1", Format::PromText).reason.contains("unterminated"));
+        assert!(err("a 1 12.5", Format::PromText).reason.contains("invalid timestamp"));
+        assert!(err("a", Format::PromText).reason.contains("space before the value"));
+    }
+
+    #[test]
+    fn openmetrics_basics() {
+        let input = "# TYPE foo counter\nfoo_total 17.0 1520879607.789 # {trace_id=\"KOO5S4vxi0o\"} 0.67\nfoo_created 1520430000.123\n# EOF\n";
+        let got = parse_all(input, Format::OpenMetrics).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].3, Some(1_520_879_607_789));
+        assert!(err("a 1\n", Format::OpenMetrics).reason.contains("# EOF"));
+        assert!(err("a 1\n# EOF\nb 2\n", Format::OpenMetrics).reason.contains("after # EOF"));
+    }
+}

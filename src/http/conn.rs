@@ -1,0 +1,195 @@
+//! One keep-alive HTTP/1.1 connection on a core's executor.
+
+use std::fmt;
+use std::io::Read as _;
+
+use super::framing::{ChunkScanner, Framing, dechunk_in_place, parse_head};
+use crate::runtime::{AsyncReadRent, AsyncWriteRentExt, IoBufMut, TcpStream};
+
+/// Smallest free space offered to each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum Error {
+    Connect(std::io::Error),
+    Io(std::io::Error),
+    Protocol(String),
+    /// The peer closed the connection before a complete response.
+    Closed,
+    BodyTooLarge(usize),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect(e) => write!(f, "connect: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Protocol(m) => f.write_str(m),
+            Error::Closed => f.write_str("connection closed before a complete response"),
+            Error::BodyTooLarge(n) => write!(f, "response body larger than {n} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A received response. The body is already de-chunked and, when the server sent
+/// `Content-Encoding: gzip`, decompressed.
+pub struct Response<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub retry_after: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+pub struct Conn {
+    authority: String,
+    stream: Option<TcpStream>,
+    req: Vec<u8>,
+    buf: Vec<u8>,
+    decoded: Vec<u8>,
+    max_body: usize,
+}
+
+impl Conn {
+    pub fn new(authority: String) -> Conn {
+        Conn { authority, stream: None, req: Vec::new(), buf: Vec::new(), decoded: Vec::new(), max_body: usize::MAX }
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The request buffer, cleared: write the whole request (head and body) into it.
+    pub fn request_mut(&mut self) -> &mut Vec<u8> {
+        self.req.clear();
+        &mut self.req
+    }
+
+    /// Drops the connection; the next request opens a new one.
+    pub fn reset(&mut self) {
+        self.stream = None;
+    }
+
+    /// Sends the request in the request buffer and reads the whole response. A failure leaves
+    /// the connection closed. A reused keep-alive connection that turns out to be closed by the
+    /// server is retried once on a fresh connection.
+    pub async fn round_trip(&mut self, head_request: bool) -> Result<Response<'_>, Error> {
+        let reused = self.stream.is_some();
+        let info = match self.exchange(head_request).await {
+            Err(Error::Closed) if reused => self.exchange(head_request).await?,
+            Err(e) if reused && is_reset(&e) => self.exchange(head_request).await?,
+            other => other?,
+        };
+        let (status, body_range, ct, ra, gzip) = info;
+        let body: &[u8] = if gzip {
+            self.decoded.clear();
+            let mut dec = flate2::bufread::GzDecoder::new(&self.buf[body_range.0..body_range.1]);
+            dec.read_to_end(&mut self.decoded).map_err(|e| Error::Protocol(format!("gzip: {e}")))?;
+            &self.decoded
+        } else {
+            &self.buf[body_range.0..body_range.1]
+        };
+        let hdr = |r: Option<(usize, usize)>| r.and_then(|(s, e)| std::str::from_utf8(&self.buf[s..e]).ok());
+        Ok(Response { status, content_type: hdr(ct).unwrap_or(""), retry_after: hdr(ra), body })
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn exchange(
+        &mut self,
+        head_request: bool,
+    ) -> Result<(u16, (usize, usize), Option<(usize, usize)>, Option<(usize, usize)>, bool), Error> {
+        // The stream lives in a local while in use: if this future is dropped (timeout), the
+        // connection goes with it.
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(self.authority.as_str()).await.map_err(Error::Connect)?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        let req = std::mem::take(&mut self.req);
+        let (res, req) = stream.write_all(req).await;
+        self.req = req;
+        res.map_err(Error::Io)?;
+
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = read_response(&mut stream, &mut buf, head_request, self.max_body).await;
+        self.buf = buf;
+        let (info, body) = result?;
+        if !info.close {
+            self.stream = Some(stream);
+        }
+        Ok((info.status, body, info.content_type, info.retry_after, info.gzip))
+    }
+}
+
+fn is_reset(e: &Error) -> bool {
+    matches!(e, Error::Io(io) if matches!(io.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionAborted))
+}
+
+/// Reads one response into `buf`. Returns the head and the body's range in `buf`.
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+    max_body: usize,
+) -> Result<(super::HeadInfo, (usize, usize)), Error> {
+    let mut head = None;
+    let mut chunks = ChunkScanner::default();
+    loop {
+        if let Some(info) = &head {
+            let info: &super::HeadInfo = info;
+            let body = &buf[info.head_len..];
+            match info.framing {
+                Framing::Length(n) if body.len() >= n => {
+                    let range = (info.head_len, info.head_len + n);
+                    return Ok((head.take().expect("head is set"), range));
+                }
+                Framing::Chunked => {
+                    if let Some(end) = chunks.advance(body).map_err(Error::Protocol)? {
+                        let start = info.head_len;
+                        let n = dechunk_in_place(&mut buf[start..start + end]).map_err(Error::Protocol)?;
+                        return Ok((head.take().expect("head is set"), (start, start + n)));
+                    }
+                }
+                _ => {}
+            }
+            if body.len() > max_body {
+                return Err(Error::BodyTooLarge(max_body));
+            }
+        }
+
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(READ_CHUNK.max(buf.capacity()));
+        }
+        let len = buf.len();
+        let cap = buf.capacity();
+        let owned = std::mem::take(buf);
+        let (res, slice) = stream.read(owned.slice_mut(len..cap)).await;
+        *buf = slice.into_inner();
+        let n = res.map_err(Error::Io)?;
+        if n == 0 {
+            // EOF: complete only for a close-delimited body.
+            return match head.take() {
+                Some(info) if info.framing == Framing::Close => {
+                    let range = (info.head_len, buf.len());
+                    Ok((info, range))
+                }
+                _ => Err(Error::Closed),
+            };
+        }
+        if head.is_none() {
+            head = parse_head(buf, head_request).map_err(Error::Protocol)?;
+            if let Some(info) = &head
+                && let Framing::Length(n) = info.framing
+                && n > max_body
+            {
+                return Err(Error::BodyTooLarge(max_body));
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A minimal HTTP/1.1 client for the data plane: one keep-alive connection per scrape target or
+//! remote-write shard, a reused receive buffer, httparse for the head, in-place de-chunking,
+//! and gzip.
+//!
+//! **Invariant:** a connection has at most one request in flight; a request that fails or
+//! times out drops the connection, so no response is ever read by the wrong request.
+
+mod conn;
+mod framing;
+
+pub use conn::{Conn, Response};
+pub use framing::{Framing, HeadInfo, dechunk_in_place, parse_head};
+
+use std::fmt;
+
+/// A parsed `http://` or `https://` URL: enough to open a connection and write a request line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub tls: bool,
+    /// Host as written (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path_and_query: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("{s:?} is not a valid URL: it must start with http:// or https://"));
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.contains('@') {
+            return Err(format!("{s:?}: credentials in the URL are not supported; use headers"));
+        }
+        let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })
+            .map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
+        Ok(Url { tls, host, port, path_and_query: path })
+    }
+
+    /// `host:port` as a socket address string (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        join_host_port(&self.host, self.port)
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path_and_query)
+    }
+}
+
+/// Splits `host:port`, `[v6]:port` or a bare host (with `default_port`).
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    if s.is_empty() {
+        return Err("empty host".into());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']').ok_or("missing ']' in IPv6 address")?;
+        let host = &rest[..end];
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("invalid port {p:?}"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(format!("unexpected {after:?} after IPv6 address")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            if host.is_empty() {
+                return Err("empty host".into());
+            }
+            let port = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
+            Ok((host.to_string(), port))
+        }
+        Some(_) => Err("IPv6 addresses must be in brackets".into()),
+        None => Ok((s.to_string(), default_port)),
+    }
+}
+
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// Appends `s` percent-encoded as a URL query component (Go's `url.QueryEscape`).
+pub fn query_escape(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = Url::parse("http://localhost:9090/api/v1/write").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path_and_query.as_str()), (false, "localhost", 9090, "/api/v1/write"));
+        let u = Url::parse("https://example.com").unwrap();
+        assert_eq!((u.tls, u.port, u.path_and_query.as_str()), (true, 443, "/"));
+        let u = Url::parse("http://[::1]:8428/api/v1/write?extra_label=a").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path_and_query.as_str()), ("::1", 8428, "/api/v1/write?extra_label=a"));
+        assert_eq!(u.to_string(), "http://[::1]:8428/api/v1/write?extra_label=a");
+        let u = Url::parse("http://h:1?x=1").unwrap();
+        assert_eq!(u.path_and_query, "/?x=1");
+        for bad in ["localhost:9090", "ftp://x", "http://", "http://h:port/", "http://u:p@h/", "http://::1/"] {
+            assert!(Url::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn escapes_query_components() {
+        let mut s = String::new();
+        query_escape(&mut s, "a b&c=d/é");
+        assert_eq!(s, "a+b%26c%3Dd%2F%C3%A9");
+    }
+}

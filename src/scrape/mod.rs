@@ -1,0 +1,318 @@
+//! Per-core scrape loops: fetch, parse, attach target labels, and commit the scrape to the
+//! core's remote-write shards, plus the report series (`up`, `scrape_duration_seconds`,
+//! `scrape_samples_scraped`).
+//!
+//! **Invariant:** a scrape is committed whole or not at all (a parse error mid-body rolls
+//! back everything but the report series, as in Prometheus).
+
+mod target;
+
+pub use target::{Target, TargetError, targets_for};
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::exposition::{self, DEFAULT_ACCEPT, LabelRef, Parser, unescape_label_value};
+use crate::http::Conn;
+use crate::log::Level;
+use crate::remote::CoreControl;
+use crate::remote::encode::{LabelScratch, encode_series};
+use crate::runtime::{Instant, sleep_or, timeout};
+use crate::selfmetrics::CoreStats;
+
+/// Per-core scratch for building a scrape's samples: reused across every scrape on the core,
+/// so steady state does not allocate.
+#[derive(Default)]
+pub struct Appender {
+    /// Encoded `WriteRequest.timeseries` entries of the scrape in progress.
+    entries: Vec<u8>,
+    /// End offset of each entry in `entries`.
+    ends: Vec<u32>,
+    labels: LabelScratch,
+    parse_scratch: Vec<LabelRef>,
+}
+
+impl Appender {
+    fn rollback(&mut self) {
+        self.entries.clear();
+        self.ends.clear();
+    }
+
+    fn push(&mut self, value: f64, ts: i64) {
+        encode_series(&mut self.entries, &self.labels, value, ts);
+        self.ends.push(self.entries.len() as u32);
+    }
+}
+
+/// What a core shares with its scrape loops.
+pub struct CoreScrape {
+    pub ctl: Rc<CoreControl>,
+    pub stats: Arc<CoreStats>,
+    pub external_labels: Vec<(String, String)>,
+    pub appender: RefCell<Appender>,
+}
+
+/// Runs one target's scrape loop until shutdown.
+pub async fn run_target(target: Rc<Target>, core: Rc<CoreScrape>) {
+    core.ctl.loop_started();
+    let mut conn = Conn::new(target.address.clone());
+    let request = build_request(&target);
+    let interval = target.interval;
+
+    // A stable phase within the interval, from the target's hash: a fleet's scrapes spread
+    // evenly and a target keeps its phase across restarts.
+    let now_ms = unix_ms();
+    let interval_ms = interval.as_millis().max(1) as u64;
+    let offset = target.hash % interval_ms;
+    let base = interval_ms - (now_ms as u64 % interval_ms);
+    let mut first_wait = base + offset;
+    if first_wait > interval_ms {
+        first_wait -= interval_ms;
+    }
+    let shutdown = core.ctl.shutdown.clone();
+    if !sleep_or(Duration::from_millis(first_wait), &shutdown).await {
+        let mut next = Instant::now();
+        loop {
+            scrape_once(&target, &core, &mut conn, &request).await;
+            next += interval;
+            let now = Instant::now();
+            if next < now {
+                // Fell behind (a slow scrape or a stalled core): skip the missed ticks.
+                let behind = now - next;
+                let skip = behind.as_nanos() / interval.as_nanos().max(1) + 1;
+                next += interval * skip as u32;
+            }
+            if sleep_or(next - now, &shutdown).await {
+                break;
+            }
+        }
+    }
+    core.ctl.loop_ended();
+}
+
+fn build_request(t: &Target) -> Vec<u8> {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nAccept: {}\r\nAccept-Encoding: {}\r\nX-Prometheus-Scrape-Timeout-Seconds: {}\r\n\r\n",
+        t.path_and_query,
+        t.address,
+        env!("CARGO_PKG_VERSION"),
+        DEFAULT_ACCEPT,
+        if t.enable_compression { "gzip" } else { "identity" },
+        t.timeout.as_secs_f64(),
+    )
+    .into_bytes()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[u8]) {
+    let ts = unix_ms();
+    let started = Instant::now();
+    core.stats.scrapes.fetch_add(1, Relaxed);
+    conn.request_mut().extend_from_slice(request);
+
+    let result: Result<usize, String> = match timeout(t.timeout, conn.round_trip(false)).await {
+        Err(_) => {
+            conn.reset();
+            Err(format!("Get \"{}\": context deadline exceeded", t.url()))
+        }
+        Ok(Err(e)) => Err(format!("Get \"{}\": {e}", t.url())),
+        Ok(Ok(resp)) if resp.status != 200 => Err(format!("server returned HTTP status {}", resp.status)),
+        Ok(Ok(resp)) => match exposition::format_for_content_type(resp.content_type) {
+            Err(e) => Err(e),
+            // Parse and encode synchronously: no await while the appender is borrowed.
+            Ok(format) => append_body(t, core, resp.body, format, ts),
+        },
+    };
+
+    let mut app = core.appender.borrow_mut();
+    let scraped = match &result {
+        Ok(n) => *n,
+        Err(e) => {
+            app.rollback();
+            core.stats.scrape_failures.fetch_add(1, Relaxed);
+            crate::log!(Level::Debug, "scrape", "scrape failed", job = t.job, target = t.url(), err = e);
+            0
+        }
+    };
+    core.stats.samples_scraped.fetch_add(scraped as u64, Relaxed);
+    let duration = started.elapsed().as_secs_f64();
+    let up = if result.is_ok() { 1.0 } else { 0.0 };
+    for (name, value) in [
+        ("up", up),
+        ("scrape_duration_seconds", duration),
+        ("scrape_samples_scraped", scraped as f64),
+    ] {
+        report_labels(&mut app.labels, name, t, &core.external_labels);
+        app.push(value, ts);
+    }
+    let appended = app.ends.len();
+    for shard in core.ctl.shards().iter() {
+        shard.append(&app.entries, &app.ends, ts);
+    }
+    core.stats.samples_appended.fetch_add(appended as u64, Relaxed);
+    app.rollback();
+}
+
+/// Parses a response body into the appender. Returns the number of samples scraped.
+fn append_body(t: &Target, core: &CoreScrape, body: &[u8], format: exposition::Format, scrape_ts: i64) -> Result<usize, String> {
+    let mut app = core.appender.borrow_mut();
+    let app = &mut *app;
+    let mut parser = Parser::new(body, format, &mut app.parse_scratch);
+    let mut n = 0;
+    while let Some(sample) = parser.next() {
+        let s = sample.map_err(|e| e.to_string())?;
+        n += 1;
+        let labels = &mut app.labels;
+        labels.clear();
+        if s.name_escaped {
+            labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
+        } else {
+            labels.push(b"__name__", s.name);
+        }
+        for l in s.labels {
+            if l.escaped {
+                labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
+            } else {
+                labels.push(l.name(body), l.value(body));
+            }
+        }
+        merge_target_labels(labels, t);
+        for (k, v) in &core.external_labels {
+            if labels.get(k.as_bytes()).is_none() {
+                labels.push(k.as_bytes(), v.as_bytes());
+            }
+        }
+        if let Err(dup) = labels.sort() {
+            return Err(format!("label name {:?} is not unique in a sample", String::from_utf8_lossy(&dup)));
+        }
+        let ts = match s.timestamp_ms {
+            Some(ts) if t.honor_timestamps => ts,
+            _ => scrape_ts,
+        };
+        let value = s.value;
+        encode_series(&mut app.entries, &app.labels, value, ts);
+        app.ends.push(app.entries.len() as u32);
+    }
+    Ok(n)
+}
+
+/// Attaches the target's labels to a scraped sample as Prometheus does: with `honor_labels`
+/// the exposed value wins; otherwise the target's does, and a conflicting exposed label is
+/// kept as `exported_<name>` (prefix repeated until free; shortest names first).
+fn merge_target_labels(labels: &mut LabelScratch, t: &Target) {
+    if t.honor_labels {
+        for (k, v) in &t.labels {
+            if labels.get(k.as_bytes()).is_none() {
+                labels.push(k.as_bytes(), v.as_bytes());
+            }
+        }
+        return;
+    }
+    // Conflicts are rare; only then allocate.
+    let mut conflicts: Vec<(String, Vec<u8>)> = Vec::new();
+    for (k, _) in &t.labels {
+        if let Some(v) = labels.get(k.as_bytes()) {
+            conflicts.push((k.clone(), v.to_vec()));
+            labels.remove(k.as_bytes());
+        }
+    }
+    for (k, v) in &t.labels {
+        labels.push(k.as_bytes(), v.as_bytes());
+    }
+    conflicts.sort_by_key(|(k, _)| k.len());
+    for (name, value) in conflicts {
+        let mut new_name = name;
+        loop {
+            new_name.insert_str(0, "exported_");
+            if labels.get(new_name.as_bytes()).is_none() {
+                labels.push(new_name.as_bytes(), &value);
+                break;
+            }
+        }
+    }
+}
+
+fn report_labels(labels: &mut LabelScratch, name: &str, t: &Target, external: &[(String, String)]) {
+    labels.clear();
+    labels.push(b"__name__", name.as_bytes());
+    for (k, v) in &t.labels {
+        labels.push(k.as_bytes(), v.as_bytes());
+    }
+    for (k, v) in external {
+        if labels.get(k.as_bytes()).is_none() {
+            labels.push(k.as_bytes(), v.as_bytes());
+        }
+    }
+    // Target labels are unique by construction and never `__name__`.
+    let _ = labels.sort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(honor: bool, labels: &[(&str, &str)]) -> Target {
+        Target {
+            job: "j".into(),
+            all_labels: vec![],
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            address: "a:1".into(),
+            scheme: "http".into(),
+            path_and_query: "/metrics".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            honor_labels: honor,
+            honor_timestamps: true,
+            enable_compression: true,
+            hash: 0,
+        }
+    }
+
+    fn merged(honor: bool, exposed: &[(&str, &str)], tl: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut s = LabelScratch::default();
+        for (k, v) in exposed {
+            s.push(k.as_bytes(), v.as_bytes());
+        }
+        merge_target_labels(&mut s, &target(honor, tl));
+        s.sort().unwrap();
+        (0..s.len())
+            .map(|i| (String::from_utf8(s.name(i).to_vec()).unwrap(), String::from_utf8(s.value(i).to_vec()).unwrap()))
+            .collect()
+    }
+
+    fn owned(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn target_labels_win_and_exposed_become_exported() {
+        let got = merged(
+            false,
+            &[("__name__", "m"), ("job", "exposed"), ("exported_job", "taken"), ("instance", "i")],
+            &[("instance", "a:1"), ("job", "j")],
+        );
+        assert_eq!(
+            got,
+            owned(&[
+                ("__name__", "m"),
+                ("exported_exported_job", "exposed"),
+                ("exported_instance", "i"),
+                ("exported_job", "taken"),
+                ("instance", "a:1"),
+                ("job", "j"),
+            ])
+        );
+    }
+
+    #[test]
+    fn honor_labels_keeps_exposed_values() {
+        let got = merged(true, &[("__name__", "m"), ("job", "exposed")], &[("instance", "a:1"), ("job", "j")]);
+        assert_eq!(got, owned(&[("__name__", "m"), ("instance", "a:1"), ("job", "exposed")]));
+    }
+}
