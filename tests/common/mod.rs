@@ -1,0 +1,427 @@
+//! Shared fixtures for integration tests: temporary directories, real processes that are
+//! always stopped, free loopback ports, condition waits, and in-process test servers (a
+//! recording remote-write receiver and a counting scrape target).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "spate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port (bound, then released for the process under test).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Waits until `f` returns `Some`, polling; panics with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Finds a program that a Debian package provides. Outside CI a missing program skips the test
+/// with a message; under `CI=true` it fails the test naming the package to install.
+pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()));
+    if found.is_none() {
+        let msg = format!("{program} not found: install the Debian package `{package}` (apt-get install -y {package})");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Proc {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("clone log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.into(), child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("process already stopped");
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within {limit:?} of SIGTERM; log:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET with `Connection: close`; returns status and body.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Percent-encodes a PromQL query for a URL.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The spate binary under test, with a config file and its own ports and storage.
+pub struct Spate {
+    pub proc: Proc,
+    pub web: String,
+    pub dir: TempDir,
+}
+
+impl Spate {
+    pub fn start(config: &str, extra_args: &[&str]) -> Spate {
+        Self::start_with(config, extra_args, |_| {})
+    }
+
+    pub fn start_with(config: &str, extra_args: &[&str], customize: impl FnOnce(&mut Command)) -> Spate {
+        let dir = TempDir::new("spate");
+        let cfg = dir.path().join("spate.yml");
+        std::fs::write(&cfg, config).expect("write config");
+        let port = free_port();
+        let web = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+        cmd.arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.agent.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .args(extra_args);
+        customize(&mut cmd);
+        let proc = Proc::spawn("spate", &mut cmd, dir.path());
+        let s = Spate { proc, web, dir };
+        wait_for(Duration::from_secs(30), "spate to be ready", || {
+            http_get(&s.web, "/-/ready").filter(|(code, _)| *code == 200)
+        });
+        s
+    }
+
+    /// The value of a self-metric series (summed over matching lines).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = http_get(&self.web, "/metrics").expect("spate /metrics");
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// One sample as the receiver decoded it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub ts: i64,
+}
+
+impl Received {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A remote-write receiver on a free loopback port. Every request is decoded; `policy` picks
+/// the status to answer (given the request number); samples are recorded only on a 2xx.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub accepted: Arc<Mutex<Vec<Received>>>,
+    /// Every request body decoded, whatever the answer: (status answered, samples).
+    pub requests: Arc<Mutex<Vec<(u16, Vec<Received>)>>>,
+    stop: Arc<AtomicBool>,
+    pub headers_seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+impl Receiver {
+    pub fn start(policy: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let headers_seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let policy = Arc::new(policy);
+        let counter = Arc::new(AtomicU64::new(0));
+        let (acc, reqs, hdrs, stp) = (accepted.clone(), requests.clone(), headers_seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stp.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (acc, reqs, hdrs, policy, counter, stp) =
+                            (acc.clone(), reqs.clone(), hdrs.clone(), policy.clone(), counter.clone(), stp.clone());
+                        std::thread::spawn(move || {
+                            serve_receiver(conn, &acc, &reqs, &hdrs, &*policy, &counter, &stp)
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Receiver { addr, accepted, requests, stop, headers_seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    pub fn samples(&self) -> Vec<Received> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_receiver(
+    conn: TcpStream,
+    accepted: &Mutex<Vec<Received>>,
+    requests: &Mutex<Vec<(u16, Vec<Received>)>>,
+    headers_seen: &Mutex<Vec<HashMap<String, String>>>,
+    policy: &(dyn Fn(usize) -> u16 + Send + Sync),
+    counter: &AtomicU64,
+    stop: &AtomicBool,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    // Keep-alive: serve requests until the client closes.
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
+        let status = policy(n);
+        let samples: Vec<Received> = match spate::remote::proto::decode_write_request(&body) {
+            Ok(req) => req
+                .timeseries
+                .into_iter()
+                .flat_map(|ts| {
+                    let labels: Vec<(String, String)> = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+                    ts.samples.into_iter().map(move |s| Received { labels: labels.clone(), value: s.value, ts: s.timestamp })
+                })
+                .collect(),
+            Err(e) => panic!("receiver could not decode a request: {e}"),
+        };
+        headers_seen.lock().unwrap().push(headers);
+        if (200..300).contains(&status) {
+            accepted.lock().unwrap().extend(samples.iter().cloned());
+        }
+        requests.lock().unwrap().push((status, samples));
+        let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A scrape target serving `test_counter N`, where N counts the scrapes served (1, 2, …).
+pub struct CounterTarget {
+    pub addr: SocketAddr,
+    pub served: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CounterTarget {
+    pub fn start() -> CounterTarget {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind target");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let served = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (srv, stp) = (served.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stp.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (srv, stp) = (srv.clone(), stp.clone());
+                        std::thread::spawn(move || serve_counter(conn, &srv, &stp));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        CounterTarget { addr, served, stop }
+    }
+}
+
+impl Drop for CounterTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_counter(conn: TcpStream, served: &AtomicU64, stop: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_) if !stop.load(Ordering::Relaxed) => continue,
+            Err(_) => return,
+        }
+        // Skip headers.
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim_end().is_empty() {
+                break;
+            }
+        }
+        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+        let body = format!(
+            "# HELP test_counter Scrapes served.\n# TYPE test_counter counter\ntest_counter {n}\ntest_gauge{{kind=\"a\\\"quoted\\\"\"}} 0.5\n"
+        );
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
