@@ -20,9 +20,14 @@ pub fn core_for(hash: u64, cores: usize) -> usize {
 }
 
 pub fn run(opts: AgentOptions) -> Result<(), String> {
-    let cfg = config::load_file(&opts.config_file).map_err(|e| format!("error loading config: {e}"))?;
-    std::fs::create_dir_all(&opts.storage_path)
-        .map_err(|e| format!("cannot create --storage.agent.path {}: {e}", opts.storage_path.display()))?;
+    let cfg =
+        config::load_file(&opts.config_file).map_err(|e| format!("error loading config: {e}"))?;
+    std::fs::create_dir_all(&opts.storage_path).map_err(|e| {
+        format!(
+            "cannot create --storage.agent.path {}: {e}",
+            opts.storage_path.display()
+        )
+    })?;
 
     // Signals are taken by sigwait on this thread; block them before any other thread starts
     // so every thread inherits the mask.
@@ -34,20 +39,40 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     for sc in &cfg.scrape_configs {
         let (targets, errors) = scrape::targets_for(sc);
         for e in errors {
-            crate::log!(Level::Error, "scrape", "dropping target", job = e.job, target = e.address, err = e.reason);
+            crate::log!(
+                Level::Error,
+                "scrape",
+                "dropping target",
+                job = e.job,
+                target = e.address,
+                err = e.reason
+            );
         }
         for t in targets {
             per_core[core_for(t.hash, cores)].push(t);
         }
     }
-    let endpoints: Vec<Arc<Endpoint>> = cfg.remote_write.iter().cloned().map(|c| Arc::new(Endpoint::new(c))).collect();
+    let endpoints: Vec<Arc<Endpoint>> = cfg
+        .remote_write
+        .iter()
+        .cloned()
+        .map(|c| Arc::new(Endpoint::new(c)))
+        .collect();
     if endpoints.is_empty() {
-        crate::log!(Level::Warn, "remote", "no remote_write endpoints configured; scraped samples are not forwarded");
+        crate::log!(
+            Level::Warn,
+            "remote",
+            "no remote_write endpoints configured; scraped samples are not forwarded"
+        );
     }
 
     let registry = Arc::new(Registry::new(cores));
-    let web = crate::web::start(&opts.listen_address, registry.clone())
-        .map_err(|e| format!("cannot listen on --web.listen-address {}: {e}", opts.listen_address))?;
+    let web = crate::web::start(&opts.listen_address, registry.clone()).map_err(|e| {
+        format!(
+            "cannot listen on --web.listen-address {}: {e}",
+            opts.listen_address
+        )
+    })?;
 
     crate::log!(
         Level::Info,
@@ -77,8 +102,21 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             id,
             cpu,
             move |driver| {
-                driver_stats.driver.store(if driver == runtime::Driver::IoUring { 1 } else { 2 }, Relaxed);
-                crate::log!(Level::Info, "runtime", "core started", core = id, driver = driver.as_str());
+                driver_stats.driver.store(
+                    if driver == runtime::Driver::IoUring {
+                        1
+                    } else {
+                        2
+                    },
+                    Relaxed,
+                );
+                crate::log!(
+                    Level::Info,
+                    "runtime",
+                    "core started",
+                    core = id,
+                    driver = driver.as_str()
+                );
             },
             move || async move {
                 let ctl = CoreControl::new(shutdown, flush_deadline);
@@ -108,7 +146,11 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         handles.push(handle);
     }
     registry.ready.store(true, Relaxed);
-    crate::log!(Level::Info, "agent", "Server is ready to receive web requests.");
+    crate::log!(
+        Level::Info,
+        "agent",
+        "Server is ready to receive web requests."
+    );
 
     loop {
         match wait_signal(&signals) {
@@ -118,7 +160,12 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 "received SIGHUP, but configuration reload is not supported yet; restart spate to apply changes"
             ),
             sig => {
-                crate::log!(Level::Info, "agent", "received signal, stopping scrapes and flushing queued samples", signal = signal_name(sig));
+                crate::log!(
+                    Level::Info,
+                    "agent",
+                    "received signal, stopping scrapes and flushing queued samples",
+                    signal = signal_name(sig)
+                );
                 break;
             }
         }

@@ -112,7 +112,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             "version" => return Ok(Command::Version),
             "agent" => {
                 if let Some(v) = inline {
-                    return Err(CliError(format!("flag '--agent' is a switch and takes no value, got '{v}'")));
+                    return Err(CliError(format!(
+                        "flag '--agent' is a switch and takes no value, got '{v}'"
+                    )));
                 }
                 continue;
             }
@@ -122,7 +124,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             if let Some(v) = &inline {
                 return Ok(v.clone());
             }
-            let v = args.get(i).ok_or_else(|| CliError(format!("expected argument for flag '--{name}'")))?;
+            let v = args
+                .get(i)
+                .ok_or_else(|| CliError(format!("expected argument for flag '--{name}'")))?;
             i += 1;
             Ok(v.clone())
         };
@@ -158,22 +162,29 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 opts.log_format = match v.as_str() {
                     "logfmt" => Format::Logfmt,
                     "json" => Format::Json,
-                    _ => return Err(CliError(format!("invalid value '{v}' for flag '--log.format': expected logfmt or json"))),
+                    _ => {
+                        return Err(CliError(format!(
+                            "invalid value '{v}' for flag '--log.format': expected logfmt or json"
+                        )));
+                    }
                 };
             }
             "cores" => {
                 let v = value()?;
-                let n: usize = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| CliError(format!("invalid value '{v}' for flag '--cores': expected a positive integer")))?;
+                let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    CliError(format!(
+                        "invalid value '{v}' for flag '--cores': expected a positive integer"
+                    ))
+                })?;
                 opts.cores = Some(n);
             }
             "storage.remote.flush-deadline" => {
                 let v = value()?;
-                opts.flush_deadline = crate::config::parse_duration(&v)
-                    .map_err(|e| CliError(format!("invalid value '{v}' for flag '--storage.remote.flush-deadline': {e}")))?;
+                opts.flush_deadline = crate::config::parse_duration(&v).map_err(|e| {
+                    CliError(format!(
+                        "invalid value '{v}' for flag '--storage.remote.flush-deadline': {e}"
+                    ))
+                })?;
             }
             _ => return Err(CliError(format!("unknown long flag '--{name}'"))),
         }
@@ -183,7 +194,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         Some("check-config") => {
             let files: Vec<PathBuf> = positional[1..].iter().map(PathBuf::from).collect();
             if files.is_empty() {
-                return Err(CliError("required argument 'config-files' not provided to check-config".into()));
+                return Err(CliError(
+                    "required argument 'config-files' not provided to check-config".into(),
+                ));
             }
             Ok(Command::CheckConfig(files))
         }
@@ -249,14 +262,32 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--nope"], "unknown long flag '--nope'"),
             (&["-x"], "unknown short flag '-x'"),
-            (&["--log.level=loud"], "invalid value 'loud' for flag '--log.level'"),
-            (&["--log.format=xml"], "invalid value 'xml' for flag '--log.format'"),
+            (
+                &["--log.level=loud"],
+                "invalid value 'loud' for flag '--log.level'",
+            ),
+            (
+                &["--log.format=xml"],
+                "invalid value 'xml' for flag '--log.format'",
+            ),
             (&["--cores=0"], "invalid value '0' for flag '--cores'"),
             (&["--cores=two"], "invalid value 'two' for flag '--cores'"),
-            (&["--web.listen-address=nohost"], "invalid value 'nohost' for flag '--web.listen-address'"),
-            (&["--enable-feature=agent,exemplar-storage"], "unsupported feature 'exemplar-storage'"),
-            (&["--config.file"], "expected argument for flag '--config.file'"),
-            (&["--storage.remote.flush-deadline=1"], "flag '--storage.remote.flush-deadline'"),
+            (
+                &["--web.listen-address=nohost"],
+                "invalid value 'nohost' for flag '--web.listen-address'",
+            ),
+            (
+                &["--enable-feature=agent,exemplar-storage"],
+                "unsupported feature 'exemplar-storage'",
+            ),
+            (
+                &["--config.file"],
+                "expected argument for flag '--config.file'",
+            ),
+            (
+                &["--storage.remote.flush-deadline=1"],
+                "flag '--storage.remote.flush-deadline'",
+            ),
             (&["check-config"], "required argument"),
             (&["frobnicate"], "unknown command or argument 'frobnicate'"),
         ];
@@ -273,7 +304,10 @@ mod tests {
         assert_eq!(p(&["-h"]), Ok(Command::Help));
         assert_eq!(
             p(&["check-config", "a.yml", "b.yml"]),
-            Ok(Command::CheckConfig(vec![PathBuf::from("a.yml"), PathBuf::from("b.yml")]))
+            Ok(Command::CheckConfig(vec![
+                PathBuf::from("a.yml"),
+                PathBuf::from("b.yml")
+            ]))
         );
         assert!(matches!(p(&["run", "--cores=1"]), Ok(Command::Run(_))));
     }

@@ -99,7 +99,9 @@ pub fn emit(level: Level, component: &str, msg: &str, fields: &[(&str, &dyn std:
 }
 
 fn logfmt_value(out: &mut String, v: &str) {
-    let needs_quotes = v.is_empty() || v.bytes().any(|b| b <= b' ' || b == b'"' || b == b'=' || b >= 0x7f);
+    let needs_quotes = v.is_empty()
+        || v.bytes()
+            .any(|b| b <= b' ' || b == b'"' || b == b'=' || b >= 0x7f);
     if !needs_quotes {
         out.push_str(v);
         return;

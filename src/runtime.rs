@@ -49,34 +49,36 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    std::thread::Builder::new().name(format!("spate-core-{id}")).spawn(move || {
-        if let Some(cpu) = cpu {
-            pin_to_cpu(cpu);
-        }
-        let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .enable_timer()
-            .build();
-        let mut rt = match built {
-            Ok(rt) => rt,
-            Err(e) => {
-                crate::log!(
-                    crate::log::Level::Error,
-                    "runtime",
-                    "cannot start the core's executor",
-                    core = id,
-                    err = e
-                );
-                std::process::exit(1);
+    std::thread::Builder::new()
+        .name(format!("spate-core-{id}"))
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_to_cpu(cpu);
             }
-        };
-        let driver = match &rt {
-            monoio::FusionRuntime::Uring(_) => Driver::IoUring,
-            monoio::FusionRuntime::Legacy(_) => Driver::Epoll,
-        };
-        on_driver(driver);
-        rt.block_on(main());
-    })
+            let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .enable_timer()
+                .build();
+            let mut rt = match built {
+                Ok(rt) => rt,
+                Err(e) => {
+                    crate::log!(
+                        crate::log::Level::Error,
+                        "runtime",
+                        "cannot start the core's executor",
+                        core = id,
+                        err = e
+                    );
+                    std::process::exit(1);
+                }
+            };
+            let driver = match &rt {
+                monoio::FusionRuntime::Uring(_) => Driver::IoUring,
+                monoio::FusionRuntime::Legacy(_) => Driver::Epoll,
+            };
+            on_driver(driver);
+            rt.block_on(main());
+        })
 }
 
 fn pin_to_cpu(cpu: usize) {
@@ -88,7 +90,13 @@ fn pin_to_cpu(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             let err = std::io::Error::last_os_error();
-            crate::log!(crate::log::Level::Warn, "runtime", "cannot pin core thread", cpu = cpu, err = err);
+            crate::log!(
+                crate::log::Level::Warn,
+                "runtime",
+                "cannot pin core thread",
+                cpu = cpu,
+                err = err
+            );
         }
     }
 }
@@ -101,7 +109,9 @@ pub fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
     }
 }
 
@@ -133,7 +143,8 @@ impl Event {
 
     pub fn set(&self) {
         self.inner.set.store(true, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        let wakers =
+            std::mem::take(&mut *self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner()));
         for w in wakers {
             w.wake();
         }
@@ -155,7 +166,11 @@ impl Event {
             }
             drop(wakers);
             // Re-check: set() may have run between the first check and the registration.
-            if self.is_set() { Poll::Ready(()) } else { Poll::Pending }
+            if self.is_set() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         })
     }
 }

@@ -49,7 +49,9 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(cores: usize) -> Registry {
-        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Registry {
             cores: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
             endpoints: Mutex::new(Vec::new()),
@@ -63,7 +65,10 @@ impl Registry {
     pub fn shard(&self, remote_name: &str, url: &str) -> Arc<ShardStats> {
         let stats = Arc::new(ShardStats::default());
         let mut eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        match eps.iter_mut().find(|e| e.remote_name == remote_name && e.url == url) {
+        match eps
+            .iter_mut()
+            .find(|e| e.remote_name == remote_name && e.url == url)
+        {
             Some(e) => e.shards.push(stats.clone()),
             None => eps.push(EndpointEntry {
                 remote_name: remote_name.to_string(),
@@ -77,12 +82,28 @@ impl Registry {
     /// Renders the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        let sum = |f: fn(&CoreStats) -> &AtomicU64| self.cores.iter().map(|c| f(c).load(Relaxed)).sum::<u64>();
+        let sum = |f: fn(&CoreStats) -> &AtomicU64| {
+            self.cores.iter().map(|c| f(c).load(Relaxed)).sum::<u64>()
+        };
 
-        header(&mut out, "spate_build_info", "gauge", "A metric with a constant '1' value labeled by the version of spate.");
-        let _ = writeln!(out, "spate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        header(
+            &mut out,
+            "spate_build_info",
+            "gauge",
+            "A metric with a constant '1' value labeled by the version of spate.",
+        );
+        let _ = writeln!(
+            out,
+            "spate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
 
-        header(&mut out, "spate_core_driver", "gauge", "The I/O driver each data-plane core runs on (1 for the driver in use).");
+        header(
+            &mut out,
+            "spate_core_driver",
+            "gauge",
+            "The I/O driver each data-plane core runs on (1 for the driver in use).",
+        );
         for (i, c) in self.cores.iter().enumerate() {
             let d = match c.driver.load(Relaxed) {
                 1 => "io_uring",
@@ -91,35 +112,121 @@ impl Registry {
             };
             let _ = writeln!(out, "spate_core_driver{{core=\"{i}\",driver=\"{d}\"}} 1");
         }
-        per_core(&mut out, self, "spate_core_targets", "gauge", "Active scrape targets per data-plane core.", |c| &c.targets);
-        per_core(&mut out, self, "spate_scrapes_total", "counter", "Scrapes attempted per core.", |c| &c.scrapes);
-        per_core(&mut out, self, "spate_scrape_failures_total", "counter", "Scrapes that failed (up = 0) per core.", |c| &c.scrape_failures);
-        per_core(&mut out, self, "spate_samples_scraped_total", "counter", "Samples parsed from scrape responses per core.", |c| &c.samples_scraped);
+        per_core(
+            &mut out,
+            self,
+            "spate_core_targets",
+            "gauge",
+            "Active scrape targets per data-plane core.",
+            |c| &c.targets,
+        );
+        per_core(
+            &mut out,
+            self,
+            "spate_scrapes_total",
+            "counter",
+            "Scrapes attempted per core.",
+            |c| &c.scrapes,
+        );
+        per_core(
+            &mut out,
+            self,
+            "spate_scrape_failures_total",
+            "counter",
+            "Scrapes that failed (up = 0) per core.",
+            |c| &c.scrape_failures,
+        );
+        per_core(
+            &mut out,
+            self,
+            "spate_samples_scraped_total",
+            "counter",
+            "Samples parsed from scrape responses per core.",
+            |c| &c.samples_scraped,
+        );
 
-        header(&mut out, "prometheus_remote_storage_samples_in_total", "counter", "Samples appended for remote write (scraped and report series).");
-        let _ = writeln!(out, "prometheus_remote_storage_samples_in_total {}", sum(|c| &c.samples_appended));
+        header(
+            &mut out,
+            "prometheus_remote_storage_samples_in_total",
+            "counter",
+            "Samples appended for remote write (scraped and report series).",
+        );
+        let _ = writeln!(
+            out,
+            "prometheus_remote_storage_samples_in_total {}",
+            sum(|c| &c.samples_appended)
+        );
 
         let eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         type Get = fn(&ShardStats) -> u64;
         let series: [(&str, &str, &str, Get); 7] = [
-            ("prometheus_remote_storage_samples_total", "counter", "Samples successfully sent to remote storage.", |s| s.samples_sent.load(Relaxed)),
-            ("prometheus_remote_storage_samples_failed_total", "counter", "Samples that failed to send and were dropped (non-recoverable errors).", |s| s.samples_failed.load(Relaxed)),
-            ("prometheus_remote_storage_samples_retried_total", "counter", "Samples whose send failed with a recoverable error and were retried.", |s| s.samples_retried.load(Relaxed)),
-            ("prometheus_remote_storage_samples_pending", "gauge", "Samples queued and not yet sent.", |s| s.samples_pending.load(Relaxed)),
-            ("prometheus_remote_storage_bytes_total", "counter", "Compressed request bytes sent to remote storage.", |s| s.bytes_sent.load(Relaxed)),
-            ("spate_remote_write_requests_failed_total", "counter", "Remote-write requests that did not succeed (each attempt).", |s| s.requests_failed.load(Relaxed)),
-            ("prometheus_remote_storage_shards", "gauge", "Sending shards (one per data-plane core).", |_| 1),
+            (
+                "prometheus_remote_storage_samples_total",
+                "counter",
+                "Samples successfully sent to remote storage.",
+                |s| s.samples_sent.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_samples_failed_total",
+                "counter",
+                "Samples that failed to send and were dropped (non-recoverable errors).",
+                |s| s.samples_failed.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_samples_retried_total",
+                "counter",
+                "Samples whose send failed with a recoverable error and were retried.",
+                |s| s.samples_retried.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_samples_pending",
+                "gauge",
+                "Samples queued and not yet sent.",
+                |s| s.samples_pending.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_bytes_total",
+                "counter",
+                "Compressed request bytes sent to remote storage.",
+                |s| s.bytes_sent.load(Relaxed),
+            ),
+            (
+                "spate_remote_write_requests_failed_total",
+                "counter",
+                "Remote-write requests that did not succeed (each attempt).",
+                |s| s.requests_failed.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_shards",
+                "gauge",
+                "Sending shards (one per data-plane core).",
+                |_| 1,
+            ),
         ];
         for (name, kind, help, get) in series {
             header(&mut out, name, kind, help);
             for e in eps.iter() {
                 let v: u64 = e.shards.iter().map(|s| get(s)).sum();
-                let _ = writeln!(out, "{name}{{remote_name=\"{}\",url=\"{}\"}} {v}", escape(&e.remote_name), escape(&e.url));
+                let _ = writeln!(
+                    out,
+                    "{name}{{remote_name=\"{}\",url=\"{}\"}} {v}",
+                    escape(&e.remote_name),
+                    escape(&e.url)
+                );
             }
         }
-        header(&mut out, "prometheus_remote_storage_samples_dropped_total", "counter", "Samples dropped before sending, by reason.");
+        header(
+            &mut out,
+            "prometheus_remote_storage_samples_dropped_total",
+            "counter",
+            "Samples dropped before sending, by reason.",
+        );
         for e in eps.iter() {
-            let v: u64 = e.shards.iter().map(|s| s.samples_dropped_queue_full.load(Relaxed)).sum();
+            let v: u64 = e
+                .shards
+                .iter()
+                .map(|s| s.samples_dropped_queue_full.load(Relaxed))
+                .sum();
             let _ = writeln!(
                 out,
                 "prometheus_remote_storage_samples_dropped_total{{reason=\"queue_full\",remote_name=\"{}\",url=\"{}\"}} {v}",
@@ -127,9 +234,19 @@ impl Registry {
                 escape(&e.url)
             );
         }
-        header(&mut out, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds", "gauge", "Newest sample timestamp successfully sent, per endpoint.");
+        header(
+            &mut out,
+            "prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
+            "gauge",
+            "Newest sample timestamp successfully sent, per endpoint.",
+        );
         for e in eps.iter() {
-            let v = e.shards.iter().map(|s| s.highest_sent_ts_ms.load(Relaxed)).max().unwrap_or(0);
+            let v = e
+                .shards
+                .iter()
+                .map(|s| s.highest_sent_ts_ms.load(Relaxed))
+                .max()
+                .unwrap_or(0);
             let _ = writeln!(
                 out,
                 "prometheus_remote_storage_queue_highest_sent_timestamp_seconds{{remote_name=\"{}\",url=\"{}\"}} {}",
@@ -148,7 +265,14 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn per_core(out: &mut String, r: &Registry, name: &str, kind: &str, help: &str, f: fn(&CoreStats) -> &AtomicU64) {
+fn per_core(
+    out: &mut String,
+    r: &Registry,
+    name: &str,
+    kind: &str,
+    help: &str,
+    f: fn(&CoreStats) -> &AtomicU64,
+) {
     header(out, name, kind, help);
     for (i, c) in r.cores.iter().enumerate() {
         let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", f(c).load(Relaxed));
@@ -156,7 +280,9 @@ fn per_core(out: &mut String, r: &Registry, name: &str, kind: &str, help: &str, 
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The standard `process_*` metrics, read from /proc.
@@ -169,15 +295,32 @@ fn process_metrics(out: &mut String, start_time: f64) {
         if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
             let f: Vec<&str> = rest.split_whitespace().collect();
             if f.len() > 22 {
-                let cpu = (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / ticks;
+                let cpu = (f[11].parse::<f64>().unwrap_or(0.0)
+                    + f[12].parse::<f64>().unwrap_or(0.0))
+                    / ticks;
                 let rss = f[21].parse::<f64>().unwrap_or(0.0) * page;
-                header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+                header(
+                    out,
+                    "process_cpu_seconds_total",
+                    "counter",
+                    "Total user and system CPU time spent in seconds.",
+                );
                 let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
-                header(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+                header(
+                    out,
+                    "process_resident_memory_bytes",
+                    "gauge",
+                    "Resident memory size in bytes.",
+                );
                 let _ = writeln!(out, "process_resident_memory_bytes {rss}");
             }
         }
     }
-    header(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    header(
+        out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    );
     let _ = writeln!(out, "process_start_time_seconds {start_time}");
 }

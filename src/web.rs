@@ -15,14 +15,18 @@ use crate::selfmetrics::Registry;
 pub fn start(address: &str, registry: Arc<Registry>) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(address)?;
     let local = listener.local_addr()?;
-    std::thread::Builder::new().name("spate-web".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let registry = registry.clone();
-            // One short-lived thread per connection: a slow client cannot block the others.
-            let _ = std::thread::Builder::new().name("spate-web-conn".into()).spawn(move || serve(conn, &registry));
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("spate-web".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let registry = registry.clone();
+                // One short-lived thread per connection: a slow client cannot block the others.
+                let _ = std::thread::Builder::new()
+                    .name("spate-web-conn".into())
+                    .spawn(move || serve(conn, &registry));
+            }
+        })?;
     Ok(local)
 }
 
@@ -33,7 +37,14 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
     let mut len = 0;
     let (method, path) = loop {
         if len == buf.len() {
-            return respond(&mut conn, 431, "text/plain", &[], b"request header too large\n", false);
+            return respond(
+                &mut conn,
+                431,
+                "text/plain",
+                &[],
+                b"request header too large\n",
+                false,
+            );
         }
         match conn.read(&mut buf[len..]) {
             Ok(0) | Err(_) => return,
@@ -43,7 +54,10 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
             Ok(httparse::Status::Complete(_)) => {
-                break (req.method.unwrap_or("").to_string(), req.path.unwrap_or("/").to_string());
+                break (
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("/").to_string(),
+                );
             }
             Ok(httparse::Status::Partial) => continue,
             Err(_) => return respond(&mut conn, 400, "text/plain", &[], b"bad request\n", false),
@@ -88,7 +102,14 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, content_type: &str, extra: &[(&str, &str)], body: &[u8], head: bool) {
+fn respond(
+    conn: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    head: bool,
+) {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",

@@ -8,7 +8,10 @@ use std::time::Duration;
 use common::{Spate, TempDir, http_get};
 
 fn spate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_spate")).args(args).output().expect("run spate");
+    let out = Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(args)
+        .output()
+        .expect("run spate");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -23,7 +26,15 @@ fn version_and_help() {
     assert!(out.starts_with(&format!("spate, version {}", env!("CARGO_PKG_VERSION"))));
     let (code, out, _) = spate(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--config.file", "--storage.agent.path", "--web.listen-address", "--enable-feature", "--log.level", "--log.format", "--cores"] {
+    for flag in [
+        "--config.file",
+        "--storage.agent.path",
+        "--web.listen-address",
+        "--enable-feature",
+        "--log.level",
+        "--log.format",
+        "--cores",
+    ] {
         assert!(out.contains(flag), "help lists {flag}");
     }
 }
@@ -44,16 +55,34 @@ fn check_config_stops_at_the_first_invalid_file() {
     let good = dir.path().join("good.yml");
     let bad = dir.path().join("bad.yml");
     let never = dir.path().join("never.yml");
-    std::fs::write(&good, "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: [a:1]\n").unwrap();
+    std::fs::write(
+        &good,
+        "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: [a:1]\n",
+    )
+    .unwrap();
     std::fs::write(&bad, "scrape_configs:\n  - job_name: a\n  - job_name: a\n").unwrap();
     std::fs::write(&never, "").unwrap();
     let (code, out, _) = spate(&["check-config", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("SUCCESS"));
-    let (code, out, _) = spate(&["check-config", good.to_str().unwrap(), bad.to_str().unwrap(), never.to_str().unwrap()]);
+    let (code, out, _) = spate(&[
+        "check-config",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        never.to_str().unwrap(),
+    ]);
     assert_ne!(code, 0);
-    assert!(out.contains(&format!("{}:3: scrape_configs[1].job_name: found multiple scrape configs", bad.display())), "{out}");
-    assert!(!out.contains("never.yml"), "checking stops at the first invalid file");
+    assert!(
+        out.contains(&format!(
+            "{}:3: scrape_configs[1].job_name: found multiple scrape configs",
+            bad.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("never.yml"),
+        "checking stops at the first invalid file"
+    );
 }
 
 #[test]
@@ -61,9 +90,15 @@ fn invalid_config_fails_start_with_the_reason() {
     let dir = TempDir::new("badstart");
     let cfg = dir.path().join("p.yml");
     std::fs::write(&cfg, "global:\n  scrape_interval: nope\n").unwrap();
-    let (code, _, err) = spate(&[&format!("--config.file={}", cfg.display()), "--web.listen-address=127.0.0.1:0"]);
+    let (code, _, err) = spate(&[
+        &format!("--config.file={}", cfg.display()),
+        "--web.listen-address=127.0.0.1:0",
+    ]);
     assert_ne!(code, 0);
-    assert!(err.contains("p.yml:2") && err.contains("not a valid duration string"), "{err}");
+    assert!(
+        err.contains("p.yml:2") && err.contains("not a valid duration string"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,9 +112,14 @@ fn serves_health_and_self_metrics_and_stops_on_sigint() {
     assert_eq!(http_get(&s.web, "/nope").unwrap().0, 404);
     // JSON logs: one object per line.
     let log = s.proc.log_text();
-    assert!(log.lines().all(|l| l.starts_with('{') && l.ends_with('}')), "{log}");
+    assert!(
+        log.lines().all(|l| l.starts_with('{') && l.ends_with('}')),
+        "{log}"
+    );
     // SIGINT behaves like SIGTERM.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(s.proc.pid() as i32, libc::SIGINT) };
-    common::wait_for(Duration::from_secs(30), "exit on SIGINT", || (!s.proc.is_running()).then_some(()));
+    common::wait_for(Duration::from_secs(30), "exit on SIGINT", || {
+        (!s.proc.is_running()).then_some(())
+    });
 }

@@ -17,7 +17,11 @@ struct NodeExporter {
 fn start_node_exporter(dir: &TempDir) -> Option<NodeExporter> {
     let bin = require_program("prometheus-node-exporter", "prometheus-node-exporter")?;
     let addr = format!("127.0.0.1:{}", free_port());
-    let proc = Proc::spawn("node_exporter", Command::new(bin).arg(format!("--web.listen-address={addr}")), dir.path());
+    let proc = Proc::spawn(
+        "node_exporter",
+        Command::new(bin).arg(format!("--web.listen-address={addr}")),
+        dir.path(),
+    );
     wait_for(Duration::from_secs(30), "node_exporter to serve", || {
         http_get(&addr, "/metrics").filter(|(c, _)| *c == 200)
     });
@@ -27,7 +31,10 @@ fn start_node_exporter(dir: &TempDir) -> Option<NodeExporter> {
 /// The value node_exporter itself serves for `node_exporter_build_info`, with its labels.
 fn served_build_info(addr: &str) -> (String, f64) {
     let (_, body) = http_get(addr, "/metrics").expect("node_exporter /metrics");
-    let line = body.lines().find(|l| l.starts_with("node_exporter_build_info{")).expect("build info line");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("node_exporter_build_info{"))
+        .expect("build info line");
     let (series, value) = line.rsplit_once(' ').unwrap();
     (series.to_string(), value.parse().unwrap())
 }
@@ -61,45 +68,80 @@ fn query(addr: &str, q: &str) -> Option<Vec<Value>> {
 }
 
 fn sample_value(v: &Value) -> f64 {
-    v["value"][1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+    v["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// Checks what a receiver holds against what node_exporter serves.
 fn check_receiver(receiver: &str, node: &NodeExporter) {
     let instance = &node.addr;
-    let up = wait_for(Duration::from_secs(90), "up{job=\"node\"} at the receiver", || {
-        query(receiver, &format!("up{{job=\"node\",instance=\"{instance}\"}}"))
-    });
+    let up = wait_for(
+        Duration::from_secs(90),
+        "up{job=\"node\"} at the receiver",
+        || {
+            query(
+                receiver,
+                &format!("up{{job=\"node\",instance=\"{instance}\"}}"),
+            )
+        },
+    );
     assert_eq!(sample_value(&up[0]), 1.0, "up must be 1: {up:?}");
 
-    let build = wait_for(Duration::from_secs(60), "node_exporter_build_info at the receiver", || {
-        query(receiver, &format!("node_exporter_build_info{{job=\"node\",instance=\"{instance}\"}}"))
-    });
+    let build = wait_for(
+        Duration::from_secs(60),
+        "node_exporter_build_info at the receiver",
+        || {
+            query(
+                receiver,
+                &format!("node_exporter_build_info{{job=\"node\",instance=\"{instance}\"}}"),
+            )
+        },
+    );
     let (served_series, served_value) = served_build_info(&node.addr);
     assert_eq!(sample_value(&build[0]), served_value);
     // Every label node_exporter serves arrives unchanged, next to job and instance.
     let metric = build[0]["metric"].as_object().unwrap();
-    for pair in served_series.trim_start_matches("node_exporter_build_info{").trim_end_matches('}').split("\",") {
+    for pair in served_series
+        .trim_start_matches("node_exporter_build_info{")
+        .trim_end_matches('}')
+        .split("\",")
+    {
         let (k, v) = pair.split_once("=\"").unwrap();
-        assert_eq!(metric.get(k).and_then(Value::as_str), Some(v.trim_end_matches('"')), "label {k}");
+        assert_eq!(
+            metric.get(k).and_then(Value::as_str),
+            Some(v.trim_end_matches('"')),
+            "label {k}"
+        );
     }
     assert_eq!(metric.get("job").and_then(Value::as_str), Some("node"));
 
     // node_exporter's series arrive in bulk, not just a few.
     let count = wait_for(Duration::from_secs(60), "node series count", || {
-        query(receiver, &format!("count({{job=\"node\",instance=\"{instance}\"}})")).filter(|r| sample_value(&r[0]) > 200.0)
+        query(
+            receiver,
+            &format!("count({{job=\"node\",instance=\"{instance}\"}})"),
+        )
+        .filter(|r| sample_value(&r[0]) > 200.0)
     });
     assert!(sample_value(&count[0]) > 200.0);
     for name in ["scrape_duration_seconds", "scrape_samples_scraped"] {
-        wait_for(Duration::from_secs(30), name, || query(receiver, &format!("{name}{{job=\"node\"}}")));
+        wait_for(Duration::from_secs(30), name, || {
+            query(receiver, &format!("{name}{{job=\"node\"}}"))
+        });
     }
 }
 
 #[test]
 fn node_exporter_to_prometheus() {
     let dir = TempDir::new("e2e-prom");
-    let Some(node) = start_node_exporter(&dir) else { return };
-    let Some(prom_bin) = require_program("prometheus", "prometheus") else { return };
+    let Some(node) = start_node_exporter(&dir) else {
+        return;
+    };
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
     let prom_addr = format!("127.0.0.1:{}", free_port());
     let prom_cfg = dir.path().join("prometheus.yml");
     std::fs::write(&prom_cfg, "global:\n  scrape_interval: 1h\n").unwrap();
@@ -107,7 +149,10 @@ fn node_exporter_to_prometheus() {
         "prometheus",
         Command::new(prom_bin)
             .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address={prom_addr}"))
             .arg("--web.enable-remote-write-receiver"),
         dir.path(),
@@ -116,33 +161,58 @@ fn node_exporter_to_prometheus() {
         http_get(&prom_addr, "/-/ready").filter(|(c, _)| *c == 200)
     });
 
-    let mut spate = Spate::start(&spate_config(&node.addr, &format!("http://{prom_addr}/api/v1/write")), &[]);
+    let mut spate = Spate::start(
+        &spate_config(&node.addr, &format!("http://{prom_addr}/api/v1/write")),
+        &[],
+    );
     check_receiver(&prom_addr, &node);
-    assert_eq!(spate.metric("prometheus_remote_storage_samples_failed_total"), 0.0, "{}", spate.proc.log_text());
+    assert_eq!(
+        spate.metric("prometheus_remote_storage_samples_failed_total"),
+        0.0,
+        "{}",
+        spate.proc.log_text()
+    );
     assert!(spate.proc.terminate(Duration::from_secs(90)).success());
 }
 
 #[test]
 fn node_exporter_to_victoriametrics() {
     let dir = TempDir::new("e2e-vm");
-    let Some(node) = start_node_exporter(&dir) else { return };
-    let Some(vm_bin) = require_program("victoria-metrics", "victoria-metrics") else { return };
+    let Some(node) = start_node_exporter(&dir) else {
+        return;
+    };
+    let Some(vm_bin) = require_program("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
     let vm_addr = format!("127.0.0.1:{}", free_port());
     let _vm = Proc::spawn(
         "victoria-metrics",
         Command::new(vm_bin)
             .arg(format!("-httpListenAddr={vm_addr}"))
-            .arg(format!("-storageDataPath={}", dir.path().join("vm").display()))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("vm").display()
+            ))
             .arg("-search.latencyOffset=1s")
             .arg("-search.disableCache"),
         dir.path(),
     );
-    wait_for(Duration::from_secs(60), "VictoriaMetrics to be healthy", || {
-        http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "VictoriaMetrics to be healthy",
+        || http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200),
+    );
 
-    let mut spate = Spate::start(&spate_config(&node.addr, &format!("http://{vm_addr}/api/v1/write")), &[]);
+    let mut spate = Spate::start(
+        &spate_config(&node.addr, &format!("http://{vm_addr}/api/v1/write")),
+        &[],
+    );
     check_receiver(&vm_addr, &node);
-    assert_eq!(spate.metric("prometheus_remote_storage_samples_failed_total"), 0.0, "{}", spate.proc.log_text());
+    assert_eq!(
+        spate.metric("prometheus_remote_storage_samples_failed_total"),
+        0.0,
+        "{}",
+        spate.proc.log_text()
+    );
     assert!(spate.proc.terminate(Duration::from_secs(90)).success());
 }

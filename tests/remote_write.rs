@@ -31,7 +31,11 @@ remote_write:
 
 /// The values of `test_counter` as received, in arrival order, with their timestamps.
 fn counter_samples(r: &Receiver) -> Vec<(i64, f64)> {
-    r.samples().iter().filter(|s| s.label("__name__") == Some("test_counter")).map(|s| (s.ts, s.value)).collect()
+    r.samples()
+        .iter()
+        .filter(|s| s.label("__name__") == Some("test_counter"))
+        .map(|s| (s.ts, s.value))
+        .collect()
 }
 
 #[test]
@@ -46,26 +50,52 @@ fn every_sample_arrives_once_in_order_after_500s() {
     wait_for(Duration::from_secs(60), "samples after the outage", || {
         (started.elapsed() > outage && counter_samples(&receiver).len() >= 6).then_some(())
     });
-    let rejected = receiver.requests.lock().unwrap().iter().filter(|(s, _)| *s == 500).count();
-    assert!(rejected > 0, "the receiver must have refused requests during the outage");
+    let rejected = receiver
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| *s == 500)
+        .count();
+    assert!(
+        rejected > 0,
+        "the receiver must have refused requests during the outage"
+    );
     assert!(spate.metric("prometheus_remote_storage_samples_retried_total") > 0.0);
 
     let status = spate.proc.terminate(Duration::from_secs(90));
-    assert!(status.success(), "spate must exit 0 on SIGTERM: {status:?}\n{}", spate.proc.log_text());
+    assert!(
+        status.success(),
+        "spate must exit 0 on SIGTERM: {status:?}\n{}",
+        spate.proc.log_text()
+    );
     let served = target.served.load(Ordering::SeqCst) as f64;
 
     let got = counter_samples(&receiver);
     // Every scrape's value 1, 2, 3, … arrived exactly once, in order, with rising timestamps.
     let values: Vec<f64> = got.iter().map(|(_, v)| *v).collect();
     let want: Vec<f64> = (1..=values.len()).map(|v| v as f64).collect();
-    assert_eq!(values, want, "values must be 1..=N with no gap, duplicate or reordering");
-    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "timestamps must rise: {got:?}");
+    assert_eq!(
+        values, want,
+        "values must be 1..=N with no gap, duplicate or reordering"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "timestamps must rise: {got:?}"
+    );
     // At most the scrape in flight at SIGTERM may be missing.
-    assert!(values.len() as f64 >= served - 1.0, "received {} of {served} scrapes", values.len());
+    assert!(
+        values.len() as f64 >= served - 1.0,
+        "received {} of {served} scrapes",
+        values.len()
+    );
 
     // Labels: target labels, external labels, escapes resolved; report series present.
     let all = receiver.samples();
-    let c = all.iter().find(|s| s.label("__name__") == Some("test_counter")).unwrap();
+    let c = all
+        .iter()
+        .find(|s| s.label("__name__") == Some("test_counter"))
+        .unwrap();
     assert_eq!(c.label("job"), Some("counter"));
     assert_eq!(c.label("instance"), Some(target.addr.to_string().as_str()));
     assert_eq!(c.label("replica"), Some("r1"));
@@ -73,20 +103,45 @@ fn every_sample_arrives_once_in_order_after_500s() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "labels must be sorted");
-    let g = all.iter().find(|s| s.label("__name__") == Some("test_gauge")).unwrap();
+    let g = all
+        .iter()
+        .find(|s| s.label("__name__") == Some("test_gauge"))
+        .unwrap();
     assert_eq!(g.label("kind"), Some("a\"quoted\""));
-    assert!(all.iter().any(|s| s.label("__name__") == Some("up") && s.value == 1.0));
-    assert!(all.iter().any(|s| s.label("__name__") == Some("scrape_samples_scraped") && s.value == 2.0));
-    assert!(all.iter().any(|s| s.label("__name__") == Some("scrape_duration_seconds")));
+    assert!(
+        all.iter()
+            .any(|s| s.label("__name__") == Some("up") && s.value == 1.0)
+    );
+    assert!(
+        all.iter()
+            .any(|s| s.label("__name__") == Some("scrape_samples_scraped") && s.value == 2.0)
+    );
+    assert!(
+        all.iter()
+            .any(|s| s.label("__name__") == Some("scrape_duration_seconds"))
+    );
 
     // Request headers as the spec requires.
     let headers = receiver.headers_seen.lock().unwrap();
     let h = &headers[0];
-    assert_eq!(h.get("content-encoding").map(String::as_str), Some("snappy"));
-    assert_eq!(h.get("content-type").map(String::as_str), Some("application/x-protobuf"));
-    assert_eq!(h.get("x-prometheus-remote-write-version").map(String::as_str), Some("0.1.0"));
+    assert_eq!(
+        h.get("content-encoding").map(String::as_str),
+        Some("snappy")
+    );
+    assert_eq!(
+        h.get("content-type").map(String::as_str),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(
+        h.get("x-prometheus-remote-write-version")
+            .map(String::as_str),
+        Some("0.1.0")
+    );
     assert!(h.get("user-agent").is_some_and(|u| u.starts_with("spate/")));
-    assert!(headers.iter().any(|h| h.contains_key("retry-attempt")), "retries carry Retry-Attempt");
+    assert!(
+        headers.iter().any(|h| h.contains_key("retry-attempt")),
+        "retries carry Retry-Attempt"
+    );
 }
 
 #[test]
@@ -98,10 +153,16 @@ fn batches_refused_with_400_are_sent_once_and_counted() {
     wait_for(Duration::from_secs(60), "several refused requests", || {
         (receiver.requests.lock().unwrap().len() >= 4).then_some(())
     });
-    wait_for(Duration::from_secs(30), "failed samples to be counted", || {
-        (spate.metric("prometheus_remote_storage_samples_failed_total") > 0.0).then_some(())
-    });
-    assert_eq!(spate.metric("prometheus_remote_storage_samples_retried_total"), 0.0, "4xx is never retried");
+    wait_for(
+        Duration::from_secs(30),
+        "failed samples to be counted",
+        || (spate.metric("prometheus_remote_storage_samples_failed_total") > 0.0).then_some(()),
+    );
+    assert_eq!(
+        spate.metric("prometheus_remote_storage_samples_retried_total"),
+        0.0,
+        "4xx is never retried"
+    );
     let status = spate.proc.terminate(Duration::from_secs(90));
     assert!(status.success());
 
@@ -114,23 +175,45 @@ fn batches_refused_with_400_are_sent_once_and_counted() {
             assert!(seen.insert(key), "sample sent twice: {s:?}");
         }
     }
-    assert!(spate.proc.log_text().contains("non-recoverable error"), "each drop is logged");
-    assert!(receiver.headers_seen.lock().unwrap().iter().all(|h| !h.contains_key("retry-attempt")));
+    assert!(
+        spate.proc.log_text().contains("non-recoverable error"),
+        "each drop is logged"
+    );
+    assert!(
+        receiver
+            .headers_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|h| !h.contains_key("retry-attempt"))
+    );
 }
 
 #[test]
 fn dead_receiver_is_reported_once_and_shutdown_respects_the_flush_deadline() {
     let target = CounterTarget::start();
     let dead = format!("http://127.0.0.1:{}/api/v1/write", common::free_port());
-    let mut spate = Spate::start(&config(&target.addr.to_string(), &dead), &["--storage.remote.flush-deadline=2s"]);
-    wait_for(Duration::from_secs(30), "retries against the dead receiver", || {
-        (spate.metric("spate_remote_write_requests_failed_total") >= 5.0).then_some(())
-    });
+    let mut spate = Spate::start(
+        &config(&target.addr.to_string(), &dead),
+        &["--storage.remote.flush-deadline=2s"],
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "retries against the dead receiver",
+        || (spate.metric("spate_remote_write_requests_failed_total") >= 5.0).then_some(()),
+    );
     let started = Instant::now();
     let status = spate.proc.terminate(Duration::from_secs(60));
     assert!(status.success());
-    assert!(started.elapsed() < Duration::from_secs(30), "shutdown must not wait past the flush deadline by much");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown must not wait past the flush deadline by much"
+    );
     let log = spate.proc.log_text();
-    assert_eq!(log.matches("not accepting samples").count(), 1, "said once, not per retry:\n{log}");
+    assert_eq!(
+        log.matches("not accepting samples").count(),
+        1,
+        "said once, not per retry:\n{log}"
+    );
     assert!(log.contains("failed to flush all samples on shutdown"));
 }

@@ -18,12 +18,30 @@ fn config(target: &str, receiver: &str) -> String {
 fn delivers_on_epoll(customize: impl FnOnce(&mut std::process::Command)) {
     let target = CounterTarget::start();
     let receiver = Receiver::start(|_| 200);
-    let mut spate = Spate::start_with(&config(&target.addr.to_string(), &receiver.url()), &["--cores=2"], customize);
-    wait_for(Duration::from_secs(60), "samples through the epoll driver", || {
-        receiver.samples().iter().any(|s| s.label("__name__") == Some("test_counter") && s.value >= 2.0).then_some(())
-    });
-    assert_eq!(spate.metric("spate_core_driver{core=\"0\",driver=\"epoll\"}"), 1.0);
-    assert_eq!(spate.metric("spate_core_driver{core=\"1\",driver=\"epoll\"}"), 1.0);
+    let mut spate = Spate::start_with(
+        &config(&target.addr.to_string(), &receiver.url()),
+        &["--cores=2"],
+        customize,
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "samples through the epoll driver",
+        || {
+            receiver
+                .samples()
+                .iter()
+                .any(|s| s.label("__name__") == Some("test_counter") && s.value >= 2.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        spate.metric("spate_core_driver{core=\"0\",driver=\"epoll\"}"),
+        1.0
+    );
+    assert_eq!(
+        spate.metric("spate_core_driver{core=\"1\",driver=\"epoll\"}"),
+        1.0
+    );
     assert!(spate.proc.log_text().contains("driver=epoll"));
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
@@ -61,22 +79,30 @@ fn block_io_uring() -> std::io::Result<()> {
     const RET_K: u16 = 0x06; // BPF_RET | BPF_K
     let f = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     let filter = [
-        f(LD_W_ABS, 0, 0, 4),                  // 0: load seccomp_data.arch
-        f(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),     // 1: x86_64 → 3
-        f(RET_K, 0, 0, SECCOMP_RET_ALLOW),     // 2: other arch: allow
-        f(LD_W_ABS, 0, 0, 0),                  // 3: load seccomp_data.nr
-        f(JGE_K, 0, 2, 425),                   // 4: nr < 425 → 7
-        f(JGT_K, 1, 0, 427),                   // 5: nr > 427 → 7
+        f(LD_W_ABS, 0, 0, 4),              // 0: load seccomp_data.arch
+        f(JEQ_K, 1, 0, AUDIT_ARCH_X86_64), // 1: x86_64 → 3
+        f(RET_K, 0, 0, SECCOMP_RET_ALLOW), // 2: other arch: allow
+        f(LD_W_ABS, 0, 0, 0),              // 3: load seccomp_data.nr
+        f(JGE_K, 0, 2, 425),               // 4: nr < 425 → 7
+        f(JGT_K, 1, 0, 427),               // 5: nr > 427 → 7
         f(RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32), // 6: io_uring_*: EPERM
-        f(RET_K, 0, 0, SECCOMP_RET_ALLOW),     // 7: allow
+        f(RET_K, 0, 0, SECCOMP_RET_ALLOW), // 7: allow
     ];
-    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
     // SAFETY: prctl with valid arguments; `prog` points at `filter`, alive for the call.
     unsafe {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0 {
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        ) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
     }

@@ -83,7 +83,7 @@ impl fmt::Display for PromDuration {
         }
         for (i, (unit, mult)) in UNITS.iter().enumerate() {
             // Years and weeks only when exact: "90d" reads better than "12w6d".
-            if i < 2 && ms % mult != 0 {
+            if i < 2 && !ms.is_multiple_of(*mult) {
                 continue;
             }
             let v = ms / mult;
@@ -99,7 +99,9 @@ impl fmt::Display for PromDuration {
 impl<'de> serde::Deserialize<'de> for PromDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(PromDuration).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(PromDuration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -123,7 +125,10 @@ mod tests {
             ("2d", 172_800_000),
             ("1w", 604_800_000),
             ("1y", 31_536_000_000),
-            ("1y2w3d4h5m6s7ms", 31_536_000_000 + 1_209_600_000 + 259_200_000 + 14_400_000 + 300_000 + 6000 + 7),
+            (
+                "1y2w3d4h5m6s7ms",
+                31_536_000_000 + 1_209_600_000 + 259_200_000 + 14_400_000 + 300_000 + 6000 + 7,
+            ),
             ("90m", 5_400_000),
         ];
         for (s, want) in cases {
@@ -133,7 +138,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_durations() {
-        for s in ["", "1", "s", "1.5s", "1s1m", "1m1m", "-1s", "1 s", "1S", "1sec", "10", "5mms", "ms"] {
+        for s in [
+            "", "1", "s", "1.5s", "1s1m", "1m1m", "-1s", "1 s", "1S", "1sec", "10", "5mms", "ms",
+        ] {
             assert!(ms(s).is_err(), "{s:?} should be rejected");
         }
         assert!(ms("300000y").is_err(), "overflow must be rejected");

@@ -129,13 +129,26 @@ pub(crate) struct Problem {
 
 impl Problem {
     pub(crate) fn at(line: u64, field: impl Into<String>, reason: impl Into<String>) -> Problem {
-        Problem { line: (line > 0).then_some(line), field: Some(field.into()), reason: reason.into() }
+        Problem {
+            line: (line > 0).then_some(line),
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
     }
     pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Problem {
-        Problem { line: None, field: Some(field.into()), reason: reason.into() }
+        Problem {
+            line: None,
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
     }
     fn into_error(self, file: &str) -> ConfigError {
-        ConfigError { file: file.to_string(), line: self.line, field: self.field, reason: self.reason }
+        ConfigError {
+            file: file.to_string(),
+            line: self.line,
+            field: self.field,
+            reason: self.reason,
+        }
     }
 }
 
@@ -153,7 +166,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates configuration text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    raw::parse(text).and_then(raw::resolve).map_err(|p| p.into_error(file))
+    raw::parse(text)
+        .and_then(raw::resolve)
+        .map_err(|p| p.into_error(file))
 }
 
 /// Checks a label name against Prometheus' legacy charset `[a-zA-Z_][a-zA-Z0-9_]*`.

@@ -193,18 +193,23 @@ const RESERVED_HEADERS: &[&str] = &[
 
 pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
     let options = serde_saphyr::options! { with_snippet: false };
-    let parsed: Option<RawConfig> = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let line = e.location().map(|l| l.line()).unwrap_or(0);
-        let mut reason = e.to_string();
-        // The position is already in front of our message, and the list of every valid field
-        // name is longer than helpful.
-        for cut in [" at line ", ", expected one of "] {
-            if let Some(i) = reason.find(cut) {
-                reason.truncate(i);
+    let parsed: Option<RawConfig> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(0);
+            let mut reason = e.to_string();
+            // The position is already in front of our message, and the list of every valid field
+            // name is longer than helpful.
+            for cut in [" at line ", ", expected one of "] {
+                if let Some(i) = reason.find(cut) {
+                    reason.truncate(i);
+                }
             }
-        }
-        Problem { line: (line > 0).then_some(line), field: None, reason }
-    })?;
+            Problem {
+                line: (line > 0).then_some(line),
+                field: None,
+                reason,
+            }
+        })?;
     // An empty file is a valid, empty configuration, as in Prometheus.
     Ok(parsed.unwrap_or_default())
 }
@@ -240,14 +245,26 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
 
     let mut scrape_configs = Vec::new();
     let mut jobs = HashSet::new();
-    for (i, sc) in raw.scrape_configs.unwrap_or_default().into_iter().enumerate() {
-        let line = sc.job_name.as_ref().map(|s| s.referenced.line()).unwrap_or(0);
+    for (i, sc) in raw
+        .scrape_configs
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let line = sc
+            .job_name
+            .as_ref()
+            .map(|s| s.referenced.line())
+            .unwrap_or(0);
         let sc = resolve_scrape(sc, i, &global)?;
         if !jobs.insert(sc.job_name.clone()) {
             return Err(Problem::at(
                 line,
                 format!("scrape_configs[{i}].job_name"),
-                format!("found multiple scrape configs with job name {:?}", sc.job_name),
+                format!(
+                    "found multiple scrape configs with job name {:?}",
+                    sc.job_name
+                ),
             ));
         }
         scrape_configs.push(sc);
@@ -261,7 +278,10 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
         let rw = resolve_remote_write(rw, i)?;
         if !names.insert(rw.name.clone()) {
             let reason = if explicit_name {
-                format!("found multiple remote write configs with name {:?}", rw.name)
+                format!(
+                    "found multiple remote write configs with name {:?}",
+                    rw.name
+                )
             } else {
                 "duplicate remote write configs are not allowed".to_string()
             };
@@ -270,7 +290,11 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
         remote_write.push(rw);
     }
 
-    Ok(Config { global, scrape_configs, remote_write })
+    Ok(Config {
+        global,
+        scrape_configs,
+        remote_write,
+    })
 }
 
 fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
@@ -312,16 +336,35 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
             external_labels.push((name, value));
         }
     }
-    Ok(GlobalConfig { scrape_interval: interval, scrape_timeout: timeout, external_labels })
+    Ok(GlobalConfig {
+        scrape_interval: interval,
+        scrape_timeout: timeout,
+        external_labels,
+    })
 }
 
-fn resolve_scrape(sc: RawScrapeConfig, i: usize, global: &GlobalConfig) -> Result<ScrapeConfig, Problem> {
+fn resolve_scrape(
+    sc: RawScrapeConfig,
+    i: usize,
+    global: &GlobalConfig,
+) -> Result<ScrapeConfig, Problem> {
     let at = |f: &str| format!("scrape_configs[{i}].{f}");
     unsupported(&at(""), sc.unsupported())?;
     let job = match &sc.job_name {
         Some(s) if !s.value.is_empty() => s.value.clone(),
-        Some(s) => return Err(Problem::at(s.referenced.line(), at("job_name"), "job_name is empty")),
-        None => return Err(Problem::field(format!("scrape_configs[{i}]"), "job_name is missing")),
+        Some(s) => {
+            return Err(Problem::at(
+                s.referenced.line(),
+                at("job_name"),
+                "job_name is empty",
+            ));
+        }
+        None => {
+            return Err(Problem::field(
+                format!("scrape_configs[{i}]"),
+                "job_name is missing",
+            ));
+        }
     };
     let interval = match sc.scrape_interval.as_ref().map(|s| s.value.0) {
         Some(d) if !d.is_zero() => d,
@@ -333,7 +376,9 @@ fn resolve_scrape(sc: RawScrapeConfig, i: usize, global: &GlobalConfig) -> Resul
                 return Err(Problem::at(
                     s.referenced.line(),
                     at("scrape_timeout"),
-                    format!("scrape timeout greater than scrape interval for scrape config with job name {job:?}"),
+                    format!(
+                        "scrape timeout greater than scrape interval for scrape config with job name {job:?}"
+                    ),
                 ));
             }
             s.value.0
@@ -360,7 +405,11 @@ fn resolve_scrape(sc: RawScrapeConfig, i: usize, global: &GlobalConfig) -> Resul
     };
     // Settings whose default spate honours; other values are not implemented yet.
     for (field, value, supported) in [
-        ("track_timestamps_staleness", &sc.track_timestamps_staleness, false),
+        (
+            "track_timestamps_staleness",
+            &sc.track_timestamps_staleness,
+            false,
+        ),
         ("follow_redirects", &sc.follow_redirects, false),
     ] {
         if let Some(v) = value
@@ -369,16 +418,27 @@ fn resolve_scrape(sc: RawScrapeConfig, i: usize, global: &GlobalConfig) -> Resul
             return Err(Problem::at(
                 v.referenced.line(),
                 at(field),
-                format!("{field}: {} is not supported by spate yet; see docs/compatibility.md", v.value),
+                format!(
+                    "{field}: {} is not supported by spate yet; see docs/compatibility.md",
+                    v.value
+                ),
             ));
         }
     }
     let metrics_path = sc.metrics_path.unwrap_or_else(|| "/metrics".to_string());
     if !metrics_path.starts_with('/') {
-        return Err(Problem::field(at("metrics_path"), format!("{metrics_path:?} must start with '/'")));
+        return Err(Problem::field(
+            at("metrics_path"),
+            format!("{metrics_path:?} must start with '/'"),
+        ));
     }
     let mut static_configs = Vec::new();
-    for (j, st) in sc.static_configs.unwrap_or_default().into_iter().enumerate() {
+    for (j, st) in sc
+        .static_configs
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let mut targets = Vec::new();
         for t in st.targets.unwrap_or_default() {
             if t.value.is_empty() || t.value.contains('/') {
@@ -419,8 +479,14 @@ fn resolve_scrape(sc: RawScrapeConfig, i: usize, global: &GlobalConfig) -> Resul
 fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfig, Problem> {
     let at = |f: &str| format!("remote_write[{i}].{f}");
     unsupported(&at(""), rw.unsupported())?;
-    let url_field = rw.url.as_ref().ok_or_else(|| Problem::field(format!("remote_write[{i}]"), "url for remote_write is empty"))?;
-    let url = Url::parse(&url_field.value).map_err(|e| Problem::at(url_field.referenced.line(), at("url"), e))?;
+    let url_field = rw.url.as_ref().ok_or_else(|| {
+        Problem::field(
+            format!("remote_write[{i}]"),
+            "url for remote_write is empty",
+        )
+    })?;
+    let url = Url::parse(&url_field.value)
+        .map_err(|e| Problem::at(url_field.referenced.line(), at("url"), e))?;
     if url.tls {
         return Err(Problem::at(
             url_field.referenced.line(),
@@ -449,7 +515,10 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         return Err(Problem::at(
             p.referenced.line(),
             at("protobuf_message"),
-            format!("{:?} is not supported by spate yet; use prometheus.WriteRequest", p.value),
+            format!(
+                "{:?} is not supported by spate yet; use prometheus.WriteRequest",
+                p.value
+            ),
         ));
     }
 
@@ -472,7 +541,11 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
                 ));
             }
             if value.contains(['\r', '\n']) {
-                return Err(Problem::at(h.referenced.line(), at("headers"), format!("header {name} has a line break in its value")));
+                return Err(Problem::at(
+                    h.referenced.line(),
+                    at("headers"),
+                    format!("header {name} has a line break in its value"),
+                ));
             }
             headers.push((name.clone(), value.clone()));
         }
@@ -484,13 +557,20 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
             match v {
                 None => Ok(default),
                 Some(n) if n > 0 => Ok(n as usize),
-                Some(n) => Err(Problem::field(at(&format!("queue_config.{field}")), format!("must be greater than 0, got {n}"))),
+                Some(n) => Err(Problem::field(
+                    at(&format!("queue_config.{field}")),
+                    format!("must be greater than 0, got {n}"),
+                )),
             }
         };
         queue.capacity = positive("capacity", q.capacity, queue.capacity)?;
         queue.max_shards = positive("max_shards", q.max_shards, queue.max_shards)?;
         queue.min_shards = positive("min_shards", q.min_shards, queue.min_shards)?;
-        queue.max_samples_per_send = positive("max_samples_per_send", q.max_samples_per_send, queue.max_samples_per_send)?;
+        queue.max_samples_per_send = positive(
+            "max_samples_per_send",
+            q.max_samples_per_send,
+            queue.max_samples_per_send,
+        )?;
         if let Some(d) = q.batch_send_deadline {
             queue.batch_send_deadline = d.0;
         }
@@ -507,28 +587,49 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
             queue.sample_age_limit = d.0;
         }
         if queue.min_shards > queue.max_shards {
-            return Err(Problem::field(at("queue_config"), "min_shards must not be greater than max_shards"));
+            return Err(Problem::field(
+                at("queue_config"),
+                "min_shards must not be greater than max_shards",
+            ));
         }
         if queue.max_backoff < queue.min_backoff {
-            return Err(Problem::field(at("queue_config"), "max_backoff must not be less than min_backoff"));
+            return Err(Problem::field(
+                at("queue_config"),
+                "max_backoff must not be less than min_backoff",
+            ));
         }
     }
     if let Some(m) = &rw.metadata_config
         && let Some(n) = m.max_samples_per_send
         && n <= 0
     {
-        return Err(Problem::field(at("metadata_config.max_samples_per_send"), "must be greater than 0"));
+        return Err(Problem::field(
+            at("metadata_config.max_samples_per_send"),
+            "must be greater than 0",
+        ));
     }
 
-    let remote_timeout = rw.remote_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30));
+    let remote_timeout = rw
+        .remote_timeout
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(30));
     let name = match &rw.name {
         Some(n) => n.value.clone(),
         None => {
             // Prometheus names an unnamed queue after a hash of its config; ours covers what
             // identifies an endpoint here (url, headers, timeout, queue settings).
-            let ident = format!("{}|{:?}|{:?}|{:?}", url_field.value, headers, remote_timeout, queue);
+            let ident = format!(
+                "{}|{:?}|{:?}|{:?}",
+                url_field.value, headers, remote_timeout, queue
+            );
             format!("{:016x}", crate::hash::fnv1a64(ident.as_bytes()))[..6].to_string()
         }
     };
-    Ok(RemoteWriteConfig { url, name, remote_timeout, headers, queue })
+    Ok(RemoteWriteConfig {
+        url,
+        name,
+        remote_timeout,
+        headers,
+        queue,
+    })
 }

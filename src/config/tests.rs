@@ -63,7 +63,10 @@ fn timeout_defaults_follow_the_interval() {
     assert_eq!(c.scrape_configs[0].scrape_interval, Duration::from_secs(2));
     assert_eq!(c.scrape_configs[0].scrape_timeout, Duration::from_secs(2));
     // The global timeout is inherited when it fits.
-    let c = load("global:\n  scrape_interval: 30s\n  scrape_timeout: 20s\nscrape_configs:\n- job_name: a\n").unwrap();
+    let c = load(
+        "global:\n  scrape_interval: 30s\n  scrape_timeout: 20s\nscrape_configs:\n- job_name: a\n",
+    )
+    .unwrap();
     assert_eq!(c.scrape_configs[0].scrape_timeout, Duration::from_secs(20));
 }
 
@@ -112,14 +115,29 @@ remote_write:
     .unwrap();
     assert_eq!(c.global.scrape_interval, Duration::from_secs(90));
     assert_eq!(c.global.scrape_timeout, Duration::from_millis(100));
-    assert_eq!(c.global.external_labels, vec![("cluster".into(), "c1".into()), ("region".into(), "eu".into())]);
+    assert_eq!(
+        c.global.external_labels,
+        vec![
+            ("cluster".into(), "c1".into()),
+            ("region".into(), "eu".into())
+        ]
+    );
     let sc = &c.scrape_configs[0];
-    assert_eq!((sc.scrape_interval, sc.scrape_timeout), (Duration::from_secs(15), Duration::from_secs(5)));
+    assert_eq!(
+        (sc.scrape_interval, sc.scrape_timeout),
+        (Duration::from_secs(15), Duration::from_secs(5))
+    );
     assert_eq!(sc.metrics_path, "/probe");
     assert!(sc.honor_labels && !sc.honor_timestamps && !sc.enable_compression);
     assert_eq!(sc.params, vec![("module".into(), vec!["http_2xx".into()])]);
-    assert_eq!(sc.static_configs[0].targets, vec!["a:1".to_string(), "b:2".to_string()]);
-    assert_eq!(sc.static_configs[0].labels, vec![("env".into(), "prod".into())]);
+    assert_eq!(
+        sc.static_configs[0].targets,
+        vec!["a:1".to_string(), "b:2".to_string()]
+    );
+    assert_eq!(
+        sc.static_configs[0].labels,
+        vec![("env".into(), "prod".into())]
+    );
     let rw = &c.remote_write[0];
     assert_eq!(rw.name, "primary");
     assert_eq!(rw.remote_timeout, Duration::from_secs(10));
@@ -160,9 +178,18 @@ fn bad_files_give_exact_errors() {
             "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: a\n    scrape_timeout: 10s\n",
             "prometheus.yml:5: scrape_configs[0].scrape_timeout: scrape timeout greater than scrape interval for scrape config with job name \"a\"",
         ),
-        ("scrape_configs:\n  - job_name: \"\"\n", "prometheus.yml:2: scrape_configs[0].job_name: job_name is empty"),
-        ("scrape_configs:\n  - scrape_interval: 5s\n", "prometheus.yml: scrape_configs[0]: job_name is missing"),
-        ("rule_files:\n  - rules.yml\n", "prometheus.yml:2: rule_files: field rule_files is not allowed in agent mode"),
+        (
+            "scrape_configs:\n  - job_name: \"\"\n",
+            "prometheus.yml:2: scrape_configs[0].job_name: job_name is empty",
+        ),
+        (
+            "scrape_configs:\n  - scrape_interval: 5s\n",
+            "prometheus.yml: scrape_configs[0]: job_name is missing",
+        ),
+        (
+            "rule_files:\n  - rules.yml\n",
+            "prometheus.yml:2: rule_files: field rule_files is not allowed in agent mode",
+        ),
         (
             "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n",
             "prometheus.yml:4: scrape_configs[0].kubernetes_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
@@ -179,7 +206,10 @@ fn bad_files_give_exact_errors() {
             "scrape_configs:\n  - job_name: a\n    scheme: ftp\n",
             "prometheus.yml:3: scrape_configs[0].scheme: unknown scheme \"ftp\": use http or https",
         ),
-        ("remote_write:\n  - name: x\n", "prometheus.yml: remote_write[0]: url for remote_write is empty"),
+        (
+            "remote_write:\n  - name: x\n",
+            "prometheus.yml: remote_write[0]: url for remote_write is empty",
+        ),
         (
             "remote_write:\n  - url: localhost:9090\n",
             "prometheus.yml:2: remote_write[0].url: \"localhost:9090\" is not a valid URL: it must start with http:// or https://",
@@ -217,13 +247,23 @@ fn bad_files_give_exact_errors() {
 #[test]
 fn error_names_the_file_when_it_cannot_be_read() {
     let e = load_file(Path::new("/nonexistent/spate.yml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/spate.yml: cannot read the configuration file:"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/spate.yml: cannot read the configuration file:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn shipped_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.yml");
     let c = load_file(&path).unwrap();
-    assert_eq!(c.remote_write[0].url.to_string(), "http://localhost:9090/api/v1/write");
-    assert_eq!(c.scrape_configs[0].static_configs[0].targets, vec!["localhost:9095".to_string()]);
+    assert_eq!(
+        c.remote_write[0].url.to_string(),
+        "http://localhost:9090/api/v1/write"
+    );
+    assert_eq!(
+        c.scrape_configs[0].static_configs[0].targets,
+        vec!["localhost:9095".to_string()]
+    );
 }

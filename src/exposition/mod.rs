@@ -44,12 +44,23 @@ mod tests {
 
     #[test]
     fn picks_parser_from_content_type() {
-        assert_eq!(format_for_content_type("text/plain; version=0.0.4; charset=utf-8"), Ok(Format::PromText));
+        assert_eq!(
+            format_for_content_type("text/plain; version=0.0.4; charset=utf-8"),
+            Ok(Format::PromText)
+        );
         assert_eq!(
             format_for_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             Ok(Format::OpenMetrics)
         );
-        assert!(format_for_content_type("").unwrap_err().contains("blank Content-Type"));
-        assert!(format_for_content_type("application/json").unwrap_err().contains("unsupported Content-Type"));
+        assert!(
+            format_for_content_type("")
+                .unwrap_err()
+                .contains("blank Content-Type")
+        );
+        assert!(
+            format_for_content_type("application/json")
+                .unwrap_err()
+                .contains("unsupported Content-Type")
+        );
     }
 }

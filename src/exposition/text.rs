@@ -42,7 +42,11 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {}: {} in {:?}", self.line, self.column, self.reason, self.excerpt)
+        write!(
+            f,
+            "line {}, column {}: {} in {:?}",
+            self.line, self.column, self.reason, self.excerpt
+        )
     }
 }
 
@@ -60,8 +64,19 @@ pub struct Parser<'a, 's> {
 
 impl<'a, 's> Parser<'a, 's> {
     pub fn new(buf: &'a [u8], format: Format, scratch: &'s mut Vec<LabelRef>) -> Self {
-        assert!(buf.len() < u32::MAX as usize, "scrape bodies are far below 4 GiB");
-        Parser { buf, pos: 0, line: 0, format, scratch, eof_seen: false, done: false }
+        assert!(
+            buf.len() < u32::MAX as usize,
+            "scrape bodies are far below 4 GiB"
+        );
+        Parser {
+            buf,
+            pos: 0,
+            line: 0,
+            format,
+            scratch,
+            eof_seen: false,
+            done: false,
+        }
     }
 
     /// The next sample, `None` at the end, or the first error (after which parsing stops).
@@ -74,7 +89,9 @@ impl<'a, 's> Parser<'a, 's> {
             if self.pos >= self.buf.len() {
                 self.done = true;
                 if self.format == Format::OpenMetrics && !self.eof_seen {
-                    return Some(Err(self.error_at(self.buf.len(), "data does not end with # EOF")));
+                    return Some(Err(
+                        self.error_at(self.buf.len(), "data does not end with # EOF")
+                    ));
                 }
                 return None;
             }
@@ -97,7 +114,9 @@ impl<'a, 's> Parser<'a, 's> {
             if first == line_end {
                 if self.format == Format::OpenMetrics {
                     self.done = true;
-                    return Some(Err(self.error_at(start, "blank lines are not allowed in OpenMetrics")));
+                    return Some(Err(
+                        self.error_at(start, "blank lines are not allowed in OpenMetrics")
+                    ));
                 }
                 continue;
             }
@@ -128,8 +147,14 @@ impl<'a, 's> Parser<'a, 's> {
     }
 
     fn error_at(&self, at: usize, reason: &str) -> ParseError {
-        let line_start = self.buf[..at.min(self.buf.len())].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let line_end = self.buf[line_start..].iter().position(|b| *b == b'\n').map_or(self.buf.len(), |i| line_start + i);
+        let line_start = self.buf[..at.min(self.buf.len())]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line_end = self.buf[line_start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(self.buf.len(), |i| line_start + i);
         let excerpt_end = line_end.min(line_start + 120);
         ParseError {
             line: self.line.max(1),
@@ -142,7 +167,11 @@ impl<'a, 's> Parser<'a, 's> {
     /// Parses one sample line into the label scratch; returns the name's range, whether the
     /// name had escapes, the value and the timestamp.
     #[allow(clippy::type_complexity)]
-    fn sample(&mut self, start: usize, end: usize) -> Result<((usize, usize), bool, f64, Option<i64>), ParseError> {
+    fn sample(
+        &mut self,
+        start: usize,
+        end: usize,
+    ) -> Result<((usize, usize), bool, f64, Option<i64>), ParseError> {
         let buf = self.buf;
         self.scratch.clear();
         let mut p = start;
@@ -150,7 +179,9 @@ impl<'a, 's> Parser<'a, 's> {
         if buf[p] == b'{' {
             // Quoted UTF-8 metric name inside the braces: {"my.metric", a="b"}.
             let (n, esc, after) = self.parse_labels(p, end, true)?;
-            let Some((ns, ne)) = n else { return Err(self.error_at(p, "metric name is missing")) };
+            let Some((ns, ne)) = n else {
+                return Err(self.error_at(p, "metric name is missing"));
+            };
             name = (ns, ne);
             name_escaped = esc;
             p = after;
@@ -179,7 +210,8 @@ impl<'a, 's> Parser<'a, 's> {
         while p < end && !is_blank(buf[p]) {
             p += 1;
         }
-        let value = parse_float(&buf[vs..p]).ok_or_else(|| self.error_at(vs, "invalid sample value"))?;
+        let value =
+            parse_float(&buf[vs..p]).ok_or_else(|| self.error_at(vs, "invalid sample value"))?;
         p = skip_blanks(buf, p, end);
         let mut timestamp_ms = None;
         if p < end && buf[p] != b'#' {
@@ -189,7 +221,9 @@ impl<'a, 's> Parser<'a, 's> {
             }
             let raw = &buf[ts_start..p];
             timestamp_ms = Some(match self.format {
-                Format::PromText => parse_int(raw).ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?,
+                Format::PromText => {
+                    parse_int(raw).ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?
+                }
                 Format::OpenMetrics => {
                     let secs = parse_float(raw)
                         .filter(|f| f.is_finite())
@@ -214,7 +248,12 @@ impl<'a, 's> Parser<'a, 's> {
     /// Parses `{…}` starting at `p` (the brace). With `allow_name`, a bare quoted string is the
     /// metric name. Returns the name's range, whether it had escapes, and the offset after `}`.
     #[allow(clippy::type_complexity)]
-    fn parse_labels(&mut self, mut p: usize, end: usize, allow_name: bool) -> Result<(Option<(usize, usize)>, bool, usize), ParseError> {
+    fn parse_labels(
+        &mut self,
+        mut p: usize,
+        end: usize,
+        allow_name: bool,
+    ) -> Result<(Option<(usize, usize)>, bool, usize), ParseError> {
         let buf = self.buf;
         p += 1;
         let mut metric_name = None;
@@ -244,7 +283,13 @@ impl<'a, 's> Parser<'a, 's> {
                 (ne, quoted, n_esc) = (p, false, false);
             }
             p = skip_blanks(buf, p, end);
-            if quoted && allow_name && metric_name.is_none() && self.scratch.is_empty() && p < end && (buf[p] == b',' || buf[p] == b'}') {
+            if quoted
+                && allow_name
+                && metric_name.is_none()
+                && self.scratch.is_empty()
+                && p < end
+                && (buf[p] == b',' || buf[p] == b'}')
+            {
                 metric_name = Some((ns, ne));
                 name_escaped = n_esc;
             } else {
@@ -260,9 +305,15 @@ impl<'a, 's> Parser<'a, 's> {
                     return Err(self.error_at(vs, "invalid UTF-8 label value"));
                 }
                 if n_esc {
-                    return Err(self.error_at(ns, "escapes in quoted label names are not supported yet"));
+                    return Err(
+                        self.error_at(ns, "escapes in quoted label names are not supported yet")
+                    );
                 }
-                self.scratch.push(LabelRef { name: (ns as u32, ne as u32), value: (vs as u32, ve as u32), escaped: esc });
+                self.scratch.push(LabelRef {
+                    name: (ns as u32, ne as u32),
+                    value: (vs as u32, ve as u32),
+                    escaped: esc,
+                });
                 p = skip_blanks(buf, after, end);
             }
             if p < end && buf[p] == b',' {
@@ -360,7 +411,10 @@ mod tests {
 
     /// Parses everything into owned `(name, [(label, value)], value, ts)` tuples.
     #[allow(clippy::type_complexity)]
-    fn parse_all(input: &str, format: Format) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
+    fn parse_all(
+        input: &str,
+        format: Format,
+    ) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
         let mut scratch = Vec::new();
         let mut p = Parser::new(input.as_bytes(), format, &mut scratch);
         let mut out = Vec::new();
@@ -377,10 +431,18 @@ mod tests {
                     } else {
                         v.extend_from_slice(l.value(buf));
                     }
-                    (String::from_utf8_lossy(l.name(buf)).into_owned(), String::from_utf8(v).unwrap())
+                    (
+                        String::from_utf8_lossy(l.name(buf)).into_owned(),
+                        String::from_utf8(v).unwrap(),
+                    )
                 })
                 .collect();
-            out.push((String::from_utf8_lossy(s.name).into_owned(), labels, s.value, s.timestamp_ms));
+            out.push((
+                String::from_utf8_lossy(s.name).into_owned(),
+                labels,
+                s.value,
+                s.timestamp_ms,
+            ));
         }
         Ok(out)
     }
@@ -408,7 +470,10 @@ node_load1 0.5\n";
         let got = parse_all(input, Format::PromText).unwrap();
         assert_eq!(got.len(), 4);
         assert_eq!(got[0].0, "node_cpu_seconds_total");
-        assert_eq!(got[0].1, vec![("cpu".into(), "0".into()), ("mode".into(), "idle".into())]);
+        assert_eq!(
+            got[0].1,
+            vec![("cpu".into(), "0".into()), ("mode".into(), "idle".into())]
+        );
         assert_eq!(got[0].2, 1_234_567.89);
         assert_eq!(got[3], ("node_load1".into(), vec![], 0.5, None));
     }
@@ -441,7 +506,10 @@ node_load1 0.5\n";
     fn quoted_utf8_names() {
         let (name, labels, v, _) = one(r#"{"my.metric","a.b"="v", c="d"} 7"#);
         assert_eq!(name, "my.metric");
-        assert_eq!(labels, vec![("a.b".into(), "v".into()), ("c".into(), "d".into())]);
+        assert_eq!(
+            labels,
+            vec![("a.b".into(), "v".into()), ("c".into(), "d".into())]
+        );
         assert_eq!(v, 7.0);
     }
 
@@ -453,12 +521,36 @@ node_load1 0.5\n";
         let e = err("a 1 2 3", Format::PromText);
         assert!(e.reason.contains("unexpected data"), "{e}");
         assert_eq!((e.line, e.column), (1, 7));
-        assert!(err("a abc", Format::PromText).reason.contains("invalid sample value"));
-        assert!(err("0a 1", Format::PromText).reason.contains("invalid metric name"));
-        assert!(err("a{1=\"x\"} 1", Format::PromText).reason.contains("invalid label name"));
-        assert!(err("a{b=\"x} 1", Format::PromText).reason.contains("unterminated"));
-        assert!(err("a 1 12.5", Format::PromText).reason.contains("invalid timestamp"));
-        assert!(err("a", Format::PromText).reason.contains("space before the value"));
+        assert!(
+            err("a abc", Format::PromText)
+                .reason
+                .contains("invalid sample value")
+        );
+        assert!(
+            err("0a 1", Format::PromText)
+                .reason
+                .contains("invalid metric name")
+        );
+        assert!(
+            err("a{1=\"x\"} 1", Format::PromText)
+                .reason
+                .contains("invalid label name")
+        );
+        assert!(
+            err("a{b=\"x} 1", Format::PromText)
+                .reason
+                .contains("unterminated")
+        );
+        assert!(
+            err("a 1 12.5", Format::PromText)
+                .reason
+                .contains("invalid timestamp")
+        );
+        assert!(
+            err("a", Format::PromText)
+                .reason
+                .contains("space before the value")
+        );
     }
 
     #[test]
@@ -468,6 +560,10 @@ node_load1 0.5\n";
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].3, Some(1_520_879_607_789));
         assert!(err("a 1\n", Format::OpenMetrics).reason.contains("# EOF"));
-        assert!(err("a 1\n# EOF\nb 2\n", Format::OpenMetrics).reason.contains("after # EOF"));
+        assert!(
+            err("a 1\n# EOF\nb 2\n", Format::OpenMetrics)
+                .reason
+                .contains("after # EOF")
+        );
     }
 }

@@ -53,7 +53,14 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(authority: String) -> Conn {
-        Conn { authority, stream: None, req: Vec::new(), buf: Vec::new(), decoded: Vec::new(), max_body: usize::MAX }
+        Conn {
+            authority,
+            stream: None,
+            req: Vec::new(),
+            buf: Vec::new(),
+            decoded: Vec::new(),
+            max_body: usize::MAX,
+        }
     }
 
     pub fn authority(&self) -> &str {
@@ -85,26 +92,45 @@ impl Conn {
         let body: &[u8] = if gzip {
             self.decoded.clear();
             let mut dec = flate2::bufread::GzDecoder::new(&self.buf[body_range.0..body_range.1]);
-            dec.read_to_end(&mut self.decoded).map_err(|e| Error::Protocol(format!("gzip: {e}")))?;
+            dec.read_to_end(&mut self.decoded)
+                .map_err(|e| Error::Protocol(format!("gzip: {e}")))?;
             &self.decoded
         } else {
             &self.buf[body_range.0..body_range.1]
         };
-        let hdr = |r: Option<(usize, usize)>| r.and_then(|(s, e)| std::str::from_utf8(&self.buf[s..e]).ok());
-        Ok(Response { status, content_type: hdr(ct).unwrap_or(""), retry_after: hdr(ra), body })
+        let hdr = |r: Option<(usize, usize)>| {
+            r.and_then(|(s, e)| std::str::from_utf8(&self.buf[s..e]).ok())
+        };
+        Ok(Response {
+            status,
+            content_type: hdr(ct).unwrap_or(""),
+            retry_after: hdr(ra),
+            body,
+        })
     }
 
     #[allow(clippy::type_complexity)]
     async fn exchange(
         &mut self,
         head_request: bool,
-    ) -> Result<(u16, (usize, usize), Option<(usize, usize)>, Option<(usize, usize)>, bool), Error> {
+    ) -> Result<
+        (
+            u16,
+            (usize, usize),
+            Option<(usize, usize)>,
+            Option<(usize, usize)>,
+            bool,
+        ),
+        Error,
+    > {
         // The stream lives in a local while in use: if this future is dropped (timeout), the
         // connection goes with it.
         let mut stream = match self.stream.take() {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect(self.authority.as_str()).await.map_err(Error::Connect)?;
+                let s = TcpStream::connect(self.authority.as_str())
+                    .await
+                    .map_err(Error::Connect)?;
                 let _ = s.set_nodelay(true);
                 s
             }
@@ -122,7 +148,13 @@ impl Conn {
         if !info.close {
             self.stream = Some(stream);
         }
-        Ok((info.status, body, info.content_type, info.retry_after, info.gzip))
+        Ok((
+            info.status,
+            body,
+            info.content_type,
+            info.retry_after,
+            info.gzip,
+        ))
     }
 }
 
@@ -152,7 +184,8 @@ async fn read_response(
                 Framing::Chunked => {
                     if let Some(end) = chunks.advance(body).map_err(Error::Protocol)? {
                         let start = info.head_len;
-                        let n = dechunk_in_place(&mut buf[start..start + end]).map_err(Error::Protocol)?;
+                        let n = dechunk_in_place(&mut buf[start..start + end])
+                            .map_err(Error::Protocol)?;
                         return Ok((head.take().expect("head is set"), (start, start + n)));
                     }
                 }

@@ -55,19 +55,27 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
         let v = h.value;
         if h.name.eq_ignore_ascii_case("content-length") {
             let s = std::str::from_utf8(v).map_err(|_| "invalid Content-Length".to_string())?;
-            let n: usize = s.trim().parse().map_err(|_| format!("invalid Content-Length {s:?}"))?;
+            let n: usize = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid Content-Length {s:?}"))?;
             if length.is_some_and(|l| l != n) {
                 return Err("conflicting Content-Length headers".into());
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = v
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("content-type") {
             info.content_type = Some(range(v));
         } else if h.name.eq_ignore_ascii_case("content-encoding") {
             info.gzip = v.trim_ascii().eq_ignore_ascii_case(b"gzip");
         } else if h.name.eq_ignore_ascii_case("connection") {
-            let has = |tok: &[u8]| v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(tok));
+            let has = |tok: &[u8]| {
+                v.split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(tok))
+            };
             if has(b"close") {
                 info.close = true;
             } else if has(b"keep-alive") {
@@ -77,7 +85,8 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
             info.retry_after = Some(range(v));
         }
     }
-    info.framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+    info.framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status)
+    {
         Framing::Length(0)
     } else if chunked {
         Framing::Chunked
@@ -113,7 +122,9 @@ impl ChunkScanner {
                     // Last chunk: skip trailer lines up to the empty line.
                     let mut p = self.pos + hdr;
                     loop {
-                        let Some(nl) = memchr_nl(&body[p..]) else { return Ok(None) };
+                        let Some(nl) = memchr_nl(&body[p..]) else {
+                            return Ok(None);
+                        };
                         let line = &body[p..p + nl];
                         p += nl + 1;
                         if line.is_empty() || line == b"\r" {
@@ -184,23 +195,33 @@ mod tests {
 
     #[test]
     fn head_partial_and_malformed() {
-        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false).unwrap(), None);
+        assert_eq!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-", false).unwrap(),
+            None
+        );
         assert!(parse_head(b"HTTX/1.1 200 OK\r\n\r\n", false).is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     }
 
     #[test]
     fn head_close_delimited_and_http10() {
-        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
-        assert_eq!(h.framing, Framing::Close);
-        assert!(h.close);
-        let h = parse_head(b"HTTP/1.1 500 x\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 7\r\n\r\n", false)
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
             .unwrap()
             .unwrap();
+        assert_eq!(h.framing, Framing::Close);
+        assert!(h.close);
+        let h = parse_head(
+            b"HTTP/1.1 500 x\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 7\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert!(h.close);
         assert_eq!(h.status, 500);
         assert!(h.retry_after.is_some());
-        let h = parse_head(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.1 204 No Content\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Length(0));
     }
 
@@ -210,7 +231,11 @@ mod tests {
         // Feed it one byte more at a time: the scanner must only complete at the very end.
         let mut sc = ChunkScanner::default();
         for n in 0..body.len() {
-            assert_eq!(sc.advance(&body[..n]).unwrap(), None, "complete too early at {n}");
+            assert_eq!(
+                sc.advance(&body[..n]).unwrap(),
+                None,
+                "complete too early at {n}"
+            );
         }
         assert_eq!(sc.advance(body).unwrap(), Some(body.len()));
         let mut b = body.to_vec();

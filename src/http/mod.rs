@@ -31,7 +31,9 @@ impl Url {
         } else if let Some(r) = s.strip_prefix("https://") {
             (true, r)
         } else {
-            return Err(format!("{s:?} is not a valid URL: it must start with http:// or https://"));
+            return Err(format!(
+                "{s:?} is not a valid URL: it must start with http:// or https://"
+            ));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -39,11 +41,18 @@ impl Url {
             None => (rest, "/".to_string()),
         };
         if authority.contains('@') {
-            return Err(format!("{s:?}: credentials in the URL are not supported; use headers"));
+            return Err(format!(
+                "{s:?}: credentials in the URL are not supported; use headers"
+            ));
         }
         let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })
             .map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
-        Ok(Url { tls, host, port, path_and_query: path })
+        Ok(Url {
+            tls,
+            host,
+            port,
+            path_and_query: path,
+        })
     }
 
     /// `host:port` as a socket address string (IPv6 in brackets).
@@ -89,14 +98,20 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
 }
 
 pub fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Appends `s` percent-encoded as a URL query component (Go's `url.QueryEscape`).
 pub fn query_escape(out: &mut String, s: &str) {
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -115,15 +130,31 @@ mod tests {
     #[test]
     fn parses_urls() {
         let u = Url::parse("http://localhost:9090/api/v1/write").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.path_and_query.as_str()), (false, "localhost", 9090, "/api/v1/write"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path_and_query.as_str()),
+            (false, "localhost", 9090, "/api/v1/write")
+        );
         let u = Url::parse("https://example.com").unwrap();
         assert_eq!((u.tls, u.port, u.path_and_query.as_str()), (true, 443, "/"));
         let u = Url::parse("http://[::1]:8428/api/v1/write?extra_label=a").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path_and_query.as_str()), ("::1", 8428, "/api/v1/write?extra_label=a"));
-        assert_eq!(u.to_string(), "http://[::1]:8428/api/v1/write?extra_label=a");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path_and_query.as_str()),
+            ("::1", 8428, "/api/v1/write?extra_label=a")
+        );
+        assert_eq!(
+            u.to_string(),
+            "http://[::1]:8428/api/v1/write?extra_label=a"
+        );
         let u = Url::parse("http://h:1?x=1").unwrap();
         assert_eq!(u.path_and_query, "/?x=1");
-        for bad in ["localhost:9090", "ftp://x", "http://", "http://h:port/", "http://u:p@h/", "http://::1/"] {
+        for bad in [
+            "localhost:9090",
+            "ftp://x",
+            "http://",
+            "http://h:port/",
+            "http://u:p@h/",
+            "http://::1/",
+        ] {
             assert!(Url::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -65,7 +65,9 @@ impl LabelScratch {
 
     /// The value of the label `name`, if present.
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        (0..self.len()).find(|i| self.name(*i) == name).map(|i| self.value(i))
+        (0..self.len())
+            .find(|i| self.name(*i) == name)
+            .map(|i| self.value(i))
     }
 
     pub fn remove(&mut self, name: &[u8]) {
@@ -77,7 +79,9 @@ impl LabelScratch {
     /// Sorts by name; returns the first duplicated name, if any.
     pub fn sort(&mut self) -> Result<(), Vec<u8>> {
         let arena = &self.arena;
-        self.spans.sort_unstable_by(|a, b| arena[a[0] as usize..a[1] as usize].cmp(&arena[b[0] as usize..b[1] as usize]));
+        self.spans.sort_unstable_by(|a, b| {
+            arena[a[0] as usize..a[1] as usize].cmp(&arena[b[0] as usize..b[1] as usize])
+        });
         for i in 1..self.spans.len() {
             if self.name(i - 1) == self.name(i) {
                 return Err(self.name(i).to_vec());
@@ -105,7 +109,11 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn field_len(len: usize) -> usize {
-    if len == 0 { 0 } else { 1 + varint_len(len as u64) + len }
+    if len == 0 {
+        0
+    } else {
+        1 + varint_len(len as u64) + len
+    }
 }
 
 /// Appends one `WriteRequest.timeseries` entry (field 1) holding `labels` (sorted) and one
@@ -117,7 +125,11 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
         labels_len += 1 + varint_len(inner as u64) + inner;
     }
     let sample_inner = if value != 0.0 { 9 } else { 0 }
-        + if timestamp_ms != 0 { 1 + varint_len(timestamp_ms as u64) } else { 0 };
+        + if timestamp_ms != 0 {
+            1 + varint_len(timestamp_ms as u64)
+        } else {
+            0
+        };
     let series_len = labels_len + 1 + varint_len(sample_inner as u64) + sample_inner;
 
     out.reserve(1 + varint_len(series_len as u64) + series_len);
@@ -169,20 +181,45 @@ mod tests {
         sorted.sort();
         let reference = proto::WriteRequest {
             timeseries: vec![proto::TimeSeries {
-                labels: sorted.iter().map(|(n, v)| proto::Label { name: n.to_string(), value: v.to_string() }).collect(),
-                samples: vec![proto::Sample { value, timestamp: ts }],
+                labels: sorted
+                    .iter()
+                    .map(|(n, v)| proto::Label {
+                        name: n.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                samples: vec![proto::Sample {
+                    value,
+                    timestamp: ts,
+                }],
             }],
         };
-        assert_eq!(ours, reference.encode_to_vec(), "labels={labels:?} value={value} ts={ts}");
+        assert_eq!(
+            ours,
+            reference.encode_to_vec(),
+            "labels={labels:?} value={value} ts={ts}"
+        );
     }
 
     #[test]
     fn byte_identical_to_prost() {
-        check(&[("__name__", "up"), ("job", "node"), ("instance", "localhost:9100")], 1.0, 1_700_000_000_000);
+        check(
+            &[
+                ("__name__", "up"),
+                ("job", "node"),
+                ("instance", "localhost:9100"),
+            ],
+            1.0,
+            1_700_000_000_000,
+        );
         check(&[("__name__", "x")], 0.0, 0);
         check(&[("__name__", "x")], -0.5, -1);
         check(&[("__name__", "x"), ("empty", "")], f64::NAN, 5);
-        check(&[("__name__", "long"), ("v", &"y".repeat(300))], f64::INFINITY, i64::MAX);
+        check(
+            &[("__name__", "long"), ("v", &"y".repeat(300))],
+            f64::INFINITY,
+            i64::MAX,
+        );
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
         check(&[("__name__", "stale")], stale, 1);
     }

@@ -34,6 +34,8 @@ pub struct Sample {
 
 /// Decodes a snappy-compressed (block format) `WriteRequest` body.
 pub fn decode_write_request(body: &[u8]) -> Result<WriteRequest, String> {
-    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| format!("snappy: {e}"))?;
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("snappy: {e}"))?;
     <WriteRequest as prost::Message>::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))
 }

@@ -104,7 +104,8 @@ impl CoreControl {
             return None;
         }
         if self.deadline.get().is_none() {
-            self.deadline.set(Some(Instant::now() + self.flush_deadline));
+            self.deadline
+                .set(Some(Instant::now() + self.flush_deadline));
         }
         self.deadline.get()
     }
@@ -133,7 +134,11 @@ impl Queue {
             return;
         }
         let body = std::mem::take(&mut self.current);
-        self.sealed.push_back(Batch { body, samples: self.current_samples, newest_ts: self.current_newest });
+        self.sealed.push_back(Batch {
+            body,
+            samples: self.current_samples,
+            newest_ts: self.current_newest,
+        });
         self.current_samples = 0;
         self.current_newest = i64::MIN;
         self.current_since = None;
@@ -151,14 +156,30 @@ pub struct Shard {
 
 enum Outcome {
     Sent,
-    Retry { reason: String, after: Option<Duration> },
-    Drop { reason: String },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    Drop {
+        reason: String,
+    },
 }
 
 impl Shard {
     pub fn new(ep: Arc<Endpoint>, stats: Arc<ShardStats>) -> Rc<Shard> {
-        let limit = ep.cfg.queue.capacity.saturating_mul(ep.cfg.queue.max_shards).max(ep.cfg.queue.max_samples_per_send);
-        Rc::new(Shard { ep, stats, queue: RefCell::new(Queue::default()), notify: LocalNotify::default(), limit })
+        let limit = ep
+            .cfg
+            .queue
+            .capacity
+            .saturating_mul(ep.cfg.queue.max_shards)
+            .max(ep.cfg.queue.max_samples_per_send);
+        Rc::new(Shard {
+            ep,
+            stats,
+            queue: RefCell::new(Queue::default()),
+            notify: LocalNotify::default(),
+            limit,
+        })
     }
 
     /// Queues a committed scrape: `entries` holds encoded timeseries entries, `ends[i]` is where
@@ -198,7 +219,9 @@ impl Shard {
         self.stats.samples_pending.store(q.queued as u64, Relaxed);
         drop(q);
         if dropped > 0 {
-            self.stats.samples_dropped_queue_full.fetch_add(dropped as u64, Relaxed);
+            self.stats
+                .samples_dropped_queue_full
+                .fetch_add(dropped as u64, Relaxed);
             if self.should_log_drop() {
                 crate::log!(
                     Level::Warn,
@@ -215,9 +238,17 @@ impl Shard {
     }
 
     fn should_log_drop(&self) -> bool {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let last = self.ep.last_drop_log_secs.load(Relaxed);
-        now >= last + 10 && self.ep.last_drop_log_secs.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        now >= last + 10
+            && self
+                .ep
+                .last_drop_log_secs
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// The sending task: runs until shutdown has been seen, every scrape loop of the core has
@@ -228,7 +259,8 @@ impl Shard {
         let mut compressed = Vec::new();
         while let Some(batch) = self.next_batch(&ctl).await {
             let n = batch.samples;
-            self.send(&mut conn, &mut encoder, &mut compressed, batch, &ctl).await;
+            self.send(&mut conn, &mut encoder, &mut compressed, batch, &ctl)
+                .await;
             let q = self.queue.borrow();
             self.stats.samples_pending.store(q.queued as u64, Relaxed);
             drop(q);
@@ -273,7 +305,10 @@ impl Shard {
                         continue;
                     }
                 }
-                if flushing && (ctl.active_loops.get() == 0 || ctl.flush_deadline_at().is_some_and(|d| Instant::now() >= d)) {
+                if flushing
+                    && (ctl.active_loops.get() == 0
+                        || ctl.flush_deadline_at().is_some_and(|d| Instant::now() >= d))
+                {
                     return None;
                 }
                 match q.current_since {
@@ -285,12 +320,23 @@ impl Shard {
             if flushing {
                 race(self.notify.notified(), sleep(wait)).await;
             } else {
-                race(self.notify.notified(), race(sleep(wait), ctl.shutdown.wait())).await;
+                race(
+                    self.notify.notified(),
+                    race(sleep(wait), ctl.shutdown.wait()),
+                )
+                .await;
             }
         }
     }
 
-    async fn send(&self, conn: &mut Conn, enc: &mut snap::raw::Encoder, out: &mut Vec<u8>, batch: Batch, ctl: &CoreControl) {
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        enc: &mut snap::raw::Encoder,
+        out: &mut Vec<u8>,
+        batch: Batch,
+        ctl: &CoreControl,
+    ) {
         let q = &self.ep.cfg.queue;
         out.resize(snap::raw::max_compress_len(batch.body.len()), 0);
         let len = match enc.compress(&batch.body, out) {
@@ -308,11 +354,21 @@ impl Shard {
             let outcome = self.attempt(conn, out, attempt).await;
             match outcome {
                 Outcome::Sent => {
-                    self.stats.samples_sent.fetch_add(batch.samples as u64, Relaxed);
+                    self.stats
+                        .samples_sent
+                        .fetch_add(batch.samples as u64, Relaxed);
                     self.stats.bytes_sent.fetch_add(out.len() as u64, Relaxed);
-                    self.stats.highest_sent_ts_ms.fetch_max(batch.newest_ts.max(0) as u64, Relaxed);
+                    self.stats
+                        .highest_sent_ts_ms
+                        .fetch_max(batch.newest_ts.max(0) as u64, Relaxed);
                     if self.ep.failing.swap(false, Relaxed) {
-                        crate::log!(Level::Info, "remote", "remote write endpoint recovered", remote_name = self.ep.cfg.name, url = self.ep.url);
+                        crate::log!(
+                            Level::Info,
+                            "remote",
+                            "remote write endpoint recovered",
+                            remote_name = self.ep.cfg.name,
+                            url = self.ep.url
+                        );
                     }
                     return;
                 }
@@ -321,7 +377,9 @@ impl Shard {
                     return;
                 }
                 Outcome::Retry { reason, after } => {
-                    self.stats.samples_retried.fetch_add(batch.samples as u64, Relaxed);
+                    self.stats
+                        .samples_retried
+                        .fetch_add(batch.samples as u64, Relaxed);
                     self.stats.requests_failed.fetch_add(1, Relaxed);
                     if !self.ep.failing.swap(true, Relaxed) {
                         crate::log!(
@@ -333,14 +391,23 @@ impl Shard {
                             err = reason
                         );
                     } else {
-                        crate::log!(Level::Debug, "remote", "retrying remote write", url = self.ep.url, attempt = attempt, err = reason);
+                        crate::log!(
+                            Level::Debug,
+                            "remote",
+                            "retrying remote write",
+                            url = self.ep.url,
+                            attempt = attempt,
+                            err = reason
+                        );
                     }
                     let mut pause = after.unwrap_or(backoff);
                     backoff = (backoff * 2).min(q.max_backoff);
                     if let Some(d) = ctl.flush_deadline_at() {
                         let now = Instant::now();
                         if now >= d {
-                            self.stats.samples_failed.fetch_add(batch.samples as u64, Relaxed);
+                            self.stats
+                                .samples_failed
+                                .fetch_add(batch.samples as u64, Relaxed);
                             crate::log!(
                                 Level::Error,
                                 "remote",
@@ -364,7 +431,9 @@ impl Shard {
     }
 
     fn drop_batch(&self, batch: &Batch, reason: &str) {
-        self.stats.samples_failed.fetch_add(batch.samples as u64, Relaxed);
+        self.stats
+            .samples_failed
+            .fetch_add(batch.samples as u64, Relaxed);
         self.stats.requests_failed.fetch_add(1, Relaxed);
         crate::log!(
             Level::Error,
@@ -389,19 +458,32 @@ impl Shard {
         match timeout(self.ep.cfg.remote_timeout, conn.round_trip(false)).await {
             Err(_) => {
                 conn.reset();
-                Outcome::Retry { reason: format!("request timed out after {:?}", self.ep.cfg.remote_timeout), after: None }
+                Outcome::Retry {
+                    reason: format!("request timed out after {:?}", self.ep.cfg.remote_timeout),
+                    after: None,
+                }
             }
-            Ok(Err(e)) => Outcome::Retry { reason: e.to_string(), after: None },
+            Ok(Err(e)) => Outcome::Retry {
+                reason: e.to_string(),
+                after: None,
+            },
             Ok(Ok(resp)) => {
                 let status = resp.status;
                 if (200..300).contains(&status) {
                     return Outcome::Sent;
                 }
-                let excerpt = String::from_utf8_lossy(&resp.body[..resp.body.len().min(1024)]).trim().to_string();
+                let excerpt = String::from_utf8_lossy(&resp.body[..resp.body.len().min(1024)])
+                    .trim()
+                    .to_string();
                 let reason = format!("server returned HTTP status {status}: {excerpt}");
                 if status >= 500 || (status == 429 && retry_429) {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                    let after = resp.retry_after.and_then(|v| super::parse_retry_after(v, now));
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
+                    let after = resp
+                        .retry_after
+                        .and_then(|v| super::parse_retry_after(v, now));
                     Outcome::Retry { reason, after }
                 } else {
                     Outcome::Drop { reason }

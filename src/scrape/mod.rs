@@ -36,7 +36,61 @@ pub struct Appender {
 }
 
 impl Appender {
-    fn rollback(&mut self) {
+    /// Parses a scrape body and encodes each sample, with the target's and the external labels
+    /// attached, as a remote-write entry. Returns the number of samples; on error the caller
+    /// rolls back.
+    pub fn append_body(
+        &mut self,
+        t: &Target,
+        external_labels: &[(String, String)],
+        body: &[u8],
+        format: exposition::Format,
+        scrape_ts: i64,
+    ) -> Result<usize, String> {
+        let mut parser = Parser::new(body, format, &mut self.parse_scratch);
+        let mut n = 0;
+        while let Some(sample) = parser.next() {
+            let s = sample.map_err(|e| e.to_string())?;
+            n += 1;
+            let labels = &mut self.labels;
+            labels.clear();
+            if s.name_escaped {
+                labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
+            } else {
+                labels.push(b"__name__", s.name);
+            }
+            for l in s.labels {
+                if l.escaped {
+                    labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
+                } else {
+                    labels.push(l.name(body), l.value(body));
+                }
+            }
+            merge_target_labels(labels, t);
+            for (k, v) in external_labels {
+                if labels.get(k.as_bytes()).is_none() {
+                    labels.push(k.as_bytes(), v.as_bytes());
+                }
+            }
+            if let Err(dup) = labels.sort() {
+                return Err(format!("label name {:?} is not unique in a sample", String::from_utf8_lossy(&dup)));
+            }
+            let ts = match s.timestamp_ms {
+                Some(ts) if t.honor_timestamps => ts,
+                _ => scrape_ts,
+            };
+            encode_series(&mut self.entries, &self.labels, s.value, ts);
+            self.ends.push(self.entries.len() as u32);
+        }
+        Ok(n)
+    }
+
+    /// The encoded entries of the scrape in progress: a valid `WriteRequest` body.
+    pub fn entries(&self) -> &[u8] {
+        &self.entries
+    }
+
+    pub fn rollback(&mut self) {
         self.entries.clear();
         self.ends.clear();
     }
@@ -107,7 +161,10 @@ fn build_request(t: &Target) -> Vec<u8> {
 }
 
 fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[u8]) {
@@ -122,11 +179,13 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
             Err(format!("Get \"{}\": context deadline exceeded", t.url()))
         }
         Ok(Err(e)) => Err(format!("Get \"{}\": {e}", t.url())),
-        Ok(Ok(resp)) if resp.status != 200 => Err(format!("server returned HTTP status {}", resp.status)),
+        Ok(Ok(resp)) if resp.status != 200 => {
+            Err(format!("server returned HTTP status {}", resp.status))
+        }
         Ok(Ok(resp)) => match exposition::format_for_content_type(resp.content_type) {
             Err(e) => Err(e),
             // Parse and encode synchronously: no await while the appender is borrowed.
-            Ok(format) => append_body(t, core, resp.body, format, ts),
+            Ok(format) => core.appender.borrow_mut().append_body(t, &core.external_labels, resp.body, format, ts),
         },
     };
 
@@ -136,11 +195,20 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
         Err(e) => {
             app.rollback();
             core.stats.scrape_failures.fetch_add(1, Relaxed);
-            crate::log!(Level::Debug, "scrape", "scrape failed", job = t.job, target = t.url(), err = e);
+            crate::log!(
+                Level::Debug,
+                "scrape",
+                "scrape failed",
+                job = t.job,
+                target = t.url(),
+                err = e
+            );
             0
         }
     };
-    core.stats.samples_scraped.fetch_add(scraped as u64, Relaxed);
+    core.stats
+        .samples_scraped
+        .fetch_add(scraped as u64, Relaxed);
     let duration = started.elapsed().as_secs_f64();
     let up = if result.is_ok() { 1.0 } else { 0.0 };
     for (name, value) in [
@@ -155,51 +223,10 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
     for shard in core.ctl.shards().iter() {
         shard.append(&app.entries, &app.ends, ts);
     }
-    core.stats.samples_appended.fetch_add(appended as u64, Relaxed);
+    core.stats
+        .samples_appended
+        .fetch_add(appended as u64, Relaxed);
     app.rollback();
-}
-
-/// Parses a response body into the appender. Returns the number of samples scraped.
-fn append_body(t: &Target, core: &CoreScrape, body: &[u8], format: exposition::Format, scrape_ts: i64) -> Result<usize, String> {
-    let mut app = core.appender.borrow_mut();
-    let app = &mut *app;
-    let mut parser = Parser::new(body, format, &mut app.parse_scratch);
-    let mut n = 0;
-    while let Some(sample) = parser.next() {
-        let s = sample.map_err(|e| e.to_string())?;
-        n += 1;
-        let labels = &mut app.labels;
-        labels.clear();
-        if s.name_escaped {
-            labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
-        } else {
-            labels.push(b"__name__", s.name);
-        }
-        for l in s.labels {
-            if l.escaped {
-                labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
-            } else {
-                labels.push(l.name(body), l.value(body));
-            }
-        }
-        merge_target_labels(labels, t);
-        for (k, v) in &core.external_labels {
-            if labels.get(k.as_bytes()).is_none() {
-                labels.push(k.as_bytes(), v.as_bytes());
-            }
-        }
-        if let Err(dup) = labels.sort() {
-            return Err(format!("label name {:?} is not unique in a sample", String::from_utf8_lossy(&dup)));
-        }
-        let ts = match s.timestamp_ms {
-            Some(ts) if t.honor_timestamps => ts,
-            _ => scrape_ts,
-        };
-        let value = s.value;
-        encode_series(&mut app.entries, &app.labels, value, ts);
-        app.ends.push(app.entries.len() as u32);
-    }
-    Ok(n)
 }
 
 /// Attaches the target's labels to a scraped sample as Prometheus does: with `honor_labels`
@@ -261,7 +288,10 @@ mod tests {
         Target {
             job: "j".into(),
             all_labels: vec![],
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             address: "a:1".into(),
             scheme: "http".into(),
             path_and_query: "/metrics".into(),
@@ -282,19 +312,31 @@ mod tests {
         merge_target_labels(&mut s, &target(honor, tl));
         s.sort().unwrap();
         (0..s.len())
-            .map(|i| (String::from_utf8(s.name(i).to_vec()).unwrap(), String::from_utf8(s.value(i).to_vec()).unwrap()))
+            .map(|i| {
+                (
+                    String::from_utf8(s.name(i).to_vec()).unwrap(),
+                    String::from_utf8(s.value(i).to_vec()).unwrap(),
+                )
+            })
             .collect()
     }
 
     fn owned(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn target_labels_win_and_exposed_become_exported() {
         let got = merged(
             false,
-            &[("__name__", "m"), ("job", "exposed"), ("exported_job", "taken"), ("instance", "i")],
+            &[
+                ("__name__", "m"),
+                ("job", "exposed"),
+                ("exported_job", "taken"),
+                ("instance", "i"),
+            ],
             &[("instance", "a:1"), ("job", "j")],
         );
         assert_eq!(
@@ -312,7 +354,14 @@ mod tests {
 
     #[test]
     fn honor_labels_keeps_exposed_values() {
-        let got = merged(true, &[("__name__", "m"), ("job", "exposed")], &[("instance", "a:1"), ("job", "j")]);
-        assert_eq!(got, owned(&[("__name__", "m"), ("instance", "a:1"), ("job", "exposed")]));
+        let got = merged(
+            true,
+            &[("__name__", "m"), ("job", "exposed")],
+            &[("instance", "a:1"), ("job", "j")],
+        );
+        assert_eq!(
+            got,
+            owned(&[("__name__", "m"), ("instance", "a:1"), ("job", "exposed")])
+        );
     }
 }

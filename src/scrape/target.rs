@@ -36,7 +36,10 @@ impl Target {
 
     /// The label `name` (any label, `__` ones included).
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.all_labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.all_labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -60,7 +63,11 @@ pub fn targets_for(sc: &ScrapeConfig) -> (Vec<Target>, Vec<TargetError>) {
                         out.push(t);
                     }
                 }
-                Err(reason) => errors.push(TargetError { job: sc.job_name.clone(), address: addr.clone(), reason }),
+                Err(reason) => errors.push(TargetError {
+                    job: sc.job_name.clone(),
+                    address: addr.clone(),
+                    reason,
+                }),
             }
         }
     }
@@ -69,7 +76,11 @@ pub fn targets_for(sc: &ScrapeConfig) -> (Vec<Target>, Vec<TargetError>) {
 
 /// Prometheus' `PopulateLabels` without relabeling: target labels, then group labels where
 /// absent, then defaults where absent; `instance` defaults to `__address__`.
-fn build(sc: &ScrapeConfig, address: &str, group_labels: &[(String, String)]) -> Result<Target, String> {
+fn build(
+    sc: &ScrapeConfig,
+    address: &str,
+    group_labels: &[(String, String)],
+) -> Result<Target, String> {
     let mut l: BTreeMap<String, String> = BTreeMap::new();
     l.insert("__address__".into(), address.to_string());
     for (k, v) in group_labels {
@@ -77,8 +88,14 @@ fn build(sc: &ScrapeConfig, address: &str, group_labels: &[(String, String)]) ->
     }
     let defaults = [
         ("job", sc.job_name.clone()),
-        ("__scrape_interval__", PromDuration(sc.scrape_interval).to_string()),
-        ("__scrape_timeout__", PromDuration(sc.scrape_timeout).to_string()),
+        (
+            "__scrape_interval__",
+            PromDuration(sc.scrape_interval).to_string(),
+        ),
+        (
+            "__scrape_timeout__",
+            PromDuration(sc.scrape_timeout).to_string(),
+        ),
         ("__metrics_path__", sc.metrics_path.clone()),
         ("__scheme__", sc.scheme.clone()),
     ];
@@ -87,7 +104,8 @@ fn build(sc: &ScrapeConfig, address: &str, group_labels: &[(String, String)]) ->
     }
     for (k, vs) in &sc.params {
         if let Some(first) = vs.first() {
-            l.entry(format!("__param_{k}")).or_insert_with(|| first.clone());
+            l.entry(format!("__param_{k}"))
+                .or_insert_with(|| first.clone());
         }
     }
 
@@ -101,14 +119,19 @@ fn build(sc: &ScrapeConfig, address: &str, group_labels: &[(String, String)]) ->
     let interval = parse_label_duration(&l, "__scrape_interval__")?;
     let timeout = parse_label_duration(&l, "__scrape_timeout__")?;
     if timeout > interval {
-        return Err(format!("scrape timeout cannot be greater than scrape interval ({timeout:?} > {interval:?})"));
+        return Err(format!(
+            "scrape timeout cannot be greater than scrape interval ({timeout:?} > {interval:?})"
+        ));
     }
     l.retain(|k, _| !k.starts_with("__meta_"));
-    l.entry("instance".into()).or_insert_with(|| address.clone());
+    l.entry("instance".into())
+        .or_insert_with(|| address.clone());
 
     let scheme = l.get("__scheme__").cloned().unwrap_or_default();
     if scheme != "http" {
-        return Err(format!("scheme {scheme:?} is not supported by spate yet; use http"));
+        return Err(format!(
+            "scheme {scheme:?} is not supported by spate yet; use http"
+        ));
     }
     let mut path = l.get("__metrics_path__").cloned().unwrap_or_default();
     if !path.starts_with('/') {
@@ -138,14 +161,24 @@ fn build(sc: &ScrapeConfig, address: &str, group_labels: &[(String, String)]) ->
     path.push_str(&query);
 
     let all_labels: Vec<(String, String)> = l.into_iter().collect();
-    let labels: Vec<(String, String)> =
-        all_labels.iter().filter(|(k, v)| !k.starts_with("__") && !v.is_empty()).cloned().collect();
-    let mut hash_input: Vec<(&str, &str)> = all_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let labels: Vec<(String, String)> = all_labels
+        .iter()
+        .filter(|(k, v)| !k.starts_with("__") && !v.is_empty())
+        .cloned()
+        .collect();
+    let mut hash_input: Vec<(&str, &str)> = all_labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let url = format!("{scheme}://{address}{path}");
     hash_input.push(("", url.as_str()));
     let hash = label_set_hash(hash_input);
     Ok(Target {
-        job: labels.iter().find(|(k, _)| k == "job").map(|(_, v)| v.clone()).unwrap_or_default(),
+        job: labels
+            .iter()
+            .find(|(k, _)| k == "job")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
         all_labels,
         labels,
         address,
@@ -162,7 +195,8 @@ fn build(sc: &ScrapeConfig, address: &str, group_labels: &[(String, String)]) ->
 
 fn parse_label_duration(l: &BTreeMap<String, String>, name: &str) -> Result<Duration, String> {
     let v = l.get(name).map(String::as_str).unwrap_or("");
-    let d = crate::config::parse_duration(v).map_err(|e| format!("error parsing {name} label: {e}"))?;
+    let d =
+        crate::config::parse_duration(v).map_err(|e| format!("error parsing {name} label: {e}"))?;
     if d.is_zero() {
         return Err(format!("{name} label must not be zero"));
     }
@@ -198,7 +232,10 @@ mod tests {
         assert_eq!(t.label("__scrape_interval__"), Some("15s"));
         assert_eq!(t.label("__scrape_timeout__"), Some("10s"));
         assert_eq!(t.label("__param_module"), Some("http_2xx"));
-        assert_eq!(t.url(), "http://localhost:9100/metrics?a=x+y&module=http_2xx&module=other");
+        assert_eq!(
+            t.url(),
+            "http://localhost:9100/metrics?a=x+y&module=http_2xx&module=other"
+        );
         assert_ne!(ts[0].hash, ts[1].hash);
     }
 
@@ -223,8 +260,10 @@ mod tests {
 
     #[test]
     fn hash_is_stable() {
-        let (a, _) = targets("scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['a:1']\n");
-        let (b, _) = targets("scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['a:1']\n");
+        let (a, _) =
+            targets("scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['a:1']\n");
+        let (b, _) =
+            targets("scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['a:1']\n");
         assert_eq!(a[0].hash, b[0].hash);
         // Pinned: a target's core and phase must not move between releases.
         assert_eq!(a[0].hash, 0xed14_170a_d834_88e9, "{:#x}", a[0].hash);

@@ -40,7 +40,11 @@ impl Drop for TempDir {
 
 /// A free loopback port (bound, then released for the process under test).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Waits until `f` returns `Some`, polling; panics with `what` after `limit`.
@@ -60,10 +64,15 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 /// Finds a program that a Debian package provides. Outside CI a missing program skips the test
 /// with a message; under `CI=true` it fails the test naming the package to install.
 pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
-        let msg = format!("{program} not found: install the Debian package `{package}` (apt-get install -y {package})");
+        let msg = format!(
+            "{program} not found: install the Debian package `{package}` (apt-get install -y {package})"
+        );
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{msg}");
         }
@@ -90,7 +99,11 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.into(), child: Some(child), log }
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,7 +127,11 @@ impl Proc {
             if start.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{} did not exit within {limit:?} of SIGTERM; log:\n{}", self.name, self.log_text());
+                panic!(
+                    "{} did not exit within {limit:?} of SIGTERM; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -138,20 +155,32 @@ impl Drop for Proc {
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Some((status, body))
 }
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let n =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
         if n == 0 || rest.len() < n {
             break;
         }
@@ -166,7 +195,9 @@ pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -185,7 +216,11 @@ impl Spate {
         Self::start_with(config, extra_args, |_| {})
     }
 
-    pub fn start_with(config: &str, extra_args: &[&str], customize: impl FnOnce(&mut Command)) -> Spate {
+    pub fn start_with(
+        config: &str,
+        extra_args: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> Spate {
         let dir = TempDir::new("spate");
         let cfg = dir.path().join("spate.yml");
         std::fs::write(&cfg, config).expect("write config");
@@ -193,7 +228,10 @@ impl Spate {
         let web = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
         cmd.arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.agent.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.agent.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={web}"))
             .args(extra_args);
         customize(&mut cmd);
@@ -225,9 +263,15 @@ pub struct Received {
 
 impl Received {
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
+
+/// Every request a receiver decoded: the status it answered, and the samples.
+pub type RequestLog = Arc<Mutex<Vec<(u16, Vec<Received>)>>>;
 
 /// A remote-write receiver on a free loopback port. Every request is decoded; `policy` picks
 /// the status to answer (given the request number); samples are recorded only on a 2xx.
@@ -235,7 +279,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub accepted: Arc<Mutex<Vec<Received>>>,
     /// Every request body decoded, whatever the answer: (status answered, samples).
-    pub requests: Arc<Mutex<Vec<(u16, Vec<Received>)>>>,
+    pub requests: RequestLog,
     stop: Arc<AtomicBool>,
     pub headers_seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
 }
@@ -251,13 +295,24 @@ impl Receiver {
         let stop = Arc::new(AtomicBool::new(false));
         let policy = Arc::new(policy);
         let counter = Arc::new(AtomicU64::new(0));
-        let (acc, reqs, hdrs, stp) = (accepted.clone(), requests.clone(), headers_seen.clone(), stop.clone());
+        let (acc, reqs, hdrs, stp) = (
+            accepted.clone(),
+            requests.clone(),
+            headers_seen.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             while !stp.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (acc, reqs, hdrs, policy, counter, stp) =
-                            (acc.clone(), reqs.clone(), hdrs.clone(), policy.clone(), counter.clone(), stp.clone());
+                        let (acc, reqs, hdrs, policy, counter, stp) = (
+                            acc.clone(),
+                            reqs.clone(),
+                            hdrs.clone(),
+                            policy.clone(),
+                            counter.clone(),
+                            stp.clone(),
+                        );
                         std::thread::spawn(move || {
                             serve_receiver(conn, &acc, &reqs, &hdrs, &*policy, &counter, &stp)
                         });
@@ -266,7 +321,13 @@ impl Receiver {
                 }
             }
         });
-        Receiver { addr, accepted, requests, stop, headers_seen }
+        Receiver {
+            addr,
+            accepted,
+            requests,
+            stop,
+            headers_seen,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -302,7 +363,10 @@ fn serve_receiver(
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -324,7 +388,10 @@ fn serve_receiver(
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0u8; len];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -336,8 +403,13 @@ fn serve_receiver(
                 .timeseries
                 .into_iter()
                 .flat_map(|ts| {
-                    let labels: Vec<(String, String)> = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-                    ts.samples.into_iter().map(move |s| Received { labels: labels.clone(), value: s.value, ts: s.timestamp })
+                    let labels: Vec<(String, String)> =
+                        ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+                    ts.samples.into_iter().map(move |s| Received {
+                        labels: labels.clone(),
+                        value: s.value,
+                        ts: s.timestamp,
+                    })
                 })
                 .collect(),
             Err(e) => panic!("receiver could not decode a request: {e}"),
