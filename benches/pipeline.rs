@@ -10,23 +10,43 @@ use spate::exposition::{Format, Parser};
 use spate::scrape::{Appender, targets_for};
 
 fn node_exporter_payload() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/exposition/node_exporter.prom")).expect("fixture")
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/exposition/node_exporter.prom"
+    ))
+    .expect("fixture")
 }
 
 /// A web service's exposition: request histograms and counters with five labels each.
 fn app_payload() -> Vec<u8> {
     let mut s = String::new();
     s.push_str("# HELP http_request_duration_seconds Request latency.\n# TYPE http_request_duration_seconds histogram\n");
-    let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
+    let les = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+    ];
     for h in 0..40 {
         for method in ["GET", "POST"] {
             for code in ["200", "500"] {
-                let base = format!("handler=\"/api/v1/items/{h}\",method=\"{method}\",code=\"{code}\",service=\"checkout\",pod=\"checkout-7d9f8b6c5-x2x9q\"");
+                let base = format!(
+                    "handler=\"/api/v1/items/{h}\",method=\"{method}\",code=\"{code}\",service=\"checkout\",pod=\"checkout-7d9f8b6c5-x2x9q\""
+                );
                 for (i, le) in les.iter().enumerate() {
-                    let _ = writeln!(s, "http_request_duration_seconds_bucket{{{base},le=\"{le}\"}} {}", (i + 1) * 17 + h);
+                    let _ = writeln!(
+                        s,
+                        "http_request_duration_seconds_bucket{{{base},le=\"{le}\"}} {}",
+                        (i + 1) * 17 + h
+                    );
                 }
-                let _ = writeln!(s, "http_request_duration_seconds_sum{{{base}}} {}.25", h * 3);
-                let _ = writeln!(s, "http_request_duration_seconds_count{{{base}}} {}", 12 * 17 + h);
+                let _ = writeln!(
+                    s,
+                    "http_request_duration_seconds_sum{{{base}}} {}.25",
+                    h * 3
+                );
+                let _ = writeln!(
+                    s,
+                    "http_request_duration_seconds_count{{{base}}} {}",
+                    12 * 17 + h
+                );
                 let _ = writeln!(s, "http_requests_total{{{base}}} {}", 1000 + h);
             }
         }
@@ -54,9 +74,16 @@ fn bench(c: &mut Criterion) {
     let target = targets_for(&cfg.scrape_configs[0]).0.remove(0);
     let external = vec![("cluster".to_string(), "eu-1".to_string())];
 
-    for (name, body) in [("node_exporter", node_exporter_payload()), ("app_histograms", app_payload())] {
+    for (name, body) in [
+        ("node_exporter", node_exporter_payload()),
+        ("app_histograms", app_payload()),
+    ] {
         let samples = count_samples(&body);
-        eprintln!("{name}: {} bytes, {samples} samples, {:.1} bytes/sample", body.len(), body.len() as f64 / samples as f64);
+        eprintln!(
+            "{name}: {} bytes, {samples} samples, {:.1} bytes/sample",
+            body.len(),
+            body.len() as f64 / samples as f64
+        );
         let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Bytes(body.len() as u64));
 
@@ -75,16 +102,35 @@ fn bench(c: &mut Criterion) {
         g.bench_function("parse_encode", |b| {
             let mut app = Appender::default();
             b.iter(|| {
-                let n = app.append_body(&target, &external, black_box(&body), Format::PromText, 1_700_000_000_000).unwrap();
+                let n = app
+                    .append_body(
+                        &target,
+                        &external,
+                        black_box(&body),
+                        Format::PromText,
+                        1_700_000_000_000,
+                    )
+                    .unwrap();
                 app.rollback();
                 black_box(n)
             })
         });
 
         let mut app = Appender::default();
-        app.append_body(&target, &external, &body, Format::PromText, 1_700_000_000_000).unwrap();
+        app.append_body(
+            &target,
+            &external,
+            &body,
+            Format::PromText,
+            1_700_000_000_000,
+        )
+        .unwrap();
         let encoded = app.entries().to_vec();
-        eprintln!("{name}: encoded {} bytes ({:.1} bytes/sample)", encoded.len(), encoded.len() as f64 / samples as f64);
+        eprintln!(
+            "{name}: encoded {} bytes ({:.1} bytes/sample)",
+            encoded.len(),
+            encoded.len() as f64 / samples as f64
+        );
         g.bench_function("snappy_encoded_batch", |b| {
             let mut enc = snap::raw::Encoder::new();
             let mut out = vec![0; snap::raw::max_compress_len(encoded.len())];

@@ -31,7 +31,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
 
     // Signals are taken by sigwait on this thread; block them before any other thread starts
     // so every thread inherits the mask.
-    let signals = block_signals();
+    let signals = crate::signals::block();
 
     let allowed = runtime::allowed_cpus();
     let cores = opts.cores.unwrap_or(allowed.len().max(1));
@@ -153,7 +153,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     );
 
     loop {
-        match wait_signal(&signals) {
+        match crate::signals::wait(&signals) {
             libc::SIGHUP => crate::log!(
                 Level::Warn,
                 "agent",
@@ -164,7 +164,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     Level::Info,
                     "agent",
                     "received signal, stopping scrapes and flushing queued samples",
-                    signal = signal_name(sig)
+                    signal = crate::signals::name(sig)
                 );
                 break;
             }
@@ -177,39 +177,6 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     }
     crate::log!(Level::Info, "agent", "See you next time!");
     Ok(())
-}
-
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset; pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` is a valid, initialised sigset; `sig` is a valid out-pointer.
-    loop {
-        let rc = unsafe { libc::sigwait(set, &mut sig) };
-        if rc == 0 {
-            return sig;
-        }
-    }
-}
-
-fn signal_name(sig: libc::c_int) -> &'static str {
-    match sig {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        _ => "other",
-    }
 }
 
 #[cfg(test)]

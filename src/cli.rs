@@ -71,6 +71,7 @@ Commands:
   run (default)                  Run the agent.
   check-config <file>...         Check configuration files; exits non-zero at the first
                                  invalid one.
+  bench <tool> [<flags>]         Benchmark tools: targets, sink, push ('spate bench --help').
 ";
 
 #[derive(Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 pub mod log;
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod exposition;
@@ -15,4 +16,5 @@ pub mod remote;
 pub mod runtime;
 pub mod scrape;
 pub mod selfmetrics;
+pub mod signals;
 pub mod web;

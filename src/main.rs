@@ -10,6 +10,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bench") {
+        return spate::bench::main(&args[1..]);
+    }
     let command = match cli::parse(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use monoio::buf::{IoBuf, IoBufMut};
 pub use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-pub use monoio::net::TcpStream;
+pub use monoio::net::{TcpListener, TcpStream};
 pub use monoio::time::{Instant, sleep, sleep_until, timeout};
 
 /// Which I/O driver a core runs on.

@@ -75,15 +75,30 @@ fn every_sample_arrives_once_in_order_after_500s() {
     let all = receiver.samples();
     // A scrape that failed (e.g. timed out on a loaded machine after the target counted it) is
     // reported as up = 0; only those may leave a gap.
-    let failed_scrapes = all.iter().filter(|s| s.label("__name__") == Some("up") && s.value == 0.0).count();
+    let failed_scrapes = all
+        .iter()
+        .filter(|s| s.label("__name__") == Some("up") && s.value == 0.0)
+        .count();
     let values: Vec<f64> = got.iter().map(|(_, v)| *v).collect();
-    assert!(values.windows(2).all(|w| w[0] < w[1]), "no duplicate or reordering: {values:?}");
-    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "timestamps must rise: {got:?}");
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "no duplicate or reordering: {values:?}"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "timestamps must rise: {got:?}"
+    );
     let last = values.last().copied().unwrap_or(0.0);
     let gaps = last as usize - values.len();
-    assert!(gaps <= failed_scrapes, "{gaps} scrapes missing but only {failed_scrapes} reported failed: {values:?}");
+    assert!(
+        gaps <= failed_scrapes,
+        "{gaps} scrapes missing but only {failed_scrapes} reported failed: {values:?}"
+    );
     // At most the scrape in flight at SIGTERM may be missing at the end.
-    assert!(last >= served - 1.0, "last received {last}, target served {served}");
+    assert!(
+        last >= served - 1.0,
+        "last received {last}, target served {served}"
+    );
 
     // Labels: target labels, external labels, escapes resolved; report series present.
     let c = all

@@ -4,6 +4,7 @@
 //! request in flight per shard, retried until it succeeds or is dropped: per-series order holds
 //! with no cross-core coordination.
 
+pub mod decode;
 pub mod encode;
 pub mod proto;
 mod shard;

@@ -73,7 +73,10 @@ impl Appender {
                 }
             }
             if let Err(dup) = labels.sort() {
-                return Err(format!("label name {:?} is not unique in a sample", String::from_utf8_lossy(&dup)));
+                return Err(format!(
+                    "label name {:?} is not unique in a sample",
+                    String::from_utf8_lossy(&dup)
+                ));
             }
             let ts = match s.timestamp_ms {
                 Some(ts) if t.honor_timestamps => ts,
@@ -185,7 +188,13 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
         Ok(Ok(resp)) => match exposition::format_for_content_type(resp.content_type) {
             Err(e) => Err(e),
             // Parse and encode synchronously: no await while the appender is borrowed.
-            Ok(format) => core.appender.borrow_mut().append_body(t, &core.external_labels, resp.body, format, ts),
+            Ok(format) => core.appender.borrow_mut().append_body(
+                t,
+                &core.external_labels,
+                resp.body,
+                format,
+                ts,
+            ),
         },
     };
 

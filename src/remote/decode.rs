@@ -1,0 +1,228 @@
+//! Zero-copy decoding of `prometheus.WriteRequest` bodies (already decompressed): labels come
+//! back as offsets into the body, so a receiver counts and checks samples without allocating.
+//! Unknown fields (exemplars, histograms, metadata) are skipped, as protobuf requires.
+
+use std::fmt;
+use std::ops::Range;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid WriteRequest: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// One series of a request: its labels (name and value ranges in the body) and samples.
+#[derive(Default, Debug)]
+pub struct SeriesScratch {
+    pub labels: Vec<(Range<usize>, Range<usize>)>,
+    pub samples: Vec<(f64, i64)>,
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos).ok_or(DecodeError("truncated varint"))?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(DecodeError("varint too long"))
+}
+
+/// Reads a field key; returns (field number, wire type).
+fn key(buf: &[u8], pos: &mut usize) -> Result<(u64, u8), DecodeError> {
+    let k = varint(buf, pos)?;
+    Ok((k >> 3, (k & 7) as u8))
+}
+
+fn len_delimited(buf: &[u8], pos: &mut usize) -> Result<Range<usize>, DecodeError> {
+    let n = usize::try_from(varint(buf, pos)?).map_err(|_| DecodeError("length overflow"))?;
+    let start = *pos;
+    let end = start
+        .checked_add(n)
+        .filter(|e| *e <= buf.len())
+        .ok_or(DecodeError("truncated field"))?;
+    *pos = end;
+    Ok(start..end)
+}
+
+fn skip(buf: &[u8], pos: &mut usize, wire: u8) -> Result<(), DecodeError> {
+    match wire {
+        0 => varint(buf, pos).map(drop),
+        1 => advance(buf, pos, 8),
+        2 => len_delimited(buf, pos).map(drop),
+        5 => advance(buf, pos, 4),
+        _ => Err(DecodeError("unsupported wire type")),
+    }
+}
+
+fn advance(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), DecodeError> {
+    if *pos + n > buf.len() {
+        return Err(DecodeError("truncated fixed-width field"));
+    }
+    *pos += n;
+    Ok(())
+}
+
+/// Calls `f(body, series)` for each `TimeSeries` in `body`, reusing `scratch`.
+pub fn for_each_series(
+    body: &[u8],
+    scratch: &mut SeriesScratch,
+    mut f: impl FnMut(&[u8], &SeriesScratch),
+) -> Result<(), DecodeError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire) = key(body, &mut pos)?;
+        if field != 1 || wire != 2 {
+            skip(body, &mut pos, wire)?;
+            continue;
+        }
+        let ts = len_delimited(body, &mut pos)?;
+        scratch.labels.clear();
+        scratch.samples.clear();
+        let mut p = ts.start;
+        while p < ts.end {
+            let (field, wire) = key(&body[..ts.end], &mut p)?;
+            match (field, wire) {
+                (1, 2) => {
+                    let label = len_delimited(&body[..ts.end], &mut p)?;
+                    let (mut name, mut value) =
+                        (label.start..label.start, label.start..label.start);
+                    let mut q = label.start;
+                    while q < label.end {
+                        let (f, w) = key(&body[..label.end], &mut q)?;
+                        match (f, w) {
+                            (1, 2) => name = len_delimited(&body[..label.end], &mut q)?,
+                            (2, 2) => value = len_delimited(&body[..label.end], &mut q)?,
+                            _ => skip(&body[..label.end], &mut q, w)?,
+                        }
+                    }
+                    scratch.labels.push((name, value));
+                }
+                (2, 2) => {
+                    let sample = len_delimited(&body[..ts.end], &mut p)?;
+                    let (mut value, mut t) = (0.0, 0i64);
+                    let mut q = sample.start;
+                    while q < sample.end {
+                        let (f, w) = key(&body[..sample.end], &mut q)?;
+                        match (f, w) {
+                            (1, 1) => {
+                                let bytes =
+                                    body.get(q..q + 8).ok_or(DecodeError("truncated double"))?;
+                                value = f64::from_le_bytes(
+                                    bytes
+                                        .try_into()
+                                        .map_err(|_| DecodeError("truncated double"))?,
+                                );
+                                q += 8;
+                            }
+                            (2, 0) => t = varint(&body[..sample.end], &mut q)? as i64,
+                            _ => skip(&body[..sample.end], &mut q, w)?,
+                        }
+                    }
+                    scratch.samples.push((value, t));
+                }
+                _ => skip(&body[..ts.end], &mut p, wire)?,
+            }
+        }
+        f(body, scratch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto;
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn agrees_with_prost() {
+        let req = proto::WriteRequest {
+            timeseries: vec![
+                proto::TimeSeries {
+                    labels: vec![
+                        proto::Label {
+                            name: "__name__".into(),
+                            value: "up".into(),
+                        },
+                        proto::Label {
+                            name: "job".into(),
+                            value: "node".into(),
+                        },
+                    ],
+                    samples: vec![
+                        proto::Sample {
+                            value: 1.0,
+                            timestamp: 1_700_000_000_000,
+                        },
+                        proto::Sample {
+                            value: 0.0,
+                            timestamp: -5,
+                        },
+                    ],
+                },
+                proto::TimeSeries {
+                    labels: vec![proto::Label {
+                        name: "a".into(),
+                        value: "".into(),
+                    }],
+                    samples: vec![],
+                },
+            ],
+        };
+        let body = req.encode_to_vec();
+        let mut got = Vec::new();
+        for_each_series(&body, &mut SeriesScratch::default(), |b, s| {
+            let labels: Vec<proto::Label> = s
+                .labels
+                .iter()
+                .map(|(n, v)| proto::Label {
+                    name: String::from_utf8(b[n.clone()].to_vec()).unwrap(),
+                    value: String::from_utf8(b[v.clone()].to_vec()).unwrap(),
+                })
+                .collect();
+            let samples = s
+                .samples
+                .iter()
+                .map(|(v, t)| proto::Sample {
+                    value: *v,
+                    timestamp: *t,
+                })
+                .collect();
+            got.push(proto::TimeSeries { labels, samples });
+        })
+        .unwrap();
+        assert_eq!(got, req.timeseries);
+    }
+
+    #[test]
+    fn rejects_truncated_input() {
+        let req = proto::WriteRequest {
+            timeseries: vec![proto::TimeSeries {
+                labels: vec![proto::Label {
+                    name: "n".into(),
+                    value: "v".into(),
+                }],
+                samples: vec![proto::Sample {
+                    value: 2.0,
+                    timestamp: 3,
+                }],
+            }],
+        };
+        let body = req.encode_to_vec();
+        for cut in 1..body.len() {
+            assert!(
+                for_each_series(&body[..cut], &mut SeriesScratch::default(), |_, _| {}).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `spate bench targets` and `spate bench sink` with a real Prometheus agent in between: the
+//! sink's counts must equal what the agent says it sent.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, TempDir, free_port, http_get, require_program, wait_for};
+use serde_json::Value;
+
+fn bench(dir: &TempDir, name: &str, args: &[String]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+    cmd.arg("bench").args(args);
+    Proc::spawn(name, &mut cmd, dir.path())
+}
+
+/// A base port with `n` free ports after it (checked by binding each).
+fn free_port_range(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+fn json(addr: &str, path: &str) -> Option<Value> {
+    let (code, body) = http_get(addr, path)?;
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+/// `name` summed over all series in a Prometheus /metrics page.
+fn prom_metric(addr: &str, name: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+#[test]
+fn sink_counts_equal_prometheus_agents_sent_samples() {
+    let dir = TempDir::new("bench");
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let base = free_port_range(3);
+    let fsd = dir.path().join("fleet.json");
+    let _targets = bench(
+        &dir,
+        "targets",
+        &[
+            "targets".into(),
+            "--targets=3".into(),
+            "--series=300".into(),
+            format!("--listen=127.0.0.1:{base}"),
+            format!("--file-sd={}", fsd.display()),
+        ],
+    );
+    let sink_addr = format!("127.0.0.1:{}", free_port());
+    let report = dir.path().join("sink.json");
+    let mut sink = bench(
+        &dir,
+        "sink",
+        &[
+            "sink".into(),
+            format!("--listen={sink_addr}"),
+            format!("--report={}", report.display()),
+            "--interval=1s".into(),
+        ],
+    );
+    wait_for(Duration::from_secs(30), "the fleet and the sink", || {
+        (json(&format!("127.0.0.1:{base}"), "/stats").is_some()
+            && json(&sink_addr, "/stats").is_some())
+        .then_some(())
+    });
+    // The fleet's file_sd list names every target.
+    let listed: Value = serde_json::from_str(&std::fs::read_to_string(&fsd).unwrap()).unwrap();
+    assert_eq!(listed[0]["targets"].as_array().unwrap().len(), 3);
+
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("agent.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: ['127.0.0.1:{base}', '127.0.0.1:{}', '127.0.0.1:{}']\nremote_write:\n  - url: http://{sink_addr}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
+            base + 1,
+            base + 2
+        ),
+    )
+    .unwrap();
+    let _prom = Proc::spawn(
+        "prometheus-agent",
+        Command::new(prom_bin)
+            .arg("--enable-feature=agent")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.agent.path={}",
+                dir.path().join("agent").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}")),
+        dir.path(),
+    );
+
+    // Prometheus counts a batch when it sends it; read it on both sides of the sink's count
+    // until no request is in flight, and require several scrapes' worth.
+    let sent = wait_for(
+        Duration::from_secs(120),
+        "the sink's count to equal the agent's",
+        || {
+            let before = prom_metric(&prom_addr, "prometheus_remote_storage_samples_total")?;
+            let sink = json(&sink_addr, "/stats")?["samples"].as_f64()?;
+            let after = prom_metric(&prom_addr, "prometheus_remote_storage_samples_total")?;
+            (before == after && after == sink && sink >= 5.0 * 900.0).then_some(sink)
+        },
+    );
+    let status = sink.terminate(Duration::from_secs(30));
+    assert!(status.success(), "sink exits 0 on SIGTERM");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for key in [
+        "requests",
+        "series",
+        "samples",
+        "out_of_order",
+        "duplicates",
+        "bytes",
+    ] {
+        assert!(r[key].is_u64(), "report has {key}: {r}");
+    }
+    assert!(r["samples"].as_f64().unwrap() >= sent);
+    assert_eq!(r["out_of_order"], 0);
+    assert_eq!(r["duplicates"], 0);
+    // 900 fleet series plus Prometheus' report series for 3 targets.
+    assert!(r["series"].as_u64().unwrap() >= 900, "{r}");
+}
