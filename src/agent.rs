@@ -131,6 +131,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     stats,
                     external_labels,
                     appender: Default::default(),
+                    buffers: Default::default(),
                 });
                 for t in targets {
                     runtime::spawn(scrape::run_target(Rc::new(t), core.clone()));

@@ -73,6 +73,17 @@ impl Conn {
         &mut self.req
     }
 
+    /// Lends the connection receive buffers (from a pool) for the next round trip.
+    pub fn set_buffers(&mut self, buf: Vec<u8>, decoded: Vec<u8>) {
+        self.buf = buf;
+        self.decoded = decoded;
+    }
+
+    /// Takes the receive buffers back (to return them to a pool) once the response is used.
+    pub fn take_buffers(&mut self) -> (Vec<u8>, Vec<u8>) {
+        (std::mem::take(&mut self.buf), std::mem::take(&mut self.decoded))
+    }
+
     /// Drops the connection; the next request opens a new one.
     pub fn reset(&mut self) {
         self.stream = None;

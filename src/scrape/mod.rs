@@ -110,6 +110,31 @@ pub struct CoreScrape {
     pub stats: Arc<CoreStats>,
     pub external_labels: Vec<(String, String)>,
     pub appender: RefCell<Appender>,
+    pub buffers: BufferPool,
+}
+
+/// Receive buffers shared by a core's targets. Scrapes are spread over the interval, so only
+/// a few are in flight at once: a pool holds a handful of body-sized buffers instead of one per
+/// target.
+#[derive(Default)]
+pub struct BufferPool {
+    free: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl BufferPool {
+    /// Most buffer pairs kept; more are freed when returned.
+    const KEEP: usize = 16;
+
+    fn take(&self) -> (Vec<u8>, Vec<u8>) {
+        self.free.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn put(&self, bufs: (Vec<u8>, Vec<u8>)) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < Self::KEEP {
+            free.push(bufs);
+        }
+    }
 }
 
 /// Runs one target's scrape loop until shutdown.
@@ -175,6 +200,8 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
     let started = Instant::now();
     core.stats.scrapes.fetch_add(1, Relaxed);
     conn.request_mut().extend_from_slice(request);
+    let (buf, decoded) = core.buffers.take();
+    conn.set_buffers(buf, decoded);
 
     let result: Result<usize, String> = match timeout(t.timeout, conn.round_trip(false)).await {
         Err(_) => {
@@ -198,6 +225,7 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
         },
     };
 
+    core.buffers.put(conn.take_buffers());
     let mut app = core.appender.borrow_mut();
     let scraped = match &result {
         Ok(n) => *n,
