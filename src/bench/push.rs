@@ -228,7 +228,10 @@ async fn sender(
             let ts = plan.start_ms + (round as f64 * plan.step_ms) as i64;
             encode_series(&mut body, &labels, (round % 1000) as f64, ts);
         }
-        compressed.resize(snap::raw::max_compress_len(body.len()), 0);
+        let need = snap::raw::max_compress_len(body.len());
+        if compressed.len() < need {
+            compressed.resize(need, 0);
+        }
         let n = encoder.compress(&body, &mut compressed).unwrap_or(0);
         let req = conn.request_mut();
         req.extend_from_slice(head.as_bytes());

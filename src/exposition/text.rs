@@ -301,7 +301,9 @@ impl<'a, 's> Parser<'a, 's> {
                     return Err(self.error_at(p, "expected '\"' to start the label value"));
                 }
                 let (vs, ve, esc, after) = self.quoted(p, end)?;
-                if std::str::from_utf8(&buf[vs..ve]).is_err() {
+                let value = &buf[vs..ve];
+                // Label values are nearly always ASCII, which is checked much faster.
+                if !value.is_ascii() && std::str::from_utf8(value).is_err() {
                     return Err(self.error_at(vs, "invalid UTF-8 label value"));
                 }
                 if n_esc {

@@ -81,7 +81,10 @@ impl Conn {
 
     /// Takes the receive buffers back (to return them to a pool) once the response is used.
     pub fn take_buffers(&mut self) -> (Vec<u8>, Vec<u8>) {
-        (std::mem::take(&mut self.buf), std::mem::take(&mut self.decoded))
+        (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.decoded),
+        )
     }
 
     /// Drops the connection; the next request opens a new one.

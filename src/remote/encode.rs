@@ -79,9 +79,11 @@ impl LabelScratch {
     /// Sorts by name; returns the first duplicated name, if any.
     pub fn sort(&mut self) -> Result<(), Vec<u8>> {
         let arena = &self.arena;
-        self.spans.sort_unstable_by(|a, b| {
-            arena[a[0] as usize..a[1] as usize].cmp(&arena[b[0] as usize..b[1] as usize])
-        });
+        let name = |s: &[u32; 4]| &arena[s[0] as usize..s[1] as usize];
+        // Exporters usually emit labels in order already; checking is cheaper than sorting.
+        if !self.spans.is_sorted_by(|a, b| name(a) <= name(b)) {
+            self.spans.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+        }
         for i in 1..self.spans.len() {
             if self.name(i - 1) == self.name(i) {
                 return Err(self.name(i).to_vec());

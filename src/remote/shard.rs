@@ -338,7 +338,11 @@ impl Shard {
         ctl: &CoreControl,
     ) {
         let q = &self.ep.cfg.queue;
-        out.resize(snap::raw::max_compress_len(batch.body.len()), 0);
+        // Grow only: resizing down and up again would zero the buffer on every send.
+        let need = snap::raw::max_compress_len(batch.body.len());
+        if out.len() < need {
+            out.resize(need, 0);
+        }
         let len = match enc.compress(&batch.body, out) {
             Ok(n) => n,
             Err(e) => {
@@ -347,7 +351,7 @@ impl Shard {
                 return;
             }
         };
-        out.truncate(len);
+        let out = &out[..len];
         let mut backoff = q.min_backoff;
         let mut attempt = 0u32;
         loop {
