@@ -78,9 +78,9 @@ pub fn emit(level: Level, component: &str, msg: &str, fields: &[(&str, &dyn std:
             if i > 0 {
                 line.push(',');
             }
-            json_string(&mut line, k);
+            quoted(&mut line, k);
             line.push(':');
-            json_string(&mut line, v);
+            quoted(&mut line, v);
         }
         line.push('}');
     } else {
@@ -102,25 +102,16 @@ fn logfmt_value(out: &mut String, v: &str) {
     let needs_quotes = v.is_empty()
         || v.bytes()
             .any(|b| b <= b' ' || b == b'"' || b == b'=' || b >= 0x7f);
-    if !needs_quotes {
+    if needs_quotes {
+        quoted(out, v);
+    } else {
         out.push_str(v);
-        return;
     }
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
-fn json_string(out: &mut String, v: &str) {
+/// A double-quoted string with `"`, `\` and control characters escaped; the escapes are the
+/// same in logfmt and JSON.
+fn quoted(out: &mut String, v: &str) {
     out.push('"');
     for c in v.chars() {
         match c {

@@ -152,6 +152,8 @@ pub struct Shard {
     notify: LocalNotify,
     /// Most samples held in memory before the oldest batches are dropped.
     limit: usize,
+    /// Samples of an in-flight batch abandoned at the flush deadline.
+    abandoned: Cell<usize>,
 }
 
 enum Outcome {
@@ -179,6 +181,7 @@ impl Shard {
             queue: RefCell::new(Queue::default()),
             notify: LocalNotify::default(),
             limit,
+            abandoned: Cell::new(0),
         })
     }
 
@@ -269,7 +272,8 @@ impl Shard {
         // Whatever is left (the flush deadline passed) is lost: say so.
         let mut q = self.queue.borrow_mut();
         q.seal();
-        let left: usize = q.sealed.drain(..).map(|b| b.samples).sum();
+        let left: usize =
+            q.sealed.drain(..).map(|b| b.samples).sum::<usize>() + self.abandoned.take();
         q.queued = 0;
         drop(q);
         self.stats.samples_pending.store(0, Relaxed);
@@ -409,17 +413,7 @@ impl Shard {
                     if let Some(d) = ctl.flush_deadline_at() {
                         let now = Instant::now();
                         if now >= d {
-                            self.stats
-                                .samples_failed
-                                .fetch_add(batch.samples as u64, Relaxed);
-                            crate::log!(
-                                Level::Error,
-                                "remote",
-                                "failed to flush all samples on shutdown",
-                                remote_name = self.ep.cfg.name,
-                                url = self.ep.url,
-                                samples = batch.samples
-                            );
+                            self.abandoned.set(self.abandoned.get() + batch.samples);
                             return;
                         }
                         pause = pause.min(d - now);

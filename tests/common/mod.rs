@@ -253,6 +253,100 @@ impl Spate {
     }
 }
 
+/// A keep-alive HTTP/1.1 server on a free loopback port: one thread per connection, stopped
+/// when dropped. `handle(headers, body)` returns (status, content type, body); header names are
+/// lower-cased.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+type HandleFn =
+    dyn Fn(&HashMap<String, String>, &[u8]) -> (u16, &'static str, Vec<u8>) + Send + Sync;
+
+impl TestServer {
+    pub fn start(
+        handle: impl Fn(&HashMap<String, String>, &[u8]) -> (u16, &'static str, Vec<u8>)
+        + Send
+        + Sync
+        + 'static,
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle: Arc<HandleFn> = Arc::new(handle);
+        let stp = stop.clone();
+        std::thread::spawn(move || {
+            while !stp.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (handle, stp) = (handle.clone(), stp.clone());
+                        std::thread::spawn(move || serve_connection(conn, &*handle, &stp));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        TestServer { addr, stop }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_connection(conn: TcpStream, handle: &HandleFn, stop: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_) if !stop.load(Ordering::Relaxed) => continue,
+            Err(_) => return,
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, content_type, reply) = handle(&headers, &body);
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            reply.len()
+        );
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|_| writer.write_all(&reply))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// One sample as the receiver decoded it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Received {
@@ -280,53 +374,48 @@ pub struct Receiver {
     pub accepted: Arc<Mutex<Vec<Received>>>,
     /// Every request body decoded, whatever the answer: (status answered, samples).
     pub requests: RequestLog,
-    stop: Arc<AtomicBool>,
     pub headers_seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    _server: TestServer,
 }
 
 impl Receiver {
     pub fn start(policy: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let requests: RequestLog = Arc::new(Mutex::new(Vec::new()));
         let headers_seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let policy = Arc::new(policy);
-        let counter = Arc::new(AtomicU64::new(0));
-        let (acc, reqs, hdrs, stp) = (
-            accepted.clone(),
-            requests.clone(),
-            headers_seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || {
-            while !stp.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let (acc, reqs, hdrs, policy, counter, stp) = (
-                            acc.clone(),
-                            reqs.clone(),
-                            hdrs.clone(),
-                            policy.clone(),
-                            counter.clone(),
-                            stp.clone(),
-                        );
-                        std::thread::spawn(move || {
-                            serve_receiver(conn, &acc, &reqs, &hdrs, &*policy, &counter, &stp)
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
+        let counter = AtomicU64::new(0);
+        let (acc, reqs, hdrs) = (accepted.clone(), requests.clone(), headers_seen.clone());
+        let server = TestServer::start(move |headers, body| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
+            let status = policy(n);
+            let req = spate::remote::proto::decode_write_request(body)
+                .unwrap_or_else(|e| panic!("receiver could not decode a request: {e}"));
+            let samples: Vec<Received> = req
+                .timeseries
+                .into_iter()
+                .flat_map(|ts| {
+                    let labels: Vec<(String, String)> =
+                        ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+                    ts.samples.into_iter().map(move |s| Received {
+                        labels: labels.clone(),
+                        value: s.value,
+                        ts: s.timestamp,
+                    })
+                })
+                .collect();
+            hdrs.lock().unwrap().push(headers.clone());
+            if (200..300).contains(&status) {
+                acc.lock().unwrap().extend(samples.iter().cloned());
             }
+            reqs.lock().unwrap().push((status, samples));
+            (status, "text/plain", Vec::new())
         });
         Receiver {
-            addr,
+            addr: server.addr,
             accepted,
             requests,
-            stop,
             headers_seen,
+            _server: server,
         }
     }
 
@@ -339,161 +428,32 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve_receiver(
-    conn: TcpStream,
-    accepted: &Mutex<Vec<Received>>,
-    requests: &Mutex<Vec<(u16, Vec<Received>)>>,
-    headers_seen: &Mutex<Vec<HashMap<String, String>>>,
-    policy: &(dyn Fn(usize) -> u16 + Send + Sync),
-    counter: &AtomicU64,
-    stop: &AtomicBool,
-) {
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-    let mut writer = conn;
-    // Keep-alive: serve requests until the client closes.
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => return,
-        }
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
-        let status = policy(n);
-        let samples: Vec<Received> = match spate::remote::proto::decode_write_request(&body) {
-            Ok(req) => req
-                .timeseries
-                .into_iter()
-                .flat_map(|ts| {
-                    let labels: Vec<(String, String)> =
-                        ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-                    ts.samples.into_iter().map(move |s| Received {
-                        labels: labels.clone(),
-                        value: s.value,
-                        ts: s.timestamp,
-                    })
-                })
-                .collect(),
-            Err(e) => panic!("receiver could not decode a request: {e}"),
-        };
-        headers_seen.lock().unwrap().push(headers);
-        if (200..300).contains(&status) {
-            accepted.lock().unwrap().extend(samples.iter().cloned());
-        }
-        requests.lock().unwrap().push((status, samples));
-        let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-        if writer.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
 /// A scrape target serving `test_counter N`, where N counts the scrapes served (1, 2, …).
 pub struct CounterTarget {
     pub addr: SocketAddr,
     pub served: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    _server: TestServer,
 }
 
 impl CounterTarget {
     pub fn start() -> CounterTarget {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind target");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let served = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (srv, stp) = (served.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stp.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let (srv, stp) = (srv.clone(), stp.clone());
-                        std::thread::spawn(move || serve_counter(conn, &srv, &stp));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        let srv = served.clone();
+        let server = TestServer::start(move |_, _| {
+            let n = srv.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = format!(
+                "# HELP test_counter Scrapes served.\n# TYPE test_counter counter\ntest_counter {n}\ntest_gauge{{kind=\"a\\\"quoted\\\"\"}} 0.5\n"
+            );
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body.into_bytes(),
+            )
         });
-        CounterTarget { addr, served, stop }
-    }
-}
-
-impl Drop for CounterTarget {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve_counter(conn: TcpStream, served: &AtomicU64, stop: &AtomicBool) {
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-    let mut writer = conn;
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(_) if !stop.load(Ordering::Relaxed) => continue,
-            Err(_) => return,
-        }
-        // Skip headers.
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h.trim_end().is_empty() {
-                break;
-            }
-        }
-        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
-        let body = format!(
-            "# HELP test_counter Scrapes served.\n# TYPE test_counter counter\ntest_counter {n}\ntest_gauge{{kind=\"a\\\"quoted\\\"\"}} 0.5\n"
-        );
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if writer.write_all(reply.as_bytes()).is_err() {
-            return;
+        CounterTarget {
+            addr: server.addr,
+            served,
+            _server: server,
         }
     }
 }
