@@ -1,0 +1,26 @@
+# Generates the python client corpus payloads (prometheus_client 0.26.0).
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, Info, Enum, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+r = CollectorRegistry()
+c = Counter("app_requests", "Requests served.", ["method", "path"], registry=r)
+c.labels("GET", "/").inc(3)
+c.labels("POST", "/api/v1/items").inc(7.5, exemplar={"trace_id": "abc123", "span_id": "0001"})
+c.labels("GET", 'odd "quoted" \\ path\nline').inc()
+g = Gauge("app_temperature_celsius", "Temperature.", registry=r, unit="celsius")
+g.set(-3.25)
+h = Histogram("app_request_duration_seconds", "Latency.", ["handler"], buckets=[0.01, 0.1, 1, 10], registry=r)
+h.labels("/").observe(0.05, exemplar={"trace_id": "def456"})
+h.labels("/").observe(2)
+s = Summary("app_payload_bytes", "Payload sizes.", registry=r)
+s.observe(512)
+i = Info("app_build", "Build information.", registry=r)
+i.info({"version": "1.2.3", "revision": "deadbeef"})
+e = Enum("app_state", "State.", states=["starting", "running", "stopped"], registry=r)
+e.state("running")
+g2 = Gauge("app_inf_nan", "Special values.", ["kind"], registry=r)
+g2.labels("pinf").set(float("inf"))
+g2.labels("ninf").set(float("-inf"))
+g2.labels("nan").set(float("nan"))
+open("python_client.prom", "wb").write(generate_latest(r))
+open("python_client.om", "wb").write(om_latest(r))
