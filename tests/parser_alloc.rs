@@ -54,10 +54,17 @@ fn corpus() -> Vec<(String, Format, Vec<u8>)> {
             _ => continue,
         };
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("edge_bad_") {
+            continue; // invalid on purpose: see the differential test
+        }
         out.push((name, format, std::fs::read(&path).expect("read payload")));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 5, "corpus is missing payloads: {:?}", out.iter().map(|c| &c.0).collect::<Vec<_>>());
+    assert!(
+        out.len() >= 5,
+        "corpus is missing payloads: {:?}",
+        out.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
     out
 }
 
@@ -85,23 +92,34 @@ fn no_allocation_per_sample() {
         // Parsing alone.
         let mut scratch = Vec::new();
         let samples = parse_all(&body, format, &mut scratch); // warm-up: the scratch grows once
-        assert!(samples > 10, "{name}: only {samples} samples");
+        assert!(samples > 0, "{name}: no samples");
         let n = allocations_during(|| {
             parse_all(&body, format, &mut scratch);
         });
-        assert_eq!(n, 0, "{name}: parsing {samples} samples allocated {n} times");
+        assert_eq!(
+            n, 0,
+            "{name}: parsing {samples} samples allocated {n} times"
+        );
 
         // Parse, attach labels, encode remote-write entries.
         let mut app = Appender::default();
         let cold = allocations_during(|| {
-            app.append_body(&target, &external, &body, format, 1).expect("append");
+            app.append_body(&target, &external, &body, format, 1)
+                .expect("append");
             app.rollback();
         });
-        assert!(cold > 0, "the counter must see the first pass grow its buffers");
+        assert!(
+            cold > 0,
+            "the counter must see the first pass grow its buffers"
+        );
         let n = allocations_during(|| {
-            app.append_body(&target, &external, &body, format, 1).expect("append");
+            app.append_body(&target, &external, &body, format, 1)
+                .expect("append");
             app.rollback();
         });
-        assert_eq!(n, 0, "{name}: parse + encode of {samples} samples allocated {n} times");
+        assert_eq!(
+            n, 0,
+            "{name}: parse + encode of {samples} samples allocated {n} times"
+        );
     }
 }

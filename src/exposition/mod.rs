@@ -6,7 +6,10 @@
 
 mod text;
 
-pub use text::{LabelRef, ParseError, Parser, Sample, unescape_label_value};
+pub use text::{
+    LabelRef, MetricType, NORMAL_NAN, ParseError, Parser, Sample, normalize_float_label,
+    unescape_label_value,
+};
 
 /// The wire format of a scrape response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,9 @@ pub struct LabelRef {
     pub name: (u32, u32),
     pub value: (u32, u32),
     pub escaped: bool,
+    /// `le` of a histogram or `quantile` of a summary: Prometheus 3 stores its value in
+    /// canonical float form (`1` → `1.0`); see [`normalize_float_label`].
+    pub float_value: bool,
 }
 
 impl LabelRef {
@@ -60,6 +63,39 @@ pub struct Parser<'a, 's> {
     scratch: &'s mut Vec<LabelRef>,
     eof_seen: bool,
     done: bool,
+    /// The type from the latest `# TYPE` line (Prometheus applies it to the lines that follow).
+    mtype: MetricType,
+}
+
+/// Metric types as `# TYPE` declares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricType {
+    Unknown,
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+}
+
+impl MetricType {
+    fn parse(s: &[u8], format: Format) -> Option<MetricType> {
+        Some(match (s, format) {
+            (b"counter", _) => MetricType::Counter,
+            (b"gauge", _) => MetricType::Gauge,
+            (b"histogram", _) => MetricType::Histogram,
+            (b"summary", _) => MetricType::Summary,
+            (b"untyped", Format::PromText) | (b"unknown", Format::OpenMetrics) => {
+                MetricType::Unknown
+            }
+            (b"gaugehistogram", Format::OpenMetrics) => MetricType::GaugeHistogram,
+            (b"info", Format::OpenMetrics) => MetricType::Info,
+            (b"stateset", Format::OpenMetrics) => MetricType::StateSet,
+            _ => return None,
+        })
+    }
 }
 
 impl<'a, 's> Parser<'a, 's> {
@@ -76,6 +112,7 @@ impl<'a, 's> Parser<'a, 's> {
             scratch,
             eof_seen: false,
             done: false,
+            mtype: MetricType::Unknown,
         }
     }
 
@@ -102,10 +139,8 @@ impl<'a, 's> Parser<'a, 's> {
             };
             self.pos = end + 1;
             self.line += 1;
-            let mut line_end = end;
-            if line_end > start && self.buf[line_end - 1] == b'\r' {
-                line_end -= 1;
-            }
+            // Like Prometheus, no CRLF tolerance: a '\r' fails the value or timestamp.
+            let line_end = end;
             if self.eof_seen {
                 self.done = true;
                 return Some(Err(self.error_at(start, "unexpected data after # EOF")));
@@ -127,6 +162,11 @@ impl<'a, 's> Parser<'a, 's> {
                         self.done = true;
                         return None;
                     }
+                    continue;
+                }
+                if let Err(e) = self.metadata(first, line_end) {
+                    self.done = true;
+                    return Some(Err(e));
                 }
                 continue;
             }
@@ -144,6 +184,50 @@ impl<'a, 's> Parser<'a, 's> {
                 }
             });
         }
+    }
+
+    /// A comment line. `# HELP name text` and `# TYPE name type` (with whitespace after `#`)
+    /// are checked as Prometheus checks them; the type applies to the lines that follow.
+    fn metadata(&mut self, start: usize, end: usize) -> Result<(), ParseError> {
+        let buf = self.buf;
+        let mut p = start + 1;
+        if p >= end || !is_blank(buf[p]) {
+            return Ok(()); // `#comment`: a plain comment
+        }
+        p = skip_blanks(buf, p, end);
+        let keyword_end = buf[p..end]
+            .iter()
+            .position(|b| is_blank(*b))
+            .map_or(end, |i| p + i);
+        let keyword = &buf[p..keyword_end];
+        let is_type = keyword == b"TYPE";
+        if !(is_type
+            || keyword == b"HELP"
+            || (self.format == Format::OpenMetrics && keyword == b"UNIT"))
+            || keyword_end == end
+        {
+            return Ok(()); // any other comment
+        }
+        p = skip_blanks(buf, keyword_end, end);
+        let ns = p;
+        while p < end && is_name_char(buf[p], p == ns) {
+            p += 1;
+        }
+        if p == ns || (p < end && !is_blank(buf[p])) {
+            return Err(self.error_at(ns, "expected metric name after HELP or TYPE"));
+        }
+        let text = &buf[skip_blanks(buf, p, end).min(end)..end];
+        if is_type {
+            self.mtype = MetricType::parse(text, self.format).ok_or_else(|| {
+                self.error_at(
+                    p,
+                    &format!("invalid metric type {:?}", String::from_utf8_lossy(text)),
+                )
+            })?;
+        } else if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+            return Err(self.error_at(p, "help text is not valid UTF-8"));
+        }
+        Ok(())
     }
 
     fn error_at(&self, at: usize, reason: &str) -> ParseError {
@@ -195,7 +279,10 @@ impl<'a, 's> Parser<'a, 's> {
             }
             name = (ns, p);
             name_escaped = false;
-            if p < end && buf[p] == b'{' {
+            // Prometheus allows blanks between the name and the label set.
+            let brace = skip_blanks(buf, p, end);
+            if brace < end && buf[brace] == b'{' {
+                p = brace;
                 let (n, _, after) = self.parse_labels(p, end, false)?;
                 debug_assert!(n.is_none());
                 p = after;
@@ -311,10 +398,18 @@ impl<'a, 's> Parser<'a, 's> {
                         self.error_at(ns, "escapes in quoted label names are not supported yet")
                     );
                 }
+                let label_name = &buf[ns..ne];
+                let float_value = (label_name == b"le"
+                    && matches!(
+                        self.mtype,
+                        MetricType::Histogram | MetricType::GaugeHistogram
+                    ))
+                    || (label_name == b"quantile" && self.mtype == MetricType::Summary);
                 self.scratch.push(LabelRef {
                     name: (ns as u32, ne as u32),
                     value: (vs as u32, ve as u32),
                     escaped: esc,
+                    float_value,
                 });
                 p = skip_blanks(buf, after, end);
             }
@@ -375,12 +470,108 @@ fn parse_float(b: &[u8]) -> Option<f64> {
         return None;
     }
     // SAFETY-free: ASCII is valid UTF-8.
+    // Prometheus keeps to pre-Go 1.13 forms (no hex floats, no underscores), and Go takes no
+    // sign on NaN.
+    if b.iter().any(|c| matches!(c, b'p' | b'P' | b'_'))
+        || (matches!(b[0], b'+' | b'-') && b.len() > 1 && matches!(b[1], b'n' | b'N'))
+    {
+        return None;
+    }
     let s = std::str::from_utf8(b).ok()?;
-    s.parse::<f64>().ok()
+    let v = s.parse::<f64>().ok()?;
+    // Go's math.NaN() has these bits, and Prometheus forwards them; receivers may tell NaNs
+    // apart (the stale marker is another NaN), so every parsed NaN gets exactly these bits.
+    Some(if v.is_nan() {
+        f64::from_bits(NORMAL_NAN)
+    } else {
+        v
+    })
 }
 
+/// The bits of a NaN as Prometheus (Go) produces it when parsing `NaN`.
+pub const NORMAL_NAN: u64 = 0x7ff8_0000_0000_0001;
+
+/// A timestamp: digits only, as Prometheus' lexer takes them (no sign).
 fn parse_int(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Appends a `le` or `quantile` value in the canonical form Prometheus 3 stores: the float
+/// formatted as Go's `%g` with the shortest representation, plus `.0` when that has neither a
+/// point nor an exponent (`1` → `1.0`, `1e6` → `1e+06`, `+Inf` stays). A value that is not a
+/// float is kept as written.
+pub fn normalize_float_label(raw: &[u8], out: &mut Vec<u8>) {
+    match parse_float(raw) {
+        Some(f) => format_go_float(f, out),
+        None => out.extend_from_slice(raw),
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 64)`, with `.0` added as OpenMetrics formats it.
+fn format_go_float(f: f64, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    if f.is_nan() {
+        return out.extend_from_slice(b"NaN");
+    }
+    if f.is_infinite() {
+        return out.extend_from_slice(if f > 0.0 { b"+Inf" } else { b"-Inf" });
+    }
+    // Shortest round-trip digits and decimal exponent, from Rust's `{:e}` (e.g. `-1.25e-7`).
+    let mut tmp = [0u8; 40];
+    let mut cursor = std::io::Cursor::new(&mut tmp[..]);
+    let _ = write!(cursor, "{f:e}");
+    let len = cursor.position() as usize;
+    let sci = &tmp[..len];
+    let (neg, sci) = match sci.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, sci),
+    };
+    let e_pos = sci.iter().position(|c| *c == b'e').unwrap_or(sci.len());
+    let mut digits = [0u8; 24];
+    let mut nd = 0;
+    for c in &sci[..e_pos] {
+        if c.is_ascii_digit() && nd < digits.len() {
+            digits[nd] = *c;
+            nd += 1;
+        }
+    }
+    let exp: i32 = std::str::from_utf8(&sci[(e_pos + 1).min(sci.len())..])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let digits = &digits[..nd];
+    let start = out.len();
+    if neg {
+        out.push(b'-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    } else if exp < 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', (-exp - 1) as usize));
+        out.extend_from_slice(digits);
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.extend_from_slice(digits);
+            out.extend(std::iter::repeat_n(b'0', int_len - digits.len()));
+        } else {
+            out.extend_from_slice(&digits[..int_len]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[int_len..]);
+        }
+    }
+    if !out[start..].iter().any(|c| *c == b'.' || *c == b'e') {
+        out.extend_from_slice(b".0");
+    }
 }
 
 /// Appends a label value with the text format's escapes (`\\`, `\"`, `\n`) resolved; any other
@@ -483,16 +674,99 @@ node_load1 0.5\n";
     #[test]
     fn values_timestamps_and_special_floats() {
         assert_eq!(one("a 1 1700000000000").3, Some(1_700_000_000_000));
-        assert_eq!(one("a 1 -5").3, Some(-5));
         assert_eq!(one("a +Inf").2, f64::INFINITY);
         assert_eq!(one("a -Inf").2, f64::NEG_INFINITY);
-        assert!(one("a NaN").2.is_nan());
+        assert_eq!(one("a NaN").2.to_bits(), NORMAL_NAN, "Prometheus' NaN bits");
+        assert_eq!(one("a nan").2.to_bits(), NORMAL_NAN);
         assert_eq!(one("a 1e-3").2, 0.001);
         assert_eq!(one("a\t2").2, 2.0);
         assert_eq!(one("a{} 3").2, 3.0, "empty label set");
         assert_eq!(one("a{b=\"c\",} 3").1.len(), 1, "trailing comma");
-        assert_eq!(one("a 1\r\n").2, 1.0, "CRLF");
+        assert_eq!(
+            one("a {b=\"c\"} 4").1.len(),
+            1,
+            "blanks before the label set"
+        );
+        assert_eq!(
+            one("   a 5").2,
+            5.0,
+            "leading blanks (Prometheus 3 skips them)"
+        );
         assert_eq!(one("a 1").2, 1.0, "no final newline");
+    }
+
+    #[test]
+    fn rejects_what_prometheus_rejects() {
+        for bad in [
+            "a 1\r\n",    // no CRLF tolerance
+            "a 1 12\r\n", // not after a timestamp either
+            "a 1 -1000",  // timestamps are digits only
+            "a 1 +1000",
+            "a 0x1p-2",             // no hex floats
+            "a 1_000",              // no underscores
+            "a +NaN",               // no sign on NaN
+            "# TYPE a gauges\na 1", // invalid metric type
+            "# TYPE 1a gauge\n",    // invalid metric name in metadata
+        ] {
+            assert!(
+                parse_all(bad, Format::PromText).is_err(),
+                "{bad:?} must be rejected"
+            );
+        }
+        // Comments that are not metadata are free text.
+        assert_eq!(
+            parse_all("#TYPE a gauges\n# anything at all\na 1\n", Format::PromText)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn le_and_quantile_are_marked_for_normalization_by_type() {
+        let input = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE s summary\ns{quantile=\"1\",le=\"1\"} 1\n# TYPE g gauge\ng{le=\"1\"} 1\n";
+        let mut scratch = Vec::new();
+        let mut p = Parser::new(input.as_bytes(), Format::PromText, &mut scratch);
+        let mut flags = Vec::new();
+        while let Some(s) = p.next() {
+            flags.push(
+                s.unwrap()
+                    .labels
+                    .iter()
+                    .map(|l| l.float_value)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(flags, vec![vec![true], vec![true, false], vec![false]]);
+    }
+
+    #[test]
+    fn normalizes_floats_like_go() {
+        // (written, what Prometheus 3 stores): Go's %g shortest, plus ".0" where needed.
+        let cases = [
+            ("1", "1.0"),
+            ("0.5", "0.5"),
+            ("0.25", "0.25"),
+            ("10", "10.0"),
+            ("100000", "100000.0"),
+            ("1e6", "1e+06"),
+            ("1234567", "1.234567e+06"),
+            ("0.0001", "0.0001"),
+            ("0.00001", "1e-05"),
+            ("1.5e-7", "1.5e-07"),
+            ("-2", "-2.0"),
+            ("0", "0.0"),
+            ("+Inf", "+Inf"),
+            ("-inf", "-Inf"),
+            ("2.5e+21", "2.5e+21"),
+            ("0.005", "0.005"),
+            ("not a float", "not a float"),
+        ];
+        for (raw, want) in cases {
+            let mut out = Vec::new();
+            normalize_float_label(raw.as_bytes(), &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{raw}");
+        }
     }
 
     #[test]

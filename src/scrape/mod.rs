@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::exposition::{self, DEFAULT_ACCEPT, LabelRef, Parser, unescape_label_value};
+use crate::exposition::{
+    self, DEFAULT_ACCEPT, LabelRef, Parser, normalize_float_label, unescape_label_value,
+};
 use crate::http::Conn;
 use crate::log::Level;
 use crate::remote::CoreControl;
@@ -62,6 +64,10 @@ impl Appender {
             for l in s.labels {
                 if l.escaped {
                     labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
+                } else if l.float_value {
+                    labels.push_with(l.name(body), |out| {
+                        normalize_float_label(l.value(body), out)
+                    });
                 } else {
                     labels.push(l.name(body), l.value(body));
                 }

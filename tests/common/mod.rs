@@ -255,7 +255,7 @@ impl Spate {
 
 /// A keep-alive HTTP/1.1 server on a free loopback port: one thread per connection, stopped
 /// when dropped. `handle(headers, body)` returns (status, content type, body); header names are
-/// lower-cased.
+/// lower-cased, and the request line is given as `:method` and `:path`.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -310,7 +310,17 @@ fn serve_connection(conn: TcpStream, handle: &HandleFn, stop: &AtomicBool) {
             Err(_) if !stop.load(Ordering::Relaxed) => continue,
             Err(_) => return,
         }
+        // The request line is passed on as `:method` and `:path` pseudo-headers.
         let mut headers = HashMap::new();
+        let mut parts = line.split_whitespace();
+        headers.insert(
+            ":method".to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        );
+        headers.insert(
+            ":path".to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        );
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).unwrap_or(0) == 0 {
