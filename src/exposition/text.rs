@@ -133,7 +133,7 @@ impl<'a, 's> Parser<'a, 's> {
                 return None;
             }
             let start = self.pos;
-            let end = match self.buf[start..].iter().position(|b| *b == b'\n') {
+            let end = match memchr::memchr(b'\n', &self.buf[start..]) {
                 Some(i) => start + i,
                 None => self.buf.len(),
             };
@@ -430,6 +430,7 @@ impl<'a, 's> Parser<'a, 's> {
         let s = p + 1;
         let mut i = s;
         let mut escaped = false;
+        // A byte loop beats memchr2 here: label values are short.
         while i < end {
             match buf[i] {
                 b'\\' => {
@@ -455,12 +456,41 @@ fn skip_blanks(buf: &[u8], mut p: usize, end: usize) -> usize {
     p
 }
 
+/// Character classes as bit flags, one table lookup per byte.
+const NAME_FIRST: u8 = 1; // [a-zA-Z_:]
+const NAME_REST: u8 = 2; // [a-zA-Z0-9_:]
+const LABEL_FIRST: u8 = 4; // [a-zA-Z_]
+const LABEL_REST: u8 = 8; // [a-zA-Z0-9_]
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alpha = c.is_ascii_alphabetic() || c == b'_';
+        let digit = c.is_ascii_digit();
+        let mut f = 0;
+        if alpha || c == b':' {
+            f |= NAME_FIRST | NAME_REST;
+        }
+        if digit {
+            f |= NAME_REST | LABEL_REST;
+        }
+        if alpha {
+            f |= LABEL_FIRST | LABEL_REST;
+        }
+        t[i] = f;
+        i += 1;
+    }
+    t
+};
+
 fn is_name_char(b: u8, first: bool) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':' || (!first && b.is_ascii_digit())
+    CLASS[b as usize] & if first { NAME_FIRST } else { NAME_REST } != 0
 }
 
 fn is_label_char(b: u8, first: bool) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || (!first && b.is_ascii_digit())
+    CLASS[b as usize] & if first { LABEL_FIRST } else { LABEL_REST } != 0
 }
 
 /// Parses a float as Go's `strconv.ParseFloat` does for the forms exposition formats use:
@@ -468,6 +498,14 @@ fn is_label_char(b: u8, first: bool) -> bool {
 fn parse_float(b: &[u8]) -> Option<f64> {
     if b.is_empty() || !b.is_ascii() {
         return None;
+    }
+    // Fast path: plain integers up to 15 digits (counters, bucket counts) are exact in f64.
+    if b.len() <= 15 && b.iter().all(u8::is_ascii_digit) {
+        let mut v: u64 = 0;
+        for d in b {
+            v = v * 10 + u64::from(d - b'0');
+        }
+        return Some(v as f64);
     }
     // SAFETY-free: ASCII is valid UTF-8.
     // Prometheus keeps to pre-Go 1.13 forms (no hex floats, no underscores), and Go takes no
