@@ -15,6 +15,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
 
 /// A fully resolved configuration: every default applied, every cross-field rule checked.
@@ -31,6 +32,7 @@ pub struct GlobalConfig {
     pub scrape_timeout: Duration,
     /// Sorted by name, empty values removed.
     pub external_labels: Vec<(String, String)>,
+    pub scrape_protocols: Vec<ScrapeProtocol>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +48,10 @@ pub struct ScrapeConfig {
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub enable_compression: bool,
+    /// In order of preference: the `Accept` header.
+    pub scrape_protocols: Vec<ScrapeProtocol>,
+    /// The parser for a response with a missing or unknown `Content-Type`.
+    pub fallback_scrape_protocol: Option<ScrapeProtocol>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -11,6 +11,7 @@ use super::{
     Config, GlobalConfig, Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig,
     StaticConfig, is_valid_label_name,
 };
+use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
 
 type Field<T> = Option<Spanned<T>>;
@@ -64,9 +65,10 @@ section! {
         evaluation_interval: Option<PromDuration>,
         rule_query_offset: Option<PromDuration>,
         external_labels: Option<BTreeMap<String, String>>,
+        scrape_protocols: Field<Vec<String>>,
     }
     unsupported {
-        scrape_protocols, body_size_limit, sample_limit, label_limit, label_name_length_limit,
+        body_size_limit, sample_limit, label_limit, label_name_length_limit,
         label_value_length_limit, target_limit, keep_dropped_targets, query_log_file,
         scrape_failure_log_file, metric_name_validation_scheme, metric_name_escaping_scheme,
         extra_scrape_metrics, always_scrape_classic_histograms, convert_classic_histograms_to_nhcb,
@@ -89,6 +91,8 @@ section! {
         track_timestamps_staleness: Field<bool>,
         follow_redirects: Field<bool>,
         enable_http2: Option<bool>,
+        scrape_protocols: Field<Vec<String>>,
+        fallback_scrape_protocol: Field<String>,
     }
     unsupported {
         relabel_configs, metric_relabel_configs,
@@ -100,7 +104,7 @@ section! {
         body_size_limit, keep_dropped_targets, native_histogram_bucket_limit,
         native_histogram_min_bucket_factor,
         // Protocols and histograms.
-        scrape_protocols, fallback_scrape_protocol, scrape_native_histograms,
+        scrape_native_histograms,
         always_scrape_classic_histograms, scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file, extra_scrape_metrics,
@@ -225,6 +229,45 @@ fn unsupported(section: &str, found: Option<(&'static str, u64)>) -> Result<(), 
     }
 }
 
+/// A protocol name as Prometheus spells it; `PrometheusProto` is refused until spate parses it.
+fn protocol(name: &str, line: u64, field: &str) -> Result<ScrapeProtocol, Problem> {
+    match ScrapeProtocol::parse(name) {
+        Some(ScrapeProtocol::PrometheusProto) => Err(Problem::at(
+            line,
+            field,
+            "PrometheusProto (protobuf exposition) is not supported by spate yet; see docs/compatibility.md",
+        )),
+        Some(p) => Ok(p),
+        None => Err(Problem::at(
+            line,
+            field,
+            format!(
+                "unknown scrape protocol {name}, supported: [PrometheusProto PrometheusText0.0.4 PrometheusText1.0.0 OpenMetricsText0.0.1 OpenMetricsText1.0.0]"
+            ),
+        )),
+    }
+}
+
+fn protocols(list: &Spanned<Vec<String>>, field: &str) -> Result<Vec<ScrapeProtocol>, Problem> {
+    let line = list.referenced.line();
+    if list.value.is_empty() {
+        return Err(Problem::at(line, field, "scrape_protocols cannot be empty"));
+    }
+    let mut out = Vec::new();
+    for name in &list.value {
+        let p = protocol(name, line, field)?;
+        if out.contains(&p) {
+            return Err(Problem::at(
+                line,
+                field,
+                format!("duplicated protocol in scrape_protocols, got {name}"),
+            ));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
 pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
     for (field, present) in [
         ("rule_files", &raw.rule_files),
@@ -336,10 +379,15 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
             external_labels.push((name, value));
         }
     }
+    let scrape_protocols = match &g.scrape_protocols {
+        Some(list) => protocols(list, "global.scrape_protocols")?,
+        None => ScrapeProtocol::DEFAULT.to_vec(),
+    };
     Ok(GlobalConfig {
         scrape_interval: interval,
         scrape_timeout: timeout,
         external_labels,
+        scrape_protocols,
     })
 }
 
@@ -462,7 +510,21 @@ fn resolve_scrape(
         }
         static_configs.push(StaticConfig { targets, labels });
     }
+    let scrape_protocols = match &sc.scrape_protocols {
+        Some(list) => protocols(list, &at("scrape_protocols"))?,
+        None => global.scrape_protocols.clone(),
+    };
+    let fallback_scrape_protocol = match &sc.fallback_scrape_protocol {
+        Some(f) => Some(protocol(
+            &f.value,
+            f.referenced.line(),
+            &at("fallback_scrape_protocol"),
+        )?),
+        None => None,
+    };
     Ok(ScrapeConfig {
+        scrape_protocols,
+        fallback_scrape_protocol,
         job_name: job,
         scrape_interval: interval,
         scrape_timeout: timeout,

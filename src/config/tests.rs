@@ -37,6 +37,11 @@ fn prometheus_defaults() {
     assert!(!sc.honor_labels);
     assert!(sc.honor_timestamps);
     assert!(sc.enable_compression);
+    assert_eq!(
+        sc.scrape_protocols,
+        crate::exposition::ScrapeProtocol::DEFAULT.to_vec()
+    );
+    assert_eq!(sc.fallback_scrape_protocol, None);
     let rw = &c.remote_write[0];
     assert_eq!(rw.remote_timeout, Duration::from_secs(30));
     assert_eq!(rw.queue, QueueConfig::default());
@@ -240,6 +245,48 @@ fn bad_files_give_exact_errors() {
         ),
     ];
     for (yaml, want) in cases {
+        check_err(yaml, want);
+    }
+}
+
+#[test]
+fn scrape_protocols_inherit_and_validate() {
+    use crate::exposition::ScrapeProtocol::*;
+    let c = load(
+        "global:\n  scrape_protocols: [PrometheusText0.0.4]\nscrape_configs:\n- job_name: a\n- job_name: b\n  scrape_protocols: [OpenMetricsText1.0.0, PrometheusText1.0.0]\n  fallback_scrape_protocol: PrometheusText0.0.4\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.scrape_configs[0].scrape_protocols,
+        vec![PrometheusText0_0_4],
+        "inherited from global"
+    );
+    assert_eq!(
+        c.scrape_configs[1].scrape_protocols,
+        vec![OpenMetricsText1_0_0, PrometheusText1_0_0]
+    );
+    assert_eq!(
+        c.scrape_configs[1].fallback_scrape_protocol,
+        Some(PrometheusText0_0_4)
+    );
+    for (yaml, want) in [
+        (
+            "scrape_configs:\n- job_name: a\n  scrape_protocols: [Text]\n",
+            "prometheus.yml:3: scrape_configs[0].scrape_protocols: unknown scrape protocol Text, supported: [PrometheusProto PrometheusText0.0.4 PrometheusText1.0.0 OpenMetricsText0.0.1 OpenMetricsText1.0.0]",
+        ),
+        (
+            "scrape_configs:\n- job_name: a\n  scrape_protocols: [PrometheusText0.0.4, PrometheusText0.0.4]\n",
+            "prometheus.yml:3: scrape_configs[0].scrape_protocols: duplicated protocol in scrape_protocols, got PrometheusText0.0.4",
+        ),
+        (
+            "global:\n  scrape_protocols: []\n",
+            "prometheus.yml:2: global.scrape_protocols: scrape_protocols cannot be empty",
+        ),
+        (
+            "scrape_configs:\n- job_name: a\n  fallback_scrape_protocol: PrometheusProto\n",
+            "prometheus.yml:3: scrape_configs[0].fallback_scrape_protocol: PrometheusProto (protobuf exposition) is not supported by spate yet; see docs/compatibility.md",
+        ),
+    ] {
         check_err(yaml, want);
     }
 }

@@ -20,25 +20,112 @@ pub enum Format {
     OpenMetrics,
 }
 
+/// The scrape protocols of `scrape_protocols` and `fallback_scrape_protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrapeProtocol {
+    PrometheusProto,
+    PrometheusText0_0_4,
+    PrometheusText1_0_0,
+    OpenMetricsText0_0_1,
+    OpenMetricsText1_0_0,
+}
+
+impl ScrapeProtocol {
+    /// Prometheus' default order when `scrape_protocols` is not set.
+    pub const DEFAULT: [ScrapeProtocol; 4] = [
+        ScrapeProtocol::OpenMetricsText1_0_0,
+        ScrapeProtocol::OpenMetricsText0_0_1,
+        ScrapeProtocol::PrometheusText1_0_0,
+        ScrapeProtocol::PrometheusText0_0_4,
+    ];
+    /// How many protocols exist: the first weight is `0.(ALL + 1)`.
+    const ALL: usize = 5;
+
+    pub fn parse(name: &str) -> Option<ScrapeProtocol> {
+        Some(match name {
+            "PrometheusProto" => ScrapeProtocol::PrometheusProto,
+            "PrometheusText0.0.4" => ScrapeProtocol::PrometheusText0_0_4,
+            "PrometheusText1.0.0" => ScrapeProtocol::PrometheusText1_0_0,
+            "OpenMetricsText0.0.1" => ScrapeProtocol::OpenMetricsText0_0_1,
+            "OpenMetricsText1.0.0" => ScrapeProtocol::OpenMetricsText1_0_0,
+            _ => return None,
+        })
+    }
+
+    fn media(self) -> &'static str {
+        match self {
+            ScrapeProtocol::PrometheusProto => {
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+            }
+            ScrapeProtocol::PrometheusText0_0_4 => "text/plain;version=0.0.4",
+            ScrapeProtocol::PrometheusText1_0_0 => "text/plain;version=1.0.0",
+            ScrapeProtocol::OpenMetricsText0_0_1 => "application/openmetrics-text;version=0.0.1",
+            ScrapeProtocol::OpenMetricsText1_0_0 => "application/openmetrics-text;version=1.0.0",
+        }
+    }
+
+    /// The parser for a response in this protocol.
+    pub fn format(self) -> Option<Format> {
+        match self {
+            ScrapeProtocol::PrometheusProto => None,
+            ScrapeProtocol::PrometheusText0_0_4 | ScrapeProtocol::PrometheusText1_0_0 => {
+                Some(Format::PromText)
+            }
+            ScrapeProtocol::OpenMetricsText0_0_1 | ScrapeProtocol::OpenMetricsText1_0_0 => {
+                Some(Format::OpenMetrics)
+            }
+        }
+    }
+}
+
+/// The `Accept` header for `protocols`, as Prometheus builds it: weights from `0.6` down by
+/// `0.1`, UTF-8 escaping offered on the formats that support it, then `*/*`.
+pub fn accept_header(protocols: &[ScrapeProtocol]) -> String {
+    let mut out = String::new();
+    let mut weight = ScrapeProtocol::ALL + 1;
+    for p in protocols {
+        out.push_str(p.media());
+        if matches!(
+            p,
+            ScrapeProtocol::PrometheusText1_0_0 | ScrapeProtocol::OpenMetricsText1_0_0
+        ) {
+            out.push_str(";escaping=allow-utf-8");
+        }
+        out.push_str(&format!(";q=0.{weight},"));
+        weight = weight.saturating_sub(1);
+    }
+    out.push_str(&format!("*/*;q=0.{weight}"));
+    out
+}
+
 /// The `Accept` header Prometheus 3 sends by default (OpenMetrics and text, UTF-8 names allowed).
 pub const DEFAULT_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
 
-/// Picks the parser from a response `Content-Type`. Like Prometheus 3 without a
-/// `fallback_scrape_protocol`, a missing or unknown type is an error, never a guess.
-pub fn format_for_content_type(content_type: &str) -> Result<Format, String> {
+/// Picks the parser from a response `Content-Type`. A missing or unknown type uses `fallback`;
+/// without one it is an error, never a guess (Prometheus 3).
+pub fn format_for_content_type(
+    content_type: &str,
+    fallback: Option<Format>,
+) -> Result<Format, String> {
     let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("text/plain") {
+        return Ok(Format::PromText);
+    }
+    if media.eq_ignore_ascii_case("application/openmetrics-text") {
+        return Ok(Format::OpenMetrics);
+    }
+    if let Some(f) = fallback {
+        return Ok(f);
+    }
     if media.is_empty() {
         return Err("non-compliant scrape target sending blank Content-Type and no fallback_scrape_protocol specified for target".into());
     }
-    if media.eq_ignore_ascii_case("text/plain") {
-        Ok(Format::PromText)
-    } else if media.eq_ignore_ascii_case("application/openmetrics-text") {
-        Ok(Format::OpenMetrics)
-    } else {
-        Err(format!(
-            "received unsupported Content-Type {content_type:?} and no fallback_scrape_protocol specified for target"
-        ))
+    if media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
+        return Err("the target answered in the protobuf format, which spate does not parse yet; set scrape_protocols without PrometheusProto".into());
     }
+    Err(format!(
+        "received unsupported Content-Type {content_type:?} and no fallback_scrape_protocol specified for target"
+    ))
 }
 
 #[cfg(test)]
@@ -47,23 +134,45 @@ mod tests {
 
     #[test]
     fn picks_parser_from_content_type() {
-        assert_eq!(
-            format_for_content_type("text/plain; version=0.0.4; charset=utf-8"),
-            Ok(Format::PromText)
-        );
-        assert_eq!(
-            format_for_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            Ok(Format::OpenMetrics)
-        );
+        let text = "text/plain; version=0.0.4; charset=utf-8";
+        assert_eq!(format_for_content_type(text, None), Ok(Format::PromText));
+        let om = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        assert_eq!(format_for_content_type(om, None), Ok(Format::OpenMetrics));
         assert!(
-            format_for_content_type("")
+            format_for_content_type("", None)
                 .unwrap_err()
                 .contains("blank Content-Type")
         );
-        assert!(
-            format_for_content_type("application/json")
-                .unwrap_err()
-                .contains("unsupported Content-Type")
+        let json = format_for_content_type("application/json", None).unwrap_err();
+        assert!(json.contains("unsupported Content-Type"), "{json}");
+        // The fallback covers missing and unknown types, not known ones.
+        assert_eq!(
+            format_for_content_type("", Some(Format::OpenMetrics)),
+            Ok(Format::OpenMetrics)
+        );
+        assert_eq!(
+            format_for_content_type("application/json", Some(Format::PromText)),
+            Ok(Format::PromText)
+        );
+        assert_eq!(
+            format_for_content_type("text/plain", Some(Format::OpenMetrics)),
+            Ok(Format::PromText)
+        );
+    }
+
+    #[test]
+    fn accept_header_matches_prometheus() {
+        assert_eq!(accept_header(&ScrapeProtocol::DEFAULT), DEFAULT_ACCEPT);
+        assert_eq!(
+            accept_header(&[ScrapeProtocol::PrometheusText0_0_4]),
+            "text/plain;version=0.0.4;q=0.6,*/*;q=0.5"
+        );
+        assert_eq!(
+            accept_header(&[
+                ScrapeProtocol::PrometheusProto,
+                ScrapeProtocol::OpenMetricsText1_0_0
+            ]),
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,*/*;q=0.4"
         );
     }
 }

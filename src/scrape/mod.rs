@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::exposition::{
-    self, DEFAULT_ACCEPT, LabelRef, Parser, normalize_float_label, unescape_label_value,
-};
+use crate::exposition::{self, LabelRef, Parser, normalize_float_label, unescape_label_value};
 use crate::http::Conn;
 use crate::log::Level;
 use crate::remote::CoreControl;
@@ -187,7 +185,7 @@ fn build_request(t: &Target) -> Vec<u8> {
         t.path_and_query,
         t.address,
         env!("CARGO_PKG_VERSION"),
-        DEFAULT_ACCEPT,
+        t.accept,
         if t.enable_compression { "gzip" } else { "identity" },
         t.timeout.as_secs_f64(),
     )
@@ -218,7 +216,7 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
         Ok(Ok(resp)) if resp.status != 200 => {
             Err(format!("server returned HTTP status {}", resp.status))
         }
-        Ok(Ok(resp)) => match exposition::format_for_content_type(resp.content_type) {
+        Ok(Ok(resp)) => match exposition::format_for_content_type(resp.content_type, t.fallback) {
             Err(e) => Err(e),
             // Parse and encode synchronously: no await while the appender is borrowed.
             Ok(format) => core.appender.borrow_mut().append_body(
@@ -343,6 +341,8 @@ mod tests {
             honor_labels: honor,
             honor_timestamps: true,
             enable_compression: true,
+            accept: exposition::DEFAULT_ACCEPT.into(),
+            fallback: None,
             hash: 0,
         }
     }

@@ -25,6 +25,10 @@ pub struct Target {
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub enable_compression: bool,
+    /// The `Accept` header for the job's `scrape_protocols`.
+    pub accept: String,
+    /// The parser for responses with a missing or unknown `Content-Type`.
+    pub fallback: Option<crate::exposition::Format>,
     /// Stable hash of the label set and URL: picks the core and the scrape phase.
     pub hash: u64,
 }
@@ -189,6 +193,8 @@ fn build(
         honor_labels: sc.honor_labels,
         honor_timestamps: sc.honor_timestamps,
         enable_compression: sc.enable_compression,
+        accept: crate::exposition::accept_header(&sc.scrape_protocols),
+        fallback: sc.fallback_scrape_protocol.and_then(|p| p.format()),
         hash,
     })
 }
