@@ -45,10 +45,16 @@ fn corpus() -> Vec<(String, &'static str, Vec<u8>)> {
 
 /// Where the oracle (Debian's Prometheus 2.42) and Prometheus 3, which spate follows, differ:
 /// these jobs are checked against Prometheus 3's behaviour instead.
-const PROMETHEUS_3_DIFFERENCES: &[(&str, &str)] = &[(
-    "edge_ws_leading_prom",
-    "Prometheus 3 skips blanks at the start of a line; 2.42 rejects the scrape",
-)];
+const PROMETHEUS_3_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "edge_ws_leading_prom",
+        "Prometheus 3 skips blanks at the start of a line; 2.42 rejects the scrape",
+    ),
+    (
+        "edge_om_exemplar_gauge_om",
+        "Prometheus >= 2.43 accepts exemplars on any series; 2.42 only on _total and _bucket",
+    ),
+];
 
 /// Where spate differs from Prometheus agent on purpose (docs/compatibility.md): these jobs
 /// are checked for spate's behaviour instead.

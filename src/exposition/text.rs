@@ -189,6 +189,9 @@ impl<'a, 's> Parser<'a, 's> {
     /// A comment line. `# HELP name text` and `# TYPE name type` (with whitespace after `#`)
     /// are checked as Prometheus checks them; the type applies to the lines that follow.
     fn metadata(&mut self, start: usize, end: usize) -> Result<(), ParseError> {
+        if self.format == Format::OpenMetrics {
+            return self.openmetrics_metadata(start, end);
+        }
         let buf = self.buf;
         let mut p = start + 1;
         if p >= end || !is_blank(buf[p]) {
@@ -228,6 +231,54 @@ impl<'a, 's> Parser<'a, 's> {
             return Err(self.error_at(p, "help text is not valid UTF-8"));
         }
         Ok(())
+    }
+
+    /// OpenMetrics allows only `# HELP name text`, `# TYPE name type`, `# UNIT name unit` (and
+    /// `# EOF`), with single spaces; a unit must end the metric name after a `_`.
+    fn openmetrics_metadata(&mut self, start: usize, end: usize) -> Result<(), ParseError> {
+        let buf = self.buf;
+        let line = &buf[start..end];
+        let (kind, rest) = if let Some(r) = line.strip_prefix(b"# HELP ") {
+            (0, r)
+        } else if let Some(r) = line.strip_prefix(b"# TYPE ") {
+            (1, r)
+        } else if let Some(r) = line.strip_prefix(b"# UNIT ") {
+            (2, r)
+        } else {
+            return Err(self.error_at(start, "expected a valid start token (OpenMetrics allows only HELP, TYPE, UNIT and EOF comments)"));
+        };
+        let name_start = end - rest.len();
+        let name_len = rest.iter().take_while(|b| is_name_char(**b, false)).count();
+        if name_len == 0 || !is_name_char(rest[0], true) {
+            return Err(self.error_at(name_start, "expected metric name after HELP, TYPE or UNIT"));
+        }
+        let name = &rest[..name_len];
+        let Some(text) = rest[name_len..].strip_prefix(b" ") else {
+            return Err(self.error_at(name_start + name_len, "expected text after the metric name"));
+        };
+        match kind {
+            0 if !text.is_ascii() && std::str::from_utf8(text).is_err() => {
+                Err(self.error_at(name_start, "help text is not valid UTF-8"))
+            }
+            1 => {
+                self.mtype = MetricType::parse(text, self.format).ok_or_else(|| {
+                    self.error_at(
+                        name_start,
+                        &format!("invalid metric type {:?}", String::from_utf8_lossy(text)),
+                    )
+                })?;
+                Ok(())
+            }
+            2 if !text.is_empty() && !unit_suffix(name, text) => Err(self.error_at(
+                name_start,
+                &format!(
+                    "unit {:?} not a suffix of metric {:?}",
+                    String::from_utf8_lossy(text),
+                    String::from_utf8_lossy(name)
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn error_at(&self, at: usize, reason: &str) -> ParseError {
@@ -279,14 +330,18 @@ impl<'a, 's> Parser<'a, 's> {
             }
             name = (ns, p);
             name_escaped = false;
-            // Prometheus allows blanks between the name and the label set.
-            let brace = skip_blanks(buf, p, end);
+            // The text format allows blanks between the name and the label set; OpenMetrics not.
+            let brace = self.blanks(p, end);
             if brace < end && buf[brace] == b'{' {
                 p = brace;
                 let (n, _, after) = self.parse_labels(p, end, false)?;
                 debug_assert!(n.is_none());
                 p = after;
             }
+        }
+        if self.format == Format::OpenMetrics {
+            let (value, timestamp_ms) = self.openmetrics_suffix(p, end)?;
+            return Ok((name, name_escaped, value, timestamp_ms));
         }
         // Value.
         if p >= end || !is_blank(buf[p]) {
@@ -301,32 +356,18 @@ impl<'a, 's> Parser<'a, 's> {
             parse_float(&buf[vs..p]).ok_or_else(|| self.error_at(vs, "invalid sample value"))?;
         p = skip_blanks(buf, p, end);
         let mut timestamp_ms = None;
-        if p < end && buf[p] != b'#' {
+        if p < end {
             let ts_start = p;
             while p < end && !is_blank(buf[p]) {
                 p += 1;
             }
             let raw = &buf[ts_start..p];
-            timestamp_ms = Some(match self.format {
-                Format::PromText => {
-                    parse_int(raw).ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?
-                }
-                Format::OpenMetrics => {
-                    let secs = parse_float(raw)
-                        .filter(|f| f.is_finite())
-                        .ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?;
-                    (secs * 1000.0) as i64
-                }
-            });
+            timestamp_ms =
+                Some(parse_int(raw).ok_or_else(|| self.error_at(ts_start, "invalid timestamp"))?);
             p = skip_blanks(buf, p, end);
         }
         if p < end {
-            // OpenMetrics exemplar: ` # {labels} value [timestamp]` — accepted and not kept yet.
-            if self.format == Format::OpenMetrics && buf[p] == b'#' {
-                p = end;
-            } else {
-                return Err(self.error_at(p, "unexpected data after the sample"));
-            }
+            return Err(self.error_at(p, "unexpected data after the sample"));
         }
         debug_assert_eq!(p, end);
         Ok((name, name_escaped, value, timestamp_ms))
@@ -346,7 +387,7 @@ impl<'a, 's> Parser<'a, 's> {
         let mut metric_name = None;
         let mut name_escaped = false;
         loop {
-            p = skip_blanks(buf, p, end);
+            p = self.blanks(p, end);
             if p >= end {
                 return Err(self.error_at(p, "unterminated label set"));
             }
@@ -369,7 +410,7 @@ impl<'a, 's> Parser<'a, 's> {
                 }
                 (ne, quoted, n_esc) = (p, false, false);
             }
-            p = skip_blanks(buf, p, end);
+            p = self.blanks(p, end);
             if quoted
                 && allow_name
                 && metric_name.is_none()
@@ -383,7 +424,7 @@ impl<'a, 's> Parser<'a, 's> {
                 if p >= end || buf[p] != b'=' {
                     return Err(self.error_at(p, "expected '=' after label name"));
                 }
-                p = skip_blanks(buf, p + 1, end);
+                p = self.blanks(p + 1, end);
                 if p >= end || buf[p] != b'"' {
                     return Err(self.error_at(p, "expected '\"' to start the label value"));
                 }
@@ -399,11 +440,8 @@ impl<'a, 's> Parser<'a, 's> {
                     );
                 }
                 let label_name = &buf[ns..ne];
-                let float_value = (label_name == b"le"
-                    && matches!(
-                        self.mtype,
-                        MetricType::Histogram | MetricType::GaugeHistogram
-                    ))
+                // Prometheus 3 normalizes histograms' `le` only, not gauge histograms'.
+                let float_value = (label_name == b"le" && self.mtype == MetricType::Histogram)
                     || (label_name == b"quantile" && self.mtype == MetricType::Summary);
                 self.scratch.push(LabelRef {
                     name: (ns as u32, ne as u32),
@@ -411,7 +449,7 @@ impl<'a, 's> Parser<'a, 's> {
                     escaped: esc,
                     float_value,
                 });
-                p = skip_blanks(buf, after, end);
+                p = self.blanks(after, end);
             }
             if p < end && buf[p] == b',' {
                 p += 1;
@@ -421,6 +459,87 @@ impl<'a, 's> Parser<'a, 's> {
                 return Err(self.error_at(p, "expected ',' or '}' in label set"));
             }
         }
+    }
+
+    /// Skips blanks in the text format; OpenMetrics allows none inside a line's tokens.
+    fn blanks(&self, p: usize, end: usize) -> usize {
+        match self.format {
+            Format::PromText => skip_blanks(self.buf, p, end),
+            Format::OpenMetrics => p,
+        }
+    }
+
+    /// After an OpenMetrics sample's name and labels: ` value[ timestamp][ # exemplar]`, each
+    /// separated by exactly one space. Timestamps are float seconds, truncated to milliseconds.
+    fn openmetrics_suffix(
+        &mut self,
+        mut p: usize,
+        end: usize,
+    ) -> Result<(f64, Option<i64>), ParseError> {
+        let buf = self.buf;
+        let token = |from: usize| {
+            buf[from..end]
+                .iter()
+                .position(|b| *b == b' ')
+                .map_or(end, |i| from + i)
+        };
+        if p >= end || buf[p] != b' ' {
+            return Err(self.error_at(p, "expected a space before the value"));
+        }
+        p += 1;
+        let value_end = token(p);
+        let value = parse_float(&buf[p..value_end])
+            .ok_or_else(|| self.error_at(p, "invalid sample value"))?;
+        p = value_end;
+        if p == end {
+            return Ok((value, None));
+        }
+        p += 1;
+        if buf[p..end].starts_with(b"# ") {
+            self.exemplar(p + 2, end)?;
+            return Ok((value, None));
+        }
+        let ts_end = token(p);
+        let secs = parse_float(&buf[p..ts_end])
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| self.error_at(p, "invalid timestamp"))?;
+        p = ts_end;
+        if p < end {
+            if !buf[p..end].starts_with(b" # ") {
+                return Err(self.error_at(p, "expected next entry after timestamp"));
+            }
+            self.exemplar(p + 3, end)?;
+        }
+        Ok((value, Some((secs * 1000.0) as i64)))
+    }
+
+    /// Validates an exemplar `{labels} value[ timestamp]` (not kept yet).
+    fn exemplar(&mut self, p: usize, end: usize) -> Result<(), ParseError> {
+        let buf = self.buf;
+        if p >= end || buf[p] != b'{' {
+            return Err(self.error_at(p, "expected exemplar labels"));
+        }
+        let kept = self.scratch.len();
+        let parsed = self.parse_labels(p, end, false);
+        self.scratch.truncate(kept);
+        let (_, _, mut q) = parsed?;
+        if q >= end || buf[q] != b' ' {
+            return Err(self.error_at(q, "expected value after exemplar labels"));
+        }
+        q += 1;
+        let value_end = buf[q..end]
+            .iter()
+            .position(|b| *b == b' ')
+            .map_or(end, |i| q + i);
+        parse_float(&buf[q..value_end])
+            .ok_or_else(|| self.error_at(q, "invalid exemplar value"))?;
+        if value_end < end {
+            let ts = &buf[value_end + 1..end];
+            if parse_float(ts).filter(|f| f.is_finite()).is_none() {
+                return Err(self.error_at(value_end + 1, "invalid exemplar timestamp"));
+            }
+        }
+        Ok(())
     }
 
     /// A double-quoted string at `p`: returns its content range, whether it has escapes, and
@@ -454,6 +573,11 @@ fn skip_blanks(buf: &[u8], mut p: usize, end: usize) -> usize {
         p += 1;
     }
     p
+}
+
+/// Whether `unit` ends `name` after a `_` (OpenMetrics' rule for UNIT).
+fn unit_suffix(name: &[u8], unit: &[u8]) -> bool {
+    name.len() > unit.len() && name.ends_with(unit) && name[name.len() - unit.len() - 1] == b'_'
 }
 
 /// Character classes as bit flags, one table lookup per byte.
@@ -758,6 +882,47 @@ node_load1 0.5\n";
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn openmetrics_rules() {
+        let ok = [
+            "a_total 1 1520879607.789 # {trace_id=\"x\"} 0.67 1520879607.5\n# EOF\n",
+            "# TYPE a_seconds gauge\n# UNIT a_seconds seconds\n# HELP a_seconds Help.\na_seconds 1\n# EOF\n",
+            "a{b=\"c\",} 1\n# EOF",
+            "a 1 # {} 2\n# EOF\n",
+        ];
+        for input in ok {
+            assert!(
+                parse_all(input, Format::OpenMetrics).is_ok(),
+                "{input:?} is valid OpenMetrics"
+            );
+        }
+        let timestamps = parse_all(ok[0], Format::OpenMetrics).unwrap();
+        assert_eq!(
+            timestamps[0].3,
+            Some(1_520_879_607_789),
+            "float seconds, truncated to ms"
+        );
+        let bad = [
+            "a  1\n# EOF\n",                                  // two spaces
+            "a {b=\"c\"} 1\n# EOF\n",                         // space before the label set
+            "a{b=\"c\", d=\"e\"} 1\n# EOF\n",                 // space inside the label set
+            "# free comment\na 1\n# EOF\n",                   // only HELP, TYPE, UNIT, EOF
+            "# TYPE a gauge\n# UNIT a seconds\na 1\n# EOF\n", // unit not a suffix
+            "a 1 # {b=\"c\"} x\n# EOF\n",                     // bad exemplar value
+            "a 1 # b 2\n# EOF\n",                             // exemplar without labels
+            "a 1 NaN\n# EOF\n",                               // timestamps must be finite
+            "a 1 2 3\n# EOF\n",
+            "a 1\n",                          // no # EOF
+            "# TYPE a untyped\na 1\n# EOF\n", // untyped is the text format's word
+        ];
+        for input in bad {
+            assert!(
+                parse_all(input, Format::OpenMetrics).is_err(),
+                "{input:?} must be rejected"
+            );
+        }
     }
 
     #[test]
