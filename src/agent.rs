@@ -35,7 +35,9 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
 
     let allowed = runtime::allowed_cpus();
     let cores = opts.cores.unwrap_or(allowed.len().max(1));
-    let mut per_core: Vec<Vec<Target>> = vec![Vec::new(); cores];
+    let registry = Arc::new(Registry::new(cores));
+    let mut per_core: Vec<Vec<(Target, Arc<scrape::TargetStatus>)>> =
+        (0..cores).map(|_| Vec::new()).collect();
     for sc in &cfg.scrape_configs {
         let (targets, errors) = scrape::targets_for(sc);
         for e in errors {
@@ -49,7 +51,13 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             );
         }
         for t in targets {
-            per_core[core_for(t.hash, cores)].push(t);
+            let status = Arc::new(scrape::TargetStatus::new(&t));
+            registry
+                .targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(status.clone());
+            per_core[core_for(t.hash, cores)].push((t, status));
         }
     }
     let endpoints: Vec<Arc<Endpoint>> = cfg
@@ -66,7 +74,6 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         );
     }
 
-    let registry = Arc::new(Registry::new(cores));
     let web = crate::web::start(&opts.listen_address, registry.clone()).map_err(|e| {
         format!(
             "cannot listen on --web.listen-address {}: {e}",
@@ -133,8 +140,8 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     appender: Default::default(),
                     buffers: Default::default(),
                 });
-                for t in targets {
-                    runtime::spawn(scrape::run_target(Rc::new(t), core.clone()));
+                for (t, status) in targets {
+                    runtime::spawn(scrape::run_target(Rc::new(t), status, core.clone()));
                 }
                 // The core ends once every shard has flushed after shutdown.
                 ctl.shutdown.wait().await;

@@ -111,7 +111,7 @@ fn logfmt_value(out: &mut String, v: &str) {
 
 /// A double-quoted string with `"`, `\` and control characters escaped; the escapes are the
 /// same in logfmt and JSON.
-fn quoted(out: &mut String, v: &str) {
+pub fn quoted(out: &mut String, v: &str) {
     out.push('"');
     for c in v.chars() {
         match c {

@@ -71,6 +71,11 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
             let body = registry.render();
             respond(&mut conn, 200, "text/plain; version=0.0.4; charset=utf-8", &[], body.as_bytes(), head)
         }
+        "/api/v1/targets" if get => {
+            let targets = registry.targets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let body = crate::scrape::targets_json(&targets);
+            respond(&mut conn, 200, "application/json", &[], body.as_bytes(), head)
+        }
         "/-/healthy" if get => respond(&mut conn, 200, "text/plain; charset=utf-8", &[], b"Spate is Healthy.\n", head),
         "/-/ready" if get => {
             let stopping = registry.stopping.load(Relaxed);
@@ -92,7 +97,7 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
             200,
             "text/plain; charset=utf-8",
             &[],
-            b"spate: a Prometheus-compatible metrics agent.\nEndpoints: /metrics /-/healthy /-/ready\n",
+            b"spate: a Prometheus-compatible metrics agent.\nEndpoints: /metrics /api/v1/targets /-/healthy /-/ready\n",
             head,
         ),
         "/metrics" | "/-/healthy" | "/-/ready" | "/" => {

@@ -5,8 +5,10 @@
 //! **Invariant:** a scrape is committed whole or not at all (a parse error mid-body rolls
 //! back everything but the report series, as in Prometheus).
 
+mod status;
 mod target;
 
+pub use status::{TargetStatus, targets_json};
 pub use target::{Target, TargetError, targets_for};
 
 use std::cell::RefCell;
@@ -142,7 +144,7 @@ impl BufferPool {
 }
 
 /// Runs one target's scrape loop until shutdown.
-pub async fn run_target(target: Rc<Target>, core: Rc<CoreScrape>) {
+pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<CoreScrape>) {
     core.ctl.loop_started();
     let mut conn = Conn::new(target.address.clone());
     let request = build_request(&target);
@@ -162,7 +164,7 @@ pub async fn run_target(target: Rc<Target>, core: Rc<CoreScrape>) {
     if !sleep_or(Duration::from_millis(first_wait), &shutdown).await {
         let mut next = Instant::now();
         loop {
-            scrape_once(&target, &core, &mut conn, &request).await;
+            scrape_once(&target, &status, &core, &mut conn, &request).await;
             next += interval;
             let now = Instant::now();
             if next < now {
@@ -199,7 +201,14 @@ fn unix_ms() -> i64 {
         .as_millis() as i64
 }
 
-async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[u8]) {
+async fn scrape_once(
+    t: &Target,
+    status: &TargetStatus,
+    core: &CoreScrape,
+    conn: &mut Conn,
+    request: &[u8],
+) {
+    let wall = SystemTime::now();
     let ts = unix_ms();
     let started = Instant::now();
     core.stats.scrapes.fetch_add(1, Relaxed);
@@ -251,6 +260,7 @@ async fn scrape_once(t: &Target, core: &CoreScrape, conn: &mut Conn, request: &[
         .samples_scraped
         .fetch_add(scraped as u64, Relaxed);
     let duration = started.elapsed().as_secs_f64();
+    status.record(wall, duration, result.as_ref().err().map(String::as_str));
     let up = if result.is_ok() { 1.0 } else { 0.0 };
     for (name, value) in [
         ("up", up),

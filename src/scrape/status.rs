@@ -1,0 +1,118 @@
+//! What the targets API shows about each target: its labels, and the outcome of its last
+//! scrape. Written by the target's core once per scrape, read by the web thread.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use super::Target;
+use crate::config::PromDuration;
+use crate::log::quoted;
+
+/// A target as `/api/v1/targets` reports it.
+pub struct TargetStatus {
+    pub job: String,
+    pub discovered_labels: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub scrape_url: String,
+    pub interval: String,
+    pub timeout: String,
+    last: Mutex<LastScrape>,
+}
+
+#[derive(Clone, Default)]
+struct LastScrape {
+    /// None before the first scrape ("unknown").
+    up: Option<bool>,
+    error: String,
+    at: Option<SystemTime>,
+    duration: f64,
+}
+
+impl TargetStatus {
+    pub fn new(t: &Target) -> TargetStatus {
+        TargetStatus {
+            job: t.job.clone(),
+            discovered_labels: t.all_labels.clone(),
+            labels: t.labels.clone(),
+            scrape_url: t.url(),
+            interval: PromDuration(t.interval).to_string(),
+            timeout: PromDuration(t.timeout).to_string(),
+            last: Mutex::new(LastScrape::default()),
+        }
+    }
+
+    /// Records a scrape's outcome (`error` empty when it succeeded).
+    pub fn record(&self, at: SystemTime, duration: f64, error: Option<&str>) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.up = Some(error.is_none());
+        last.error.clear();
+        last.error.push_str(error.unwrap_or(""));
+        last.at = Some(at);
+        last.duration = duration;
+    }
+}
+
+fn labels_json(out: &mut String, labels: &[(String, String)]) {
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        quoted(out, k);
+        out.push(':');
+        quoted(out, v);
+    }
+    out.push('}');
+}
+
+/// The body of `/api/v1/targets`, in Prometheus' shape.
+pub fn targets_json(targets: &[std::sync::Arc<TargetStatus>]) -> String {
+    let mut out = String::from(r#"{"status":"success","data":{"activeTargets":["#);
+    let mut jobs: Vec<&str> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if !jobs.contains(&t.job.as_str()) {
+            jobs.push(&t.job);
+        }
+        let last = t.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        out.push_str(r#"{"discoveredLabels":"#);
+        labels_json(&mut out, &t.discovered_labels);
+        out.push_str(r#","labels":"#);
+        labels_json(&mut out, &t.labels);
+        out.push_str(r#","scrapePool":"#);
+        quoted(&mut out, &t.job);
+        out.push_str(r#","scrapeUrl":"#);
+        quoted(&mut out, &t.scrape_url);
+        out.push_str(r#","globalUrl":"#);
+        quoted(&mut out, &t.scrape_url);
+        out.push_str(r#","lastError":"#);
+        quoted(&mut out, &last.error);
+        let at = last
+            .at
+            .map(crate::log::rfc3339_millis)
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+        let health = match last.up {
+            None => "unknown",
+            Some(true) => "up",
+            Some(false) => "down",
+        };
+        let _ = write!(
+            out,
+            r#","lastScrape":"{at}","lastScrapeDuration":{},"health":"{health}","scrapeInterval":"{}","scrapeTimeout":"{}"}}"#,
+            last.duration, t.interval, t.timeout
+        );
+    }
+    out.push_str(r#"],"droppedTargets":[],"droppedTargetCounts":{"#);
+    for (i, j) in jobs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        quoted(&mut out, j);
+        out.push_str(":0");
+    }
+    out.push_str("}}}");
+    out
+}
