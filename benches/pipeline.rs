@@ -54,9 +54,9 @@ fn app_payload() -> Vec<u8> {
     s.into_bytes()
 }
 
-fn count_samples(body: &[u8]) -> usize {
+fn count_samples(body: &[u8], format: Format) -> usize {
     let mut scratch = Vec::new();
-    let mut p = Parser::new(body, Format::PromText, &mut scratch);
+    let mut p = Parser::new(body, format, &mut scratch);
     let mut n = 0;
     while let Some(s) = p.next() {
         s.expect("fixture parses");
@@ -74,11 +74,14 @@ fn bench(c: &mut Criterion) {
     let target = targets_for(&cfg.scrape_configs[0]).0.remove(0);
     let external = vec![("cluster".to_string(), "eu-1".to_string())];
 
-    for (name, body) in [
-        ("node_exporter", node_exporter_payload()),
-        ("app_histograms", app_payload()),
+    let mut om = app_payload();
+    om.extend_from_slice(b"# EOF\n");
+    for (name, body, format) in [
+        ("node_exporter", node_exporter_payload(), Format::PromText),
+        ("app_histograms", app_payload(), Format::PromText),
+        ("app_histograms_openmetrics", om, Format::OpenMetrics),
     ] {
-        let samples = count_samples(&body);
+        let samples = count_samples(&body, format);
         eprintln!(
             "{name}: {} bytes, {samples} samples, {:.1} bytes/sample",
             body.len(),
@@ -90,7 +93,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("parse", |b| {
             let mut scratch = Vec::new();
             b.iter(|| {
-                let mut p = Parser::new(black_box(&body), Format::PromText, &mut scratch);
+                let mut p = Parser::new(black_box(&body), format, &mut scratch);
                 let mut sum = 0.0;
                 while let Some(Ok(s)) = p.next() {
                     sum += s.value;
@@ -107,7 +110,7 @@ fn bench(c: &mut Criterion) {
                         &target,
                         &external,
                         black_box(&body),
-                        Format::PromText,
+                        format,
                         1_700_000_000_000,
                     )
                     .unwrap();
@@ -117,14 +120,8 @@ fn bench(c: &mut Criterion) {
         });
 
         let mut app = Appender::default();
-        app.append_body(
-            &target,
-            &external,
-            &body,
-            Format::PromText,
-            1_700_000_000_000,
-        )
-        .unwrap();
+        app.append_body(&target, &external, &body, format, 1_700_000_000_000)
+            .unwrap();
         let encoded = app.entries().to_vec();
         eprintln!(
             "{name}: encoded {} bytes ({:.1} bytes/sample)",

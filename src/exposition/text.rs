@@ -313,7 +313,7 @@ impl<'a, 's> Parser<'a, 's> {
         let (name, name_escaped);
         if buf[p] == b'{' {
             // Quoted UTF-8 metric name inside the braces: {"my.metric", a="b"}.
-            let (n, esc, after) = self.parse_labels(p, end, true)?;
+            let (n, esc, after) = self.labels_at(p, end, true)?;
             let Some((ns, ne)) = n else {
                 return Err(self.error_at(p, "metric name is missing"));
             };
@@ -334,7 +334,7 @@ impl<'a, 's> Parser<'a, 's> {
             let brace = self.blanks(p, end);
             if brace < end && buf[brace] == b'{' {
                 p = brace;
-                let (n, _, after) = self.parse_labels(p, end, false)?;
+                let (n, _, after) = self.labels_at(p, end, false)?;
                 debug_assert!(n.is_none());
                 p = after;
             }
@@ -376,7 +376,7 @@ impl<'a, 's> Parser<'a, 's> {
     /// Parses `{…}` starting at `p` (the brace). With `allow_name`, a bare quoted string is the
     /// metric name. Returns the name's range, whether it had escapes, and the offset after `}`.
     #[allow(clippy::type_complexity)]
-    fn parse_labels(
+    fn parse_labels<const STRICT: bool>(
         &mut self,
         mut p: usize,
         end: usize,
@@ -387,7 +387,7 @@ impl<'a, 's> Parser<'a, 's> {
         let mut metric_name = None;
         let mut name_escaped = false;
         loop {
-            p = self.blanks(p, end);
+            p = Self::blanks_if::<STRICT>(buf, p, end);
             if p >= end {
                 return Err(self.error_at(p, "unterminated label set"));
             }
@@ -410,7 +410,7 @@ impl<'a, 's> Parser<'a, 's> {
                 }
                 (ne, quoted, n_esc) = (p, false, false);
             }
-            p = self.blanks(p, end);
+            p = Self::blanks_if::<STRICT>(buf, p, end);
             if quoted
                 && allow_name
                 && metric_name.is_none()
@@ -424,7 +424,7 @@ impl<'a, 's> Parser<'a, 's> {
                 if p >= end || buf[p] != b'=' {
                     return Err(self.error_at(p, "expected '=' after label name"));
                 }
-                p = self.blanks(p + 1, end);
+                p = Self::blanks_if::<STRICT>(buf, p + 1, end);
                 if p >= end || buf[p] != b'"' {
                     return Err(self.error_at(p, "expected '\"' to start the label value"));
                 }
@@ -449,7 +449,7 @@ impl<'a, 's> Parser<'a, 's> {
                     escaped: esc,
                     float_value,
                 });
-                p = self.blanks(after, end);
+                p = Self::blanks_if::<STRICT>(buf, after, end);
             }
             if p < end && buf[p] == b',' {
                 p += 1;
@@ -458,6 +458,26 @@ impl<'a, 's> Parser<'a, 's> {
             } else {
                 return Err(self.error_at(p, "expected ',' or '}' in label set"));
             }
+        }
+    }
+
+    /// `blanks` with the format known at compile time (the label-set loop is hot).
+    #[inline(always)]
+    fn blanks_if<const STRICT: bool>(buf: &[u8], p: usize, end: usize) -> usize {
+        if STRICT { p } else { skip_blanks(buf, p, end) }
+    }
+
+    /// Labels in the text format (blanks allowed) or OpenMetrics (none).
+    #[allow(clippy::type_complexity)]
+    fn labels_at(
+        &mut self,
+        p: usize,
+        end: usize,
+        allow_name: bool,
+    ) -> Result<(Option<(usize, usize)>, bool, usize), ParseError> {
+        match self.format {
+            Format::PromText => self.parse_labels::<false>(p, end, allow_name),
+            Format::OpenMetrics => self.parse_labels::<true>(p, end, allow_name),
         }
     }
 
@@ -520,7 +540,7 @@ impl<'a, 's> Parser<'a, 's> {
             return Err(self.error_at(p, "expected exemplar labels"));
         }
         let kept = self.scratch.len();
-        let parsed = self.parse_labels(p, end, false);
+        let parsed = self.parse_labels::<true>(p, end, false);
         self.scratch.truncate(kept);
         let (_, _, mut q) = parsed?;
         if q >= end || buf[q] != b' ' {
