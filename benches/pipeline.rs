@@ -80,6 +80,15 @@ fn bench(c: &mut Criterion) {
         ("node_exporter", node_exporter_payload(), Format::PromText),
         ("app_histograms", app_payload(), Format::PromText),
         ("app_histograms_openmetrics", om, Format::OpenMetrics),
+        (
+            "node_exporter_protobuf",
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/exposition/node_exporter.pb"
+            ))
+            .expect("fixture"),
+            Format::Protobuf,
+        ),
     ] {
         let samples = count_samples(&body, format);
         eprintln!(

@@ -12,6 +12,7 @@ pub mod config;
 pub mod exposition;
 pub mod hash;
 pub mod http;
+pub mod protowire;
 pub mod remote;
 pub mod runtime;
 pub mod scrape;

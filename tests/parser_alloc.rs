@@ -42,7 +42,8 @@ fn allocations_during(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(Cell::get) - before
 }
 
-/// Every corpus payload with its format (`.prom`: text 0.0.4, `.om`: OpenMetrics).
+/// Every corpus payload with its format (`.prom`: text 0.0.4, `.om`: OpenMetrics, `.pb`:
+/// delimited protobuf).
 fn corpus() -> Vec<(String, Format, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/exposition");
     let mut out = Vec::new();
@@ -51,6 +52,7 @@ fn corpus() -> Vec<(String, Format, Vec<u8>)> {
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some("prom") => Format::PromText,
             Some("om") => Format::OpenMetrics,
+            Some("pb") => Format::Protobuf,
             _ => continue,
         };
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

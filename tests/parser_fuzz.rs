@@ -220,3 +220,47 @@ fn mutated_payloads_never_panic_and_accepted_samples_round_trip() {
         "too few mutations accepted ({accepted}) to exercise the round trip"
     );
 }
+
+#[test]
+fn mutated_protobuf_never_panics() {
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/exposition/node_exporter.pb"
+    ))
+    .unwrap();
+    let count = |b: &[u8]| -> Result<usize, String> {
+        let mut scratch = Vec::new();
+        let mut p = Parser::new(b, Format::Protobuf, &mut scratch);
+        let mut n = 0;
+        while let Some(s) = p.next() {
+            let s = s.map_err(|e| e.to_string())?;
+            assert!(
+                std::str::from_utf8(s.name).is_ok(),
+                "accepted names are UTF-8"
+            );
+            n += 1;
+        }
+        Ok(n)
+    };
+    assert_eq!(count(&body), Ok(507), "the capture parses whole");
+    let mut r = Rng(0x5eed_0003);
+    let mut rejected = 0;
+    for _ in 0..3000 {
+        let mut b = body.clone();
+        for _ in 0..1 + r.below(8) {
+            let at = r.below(b.len() as u64) as usize;
+            match r.below(3) {
+                0 => b[at] = r.next() as u8,
+                1 => b.truncate(at.max(1)),
+                _ => b[at] ^= 1 << r.below(8),
+            }
+        }
+        if count(&b).is_err() {
+            rejected += 1;
+        }
+    }
+    assert!(
+        rejected > 100,
+        "mutations must be caught, only {rejected} were"
+    );
+}

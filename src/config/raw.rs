@@ -229,14 +229,9 @@ fn unsupported(section: &str, found: Option<(&'static str, u64)>) -> Result<(), 
     }
 }
 
-/// A protocol name as Prometheus spells it; `PrometheusProto` is refused until spate parses it.
+/// A protocol name as Prometheus spells it.
 fn protocol(name: &str, line: u64, field: &str) -> Result<ScrapeProtocol, Problem> {
     match ScrapeProtocol::parse(name) {
-        Some(ScrapeProtocol::PrometheusProto) => Err(Problem::at(
-            line,
-            field,
-            "PrometheusProto (protobuf exposition) is not supported by spate yet; see docs/compatibility.md",
-        )),
         Some(p) => Ok(p),
         None => Err(Problem::at(
             line,

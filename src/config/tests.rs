@@ -283,8 +283,8 @@ fn scrape_protocols_inherit_and_validate() {
             "prometheus.yml:2: global.scrape_protocols: scrape_protocols cannot be empty",
         ),
         (
-            "scrape_configs:\n- job_name: a\n  fallback_scrape_protocol: PrometheusProto\n",
-            "prometheus.yml:3: scrape_configs[0].fallback_scrape_protocol: PrometheusProto (protobuf exposition) is not supported by spate yet; see docs/compatibility.md",
+            "scrape_configs:\n- job_name: a\n  fallback_scrape_protocol: Protobuf\n",
+            "prometheus.yml:3: scrape_configs[0].fallback_scrape_protocol: unknown scrape protocol Protobuf, supported: [PrometheusProto PrometheusText0.0.4 PrometheusText1.0.0 OpenMetricsText0.0.1 OpenMetricsText1.0.0]",
         ),
     ] {
         check_err(yaml, want);

@@ -4,11 +4,13 @@
 //! **Invariant:** parsing never allocates per sample. The label scratch vector is owned by the
 //! caller and reused across scrapes.
 
+mod proto;
 mod text;
 
+pub use proto::ProtoParser;
 pub use text::{
-    LabelRef, MetricType, NORMAL_NAN, ParseError, Parser, Sample, normalize_float_label,
-    unescape_label_value,
+    LabelRef, MetricType, NORMAL_NAN, ParseError, Sample, TextParser, format_go_float,
+    normalize_float_label, unescape_label_value,
 };
 
 /// The wire format of a scrape response.
@@ -18,6 +20,31 @@ pub enum Format {
     PromText,
     /// `application/openmetrics-text`
     OpenMetrics,
+    /// `application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited`
+    Protobuf,
+}
+
+/// A parser for any [`Format`]: yields borrowed samples until the end or the first error.
+pub enum Parser<'a, 's> {
+    Text(TextParser<'a, 's>),
+    Proto(ProtoParser<'a, 's>),
+}
+
+impl<'a, 's> Parser<'a, 's> {
+    pub fn new(buf: &'a [u8], format: Format, scratch: &'s mut Vec<LabelRef>) -> Self {
+        match format {
+            Format::Protobuf => Parser::Proto(ProtoParser::new(buf, scratch)),
+            f => Parser::Text(TextParser::new(buf, f, scratch)),
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator
+    pub fn next(&mut self) -> Option<Result<Sample<'a, '_>, ParseError>> {
+        match self {
+            Parser::Text(p) => p.next(),
+            Parser::Proto(p) => p.next(),
+        }
+    }
 }
 
 /// The scrape protocols of `scrape_protocols` and `fallback_scrape_protocol`.
@@ -67,7 +94,7 @@ impl ScrapeProtocol {
     /// The parser for a response in this protocol.
     pub fn format(self) -> Option<Format> {
         match self {
-            ScrapeProtocol::PrometheusProto => None,
+            ScrapeProtocol::PrometheusProto => Some(Format::Protobuf),
             ScrapeProtocol::PrometheusText0_0_4 | ScrapeProtocol::PrometheusText1_0_0 => {
                 Some(Format::PromText)
             }
@@ -114,14 +141,14 @@ pub fn format_for_content_type(
     if media.eq_ignore_ascii_case("application/openmetrics-text") {
         return Ok(Format::OpenMetrics);
     }
+    if media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
+        return Ok(Format::Protobuf);
+    }
     if let Some(f) = fallback {
         return Ok(f);
     }
     if media.is_empty() {
         return Err("non-compliant scrape target sending blank Content-Type and no fallback_scrape_protocol specified for target".into());
-    }
-    if media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
-        return Err("the target answered in the protobuf format, which spate does not parse yet; set scrape_protocols without PrometheusProto".into());
     }
     Err(format!(
         "received unsupported Content-Type {content_type:?} and no fallback_scrape_protocol specified for target"

@@ -30,7 +30,13 @@ impl LabelRef {
 pub struct Sample<'a, 'p> {
     pub name: &'a [u8],
     pub name_escaped: bool,
+    /// Appended to `name` (`_bucket`, `_sum`, `_count`): set by the protobuf parser, which
+    /// derives classic series from one message. Empty for the text formats.
+    pub name_suffix: &'static [u8],
     pub labels: &'p [LabelRef],
+    /// A label whose value is a float to format canonically (`le` of a bucket, `quantile`):
+    /// set by the protobuf parser.
+    pub extra_label: Option<(&'static [u8], f64)>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
 }
@@ -45,6 +51,10 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Binary formats: a byte offset, no line.
+            return write!(f, "byte {}: {}", self.column.saturating_sub(1), self.reason);
+        }
         write!(
             f,
             "line {}, column {}: {} in {:?}",
@@ -55,7 +65,7 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-pub struct Parser<'a, 's> {
+pub struct TextParser<'a, 's> {
     buf: &'a [u8],
     pos: usize,
     line: usize,
@@ -98,13 +108,13 @@ impl MetricType {
     }
 }
 
-impl<'a, 's> Parser<'a, 's> {
+impl<'a, 's> TextParser<'a, 's> {
     pub fn new(buf: &'a [u8], format: Format, scratch: &'s mut Vec<LabelRef>) -> Self {
         assert!(
             buf.len() < u32::MAX as usize,
             "scrape bodies are far below 4 GiB"
         );
-        Parser {
+        TextParser {
             buf,
             pos: 0,
             line: 0,
@@ -174,7 +184,9 @@ impl<'a, 's> Parser<'a, 's> {
                 Ok((name, name_escaped, value, timestamp_ms)) => Ok(Sample {
                     name: &self.buf[name.0..name.1],
                     name_escaped,
+                    name_suffix: b"",
                     labels: self.scratch.as_slice(),
+                    extra_label: None,
                     value,
                     timestamp_ms,
                 }),
@@ -476,16 +488,16 @@ impl<'a, 's> Parser<'a, 's> {
         allow_name: bool,
     ) -> Result<(Option<(usize, usize)>, bool, usize), ParseError> {
         match self.format {
-            Format::PromText => self.parse_labels::<false>(p, end, allow_name),
             Format::OpenMetrics => self.parse_labels::<true>(p, end, allow_name),
+            _ => self.parse_labels::<false>(p, end, allow_name),
         }
     }
 
     /// Skips blanks in the text format; OpenMetrics allows none inside a line's tokens.
     fn blanks(&self, p: usize, end: usize) -> usize {
         match self.format {
-            Format::PromText => skip_blanks(self.buf, p, end),
             Format::OpenMetrics => p,
+            _ => skip_blanks(self.buf, p, end),
         }
     }
 
@@ -693,7 +705,7 @@ pub fn normalize_float_label(raw: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Go's `strconv.FormatFloat(f, 'g', -1, 64)`, with `.0` added as OpenMetrics formats it.
-fn format_go_float(f: f64, out: &mut Vec<u8>) {
+pub fn format_go_float(f: f64, out: &mut Vec<u8>) {
     use std::io::Write as _;
     if f.is_nan() {
         return out.extend_from_slice(b"NaN");
@@ -791,7 +803,7 @@ mod tests {
         format: Format,
     ) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
         let mut scratch = Vec::new();
-        let mut p = Parser::new(input.as_bytes(), format, &mut scratch);
+        let mut p = TextParser::new(input.as_bytes(), format, &mut scratch);
         let mut out = Vec::new();
         while let Some(s) = p.next() {
             let s = s?;
@@ -949,7 +961,7 @@ node_load1 0.5\n";
     fn le_and_quantile_are_marked_for_normalization_by_type() {
         let input = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE s summary\ns{quantile=\"1\",le=\"1\"} 1\n# TYPE g gauge\ng{le=\"1\"} 1\n";
         let mut scratch = Vec::new();
-        let mut p = Parser::new(input.as_bytes(), Format::PromText, &mut scratch);
+        let mut p = TextParser::new(input.as_bytes(), Format::PromText, &mut scratch);
         let mut flags = Vec::new();
         while let Some(s) = p.next() {
             flags.push(

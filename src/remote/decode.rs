@@ -5,6 +5,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use crate::protowire::{key, len_delimited, skip, varint};
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct DecodeError(pub &'static str);
 
@@ -16,59 +18,17 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+impl From<crate::protowire::WireError> for DecodeError {
+    fn from(e: crate::protowire::WireError) -> DecodeError {
+        DecodeError(e.0)
+    }
+}
+
 /// One series of a request: its labels (name and value ranges in the body) and samples.
 #[derive(Default, Debug)]
 pub struct SeriesScratch {
     pub labels: Vec<(Range<usize>, Range<usize>)>,
     pub samples: Vec<(f64, i64)>,
-}
-
-fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(DecodeError("truncated varint"))?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(DecodeError("varint too long"))
-}
-
-/// Reads a field key; returns (field number, wire type).
-fn key(buf: &[u8], pos: &mut usize) -> Result<(u64, u8), DecodeError> {
-    let k = varint(buf, pos)?;
-    Ok((k >> 3, (k & 7) as u8))
-}
-
-fn len_delimited(buf: &[u8], pos: &mut usize) -> Result<Range<usize>, DecodeError> {
-    let n = usize::try_from(varint(buf, pos)?).map_err(|_| DecodeError("length overflow"))?;
-    let start = *pos;
-    let end = start
-        .checked_add(n)
-        .filter(|e| *e <= buf.len())
-        .ok_or(DecodeError("truncated field"))?;
-    *pos = end;
-    Ok(start..end)
-}
-
-fn skip(buf: &[u8], pos: &mut usize, wire: u8) -> Result<(), DecodeError> {
-    match wire {
-        0 => varint(buf, pos).map(drop),
-        1 => advance(buf, pos, 8),
-        2 => len_delimited(buf, pos).map(drop),
-        5 => advance(buf, pos, 4),
-        _ => Err(DecodeError("unsupported wire type")),
-    }
-}
-
-fn advance(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), DecodeError> {
-    if *pos + n > buf.len() {
-        return Err(DecodeError("truncated fixed-width field"));
-    }
-    *pos += n;
-    Ok(())
 }
 
 /// Calls `f(body, series)` for each `TimeSeries` in `body`, reusing `scratch`.

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::exposition::{self, LabelRef, Parser, normalize_float_label, unescape_label_value};
+use crate::exposition::{
+    self, LabelRef, Parser, format_go_float, normalize_float_label, unescape_label_value,
+};
 use crate::http::Conn;
 use crate::log::Level;
 use crate::remote::CoreControl;
@@ -58,8 +60,16 @@ impl Appender {
             labels.clear();
             if s.name_escaped {
                 labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
-            } else {
+            } else if s.name_suffix.is_empty() {
                 labels.push(b"__name__", s.name);
+            } else {
+                labels.push_with(b"__name__", |out| {
+                    out.extend_from_slice(s.name);
+                    out.extend_from_slice(s.name_suffix);
+                });
+            }
+            if let Some((name, v)) = s.extra_label {
+                labels.push_with(name, |out| format_go_float(v, out));
             }
             for l in s.labels {
                 if l.escaped {

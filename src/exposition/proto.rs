@@ -1,0 +1,694 @@
+//! The protobuf exposition format: length-delimited `io.prometheus.client.MetricFamily`
+//! messages. Classic series come out as Prometheus makes them: counters, gauges and untyped as
+//! one sample; summaries as `_count`, `_sum` and one sample per `quantile`; histograms as
+//! `_count`, `_sum` and one `_bucket` per `le`, with the `+Inf` bucket added when absent.
+//! Native histogram parts are skipped (native histogram ingestion is not enabled).
+//!
+//! Names and label pairs are slices of the buffer; `le`/`quantile` values are floats the
+//! consumer formats ([`super::Sample::extra_label`]).
+
+use std::ops::Range;
+
+use super::{LabelRef, ParseError, Sample};
+use crate::protowire::{WireError, fixed64, key, len_delimited, skip, varint};
+
+const COUNTER: u64 = 0;
+const GAUGE: u64 = 1;
+const SUMMARY: u64 = 2;
+const UNTYPED: u64 = 3;
+const HISTOGRAM: u64 = 4;
+const GAUGE_HISTOGRAM: u64 = 5;
+
+/// One derived sample: (name suffix, extra float label, value).
+type Derived = (&'static [u8], Option<(&'static [u8], f64)>, f64);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stage {
+    /// Counter, gauge, untyped: the one value.
+    Single,
+    Count,
+    Sum,
+    /// Quantiles or buckets, read from the submessage at this cursor.
+    Repeated(usize),
+    InfBucket,
+    Done,
+}
+
+pub struct ProtoParser<'a, 's> {
+    buf: &'a [u8],
+    /// Start of the next MetricFamily's length prefix.
+    next_family: usize,
+    family_name: Range<usize>,
+    family_type: u64,
+    /// The current family's body and the cursor over its fields.
+    family_body: Range<usize>,
+    family_cursor: usize,
+    scratch: &'s mut Vec<LabelRef>,
+    // The current metric.
+    stage: Stage,
+    value: f64,
+    count: f64,
+    sum: f64,
+    timestamp_ms: Option<i64>,
+    /// The summary or histogram submessage.
+    sub: Range<usize>,
+    float_histogram: bool,
+    inf_seen: bool,
+    done: bool,
+}
+
+fn err(at: usize, reason: &str) -> ParseError {
+    ParseError {
+        line: 0,
+        column: at + 1,
+        reason: reason.to_string(),
+        excerpt: String::new(),
+    }
+}
+
+fn wire(at: usize) -> impl Fn(WireError) -> ParseError {
+    move |e| err(at, &format!("invalid protobuf: {}", e.0))
+}
+
+impl<'a, 's> ProtoParser<'a, 's> {
+    pub fn new(buf: &'a [u8], scratch: &'s mut Vec<LabelRef>) -> Self {
+        ProtoParser {
+            buf,
+            next_family: 0,
+            family_name: 0..0,
+            family_type: UNTYPED,
+            family_body: 0..0,
+            family_cursor: 0,
+            scratch,
+            stage: Stage::Done,
+            value: 0.0,
+            count: 0.0,
+            sum: 0.0,
+            timestamp_ms: None,
+            sub: 0..0,
+            float_histogram: false,
+            inf_seen: false,
+            done: false,
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator
+    pub fn next(&mut self) -> Option<Result<Sample<'a, '_>, ParseError>> {
+        if self.done {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some((suffix, extra, value))) => Some(Ok(Sample {
+                name: &self.buf[self.family_name.clone()],
+                name_escaped: false,
+                name_suffix: suffix,
+                labels: self.scratch.as_slice(),
+                extra_label: extra,
+                value,
+                timestamp_ms: self.timestamp_ms,
+            })),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Moves to the next sample: (name suffix, extra label, value), or None at the end.
+    #[allow(clippy::type_complexity)]
+    fn advance(&mut self) -> Result<Option<Derived>, ParseError> {
+        loop {
+            let is_hist = matches!(self.family_type, HISTOGRAM | GAUGE_HISTOGRAM);
+            match self.stage {
+                Stage::Single => {
+                    self.stage = Stage::Done;
+                    return Ok(Some((b"", None, self.value)));
+                }
+                Stage::Count => {
+                    self.stage = Stage::Sum;
+                    return Ok(Some((b"_count", None, self.count)));
+                }
+                Stage::Sum => {
+                    self.stage = Stage::Repeated(self.sub.start);
+                    return Ok(Some((b"_sum", None, self.sum)));
+                }
+                Stage::Repeated(mut p) => {
+                    let buf = self.buf;
+                    let end = self.sub.end;
+                    // Find the next field 3 (quantile or bucket) of the submessage.
+                    let mut item = None;
+                    while p < end {
+                        let (field, w) = key(&buf[..end], &mut p).map_err(wire(p))?;
+                        if field == 3 && w == 2 {
+                            item = Some(len_delimited(&buf[..end], &mut p).map_err(wire(p))?);
+                            break;
+                        }
+                        skip(&buf[..end], &mut p, w).map_err(wire(p))?;
+                    }
+                    let Some(item) = item else {
+                        self.stage = if is_hist && !self.inf_seen {
+                            Stage::InfBucket
+                        } else {
+                            Stage::Done
+                        };
+                        continue;
+                    };
+                    self.stage = Stage::Repeated(p);
+                    return Ok(Some(if is_hist {
+                        self.bucket(item)?
+                    } else {
+                        self.quantile(item)?
+                    }));
+                }
+                Stage::InfBucket => {
+                    self.stage = Stage::Done;
+                    return Ok(Some((b"_bucket", Some((b"le", f64::INFINITY)), self.count)));
+                }
+                Stage::Done => {
+                    if !self.next_metric()? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn quantile(&self, item: Range<usize>) -> Result<Derived, ParseError> {
+        let (mut q, mut v) = (0.0, 0.0);
+        let buf = &self.buf[..item.end];
+        let mut p = item.start;
+        while p < item.end {
+            let (field, w) = key(buf, &mut p).map_err(wire(p))?;
+            match (field, w) {
+                (1, 1) => q = f64::from_bits(fixed64(buf, &mut p).map_err(wire(p))?),
+                (2, 1) => v = f64::from_bits(fixed64(buf, &mut p).map_err(wire(p))?),
+                _ => skip(buf, &mut p, w).map_err(wire(p))?,
+            }
+        }
+        Ok((b"", Some((b"quantile", q)), v))
+    }
+
+    fn bucket(&mut self, item: Range<usize>) -> Result<Derived, ParseError> {
+        let (mut upper, mut count, mut count_float) = (0.0, 0u64, 0.0);
+        let buf = &self.buf[..item.end];
+        let mut p = item.start;
+        while p < item.end {
+            let (field, w) = key(buf, &mut p).map_err(wire(p))?;
+            match (field, w) {
+                (1, 0) => count = varint(buf, &mut p).map_err(wire(p))?,
+                (2, 1) => upper = f64::from_bits(fixed64(buf, &mut p).map_err(wire(p))?),
+                (4, 1) => count_float = f64::from_bits(fixed64(buf, &mut p).map_err(wire(p))?),
+                _ => skip(buf, &mut p, w).map_err(wire(p))?,
+            }
+        }
+        if upper == f64::INFINITY {
+            self.inf_seen = true;
+        }
+        let value = if self.float_histogram {
+            count_float
+        } else {
+            count as f64
+        };
+        Ok((b"_bucket", Some((b"le", upper)), value))
+    }
+
+    /// Decodes the next Metric (moving to the next family when needed); false at the end.
+    fn next_metric(&mut self) -> Result<bool, ParseError> {
+        let buf = self.buf;
+        loop {
+            // Next field 4 (metric) of the current family.
+            let end = self.family_body.end;
+            while self.family_cursor < end {
+                let at = self.family_cursor;
+                let (field, w) = key(&buf[..end], &mut self.family_cursor).map_err(wire(at))?;
+                if field == 4 && w == 2 {
+                    let m =
+                        len_delimited(&buf[..end], &mut self.family_cursor).map_err(wire(at))?;
+                    self.decode_metric(m)?;
+                    return Ok(true);
+                }
+                skip(&buf[..end], &mut self.family_cursor, w).map_err(wire(at))?;
+            }
+            // Next family.
+            if self.next_family >= buf.len() {
+                return Ok(false);
+            }
+            let at = self.next_family;
+            let body = len_delimited(buf, &mut self.next_family).map_err(wire(at))?;
+            self.family_name = 0..0;
+            self.family_type = COUNTER; // the proto default
+            let mut p = body.start;
+            while p < body.end {
+                let (field, w) = key(&buf[..body.end], &mut p).map_err(wire(p))?;
+                match (field, w) {
+                    (1, 2) => {
+                        self.family_name =
+                            len_delimited(&buf[..body.end], &mut p).map_err(wire(p))?
+                    }
+                    (3, 0) => {
+                        self.family_type = varint(&buf[..body.end], &mut p).map_err(wire(p))?
+                    }
+                    _ => skip(&buf[..body.end], &mut p, w).map_err(wire(p))?,
+                }
+            }
+            if self.family_name.is_empty() {
+                return Err(err(at, "metric family without a name"));
+            }
+            if std::str::from_utf8(&buf[self.family_name.clone()]).is_err() {
+                return Err(err(at, "metric family name is not valid UTF-8"));
+            }
+            if self.family_type > GAUGE_HISTOGRAM {
+                return Err(err(
+                    at,
+                    &format!("unknown metric type {}", self.family_type),
+                ));
+            }
+            self.family_cursor = body.start;
+            self.family_body = body;
+        }
+    }
+
+    fn decode_metric(&mut self, m: Range<usize>) -> Result<(), ParseError> {
+        let buf = &self.buf[..m.end];
+        self.scratch.clear();
+        self.timestamp_ms = None;
+        self.value = 0.0;
+        self.count = 0.0;
+        self.sum = 0.0;
+        self.sub = 0..0;
+        self.float_histogram = false;
+        self.inf_seen = false;
+        let want_sub = match self.family_type {
+            SUMMARY => 4,
+            HISTOGRAM | GAUGE_HISTOGRAM => 7,
+            COUNTER => 3,
+            GAUGE => 2,
+            _ => 5,
+        };
+        let mut p = m.start;
+        while p < m.end {
+            let at = p;
+            let (field, w) = key(buf, &mut p).map_err(wire(at))?;
+            match (field, w) {
+                (1, 2) => {
+                    let pair = len_delimited(buf, &mut p).map_err(wire(at))?;
+                    let (mut name, mut value) = (pair.start..pair.start, pair.start..pair.start);
+                    let mut q = pair.start;
+                    while q < pair.end {
+                        let (f, w) = key(&buf[..pair.end], &mut q).map_err(wire(q))?;
+                        match (f, w) {
+                            (1, 2) => {
+                                name = len_delimited(&buf[..pair.end], &mut q).map_err(wire(q))?
+                            }
+                            (2, 2) => {
+                                value = len_delimited(&buf[..pair.end], &mut q).map_err(wire(q))?
+                            }
+                            _ => skip(&buf[..pair.end], &mut q, w).map_err(wire(q))?,
+                        }
+                    }
+                    if std::str::from_utf8(&buf[value.clone()]).is_err() {
+                        return Err(err(at, "invalid UTF-8 label value"));
+                    }
+                    self.scratch.push(LabelRef {
+                        name: (name.start as u32, name.end as u32),
+                        value: (value.start as u32, value.end as u32),
+                        escaped: false,
+                        float_value: false,
+                    });
+                }
+                (6, 0) => {
+                    let ts = varint(buf, &mut p).map_err(wire(at))? as i64;
+                    self.timestamp_ms = (ts != 0).then_some(ts);
+                }
+                (f, 2) if f == want_sub => {
+                    self.sub = len_delimited(buf, &mut p).map_err(wire(at))?
+                }
+                _ => skip(buf, &mut p, w).map_err(wire(at))?,
+            }
+        }
+        // Scalar fields of the submessage.
+        let sub = self.sub.clone();
+        let mut p = sub.start;
+        let mut count_float = None;
+        while p < sub.end {
+            let at = p;
+            let (field, w) = key(&buf[..sub.end], &mut p).map_err(wire(at))?;
+            match (self.family_type, field, w) {
+                (COUNTER | GAUGE | UNTYPED, 1, 1) => {
+                    self.value = f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?)
+                }
+                (SUMMARY | HISTOGRAM | GAUGE_HISTOGRAM, 1, 0) => {
+                    self.count = varint(buf, &mut p).map_err(wire(at))? as f64
+                }
+                (SUMMARY | HISTOGRAM | GAUGE_HISTOGRAM, 2, 1) => {
+                    self.sum = f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?)
+                }
+                (HISTOGRAM | GAUGE_HISTOGRAM, 4, 1) => {
+                    count_float = Some(f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?))
+                }
+                _ => skip(&buf[..sub.end], &mut p, w).map_err(wire(at))?,
+            }
+        }
+        if let Some(c) = count_float {
+            self.count = c;
+            self.float_histogram = true;
+        }
+        self.stage = match self.family_type {
+            SUMMARY | HISTOGRAM | GAUGE_HISTOGRAM => Stage::Count,
+            _ => Stage::Single,
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    // The parts of io.prometheus.client's metrics.proto the tests need.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct MetricFamily {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(string, tag = "2")]
+        help: String,
+        #[prost(int32, tag = "3")]
+        r#type: i32,
+        #[prost(message, repeated, tag = "4")]
+        metric: Vec<Metric>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Metric {
+        #[prost(message, repeated, tag = "1")]
+        label: Vec<LabelPair>,
+        #[prost(message, optional, tag = "2")]
+        gauge: Option<Value>,
+        #[prost(message, optional, tag = "3")]
+        counter: Option<Value>,
+        #[prost(message, optional, tag = "4")]
+        summary: Option<Summary>,
+        #[prost(message, optional, tag = "5")]
+        untyped: Option<Value>,
+        #[prost(int64, tag = "6")]
+        timestamp_ms: i64,
+        #[prost(message, optional, tag = "7")]
+        histogram: Option<Histogram>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct LabelPair {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(string, tag = "2")]
+        value: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Value {
+        #[prost(double, tag = "1")]
+        value: f64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Summary {
+        #[prost(uint64, tag = "1")]
+        sample_count: u64,
+        #[prost(double, tag = "2")]
+        sample_sum: f64,
+        #[prost(message, repeated, tag = "3")]
+        quantile: Vec<Quantile>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Quantile {
+        #[prost(double, tag = "1")]
+        quantile: f64,
+        #[prost(double, tag = "2")]
+        value: f64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Histogram {
+        #[prost(uint64, tag = "1")]
+        sample_count: u64,
+        #[prost(double, tag = "2")]
+        sample_sum: f64,
+        #[prost(message, repeated, tag = "3")]
+        bucket: Vec<Bucket>,
+        #[prost(double, optional, tag = "4")]
+        sample_count_float: Option<f64>,
+        #[prost(sint32, tag = "5")]
+        schema: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Bucket {
+        #[prost(uint64, tag = "1")]
+        cumulative_count: u64,
+        #[prost(double, tag = "2")]
+        upper_bound: f64,
+        #[prost(double, optional, tag = "4")]
+        cumulative_count_float: Option<f64>,
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+        pairs
+            .iter()
+            .map(|(n, v)| LabelPair {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    }
+
+    fn metric(l: &[(&str, &str)]) -> Metric {
+        Metric {
+            label: labels(l),
+            ..Default::default()
+        }
+    }
+
+    /// Parses into `name[suffix]{labels,extra} value @ts` lines.
+    fn parse(families: &[MetricFamily]) -> Result<Vec<String>, ParseError> {
+        let mut body = Vec::new();
+        for f in families {
+            f.encode_length_delimited(&mut body).unwrap();
+        }
+        let mut scratch = Vec::new();
+        let mut p = ProtoParser::new(&body, &mut scratch);
+        let mut out = Vec::new();
+        while let Some(s) = p.next() {
+            let s = s?;
+            let mut line = format!(
+                "{}{}",
+                String::from_utf8_lossy(s.name),
+                String::from_utf8_lossy(s.name_suffix)
+            );
+            let mut ls: Vec<String> = s
+                .labels
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{}={}",
+                        String::from_utf8_lossy(l.name(&body)),
+                        String::from_utf8_lossy(l.value(&body))
+                    )
+                })
+                .collect();
+            if let Some((n, v)) = s.extra_label {
+                let mut f = Vec::new();
+                super::super::format_go_float(v, &mut f);
+                ls.push(format!(
+                    "{}={}",
+                    String::from_utf8_lossy(n),
+                    String::from_utf8_lossy(&f)
+                ));
+            }
+            line.push_str(&format!("{{{}}} {}", ls.join(","), s.value));
+            if let Some(ts) = s.timestamp_ms {
+                line.push_str(&format!(" @{ts}"));
+            }
+            out.push(line);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn classic_series_as_prometheus_derives_them() {
+        let families = vec![
+            MetricFamily {
+                name: "requests_total".into(),
+                help: "Requests.".into(),
+                r#type: 0,
+                metric: vec![Metric {
+                    counter: Some(Value { value: 7.0 }),
+                    timestamp_ms: 1_700_000_000_000,
+                    ..metric(&[("code", "200"), ("method", "get")])
+                }],
+            },
+            MetricFamily {
+                name: "temp".into(),
+                r#type: 1,
+                metric: vec![Metric {
+                    gauge: Some(Value { value: -1.5 }),
+                    ..metric(&[])
+                }],
+                ..Default::default()
+            },
+            MetricFamily {
+                name: "raw".into(),
+                r#type: 3,
+                metric: vec![Metric {
+                    untyped: Some(Value { value: 3.0 }),
+                    ..metric(&[])
+                }],
+                ..Default::default()
+            },
+            MetricFamily {
+                name: "rpc_seconds".into(),
+                r#type: 2,
+                metric: vec![Metric {
+                    summary: Some(Summary {
+                        sample_count: 10,
+                        sample_sum: 2.5,
+                        quantile: vec![
+                            Quantile {
+                                quantile: 0.5,
+                                value: 0.2,
+                            },
+                            Quantile {
+                                quantile: 1.0,
+                                value: 0.9,
+                            },
+                        ],
+                    }),
+                    ..metric(&[("svc", "a")])
+                }],
+                ..Default::default()
+            },
+            MetricFamily {
+                name: "lat_seconds".into(),
+                r#type: 4,
+                metric: vec![Metric {
+                    histogram: Some(Histogram {
+                        sample_count: 5,
+                        sample_sum: 1.25,
+                        bucket: vec![
+                            Bucket {
+                                cumulative_count: 2,
+                                upper_bound: 0.1,
+                                cumulative_count_float: None,
+                            },
+                            Bucket {
+                                cumulative_count: 4,
+                                upper_bound: 1.0,
+                                cumulative_count_float: None,
+                            },
+                        ],
+                        ..Default::default()
+                    }),
+                    ..metric(&[])
+                }],
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            parse(&families).unwrap(),
+            vec![
+                "requests_total{code=200,method=get} 7 @1700000000000",
+                "temp{} -1.5",
+                "raw{} 3",
+                "rpc_seconds_count{svc=a} 10",
+                "rpc_seconds_sum{svc=a} 2.5",
+                "rpc_seconds{svc=a,quantile=0.5} 0.2",
+                "rpc_seconds{svc=a,quantile=1.0} 0.9",
+                "lat_seconds_count{} 5",
+                "lat_seconds_sum{} 1.25",
+                "lat_seconds_bucket{le=0.1} 2",
+                "lat_seconds_bucket{le=1.0} 4",
+                "lat_seconds_bucket{le=+Inf} 5",
+            ]
+        );
+    }
+
+    #[test]
+    fn float_and_native_only_histograms() {
+        let families = vec![MetricFamily {
+            name: "h".into(),
+            r#type: 4,
+            metric: vec![
+                Metric {
+                    histogram: Some(Histogram {
+                        sample_count_float: Some(2.5),
+                        sample_sum: 1.0,
+                        bucket: vec![Bucket {
+                            cumulative_count: 0,
+                            upper_bound: f64::INFINITY,
+                            cumulative_count_float: Some(2.5),
+                        }],
+                        ..Default::default()
+                    }),
+                    ..metric(&[("k", "float")])
+                },
+                // Native parts only: Prometheus without native ingestion keeps count, sum, +Inf.
+                Metric {
+                    histogram: Some(Histogram {
+                        sample_count: 3,
+                        sample_sum: 4.0,
+                        schema: 3,
+                        ..Default::default()
+                    }),
+                    ..metric(&[("k", "native")])
+                },
+            ],
+            ..Default::default()
+        }];
+        assert_eq!(
+            parse(&families).unwrap(),
+            vec![
+                "h_count{k=float} 2.5",
+                "h_sum{k=float} 1",
+                "h_bucket{k=float,le=+Inf} 2.5",
+                "h_count{k=native} 3",
+                "h_sum{k=native} 4",
+                "h_bucket{k=native,le=+Inf} 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        let families = [MetricFamily {
+            name: "x".into(),
+            r#type: 1,
+            metric: vec![Metric {
+                gauge: Some(Value { value: 1.0 }),
+                ..metric(&[("a", "b")])
+            }],
+            ..Default::default()
+        }];
+        let mut body = Vec::new();
+        families[0].encode_length_delimited(&mut body).unwrap();
+        for cut in 1..body.len() {
+            let mut scratch = Vec::new();
+            let mut p = ProtoParser::new(&body[..cut], &mut scratch);
+            let mut failed = false;
+            while let Some(s) = p.next() {
+                if s.is_err() {
+                    failed = true;
+                }
+            }
+            assert!(failed, "a body cut at {cut} must be reported");
+        }
+        let nameless = MetricFamily {
+            r#type: 1,
+            ..Default::default()
+        }
+        .encode_length_delimited_to_vec();
+        let mut scratch = Vec::new();
+        let e = ProtoParser::new(&nameless, &mut scratch)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("without a name"), "{e}");
+    }
+}
