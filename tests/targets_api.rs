@@ -66,6 +66,10 @@ fn failed_scrapes_show_their_error() {
     assert_eq!(g["lastError"], "");
     assert_eq!(g["labels"]["instance"], good.addr.to_string());
     assert_eq!(g["discoveredLabels"]["__metrics_path__"], "/metrics");
+    assert!(
+        g["discoveredLabels"].get("instance").is_none(),
+        "instance is set after discovery"
+    );
     assert_eq!(g["scrapeUrl"], format!("http://{}/metrics", good.addr));
     assert_eq!(g["scrapeInterval"], "1s");
     assert_eq!(b["health"], "down");

@@ -390,13 +390,19 @@ impl Shard {
                         .fetch_add(batch.samples as u64, Relaxed);
                     self.stats.requests_failed.fetch_add(1, Relaxed);
                     if !self.ep.failing.swap(true, Relaxed) {
+                        let hint = if reason.starts_with("connect:") {
+                            "is a receiver listening there? Prometheus accepts remote write only with --web.enable-remote-write-receiver"
+                        } else {
+                            "samples stay queued and are sent when the endpoint answers"
+                        };
                         crate::log!(
                             Level::Warn,
                             "remote",
                             "remote write endpoint is not accepting samples; retrying with backoff (logged once until it recovers)",
                             remote_name = self.ep.cfg.name,
                             url = self.ep.url,
-                            err = reason
+                            err = reason,
+                            hint = hint
                         );
                     } else {
                         crate::log!(

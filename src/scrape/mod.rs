@@ -349,6 +349,7 @@ mod tests {
         Target {
             job: "j".into(),
             all_labels: vec![],
+            discovered: vec![],
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

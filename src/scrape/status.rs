@@ -33,7 +33,7 @@ impl TargetStatus {
     pub fn new(t: &Target) -> TargetStatus {
         TargetStatus {
             job: t.job.clone(),
-            discovered_labels: t.all_labels.clone(),
+            discovered_labels: t.discovered.clone(),
             labels: t.labels.clone(),
             scrape_url: t.url(),
             interval: PromDuration(t.interval).to_string(),

@@ -13,6 +13,9 @@ pub struct Target {
     pub job: String,
     /// Every label after derivation, `__`-prefixed ones included, sorted by name.
     pub all_labels: Vec<(String, String)>,
+    /// The labels before relabeling and the `instance` default (the targets API's
+    /// `discoveredLabels`), sorted by name.
+    pub discovered: Vec<(String, String)>,
     /// The labels attached to the target's samples (no `__` prefix), sorted by name.
     pub labels: Vec<(String, String)>,
     /// `host:port`.
@@ -127,6 +130,7 @@ fn build(
             "scrape timeout cannot be greater than scrape interval ({timeout:?} > {interval:?})"
         ));
     }
+    let discovered: Vec<(String, String)> = l.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     l.retain(|k, _| !k.starts_with("__meta_"));
     l.entry("instance".into())
         .or_insert_with(|| address.clone());
@@ -184,6 +188,7 @@ fn build(
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
         all_labels,
+        discovered,
         labels,
         address,
         scheme,
