@@ -97,18 +97,7 @@ fn sink_counts_equal_prometheus_agents_sent_samples() {
         ),
     )
     .unwrap();
-    let _prom = Proc::spawn(
-        "prometheus-agent",
-        Command::new(prom_bin)
-            .arg("--enable-feature=agent")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.agent.path={}",
-                dir.path().join("agent").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}")),
-        dir.path(),
-    );
+    let _prom = common::prometheus_agent(&prom_bin, &dir, &cfg, &prom_addr);
 
     // Prometheus counts a batch when it sends it; read it on both sides of the sink's count
     // until no request is in flight, and require several scrapes' worth.

@@ -7,11 +7,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Proc, Receiver, Spate, TempDir, TestServer, free_port, require_program, wait_for};
+use common::{Receiver, Spate, TempDir, TestServer, free_port, require_program, wait_for};
 
 /// Report series differ by design (spate sends fewer, durations differ); everything else must
 /// match, `up` included: a payload one agent rejects, the other must reject too.
@@ -184,18 +183,8 @@ fn forwards_the_same_series_and_values_as_prometheus_agent() {
     let prom_rx = Receiver::start(|_| 200);
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, config(&prom_rx.url())).unwrap();
-    let _prom = Proc::spawn(
-        "prometheus-agent",
-        Command::new(prom_bin)
-            .arg("--enable-feature=agent")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.agent.path={}",
-                dir.path().join("agent").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port())),
-        dir.path(),
-    );
+    let _prom =
+        common::prometheus_agent(&prom_bin, &dir, &cfg, &format!("127.0.0.1:{}", free_port()));
     let spate_rx = Receiver::start(|_| 200);
     let mut spate = Spate::start(&config(&spate_rx.url()), &[]);
 

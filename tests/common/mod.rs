@@ -81,6 +81,23 @@ pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
+/// Prometheus (Debian's `prometheus`) in agent mode on `config`, listening on `web`; its WAL
+/// lives in `dir`. Killed when dropped.
+pub fn prometheus_agent(prometheus: &Path, dir: &TempDir, config: &Path, web: &str) -> Proc {
+    Proc::spawn(
+        "prometheus-agent",
+        Command::new(prometheus)
+            .arg("--enable-feature=agent")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.agent.path={}",
+                dir.path().join("agent").display()
+            ))
+            .arg(format!("--web.listen-address={web}")),
+        dir.path(),
+    )
+}
+
 /// A child process that is killed when dropped.
 pub struct Proc {
     pub name: String,
