@@ -329,6 +329,7 @@ mod tests {
             timeseries: series
                 .iter()
                 .map(|(name, ts)| TimeSeries {
+                    histograms: vec![],
                     labels: vec![Label {
                         name: "__name__".into(),
                         value: name.to_string(),

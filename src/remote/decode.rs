@@ -108,6 +108,7 @@ mod tests {
         let req = proto::WriteRequest {
             timeseries: vec![
                 proto::TimeSeries {
+                    histograms: vec![],
                     labels: vec![
                         proto::Label {
                             name: "__name__".into(),
@@ -130,6 +131,7 @@ mod tests {
                     ],
                 },
                 proto::TimeSeries {
+                    histograms: vec![],
                     labels: vec![proto::Label {
                         name: "a".into(),
                         value: "".into(),
@@ -157,7 +159,11 @@ mod tests {
                     timestamp: *t,
                 })
                 .collect();
-            got.push(proto::TimeSeries { labels, samples });
+            got.push(proto::TimeSeries {
+                labels,
+                samples,
+                histograms: vec![],
+            });
         })
         .unwrap();
         assert_eq!(got, req.timeseries);
@@ -167,6 +173,7 @@ mod tests {
     fn rejects_truncated_input() {
         let req = proto::WriteRequest {
             timeseries: vec![proto::TimeSeries {
+                histograms: vec![],
                 labels: vec![proto::Label {
                     name: "n".into(),
                     value: "v".into(),

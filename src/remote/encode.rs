@@ -183,6 +183,7 @@ mod tests {
         sorted.sort();
         let reference = proto::WriteRequest {
             timeseries: vec![proto::TimeSeries {
+                histograms: vec![],
                 labels: sorted
                     .iter()
                     .map(|(n, v)| proto::Label {
@@ -248,5 +249,283 @@ mod tests {
         s.push(b"a", b"2");
         s.push(b"b", b"3");
         assert_eq!(s.sort(), Err(b"b".to_vec()));
+    }
+}
+
+/// `prometheus.Histogram.reset_hint` for gauge histograms.
+pub const RESET_HINT_GAUGE: i32 = 3;
+
+/// Appends one `WriteRequest.timeseries` entry holding `labels` and one native histogram,
+/// transcoded from the scraped `io.prometheus.client.Histogram` message `client` (its native
+/// fields: count, sum, schema, zero bucket, spans, deltas or counts). Spans have the same
+/// layout in both schemas and are copied as they are; deltas and counts are re-packed.
+pub fn encode_histogram_series(
+    out: &mut Vec<u8>,
+    labels: &LabelScratch,
+    client: &[u8],
+    timestamp_ms: i64,
+    reset_hint: i32,
+    scratch: &mut Vec<u8>,
+) -> Result<(), crate::protowire::WireError> {
+    use crate::protowire::{fixed64, key, len_delimited, skip, varint};
+    // Build the Histogram message body first (its length prefixes the entry).
+    let h = scratch;
+    h.clear();
+    let (mut count, mut count_float, mut sum, mut schema, mut zt) = (None, None, 0u64, None, 0u64);
+    let (mut zc, mut zc_float) = (None, None);
+    // Repeated fields, in client field order: (client field, prompb field, is span, is delta).
+    let mut spans: [Vec<std::ops::Range<usize>>; 2] = [Vec::new(), Vec::new()];
+    let mut deltas: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    let mut counts: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    let mut p = 0;
+    while p < client.len() {
+        let (field, w) = key(client, &mut p)?;
+        match (field, w) {
+            (1, 0) => count = Some(varint(client, &mut p)?),
+            (4, 1) => count_float = Some(fixed64(client, &mut p)?),
+            (2, 1) => sum = fixed64(client, &mut p)?,
+            (5, 0) => schema = Some(varint(client, &mut p)?),
+            (6, 1) => zt = fixed64(client, &mut p)?,
+            (7, 0) => zc = Some(varint(client, &mut p)?),
+            (8, 1) => zc_float = Some(fixed64(client, &mut p)?),
+            (9 | 12, 2) => spans[usize::from(field == 12)].push(len_delimited(client, &mut p)?),
+            // Deltas (sint64, zigzag varints) and counts (doubles), packed or not.
+            (10 | 13, 0) => deltas[usize::from(field == 13)].push(varint(client, &mut p)?),
+            (10 | 13, 2) => {
+                let r = len_delimited(client, &mut p)?;
+                let mut q = r.start;
+                while q < r.end {
+                    deltas[usize::from(field == 13)].push(varint(&client[..r.end], &mut q)?);
+                }
+            }
+            (11 | 14, 1) => counts[usize::from(field == 14)].push(fixed64(client, &mut p)?),
+            (11 | 14, 2) => {
+                let r = len_delimited(client, &mut p)?;
+                let mut q = r.start;
+                while q < r.end {
+                    counts[usize::from(field == 14)].push(fixed64(&client[..r.end], &mut q)?);
+                }
+            }
+            _ => skip(client, &mut p, w)?,
+        }
+    }
+    let tag = |h: &mut Vec<u8>, field: u64, wire: u64| put_varint(h, (field << 3) | wire);
+    // The count is a oneof: always written, even when zero.
+    match count_float {
+        Some(c) => {
+            tag(h, 2, 1);
+            h.extend_from_slice(&c.to_le_bytes());
+        }
+        None => {
+            tag(h, 1, 0);
+            put_varint(h, count.unwrap_or(0));
+        }
+    }
+    if sum != 0 && f64::from_bits(sum) != 0.0 {
+        tag(h, 3, 1);
+        h.extend_from_slice(&sum.to_le_bytes());
+    }
+    if let Some(s) = schema.filter(|s| *s != 0) {
+        tag(h, 4, 0);
+        put_varint(h, s); // zigzag in both schemas: copied as is
+    }
+    if zt != 0 && f64::from_bits(zt) != 0.0 {
+        tag(h, 5, 1);
+        h.extend_from_slice(&zt.to_le_bytes());
+    }
+    match zc_float {
+        Some(z) => {
+            tag(h, 7, 1);
+            h.extend_from_slice(&z.to_le_bytes());
+        }
+        None => {
+            tag(h, 6, 0);
+            put_varint(h, zc.unwrap_or(0));
+        }
+    }
+    for (side, (span_field, delta_field, count_field)) in
+        [(0usize, (8u64, 9u64, 10u64)), (1, (11, 12, 13))]
+    {
+        for r in &spans[side] {
+            tag(h, span_field, 2);
+            put_varint(h, r.len() as u64);
+            h.extend_from_slice(&client[r.clone()]);
+        }
+        if !deltas[side].is_empty() {
+            tag(h, delta_field, 2);
+            put_varint(h, deltas[side].iter().map(|d| varint_len(*d) as u64).sum());
+            for d in &deltas[side] {
+                put_varint(h, *d);
+            }
+        }
+        if !counts[side].is_empty() {
+            tag(h, count_field, 2);
+            put_varint(h, counts[side].len() as u64 * 8);
+            for c in &counts[side] {
+                h.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+    }
+    if reset_hint != 0 {
+        tag(h, 14, 0);
+        put_varint(h, reset_hint as u64);
+    }
+    if timestamp_ms != 0 {
+        tag(h, 15, 0);
+        put_varint(h, timestamp_ms as u64);
+    }
+
+    let mut labels_len = 0;
+    for i in 0..labels.len() {
+        let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
+        labels_len += 1 + varint_len(inner as u64) + inner;
+    }
+    let series_len = labels_len + 1 + varint_len(h.len() as u64) + h.len();
+    out.push(0x0a);
+    put_varint(out, series_len as u64);
+    for i in 0..labels.len() {
+        let (n, v) = (labels.name(i), labels.value(i));
+        out.push(0x0a);
+        put_varint(out, (field_len(n.len()) + field_len(v.len())) as u64);
+        if !n.is_empty() {
+            out.push(0x0a);
+            put_varint(out, n.len() as u64);
+            out.extend_from_slice(n);
+        }
+        if !v.is_empty() {
+            out.push(0x12);
+            put_varint(out, v.len() as u64);
+            out.extend_from_slice(v);
+        }
+    }
+    out.push(0x22); // TimeSeries.histograms
+    put_varint(out, h.len() as u64);
+    out.extend_from_slice(h);
+    Ok(())
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::super::proto;
+    use super::*;
+    use prost::Message;
+
+    // io.prometheus.client.Histogram's native fields, for building scraped input.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ClientHistogram {
+        #[prost(uint64, optional, tag = "1")]
+        sample_count: Option<u64>,
+        #[prost(double, optional, tag = "2")]
+        sample_sum: Option<f64>,
+        #[prost(double, optional, tag = "4")]
+        sample_count_float: Option<f64>,
+        #[prost(sint32, optional, tag = "5")]
+        schema: Option<i32>,
+        #[prost(double, optional, tag = "6")]
+        zero_threshold: Option<f64>,
+        #[prost(uint64, optional, tag = "7")]
+        zero_count: Option<u64>,
+        #[prost(message, repeated, tag = "9")]
+        negative_span: Vec<proto::BucketSpan>,
+        #[prost(sint64, repeated, packed = "false", tag = "10")]
+        negative_delta: Vec<i64>,
+        #[prost(message, repeated, tag = "12")]
+        positive_span: Vec<proto::BucketSpan>,
+        #[prost(sint64, repeated, packed = "false", tag = "13")]
+        positive_delta: Vec<i64>,
+        #[prost(double, repeated, packed = "false", tag = "14")]
+        positive_count: Vec<f64>,
+    }
+
+    fn transcode(c: &ClientHistogram, ts: i64, hint: i32) -> proto::TimeSeries {
+        let mut labels = LabelScratch::default();
+        labels.push(b"__name__", b"h");
+        let mut out = Vec::new();
+        encode_histogram_series(
+            &mut out,
+            &labels,
+            &c.encode_to_vec(),
+            ts,
+            hint,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let req = proto::WriteRequest::decode(out.as_slice()).unwrap();
+        assert_eq!(req.timeseries.len(), 1);
+        req.timeseries.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn integer_histogram_fields_carry_over() {
+        let c = ClientHistogram {
+            sample_count: Some(12),
+            sample_sum: Some(18.4),
+            schema: Some(-1),
+            zero_threshold: Some(1e-128),
+            zero_count: Some(2),
+            negative_span: vec![proto::BucketSpan {
+                offset: 0,
+                length: 2,
+            }],
+            negative_delta: vec![1, -1],
+            positive_span: vec![
+                proto::BucketSpan {
+                    offset: -2,
+                    length: 1,
+                },
+                proto::BucketSpan {
+                    offset: 3,
+                    length: 2,
+                },
+            ],
+            positive_delta: vec![1, 2, -3],
+            ..Default::default()
+        };
+        let ts = transcode(&c, 1_700_000_000_123, 0);
+        assert_eq!(
+            ts.labels,
+            vec![proto::Label {
+                name: "__name__".into(),
+                value: "h".into()
+            }]
+        );
+        assert!(ts.samples.is_empty());
+        let h = &ts.histograms[0];
+        assert_eq!(h.count_int, Some(12));
+        assert_eq!(h.sum, 18.4);
+        assert_eq!(h.schema, -1);
+        assert_eq!(h.zero_threshold, 1e-128);
+        assert_eq!(h.zero_count_int, Some(2));
+        assert_eq!(h.negative_spans, c.negative_span);
+        assert_eq!(h.negative_deltas, vec![1, -1]);
+        assert_eq!(h.positive_spans, c.positive_span);
+        assert_eq!(h.positive_deltas, vec![1, 2, -3]);
+        assert_eq!(h.timestamp, 1_700_000_000_123);
+        assert_eq!(h.reset_hint, 0);
+    }
+
+    #[test]
+    fn float_histogram_and_gauge_hint() {
+        let c = ClientHistogram {
+            sample_count_float: Some(3.5),
+            schema: Some(3),
+            positive_span: vec![proto::BucketSpan {
+                offset: 1,
+                length: 2,
+            }],
+            positive_count: vec![1.5, 2.0],
+            ..Default::default()
+        };
+        let h = &transcode(&c, 5, RESET_HINT_GAUGE).histograms[0];
+        assert_eq!(h.count_float, Some(3.5));
+        assert_eq!(h.count_int, None);
+        assert_eq!(h.positive_counts, vec![1.5, 2.0]);
+        assert_eq!(h.schema, 3);
+        assert_eq!(h.reset_hint, RESET_HINT_GAUGE);
+        assert_eq!(
+            h.zero_count_int,
+            Some(0),
+            "the zero count is a oneof: always present"
+        );
     }
 }
