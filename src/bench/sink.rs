@@ -135,7 +135,7 @@ impl Checker {
                 }
             }
             let prefixed = prefix.as_ref().is_some_and(|p| name.starts_with(p));
-            for (_, ts) in &s.samples {
+            for ts in s.samples.iter().map(|(_, t)| t).chain(&s.histograms) {
                 counts.samples += 1;
                 if prefixed {
                     *counts

@@ -33,6 +33,8 @@ pub struct GlobalConfig {
     /// Sorted by name, empty values removed.
     pub external_labels: Vec<(String, String)>,
     pub scrape_protocols: Vec<ScrapeProtocol>,
+    pub scrape_native_histograms: bool,
+    pub always_scrape_classic_histograms: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +54,10 @@ pub struct ScrapeConfig {
     pub scrape_protocols: Vec<ScrapeProtocol>,
     /// The parser for a response with a missing or unknown `Content-Type`.
     pub fallback_scrape_protocol: Option<ScrapeProtocol>,
+    /// Ingest native histograms as such (protobuf only).
+    pub scrape_native_histograms: bool,
+    /// Keep the classic series of histograms that also have native buckets.
+    pub always_scrape_classic_histograms: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -69,6 +75,8 @@ pub struct RemoteWriteConfig {
     pub remote_timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub queue: QueueConfig,
+    /// Send native histograms (Prometheus' default: false).
+    pub send_native_histograms: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -66,13 +66,15 @@ section! {
         rule_query_offset: Option<PromDuration>,
         external_labels: Option<BTreeMap<String, String>>,
         scrape_protocols: Field<Vec<String>>,
+        scrape_native_histograms: Option<bool>,
+        always_scrape_classic_histograms: Option<bool>,
     }
     unsupported {
         body_size_limit, sample_limit, label_limit, label_name_length_limit,
         label_value_length_limit, target_limit, keep_dropped_targets, query_log_file,
         scrape_failure_log_file, metric_name_validation_scheme, metric_name_escaping_scheme,
-        extra_scrape_metrics, always_scrape_classic_histograms, convert_classic_histograms_to_nhcb,
-        scrape_native_histograms, native_histogram_bucket_limit, native_histogram_min_bucket_factor,
+        extra_scrape_metrics, convert_classic_histograms_to_nhcb,
+        native_histogram_bucket_limit, native_histogram_min_bucket_factor,
     }
 }
 
@@ -93,6 +95,8 @@ section! {
         enable_http2: Option<bool>,
         scrape_protocols: Field<Vec<String>>,
         fallback_scrape_protocol: Field<String>,
+        scrape_native_histograms: Option<bool>,
+        always_scrape_classic_histograms: Option<bool>,
     }
     unsupported {
         relabel_configs, metric_relabel_configs,
@@ -104,8 +108,7 @@ section! {
         body_size_limit, keep_dropped_targets, native_histogram_bucket_limit,
         native_histogram_min_bucket_factor,
         // Protocols and histograms.
-        scrape_native_histograms,
-        always_scrape_classic_histograms, scrape_classic_histograms,
+        scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file, extra_scrape_metrics,
         // Service discovery other than static_configs.
@@ -374,11 +377,15 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
             external_labels.push((name, value));
         }
     }
+    let scrape_native_histograms = g.scrape_native_histograms.unwrap_or(false);
     let scrape_protocols = match &g.scrape_protocols {
         Some(list) => protocols(list, "global.scrape_protocols")?,
+        None if scrape_native_histograms => ScrapeProtocol::PROTO_FIRST.to_vec(),
         None => ScrapeProtocol::DEFAULT.to_vec(),
     };
     Ok(GlobalConfig {
+        scrape_native_histograms,
+        always_scrape_classic_histograms: g.always_scrape_classic_histograms.unwrap_or(false),
         scrape_interval: interval,
         scrape_timeout: timeout,
         external_labels,
@@ -505,8 +512,13 @@ fn resolve_scrape(
         }
         static_configs.push(StaticConfig { targets, labels });
     }
+    let scrape_native_histograms = sc
+        .scrape_native_histograms
+        .unwrap_or(global.scrape_native_histograms);
     let scrape_protocols = match &sc.scrape_protocols {
         Some(list) => protocols(list, &at("scrape_protocols"))?,
+        // Native histograms travel only in the protobuf format: ask for it first.
+        None if scrape_native_histograms => ScrapeProtocol::PROTO_FIRST.to_vec(),
         None => global.scrape_protocols.clone(),
     };
     let fallback_scrape_protocol = match &sc.fallback_scrape_protocol {
@@ -520,6 +532,10 @@ fn resolve_scrape(
     Ok(ScrapeConfig {
         scrape_protocols,
         fallback_scrape_protocol,
+        scrape_native_histograms,
+        always_scrape_classic_histograms: sc
+            .always_scrape_classic_histograms
+            .unwrap_or(global.always_scrape_classic_histograms),
         job_name: job,
         scrape_interval: interval,
         scrape_timeout: timeout,
@@ -688,5 +704,6 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         remote_timeout,
         headers,
         queue,
+        send_native_histograms: rw.send_native_histograms.unwrap_or(false),
     })
 }

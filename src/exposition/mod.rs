@@ -32,8 +32,25 @@ pub enum Parser<'a, 's> {
 
 impl<'a, 's> Parser<'a, 's> {
     pub fn new(buf: &'a [u8], format: Format, scratch: &'s mut Vec<LabelRef>) -> Self {
+        Self::with_histograms(buf, format, scratch, false, false)
+    }
+
+    /// With native histograms ingested (`native`; protobuf only), and their classic series
+    /// kept too (`keep_classic`).
+    pub fn with_histograms(
+        buf: &'a [u8],
+        format: Format,
+        scratch: &'s mut Vec<LabelRef>,
+        native: bool,
+        keep_classic: bool,
+    ) -> Self {
         match format {
-            Format::Protobuf => Parser::Proto(ProtoParser::new(buf, scratch)),
+            Format::Protobuf => Parser::Proto(ProtoParser::with_options(
+                buf,
+                scratch,
+                native,
+                keep_classic,
+            )),
             f => Parser::Text(TextParser::new(buf, f, scratch)),
         }
     }
@@ -58,6 +75,14 @@ pub enum ScrapeProtocol {
 }
 
 impl ScrapeProtocol {
+    /// The default when native histograms are scraped: protobuf first.
+    pub const PROTO_FIRST: [ScrapeProtocol; 5] = [
+        ScrapeProtocol::PrometheusProto,
+        ScrapeProtocol::OpenMetricsText1_0_0,
+        ScrapeProtocol::OpenMetricsText0_0_1,
+        ScrapeProtocol::PrometheusText1_0_0,
+        ScrapeProtocol::PrometheusText0_0_4,
+    ];
     /// Prometheus' default order when `scrape_protocols` is not set.
     pub const DEFAULT: [ScrapeProtocol; 4] = [
         ScrapeProtocol::OpenMetricsText1_0_0,

@@ -19,6 +19,9 @@ const UNTYPED: u64 = 3;
 const HISTOGRAM: u64 = 4;
 const GAUGE_HISTOGRAM: u64 = 5;
 
+/// The suffix marking a native histogram sample (never a real name suffix).
+const NATIVE: &[u8] = b"\0native";
+
 /// One derived sample: (name suffix, extra float label, value).
 type Derived = (&'static [u8], Option<(&'static [u8], f64)>, f64);
 
@@ -26,6 +29,8 @@ type Derived = (&'static [u8], Option<(&'static [u8], f64)>, f64);
 enum Stage {
     /// Counter, gauge, untyped: the one value.
     Single,
+    /// A native histogram, then its classic series when `keep_classic` and it has buckets.
+    Native,
     Count,
     Sum,
     /// Quantiles or buckets, read from the submessage at this cursor.
@@ -55,6 +60,12 @@ pub struct ProtoParser<'a, 's> {
     float_histogram: bool,
     inf_seen: bool,
     done: bool,
+    /// Native histogram ingestion (`scrape_native_histograms`).
+    native: bool,
+    /// Classic series of native histograms too (`always_scrape_classic_histograms`).
+    keep_classic: bool,
+    has_buckets: bool,
+    is_native: bool,
 }
 
 fn err(at: usize, reason: &str) -> ParseError {
@@ -72,6 +83,17 @@ fn wire(at: usize) -> impl Fn(WireError) -> ParseError {
 
 impl<'a, 's> ProtoParser<'a, 's> {
     pub fn new(buf: &'a [u8], scratch: &'s mut Vec<LabelRef>) -> Self {
+        Self::with_options(buf, scratch, false, false)
+    }
+
+    /// With native histograms ingested as such (`native`), and their classic series kept as
+    /// well (`keep_classic`).
+    pub fn with_options(
+        buf: &'a [u8],
+        scratch: &'s mut Vec<LabelRef>,
+        native: bool,
+        keep_classic: bool,
+    ) -> Self {
         ProtoParser {
             buf,
             next_family: 0,
@@ -89,6 +111,10 @@ impl<'a, 's> ProtoParser<'a, 's> {
             float_histogram: false,
             inf_seen: false,
             done: false,
+            native,
+            keep_classic,
+            has_buckets: false,
+            is_native: false,
         }
     }
 
@@ -98,15 +124,19 @@ impl<'a, 's> ProtoParser<'a, 's> {
             return None;
         }
         match self.advance() {
-            Ok(Some((suffix, extra, value))) => Some(Ok(Sample {
-                name: &self.buf[self.family_name.clone()],
-                name_escaped: false,
-                name_suffix: suffix,
-                labels: self.scratch.as_slice(),
-                extra_label: extra,
-                value,
-                timestamp_ms: self.timestamp_ms,
-            })),
+            Ok(Some((suffix, extra, value))) => {
+                let native = suffix == NATIVE;
+                Some(Ok(Sample {
+                    name: &self.buf[self.family_name.clone()],
+                    name_escaped: false,
+                    name_suffix: if native { b"" } else { suffix },
+                    labels: self.scratch.as_slice(),
+                    extra_label: extra,
+                    native: native.then(|| (self.sub.clone(), self.family_type == GAUGE_HISTOGRAM)),
+                    value,
+                    timestamp_ms: self.timestamp_ms,
+                }))
+            }
             Ok(None) => {
                 self.done = true;
                 None
@@ -127,6 +157,14 @@ impl<'a, 's> ProtoParser<'a, 's> {
                 Stage::Single => {
                     self.stage = Stage::Done;
                     return Ok(Some((b"", None, self.value)));
+                }
+                Stage::Native => {
+                    self.stage = if self.keep_classic && self.has_buckets {
+                        Stage::Count
+                    } else {
+                        Stage::Done
+                    };
+                    return Ok(Some((NATIVE, None, f64::NAN)));
                 }
                 Stage::Count => {
                     self.stage = Stage::Sum;
@@ -282,6 +320,8 @@ impl<'a, 's> ProtoParser<'a, 's> {
         self.sub = 0..0;
         self.float_histogram = false;
         self.inf_seen = false;
+        self.has_buckets = false;
+        self.is_native = false;
         let want_sub = match self.family_type {
             SUMMARY => 4,
             HISTOGRAM | GAUGE_HISTOGRAM => 7,
@@ -350,6 +390,22 @@ impl<'a, 's> ProtoParser<'a, 's> {
                 (HISTOGRAM | GAUGE_HISTOGRAM, 4, 1) => {
                     count_float = Some(f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?))
                 }
+                (HISTOGRAM | GAUGE_HISTOGRAM, 3, _) => {
+                    self.has_buckets = true;
+                    skip(&buf[..sub.end], &mut p, w).map_err(wire(at))?;
+                }
+                // Prometheus calls a histogram native when it has spans, a zero threshold or
+                // a zero count (`isNativeHistogram`).
+                (HISTOGRAM | GAUGE_HISTOGRAM, 9 | 12, _) => {
+                    self.is_native = true;
+                    skip(&buf[..sub.end], &mut p, w).map_err(wire(at))?;
+                }
+                (HISTOGRAM | GAUGE_HISTOGRAM, 6, 1) => {
+                    self.is_native |= f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?) > 0.0;
+                }
+                (HISTOGRAM | GAUGE_HISTOGRAM, 7, 0) => {
+                    self.is_native |= varint(buf, &mut p).map_err(wire(at))? > 0;
+                }
                 _ => skip(&buf[..sub.end], &mut p, w).map_err(wire(at))?,
             }
         }
@@ -358,6 +414,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
             self.float_histogram = true;
         }
         self.stage = match self.family_type {
+            HISTOGRAM | GAUGE_HISTOGRAM if self.native && self.is_native => Stage::Native,
             SUMMARY | HISTOGRAM | GAUGE_HISTOGRAM => Stage::Count,
             _ => Stage::Single,
         };

@@ -37,6 +37,9 @@ pub struct Sample<'a, 'p> {
     /// A label whose value is a float to format canonically (`le` of a bucket, `quantile`):
     /// set by the protobuf parser.
     pub extra_label: Option<(&'static [u8], f64)>,
+    /// A native histogram: the `io.prometheus.client.Histogram` message bytes in the buffer,
+    /// and whether it is a gauge histogram. `value` is unused then.
+    pub native: Option<(std::ops::Range<usize>, bool)>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
 }
@@ -187,6 +190,7 @@ impl<'a, 's> TextParser<'a, 's> {
                     name_suffix: b"",
                     labels: self.scratch.as_slice(),
                     extra_label: None,
+                    native: None,
                     value,
                     timestamp_ms,
                 }),

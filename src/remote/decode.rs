@@ -29,6 +29,8 @@ impl From<crate::protowire::WireError> for DecodeError {
 pub struct SeriesScratch {
     pub labels: Vec<(Range<usize>, Range<usize>)>,
     pub samples: Vec<(f64, i64)>,
+    /// Timestamps of the series' native histograms.
+    pub histograms: Vec<i64>,
 }
 
 /// Calls `f(body, series)` for each `TimeSeries` in `body`, reusing `scratch`.
@@ -47,6 +49,7 @@ pub fn for_each_series(
         let ts = len_delimited(body, &mut pos)?;
         scratch.labels.clear();
         scratch.samples.clear();
+        scratch.histograms.clear();
         let mut p = ts.start;
         while p < ts.end {
             let (field, wire) = key(&body[..ts.end], &mut p)?;
@@ -88,6 +91,19 @@ pub fn for_each_series(
                         }
                     }
                     scratch.samples.push((value, t));
+                }
+                (4, 2) => {
+                    let h = len_delimited(&body[..ts.end], &mut p)?;
+                    let mut q = h.start;
+                    let mut t = 0i64;
+                    while q < h.end {
+                        let (f, w) = key(&body[..h.end], &mut q)?;
+                        match (f, w) {
+                            (15, 0) => t = varint(&body[..h.end], &mut q)? as i64,
+                            _ => skip(&body[..h.end], &mut q, w)?,
+                        }
+                    }
+                    scratch.histograms.push(t);
                 }
                 _ => skip(&body[..ts.end], &mut p, wire)?,
             }

@@ -187,9 +187,23 @@ impl Shard {
 
     /// Queues a committed scrape: `entries` holds encoded timeseries entries, `ends[i]` is where
     /// entry `i` ends. Batches are cut at `max_samples_per_send`.
-    pub fn append(&self, entries: &[u8], ends: &[u32], newest_ts: i64) {
+    pub fn append(&self, entries: &[u8], ends: &[u32], histograms: &[bool], newest_ts: i64) {
         if ends.is_empty() {
             return;
+        }
+        // Native histograms go only where `send_native_histograms` is on; re-slice without them.
+        if !self.ep.cfg.send_native_histograms && histograms.contains(&true) {
+            let (mut kept, mut kept_ends, mut start) =
+                (Vec::with_capacity(entries.len()), Vec::new(), 0usize);
+            for (end, hist) in ends.iter().zip(histograms) {
+                if !hist {
+                    kept.extend_from_slice(&entries[start..*end as usize]);
+                    kept_ends.push(kept.len() as u32);
+                }
+                start = *end as usize;
+            }
+            let flags = vec![false; kept_ends.len()];
+            return self.append(&kept, &kept_ends, &flags, newest_ts);
         }
         let max = self.ep.cfg.queue.max_samples_per_send;
         let mut q = self.queue.borrow_mut();

@@ -37,6 +37,9 @@ pub struct Appender {
     ends: Vec<u32>,
     labels: LabelScratch,
     parse_scratch: Vec<LabelRef>,
+    /// Which entries are native histograms (endpoints may not take them).
+    histograms: Vec<bool>,
+    histogram_scratch: Vec<u8>,
 }
 
 impl Appender {
@@ -51,7 +54,13 @@ impl Appender {
         format: exposition::Format,
         scrape_ts: i64,
     ) -> Result<usize, String> {
-        let mut parser = Parser::new(body, format, &mut self.parse_scratch);
+        let mut parser = Parser::with_histograms(
+            body,
+            format,
+            &mut self.parse_scratch,
+            t.native_histograms,
+            t.classic_histograms,
+        );
         let mut n = 0;
         while let Some(sample) = parser.next() {
             let s = sample.map_err(|e| e.to_string())?;
@@ -98,7 +107,29 @@ impl Appender {
                 Some(ts) if t.honor_timestamps => ts,
                 _ => scrape_ts,
             };
-            encode_series(&mut self.entries, &self.labels, s.value, ts);
+            match &s.native {
+                Some((range, gauge)) => {
+                    let hint = if *gauge {
+                        crate::remote::encode::RESET_HINT_GAUGE
+                    } else {
+                        0
+                    };
+                    crate::remote::encode::encode_histogram_series(
+                        &mut self.entries,
+                        &self.labels,
+                        &body[range.clone()],
+                        ts,
+                        hint,
+                        &mut self.histogram_scratch,
+                    )
+                    .map_err(|e| format!("invalid native histogram: {}", e.0))?;
+                    self.histograms.push(true);
+                }
+                None => {
+                    encode_series(&mut self.entries, &self.labels, s.value, ts);
+                    self.histograms.push(false);
+                }
+            }
             self.ends.push(self.entries.len() as u32);
         }
         Ok(n)
@@ -112,11 +143,13 @@ impl Appender {
     pub fn rollback(&mut self) {
         self.entries.clear();
         self.ends.clear();
+        self.histograms.clear();
     }
 
     fn push(&mut self, value: f64, ts: i64) {
         encode_series(&mut self.entries, &self.labels, value, ts);
         self.ends.push(self.entries.len() as u32);
+        self.histograms.push(false);
     }
 }
 
@@ -282,7 +315,7 @@ async fn scrape_once(
     }
     let appended = app.ends.len();
     for shard in core.ctl.shards().iter() {
-        shard.append(&app.entries, &app.ends, ts);
+        shard.append(&app.entries, &app.ends, &app.histograms, ts);
     }
     core.stats
         .samples_appended
@@ -364,6 +397,8 @@ mod tests {
             enable_compression: true,
             accept: exposition::DEFAULT_ACCEPT.into(),
             fallback: None,
+            native_histograms: false,
+            classic_histograms: false,
             hash: 0,
         }
     }

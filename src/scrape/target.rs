@@ -32,6 +32,8 @@ pub struct Target {
     pub accept: String,
     /// The parser for responses with a missing or unknown `Content-Type`.
     pub fallback: Option<crate::exposition::Format>,
+    pub native_histograms: bool,
+    pub classic_histograms: bool,
     /// Stable hash of the label set and URL: picks the core and the scrape phase.
     pub hash: u64,
 }
@@ -200,6 +202,8 @@ fn build(
         enable_compression: sc.enable_compression,
         accept: crate::exposition::accept_header(&sc.scrape_protocols),
         fallback: sc.fallback_scrape_protocol.and_then(|p| p.format()),
+        native_histograms: sc.scrape_native_histograms,
+        classic_histograms: sc.always_scrape_classic_histograms,
         hash,
     })
 }

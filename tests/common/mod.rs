@@ -380,6 +380,8 @@ pub struct Received {
     pub labels: Vec<(String, String)>,
     pub value: f64,
     pub ts: i64,
+    /// Set for a native histogram (then `value` is NaN).
+    pub histogram: Option<spate::remote::proto::Histogram>,
 }
 
 impl Received {
@@ -423,11 +425,21 @@ impl Receiver {
                 .flat_map(|ts| {
                     let labels: Vec<(String, String)> =
                         ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-                    ts.samples.into_iter().map(move |s| Received {
-                        labels: labels.clone(),
-                        value: s.value,
-                        ts: s.timestamp,
-                    })
+                    let hl = labels.clone();
+                    ts.samples
+                        .into_iter()
+                        .map(move |s| Received {
+                            labels: labels.clone(),
+                            value: s.value,
+                            ts: s.timestamp,
+                            histogram: None,
+                        })
+                        .chain(ts.histograms.into_iter().map(move |h| Received {
+                            labels: hl.clone(),
+                            value: f64::NAN,
+                            ts: h.timestamp,
+                            histogram: Some(h),
+                        }))
                 })
                 .collect();
             hdrs.lock().unwrap().push(headers.clone());
