@@ -56,6 +56,10 @@ const PROMETHEUS_3_DIFFERENCES: &[(&str, &str)] = &[
         "edge_om_exemplar_gauge_om",
         "Prometheus >= 2.43 accepts exemplars on any series; 2.42 only on _total and _bucket",
     ),
+    (
+        "native_histograms_pb",
+        "without native ingestion Prometheus 3 keeps a native histogram's classic series; 2.42 drops the histogram",
+    ),
 ];
 
 /// Where spate differs from Prometheus agent on purpose (docs/compatibility.md): these jobs

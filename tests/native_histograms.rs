@@ -306,3 +306,19 @@ fn forwards_the_same_histogram_as_prometheus() {
     s.timestamp = 0;
     assert_eq!(s, p, "spate's histogram differs from Prometheus'");
 }
+
+/// The corpus file `tests/data/exposition/native_histograms.pb` is this test's payload (used by
+/// the allocation and differential tests). `SPATE_WRITE_CORPUS=1` rewrites it.
+#[test]
+fn corpus_payload_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/exposition/native_histograms.pb");
+    if std::env::var("SPATE_WRITE_CORPUS").as_deref() == Ok("1") {
+        std::fs::write(&path, payload()).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("corpus file"),
+        payload(),
+        "regenerate with SPATE_WRITE_CORPUS=1"
+    );
+}

@@ -252,6 +252,15 @@ mod tests {
     }
 }
 
+/// Reused buffers for [`encode_histogram_series`], so histograms cost no allocation once warm.
+#[derive(Default)]
+pub struct HistogramScratch {
+    body: Vec<u8>,
+    spans: [Vec<std::ops::Range<usize>>; 2],
+    deltas: [Vec<u64>; 2],
+    counts: [Vec<u64>; 2],
+}
+
 /// `prometheus.Histogram.reset_hint` for gauge histograms.
 pub const RESET_HINT_GAUGE: i32 = 3;
 
@@ -265,18 +274,26 @@ pub fn encode_histogram_series(
     client: &[u8],
     timestamp_ms: i64,
     reset_hint: i32,
-    scratch: &mut Vec<u8>,
+    scratch: &mut HistogramScratch,
 ) -> Result<(), crate::protowire::WireError> {
     use crate::protowire::{fixed64, key, len_delimited, skip, varint};
     // Build the Histogram message body first (its length prefixes the entry).
-    let h = scratch;
+    let HistogramScratch {
+        body: h,
+        spans,
+        deltas,
+        counts,
+    } = scratch;
     h.clear();
+    for v in spans.iter_mut() {
+        v.clear();
+    }
+    for v in deltas.iter_mut().chain(counts.iter_mut()) {
+        v.clear();
+    }
     let (mut count, mut count_float, mut sum, mut schema, mut zt) = (None, None, 0u64, None, 0u64);
     let (mut zc, mut zc_float) = (None, None);
-    // Repeated fields, in client field order: (client field, prompb field, is span, is delta).
-    let mut spans: [Vec<std::ops::Range<usize>>; 2] = [Vec::new(), Vec::new()];
-    let mut deltas: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
-    let mut counts: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    // Repeated fields, by side (0 negative, 1 positive).
     let mut p = 0;
     while p < client.len() {
         let (field, w) = key(client, &mut p)?;
@@ -447,7 +464,7 @@ mod histogram_tests {
             &c.encode_to_vec(),
             ts,
             hint,
-            &mut Vec::new(),
+            &mut HistogramScratch::default(),
         )
         .unwrap();
         let req = proto::WriteRequest::decode(out.as_slice()).unwrap();

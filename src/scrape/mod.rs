@@ -39,7 +39,7 @@ pub struct Appender {
     parse_scratch: Vec<LabelRef>,
     /// Which entries are native histograms (endpoints may not take them).
     histograms: Vec<bool>,
-    histogram_scratch: Vec<u8>,
+    histogram_scratch: crate::remote::encode::HistogramScratch,
 }
 
 impl Appender {
