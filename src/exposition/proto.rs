@@ -357,6 +357,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
                         name: (name.start as u32, name.end as u32),
                         value: (value.start as u32, value.end as u32),
                         escaped: false,
+                        name_escaped: false,
                         float_value: false,
                     });
                 }

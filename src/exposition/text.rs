@@ -11,6 +11,8 @@ pub struct LabelRef {
     pub name: (u32, u32),
     pub value: (u32, u32),
     pub escaped: bool,
+    /// The name was quoted and holds a backslash escape (`{"a\"b"="v"}`).
+    pub name_escaped: bool,
     /// `le` of a histogram or `quantile` of a summary: Prometheus 3 stores its value in
     /// canonical float form (`1` → `1.0`); see [`normalize_float_label`].
     pub float_value: bool,
@@ -450,11 +452,6 @@ impl<'a, 's> TextParser<'a, 's> {
                 if !value.is_ascii() && std::str::from_utf8(value).is_err() {
                     return Err(self.error_at(vs, "invalid UTF-8 label value"));
                 }
-                if n_esc {
-                    return Err(
-                        self.error_at(ns, "escapes in quoted label names are not supported yet")
-                    );
-                }
                 let label_name = &buf[ns..ne];
                 // Prometheus 3 normalizes histograms' `le` only, not gauge histograms'.
                 let float_value = (label_name == b"le" && self.mtype == MetricType::Histogram)
@@ -463,6 +460,7 @@ impl<'a, 's> TextParser<'a, 's> {
                     name: (ns as u32, ne as u32),
                     value: (vs as u32, ve as u32),
                     escaped: esc,
+                    name_escaped: n_esc,
                     float_value,
                 });
                 p = Self::blanks_if::<STRICT>(buf, after, end);
@@ -1015,6 +1013,25 @@ node_load1 0.5\n";
         assert_eq!(labels[1].1, "say \"hi\"");
         assert_eq!(labels[2].1, "x\ny");
         assert_eq!(labels[3].1, "\\t", "unknown escapes are kept as written");
+    }
+
+    #[test]
+    fn quoted_label_names_with_escapes() {
+        let input = r#"{"m","a\"b"="v","c\\d"="w"} 1"#;
+        let mut scratch = Vec::new();
+        let mut p = TextParser::new(input.as_bytes(), Format::PromText, &mut scratch);
+        let s = p.next().unwrap().unwrap();
+        let names: Vec<String> = s
+            .labels
+            .iter()
+            .map(|l| {
+                assert!(l.name_escaped);
+                let mut out = Vec::new();
+                unescape_label_value(l.name(input.as_bytes()), &mut out);
+                String::from_utf8(out).unwrap()
+            })
+            .collect();
+        assert_eq!(names, vec!["a\"b".to_string(), "c\\d".to_string()]);
     }
 
     #[test]

@@ -39,6 +39,25 @@ impl LabelScratch {
         self.spans.push([ns, vs, vs, self.arena.len() as u32]);
     }
 
+    /// Adds a label whose name and value are written by the closures (to unescape in place).
+    /// An empty value drops the label.
+    pub fn push_parts(
+        &mut self,
+        name: impl FnOnce(&mut Vec<u8>),
+        value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let ns = self.arena.len() as u32;
+        name(&mut self.arena);
+        let vs = self.arena.len() as u32;
+        value(&mut self.arena);
+        let ve = self.arena.len() as u32;
+        if ve == vs {
+            self.arena.truncate(ns as usize);
+            return;
+        }
+        self.spans.push([ns, vs, vs, ve]);
+    }
+
     /// Adds a label whose value is written by `write` (used to unescape in place).
     pub fn push_with(&mut self, name: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
         let ns = self.arena.len() as u32;

@@ -81,7 +81,12 @@ impl Appender {
                 labels.push_with(name, |out| format_go_float(v, out));
             }
             for l in s.labels {
-                if l.escaped {
+                if l.name_escaped {
+                    labels.push_parts(
+                        |out| unescape_label_value(l.name(body), out),
+                        |out| unescape_label_value(l.value(body), out),
+                    );
+                } else if l.escaped {
                     labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
                 } else if l.float_value {
                     labels.push_with(l.name(body), |out| {
