@@ -9,84 +9,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Receiver, Spate, TestServer, wait_for};
-use prost::Message;
-use spate::remote::proto::BucketSpan;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct MetricFamily {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(int32, tag = "3")]
-    r#type: i32,
-    #[prost(message, repeated, tag = "4")]
-    metric: Vec<Metric>,
-}
-#[derive(Clone, PartialEq, prost::Message)]
-struct Metric {
-    #[prost(message, repeated, tag = "1")]
-    label: Vec<LabelPair>,
-    #[prost(message, optional, tag = "3")]
-    counter: Option<Value>,
-    #[prost(message, optional, tag = "7")]
-    histogram: Option<Histogram>,
-}
-#[derive(Clone, PartialEq, prost::Message)]
-struct LabelPair {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-#[derive(Clone, PartialEq, prost::Message)]
-struct Value {
-    #[prost(double, tag = "1")]
-    value: f64,
-}
-#[derive(Clone, PartialEq, prost::Message)]
-struct Histogram {
-    #[prost(uint64, optional, tag = "1")]
-    sample_count: Option<u64>,
-    #[prost(double, optional, tag = "2")]
-    sample_sum: Option<f64>,
-    #[prost(message, repeated, tag = "3")]
-    bucket: Vec<Bucket>,
-    #[prost(sint32, optional, tag = "5")]
-    schema: Option<i32>,
-    #[prost(double, optional, tag = "6")]
-    zero_threshold: Option<f64>,
-    #[prost(uint64, optional, tag = "7")]
-    zero_count: Option<u64>,
-    #[prost(message, repeated, tag = "9")]
-    negative_span: Vec<BucketSpan>,
-    #[prost(sint64, repeated, packed = "false", tag = "10")]
-    negative_delta: Vec<i64>,
-    #[prost(message, repeated, tag = "12")]
-    positive_span: Vec<BucketSpan>,
-    #[prost(sint64, repeated, packed = "false", tag = "13")]
-    positive_delta: Vec<i64>,
-}
-#[derive(Clone, PartialEq, prost::Message)]
-struct Bucket {
-    #[prost(uint64, optional, tag = "1")]
-    cumulative_count: Option<u64>,
-    #[prost(double, optional, tag = "2")]
-    upper_bound: Option<f64>,
-}
+use spate::exposition::client_model::{
+    Bucket, BucketSpan, Histogram, LabelPair, Metric, MetricFamily, Value, encode_delimited,
+    metric_type,
+};
 
 fn payload() -> Vec<u8> {
+    let bucket = |count, upper| Bucket {
+        cumulative_count: Some(count),
+        upper_bound: Some(upper),
+        cumulative_count_float: None,
+    };
     let hist = Histogram {
         sample_count: Some(10),
         sample_sum: Some(5.5),
-        bucket: vec![
-            Bucket {
-                cumulative_count: Some(4),
-                upper_bound: Some(0.5),
-            },
-            Bucket {
-                cumulative_count: Some(9),
-                upper_bound: Some(1.0),
-            },
-        ],
+        bucket: vec![bucket(4, 0.5), bucket(9, 1.0)],
         schema: Some(1),
         zero_threshold: Some(0.001),
         zero_count: Some(1),
@@ -106,11 +43,12 @@ fn payload() -> Vec<u8> {
             },
         ],
         positive_delta: vec![3, -1, 0],
+        ..Default::default()
     };
-    let families = [
+    encode_delimited(&[
         MetricFamily {
             name: "req_seconds".into(),
-            r#type: 4,
+            r#type: metric_type::HISTOGRAM,
             metric: vec![Metric {
                 label: vec![LabelPair {
                     name: "handler".into(),
@@ -119,21 +57,18 @@ fn payload() -> Vec<u8> {
                 histogram: Some(hist),
                 ..Default::default()
             }],
+            ..Default::default()
         },
         MetricFamily {
             name: "plain_total".into(),
-            r#type: 0,
+            r#type: metric_type::COUNTER,
             metric: vec![Metric {
                 counter: Some(Value { value: 3.0 }),
                 ..Default::default()
             }],
+            ..Default::default()
         },
-    ];
-    let mut body = Vec::new();
-    for f in families {
-        f.encode_length_delimited(&mut body).unwrap();
-    }
-    body
+    ])
 }
 
 #[test]

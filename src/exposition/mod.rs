@@ -4,6 +4,7 @@
 //! **Invariant:** parsing never allocates per sample. The label scratch vector is owned by the
 //! caller and reused across scrapes.
 
+pub mod client_model;
 mod proto;
 mod text;
 

@@ -428,85 +428,9 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    // The parts of io.prometheus.client's metrics.proto the tests need.
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct MetricFamily {
-        #[prost(string, tag = "1")]
-        name: String,
-        #[prost(string, tag = "2")]
-        help: String,
-        #[prost(int32, tag = "3")]
-        r#type: i32,
-        #[prost(message, repeated, tag = "4")]
-        metric: Vec<Metric>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Metric {
-        #[prost(message, repeated, tag = "1")]
-        label: Vec<LabelPair>,
-        #[prost(message, optional, tag = "2")]
-        gauge: Option<Value>,
-        #[prost(message, optional, tag = "3")]
-        counter: Option<Value>,
-        #[prost(message, optional, tag = "4")]
-        summary: Option<Summary>,
-        #[prost(message, optional, tag = "5")]
-        untyped: Option<Value>,
-        #[prost(int64, tag = "6")]
-        timestamp_ms: i64,
-        #[prost(message, optional, tag = "7")]
-        histogram: Option<Histogram>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct LabelPair {
-        #[prost(string, tag = "1")]
-        name: String,
-        #[prost(string, tag = "2")]
-        value: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Value {
-        #[prost(double, tag = "1")]
-        value: f64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Summary {
-        #[prost(uint64, tag = "1")]
-        sample_count: u64,
-        #[prost(double, tag = "2")]
-        sample_sum: f64,
-        #[prost(message, repeated, tag = "3")]
-        quantile: Vec<Quantile>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Quantile {
-        #[prost(double, tag = "1")]
-        quantile: f64,
-        #[prost(double, tag = "2")]
-        value: f64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Histogram {
-        #[prost(uint64, tag = "1")]
-        sample_count: u64,
-        #[prost(double, tag = "2")]
-        sample_sum: f64,
-        #[prost(message, repeated, tag = "3")]
-        bucket: Vec<Bucket>,
-        #[prost(double, optional, tag = "4")]
-        sample_count_float: Option<f64>,
-        #[prost(sint32, tag = "5")]
-        schema: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Bucket {
-        #[prost(uint64, tag = "1")]
-        cumulative_count: u64,
-        #[prost(double, tag = "2")]
-        upper_bound: f64,
-        #[prost(double, optional, tag = "4")]
-        cumulative_count_float: Option<f64>,
-    }
+    use super::super::client_model::{
+        Bucket, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Value,
+    };
 
     fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         pairs
@@ -628,17 +552,17 @@ mod tests {
                 r#type: 4,
                 metric: vec![Metric {
                     histogram: Some(Histogram {
-                        sample_count: 5,
-                        sample_sum: 1.25,
+                        sample_count: Some(5),
+                        sample_sum: Some(1.25),
                         bucket: vec![
                             Bucket {
-                                cumulative_count: 2,
-                                upper_bound: 0.1,
+                                cumulative_count: Some(2),
+                                upper_bound: Some(0.1),
                                 cumulative_count_float: None,
                             },
                             Bucket {
-                                cumulative_count: 4,
-                                upper_bound: 1.0,
+                                cumulative_count: Some(4),
+                                upper_bound: Some(1.0),
                                 cumulative_count_float: None,
                             },
                         ],
@@ -677,10 +601,10 @@ mod tests {
                 Metric {
                     histogram: Some(Histogram {
                         sample_count_float: Some(2.5),
-                        sample_sum: 1.0,
+                        sample_sum: Some(1.0),
                         bucket: vec![Bucket {
-                            cumulative_count: 0,
-                            upper_bound: f64::INFINITY,
+                            cumulative_count: Some(0),
+                            upper_bound: Some(f64::INFINITY),
                             cumulative_count_float: Some(2.5),
                         }],
                         ..Default::default()
@@ -690,9 +614,9 @@ mod tests {
                 // Native parts only: Prometheus without native ingestion keeps count, sum, +Inf.
                 Metric {
                     histogram: Some(Histogram {
-                        sample_count: 3,
-                        sample_sum: 4.0,
-                        schema: 3,
+                        sample_count: Some(3),
+                        sample_sum: Some(4.0),
+                        schema: Some(3),
                         ..Default::default()
                     }),
                     ..metric(&[("k", "native")])

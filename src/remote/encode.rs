@@ -446,32 +446,7 @@ mod histogram_tests {
     use super::*;
     use prost::Message;
 
-    // io.prometheus.client.Histogram's native fields, for building scraped input.
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct ClientHistogram {
-        #[prost(uint64, optional, tag = "1")]
-        sample_count: Option<u64>,
-        #[prost(double, optional, tag = "2")]
-        sample_sum: Option<f64>,
-        #[prost(double, optional, tag = "4")]
-        sample_count_float: Option<f64>,
-        #[prost(sint32, optional, tag = "5")]
-        schema: Option<i32>,
-        #[prost(double, optional, tag = "6")]
-        zero_threshold: Option<f64>,
-        #[prost(uint64, optional, tag = "7")]
-        zero_count: Option<u64>,
-        #[prost(message, repeated, tag = "9")]
-        negative_span: Vec<proto::BucketSpan>,
-        #[prost(sint64, repeated, packed = "false", tag = "10")]
-        negative_delta: Vec<i64>,
-        #[prost(message, repeated, tag = "12")]
-        positive_span: Vec<proto::BucketSpan>,
-        #[prost(sint64, repeated, packed = "false", tag = "13")]
-        positive_delta: Vec<i64>,
-        #[prost(double, repeated, packed = "false", tag = "14")]
-        positive_count: Vec<f64>,
-    }
+    use crate::exposition::client_model::Histogram as ClientHistogram;
 
     fn transcode(c: &ClientHistogram, ts: i64, hint: i32) -> proto::TimeSeries {
         let mut labels = LabelScratch::default();
