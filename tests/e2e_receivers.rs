@@ -133,6 +133,22 @@ fn check_receiver(receiver: &str, node: &NodeExporter) {
     }
 }
 
+/// Runs spate from node_exporter to the receiver at `addr`, checks what arrived, stops spate.
+fn forward_and_check(addr: &str, node: &NodeExporter) {
+    let mut spate = Spate::start(
+        &spate_config(&node.addr, &format!("http://{addr}/api/v1/write")),
+        &[],
+    );
+    check_receiver(addr, node);
+    assert_eq!(
+        spate.metric("prometheus_remote_storage_samples_failed_total"),
+        0.0,
+        "{}",
+        spate.proc.log_text()
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(90)).success());
+}
+
 #[test]
 fn node_exporter_to_prometheus() {
     let dir = TempDir::new("e2e-prom");
@@ -161,18 +177,7 @@ fn node_exporter_to_prometheus() {
         http_get(&prom_addr, "/-/ready").filter(|(c, _)| *c == 200)
     });
 
-    let mut spate = Spate::start(
-        &spate_config(&node.addr, &format!("http://{prom_addr}/api/v1/write")),
-        &[],
-    );
-    check_receiver(&prom_addr, &node);
-    assert_eq!(
-        spate.metric("prometheus_remote_storage_samples_failed_total"),
-        0.0,
-        "{}",
-        spate.proc.log_text()
-    );
-    assert!(spate.proc.terminate(Duration::from_secs(90)).success());
+    forward_and_check(&prom_addr, &node);
 }
 
 #[test]
@@ -203,16 +208,5 @@ fn node_exporter_to_victoriametrics() {
         || http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200),
     );
 
-    let mut spate = Spate::start(
-        &spate_config(&node.addr, &format!("http://{vm_addr}/api/v1/write")),
-        &[],
-    );
-    check_receiver(&vm_addr, &node);
-    assert_eq!(
-        spate.metric("prometheus_remote_storage_samples_failed_total"),
-        0.0,
-        "{}",
-        spate.proc.log_text()
-    );
-    assert!(spate.proc.terminate(Duration::from_secs(90)).success());
+    forward_and_check(&vm_addr, &node);
 }
