@@ -19,6 +19,7 @@ fn payload() -> Vec<u8> {
         cumulative_count: Some(count),
         upper_bound: Some(upper),
         cumulative_count_float: None,
+        exemplar: None,
     };
     let hist = Histogram {
         sample_count: Some(10),
@@ -63,7 +64,10 @@ fn payload() -> Vec<u8> {
             name: "plain_total".into(),
             r#type: metric_type::COUNTER,
             metric: vec![Metric {
-                counter: Some(Value { value: 3.0 }),
+                counter: Some(Value {
+                    value: 3.0,
+                    exemplar: None,
+                }),
                 ..Default::default()
             }],
             ..Default::default()

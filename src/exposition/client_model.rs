@@ -53,11 +53,33 @@ pub struct LabelPair {
     pub value: String,
 }
 
-/// `Gauge`, `Counter` and `Untyped` share this shape (field 1: the value).
+/// `Gauge`, `Counter` and `Untyped` share this shape (field 1: the value; field 2, the
+/// exemplar, exists on `Counter` only).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Value {
     #[prost(double, tag = "1")]
     pub value: f64,
+    #[prost(message, optional, tag = "2")]
+    pub exemplar: Option<Exemplar>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub label: Vec<LabelPair>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(message, optional, tag = "3")]
+    pub timestamp: Option<Timestamp>,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -112,6 +134,8 @@ pub struct Bucket {
     pub cumulative_count: Option<u64>,
     #[prost(double, optional, tag = "2")]
     pub upper_bound: Option<f64>,
+    #[prost(message, optional, tag = "3")]
+    pub exemplar: Option<Exemplar>,
     #[prost(double, optional, tag = "4")]
     pub cumulative_count_float: Option<f64>,
 }

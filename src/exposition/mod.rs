@@ -10,7 +10,7 @@ mod text;
 
 pub use proto::ProtoParser;
 pub use text::{
-    LabelRef, MetricType, NORMAL_NAN, ParseError, Sample, TextParser, format_go_float,
+    Exemplar, LabelRef, MetricType, NORMAL_NAN, ParseError, Sample, TextParser, format_go_float,
     normalize_float_label, unescape_label_value,
 };
 

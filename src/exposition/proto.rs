@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use super::{LabelRef, ParseError, Sample};
+use super::{Exemplar, LabelRef, ParseError, Sample};
 use crate::protowire::{WireError, fixed64, key, len_delimited, skip, varint};
 
 const COUNTER: u64 = 0;
@@ -66,6 +66,10 @@ pub struct ProtoParser<'a, 's> {
     keep_classic: bool,
     has_buckets: bool,
     is_native: bool,
+    /// How many labels of the scratch are the metric's; an exemplar's follow them.
+    metric_labels: usize,
+    /// The current sample's exemplar (value, timestamp), its labels after `metric_labels`.
+    exemplar: Option<(f64, Option<i64>)>,
 }
 
 fn err(at: usize, reason: &str) -> ParseError {
@@ -115,6 +119,8 @@ impl<'a, 's> ProtoParser<'a, 's> {
             keep_classic,
             has_buckets: false,
             is_native: false,
+            metric_labels: 0,
+            exemplar: None,
         }
     }
 
@@ -126,15 +132,21 @@ impl<'a, 's> ProtoParser<'a, 's> {
         match self.advance() {
             Ok(Some((suffix, extra, value))) => {
                 let native = suffix == NATIVE;
+                let (labels, ex_labels) = self.scratch.split_at(self.metric_labels);
                 Some(Ok(Sample {
                     name: &self.buf[self.family_name.clone()],
                     name_escaped: false,
                     name_suffix: if native { b"" } else { suffix },
-                    labels: self.scratch.as_slice(),
+                    labels,
                     extra_label: extra,
                     native: native.then(|| (self.sub.clone(), self.family_type == GAUGE_HISTOGRAM)),
                     value,
                     timestamp_ms: self.timestamp_ms,
+                    exemplar: self.exemplar.map(|(value, timestamp_ms)| Exemplar {
+                        labels: ex_labels,
+                        value,
+                        timestamp_ms,
+                    }),
                 }))
             }
             Ok(None) => {
@@ -151,11 +163,16 @@ impl<'a, 's> ProtoParser<'a, 's> {
     /// Moves to the next sample: (name suffix, extra label, value), or None at the end.
     #[allow(clippy::type_complexity)]
     fn advance(&mut self) -> Result<Option<Derived>, ParseError> {
+        self.scratch.truncate(self.metric_labels);
+        self.exemplar = None;
         loop {
             let is_hist = matches!(self.family_type, HISTOGRAM | GAUGE_HISTOGRAM);
             match self.stage {
                 Stage::Single => {
                     self.stage = Stage::Done;
+                    if self.family_type == COUNTER {
+                        self.counter_exemplar()?;
+                    }
                     return Ok(Some((b"", None, self.value)));
                 }
                 Stage::Native => {
@@ -239,6 +256,10 @@ impl<'a, 's> ProtoParser<'a, 's> {
             match (field, w) {
                 (1, 0) => count = varint(buf, &mut p).map_err(wire(p))?,
                 (2, 1) => upper = f64::from_bits(fixed64(buf, &mut p).map_err(wire(p))?),
+                (3, 2) => {
+                    let ex = len_delimited(buf, &mut p).map_err(wire(p))?;
+                    self.read_exemplar(ex)?;
+                }
                 (4, 1) => count_float = f64::from_bits(fixed64(buf, &mut p).map_err(wire(p))?),
                 _ => skip(buf, &mut p, w).map_err(wire(p))?,
             }
@@ -310,6 +331,90 @@ impl<'a, 's> ProtoParser<'a, 's> {
         }
     }
 
+    /// Appends a `LabelPair` message to the scratch.
+    fn push_label_pair(&mut self, pair: Range<usize>, at: usize) -> Result<(), ParseError> {
+        let buf = &self.buf[..pair.end];
+        let (mut name, mut value) = (pair.start..pair.start, pair.start..pair.start);
+        let mut q = pair.start;
+        while q < pair.end {
+            let (f, w) = key(buf, &mut q).map_err(wire(q))?;
+            match (f, w) {
+                (1, 2) => name = len_delimited(buf, &mut q).map_err(wire(q))?,
+                (2, 2) => value = len_delimited(buf, &mut q).map_err(wire(q))?,
+                _ => skip(buf, &mut q, w).map_err(wire(q))?,
+            }
+        }
+        if std::str::from_utf8(&buf[value.clone()]).is_err() {
+            return Err(err(at, "invalid UTF-8 label value"));
+        }
+        self.scratch.push(LabelRef {
+            name: (name.start as u32, name.end as u32),
+            value: (value.start as u32, value.end as u32),
+            escaped: false,
+            name_escaped: false,
+            float_value: false,
+        });
+        Ok(())
+    }
+
+    /// The exemplar of the current counter (`Counter.exemplar`, field 2), if any.
+    fn counter_exemplar(&mut self) -> Result<(), ParseError> {
+        let sub = self.sub.clone();
+        let buf = &self.buf[..sub.end];
+        let mut p = sub.start;
+        while p < sub.end {
+            let (field, w) = key(buf, &mut p).map_err(wire(p))?;
+            if (field, w) == (2, 2) {
+                let ex = len_delimited(buf, &mut p).map_err(wire(p))?;
+                return self.read_exemplar(ex);
+            }
+            skip(buf, &mut p, w).map_err(wire(p))?;
+        }
+        Ok(())
+    }
+
+    /// An `Exemplar` message: labels to the scratch, value and timestamp to `self.exemplar`.
+    /// The timestamp is milliseconds from `seconds` and `nanos`, as Prometheus takes it.
+    fn read_exemplar(&mut self, ex: Range<usize>) -> Result<(), ParseError> {
+        let buf = &self.buf[..ex.end];
+        let (mut value, mut timestamp_ms) = (0.0, None);
+        let mut p = ex.start;
+        while p < ex.end {
+            let at = p;
+            let (field, w) = key(buf, &mut p).map_err(wire(at))?;
+            match (field, w) {
+                (1, 2) => {
+                    let pair = len_delimited(buf, &mut p).map_err(wire(at))?;
+                    self.push_label_pair(pair, at)?;
+                }
+                (2, 1) => value = f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?),
+                (3, 2) => {
+                    let ts = len_delimited(buf, &mut p).map_err(wire(at))?;
+                    let (mut secs, mut nanos) = (0i64, 0i64);
+                    let mut q = ts.start;
+                    while q < ts.end {
+                        let (f, w) = key(&buf[..ts.end], &mut q).map_err(wire(q))?;
+                        match (f, w) {
+                            (1, 0) => {
+                                secs = varint(&buf[..ts.end], &mut q).map_err(wire(q))? as i64
+                            }
+                            (2, 0) => {
+                                nanos =
+                                    varint(&buf[..ts.end], &mut q).map_err(wire(q))? as i32 as i64
+                            }
+                            _ => skip(&buf[..ts.end], &mut q, w).map_err(wire(q))?,
+                        }
+                    }
+                    timestamp_ms =
+                        Some(secs.saturating_mul(1000).saturating_add(nanos / 1_000_000));
+                }
+                _ => skip(buf, &mut p, w).map_err(wire(at))?,
+            }
+        }
+        self.exemplar = Some((value, timestamp_ms));
+        Ok(())
+    }
+
     fn decode_metric(&mut self, m: Range<usize>) -> Result<(), ParseError> {
         let buf = &self.buf[..m.end];
         self.scratch.clear();
@@ -336,30 +441,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
             match (field, w) {
                 (1, 2) => {
                     let pair = len_delimited(buf, &mut p).map_err(wire(at))?;
-                    let (mut name, mut value) = (pair.start..pair.start, pair.start..pair.start);
-                    let mut q = pair.start;
-                    while q < pair.end {
-                        let (f, w) = key(&buf[..pair.end], &mut q).map_err(wire(q))?;
-                        match (f, w) {
-                            (1, 2) => {
-                                name = len_delimited(&buf[..pair.end], &mut q).map_err(wire(q))?
-                            }
-                            (2, 2) => {
-                                value = len_delimited(&buf[..pair.end], &mut q).map_err(wire(q))?
-                            }
-                            _ => skip(&buf[..pair.end], &mut q, w).map_err(wire(q))?,
-                        }
-                    }
-                    if std::str::from_utf8(&buf[value.clone()]).is_err() {
-                        return Err(err(at, "invalid UTF-8 label value"));
-                    }
-                    self.scratch.push(LabelRef {
-                        name: (name.start as u32, name.end as u32),
-                        value: (value.start as u32, value.end as u32),
-                        escaped: false,
-                        name_escaped: false,
-                        float_value: false,
-                    });
+                    self.push_label_pair(pair, at)?;
                 }
                 (6, 0) => {
                     let ts = varint(buf, &mut p).map_err(wire(at))? as i64;
@@ -414,6 +496,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
             self.count = c;
             self.float_histogram = true;
         }
+        self.metric_labels = self.scratch.len();
         self.stage = match self.family_type {
             HISTOGRAM | GAUGE_HISTOGRAM if self.native && self.is_native => Stage::Native,
             SUMMARY | HISTOGRAM | GAUGE_HISTOGRAM => Stage::Count,
@@ -429,7 +512,8 @@ mod tests {
     use prost::Message;
 
     use super::super::client_model::{
-        Bucket, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Value,
+        Bucket, Exemplar, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary, Timestamp,
+        Value,
     };
 
     fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
@@ -489,9 +573,83 @@ mod tests {
             if let Some(ts) = s.timestamp_ms {
                 line.push_str(&format!(" @{ts}"));
             }
+            if let Some(ex) = s.exemplar {
+                let ls: Vec<String> = ex
+                    .labels
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}={}",
+                            String::from_utf8_lossy(l.name(&body)),
+                            String::from_utf8_lossy(l.value(&body))
+                        )
+                    })
+                    .collect();
+                line.push_str(&format!(" # {{{}}} {}", ls.join(","), ex.value));
+                if let Some(ts) = ex.timestamp_ms {
+                    line.push_str(&format!(" @{ts}"));
+                }
+            }
             out.push(line);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn counter_and_bucket_exemplars() {
+        let ex = |trace: &str, value, ts: Option<(i64, i32)>| Exemplar {
+            label: labels(&[("trace_id", trace)]),
+            value,
+            timestamp: ts.map(|(seconds, nanos)| Timestamp { seconds, nanos }),
+        };
+        let bucket = |count, upper, exemplar| Bucket {
+            cumulative_count: Some(count),
+            upper_bound: Some(upper),
+            cumulative_count_float: None,
+            exemplar,
+        };
+        let families = vec![
+            MetricFamily {
+                name: "requests_total".into(),
+                r#type: 0,
+                metric: vec![Metric {
+                    counter: Some(Value {
+                        value: 7.0,
+                        exemplar: Some(ex("abc", 1.0, Some((1_520_879_607, 789_000_000)))),
+                    }),
+                    ..metric(&[("code", "200")])
+                }],
+                ..Default::default()
+            },
+            MetricFamily {
+                name: "latency".into(),
+                r#type: 4,
+                metric: vec![Metric {
+                    histogram: Some(Histogram {
+                        sample_count: Some(3),
+                        sample_sum: Some(0.5),
+                        bucket: vec![
+                            bucket(1, 0.1, Some(ex("t1", 0.05, None))),
+                            bucket(3, 1.0, None),
+                        ],
+                        ..Default::default()
+                    }),
+                    ..metric(&[("a", "b")])
+                }],
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            parse(&families).unwrap(),
+            [
+                "requests_total{code=200} 7 # {trace_id=abc} 1 @1520879607789",
+                "latency_count{a=b} 3",
+                "latency_sum{a=b} 0.5",
+                "latency_bucket{a=b,le=0.1} 1 # {trace_id=t1} 0.05",
+                "latency_bucket{a=b,le=1.0} 3",
+                "latency_bucket{a=b,le=+Inf} 3",
+            ]
+        );
     }
 
     #[test]
@@ -502,7 +660,10 @@ mod tests {
                 help: "Requests.".into(),
                 r#type: 0,
                 metric: vec![Metric {
-                    counter: Some(Value { value: 7.0 }),
+                    counter: Some(Value {
+                        value: 7.0,
+                        exemplar: None,
+                    }),
                     timestamp_ms: 1_700_000_000_000,
                     ..metric(&[("code", "200"), ("method", "get")])
                 }],
@@ -511,7 +672,10 @@ mod tests {
                 name: "temp".into(),
                 r#type: 1,
                 metric: vec![Metric {
-                    gauge: Some(Value { value: -1.5 }),
+                    gauge: Some(Value {
+                        value: -1.5,
+                        exemplar: None,
+                    }),
                     ..metric(&[])
                 }],
                 ..Default::default()
@@ -520,7 +684,10 @@ mod tests {
                 name: "raw".into(),
                 r#type: 3,
                 metric: vec![Metric {
-                    untyped: Some(Value { value: 3.0 }),
+                    untyped: Some(Value {
+                        value: 3.0,
+                        exemplar: None,
+                    }),
                     ..metric(&[])
                 }],
                 ..Default::default()
@@ -559,11 +726,13 @@ mod tests {
                                 cumulative_count: Some(2),
                                 upper_bound: Some(0.1),
                                 cumulative_count_float: None,
+                                exemplar: None,
                             },
                             Bucket {
                                 cumulative_count: Some(4),
                                 upper_bound: Some(1.0),
                                 cumulative_count_float: None,
+                                exemplar: None,
                             },
                         ],
                         ..Default::default()
@@ -606,6 +775,7 @@ mod tests {
                             cumulative_count: Some(0),
                             upper_bound: Some(f64::INFINITY),
                             cumulative_count_float: Some(2.5),
+                            exemplar: None,
                         }],
                         ..Default::default()
                     }),
@@ -643,7 +813,10 @@ mod tests {
             name: "x".into(),
             r#type: 1,
             metric: vec![Metric {
-                gauge: Some(Value { value: 1.0 }),
+                gauge: Some(Value {
+                    value: 1.0,
+                    exemplar: None,
+                }),
                 ..metric(&[("a", "b")])
             }],
             ..Default::default()

@@ -44,6 +44,17 @@ pub struct Sample<'a, 'p> {
     pub native: Option<(std::ops::Range<usize>, bool)>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
+    /// The sample's exemplar: OpenMetrics `# {…} value [timestamp]`, or a protobuf counter's or
+    /// classic bucket's `exemplar` (a native histogram's stay inside its message).
+    pub exemplar: Option<Exemplar<'p>>,
+}
+
+/// An exemplar; its labels borrow the parser's scratch like the sample's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Exemplar<'p> {
+    pub labels: &'p [LabelRef],
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +91,8 @@ pub struct TextParser<'a, 's> {
     done: bool,
     /// The type from the latest `# TYPE` line (Prometheus applies it to the lines that follow).
     mtype: MetricType,
+    /// The current line's exemplar: where its labels start in the scratch, value, timestamp.
+    exemplar: Option<(usize, f64, Option<i64>)>,
 }
 
 /// Metric types as `# TYPE` declares them.
@@ -128,6 +141,7 @@ impl<'a, 's> TextParser<'a, 's> {
             eof_seen: false,
             done: false,
             mtype: MetricType::Unknown,
+            exemplar: None,
         }
     }
 
@@ -186,16 +200,31 @@ impl<'a, 's> TextParser<'a, 's> {
                 continue;
             }
             return Some(match self.sample(first, line_end) {
-                Ok((name, name_escaped, value, timestamp_ms)) => Ok(Sample {
-                    name: &self.buf[name.0..name.1],
-                    name_escaped,
-                    name_suffix: b"",
-                    labels: self.scratch.as_slice(),
-                    extra_label: None,
-                    native: None,
-                    value,
-                    timestamp_ms,
-                }),
+                Ok((name, name_escaped, value, timestamp_ms)) => {
+                    let (labels, exemplar) = match self.exemplar {
+                        None => (self.scratch.as_slice(), None),
+                        Some((at, value, timestamp_ms)) => {
+                            let (labels, ex) = self.scratch.split_at(at);
+                            let ex = Exemplar {
+                                labels: ex,
+                                value,
+                                timestamp_ms,
+                            };
+                            (labels, Some(ex))
+                        }
+                    };
+                    Ok(Sample {
+                        name: &self.buf[name.0..name.1],
+                        name_escaped,
+                        name_suffix: b"",
+                        labels,
+                        extra_label: None,
+                        native: None,
+                        value,
+                        timestamp_ms,
+                        exemplar,
+                    })
+                }
                 Err(e) => {
                     self.done = true;
                     Err(e)
@@ -325,6 +354,7 @@ impl<'a, 's> TextParser<'a, 's> {
     ) -> Result<((usize, usize), bool, f64, Option<i64>), ParseError> {
         let buf = self.buf;
         self.scratch.clear();
+        self.exemplar = None;
         let mut p = start;
         let (name, name_escaped);
         if buf[p] == b'{' {
@@ -539,16 +569,15 @@ impl<'a, 's> TextParser<'a, 's> {
         Ok((value, Some((secs * 1000.0) as i64)))
     }
 
-    /// Validates an exemplar `{labels} value[ timestamp]` (not kept yet).
+    /// An exemplar `{labels} value[ timestamp]`: its labels go to the scratch after the
+    /// sample's, the rest to `self.exemplar`.
     fn exemplar(&mut self, p: usize, end: usize) -> Result<(), ParseError> {
         let buf = self.buf;
         if p >= end || buf[p] != b'{' {
             return Err(self.error_at(p, "expected exemplar labels"));
         }
-        let kept = self.scratch.len();
-        let parsed = self.parse_labels::<true>(p, end, false);
-        self.scratch.truncate(kept);
-        let (_, _, mut q) = parsed?;
+        let at = self.scratch.len();
+        let (_, _, mut q) = self.parse_labels::<true>(p, end, false)?;
         if q >= end || buf[q] != b' ' {
             return Err(self.error_at(q, "expected value after exemplar labels"));
         }
@@ -557,14 +586,17 @@ impl<'a, 's> TextParser<'a, 's> {
             .iter()
             .position(|b| *b == b' ')
             .map_or(end, |i| q + i);
-        parse_float(&buf[q..value_end])
+        let value = parse_float(&buf[q..value_end])
             .ok_or_else(|| self.error_at(q, "invalid exemplar value"))?;
+        let mut timestamp_ms = None;
         if value_end < end {
             let ts = &buf[value_end + 1..end];
-            if parse_float(ts).filter(|f| f.is_finite()).is_none() {
+            let Some(secs) = parse_float(ts).filter(|f| f.is_finite()) else {
                 return Err(self.error_at(value_end + 1, "invalid exemplar timestamp"));
-            }
+            };
+            timestamp_ms = Some((secs * 1000.0) as i64);
         }
+        self.exemplar = Some((at, value, timestamp_ms));
         Ok(())
     }
 
@@ -1226,5 +1258,34 @@ node_load1 0.5\n";
                 .reason
                 .contains("after # EOF")
         );
+    }
+
+    #[test]
+    fn openmetrics_exemplars_are_kept_apart_from_the_labels() {
+        let input = "# TYPE foo histogram\nfoo_bucket{le=\"0.5\",path=\"/\"} 3 # {trace_id=\"KOO5S4vxi0o\",span=\"s\\\"1\"} 0.45 1520879607.789\nfoo_bucket{le=\"+Inf\",path=\"/\"} 4 # {} 2\nfoo_count{path=\"/\"} 4\n# EOF\n";
+        let buf = input.as_bytes();
+        let mut scratch = Vec::new();
+        let mut p = TextParser::new(buf, Format::OpenMetrics, &mut scratch);
+        let names = |ls: &[LabelRef]| -> Vec<String> {
+            ls.iter()
+                .map(|l| String::from_utf8_lossy(l.name(buf)).into_owned())
+                .collect()
+        };
+        let s = p.next().unwrap().unwrap();
+        assert_eq!(names(s.labels), ["le", "path"]);
+        let ex = s.exemplar.expect("first bucket has an exemplar");
+        assert_eq!(names(ex.labels), ["trace_id", "span"]);
+        assert!(ex.labels[1].escaped);
+        assert_eq!(ex.labels[0].value(buf), b"KOO5S4vxi0o");
+        assert_eq!((ex.value, ex.timestamp_ms), (0.45, Some(1_520_879_607_789)));
+        let s = p.next().unwrap().unwrap();
+        assert_eq!(names(s.labels), ["le", "path"]);
+        let ex = s.exemplar.expect("empty label set is still an exemplar");
+        assert!(ex.labels.is_empty());
+        assert_eq!((ex.value, ex.timestamp_ms), (2.0, None));
+        let s = p.next().unwrap().unwrap();
+        assert_eq!(names(s.labels), ["path"]);
+        assert!(s.exemplar.is_none());
+        assert!(p.next().is_none());
     }
 }
