@@ -18,4 +18,5 @@ pub mod runtime;
 pub mod scrape;
 pub mod selfmetrics;
 pub mod signals;
+pub mod wal;
 pub mod web;

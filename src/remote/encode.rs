@@ -112,7 +112,7 @@ impl LabelScratch {
     }
 }
 
-fn varint_len(mut v: u64) -> usize {
+pub(crate) fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
         v >>= 7;
@@ -121,7 +121,7 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -182,6 +182,98 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
         out.push(0x10); // Sample.timestamp, varint (two's complement for negatives)
         put_varint(out, timestamp_ms as u64);
     }
+}
+
+/// Appends an entry from an already encoded labels section (the `TimeSeries.labels` fields,
+/// as [`split_entry`] returns them) and one float sample: what the WAL reader rebuilds.
+pub fn encode_series_raw(out: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i64) {
+    let sample_inner = if value != 0.0 { 9 } else { 0 }
+        + if timestamp_ms != 0 {
+            1 + varint_len(timestamp_ms as u64)
+        } else {
+            0
+        };
+    let series_len = labels.len() + 1 + varint_len(sample_inner as u64) + sample_inner;
+    out.push(0x0a);
+    put_varint(out, series_len as u64);
+    out.extend_from_slice(labels);
+    out.push(0x12);
+    put_varint(out, sample_inner as u64);
+    if value != 0.0 {
+        out.push(0x09);
+        out.extend_from_slice(&value.to_bits().to_le_bytes());
+    }
+    if timestamp_ms != 0 {
+        out.push(0x10);
+        put_varint(out, timestamp_ms as u64);
+    }
+}
+
+/// Appends an entry from an encoded labels section and an encoded `Histogram` message.
+pub fn encode_histogram_raw(out: &mut Vec<u8>, labels: &[u8], histogram: &[u8]) {
+    let series_len = labels.len() + 1 + varint_len(histogram.len() as u64) + histogram.len();
+    out.push(0x0a);
+    put_varint(out, series_len as u64);
+    out.extend_from_slice(labels);
+    out.push(0x22); // TimeSeries.histograms
+    put_varint(out, histogram.len() as u64);
+    out.extend_from_slice(histogram);
+}
+
+/// What one encoded entry holds: its labels section and its one sample or histogram.
+#[derive(Debug, PartialEq)]
+pub enum EntryPayload<'a> {
+    Sample { value: f64, timestamp_ms: i64 },
+    Histogram(&'a [u8]),
+}
+
+/// Splits one entry written by this module (`0x0a len TimeSeries`) into its labels section
+/// and its payload.
+pub fn split_entry(entry: &[u8]) -> Result<(&[u8], EntryPayload<'_>), crate::protowire::WireError> {
+    use crate::protowire::{WireError, fixed64, key, len_delimited, skip, varint};
+    let mut p = 0;
+    let (field, wire) = key(entry, &mut p)?;
+    if (field, wire) != (1, 2) {
+        return Err(WireError("not a timeseries entry"));
+    }
+    let body = len_delimited(entry, &mut p)?;
+    let buf = &entry[..body.end];
+    let mut p = body.start;
+    let labels_start = p;
+    let mut labels_end = p;
+    let mut payload = None;
+    while p < body.end {
+        let (field, wire) = key(buf, &mut p)?;
+        match (field, wire) {
+            (1, 2) => {
+                len_delimited(buf, &mut p)?;
+                labels_end = p;
+            }
+            (2, 2) => {
+                let s = len_delimited(buf, &mut p)?;
+                let (mut value, mut ts) = (0.0, 0i64);
+                let mut q = s.start;
+                while q < s.end {
+                    match key(&buf[..s.end], &mut q)? {
+                        (1, 1) => value = f64::from_bits(fixed64(&buf[..s.end], &mut q)?),
+                        (2, 0) => ts = varint(&buf[..s.end], &mut q)? as i64,
+                        (_, w) => skip(&buf[..s.end], &mut q, w)?,
+                    }
+                }
+                payload = Some(EntryPayload::Sample {
+                    value,
+                    timestamp_ms: ts,
+                });
+            }
+            (4, 2) => {
+                let h = len_delimited(buf, &mut p)?;
+                payload = Some(EntryPayload::Histogram(&buf[h]));
+            }
+            (_, w) => skip(buf, &mut p, w)?,
+        }
+    }
+    let payload = payload.ok_or(WireError("entry without a sample"))?;
+    Ok((&buf[labels_start..labels_end], payload))
 }
 
 #[cfg(test)]

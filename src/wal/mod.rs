@@ -1,0 +1,715 @@
+//! The per-core write-ahead log: every committed scrape is appended here before any endpoint
+//! sees it, and each remote-write endpoint's acknowledged position (its cursor) is kept beside
+//! it, so that unsent samples survive dead receivers, crashes and restarts.
+//!
+//! Layout: `<storage.agent.path>/wal/<core>/` holds numbered segments (see [`segment`]) and a
+//! `cursors` file. Each start opens a fresh segment. Segments are self-contained: a series is
+//! declared (series record) in each segment before its first sample there, so any segment can
+//! be read, or deleted, without the others, and no checkpoint is needed.
+//!
+//! **Durability rule:** a commit's records are written (block-aligned, `O_DIRECT` where
+//! possible) before the commit returns, so a crash of the process loses nothing committed;
+//! `fdatasync` runs at most every `fsync_interval` and when a segment is closed, which bounds
+//! what a power loss can take.
+
+pub mod crc;
+pub mod record;
+pub mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use record::{HISTOGRAMS, SAMPLES, SERIES, SamplesWriter};
+use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
+
+use crate::log::Level;
+use crate::remote::encode::{EntryPayload, split_entry};
+
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Segment size; a commit never spans segments, so one may exceed it by a commit.
+    pub segment_size: u64,
+    pub compress: bool,
+    /// Try `O_DIRECT` writes.
+    pub direct: bool,
+    pub fsync_interval: Duration,
+    /// Most bytes all of this core's segments may take; the oldest go first.
+    pub max_size: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: 128 << 20,
+            compress: true,
+            direct: true,
+            fsync_interval: Duration::from_secs(1),
+            max_size: u64::MAX,
+        }
+    }
+}
+
+/// Counters `/metrics` shows, per core.
+#[derive(Default)]
+pub struct WalStats {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub segments_created: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub write_failures: AtomicU64,
+    /// Samples whose commit could not be written (disk full, I/O error).
+    pub samples_not_durable: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub size_bytes: AtomicU64,
+}
+
+/// The map's keys are already 128-bit hashes: use their low bits as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u128 keys")
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// A series: its ref and the segment it was last declared in.
+#[derive(Clone, Copy)]
+struct SeriesEntry {
+    r: u32,
+    declared_in: u32,
+}
+
+const NOT_DECLARED: u32 = u32::MAX;
+
+/// One endpoint's acknowledged position and what retention took from it.
+pub struct Cursor {
+    pub id: String,
+    pub acked: Pos,
+    /// Set when the size bound deleted data past `acked`; the reader restarts from `acked`.
+    pub moved: bool,
+    pub lost: Arc<AtomicU64>,
+    /// Whether this endpoint's unsent data is only in the WAL (it is reading back from it).
+    pub replaying: bool,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    writer: Option<SegmentWriter>,
+    series: HashMap<u128, SeriesEntry, BuildHasherDefault<KeyHasher>>,
+    next_ref: u32,
+    /// Closed segments and their sizes, oldest first (the writer's is not among them).
+    closed: Vec<(u32, u64)>,
+    pub stats: Arc<WalStats>,
+    last_sync: Instant,
+    unsynced: bool,
+    cursors: Vec<Cursor>,
+    cursors_dirty: bool,
+    cursors_saved: Instant,
+    // Reused per commit.
+    rec_series: Vec<u8>,
+    rec_samples: Vec<u8>,
+    rec_hist: Vec<u8>,
+    samples: Vec<(u32, i64, f64)>,
+    hists: Vec<(u32, std::ops::Range<usize>)>,
+    declared: Vec<u128>,
+    ends: Vec<Pos>,
+    direct_logged: bool,
+}
+
+/// What opening found.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub torn_bytes_cut: u64,
+}
+
+impl Wal {
+    /// Opens the WAL in `dir` (creating it): repairs a torn tail of the newest segment, loads
+    /// the cursors, and starts a new segment.
+    pub fn open(dir: &Path, opts: WalOptions) -> io::Result<(Wal, OpenReport)> {
+        std::fs::create_dir_all(dir)?;
+        let existing = list_segments(dir)?;
+        let mut report = OpenReport {
+            segments: existing.len(),
+            ..Default::default()
+        };
+        if let Some(last) = existing.last() {
+            report.torn_bytes_cut = segment::repair_tail(dir, *last)?;
+            if report.torn_bytes_cut > 0 {
+                crate::log!(
+                    Level::Warn,
+                    "wal",
+                    "cut a torn record off the end of the last segment",
+                    segment = segment::segment_path(dir, *last).display(),
+                    bytes = report.torn_bytes_cut
+                );
+            }
+        }
+        let mut closed = Vec::new();
+        for i in &existing {
+            closed.push((*i, std::fs::metadata(segment::segment_path(dir, *i))?.len()));
+        }
+        let next = existing.last().map_or(0, |i| i + 1);
+        let writer = SegmentWriter::create(dir, next, opts.direct)?;
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            writer: Some(writer),
+            series: HashMap::default(),
+            next_ref: 0,
+            closed,
+            stats: Arc::default(),
+            last_sync: Instant::now(),
+            unsynced: false,
+            cursors: Vec::new(),
+            cursors_dirty: false,
+            cursors_saved: Instant::now(),
+            rec_series: Vec::new(),
+            rec_samples: Vec::new(),
+            rec_hist: Vec::new(),
+            samples: Vec::new(),
+            hists: Vec::new(),
+            declared: Vec::new(),
+            ends: Vec::new(),
+            direct_logged: false,
+            opts,
+        };
+        wal.stats.segments_created.fetch_add(1, Relaxed);
+        wal.log_direct();
+        wal.update_size();
+        Ok((wal, report))
+    }
+
+    fn log_direct(&mut self) {
+        if let Some(w) = &self.writer
+            && !w.direct()
+            && self.opts.direct
+            && !self.direct_logged
+        {
+            self.direct_logged = true;
+            crate::log!(
+                Level::Info,
+                "wal",
+                "the filesystem refuses O_DIRECT; writing the WAL through the page cache with fdatasync",
+                dir = self.dir.display()
+            );
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the next record goes: everything before it is in the WAL.
+    pub fn head(&self) -> Pos {
+        match &self.writer {
+            Some(w) => pos(w.index(), w.offset()),
+            None => pos(self.closed.last().map_or(0, |c| c.0 + 1), 0),
+        }
+    }
+
+    /// The oldest segment still on disk.
+    pub fn first_segment(&self) -> u32 {
+        self.closed
+            .first()
+            .map(|c| c.0)
+            .unwrap_or_else(|| pos_segment(self.head()))
+    }
+
+    /// Appends a committed scrape: `entries` as the appender encoded them, `ends[i]` where
+    /// entry `i` ends. Returns the position after its records, or the error (counted).
+    pub fn commit(&mut self, entries: &[u8], ends: &[u32]) -> io::Result<Pos> {
+        if ends.is_empty() {
+            return Ok(self.head());
+        }
+        let r = self.try_commit(entries, ends);
+        if r.is_err() {
+            self.stats.write_failures.fetch_add(1, Relaxed);
+            self.stats
+                .samples_not_durable
+                .fetch_add(ends.len() as u64, Relaxed);
+        }
+        r
+    }
+
+    fn try_commit(&mut self, entries: &[u8], ends: &[u32]) -> io::Result<Pos> {
+        // A commit never spans segments: cut over first when this one would overflow it.
+        let estimate = entries.len() as u64 / 2;
+        let needs_rotation = match &self.writer {
+            None => true,
+            Some(w) => w.offset() > 0 && w.offset() + estimate > self.opts.segment_size,
+        };
+        if needs_rotation || self.next_ref > u32::MAX - ends.len() as u32 {
+            self.rotate()?;
+        }
+        let Some(w) = &self.writer else {
+            return Err(io::Error::other("no open segment"));
+        };
+        let segment = w.index();
+        self.rec_series.clear();
+        self.rec_series.push(SERIES);
+        self.samples.clear();
+        self.hists.clear();
+        self.declared.clear();
+        let mut n_series = 0usize;
+        let mut series_body = std::mem::take(&mut self.rec_hist);
+        series_body.clear();
+        let mut start = 0usize;
+        for end in ends {
+            let entry = &entries[start..*end as usize];
+            let entry_start = start;
+            start = *end as usize;
+            let (labels, payload) =
+                split_entry(entry).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+            let key = xxhash_rust::xxh3::xxh3_128(labels);
+            let next_ref = &mut self.next_ref;
+            let e = self.series.entry(key).or_insert_with(|| {
+                let r = *next_ref;
+                *next_ref += 1;
+                SeriesEntry {
+                    r,
+                    declared_in: NOT_DECLARED,
+                }
+            });
+            if e.declared_in != segment {
+                e.declared_in = segment;
+                record::put_ref_bytes(&mut series_body, e.r, labels);
+                n_series += 1;
+                self.declared.push(key);
+            }
+            match payload {
+                EntryPayload::Sample {
+                    value,
+                    timestamp_ms,
+                } => self.samples.push((e.r, timestamp_ms, value)),
+                EntryPayload::Histogram(h) => {
+                    let off = h.as_ptr() as usize - entries.as_ptr() as usize;
+                    debug_assert!(off >= entry_start);
+                    self.hists.push((e.r, off..off + h.len()));
+                }
+            }
+        }
+        if n_series > 0 {
+            record::put_count(&mut self.rec_series, n_series);
+            self.rec_series.extend_from_slice(&series_body);
+        }
+        self.rec_hist = series_body;
+        self.rec_samples.clear();
+        if !self.samples.is_empty() {
+            self.rec_samples.push(SAMPLES);
+            let mut w =
+                SamplesWriter::new(&mut self.rec_samples, self.samples.len(), self.samples[0].1);
+            for (r, ts, v) in &self.samples {
+                w.push(*r, *ts, *v);
+            }
+        }
+        self.rec_hist.clear();
+        if !self.hists.is_empty() {
+            self.rec_hist.push(HISTOGRAMS);
+            record::put_count(&mut self.rec_hist, self.hists.len());
+            for (r, range) in &self.hists {
+                record::put_ref_bytes(&mut self.rec_hist, *r, &entries[range.clone()]);
+            }
+        }
+        let mut records: [&[u8]; 3] = [&[], &[], &[]];
+        let mut n = 0;
+        for rec in [&self.rec_series, &self.rec_samples, &self.rec_hist] {
+            if rec.len() > 1 {
+                records[n] = rec;
+                n += 1;
+            }
+        }
+        self.ends.clear();
+        let Some(w) = &mut self.writer else {
+            return Err(io::Error::other("no open segment"));
+        };
+        let before = w.offset();
+        if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends) {
+            // Those series were not declared after all.
+            for k in &self.declared {
+                if let Some(e) = self.series.get_mut(k) {
+                    e.declared_in = NOT_DECLARED;
+                }
+            }
+            return Err(e);
+        }
+        self.stats.records.fetch_add(n as u64, Relaxed);
+        self.stats.bytes.fetch_add(w.offset() - before, Relaxed);
+        self.unsynced = true;
+        if self.last_sync.elapsed() >= self.opts.fsync_interval {
+            self.sync();
+        }
+        self.update_size();
+        Ok(self.head())
+    }
+
+    /// `fdatasync` of the open segment, if anything was written since the last one.
+    pub fn sync(&mut self) {
+        if !self.unsynced {
+            return;
+        }
+        if let Some(w) = &self.writer {
+            match w.sync() {
+                Ok(()) => {
+                    self.unsynced = false;
+                    self.stats.fsyncs.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    self.stats.write_failures.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        self.last_sync = Instant::now();
+    }
+
+    /// Closes the open segment and starts the next; forgets series not used in the last two
+    /// segments; applies the size bound.
+    fn rotate(&mut self) -> io::Result<()> {
+        let next = match self.writer.take() {
+            Some(w) => {
+                let _ = w.sync();
+                self.closed.push((w.index(), w.offset()));
+                w.index() + 1
+            }
+            None => self.closed.last().map_or(0, |c| c.0 + 1),
+        };
+        self.unsynced = false;
+        if self.next_ref > u32::MAX / 2 {
+            // Refs are per segment: start over rather than wrap.
+            self.series.clear();
+            self.next_ref = 0;
+        } else {
+            let keep_from = next.saturating_sub(1);
+            self.series
+                .retain(|_, e| e.declared_in != NOT_DECLARED && e.declared_in >= keep_from);
+        }
+        self.enforce_size();
+        let w = SegmentWriter::create(&self.dir, next, self.opts.direct)?;
+        self.writer = Some(w);
+        self.stats.segments_created.fetch_add(1, Relaxed);
+        self.log_direct();
+        self.update_size();
+        Ok(())
+    }
+
+    fn update_size(&self) {
+        let total: u64 = self.closed.iter().map(|c| c.1).sum::<u64>()
+            + self.writer.as_ref().map_or(0, |w| w.offset());
+        self.stats.size_bytes.store(total, Relaxed);
+    }
+
+    // ---- cursors ----
+
+    /// Registers an endpoint; returns its slot. Its position comes from the `cursors` file
+    /// when it was there (clamped to what is still on disk), else the head: a new endpoint
+    /// starts at the tail.
+    pub fn add_endpoint(&mut self, id: &str, saved: &HashMap<String, Pos>) -> usize {
+        let head = self.head();
+        let first = pos(self.first_segment(), 0);
+        let acked = match saved.get(id) {
+            Some(p) => (*p).clamp(first, head),
+            None => head,
+        };
+        self.cursors.push(Cursor {
+            id: id.to_string(),
+            acked,
+            moved: false,
+            lost: Arc::default(),
+            replaying: acked < head,
+        });
+        self.cursors_dirty = true;
+        self.cursors.len() - 1
+    }
+
+    pub fn cursor(&self, slot: usize) -> &Cursor {
+        &self.cursors[slot]
+    }
+
+    pub fn cursor_mut(&mut self, slot: usize) -> &mut Cursor {
+        &mut self.cursors[slot]
+    }
+
+    /// Records that an endpoint's receiver acknowledged everything up to `p`.
+    pub fn ack(&mut self, slot: usize, p: Pos) {
+        let c = &mut self.cursors[slot];
+        if p > c.acked {
+            c.acked = p;
+            self.cursors_dirty = true;
+        }
+        if self.cursors_saved.elapsed() >= Duration::from_secs(1) {
+            self.save_cursors();
+            self.truncate();
+        }
+    }
+
+    /// Writes the `cursors` file (atomically: a temporary file renamed over it).
+    pub fn save_cursors(&mut self) {
+        self.cursors_saved = Instant::now();
+        if !self.cursors_dirty {
+            return;
+        }
+        let mut text = String::new();
+        for c in &self.cursors {
+            text.push_str(&format!("{} {}\n", c.id, c.acked));
+        }
+        let tmp = self.dir.join("cursors.tmp");
+        let result = std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursors")));
+        match result {
+            Ok(()) => self.cursors_dirty = false,
+            Err(e) => crate::log!(
+                Level::Warn,
+                "wal",
+                "could not save remote-write cursors; retrying",
+                dir = self.dir.display(),
+                err = e
+            ),
+        }
+    }
+
+    /// Deletes segments every endpoint has passed (the open one stays).
+    pub fn truncate(&mut self) {
+        let Some(min) = self.cursors.iter().map(|c| c.acked).min() else {
+            return;
+        };
+        let keep_from = pos_segment(min);
+        while let Some(&(idx, _)) = self.closed.first() {
+            if idx >= keep_from {
+                break;
+            }
+            self.delete_oldest();
+        }
+        self.update_size();
+    }
+
+    fn delete_oldest(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let (idx, _) = self.closed.remove(0);
+        let _ = std::fs::remove_file(segment::segment_path(&self.dir, idx));
+        self.stats.segments_deleted.fetch_add(1, Relaxed);
+    }
+
+    /// Applies `max_size`: deletes the oldest closed segments until the total fits. Samples an
+    /// endpoint had not been sent from a deleted segment are counted and logged.
+    fn enforce_size(&mut self) {
+        let open = self.writer.as_ref().map_or(0, |w| w.offset());
+        let mut total: u64 = self.closed.iter().map(|c| c.1).sum::<u64>() + open;
+        while total > self.opts.max_size && !self.closed.is_empty() {
+            let (idx, size) = self.closed[0];
+            let next = pos(idx + 1, 0);
+            for c in &mut self.cursors {
+                if c.acked >= next {
+                    continue;
+                }
+                let from = if pos_segment(c.acked) == idx {
+                    pos_offset(c.acked)
+                } else {
+                    0
+                };
+                let lost = if c.replaying || c.moved {
+                    count_samples(&self.dir, idx, from).unwrap_or(0)
+                } else {
+                    0
+                };
+                c.acked = next;
+                c.moved = true;
+                if lost > 0 {
+                    c.lost.fetch_add(lost, Relaxed);
+                    crate::log!(
+                        Level::Warn,
+                        "wal",
+                        "the WAL size bound deleted samples not yet sent",
+                        endpoint = c.id,
+                        samples = lost,
+                        segment = idx,
+                        max_size = self.opts.max_size
+                    );
+                }
+                self.cursors_dirty = true;
+            }
+            self.delete_oldest();
+            total -= size;
+        }
+    }
+
+    /// Closes the WAL at shutdown: syncs and saves the cursors.
+    pub fn close(&mut self) {
+        self.sync();
+        self.save_cursors();
+    }
+}
+
+/// Reads the `cursors` file of a core's WAL directory (missing: none).
+pub fn load_cursors(dir: &Path) -> HashMap<String, Pos> {
+    let Ok(text) = std::fs::read_to_string(dir.join("cursors")) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (id, p) = l.rsplit_once(' ')?;
+            Some((id.to_string(), p.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Samples and histograms in segment `index` after byte `from`.
+pub fn count_samples(dir: &Path, index: u32, from: u64) -> io::Result<u64> {
+    let mut r = SegmentReader::open(dir, index, from, None)?;
+    let mut n = 0u64;
+    while let Some((_, rec)) = r.next()? {
+        if let Some((&kind, body)) = rec.split_first()
+            && (kind == SAMPLES || kind == HISTOGRAMS)
+        {
+            n += record::decode(kind, body, |_| {}).unwrap_or(0) as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// Reads an endpoint's backlog back from the WAL as remote-write entries, record by record,
+/// from its cursor up to the head.
+pub struct WalReader {
+    dir: PathBuf,
+    reader: Option<SegmentReader>,
+    /// Labels sections of the current segment's series, by ref.
+    series: HashMap<u32, Vec<u8>>,
+    /// Records ending at or before this offset of the first segment read were sent already:
+    /// only their series declarations are needed.
+    skip_until: u64,
+    /// End of the last record consumed: everything before it has been handed out.
+    pub position: Pos,
+    pub damaged_bytes: u64,
+    pub missing_series: u64,
+}
+
+impl WalReader {
+    pub fn new(dir: &Path, from: Pos) -> WalReader {
+        WalReader {
+            dir: dir.to_path_buf(),
+            reader: None,
+            series: HashMap::new(),
+            skip_until: 0,
+            position: from,
+            damaged_bytes: 0,
+            missing_series: 0,
+        }
+    }
+
+    /// Appends the next record's samples to `out` as entries (`ends`, `histograms` as the
+    /// appender fills them, native histograms only with `histograms_on`). Returns the record's
+    /// end position and newest timestamp, or `None` once `head` is reached.
+    pub fn next_record(
+        &mut self,
+        head: Pos,
+        first_segment: u32,
+        histograms_on: bool,
+        out: &mut Vec<u8>,
+        ends: &mut Vec<u32>,
+        histograms: &mut Vec<bool>,
+    ) -> io::Result<Option<(Pos, i64)>> {
+        use crate::remote::encode::{encode_histogram_raw, encode_series_raw};
+        loop {
+            if self.position >= head {
+                return Ok(None);
+            }
+            if pos_segment(self.position) < first_segment {
+                self.position = pos(first_segment, 0);
+                self.reader = None;
+            }
+            let seg = pos_segment(self.position);
+            let limit = (seg == pos_segment(head)).then(|| pos_offset(head));
+            match &mut self.reader {
+                Some(r) if r.index() == seg => r.set_limit(limit)?,
+                _ => {
+                    self.reader = Some(SegmentReader::open(&self.dir, seg, 0, limit)?);
+                    self.skip_until = pos_offset(self.position);
+                    self.series.clear();
+                }
+            }
+            let Some(r) = &mut self.reader else {
+                unreachable!("opened above")
+            };
+            let next = r.next()?;
+            let Some((end, rec)) = next else {
+                self.damaged_bytes += std::mem::take(&mut r.damage.skipped_bytes);
+                if seg < pos_segment(head) {
+                    self.position = pos(seg + 1, 0);
+                    self.reader = None;
+                    continue;
+                }
+                return Ok(None);
+            };
+            let Some((&kind, body)) = rec.split_first() else {
+                continue;
+            };
+            let sent = pos_offset(end) <= self.skip_until;
+            let mut newest = i64::MIN;
+            let mut err = None;
+            let series = &mut self.series;
+            let missing = &mut self.missing_series;
+            let decoded = record::decode(kind, body, |item| match item {
+                record::Item::Series { r, labels } => {
+                    series.insert(r, labels.to_vec());
+                }
+                _ if sent => {}
+                record::Item::Sample { r, ts, value } => match series.get(&r) {
+                    Some(l) => {
+                        encode_series_raw(out, l, value, ts);
+                        ends.push(out.len() as u32);
+                        histograms.push(false);
+                        newest = newest.max(ts);
+                    }
+                    None => *missing += 1,
+                },
+                record::Item::Histogram { r, body } => {
+                    if !histograms_on {
+                        return;
+                    }
+                    match series.get(&r) {
+                        Some(l) => {
+                            encode_histogram_raw(out, l, body);
+                            ends.push(out.len() as u32);
+                            histograms.push(true);
+                        }
+                        None => *missing += 1,
+                    }
+                }
+            });
+            if let Err(e) = decoded {
+                err = Some(e);
+            }
+            if let Some(e) = err {
+                // A record whose frame checked out but whose body does not decode: skip it.
+                self.damaged_bytes += body.len() as u64;
+                crate::log!(
+                    Level::Warn,
+                    "wal",
+                    "skipped an undecodable WAL record",
+                    dir = self.dir.display(),
+                    err = e.0
+                );
+            }
+            if !sent {
+                self.position = end;
+                return Ok(Some((end, newest)));
+            }
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Segment files: numbered files of 32 KiB pages holding framed records, as Prometheus' WAL
+//! lays them out. A record is split into fragments that never cross a page; each fragment has
+//! a 7-byte header: flags (`1` full, `2` first, `3` middle, `4` last; `0x08` snappy), length
+//! (u16, big-endian) and the CRC32C of its bytes (u32, big-endian). Space too small for a
+//! header at the end of a page is zero padding, and a zero flags byte means "rest of the page
+//! is padding".
+//!
+//! Writes are block-aligned: the writer keeps the file's tail (the current page and any pages
+//! a commit fills) in a 4096-aligned buffer and writes whole 4 KiB blocks from the first dirty
+//! one, with `O_DIRECT` where the filesystem takes it (buffered writes otherwise).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::crc::crc32c;
+
+pub const PAGE: usize = 32 * 1024;
+const BLOCK: usize = 4096;
+pub const HEADER: usize = 7;
+
+const FULL: u8 = 1;
+const FIRST: u8 = 2;
+const MIDDLE: u8 = 3;
+const LAST: u8 = 4;
+const SNAPPY: u8 = 0x08;
+
+/// A WAL position: segment index in the high 32 bits, byte offset in the low 32.
+pub type Pos = u64;
+
+pub fn pos(segment: u32, offset: u64) -> Pos {
+    (u64::from(segment) << 32) | (offset & 0xffff_ffff)
+}
+
+pub fn pos_segment(p: Pos) -> u32 {
+    (p >> 32) as u32
+}
+
+pub fn pos_offset(p: Pos) -> u64 {
+    p & 0xffff_ffff
+}
+
+pub fn segment_path(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("{index:08}"))
+}
+
+/// The segment indexes present in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        if let Some(i) = name.to_str().and_then(|n| {
+            (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse::<u32>().ok())
+                .flatten()
+        }) {
+            out.push(i);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct Block([u8; BLOCK]);
+
+/// A growable byte buffer whose start is 4096-aligned, as `O_DIRECT` requires.
+struct AlignedBuf {
+    blocks: Vec<Block>,
+}
+
+impl AlignedBuf {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `Block` is plain bytes with no padding; the slice covers exactly the blocks.
+        unsafe {
+            std::slice::from_raw_parts(self.blocks.as_ptr().cast(), self.blocks.len() * BLOCK)
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and the borrow is unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.blocks.as_mut_ptr().cast(),
+                self.blocks.len() * BLOCK,
+            )
+        }
+    }
+
+    /// Makes at least `len` bytes addressable; new bytes are zero.
+    fn ensure(&mut self, len: usize) {
+        let want = len.div_ceil(BLOCK);
+        if want > self.blocks.len() {
+            self.blocks.resize(want, Block([0; BLOCK]));
+        }
+    }
+}
+
+/// Appends framed records to one segment file.
+pub struct SegmentWriter {
+    file: File,
+    index: u32,
+    direct: bool,
+    /// The file from `base` (page-aligned) onward: the current page and any the last commit
+    /// filled. Bytes past `len` are zero.
+    buf: AlignedBuf,
+    base: u64,
+    len: usize,
+    /// Bytes of `buf` already written to the file.
+    written: usize,
+    compressor: snap::raw::Encoder,
+    compressed: Vec<u8>,
+}
+
+impl SegmentWriter {
+    /// Creates segment `index` in `dir`. Tries `O_DIRECT` unless `direct` is false; returns
+    /// whether it took.
+    pub fn create(dir: &Path, index: u32, direct: bool) -> io::Result<SegmentWriter> {
+        let path = segment_path(dir, index);
+        let open = |flags: i32| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(flags)
+                .open(&path)
+        };
+        let (file, direct) = if direct {
+            match open(libc::O_DIRECT) {
+                Ok(f) => (f, true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
+                Err(e) => return Err(e),
+            }
+        } else {
+            (open(0)?, false)
+        };
+        let mut buf = AlignedBuf { blocks: Vec::new() };
+        buf.ensure(PAGE);
+        Ok(SegmentWriter {
+            file,
+            index,
+            direct,
+            buf,
+            base: 0,
+            len: 0,
+            written: 0,
+            compressor: snap::raw::Encoder::new(),
+            compressed: Vec::new(),
+        })
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Bytes of the segment in use: where the next record starts.
+    pub fn offset(&self) -> u64 {
+        self.base + self.len as u64
+    }
+
+    /// Frames `records` (each compressed with snappy when `compress` and it helps) and writes
+    /// them. On error nothing of them counts: the buffer is as before and the caller may retry.
+    /// Returns each record's end position.
+    pub fn append(
+        &mut self,
+        records: &[&[u8]],
+        compress: bool,
+        ends: &mut Vec<Pos>,
+    ) -> io::Result<()> {
+        let start_len = self.len;
+        let first_ends = ends.len();
+        for rec in records {
+            let (bytes, flag) = if compress && rec.len() > 64 {
+                let need = snap::raw::max_compress_len(rec.len());
+                if self.compressed.len() < need {
+                    self.compressed.resize(need, 0);
+                }
+                match self.compressor.compress(rec, &mut self.compressed) {
+                    Ok(n) if n < rec.len() => (&self.compressed[..n], SNAPPY),
+                    _ => (*rec, 0),
+                }
+            } else {
+                (*rec, 0)
+            };
+            let mut rest = bytes;
+            let mut first = true;
+            loop {
+                let in_page = self.len % PAGE;
+                let left = PAGE - in_page;
+                if left <= HEADER {
+                    self.len += left; // zero padding
+                    continue;
+                }
+                let take = rest.len().min(left - HEADER);
+                let last = take == rest.len();
+                let kind = match (first, last) {
+                    (true, true) => FULL,
+                    (true, false) => FIRST,
+                    (false, false) => MIDDLE,
+                    (false, true) => LAST,
+                };
+                self.buf.ensure(self.len + HEADER + take);
+                let out = &mut self.buf.bytes_mut()[self.len..self.len + HEADER + take];
+                out[0] = kind | flag;
+                out[1..3].copy_from_slice(&(take as u16).to_be_bytes());
+                out[3..7].copy_from_slice(&crc32c(&rest[..take]).to_be_bytes());
+                out[HEADER..].copy_from_slice(&rest[..take]);
+                self.len += HEADER + take;
+                rest = &rest[take..];
+                first = false;
+                if last {
+                    break;
+                }
+            }
+            ends.push(pos(self.index, self.offset()));
+        }
+        if let Err(e) = self.write_dirty() {
+            // Undo: zero what this call laid out so padding stays zero.
+            let end = self.len.min(self.buf.bytes().len());
+            self.buf.bytes_mut()[start_len..end].fill(0);
+            self.len = start_len;
+            ends.truncate(first_ends);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes the blocks from the first not yet written one to the end of the data, then keeps
+    /// only the last, partial page in the buffer.
+    fn write_dirty(&mut self) -> io::Result<()> {
+        let from = self.written / BLOCK * BLOCK;
+        let to = self.len.div_ceil(BLOCK) * BLOCK;
+        self.buf.ensure(to);
+        if to > from {
+            self.file
+                .write_all_at(&self.buf.bytes()[from..to], self.base + from as u64)?;
+        }
+        self.written = self.len;
+        let full_pages = self.len / PAGE;
+        if full_pages > 0 {
+            let keep = full_pages * PAGE;
+            self.buf.ensure(keep + PAGE);
+            let bytes = self.buf.bytes_mut();
+            bytes.copy_within(keep..keep + PAGE, 0);
+            bytes[PAGE..].fill(0);
+            self.buf.blocks.truncate(PAGE / BLOCK);
+            self.base += keep as u64;
+            self.len -= keep;
+            self.written -= keep;
+        }
+        Ok(())
+    }
+
+    /// Forces written data to stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Why reading stopped early or skipped data.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReadDamage {
+    /// Bytes skipped over because they did not frame valid records.
+    pub skipped_bytes: u64,
+    /// Where the first damage was found.
+    pub first_at: Option<Pos>,
+    pub reason: String,
+}
+
+/// Reads the records of one segment, page by page, from an offset up to an optional limit
+/// (the writer's position, for the segment being written).
+pub struct SegmentReader {
+    file: File,
+    index: u32,
+    file_len: u64,
+    page: Vec<u8>,
+    page_base: u64,
+    page_len: usize,
+    /// Offset of the next fragment.
+    at: u64,
+    limit: u64,
+    /// The limit as asked for (`limit` is also capped by the file's length).
+    requested: u64,
+    record: Vec<u8>,
+    decompressed: Vec<u8>,
+    decoder: snap::raw::Decoder,
+    pub damage: ReadDamage,
+}
+
+impl SegmentReader {
+    pub fn open(dir: &Path, index: u32, from: u64, limit: Option<u64>) -> io::Result<Self> {
+        let file = File::open(segment_path(dir, index))?;
+        let file_len = file.metadata()?.len();
+        Ok(SegmentReader {
+            file,
+            index,
+            file_len,
+            page: vec![0; PAGE],
+            page_base: u64::MAX,
+            page_len: 0,
+            at: from,
+            limit: limit.unwrap_or(u64::MAX).min(file_len),
+            requested: limit.unwrap_or(u64::MAX),
+            record: Vec::new(),
+            decompressed: Vec::new(),
+            decoder: snap::raw::Decoder::new(),
+            damage: ReadDamage::default(),
+        })
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Moves the read limit (the writer's position grew); drops the cached page, which may
+    /// have been read before the writer filled it.
+    pub fn set_limit(&mut self, limit: Option<u64>) -> io::Result<()> {
+        let want = limit.unwrap_or(u64::MAX);
+        if want != self.requested {
+            self.requested = want;
+            self.file_len = self.file.metadata()?.len();
+            self.limit = want.min(self.file_len);
+            self.page_base = u64::MAX;
+        }
+        Ok(())
+    }
+
+    /// Offset after the last record returned (or the start offset).
+    pub fn offset(&self) -> u64 {
+        self.at
+    }
+
+    fn load_page(&mut self, base: u64) -> io::Result<()> {
+        if self.page_base == base {
+            return Ok(());
+        }
+        let n = (self.file_len.saturating_sub(base)).min(PAGE as u64) as usize;
+        self.file.read_exact_at(&mut self.page[..n], base)?;
+        self.page[n..].fill(0);
+        self.page_base = base;
+        self.page_len = n;
+        Ok(())
+    }
+
+    fn note_damage(&mut self, at: u64, bytes: u64, reason: &str) {
+        if self.damage.first_at.is_none() {
+            self.damage.first_at = Some(pos(self.index, at));
+            self.damage.reason = reason.to_string();
+        }
+        self.damage.skipped_bytes += bytes;
+    }
+
+    /// A fragment header that cannot be trusted: skip the rest of the page.
+    fn damaged(&mut self, at: u64, reason: &str) {
+        let next = (at / PAGE as u64 + 1) * PAGE as u64;
+        self.note_damage(at, next.min(self.limit).saturating_sub(at), reason);
+        self.at = next;
+        self.record.clear();
+    }
+
+    /// The next record: its end position and bytes (decompressed). `None` at the end.
+    #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator
+    pub fn next(&mut self) -> io::Result<Option<(Pos, &[u8])>> {
+        let mut rec_start = self.at;
+        let mut compressed = false;
+        loop {
+            if self.at >= self.limit {
+                // A record cut by the end is a torn tail, not damage here: the caller decides.
+                self.at = rec_start;
+                self.record.clear();
+                return Ok(None);
+            }
+            let page_base = self.at / PAGE as u64 * PAGE as u64;
+            self.load_page(page_base)?;
+            let in_page = (self.at - page_base) as usize;
+            if PAGE - in_page <= HEADER {
+                self.at = page_base + PAGE as u64;
+                continue;
+            }
+            let h = &self.page[in_page..in_page + HEADER];
+            let flags = h[0];
+            if flags == 0 {
+                // Padding to the end of the page (or the end of the data).
+                if !self.record.is_empty() {
+                    let at = self.at;
+                    self.damaged(at, "record cut by padding");
+                    rec_start = self.at;
+                    continue;
+                }
+                self.at = page_base + PAGE as u64;
+                rec_start = self.at;
+                continue;
+            }
+            let kind = flags & 0x07;
+            let len = usize::from(u16::from_be_bytes([h[1], h[2]]));
+            let crc = u32::from_be_bytes([h[3], h[4], h[5], h[6]]);
+            let data_start = in_page + HEADER;
+            let valid_kind = (1..=4).contains(&kind) && flags & !0x0f == 0;
+            if !valid_kind || data_start + len > PAGE {
+                let at = self.at;
+                self.damaged(at, "invalid fragment header");
+                rec_start = self.at;
+                continue;
+            }
+            if self.at + (HEADER + len) as u64 > self.limit {
+                self.at = rec_start;
+                self.record.clear();
+                return Ok(None);
+            }
+            if crc32c(&self.page[data_start..data_start + len]) != crc {
+                let at = self.at;
+                self.damaged(at, "checksum mismatch");
+                rec_start = self.at;
+                continue;
+            }
+            let continuation = matches!(kind, MIDDLE | LAST);
+            if continuation && self.record.is_empty() {
+                // The rest of a record whose start was lost: skip just this fragment.
+                let at = self.at;
+                self.note_damage(at, (HEADER + len) as u64, "fragment without its start");
+                self.at += (HEADER + len) as u64;
+                rec_start = self.at;
+                continue;
+            }
+            if !continuation && !self.record.is_empty() {
+                // A new record while one was open: the open one lost its end.
+                let lost = self.at - rec_start;
+                self.note_damage(rec_start, lost, "record without its end");
+                self.record.clear();
+                rec_start = self.at;
+            }
+            if self.record.is_empty() {
+                compressed = flags & SNAPPY != 0;
+            }
+            self.record
+                .extend_from_slice(&self.page[data_start..data_start + len]);
+            self.at += (HEADER + len) as u64;
+            if matches!(kind, FULL | LAST) {
+                let end = pos(self.index, self.at);
+                let rec = std::mem::take(&mut self.record);
+                let out = if compressed {
+                    match snap::raw::decompress_len(&rec) {
+                        Ok(n) => {
+                            self.decompressed.resize(n, 0);
+                            self.decoder
+                                .decompress(&rec, &mut self.decompressed)
+                                .is_ok()
+                        }
+                        Err(_) => false,
+                    }
+                } else {
+                    self.decompressed.clear();
+                    self.decompressed.extend_from_slice(&rec);
+                    true
+                };
+                self.record = rec;
+                self.record.clear();
+                if !out {
+                    let lost = self.at - rec_start;
+                    self.note_damage(rec_start, lost, "undecodable compressed record");
+                    rec_start = self.at;
+                    continue;
+                }
+                return Ok(Some((end, &self.decompressed)));
+            }
+        }
+    }
+}
+
+/// Cuts a torn tail off the last segment: everything after the last valid record, when it is
+/// not all zero (padding). Returns the bytes removed.
+pub fn repair_tail(dir: &Path, index: u32) -> io::Result<u64> {
+    let path = segment_path(dir, index);
+    let len = std::fs::metadata(&path)?.len();
+    let mut r = SegmentReader::open(dir, index, 0, None)?;
+    let mut last_end = 0;
+    while let Some((end, _)) = r.next()? {
+        last_end = pos_offset(end);
+    }
+    // Whatever follows the last valid record must be zeros; otherwise it is a torn write.
+    let mut tail = Vec::new();
+    if len > last_end {
+        tail.resize((len - last_end) as usize, 0);
+        r.file.read_exact_at(&mut tail, last_end)?;
+    }
+    if tail.iter().all(|b| *b == 0) {
+        return Ok(0);
+    }
+    let f = OpenOptions::new().write(true).open(&path)?;
+    f.set_len(last_end)?;
+    f.sync_all()?;
+    Ok(len - last_end)
+}

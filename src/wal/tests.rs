@@ -1,0 +1,262 @@
+use super::segment::{PAGE, list_segments, pos_segment, segment_path};
+use super::*;
+use crate::remote::encode::{LabelScratch, encode_series};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "spate-wal-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One scrape's worth of entries: `n` series of a target, values from `seq`.
+fn scrape(target: u64, n: u64, seq: u64, out: &mut Vec<u8>, ends: &mut Vec<u32>) {
+    let mut l = LabelScratch::default();
+    for i in 0..n {
+        l.clear();
+        l.push(b"__name__", format!("metric_{i}").as_bytes());
+        l.push(b"instance", format!("host-{target}:9100").as_bytes());
+        l.push(b"job", b"node");
+        l.sort().unwrap();
+        let value = if i % 3 == 0 {
+            seq as f64
+        } else {
+            seq as f64 / 7.0
+        };
+        encode_series(out, &l, value, 1_700_000_000_000 + seq as i64 * 15_000);
+        ends.push(out.len() as u32);
+    }
+}
+
+fn small() -> WalOptions {
+    WalOptions {
+        segment_size: 4 * 1024,
+        fsync_interval: Duration::from_secs(3600),
+        ..WalOptions::default()
+    }
+}
+
+/// Reads everything from `from` to the head: the entries as one byte string per entry.
+fn read_all(wal: &Wal, from: Pos) -> Vec<Vec<u8>> {
+    let mut r = WalReader::new(wal.dir(), from);
+    let (mut out, mut ends, mut hist) = (Vec::new(), Vec::new(), Vec::new());
+    while r
+        .next_record(
+            wal.head(),
+            wal.first_segment(),
+            true,
+            &mut out,
+            &mut ends,
+            &mut hist,
+        )
+        .unwrap()
+        .is_some()
+    {}
+    let mut start = 0;
+    ends.iter()
+        .map(|e| {
+            let v = out[start..*e as usize].to_vec();
+            start = *e as usize;
+            v
+        })
+        .collect()
+}
+
+fn split(entries: &[u8], ends: &[u32]) -> Vec<Vec<u8>> {
+    let mut start = 0;
+    ends.iter()
+        .map(|e| {
+            let v = entries[start..*e as usize].to_vec();
+            start = *e as usize;
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn commits_read_back_byte_identical_across_segments_and_reopens() {
+    let dir = TempDir::new("roundtrip");
+    let mut want = Vec::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut positions = Vec::new();
+    for round in 0..4 {
+        let (mut wal, report) = Wal::open(&dir.0, small()).unwrap();
+        assert_eq!(report.torn_bytes_cut, 0);
+        for seq in 0..40 {
+            let (mut e, mut ends) = (Vec::new(), Vec::new());
+            scrape(
+                rng.below(5),
+                1 + rng.below(60),
+                round * 100 + seq,
+                &mut e,
+                &mut ends,
+            );
+            let p = wal.commit(&e, &ends).unwrap();
+            positions.push((want.len() + ends.len(), p));
+            want.extend(split(&e, &ends));
+        }
+        // Dropped without close: as a crash would leave it.
+    }
+    let (wal, _) = Wal::open(&dir.0, small()).unwrap();
+    assert!(list_segments(&dir.0).unwrap().len() > 5, "rotated");
+    assert_eq!(read_all(&wal, 0), want);
+    // From any commit's position, exactly the later entries.
+    for (i, (count, p)) in positions.iter().enumerate().step_by(17) {
+        assert_eq!(read_all(&wal, *p), want[*count..], "from commit {i}");
+    }
+}
+
+#[test]
+fn torn_tail_is_cut_and_the_rest_survives() {
+    let dir = TempDir::new("torn");
+    let mut want = Vec::new();
+    let last;
+    {
+        let (mut wal, _) = Wal::open(&dir.0, small()).unwrap();
+        for seq in 0..5 {
+            let (mut e, mut ends) = (Vec::new(), Vec::new());
+            scrape(1, 20, seq, &mut e, &mut ends);
+            wal.commit(&e, &ends).unwrap();
+            want.extend(split(&e, &ends));
+        }
+        last = pos_segment(wal.head());
+    }
+    // A half-written record after the last one: garbage where zeros were.
+    let path = segment_path(&dir.0, last);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    bytes[end..end + 50].copy_from_slice(&[0x01, 0x00, 0x60, 1, 2, 3, 4].repeat(8)[..50]);
+    std::fs::write(&path, &bytes).unwrap();
+    let (wal, report) = Wal::open(&dir.0, small()).unwrap();
+    assert_eq!(report.torn_bytes_cut, len - end as u64);
+    assert_eq!(read_all(&wal, 0), want);
+}
+
+#[test]
+fn a_corrupt_page_loses_only_its_records() {
+    let dir = TempDir::new("corrupt");
+    let mut per_commit = Vec::new();
+    {
+        let opts = WalOptions {
+            compress: false,
+            segment_size: 1 << 30,
+            ..small()
+        };
+        let (mut wal, _) = Wal::open(&dir.0, opts).unwrap();
+        for seq in 0..200 {
+            let (mut e, mut ends) = (Vec::new(), Vec::new());
+            scrape(2, 100, seq, &mut e, &mut ends);
+            wal.commit(&e, &ends).unwrap();
+            per_commit.push(split(&e, &ends));
+        }
+    }
+    let path = segment_path(&dir.0, 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 3 * PAGE);
+    bytes[PAGE + PAGE / 2] ^= 0x40; // inside the second page
+    std::fs::write(&path, &bytes).unwrap();
+    let (wal, report) = Wal::open(&dir.0, small()).unwrap();
+    assert_eq!(
+        report.torn_bytes_cut, 0,
+        "damage mid-segment is not a torn tail"
+    );
+    let mut r = WalReader::new(wal.dir(), 0);
+    let (mut out, mut ends, mut hist) = (Vec::new(), Vec::new(), Vec::new());
+    while r
+        .next_record(
+            wal.head(),
+            wal.first_segment(),
+            true,
+            &mut out,
+            &mut ends,
+            &mut hist,
+        )
+        .unwrap()
+        .is_some()
+    {}
+    let got = split(&out, &ends);
+    let all: Vec<Vec<u8>> = per_commit.concat();
+    assert!(r.damaged_bytes > 0);
+    assert!(got.len() < all.len(), "something was lost");
+    assert!(got.len() > all.len() / 2, "only around one page was lost");
+    // What survived is in order and unaltered: a subsequence of what was written.
+    let mut it = all.iter();
+    for g in &got {
+        assert!(it.any(|w| w == g), "entry not found in order");
+    }
+}
+
+#[test]
+fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
+    let dir = TempDir::new("cursors");
+    let opts = WalOptions {
+        max_size: 16 * 1024,
+        ..small()
+    };
+    let (mut wal, _) = Wal::open(&dir.0, opts.clone()).unwrap();
+    let saved = HashMap::new();
+    let fast = wal.add_endpoint("fast", &saved);
+    let slow = wal.add_endpoint("slow", &saved);
+    wal.cursor_mut(slow).replaying = true;
+    let mut total = 0u64;
+    for seq in 0..400 {
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        scrape(3, 50, seq, &mut e, &mut ends);
+        let p = wal.commit(&e, &ends).unwrap();
+        total += ends.len() as u64;
+        wal.ack(fast, p);
+        let size = wal.stats.size_bytes.load(Relaxed);
+        assert!(
+            size <= 16 * 1024 + 2 * 4 * 1024,
+            "bound + one segment: {size}"
+        );
+    }
+    let lost = wal.cursor(slow).lost.load(Relaxed);
+    assert!(lost > 0, "the bound forced unsent data out");
+    // What is still there for `slow`, plus what was lost, is everything.
+    let left = read_all(&wal, wal.cursor(slow).acked).len() as u64;
+    assert_eq!(left + lost, total);
+    wal.close();
+    let loaded = load_cursors(&dir.0);
+    assert_eq!(loaded.get("fast"), Some(&wal.cursor(fast).acked));
+    assert_eq!(loaded.get("slow"), Some(&wal.cursor(slow).acked));
+    drop(wal);
+    // A restart resumes each endpoint from its saved cursor; a new one starts at the head.
+    let (mut wal, _) = Wal::open(&dir.0, opts).unwrap();
+    let s = wal.add_endpoint("slow", &loaded);
+    let n = wal.add_endpoint("new", &loaded);
+    assert_eq!(wal.cursor(s).acked, loaded["slow"]);
+    assert!(wal.cursor(s).replaying);
+    assert_eq!(wal.cursor(n).acked, wal.head());
+    assert!(!wal.cursor(n).replaying);
+}
