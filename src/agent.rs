@@ -93,9 +93,39 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         listen = web
     );
 
+    // One WAL per core, opened here so that a storage problem stops the start.
+    let max_size = opts
+        .wal_max_size
+        .unwrap_or_else(|| default_wal_max_size(&opts.storage_path));
+    let mut wals = Vec::new();
+    for id in 0..cores {
+        let dir = opts.storage_path.join("wal").join(id.to_string());
+        let wal_opts = crate::wal::WalOptions {
+            segment_size: opts.wal_segment_size,
+            compress: opts.wal_compression,
+            direct: true,
+            fsync_interval: opts.wal_fsync_interval,
+            max_size: (max_size / cores as u64).max(opts.wal_segment_size),
+        };
+        let (wal, report) =
+            crate::wal::Wal::open(&dir, wal_opts, registry.cores[id].wal.clone())
+                .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))?;
+        if report.segments > 0 {
+            crate::log!(
+                Level::Info,
+                "wal",
+                "opened the WAL",
+                dir = dir.display(),
+                segments = report.segments,
+                torn_bytes_cut = report.torn_bytes_cut
+            );
+        }
+        wals.push(wal);
+    }
+
     let shutdown = Event::new();
     let mut handles = Vec::new();
-    for (id, targets) in per_core.into_iter().enumerate() {
+    for ((id, targets), wal) in per_core.into_iter().enumerate().zip(wals) {
         let stats = registry.cores[id].clone();
         let driver_stats = stats.clone();
         let endpoints = endpoints.clone();
@@ -126,9 +156,9 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 );
             },
             move || async move {
-                let ctl = CoreControl::new(shutdown, flush_deadline);
+                let ctl = CoreControl::new(shutdown, flush_deadline, wal);
                 for ep in &endpoints {
-                    let shard = Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url));
+                    let shard = Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url), &ctl);
                     ctl.add_shard(shard.clone());
                     runtime::spawn(shard.run(ctl.clone()));
                 }
@@ -148,6 +178,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 while ctl.senders_active() > 0 {
                     ctl.senders_done.notified().await;
                 }
+                ctl.wal.borrow_mut().close();
             },
         )
         .map_err(|e| format!("cannot start core {id}: {e}"))?;
@@ -185,6 +216,22 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     }
     crate::log!(Level::Info, "agent", "See you next time!");
     Ok(())
+}
+
+/// The default WAL bound: a fifth of the filesystem holding the storage path (at least 1 GiB;
+/// 16 GiB where the size cannot be read).
+fn default_wal_max_size(path: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 16 << 30;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 16 << 30;
+    }
+    let total = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
+    (total / 5).max(1 << 30)
 }
 
 #[cfg(test)]

@@ -18,6 +18,11 @@ pub struct AgentOptions {
     /// Data-plane cores; `None` means every CPU this process may run on.
     pub cores: Option<usize>,
     pub flush_deadline: Duration,
+    pub wal_segment_size: u64,
+    pub wal_compression: bool,
+    pub wal_fsync_interval: Duration,
+    /// Bound on all WAL segments together; `None`: a fifth of the filesystem.
+    pub wal_max_size: Option<u64>,
 }
 
 impl Default for AgentOptions {
@@ -30,6 +35,10 @@ impl Default for AgentOptions {
             log_format: Format::Logfmt,
             cores: None,
             flush_deadline: Duration::from_secs(60),
+            wal_segment_size: 128 << 20,
+            wal_compression: true,
+            wal_fsync_interval: Duration::from_secs(1),
+            wal_max_size: None,
         }
     }
 }
@@ -65,7 +74,19 @@ Flags:
       --cores=N                  Data-plane cores (pinned threads). Default: every CPU
                                  this process may run on.
       --storage.remote.flush-deadline=1m
-                                 How long to keep sending queued samples on shutdown.
+                                 How long to keep sending queued samples on shutdown
+                                 (what is left stays in the WAL and is sent after restart).
+      --storage.agent.wal-segment-size=128MB
+                                 Size of a WAL segment file.
+      --[no-]storage.agent.wal-compression
+                                 Compress WAL records with snappy (default on; also
+                                 =snappy, =none).
+      --storage.agent.wal-fsync-interval=1s
+                                 Most time between fdatasync calls on the WAL (0s: every
+                                 commit). Commits are written before they return either way.
+      --storage.agent.retention.max-size=SIZE
+                                 Bound on the WAL's disk use (e.g. 10GB). Default: a fifth
+                                 of the filesystem holding --storage.agent.path.
 
 Commands:
   run (default)                  Run the agent.
@@ -111,6 +132,14 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         // Boolean flags.
         match name {
             "version" => return Ok(Command::Version),
+            "no-storage.agent.wal-compression" => {
+                opts.wal_compression = false;
+                continue;
+            }
+            "storage.agent.wal-compression" if inline.is_none() => {
+                opts.wal_compression = true;
+                continue;
+            }
             "agent" => {
                 if let Some(v) = inline {
                     return Err(CliError(format!(
@@ -187,6 +216,41 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                     ))
                 })?;
             }
+            "storage.agent.wal-compression" => {
+                let v = value()?;
+                opts.wal_compression = match v.as_str() {
+                    "true" | "snappy" => true,
+                    "false" | "none" => false,
+                    _ => {
+                        return Err(CliError(format!(
+                            "invalid value '{v}' for flag '--storage.agent.wal-compression': expected snappy, none, true or false"
+                        )));
+                    }
+                };
+            }
+            "storage.agent.wal-segment-size" | "storage.agent.retention.max-size" => {
+                let v = value()?;
+                let bytes = parse_bytes(&v).filter(|b| *b >= 4096).ok_or_else(|| {
+                    CliError(format!(
+                        "invalid value '{v}' for flag '--{name}': expected a size of at least 4KB such as 128MB or 10GB"
+                    ))
+                })?;
+                if name == "storage.agent.wal-segment-size" {
+                    opts.wal_segment_size = bytes.min(u64::from(u32::MAX) / 2);
+                } else {
+                    opts.wal_max_size = Some(bytes);
+                }
+            }
+            "storage.agent.wal-fsync-interval" => {
+                let v = value()?;
+                opts.wal_fsync_interval = crate::config::parse_duration(&v)
+                    .or_else(|e| if v == "0" { Ok(Duration::ZERO) } else { Err(e) })
+                    .map_err(|e| {
+                        CliError(format!(
+                            "invalid value '{v}' for flag '--storage.agent.wal-fsync-interval': {e}"
+                        ))
+                    })?;
+            }
             _ => return Err(CliError(format!("unknown long flag '--{name}'"))),
         }
     }
@@ -207,9 +271,62 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     }
 }
 
+/// A byte size as Prometheus' flags take it: a number and a base-2 unit (`B`, `KB`, `MB`,
+/// `GB`, `TB`, also written `KiB`…).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let shift = match &s[digits..] {
+        "" | "B" => 0,
+        "KB" | "KiB" => 10,
+        "MB" | "MiB" => 20,
+        "GB" | "GiB" => 30,
+        "TB" | "TiB" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_flags() {
+        let o = run(&[]);
+        assert_eq!(o.wal_segment_size, 128 << 20);
+        assert!(o.wal_compression);
+        assert_eq!(o.wal_max_size, None);
+        let o = run(&[
+            "--storage.agent.wal-segment-size=64MB",
+            "--no-storage.agent.wal-compression",
+            "--storage.agent.retention.max-size",
+            "2GB",
+            "--storage.agent.wal-fsync-interval=0",
+        ]);
+        assert_eq!(o.wal_segment_size, 64 << 20);
+        assert!(!o.wal_compression);
+        assert_eq!(o.wal_max_size, Some(2 << 30));
+        assert_eq!(o.wal_fsync_interval, Duration::ZERO);
+        assert!(run(&["--storage.agent.wal-compression=snappy"]).wal_compression);
+        for (args, want) in [
+            (
+                &["--storage.agent.wal-segment-size=12XB"][..],
+                "flag '--storage.agent.wal-segment-size'",
+            ),
+            (
+                &["--storage.agent.retention.max-size=1KB"][..],
+                "at least 4KB",
+            ),
+            (
+                &["--storage.agent.wal-compression=zstd"][..],
+                "expected snappy, none",
+            ),
+        ] {
+            let e = p(args).unwrap_err().0;
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
 
     fn p(args: &[&str]) -> Result<Command, CliError> {
         parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())

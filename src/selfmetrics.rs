@@ -17,6 +17,7 @@ pub struct CoreStats {
     pub samples_appended: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
     pub driver: AtomicU64,
+    pub wal: Arc<crate::wal::WalStats>,
 }
 
 /// Counters of one remote-write shard (one endpoint on one core).
@@ -30,6 +31,10 @@ pub struct ShardStats {
     pub bytes_sent: AtomicU64,
     pub requests_failed: AtomicU64,
     pub highest_sent_ts_ms: AtomicU64,
+    /// Unsent samples the WAL size bound deleted.
+    pub samples_dropped_wal_size: Arc<AtomicU64>,
+    /// Samples this endpoint still has to read back from the WAL (its backlog), in bytes.
+    pub wal_backlog_bytes: AtomicU64,
 }
 
 struct EndpointEntry {
@@ -131,6 +136,58 @@ impl Registry {
             "Scrapes attempted per core.",
             |c| &c.scrapes,
         );
+        for (name, kind, help, f) in [
+            (
+                "spate_wal_records_total",
+                "counter",
+                "WAL records written per core.",
+                (|c: &CoreStats| &c.wal.records) as fn(&CoreStats) -> &AtomicU64,
+            ),
+            (
+                "spate_wal_written_bytes_total",
+                "counter",
+                "WAL bytes written per core (framing included, before block padding).",
+                |c| &c.wal.bytes,
+            ),
+            (
+                "spate_wal_size_bytes",
+                "gauge",
+                "Bytes of WAL segments on disk per core.",
+                |c| &c.wal.size_bytes,
+            ),
+            (
+                "spate_wal_segments_created_total",
+                "counter",
+                "WAL segments created per core.",
+                |c| &c.wal.segments_created,
+            ),
+            (
+                "spate_wal_segments_deleted_total",
+                "counter",
+                "WAL segments deleted per core.",
+                |c| &c.wal.segments_deleted,
+            ),
+            (
+                "spate_wal_fsyncs_total",
+                "counter",
+                "WAL fdatasync calls per core.",
+                |c| &c.wal.fsyncs,
+            ),
+            (
+                "spate_wal_write_failures_total",
+                "counter",
+                "Failed WAL writes (disk full, I/O errors) per core.",
+                |c| &c.wal.write_failures,
+            ),
+            (
+                "spate_wal_samples_not_durable_total",
+                "counter",
+                "Samples whose WAL write failed; they were still forwarded live.",
+                |c| &c.wal.samples_not_durable,
+            ),
+        ] {
+            per_core(&mut out, self, name, kind, help, f);
+        }
         per_core(
             &mut out,
             self,
@@ -225,14 +282,40 @@ impl Registry {
             "Samples dropped before sending, by reason.",
         );
         for e in eps.iter() {
+            for (reason, f) in [
+                (
+                    "queue_full",
+                    (|s: &ShardStats| s.samples_dropped_queue_full.load(Relaxed))
+                        as fn(&ShardStats) -> u64,
+                ),
+                ("wal_size_limit", |s: &ShardStats| {
+                    s.samples_dropped_wal_size.load(Relaxed)
+                }),
+            ] {
+                let v: u64 = e.shards.iter().map(|s| f(s)).sum();
+                let _ = writeln!(
+                    out,
+                    "prometheus_remote_storage_samples_dropped_total{{reason=\"{reason}\",remote_name=\"{}\",url=\"{}\"}} {v}",
+                    escape(&e.remote_name),
+                    escape(&e.url)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "spate_remote_storage_wal_backlog_bytes",
+            "gauge",
+            "WAL bytes an endpoint has yet to read back and send.",
+        );
+        for e in eps.iter() {
             let v: u64 = e
                 .shards
                 .iter()
-                .map(|s| s.samples_dropped_queue_full.load(Relaxed))
+                .map(|s| s.wal_backlog_bytes.load(Relaxed))
                 .sum();
             let _ = writeln!(
                 out,
-                "prometheus_remote_storage_samples_dropped_total{{reason=\"queue_full\",remote_name=\"{}\",url=\"{}\"}} {v}",
+                "spate_remote_storage_wal_backlog_bytes{{remote_name=\"{}\",url=\"{}\"}} {v}",
                 escape(&e.remote_name),
                 escape(&e.url)
             );

@@ -13,6 +13,8 @@ use crate::http::Conn;
 use crate::log::Level;
 use crate::runtime::{Event, Instant, LocalNotify, race, sleep, timeout};
 use crate::selfmetrics::ShardStats;
+use crate::wal::segment::Pos;
+use crate::wal::{Wal, WalReader};
 
 /// An endpoint as all cores share it: its config, the request head, and log throttles.
 pub struct Endpoint {
@@ -58,10 +60,12 @@ pub struct CoreControl {
     active_senders: Cell<usize>,
     pub senders_done: LocalNotify,
     shards: RefCell<Vec<Rc<Shard>>>,
+    /// The core's WAL: scrape loops commit to it, shards read their backlog from it.
+    pub wal: Rc<RefCell<Wal>>,
 }
 
 impl CoreControl {
-    pub fn new(shutdown: Event, flush_deadline: Duration) -> Rc<CoreControl> {
+    pub fn new(shutdown: Event, flush_deadline: Duration, wal: Wal) -> Rc<CoreControl> {
         Rc::new(CoreControl {
             shutdown,
             flush_deadline,
@@ -70,6 +74,7 @@ impl CoreControl {
             active_senders: Cell::new(0),
             senders_done: LocalNotify::default(),
             shards: RefCell::new(Vec::new()),
+            wal: Rc::new(RefCell::new(wal)),
         })
     }
 
@@ -115,6 +120,9 @@ struct Batch {
     body: Vec<u8>,
     samples: usize,
     newest_ts: i64,
+    /// The WAL position this batch completes: once it is acknowledged, every record before
+    /// it has been delivered.
+    cursor: Pos,
 }
 
 #[derive(Default)]
@@ -126,6 +134,8 @@ struct Queue {
     sealed: VecDeque<Batch>,
     /// Samples in `current` and `sealed`.
     queued: usize,
+    /// The WAL position of the last scrape wholly in the queue.
+    current_cursor: Pos,
 }
 
 impl Queue {
@@ -138,6 +148,7 @@ impl Queue {
             body,
             samples: self.current_samples,
             newest_ts: self.current_newest,
+            cursor: self.current_cursor,
         });
         self.current_samples = 0;
         self.current_newest = i64::MIN;
@@ -154,6 +165,42 @@ pub struct Shard {
     limit: usize,
     /// Samples of an in-flight batch abandoned at the flush deadline.
     abandoned: Cell<usize>,
+    /// This endpoint's cursor slot in the core's WAL.
+    slot: usize,
+    /// Set while the endpoint reads its backlog back from the WAL instead of the queue.
+    replay: RefCell<Option<Replay>>,
+    /// The cursor of the last batch handed to the sender: where a read-back starts.
+    handed: Cell<Pos>,
+    wal: Rc<RefCell<Wal>>,
+}
+
+/// Reading an endpoint's backlog back from the WAL: the reader and the record being cut into
+/// batches.
+struct Replay {
+    reader: WalReader,
+    staged: Vec<u8>,
+    ends: Vec<u32>,
+    histograms: Vec<bool>,
+    taken: usize,
+    /// End of the staged record, and of the one before it.
+    record_end: Pos,
+    before_record: Pos,
+    newest: i64,
+}
+
+impl Replay {
+    fn new(dir: &std::path::Path, from: Pos) -> Replay {
+        Replay {
+            reader: WalReader::new(dir, from),
+            staged: Vec::new(),
+            ends: Vec::new(),
+            histograms: Vec::new(),
+            taken: 0,
+            record_end: from,
+            before_record: from,
+            newest: i64::MIN,
+        }
+    }
 }
 
 enum Outcome {
@@ -168,27 +215,70 @@ enum Outcome {
 }
 
 impl Shard {
-    pub fn new(ep: Arc<Endpoint>, stats: Arc<ShardStats>) -> Rc<Shard> {
+    pub fn new(ep: Arc<Endpoint>, stats: Arc<ShardStats>, ctl: &CoreControl) -> Rc<Shard> {
         let limit = ep
             .cfg
             .queue
             .capacity
             .saturating_mul(ep.cfg.queue.max_shards)
             .max(ep.cfg.queue.max_samples_per_send);
+        let mut wal = ctl.wal.borrow_mut();
+        let saved = crate::wal::load_cursors(wal.dir());
+        let slot = wal.add_endpoint(&ep.cfg.name, &saved, stats.samples_dropped_wal_size.clone());
+        let cursor = wal.cursor(slot);
+        let replay = cursor.replaying.then(|| {
+            crate::log!(
+                Level::Info,
+                "remote",
+                "resuming remote write from the WAL where the endpoint's last acknowledged batch ended",
+                remote_name = ep.cfg.name,
+                url = ep.url,
+                backlog_bytes = wal.bytes_after(cursor.acked)
+            );
+            Replay::new(wal.dir(), cursor.acked)
+        });
+        let queue = Queue {
+            current_cursor: cursor.acked,
+            ..Queue::default()
+        };
+        let handed = Cell::new(cursor.acked);
+        drop(wal);
         Rc::new(Shard {
             ep,
             stats,
-            queue: RefCell::new(Queue::default()),
+            queue: RefCell::new(queue),
             notify: LocalNotify::default(),
             limit,
             abandoned: Cell::new(0),
+            slot,
+            replay: RefCell::new(replay),
+            handed,
+            wal: ctl.wal.clone(),
         })
     }
 
     /// Queues a committed scrape: `entries` holds encoded timeseries entries, `ends[i]` is where
-    /// entry `i` ends. Batches are cut at `max_samples_per_send`.
-    pub fn append(&self, entries: &[u8], ends: &[u32], histograms: &[bool], newest_ts: i64) {
+    /// entry `i` ends, `wal` where its records end in the WAL (`None`: the WAL write failed).
+    /// Batches are cut at `max_samples_per_send`. While the endpoint reads back from the WAL,
+    /// the WAL already holds the scrape and nothing is queued.
+    pub fn append(
+        &self,
+        entries: &[u8],
+        ends: &[u32],
+        histograms: &[bool],
+        newest_ts: i64,
+        wal: Option<Pos>,
+    ) {
         if ends.is_empty() {
+            return;
+        }
+        if self.replay.borrow().is_some() {
+            if wal.is_none() {
+                // Neither in the WAL nor queued: this endpoint will not get it.
+                self.stats
+                    .samples_dropped_queue_full
+                    .fetch_add(ends.len() as u64, Relaxed);
+            }
             return;
         }
         // Native histograms go only where `send_native_histograms` is on; re-slice without them.
@@ -203,7 +293,7 @@ impl Shard {
                 start = *end as usize;
             }
             let flags = vec![false; kept_ends.len()];
-            return self.append(&kept, &kept_ends, &flags, newest_ts);
+            return self.append(&kept, &kept_ends, &flags, newest_ts, wal);
         }
         let max = self.ep.cfg.queue.max_samples_per_send;
         let mut q = self.queue.borrow_mut();
@@ -226,6 +316,22 @@ impl Shard {
             if q.current_samples >= max {
                 q.seal();
             }
+        }
+        if let Some(p) = wal {
+            q.current_cursor = p;
+        }
+        if q.queued > self.limit && wal.is_some() {
+            // Fallen behind: the WAL holds everything after the last batch handed out, so
+            // read it back from there instead of holding or dropping it in memory.
+            q.sealed.clear();
+            q.current.clear();
+            q.current_samples = 0;
+            q.current_since = None;
+            q.queued = 0;
+            drop(q);
+            self.start_replay();
+            self.notify.notify();
+            return;
         }
         let mut dropped = 0;
         while q.queued > self.limit {
@@ -252,6 +358,130 @@ impl Shard {
             }
         }
         self.notify.notify();
+    }
+
+    fn start_replay(&self) {
+        let from = self.handed.get();
+        let mut wal = self.wal.borrow_mut();
+        wal.cursor_mut(self.slot).replaying = true;
+        crate::log!(
+            Level::Warn,
+            "remote",
+            "remote write fell behind; sending its backlog from the WAL",
+            remote_name = self.ep.cfg.name,
+            url = self.ep.url,
+            backlog_bytes = wal.bytes_after(from)
+        );
+        *self.replay.borrow_mut() = Some(Replay::new(wal.dir(), from));
+    }
+
+    /// The next batch read back from the WAL; `None` once the reader reached the head.
+    fn replay_batch(&self) -> Option<Batch> {
+        let mut guard = self.replay.borrow_mut();
+        let rp = guard.as_mut()?;
+        let mut wal = self.wal.borrow_mut();
+        if wal.cursor(self.slot).moved {
+            // The size bound deleted data under the reader: continue after it.
+            let c = wal.cursor_mut(self.slot);
+            c.moved = false;
+            let from = c.acked;
+            *rp = Replay::new(wal.dir(), from);
+        }
+        let (head, first) = (wal.head(), wal.first_segment());
+        let max = self.ep.cfg.queue.max_samples_per_send;
+        let histograms_on = self.ep.cfg.send_native_histograms;
+        let mut body = Vec::new();
+        let (mut samples, mut newest) = (0usize, i64::MIN);
+        let mut cursor;
+        loop {
+            if rp.taken == rp.ends.len() {
+                rp.staged.clear();
+                rp.ends.clear();
+                rp.histograms.clear();
+                rp.taken = 0;
+                rp.before_record = rp.record_end;
+                cursor = rp.record_end;
+                if samples >= max {
+                    break;
+                }
+                match rp.reader.next_record(
+                    head,
+                    first,
+                    histograms_on,
+                    &mut rp.staged,
+                    &mut rp.ends,
+                    &mut rp.histograms,
+                ) {
+                    Ok(Some((end, n))) => {
+                        rp.record_end = end;
+                        rp.newest = n;
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        crate::log!(
+                            Level::Error,
+                            "remote",
+                            "cannot read the WAL back; skipping to its head",
+                            remote_name = self.ep.cfg.name,
+                            err = e
+                        );
+                        rp.reader = WalReader::new(wal.dir(), head);
+                        rp.record_end = head;
+                        rp.before_record = head;
+                        cursor = head;
+                        break;
+                    }
+                }
+            }
+            let start = if rp.taken == 0 {
+                0
+            } else {
+                rp.ends[rp.taken - 1] as usize
+            };
+            let take = (max - samples).min(rp.ends.len() - rp.taken);
+            let end = rp.ends[rp.taken + take - 1] as usize;
+            body.extend_from_slice(&rp.staged[start..end]);
+            samples += take;
+            rp.taken += take;
+            newest = newest.max(rp.newest);
+            cursor = if rp.taken == rp.ends.len() {
+                rp.record_end
+            } else {
+                rp.before_record
+            };
+            if samples >= max {
+                break;
+            }
+        }
+        self.stats
+            .wal_backlog_bytes
+            .store(wal.bytes_after(rp.reader.position), Relaxed);
+        if samples == 0 {
+            // Caught up with the head: from here on the queue takes new scrapes.
+            wal.cursor_mut(self.slot).replaying = false;
+            if cursor > wal.cursor(self.slot).acked {
+                wal.ack(self.slot, cursor);
+            }
+            drop(wal);
+            *guard = None;
+            self.stats.wal_backlog_bytes.store(0, Relaxed);
+            self.queue.borrow_mut().current_cursor = cursor;
+            crate::log!(
+                Level::Info,
+                "remote",
+                "remote write caught up with the WAL; sending live",
+                remote_name = self.ep.cfg.name,
+                url = self.ep.url
+            );
+            return None;
+        }
+        Some(Batch {
+            body,
+            samples,
+            newest_ts: newest,
+            cursor,
+        })
     }
 
     fn should_log_drop(&self) -> bool {
@@ -283,7 +513,8 @@ impl Shard {
             drop(q);
             let _ = n;
         }
-        // Whatever is left (the flush deadline passed) is lost: say so.
+        // Whatever is left (the flush deadline passed) stays in the WAL past this endpoint's
+        // cursor and is sent after the restart.
         let mut q = self.queue.borrow_mut();
         q.seal();
         let left: usize =
@@ -291,15 +522,18 @@ impl Shard {
         q.queued = 0;
         drop(q);
         self.stats.samples_pending.store(0, Relaxed);
-        if left > 0 {
-            self.stats.samples_failed.fetch_add(left as u64, Relaxed);
+        let wal = self.wal.borrow();
+        let backlog = wal.bytes_after(wal.cursor(self.slot).acked);
+        drop(wal);
+        if left > 0 || backlog > 0 {
             crate::log!(
-                Level::Error,
+                Level::Warn,
                 "remote",
-                "failed to flush all samples on shutdown",
+                "stopping with unsent samples; they stay in the WAL and are sent after the restart",
                 remote_name = self.ep.cfg.name,
                 url = self.ep.url,
-                samples = left
+                queued_samples = left,
+                wal_backlog_bytes = backlog
             );
         }
         ctl.active_senders.set(ctl.active_senders.get() - 1);
@@ -310,10 +544,22 @@ impl Shard {
         let deadline = self.ep.cfg.queue.batch_send_deadline;
         loop {
             let flushing = ctl.shutdown.is_set();
+            if self.replay.borrow().is_some() {
+                if flushing {
+                    // The backlog is in the WAL; it is sent after the restart.
+                    return None;
+                }
+                if let Some(b) = self.replay_batch() {
+                    self.handed.set(b.cursor);
+                    return Some(b);
+                }
+                continue;
+            }
             let wait = {
                 let mut q = self.queue.borrow_mut();
                 if let Some(b) = q.sealed.pop_front() {
                     q.queued -= b.samples;
+                    self.handed.set(b.cursor);
                     return Some(b);
                 }
                 if q.current_samples > 0 {
@@ -376,6 +622,7 @@ impl Shard {
             let outcome = self.attempt(conn, out, attempt).await;
             match outcome {
                 Outcome::Sent => {
+                    self.wal.borrow_mut().ack(self.slot, batch.cursor);
                     self.stats
                         .samples_sent
                         .fetch_add(batch.samples as u64, Relaxed);
@@ -395,6 +642,8 @@ impl Shard {
                     return;
                 }
                 Outcome::Drop { reason } => {
+                    // Dropped for good, as Prometheus drops it: the cursor moves past it.
+                    self.wal.borrow_mut().ack(self.slot, batch.cursor);
                     self.drop_batch(&batch, &reason);
                     return;
                 }

@@ -319,8 +319,24 @@ async fn scrape_once(
         app.push(value, ts);
     }
     let appended = app.ends.len();
+    // The WAL first: an endpoint reading its backlog back finds the scrape there.
+    let wal = core.ctl.wal.borrow_mut().commit(&app.entries, &app.ends);
+    if let Err(e) = &wal {
+        crate::log!(
+            Level::Error,
+            "wal",
+            "cannot write to the WAL; samples are forwarded live but not durable",
+            err = e
+        );
+    }
     for shard in core.ctl.shards().iter() {
-        shard.append(&app.entries, &app.ends, &app.histograms, ts);
+        shard.append(
+            &app.entries,
+            &app.ends,
+            &app.histograms,
+            ts,
+            wal.as_ref().ok().copied(),
+        );
     }
     core.stats
         .samples_appended

@@ -141,7 +141,11 @@ pub struct OpenReport {
 impl Wal {
     /// Opens the WAL in `dir` (creating it): repairs a torn tail of the newest segment, loads
     /// the cursors, and starts a new segment.
-    pub fn open(dir: &Path, opts: WalOptions) -> io::Result<(Wal, OpenReport)> {
+    pub fn open(
+        dir: &Path,
+        opts: WalOptions,
+        stats: Arc<WalStats>,
+    ) -> io::Result<(Wal, OpenReport)> {
         std::fs::create_dir_all(dir)?;
         let existing = list_segments(dir)?;
         let mut report = OpenReport {
@@ -172,7 +176,7 @@ impl Wal {
             series: HashMap::default(),
             next_ref: 0,
             closed,
-            stats: Arc::default(),
+            stats,
             last_sync: Instant::now(),
             unsynced: false,
             cursors: Vec::new(),
@@ -220,6 +224,29 @@ impl Wal {
             Some(w) => pos(w.index(), w.offset()),
             None => pos(self.closed.last().map_or(0, |c| c.0 + 1), 0),
         }
+    }
+
+    /// WAL bytes from `p` to the head (what an endpoint at `p` has yet to read).
+    pub fn bytes_after(&self, p: Pos) -> u64 {
+        let head = self.head();
+        if p >= head {
+            return 0;
+        }
+        let (seg, off) = (pos_segment(p), pos_offset(p));
+        let mut total = 0;
+        for (i, size) in &self.closed {
+            if *i > seg {
+                total += size;
+            } else if *i == seg {
+                total += size.saturating_sub(off);
+            }
+        }
+        total
+            + if pos_segment(head) == seg {
+                pos_offset(head) - off
+            } else {
+                pos_offset(head)
+            }
     }
 
     /// The oldest segment still on disk.
@@ -417,7 +444,12 @@ impl Wal {
     /// Registers an endpoint; returns its slot. Its position comes from the `cursors` file
     /// when it was there (clamped to what is still on disk), else the head: a new endpoint
     /// starts at the tail.
-    pub fn add_endpoint(&mut self, id: &str, saved: &HashMap<String, Pos>) -> usize {
+    pub fn add_endpoint(
+        &mut self,
+        id: &str,
+        saved: &HashMap<String, Pos>,
+        lost: Arc<AtomicU64>,
+    ) -> usize {
         let head = self.head();
         let first = pos(self.first_segment(), 0);
         let acked = match saved.get(id) {
@@ -428,10 +460,13 @@ impl Wal {
             id: id.to_string(),
             acked,
             moved: false,
-            lost: Arc::default(),
+            lost,
             replaying: acked < head,
         });
         self.cursors_dirty = true;
+        // Saved at once: after a crash, this endpoint resumes here rather than counting as
+        // new (and starting at the tail).
+        self.save_cursors();
         self.cursors.len() - 1
     }
 

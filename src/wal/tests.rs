@@ -109,7 +109,7 @@ fn commits_read_back_byte_identical_across_segments_and_reopens() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut positions = Vec::new();
     for round in 0..4 {
-        let (mut wal, report) = Wal::open(&dir.0, small()).unwrap();
+        let (mut wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
         assert_eq!(report.torn_bytes_cut, 0);
         for seq in 0..40 {
             let (mut e, mut ends) = (Vec::new(), Vec::new());
@@ -126,7 +126,7 @@ fn commits_read_back_byte_identical_across_segments_and_reopens() {
         }
         // Dropped without close: as a crash would leave it.
     }
-    let (wal, _) = Wal::open(&dir.0, small()).unwrap();
+    let (wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     assert!(list_segments(&dir.0).unwrap().len() > 5, "rotated");
     assert_eq!(read_all(&wal, 0), want);
     // From any commit's position, exactly the later entries.
@@ -141,7 +141,7 @@ fn torn_tail_is_cut_and_the_rest_survives() {
     let mut want = Vec::new();
     let last;
     {
-        let (mut wal, _) = Wal::open(&dir.0, small()).unwrap();
+        let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
         for seq in 0..5 {
             let (mut e, mut ends) = (Vec::new(), Vec::new());
             scrape(1, 20, seq, &mut e, &mut ends);
@@ -157,7 +157,7 @@ fn torn_tail_is_cut_and_the_rest_survives() {
     let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
     bytes[end..end + 50].copy_from_slice(&[0x01, 0x00, 0x60, 1, 2, 3, 4].repeat(8)[..50]);
     std::fs::write(&path, &bytes).unwrap();
-    let (wal, report) = Wal::open(&dir.0, small()).unwrap();
+    let (wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     assert_eq!(report.torn_bytes_cut, len - end as u64);
     assert_eq!(read_all(&wal, 0), want);
 }
@@ -172,7 +172,7 @@ fn a_corrupt_page_loses_only_its_records() {
             segment_size: 1 << 30,
             ..small()
         };
-        let (mut wal, _) = Wal::open(&dir.0, opts).unwrap();
+        let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
         for seq in 0..200 {
             let (mut e, mut ends) = (Vec::new(), Vec::new());
             scrape(2, 100, seq, &mut e, &mut ends);
@@ -185,7 +185,7 @@ fn a_corrupt_page_loses_only_its_records() {
     assert!(bytes.len() > 3 * PAGE);
     bytes[PAGE + PAGE / 2] ^= 0x40; // inside the second page
     std::fs::write(&path, &bytes).unwrap();
-    let (wal, report) = Wal::open(&dir.0, small()).unwrap();
+    let (wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     assert_eq!(
         report.torn_bytes_cut, 0,
         "damage mid-segment is not a torn tail"
@@ -223,10 +223,10 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
         max_size: 16 * 1024,
         ..small()
     };
-    let (mut wal, _) = Wal::open(&dir.0, opts.clone()).unwrap();
+    let (mut wal, _) = Wal::open(&dir.0, opts.clone(), Arc::default()).unwrap();
     let saved = HashMap::new();
-    let fast = wal.add_endpoint("fast", &saved);
-    let slow = wal.add_endpoint("slow", &saved);
+    let fast = wal.add_endpoint("fast", &saved, Arc::default());
+    let slow = wal.add_endpoint("slow", &saved, Arc::default());
     wal.cursor_mut(slow).replaying = true;
     let mut total = 0u64;
     for seq in 0..400 {
@@ -252,9 +252,9 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
     assert_eq!(loaded.get("slow"), Some(&wal.cursor(slow).acked));
     drop(wal);
     // A restart resumes each endpoint from its saved cursor; a new one starts at the head.
-    let (mut wal, _) = Wal::open(&dir.0, opts).unwrap();
-    let s = wal.add_endpoint("slow", &loaded);
-    let n = wal.add_endpoint("new", &loaded);
+    let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
+    let s = wal.add_endpoint("slow", &loaded, Arc::default());
+    let n = wal.add_endpoint("new", &loaded, Arc::default());
     assert_eq!(wal.cursor(s).acked, loaded["slow"]);
     assert!(wal.cursor(s).replaying);
     assert_eq!(wal.cursor(n).acked, wal.head());

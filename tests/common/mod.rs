@@ -288,7 +288,18 @@ impl TestServer {
         + Sync
         + 'static,
     ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        Self::start_at("127.0.0.1:0", handle)
+    }
+
+    /// Like `start`, on a given address (a port chosen earlier with `free_port`).
+    pub fn start_at(
+        bind: &str,
+        handle: impl Fn(&HashMap<String, String>, &[u8]) -> (u16, &'static str, Vec<u8>)
+        + Send
+        + Sync
+        + 'static,
+    ) -> TestServer {
+        let listener = TcpListener::bind(bind).expect("bind test server");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -409,12 +420,17 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(policy: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
+        Self::start_at("127.0.0.1:0", policy)
+    }
+
+    /// A receiver on a given address: one that "comes back" where spate was sending.
+    pub fn start_at(bind: &str, policy: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let requests: RequestLog = Arc::new(Mutex::new(Vec::new()));
         let headers_seen = Arc::new(Mutex::new(Vec::new()));
         let counter = AtomicU64::new(0);
         let (acc, reqs, hdrs) = (accepted.clone(), requests.clone(), headers_seen.clone());
-        let server = TestServer::start(move |headers, body| {
+        let server = TestServer::start_at(bind, move |headers, body| {
             let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
             let status = policy(n);
             let req = spate::remote::proto::decode_write_request(body)
