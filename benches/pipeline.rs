@@ -137,6 +137,26 @@ fn bench(c: &mut Criterion) {
             encoded.len(),
             encoded.len() as f64 / samples as f64
         );
+        // WAL commit of one scrape whose series are all known already (steady state).
+        let wal_dir =
+            std::env::temp_dir().join(format!("spate-bench-wal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&wal_dir);
+        let (mut wal, _) = spate::wal::Wal::open(
+            &wal_dir,
+            spate::wal::WalOptions {
+                fsync_interval: std::time::Duration::from_secs(3600),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .expect("wal");
+        let ends = app.ends().to_vec();
+        let mut cache = spate::wal::SeriesCache::default();
+        g.bench_function("wal_commit", |b| {
+            b.iter(|| black_box(wal.commit(black_box(&encoded), &ends, &mut cache).unwrap()))
+        });
+        drop(wal);
+        let _ = std::fs::remove_dir_all(&wal_dir);
         g.bench_function("snappy_encoded_batch", |b| {
             let mut enc = snap::raw::Encoder::new();
             let mut out = vec![0; snap::raw::max_compress_len(encoded.len())];

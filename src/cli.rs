@@ -93,6 +93,7 @@ Commands:
   check-config <file>...         Check configuration files; exits non-zero at the first
                                  invalid one.
   bench <tool> [<flags>]         Benchmark tools: targets, sink, push ('spate bench --help').
+  wal inspect <dir>              Show a WAL: segments, records, damage, cursors and backlogs.
 ";
 
 #[derive(Debug, PartialEq, Eq)]

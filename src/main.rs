@@ -13,6 +13,9 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("bench") {
         return spate::bench::main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("wal") {
+        return wal_command(&args[1..]);
+    }
     let command = match cli::parse(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -61,4 +64,26 @@ fn check_config(files: &[std::path::PathBuf]) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `spate wal inspect <dir>`.
+fn wal_command(args: &[String]) -> ExitCode {
+    match args {
+        [cmd, dir] if cmd == "inspect" => match spate::wal::inspect::inspect(dir.as_ref()) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("spate wal inspect: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!(
+                "usage: spate wal inspect <dir>\n\nShows a WAL's segments (sizes, records by type, damage) and each remote-write\nendpoint's cursor and backlog. <dir> is --storage.agent.path, its wal/, or wal/<core>/."
+            );
+            ExitCode::from(2)
+        }
+    }
 }

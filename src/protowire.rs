@@ -7,6 +7,7 @@ use std::ops::Range;
 #[derive(Debug, PartialEq, Eq)]
 pub struct WireError(pub &'static str);
 
+#[inline]
 pub fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
@@ -21,11 +22,13 @@ pub fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
 }
 
 /// Reads a field key; returns (field number, wire type).
+#[inline]
 pub fn key(buf: &[u8], pos: &mut usize) -> Result<(u64, u8), WireError> {
     let k = varint(buf, pos)?;
     Ok((k >> 3, (k & 7) as u8))
 }
 
+#[inline]
 pub fn len_delimited(buf: &[u8], pos: &mut usize) -> Result<Range<usize>, WireError> {
     let n = usize::try_from(varint(buf, pos)?).map_err(|_| WireError("length overflow"))?;
     let start = *pos;
@@ -37,6 +40,7 @@ pub fn len_delimited(buf: &[u8], pos: &mut usize) -> Result<Range<usize>, WireEr
     Ok(start..end)
 }
 
+#[inline]
 pub fn fixed64(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let bytes = buf
         .get(*pos..*pos + 8)

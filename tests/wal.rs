@@ -83,6 +83,28 @@ fn backlog_from_before_a_graceful_restart_is_delivered() {
         "{}",
         first.proc.log_text()
     );
+    // What an operator sees: the endpoint's cursor and a backlog of every scrape.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(["wal", "inspect"])
+        .arg(data.path())
+        .output()
+        .expect("spate wal inspect");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    let backlog: u64 = report
+        .lines()
+        .filter(|l| l.trim_start().starts_with("primary:"))
+        .filter_map(|l| {
+            l.split(" bytes, ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // Five samples per scrape (two scraped, three report series).
+    assert_eq!(backlog, 5 * served_first, "{report}");
 
     // Second run: the receiver is up. Everything from the first run arrives.
     let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), |_| 200);
@@ -120,9 +142,9 @@ fn nothing_committed_is_lost_to_kill_9() {
         let run = Duration::from_millis(700 + seed % 2500);
         std::thread::sleep(run);
         // Scrapes served up to here are committed well before the kill (a commit takes
-        // microseconds; the next scrape is 300 ms away at most, and we give it 150 ms).
+        // microseconds; we give it 400 ms, plenty even on a loaded machine).
         committed = target.served.load(Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(400));
         // SAFETY: SIGKILL to the child we started.
         unsafe { libc::kill(spate.proc.pid() as i32, libc::SIGKILL) };
         drop(spate);
@@ -168,5 +190,121 @@ fn receiver_up_throughout_kills_leave_no_gap_but_the_downtime() {
             .then_some(())
     });
     assert!(last.proc.terminate(Duration::from_secs(60)).success());
+    assert_per_series_order(&receiver);
+}
+
+#[test]
+fn size_bound_holds_and_counts_exactly_what_the_receiver_misses() {
+    // A target with a scrape counter and 50 more series: 54 samples per scrape with the
+    // report series.
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let srv = served.clone();
+    let target = common::TestServer::start(move |_, _| {
+        let n = srv.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut body = format!("test_counter {n}\n");
+        for i in 0..50 {
+            body.push_str(&format!("pad{{i=\"{i}\"}} {}\n", n * 1000 + i));
+        }
+        (200, "text/plain; version=0.0.4", body.into_bytes())
+    });
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let data = TempDir::new("wal-bound");
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: bound
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: {url}
+    name: bounded
+    queue_config:
+      capacity: 100
+      max_shards: 1
+      max_samples_per_send: 100
+      batch_send_deadline: 100ms
+      min_backoff: 50ms
+      max_backoff: 200ms
+"#,
+        target.addr
+    );
+    let max = 16 * 1024u64;
+    let segment = 4 * 1024u64;
+    let mut spate = Spate::start(
+        &cfg,
+        &[
+            &format!("--storage.agent.path={}", data.path().display()),
+            "--cores=1",
+            "--storage.agent.wal-segment-size=4KB",
+            "--storage.agent.retention.max-size=16KB",
+        ],
+    );
+    let wal_dir = data.path().join("wal").join("0");
+    let disk = || -> u64 {
+        std::fs::read_dir(&wal_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.len() == 8))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let lost_metric = "prometheus_remote_storage_samples_dropped_total{reason=\"wal_size_limit\"";
+    wait_for(
+        Duration::from_secs(120),
+        "the size bound to delete unsent data",
+        || {
+            let d = disk();
+            // A commit is never split, so a segment may pass its size by one commit (< 4 KB here).
+            assert!(d <= max + 2 * segment, "WAL uses {d} bytes, bound {max}");
+            (spate.metric(lost_metric) >= 54.0 * 10.0).then_some(())
+        },
+    );
+
+    // The receiver comes up; once the backlog is sent, what it misses is what was counted.
+    let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), |_| 200);
+    wait_for(Duration::from_secs(120), "the backlog to drain", || {
+        (spate.metric("spate_remote_storage_wal_backlog_bytes") == 0.0
+            && !counter_values(&receiver).is_empty())
+        .then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let values = counter_values(&receiver);
+    let newest = *values.iter().max().expect("samples arrived");
+    let gaps = missing(&values, newest);
+    // The bound deletes the oldest whole segments: the gaps are one run of consecutive
+    // scrapes from near the start (the batch in flight when the endpoint fell behind was
+    // still delivered).
+    assert!(!gaps.is_empty());
+    let first = gaps[0];
+    assert!(first <= 3, "oldest go first: {gaps:?}");
+    assert_eq!(
+        gaps,
+        (first..first + gaps.len() as u64).collect::<Vec<_>>(),
+        "one run"
+    );
+    let log = spate.proc.log_text();
+    let lost: u64 = log
+        .lines()
+        .filter(|l| l.contains("size bound deleted samples"))
+        .filter_map(|l| {
+            l.split("samples=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(
+        lost,
+        54 * gaps.len() as u64,
+        "counted loss equals what is missing\n{log}"
+    );
     assert_per_series_order(&receiver);
 }

@@ -363,7 +363,9 @@ impl Shard {
     fn start_replay(&self) {
         let from = self.handed.get();
         let mut wal = self.wal.borrow_mut();
-        wal.cursor_mut(self.slot).replaying = true;
+        let c = wal.cursor_mut(self.slot);
+        c.replaying = true;
+        c.replay_from = from;
         crate::log!(
             Level::Warn,
             "remote",

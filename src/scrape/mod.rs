@@ -145,6 +145,11 @@ impl Appender {
         &self.entries
     }
 
+    /// Where each entry of [`Self::entries`] ends.
+    pub fn ends(&self) -> &[u32] {
+        &self.ends
+    }
+
     pub fn rollback(&mut self) {
         self.entries.clear();
         self.ends.clear();
@@ -209,10 +214,11 @@ pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<
         first_wait -= interval_ms;
     }
     let shutdown = core.ctl.shutdown.clone();
+    let mut series = crate::wal::SeriesCache::default();
     if !sleep_or(Duration::from_millis(first_wait), &shutdown).await {
         let mut next = Instant::now();
         loop {
-            scrape_once(&target, &status, &core, &mut conn, &request).await;
+            scrape_once(&target, &status, &core, &mut conn, &request, &mut series).await;
             next += interval;
             let now = Instant::now();
             if next < now {
@@ -255,6 +261,7 @@ async fn scrape_once(
     core: &CoreScrape,
     conn: &mut Conn,
     request: &[u8],
+    series: &mut crate::wal::SeriesCache,
 ) {
     let wall = SystemTime::now();
     let ts = unix_ms();
@@ -320,7 +327,11 @@ async fn scrape_once(
     }
     let appended = app.ends.len();
     // The WAL first: an endpoint reading its backlog back finds the scrape there.
-    let wal = core.ctl.wal.borrow_mut().commit(&app.entries, &app.ends);
+    let wal = core
+        .ctl
+        .wal
+        .borrow_mut()
+        .commit(&app.entries, &app.ends, series);
     if let Err(e) = &wal {
         crate::log!(
             Level::Error,

@@ -13,6 +13,7 @@
 //! what a power loss can take.
 
 pub mod crc;
+pub mod inspect;
 pub mod record;
 pub mod segment;
 #[cfg(test)]
@@ -95,6 +96,24 @@ struct SeriesEntry {
 
 const NOT_DECLARED: u32 = u32::MAX;
 
+/// A target's series in the order of its last scrape: its next scrape nearly always lists the
+/// same series in the same order, so each sample finds its ref by comparing one key at its
+/// position, in a sequential array, instead of probing the core's map (a cache miss per
+/// sample at a million series). Like Prometheus' scrape cache, one per target.
+#[derive(Default)]
+pub struct SeriesCache {
+    slots: Vec<CacheSlot>,
+}
+
+#[derive(Clone, Copy)]
+struct CacheSlot {
+    key: u128,
+    r: u32,
+    declared_in: u32,
+    /// The map's generation when `r` was taken (refs restart when they run out).
+    generation: u32,
+}
+
 /// One endpoint's acknowledged position and what retention took from it.
 pub struct Cursor {
     pub id: String,
@@ -104,6 +123,8 @@ pub struct Cursor {
     pub lost: Arc<AtomicU64>,
     /// Whether this endpoint's unsent data is only in the WAL (it is reading back from it).
     pub replaying: bool,
+    /// Where its read-back started: data before it was handed out already (in flight).
+    pub replay_from: Pos,
 }
 
 pub struct Wal {
@@ -126,7 +147,9 @@ pub struct Wal {
     rec_hist: Vec<u8>,
     samples: Vec<(u32, i64, f64)>,
     hists: Vec<(u32, std::ops::Range<usize>)>,
-    declared: Vec<u128>,
+    declared: Vec<(u128, usize)>,
+    /// Bumped when refs start over, invalidating every `SeriesCache`.
+    generation: u32,
     ends: Vec<Pos>,
     direct_logged: bool,
 }
@@ -188,6 +211,7 @@ impl Wal {
             samples: Vec::new(),
             hists: Vec::new(),
             declared: Vec::new(),
+            generation: next_generation(),
             ends: Vec::new(),
             direct_logged: false,
             opts,
@@ -259,11 +283,16 @@ impl Wal {
 
     /// Appends a committed scrape: `entries` as the appender encoded them, `ends[i]` where
     /// entry `i` ends. Returns the position after its records, or the error (counted).
-    pub fn commit(&mut self, entries: &[u8], ends: &[u32]) -> io::Result<Pos> {
+    pub fn commit(
+        &mut self,
+        entries: &[u8],
+        ends: &[u32],
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
         if ends.is_empty() {
             return Ok(self.head());
         }
-        let r = self.try_commit(entries, ends);
+        let r = self.try_commit(entries, ends, cache);
         if r.is_err() {
             self.stats.write_failures.fetch_add(1, Relaxed);
             self.stats
@@ -273,7 +302,12 @@ impl Wal {
         r
     }
 
-    fn try_commit(&mut self, entries: &[u8], ends: &[u32]) -> io::Result<Pos> {
+    fn try_commit(
+        &mut self,
+        entries: &[u8],
+        ends: &[u32],
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
         // A commit never spans segments: cut over first when this one would overflow it.
         let estimate = entries.len() as u64 / 2;
         let needs_rotation = match &self.writer {
@@ -303,30 +337,54 @@ impl Wal {
             let (labels, payload) =
                 split_entry(entry).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
             let key = xxhash_rust::xxh3::xxh3_128(labels);
-            let next_ref = &mut self.next_ref;
-            let e = self.series.entry(key).or_insert_with(|| {
-                let r = *next_ref;
-                *next_ref += 1;
-                SeriesEntry {
-                    r,
-                    declared_in: NOT_DECLARED,
+            let i = self.samples.len() + self.hists.len();
+            let hit = cache
+                .slots
+                .get(i)
+                .is_some_and(|s| s.key == key && s.generation == self.generation);
+            if !hit {
+                // Not where the last scrape had it: the core's map knows it, or it is new.
+                let next_ref = &mut self.next_ref;
+                let e = self.series.entry(key).or_insert_with(|| {
+                    let r = *next_ref;
+                    *next_ref += 1;
+                    SeriesEntry {
+                        r,
+                        declared_in: NOT_DECLARED,
+                    }
+                });
+                let slot = CacheSlot {
+                    key,
+                    r: e.r,
+                    declared_in: e.declared_in,
+                    generation: self.generation,
+                };
+                if i < cache.slots.len() {
+                    cache.slots[i] = slot;
+                } else {
+                    cache.slots.push(slot);
                 }
-            });
-            if e.declared_in != segment {
-                e.declared_in = segment;
-                record::put_ref_bytes(&mut series_body, e.r, labels);
-                n_series += 1;
-                self.declared.push(key);
             }
+            let slot = &mut cache.slots[i];
+            if slot.declared_in != segment {
+                slot.declared_in = segment;
+                if let Some(e) = self.series.get_mut(&key) {
+                    e.declared_in = segment;
+                }
+                record::put_ref_bytes(&mut series_body, slot.r, labels);
+                n_series += 1;
+                self.declared.push((key, i));
+            }
+            let r = slot.r;
             match payload {
                 EntryPayload::Sample {
                     value,
                     timestamp_ms,
-                } => self.samples.push((e.r, timestamp_ms, value)),
+                } => self.samples.push((r, timestamp_ms, value)),
                 EntryPayload::Histogram(h) => {
                     let off = h.as_ptr() as usize - entries.as_ptr() as usize;
                     debug_assert!(off >= entry_start);
-                    self.hists.push((e.r, off..off + h.len()));
+                    self.hists.push((r, off..off + h.len()));
                 }
             }
         }
@@ -367,10 +425,11 @@ impl Wal {
         let before = w.offset();
         if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends) {
             // Those series were not declared after all.
-            for k in &self.declared {
+            for (k, i) in &self.declared {
                 if let Some(e) = self.series.get_mut(k) {
                     e.declared_in = NOT_DECLARED;
                 }
+                cache.slots[*i].declared_in = NOT_DECLARED;
             }
             return Err(e);
         }
@@ -409,7 +468,7 @@ impl Wal {
         let next = match self.writer.take() {
             Some(w) => {
                 let _ = w.sync();
-                self.closed.push((w.index(), w.offset()));
+                self.closed.push((w.index(), on_disk(w.offset())));
                 w.index() + 1
             }
             None => self.closed.last().map_or(0, |c| c.0 + 1),
@@ -419,6 +478,7 @@ impl Wal {
             // Refs are per segment: start over rather than wrap.
             self.series.clear();
             self.next_ref = 0;
+            self.generation = next_generation();
         } else {
             let keep_from = next.saturating_sub(1);
             self.series
@@ -427,6 +487,7 @@ impl Wal {
         self.enforce_size();
         let w = SegmentWriter::create(&self.dir, next, self.opts.direct)?;
         self.writer = Some(w);
+        self.truncate();
         self.stats.segments_created.fetch_add(1, Relaxed);
         self.log_direct();
         self.update_size();
@@ -435,7 +496,7 @@ impl Wal {
 
     fn update_size(&self) {
         let total: u64 = self.closed.iter().map(|c| c.1).sum::<u64>()
-            + self.writer.as_ref().map_or(0, |w| w.offset());
+            + self.writer.as_ref().map_or(0, |w| on_disk(w.offset()));
         self.stats.size_bytes.store(total, Relaxed);
     }
 
@@ -462,6 +523,7 @@ impl Wal {
             moved: false,
             lost,
             replaying: acked < head,
+            replay_from: acked,
         });
         self.cursors_dirty = true;
         // Saved at once: after a crash, this endpoint resumes here rather than counting as
@@ -517,11 +579,15 @@ impl Wal {
         }
     }
 
-    /// Deletes segments every endpoint has passed (the open one stays).
+    /// Deletes segments every endpoint has passed (the open one stays). With no endpoint,
+    /// nothing holds the closed segments.
     pub fn truncate(&mut self) {
-        let Some(min) = self.cursors.iter().map(|c| c.acked).min() else {
-            return;
-        };
+        let min = self
+            .cursors
+            .iter()
+            .map(|c| c.acked)
+            .min()
+            .unwrap_or_else(|| self.head());
         let keep_from = pos_segment(min);
         while let Some(&(idx, _)) = self.closed.first() {
             if idx >= keep_from {
@@ -544,7 +610,7 @@ impl Wal {
     /// Applies `max_size`: deletes the oldest closed segments until the total fits. Samples an
     /// endpoint had not been sent from a deleted segment are counted and logged.
     fn enforce_size(&mut self) {
-        let open = self.writer.as_ref().map_or(0, |w| w.offset());
+        let open = self.writer.as_ref().map_or(0, |w| on_disk(w.offset()));
         let mut total: u64 = self.closed.iter().map(|c| c.1).sum::<u64>() + open;
         while total > self.opts.max_size && !self.closed.is_empty() {
             let (idx, size) = self.closed[0];
@@ -553,15 +619,18 @@ impl Wal {
                 if c.acked >= next {
                     continue;
                 }
-                let from = if pos_segment(c.acked) == idx {
-                    pos_offset(c.acked)
-                } else {
+                // Unsent: after the acknowledged position and after what was already handed
+                // to the sender when the read-back started.
+                let unsent = c.acked.max(c.replay_from);
+                let lost = if !(c.replaying || c.moved) || pos_segment(unsent) > idx {
                     0
-                };
-                let lost = if c.replaying || c.moved {
+                } else {
+                    let from = if pos_segment(unsent) == idx {
+                        pos_offset(unsent)
+                    } else {
+                        0
+                    };
                     count_samples(&self.dir, idx, from).unwrap_or(0)
-                } else {
-                    0
                 };
                 c.acked = next;
                 c.moved = true;
@@ -589,6 +658,18 @@ impl Wal {
         self.sync();
         self.save_cursors();
     }
+}
+
+/// The bytes a segment of `len` takes on disk: writes are whole 4 KiB blocks.
+fn on_disk(len: u64) -> u64 {
+    len.div_ceil(4096) * 4096
+}
+
+/// A generation no other map of this process had: caches from another `Wal`, or from before
+/// refs started over, never match.
+fn next_generation() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, Relaxed)
 }
 
 /// Reads the `cursors` file of a core's WAL directory (missing: none).
