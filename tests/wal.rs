@@ -58,6 +58,25 @@ fn assert_per_series_order(r: &Receiver) {
     }
 }
 
+/// A target with a scrape counter and 50 more series: 54 samples per scrape with the report
+/// series. Returns the server and the count of scrapes served.
+fn padded_target() -> (
+    common::TestServer,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let srv = served.clone();
+    let target = common::TestServer::start(move |_, _| {
+        let n = srv.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut body = format!("test_counter {n}\n");
+        for i in 0..50 {
+            body.push_str(&format!("pad{{i=\"{i}\"}} {}\n", n * 1000 + i));
+        }
+        (200, "text/plain; version=0.0.4", body.into_bytes())
+    });
+    (target, served)
+}
+
 fn missing(values: &BTreeSet<u64>, upto: u64) -> Vec<u64> {
     (1..=upto).filter(|v| !values.contains(v)).collect()
 }
@@ -195,18 +214,7 @@ fn receiver_up_throughout_kills_leave_no_gap_but_the_downtime() {
 
 #[test]
 fn size_bound_holds_and_counts_exactly_what_the_receiver_misses() {
-    // A target with a scrape counter and 50 more series: 54 samples per scrape with the
-    // report series.
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let srv = served.clone();
-    let target = common::TestServer::start(move |_, _| {
-        let n = srv.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut body = format!("test_counter {n}\n");
-        for i in 0..50 {
-            body.push_str(&format!("pad{{i=\"{i}\"}} {}\n", n * 1000 + i));
-        }
-        (200, "text/plain; version=0.0.4", body.into_bytes())
-    });
+    let (target, _served) = padded_target();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
     let data = TempDir::new("wal-bound");
@@ -306,5 +314,85 @@ remote_write:
         54 * gaps.len() as u64,
         "counted loss equals what is missing\n{log}"
     );
+    assert_per_series_order(&receiver);
+}
+
+#[test]
+fn a_full_disk_costs_durability_not_delivery_and_the_wal_recovers() {
+    use std::os::unix::process::CommandExt;
+    let (target, served) = padded_target();
+    let receiver = Receiver::start(|_| 200);
+    let cfg = config(&target.addr.to_string(), &receiver.url(), "200ms");
+    // The child may not grow any file past 16 KiB (writes fail with EFBIG, as they would with
+    // ENOSPC on a full disk) until the test lifts the limit.
+    let mut spate = Spate::start_with(
+        &cfg,
+        &["--cores=1", "--storage.agent.wal-segment-size=1MB"],
+        |cmd| {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: 16 * 1024,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    wait_for(Duration::from_secs(120), "WAL writes to fail", || {
+        (spate.metric("spate_wal_write_failures_total") >= 5.0).then_some(())
+    });
+    // Scraping and live forwarding went on.
+    let during = served.load(Ordering::SeqCst);
+    wait_for(
+        Duration::from_secs(60),
+        "live delivery while the WAL fails",
+        || {
+            missing(&counter_values(&receiver), during)
+                .is_empty()
+                .then_some(())
+        },
+    );
+    assert!(spate.metric("spate_wal_samples_not_durable_total") >= 5.0 * 54.0);
+
+    // Space returns: commits succeed again by themselves.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on our child's pid with a valid rlimit.
+    let rc = unsafe {
+        libc::prlimit(
+            spate.proc.pid() as i32,
+            libc::RLIMIT_FSIZE,
+            &unlimited,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let failures = spate.metric("spate_wal_write_failures_total");
+    let size = spate.metric("spate_wal_size_bytes");
+    wait_for(Duration::from_secs(60), "the WAL to grow again", || {
+        (spate.metric("spate_wal_size_bytes") > size + 8192.0).then_some(())
+    });
+    let after = spate.metric("spate_wal_write_failures_total");
+    assert!(
+        after <= failures + 1.0,
+        "failures stopped: {failures} then {after}"
+    );
+    assert!(spate.proc.log_text().contains("WAL writes succeed again"));
+    let served_now = served.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(60), "every scrape delivered", || {
+        missing(&counter_values(&receiver), served_now)
+            .is_empty()
+            .then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
     assert_per_series_order(&receiver);
 }

@@ -214,7 +214,12 @@ pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<
         first_wait -= interval_ms;
     }
     let shutdown = core.ctl.shutdown.clone();
-    let mut series = crate::wal::SeriesCache::default();
+    // Series refs of successful scrapes, and of failed ones (report series only), apart so
+    // that a failed scrape does not wipe the layout of the good ones.
+    let mut series = [
+        crate::wal::SeriesCache::default(),
+        crate::wal::SeriesCache::default(),
+    ];
     if !sleep_or(Duration::from_millis(first_wait), &shutdown).await {
         let mut next = Instant::now();
         loop {
@@ -261,7 +266,7 @@ async fn scrape_once(
     core: &CoreScrape,
     conn: &mut Conn,
     request: &[u8],
-    series: &mut crate::wal::SeriesCache,
+    series: &mut [crate::wal::SeriesCache; 2],
 ) {
     let wall = SystemTime::now();
     let ts = unix_ms();
@@ -327,19 +332,11 @@ async fn scrape_once(
     }
     let appended = app.ends.len();
     // The WAL first: an endpoint reading its backlog back finds the scrape there.
-    let wal = core
-        .ctl
-        .wal
-        .borrow_mut()
-        .commit(&app.entries, &app.ends, series);
-    if let Err(e) = &wal {
-        crate::log!(
-            Level::Error,
-            "wal",
-            "cannot write to the WAL; samples are forwarded live but not durable",
-            err = e
-        );
-    }
+    let wal = core.ctl.wal.borrow_mut().commit(
+        &app.entries,
+        &app.ends,
+        &mut series[usize::from(up == 0.0)],
+    );
     for shard in core.ctl.shards().iter() {
         shard.append(
             &app.entries,

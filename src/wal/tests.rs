@@ -262,3 +262,39 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
     assert_eq!(wal.cursor(n).acked, wal.head());
     assert!(!wal.cursor(n).replaying);
 }
+
+#[test]
+fn a_changed_layout_keeps_refs_and_declares_nothing_again() {
+    let dir = TempDir::new("relayout");
+    let (mut wal, _) = Wal::open(&dir.0, WalOptions::default(), Arc::default()).unwrap();
+    let mut cache = SeriesCache::default();
+    let (mut e, mut ends) = (Vec::new(), Vec::new());
+    scrape(7, 40, 1, &mut e, &mut ends);
+    let mut want = split(&e, &ends);
+    wal.commit(&e, &ends, &mut cache).unwrap();
+    assert_eq!(wal.stats.records.load(Relaxed), 2, "series + samples");
+    // The same series in another order, one dropped and one new.
+    let mut entries = split(&e, &ends);
+    entries.reverse();
+    entries.remove(3);
+    let (mut extra, mut extra_ends) = (Vec::new(), Vec::new());
+    scrape(8, 1, 1, &mut extra, &mut extra_ends);
+    entries.insert(10, extra);
+    let (mut e2, mut ends2) = (Vec::new(), Vec::new());
+    for x in &entries {
+        e2.extend_from_slice(x);
+        ends2.push(e2.len() as u32);
+    }
+    wal.commit(&e2, &ends2, &mut cache).unwrap();
+    assert_eq!(
+        wal.stats.records.load(Relaxed),
+        4,
+        "only the new series is declared: series + samples again"
+    );
+    // And the same layout again: samples only.
+    wal.commit(&e2, &ends2, &mut cache).unwrap();
+    assert_eq!(wal.stats.records.load(Relaxed), 5);
+    want.extend(entries.iter().cloned());
+    want.extend(entries);
+    assert_eq!(read_all(&wal, 0), want);
+}
