@@ -77,18 +77,60 @@ fn padded_target() -> (
     (target, served)
 }
 
+/// A counter target, a receiver port with nothing listening yet, a data directory, and the
+/// config that joins them.
+struct Setup {
+    target: CounterTarget,
+    port: u16,
+    data: TempDir,
+    storage: String,
+    cfg: String,
+}
+
+fn setup(tag: &str, interval: &str) -> Setup {
+    let target = CounterTarget::start();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let data = TempDir::new(tag);
+    let storage = format!("--storage.agent.path={}", data.path().display());
+    let cfg = config(&target.addr.to_string(), &url, interval);
+    Setup {
+        target,
+        port,
+        data,
+        storage,
+        cfg,
+    }
+}
+
+/// The sum, over the lines of `text` that `pick` selects, of the number right after `marker`.
+fn sum_after(text: &str, pick: impl Fn(&str) -> bool, marker: &str) -> u64 {
+    text.lines()
+        .filter(|l| pick(l))
+        .filter_map(|l| {
+            l.split(marker)
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn missing(values: &BTreeSet<u64>, upto: u64) -> Vec<u64> {
     (1..=upto).filter(|v| !values.contains(v)).collect()
 }
 
 #[test]
 fn backlog_from_before_a_graceful_restart_is_delivered() {
-    let target = CounterTarget::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/api/v1/write");
-    let data = TempDir::new("wal-restart");
-    let storage = format!("--storage.agent.path={}", data.path().display());
-    let cfg = config(&target.addr.to_string(), &url, "500ms");
+    let Setup {
+        target,
+        port,
+        data,
+        storage,
+        cfg,
+    } = setup("wal-restart", "500ms");
 
     // First run: the receiver is down for its whole life.
     let mut first = Spate::start(&cfg, &[&storage, "--storage.remote.flush-deadline=1s"]);
@@ -110,18 +152,11 @@ fn backlog_from_before_a_graceful_restart_is_delivered() {
         .expect("spate wal inspect");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
-    let backlog: u64 = report
-        .lines()
-        .filter(|l| l.trim_start().starts_with("primary:"))
-        .filter_map(|l| {
-            l.split(" bytes, ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let backlog = sum_after(
+        &report,
+        |l| l.trim_start().starts_with("primary:"),
+        " bytes, ",
+    );
     // Five samples per scrape (two scraped, three report series).
     assert_eq!(backlog, 5 * served_first, "{report}");
 
@@ -145,12 +180,13 @@ fn backlog_from_before_a_graceful_restart_is_delivered() {
 
 #[test]
 fn nothing_committed_is_lost_to_kill_9() {
-    let target = CounterTarget::start();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/api/v1/write");
-    let data = TempDir::new("wal-crash");
-    let storage = format!("--storage.agent.path={}", data.path().display());
-    let cfg = config(&target.addr.to_string(), &url, "300ms");
+    let Setup {
+        target,
+        port,
+        data: _data,
+        storage,
+        cfg,
+    } = setup("wal-crash", "300ms");
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
     let mut committed = 0;
     for round in 0..5 {
@@ -297,18 +333,11 @@ remote_write:
         "one run"
     );
     let log = spate.proc.log_text();
-    let lost: u64 = log
-        .lines()
-        .filter(|l| l.contains("size bound deleted samples"))
-        .filter_map(|l| {
-            l.split("samples=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let lost = sum_after(
+        &log,
+        |l| l.contains("size bound deleted samples"),
+        "samples=",
+    );
     assert_eq!(
         lost,
         54 * gaps.len() as u64,

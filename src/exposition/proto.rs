@@ -549,17 +549,19 @@ mod tests {
                 String::from_utf8_lossy(s.name),
                 String::from_utf8_lossy(s.name_suffix)
             );
-            let mut ls: Vec<String> = s
-                .labels
-                .iter()
-                .map(|l| {
-                    format!(
-                        "{}={}",
-                        String::from_utf8_lossy(l.name(&body)),
-                        String::from_utf8_lossy(l.value(&body))
-                    )
-                })
-                .collect();
+            let render = |labels: &[LabelRef]| -> Vec<String> {
+                labels
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{}={}",
+                            String::from_utf8_lossy(l.name(&body)),
+                            String::from_utf8_lossy(l.value(&body))
+                        )
+                    })
+                    .collect()
+            };
+            let mut ls = render(s.labels);
             if let Some((n, v)) = s.extra_label {
                 let mut f = Vec::new();
                 super::super::format_go_float(v, &mut f);
@@ -574,17 +576,7 @@ mod tests {
                 line.push_str(&format!(" @{ts}"));
             }
             if let Some(ex) = s.exemplar {
-                let ls: Vec<String> = ex
-                    .labels
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{}={}",
-                            String::from_utf8_lossy(l.name(&body)),
-                            String::from_utf8_lossy(l.value(&body))
-                        )
-                    })
-                    .collect();
+                let ls = render(ex.labels);
                 line.push_str(&format!(" # {{{}}} {}", ls.join(","), ex.value));
                 if let Some(ts) = ex.timestamp_ms {
                     line.push_str(&format!(" @{ts}"));

@@ -65,8 +65,9 @@ fn small() -> WalOptions {
     }
 }
 
-/// Reads everything from `from` to the head: the entries as one byte string per entry.
-fn read_all(wal: &Wal, from: Pos) -> Vec<Vec<u8>> {
+/// Reads everything from `from` to the head: the entries as one byte string per entry, and
+/// the reader (for its damage counts).
+fn read_back(wal: &Wal, from: Pos) -> (Vec<Vec<u8>>, WalReader) {
     let mut r = WalReader::new(wal.dir(), from);
     let (mut out, mut ends, mut hist) = (Vec::new(), Vec::new(), Vec::new());
     while r
@@ -81,14 +82,11 @@ fn read_all(wal: &Wal, from: Pos) -> Vec<Vec<u8>> {
         .unwrap()
         .is_some()
     {}
-    let mut start = 0;
-    ends.iter()
-        .map(|e| {
-            let v = out[start..*e as usize].to_vec();
-            start = *e as usize;
-            v
-        })
-        .collect()
+    (split(&out, &ends), r)
+}
+
+fn read_all(wal: &Wal, from: Pos) -> Vec<Vec<u8>> {
+    read_back(wal, from).0
 }
 
 fn split(entries: &[u8], ends: &[u32]) -> Vec<Vec<u8>> {
@@ -192,21 +190,7 @@ fn a_corrupt_page_loses_only_its_records() {
         report.torn_bytes_cut, 0,
         "damage mid-segment is not a torn tail"
     );
-    let mut r = WalReader::new(wal.dir(), 0);
-    let (mut out, mut ends, mut hist) = (Vec::new(), Vec::new(), Vec::new());
-    while r
-        .next_record(
-            wal.head(),
-            wal.first_segment(),
-            true,
-            &mut out,
-            &mut ends,
-            &mut hist,
-        )
-        .unwrap()
-        .is_some()
-    {}
-    let got = split(&out, &ends);
+    let (got, r) = read_back(&wal, 0);
     let all: Vec<Vec<u8>> = per_commit.concat();
     assert!(r.damaged_bytes > 0);
     assert!(got.len() < all.len(), "something was lost");
