@@ -106,6 +106,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             direct: true,
             fsync_interval: opts.wal_fsync_interval,
             max_size: (max_size / cores as u64).max(opts.wal_segment_size),
+            max_age: (!opts.wal_max_time.is_zero()).then_some(opts.wal_max_time),
         };
         let (wal, report) =
             crate::wal::Wal::open(&dir, wal_opts, registry.cores[id].wal.clone())

@@ -23,6 +23,8 @@ pub struct AgentOptions {
     pub wal_fsync_interval: Duration,
     /// Bound on all WAL segments together; `None`: a fifth of the filesystem.
     pub wal_max_size: Option<u64>,
+    /// `--storage.agent.retention.max-time`; zero: no age bound (Prometheus' default).
+    pub wal_max_time: Duration,
 }
 
 impl Default for AgentOptions {
@@ -39,6 +41,7 @@ impl Default for AgentOptions {
             wal_compression: true,
             wal_fsync_interval: Duration::from_secs(1),
             wal_max_size: None,
+            wal_max_time: Duration::ZERO,
         }
     }
 }
@@ -84,6 +87,9 @@ Flags:
       --storage.agent.wal-fsync-interval=1s
                                  Most time between fdatasync calls on the WAL (0s: every
                                  commit). Commits are written before they return either way.
+      --storage.agent.retention.max-time=0s
+                                 Delete WAL segments last written longer ago than this,
+                                 sent or not (0s: no age bound).
       --storage.agent.retention.max-size=SIZE
                                  Bound on the WAL's disk use (e.g. 10GB). Default: a fifth
                                  of the filesystem holding --storage.agent.path.
@@ -241,6 +247,16 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 } else {
                     opts.wal_max_size = Some(bytes);
                 }
+            }
+            "storage.agent.retention.max-time" => {
+                let v = value()?;
+                opts.wal_max_time = crate::config::parse_duration(&v)
+                    .or_else(|e| if v == "0" { Ok(Duration::ZERO) } else { Err(e) })
+                    .map_err(|e| {
+                        CliError(format!(
+                            "invalid value '{v}' for flag '--storage.agent.retention.max-time': {e}"
+                        ))
+                    })?;
             }
             "storage.agent.wal-fsync-interval" => {
                 let v = value()?;

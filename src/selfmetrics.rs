@@ -31,7 +31,7 @@ pub struct ShardStats {
     pub bytes_sent: AtomicU64,
     pub requests_failed: AtomicU64,
     pub highest_sent_ts_ms: AtomicU64,
-    /// Unsent samples the WAL size bound deleted.
+    /// Unsent samples a WAL retention bound (size or age) deleted.
     pub samples_dropped_wal_size: Arc<AtomicU64>,
     /// Samples this endpoint still has to read back from the WAL (its backlog), in bytes.
     pub wal_backlog_bytes: AtomicU64,
@@ -288,7 +288,7 @@ impl Registry {
                     (|s: &ShardStats| s.samples_dropped_queue_full.load(Relaxed))
                         as fn(&ShardStats) -> u64,
                 ),
-                ("wal_size_limit", |s: &ShardStats| {
+                ("wal_retention", |s: &ShardStats| {
                     s.samples_dropped_wal_size.load(Relaxed)
                 }),
             ] {

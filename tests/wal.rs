@@ -298,7 +298,7 @@ remote_write:
             })
             .unwrap_or(0)
     };
-    let lost_metric = "prometheus_remote_storage_samples_dropped_total{reason=\"wal_size_limit\"";
+    let lost_metric = "prometheus_remote_storage_samples_dropped_total{reason=\"wal_retention\"";
     wait_for(
         Duration::from_secs(120),
         "the size bound to delete unsent data",
@@ -335,7 +335,7 @@ remote_write:
     let log = spate.proc.log_text();
     let lost = sum_after(
         &log,
-        |l| l.contains("size bound deleted samples"),
+        |l| l.contains("retention bound deleted samples"),
         "samples=",
     );
     assert_eq!(

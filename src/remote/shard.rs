@@ -383,7 +383,7 @@ impl Shard {
         let rp = guard.as_mut()?;
         let mut wal = self.wal.borrow_mut();
         if wal.cursor(self.slot).moved {
-            // The size bound deleted data under the reader: continue after it.
+            // A retention bound deleted data under the reader: continue after it.
             let c = wal.cursor_mut(self.slot);
             c.moved = false;
             let from = c.acked;

@@ -42,6 +42,8 @@ pub struct WalOptions {
     pub fsync_interval: Duration,
     /// Most bytes all of this core's segments may take; the oldest go first.
     pub max_size: u64,
+    /// Oldest a closed segment may be (by its last write) before it is deleted, sent or not.
+    pub max_age: Option<Duration>,
 }
 
 impl Default for WalOptions {
@@ -52,6 +54,7 @@ impl Default for WalOptions {
             direct: true,
             fsync_interval: Duration::from_secs(1),
             max_size: u64::MAX,
+            max_age: None,
         }
     }
 }
@@ -96,7 +99,7 @@ struct CacheSlot {
 pub struct Cursor {
     pub id: String,
     pub acked: Pos,
-    /// Set when the size bound deleted data past `acked`; the reader restarts from `acked`.
+    /// Set when a retention bound deleted data past `acked`; the reader restarts from `acked`.
     pub moved: bool,
     pub lost: Arc<AtomicU64>,
     /// Whether this endpoint's unsent data is only in the WAL (it is reading back from it).
@@ -111,7 +114,8 @@ pub struct Wal {
     writer: Option<SegmentWriter>,
     next_ref: u32,
     /// Closed segments and their sizes, oldest first (the writer's is not among them).
-    closed: Vec<(u32, u64)>,
+    /// (index, bytes on disk, last written).
+    closed: Vec<(u32, u64, std::time::SystemTime)>,
     pub stats: Arc<WalStats>,
     last_sync: Instant,
     unsynced: bool,
@@ -170,7 +174,13 @@ impl Wal {
         }
         let mut closed = Vec::new();
         for i in &existing {
-            closed.push((*i, std::fs::metadata(segment::segment_path(dir, *i))?.len()));
+            let meta = std::fs::metadata(segment::segment_path(dir, *i))?;
+            closed.push((
+                *i,
+                meta.len(),
+                meta.modified()
+                    .unwrap_or_else(|_| std::time::SystemTime::now()),
+            ));
         }
         let next = existing.last().map_or(0, |i| i + 1);
         let writer = SegmentWriter::create(dir, next, opts.direct)?;
@@ -240,7 +250,7 @@ impl Wal {
         }
         let (seg, off) = (pos_segment(p), pos_offset(p));
         let mut total = 0;
-        for (i, size) in &self.closed {
+        for (i, size, _) in &self.closed {
             if *i > seg {
                 total += size;
             } else if *i == seg {
@@ -481,7 +491,8 @@ impl Wal {
         let next = match self.writer.take() {
             Some(w) => {
                 let _ = w.sync();
-                self.closed.push((w.index(), on_disk(w.offset())));
+                self.closed
+                    .push((w.index(), on_disk(w.offset()), std::time::SystemTime::now()));
                 w.index() + 1
             }
             None => self.closed.last().map_or(0, |c| c.0 + 1),
@@ -598,12 +609,13 @@ impl Wal {
             .min()
             .unwrap_or_else(|| self.head());
         let keep_from = pos_segment(min);
-        while let Some(&(idx, _)) = self.closed.first() {
+        while let Some(&(idx, _, _)) = self.closed.first() {
             if idx >= keep_from {
                 break;
             }
             self.delete_oldest();
         }
+        self.enforce_age();
         self.update_size();
     }
 
@@ -611,55 +623,76 @@ impl Wal {
         if self.closed.is_empty() {
             return;
         }
-        let (idx, _) = self.closed.remove(0);
+        let (idx, _, _) = self.closed.remove(0);
         let _ = std::fs::remove_file(segment::segment_path(&self.dir, idx));
         self.stats.segments_deleted.fetch_add(1, Relaxed);
     }
 
-    /// Applies `max_size`: deletes the oldest closed segments until the total fits. Samples an
-    /// endpoint had not been sent from a deleted segment are counted and logged.
+    /// Applies `max_size`: deletes the oldest closed segments until the total fits.
     fn enforce_size(&mut self) {
         let open = self.writer.as_ref().map_or(0, |w| on_disk(w.offset()));
         let mut total: u64 = self.closed.iter().map(|c| c.1).sum::<u64>() + open;
         while total > self.opts.max_size && !self.closed.is_empty() {
-            let (idx, size) = self.closed[0];
-            let next = pos(idx + 1, 0);
-            for c in &mut self.cursors {
-                if c.acked >= next {
-                    continue;
-                }
-                // Unsent: after the acknowledged position and after what was already handed
-                // to the sender when the read-back started.
-                let unsent = c.acked.max(c.replay_from);
-                let lost = if !(c.replaying || c.moved) || pos_segment(unsent) > idx {
-                    0
-                } else {
-                    let from = if pos_segment(unsent) == idx {
-                        pos_offset(unsent)
-                    } else {
-                        0
-                    };
-                    count_samples(&self.dir, idx, from).unwrap_or(0)
-                };
-                c.acked = next;
-                c.moved = true;
-                if lost > 0 {
-                    c.lost.fetch_add(lost, Relaxed);
-                    crate::log!(
-                        Level::Warn,
-                        "wal",
-                        "the WAL size bound deleted samples not yet sent",
-                        endpoint = c.id,
-                        samples = lost,
-                        segment = idx,
-                        max_size = self.opts.max_size
-                    );
-                }
-                self.cursors_dirty = true;
-            }
-            self.delete_oldest();
-            total -= size;
+            total -= self.closed[0].1;
+            self.force_out_oldest("size bound (--storage.agent.retention.max-size)");
         }
+    }
+
+    /// Applies `max_age`: deletes closed segments last written longer ago than that.
+    fn enforce_age(&mut self) {
+        let Some(max_age) = self.opts.max_age else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        while let Some(&(_, _, written)) = self.closed.first() {
+            if now.duration_since(written).unwrap_or_default() <= max_age {
+                break;
+            }
+            self.force_out_oldest("age bound (--storage.agent.retention.max-time)");
+        }
+    }
+
+    /// Deletes the oldest closed segment although endpoints may not have sent it. What an
+    /// endpoint reading back from the WAL had not been handed yet is counted and logged.
+    fn force_out_oldest(&mut self, bound: &str) {
+        let Some(&(idx, _, _)) = self.closed.first() else {
+            return;
+        };
+        let next = pos(idx + 1, 0);
+        for c in &mut self.cursors {
+            if c.acked >= next {
+                continue;
+            }
+            // Unsent: after the acknowledged position and after what was already handed to
+            // the sender when the read-back started.
+            let unsent = c.acked.max(c.replay_from);
+            let lost = if !(c.replaying || c.moved) || pos_segment(unsent) > idx {
+                0
+            } else {
+                let from = if pos_segment(unsent) == idx {
+                    pos_offset(unsent)
+                } else {
+                    0
+                };
+                count_samples(&self.dir, idx, from).unwrap_or(0)
+            };
+            c.acked = next;
+            c.moved = true;
+            if lost > 0 {
+                c.lost.fetch_add(lost, Relaxed);
+                crate::log!(
+                    Level::Warn,
+                    "wal",
+                    "the WAL retention bound deleted samples not yet sent",
+                    endpoint = c.id,
+                    samples = lost,
+                    segment = idx,
+                    bound = bound
+                );
+            }
+            self.cursors_dirty = true;
+        }
+        self.delete_oldest();
     }
 
     /// Closes the WAL at shutdown: syncs and saves the cursors.

@@ -282,3 +282,36 @@ fn a_changed_layout_keeps_refs_and_declares_nothing_again() {
     want.extend(entries);
     assert_eq!(read_all(&wal, 0), want);
 }
+
+#[test]
+fn the_age_bound_deletes_old_segments_and_counts_unsent_samples() {
+    let dir = TempDir::new("age");
+    let opts = WalOptions {
+        max_age: Some(Duration::from_millis(300)),
+        ..small()
+    };
+    let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
+    let reader = wal.add_endpoint("reader", &HashMap::new(), Arc::default());
+    wal.cursor_mut(reader).replaying = true;
+    let mut cache = SeriesCache::default();
+    let mut total = 0u64;
+    for seq in 0..400 {
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        scrape(4, 50, seq, &mut e, &mut ends);
+        wal.commit(&e, &ends, &mut cache).unwrap();
+        total += ends.len() as u64;
+    }
+    let segments = list_segments(&dir.0).unwrap().len();
+    assert!(segments > 3, "{segments} segments");
+    // Nothing is old yet.
+    wal.truncate();
+    assert_eq!(list_segments(&dir.0).unwrap().len(), segments);
+    std::thread::sleep(Duration::from_millis(400));
+    wal.truncate();
+    // Only the open segment is left; every sample of the closed ones was counted as lost.
+    assert_eq!(list_segments(&dir.0).unwrap().len(), 1);
+    let lost = wal.cursor(reader).lost.load(Relaxed);
+    let left = read_all(&wal, wal.cursor(reader).acked).len() as u64;
+    assert!(lost > 0);
+    assert_eq!(lost + left, total);
+}
