@@ -389,6 +389,8 @@ impl Shard {
             let from = c.acked;
             *rp = Replay::new(wal.dir(), from);
         }
+        // Everything committed must be in the file before reading up to the head.
+        wal.flush();
         let (head, first) = (wal.head(), wal.first_segment());
         let max = self.ep.cfg.queue.max_samples_per_send;
         let histograms_on = self.ep.cfg.send_native_histograms;

@@ -40,6 +40,8 @@ pub struct WalOptions {
     /// Try `O_DIRECT` writes.
     pub direct: bool,
     pub fsync_interval: Duration,
+    /// Most time a commit's partial last block waits before it is written (zero: at once).
+    pub flush_interval: Duration,
     /// Most bytes all of this core's segments may take; the oldest go first.
     pub max_size: u64,
     /// Oldest a closed segment may be (by its last write) before it is deleted, sent or not.
@@ -53,6 +55,7 @@ impl Default for WalOptions {
             compress: true,
             direct: true,
             fsync_interval: Duration::from_secs(1),
+            flush_interval: Duration::ZERO,
             max_size: u64::MAX,
             max_age: None,
         }
@@ -449,7 +452,8 @@ impl Wal {
             return Err(io::Error::other("no open segment"));
         };
         let before = w.offset();
-        if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends) {
+        let tail = self.opts.flush_interval.is_zero();
+        if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends, tail) {
             // Those series were not declared after all.
             for i in &self.declared {
                 cache.slots[*i].declared_in = NOT_DECLARED;
@@ -464,6 +468,31 @@ impl Wal {
         }
         self.update_size();
         Ok(self.head())
+    }
+
+    /// Writes what commits left in the partial last block, and syncs when the interval has
+    /// passed: the core's timer calls this every `flush_interval`, and readers before they
+    /// read up to the head.
+    pub fn flush(&mut self) {
+        if let Some(w) = &mut self.writer
+            && let Err(e) = w.flush_tail()
+        {
+            self.stats.write_failures.fetch_add(1, Relaxed);
+            if !self.failing {
+                self.failing = true;
+                crate::log!(
+                    Level::Error,
+                    "wal",
+                    "cannot write to the WAL; scrapes are still forwarded live but are not durable until writes succeed again (logged once until then)",
+                    dir = self.dir.display(),
+                    err = e
+                );
+            }
+            return;
+        }
+        if self.last_sync.elapsed() >= self.opts.fsync_interval {
+            self.sync();
+        }
     }
 
     /// `fdatasync` of the open segment, if anything was written since the last one.
@@ -488,6 +517,9 @@ impl Wal {
     /// Closes the open segment and starts the next; forgets series not used in the last two
     /// segments; applies the size bound.
     fn rotate(&mut self) -> io::Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush_tail()?;
+        }
         let next = match self.writer.take() {
             Some(w) => {
                 let _ = w.sync();
@@ -697,6 +729,7 @@ impl Wal {
 
     /// Closes the WAL at shutdown: syncs and saves the cursors.
     pub fn close(&mut self) {
+        self.flush();
         self.sync();
         self.save_cursors();
     }

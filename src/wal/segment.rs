@@ -166,11 +166,15 @@ impl SegmentWriter {
     /// Frames `records` (each compressed with snappy when `compress` and it helps) and writes
     /// them. On error nothing of them counts: the buffer is as before and the caller may retry.
     /// Returns each record's end position.
+    ///
+    /// Complete 4 KiB blocks are written at once; the last, partial block too when `tail`, and
+    /// otherwise by a later [`Self::flush_tail`] (so a block is not rewritten per commit).
     pub fn append(
         &mut self,
         records: &[&[u8]],
         compress: bool,
         ends: &mut Vec<Pos>,
+        tail: bool,
     ) -> io::Result<()> {
         let start_len = self.len;
         let first_ends = ends.len();
@@ -219,7 +223,7 @@ impl SegmentWriter {
             }
             ends.push(pos(self.index, self.offset()));
         }
-        if let Err(e) = self.write_dirty() {
+        if let Err(e) = self.write_dirty(tail) {
             // Undo: zero what this call laid out so padding stays zero.
             let end = self.len.min(self.buf.bytes().len());
             self.buf.bytes_mut()[start_len..end].fill(0);
@@ -230,25 +234,37 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Writes the blocks from the first not yet written one to the end of the data, then keeps
-    /// only the last, partial page in the buffer.
-    fn write_dirty(&mut self) -> io::Result<()> {
+    /// Writes the partial last block, if it holds data not yet written.
+    pub fn flush_tail(&mut self) -> io::Result<()> {
+        if self.written < self.len {
+            self.write_dirty(true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the blocks from the first not yet written one up to the last complete block (or
+    /// the end of the data with `tail`), then drops fully written pages from the buffer.
+    fn write_dirty(&mut self, tail: bool) -> io::Result<()> {
         let from = self.written / BLOCK * BLOCK;
-        let to = self.len.div_ceil(BLOCK) * BLOCK;
-        self.buf.ensure(to);
+        let to = if tail {
+            self.len.div_ceil(BLOCK) * BLOCK
+        } else {
+            self.len / BLOCK * BLOCK
+        };
+        self.buf.ensure(to.max(PAGE));
         if to > from {
             self.file
                 .write_all_at(&self.buf.bytes()[from..to], self.base + from as u64)?;
+            self.written = if tail { self.len } else { to };
         }
-        self.written = self.len;
-        let full_pages = self.len / PAGE;
-        if full_pages > 0 {
-            let keep = full_pages * PAGE;
-            self.buf.ensure(keep + PAGE);
+        let keep = self.written / PAGE * PAGE;
+        if keep > 0 {
+            let end = self.buf.blocks.len() * BLOCK;
             let bytes = self.buf.bytes_mut();
-            bytes.copy_within(keep..keep + PAGE, 0);
-            bytes[PAGE..].fill(0);
-            self.buf.blocks.truncate(PAGE / BLOCK);
+            bytes.copy_within(keep..end, 0);
+            bytes[end - keep..].fill(0);
+            let blocks = ((end - keep) / BLOCK).max(PAGE / BLOCK);
+            self.buf.blocks.truncate(blocks);
             self.base += keep as u64;
             self.len -= keep;
             self.written -= keep;
@@ -385,7 +401,14 @@ impl SegmentReader {
             let h = &self.page[in_page..in_page + HEADER];
             let flags = h[0];
             if flags == 0 {
-                // Padding to the end of the page (or the end of the data).
+                // The end of the data: stop here, so that a reader of the open segment picks
+                // up from this point once the writer has written more.
+                if page_base + PAGE as u64 >= self.limit {
+                    self.at = rec_start;
+                    self.record.clear();
+                    return Ok(None);
+                }
+                // Zeros with data after them: treat as padding to the end of the page.
                 if !self.record.is_empty() {
                     let at = self.at;
                     self.damaged(at, "record cut by padding");
