@@ -7,10 +7,11 @@
 //! declared (series record) in each segment before its first sample there, so any segment can
 //! be read, or deleted, without the others, and no checkpoint is needed.
 //!
-//! **Durability rule:** a commit's records are written (block-aligned, `O_DIRECT` where
-//! possible) before the commit returns, so a crash of the process loses nothing committed;
-//! `fdatasync` runs at most every `fsync_interval` and when a segment is closed, which bounds
-//! what a power loss can take.
+//! **Durability rule:** a commit's complete 4 KiB blocks are written (`O_DIRECT` where
+//! possible) before the commit returns; the partial last block within `flush_interval` (zero:
+//! at once), so a crash of the process loses at most that window. `fdatasync` runs at most
+//! every `fsync_interval` and when a segment is closed, which bounds what a power loss can
+//! take.
 
 pub mod crc;
 pub mod inspect;
