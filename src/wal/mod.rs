@@ -291,20 +291,10 @@ impl Wal {
         let r = self.try_commit(entries, ends, cache);
         match &r {
             Err(e) => {
-                self.stats.write_failures.fetch_add(1, Relaxed);
                 self.stats
                     .samples_not_durable
                     .fetch_add(ends.len() as u64, Relaxed);
-                if !self.failing {
-                    self.failing = true;
-                    crate::log!(
-                        Level::Error,
-                        "wal",
-                        "cannot write to the WAL; scrapes are still forwarded live but are not durable until writes succeed again (logged once until then)",
-                        dir = self.dir.display(),
-                        err = e
-                    );
-                }
+                self.write_failed(e);
             }
             Ok(_) if self.failing => {
                 self.failing = false;
@@ -478,21 +468,26 @@ impl Wal {
         if let Some(w) = &mut self.writer
             && let Err(e) = w.flush_tail()
         {
-            self.stats.write_failures.fetch_add(1, Relaxed);
-            if !self.failing {
-                self.failing = true;
-                crate::log!(
-                    Level::Error,
-                    "wal",
-                    "cannot write to the WAL; scrapes are still forwarded live but are not durable until writes succeed again (logged once until then)",
-                    dir = self.dir.display(),
-                    err = e
-                );
-            }
+            self.write_failed(&e);
             return;
         }
         if self.last_sync.elapsed() >= self.opts.fsync_interval {
             self.sync();
+        }
+    }
+
+    /// Counts a failed write and logs the first of a run of them.
+    fn write_failed(&mut self, e: &io::Error) {
+        self.stats.write_failures.fetch_add(1, Relaxed);
+        if !self.failing {
+            self.failing = true;
+            crate::log!(
+                Level::Error,
+                "wal",
+                "cannot write to the WAL; scrapes are still forwarded live but are not durable until writes succeed again (logged once until then)",
+                dir = self.dir.display(),
+                err = e
+            );
         }
     }
 
