@@ -28,6 +28,12 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             opts.storage_path.display()
         )
     })?;
+    // Held until the process exits: two agents writing one WAL would corrupt it.
+    let _lock = if opts.no_lockfile {
+        None
+    } else {
+        Some(lock_storage(&opts.storage_path)?)
+    };
 
     // Signals are taken by sigwait on this thread; block them before any other thread starts
     // so every thread inherits the mask.
@@ -233,6 +239,27 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     }
     crate::log!(Level::Info, "agent", "See you next time!");
     Ok(())
+}
+
+/// Takes an exclusive `flock` on `<storage>/lock`, as Prometheus locks its data directory.
+fn lock_storage(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "--storage.agent.path {} is in use by another process ({}); give each agent its own directory",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(file)
 }
 
 /// The default WAL bound: a fifth of the filesystem holding the storage path (at least 1 GiB;

@@ -26,6 +26,8 @@ pub struct AgentOptions {
     pub wal_max_size: Option<u64>,
     /// `--storage.agent.retention.max-time`; zero: no age bound (Prometheus' default).
     pub wal_max_time: Duration,
+    /// `--storage.agent.no-lockfile`: do not lock the storage directory.
+    pub no_lockfile: bool,
 }
 
 impl Default for AgentOptions {
@@ -44,6 +46,7 @@ impl Default for AgentOptions {
             wal_flush_interval: Duration::from_millis(100),
             wal_max_size: None,
             wal_max_time: Duration::ZERO,
+            no_lockfile: false,
         }
     }
 }
@@ -93,6 +96,9 @@ Flags:
       --storage.agent.wal-fsync-interval=1s
                                  Most time between fdatasync calls on the WAL (0s: every
                                  commit). Commits are written before they return either way.
+      --storage.agent.no-lockfile
+                                 Do not lock the storage directory (it is locked by default
+                                 so that two agents never share one WAL).
       --storage.agent.retention.max-time=0s
                                  Delete WAL segments last written longer ago than this,
                                  sent or not (0s: no age bound).
@@ -145,6 +151,10 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         // Boolean flags.
         match name {
             "version" => return Ok(Command::Version),
+            "storage.agent.no-lockfile" if inline.is_none() => {
+                opts.no_lockfile = true;
+                continue;
+            }
             "no-storage.agent.wal-compression" => {
                 opts.wal_compression = false;
                 continue;
@@ -335,6 +345,8 @@ mod tests {
         assert_eq!(o.wal_max_size, Some(2 << 30));
         assert_eq!(o.wal_fsync_interval, Duration::ZERO);
         assert!(run(&["--storage.agent.wal-compression=snappy"]).wal_compression);
+        assert!(run(&["--storage.agent.no-lockfile"]).no_lockfile);
+        assert!(!run(&[]).no_lockfile);
         for (args, want) in [
             (
                 &["--storage.agent.wal-segment-size=12XB"][..],

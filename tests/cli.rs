@@ -123,3 +123,20 @@ fn serves_health_and_self_metrics_and_stops_on_sigint() {
         (!s.proc.is_running()).then_some(())
     });
 }
+
+#[test]
+fn a_storage_directory_in_use_is_refused() {
+    let dir = TempDir::new("lock");
+    let cfg = dir.path().join("p.yml");
+    std::fs::write(&cfg, "scrape_configs: []\n").unwrap();
+    let storage = format!("--storage.agent.path={}", dir.path().join("data").display());
+    let first = common::Spate::start("scrape_configs: []\n", &[&storage]);
+    let (code, _, err) = spate(&[
+        &format!("--config.file={}", cfg.display()),
+        &storage,
+        "--web.listen-address=127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is in use by another process"), "{err}");
+    drop(first);
+}
