@@ -145,12 +145,7 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
         let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
         labels_len += 1 + varint_len(inner as u64) + inner;
     }
-    let sample_inner = if value != 0.0 { 9 } else { 0 }
-        + if timestamp_ms != 0 {
-            1 + varint_len(timestamp_ms as u64)
-        } else {
-            0
-        };
+    let sample_inner = sample_len(value, timestamp_ms);
     let series_len = labels_len + 1 + varint_len(sample_inner as u64) + sample_inner;
 
     out.reserve(1 + varint_len(series_len as u64) + series_len);
@@ -172,8 +167,23 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
             out.extend_from_slice(v);
         }
     }
+    put_sample(out, sample_inner, value, timestamp_ms);
+}
+
+/// The length of a `Sample` message; zero fields are omitted as proto3 omits them.
+fn sample_len(value: f64, timestamp_ms: i64) -> usize {
+    (if value != 0.0 { 9 } else { 0 })
+        + if timestamp_ms != 0 {
+            1 + varint_len(timestamp_ms as u64)
+        } else {
+            0
+        }
+}
+
+/// Appends the `TimeSeries.samples` field holding one sample of length `len`.
+fn put_sample(out: &mut Vec<u8>, len: usize, value: f64, timestamp_ms: i64) {
     out.push(0x12); // TimeSeries.samples
-    put_varint(out, sample_inner as u64);
+    put_varint(out, len as u64);
     if value != 0.0 {
         out.push(0x09); // Sample.value, fixed64
         out.extend_from_slice(&value.to_bits().to_le_bytes());
@@ -187,26 +197,12 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
 /// Appends an entry from an already encoded labels section (the `TimeSeries.labels` fields,
 /// as [`split_entry`] returns them) and one float sample: what the WAL reader rebuilds.
 pub fn encode_series_raw(out: &mut Vec<u8>, labels: &[u8], value: f64, timestamp_ms: i64) {
-    let sample_inner = if value != 0.0 { 9 } else { 0 }
-        + if timestamp_ms != 0 {
-            1 + varint_len(timestamp_ms as u64)
-        } else {
-            0
-        };
+    let sample_inner = sample_len(value, timestamp_ms);
     let series_len = labels.len() + 1 + varint_len(sample_inner as u64) + sample_inner;
     out.push(0x0a);
     put_varint(out, series_len as u64);
     out.extend_from_slice(labels);
-    out.push(0x12);
-    put_varint(out, sample_inner as u64);
-    if value != 0.0 {
-        out.push(0x09);
-        out.extend_from_slice(&value.to_bits().to_le_bytes());
-    }
-    if timestamp_ms != 0 {
-        out.push(0x10);
-        put_varint(out, timestamp_ms as u64);
-    }
+    put_sample(out, sample_inner, value, timestamp_ms);
 }
 
 /// Appends an entry from an encoded labels section and an encoded `Histogram` message.

@@ -130,6 +130,8 @@ pub struct Wal {
     rec_series: Vec<u8>,
     rec_samples: Vec<u8>,
     rec_hist: Vec<u8>,
+    /// The series record's items, written before their count is known.
+    series_body: Vec<u8>,
     samples: Vec<(u32, i64, f64)>,
     hists: Vec<(u32, std::ops::Range<usize>)>,
     declared: Vec<usize>,
@@ -202,6 +204,7 @@ impl Wal {
             rec_series: Vec::new(),
             rec_samples: Vec::new(),
             rec_hist: Vec::new(),
+            series_body: Vec::new(),
             samples: Vec::new(),
             hists: Vec::new(),
             declared: Vec::new(),
@@ -337,7 +340,7 @@ impl Wal {
         self.declared.clear();
         let mut n_series = 0usize;
         let mut indexed = false;
-        let mut series_body = std::mem::take(&mut self.rec_hist);
+        let mut series_body = std::mem::take(&mut self.series_body);
         series_body.clear();
         let mut start = 0usize;
         for end in ends {
@@ -412,7 +415,7 @@ impl Wal {
             record::put_count(&mut self.rec_series, n_series);
             self.rec_series.extend_from_slice(&series_body);
         }
-        self.rec_hist = series_body;
+        self.series_body = series_body;
         self.rec_samples.clear();
         if !self.samples.is_empty() {
             self.rec_samples.push(SAMPLES);
@@ -848,7 +851,6 @@ impl WalReader {
             };
             let sent = pos_offset(end) <= self.skip_until;
             let mut newest = i64::MIN;
-            let mut err = None;
             let series = &mut self.series;
             let missing = &mut self.missing_series;
             let decoded = record::decode(kind, body, |item| match item {
@@ -880,9 +882,6 @@ impl WalReader {
                 }
             });
             if let Err(e) = decoded {
-                err = Some(e);
-            }
-            if let Some(e) = err {
                 // A record whose frame checked out but whose body does not decode: skip it.
                 self.damaged_bytes += body.len() as u64;
                 crate::log!(
