@@ -39,12 +39,36 @@ impl Drop for TempDir {
 }
 
 /// A free loopback port (bound, then released for the process under test).
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range, so the source port of some
+/// outgoing connection cannot take a port between the moment it is chosen and the moment a
+/// server binds it; and no port is handed out twice in one test process, so two servers of one
+/// test (or of tests running side by side) never share one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut x = SEED.fetch_add(1, Ordering::Relaxed)
+        ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+        | 1;
+    loop {
+        // xorshift: enough to spread concurrent test processes over the range.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20000 + (x % 12000) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until `f` returns `Some`, polling; panics with `what` after `limit`.
