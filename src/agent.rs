@@ -111,7 +111,6 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             compress: opts.wal_compression,
             direct: true,
             fsync_interval: opts.wal_fsync_interval,
-            flush_interval: opts.wal_flush_interval,
             max_size: (max_size / cores as u64).max(opts.wal_segment_size),
             max_age: (!opts.wal_max_time.is_zero()).then_some(opts.wal_max_time),
         };
@@ -141,7 +140,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         let shutdown = shutdown.clone();
         let external_labels = cfg.global.external_labels.clone();
         let flush_deadline = opts.flush_deadline;
-        let (flush_interval, fsync_interval) = (opts.wal_flush_interval, opts.wal_fsync_interval);
+        let fsync_interval = opts.wal_fsync_interval;
         // Pin only when each core gets a CPU of its own.
         let cpu = (cores <= allowed.len()).then(|| allowed[id]);
         let handle = runtime::start_core(
@@ -171,18 +170,12 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     ctl.add_shard(shard.clone());
                     runtime::spawn(shard.run(ctl.clone()));
                 }
-                // The WAL's timer: partial blocks and fdatasync when commits are sparse.
-                let tick = if flush_interval.is_zero() {
-                    fsync_interval
-                } else {
-                    flush_interval
-                };
+                // The WAL's timer: fdatasync when commits are sparse.
+                let tick = fsync_interval.max(std::time::Duration::from_millis(1));
                 let (timer_ctl, stop) = (ctl.clone(), ctl.shutdown.clone());
                 runtime::spawn(async move {
-                    while !runtime::sleep_or(tick.max(std::time::Duration::from_millis(1)), &stop)
-                        .await
-                    {
-                        timer_ctl.wal.borrow_mut().flush();
+                    while !runtime::sleep_or(tick, &stop).await {
+                        timer_ctl.wal.borrow_mut().tick();
                     }
                 });
                 stats.targets.store(targets.len() as u64, Relaxed);

@@ -21,7 +21,6 @@ pub struct AgentOptions {
     pub wal_segment_size: u64,
     pub wal_compression: bool,
     pub wal_fsync_interval: Duration,
-    pub wal_flush_interval: Duration,
     /// Bound on all WAL segments together; `None`: a fifth of the filesystem.
     pub wal_max_size: Option<u64>,
     /// `--storage.agent.retention.max-time`; zero: no age bound (Prometheus' default).
@@ -43,7 +42,6 @@ impl Default for AgentOptions {
             wal_segment_size: 128 << 20,
             wal_compression: true,
             wal_fsync_interval: Duration::from_secs(1),
-            wal_flush_interval: Duration::from_millis(100),
             wal_max_size: None,
             wal_max_time: Duration::ZERO,
             no_lockfile: false,
@@ -89,13 +87,10 @@ Flags:
       --[no-]storage.agent.wal-compression
                                  Compress WAL records with snappy (default on; also
                                  =snappy, =none).
-      --storage.agent.wal-flush-interval=100ms
-                                 Most time a commit's last, partial 4 KiB block waits before
-                                 it is written (0s: at every commit). Full blocks are written
-                                 at once.
       --storage.agent.wal-fsync-interval=1s
                                  Most time between fdatasync calls on the WAL (0s: every
-                                 commit). Commits are written before they return either way.
+                                 commit): what a power loss can take. Commits are written
+                                 before they return, so a crash of spate loses none.
       --storage.agent.no-lockfile
                                  Do not lock the storage directory (it is locked by default
                                  so that two agents never share one WAL).
@@ -274,18 +269,13 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                         ))
                     })?;
             }
-            "storage.agent.wal-fsync-interval" | "storage.agent.wal-flush-interval" => {
+            "storage.agent.wal-fsync-interval" => {
                 let v = value()?;
-                let d = crate::config::parse_duration(&v)
+                opts.wal_fsync_interval = crate::config::parse_duration(&v)
                     .or_else(|e| if v == "0" { Ok(Duration::ZERO) } else { Err(e) })
                     .map_err(|e| {
                         CliError(format!("invalid value '{v}' for flag '--{name}': {e}"))
                     })?;
-                if name == "storage.agent.wal-flush-interval" {
-                    opts.wal_flush_interval = d;
-                } else {
-                    opts.wal_fsync_interval = d;
-                }
             }
             _ => return Err(CliError(format!("unknown long flag '--{name}'"))),
         }

@@ -214,7 +214,7 @@ fn nothing_committed_is_lost_to_kill_9() {
     } = setup("wal-crash", "300ms");
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
     let mut committed = 0;
-    // Scrapes served within the last moments before a kill may be lost (the flush window).
+    // Scrapes served within the last moments before a kill may not be committed yet (in flight).
     let mut windows = Vec::new();
     for round in 0..5 {
         let spate = Spate::start(&cfg, &[&storage]);

@@ -7,11 +7,11 @@
 //! declared (series record) in each segment before its first sample there, so any segment can
 //! be read, or deleted, without the others, and no checkpoint is needed.
 //!
-//! **Durability rule:** a commit's complete 4 KiB blocks are written (`O_DIRECT` where
-//! possible) before the commit returns; the partial last block within `flush_interval` (zero:
-//! at once), so a crash of the process loses at most that window. `fdatasync` runs at most
-//! every `fsync_interval` and when a segment is closed, which bounds what a power loss can
-//! take.
+//! **Durability rule:** before a commit returns, its complete 4 KiB blocks are written to the
+//! segment (`O_DIRECT` where possible) and its partial last block to the tail file through the
+//! page cache (see [`segment`]), so a crash of the process loses nothing committed.
+//! `fdatasync` of the segment and the tail file runs at most every `fsync_interval` (from the
+//! core's timer) and when a segment is closed, which bounds what a power loss can take.
 
 pub mod crc;
 pub mod inspect;
@@ -41,8 +41,6 @@ pub struct WalOptions {
     /// Try `O_DIRECT` writes.
     pub direct: bool,
     pub fsync_interval: Duration,
-    /// Most time a commit's partial last block waits before it is written (zero: at once).
-    pub flush_interval: Duration,
     /// Most bytes all of this core's segments may take; the oldest go first.
     pub max_size: u64,
     /// Oldest a closed segment may be (by its last write) before it is deleted, sent or not.
@@ -56,7 +54,6 @@ impl Default for WalOptions {
             compress: true,
             direct: true,
             fsync_interval: Duration::from_secs(1),
-            flush_interval: Duration::ZERO,
             max_size: u64::MAX,
             max_age: None,
         }
@@ -150,6 +147,8 @@ pub struct Wal {
 pub struct OpenReport {
     pub segments: usize,
     pub torn_bytes_cut: u64,
+    /// Bytes of records the tail file gave back to the last segment.
+    pub tail_bytes_restored: u64,
 }
 
 impl Wal {
@@ -167,6 +166,16 @@ impl Wal {
             ..Default::default()
         };
         if let Some(last) = existing.last() {
+            report.tail_bytes_restored = segment::recover_tail(dir, *last)?;
+            if report.tail_bytes_restored > 0 {
+                crate::log!(
+                    Level::Info,
+                    "wal",
+                    "restored the last partial block of the WAL from the tail file",
+                    segment = segment::segment_path(dir, *last).display(),
+                    bytes = report.tail_bytes_restored
+                );
+            }
             report.torn_bytes_cut = segment::repair_tail(dir, *last)?;
             if report.torn_bytes_cut > 0 {
                 crate::log!(
@@ -189,7 +198,7 @@ impl Wal {
             ));
         }
         let next = existing.last().map_or(0, |i| i + 1);
-        let writer = SegmentWriter::create(dir, next, opts.direct)?;
+        let writer = SegmentWriter::create(dir, next, opts.direct, None)?;
         let mut wal = Wal {
             dir: dir.to_path_buf(),
             writer: Some(writer),
@@ -446,8 +455,7 @@ impl Wal {
             return Err(io::Error::other("no open segment"));
         };
         let before = w.offset();
-        let tail = self.opts.flush_interval.is_zero();
-        if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends, tail) {
+        if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends) {
             // Those series were not declared after all.
             for i in &self.declared {
                 cache.slots[*i].declared_in = NOT_DECLARED;
@@ -464,9 +472,8 @@ impl Wal {
         Ok(self.head())
     }
 
-    /// Writes what commits left in the partial last block, and syncs when the interval has
-    /// passed: the core's timer calls this every `flush_interval`, and readers before they
-    /// read up to the head.
+    /// Writes the partial last block to the segment (readers call this before they read up
+    /// to the head), and syncs when the interval has passed.
     pub fn flush(&mut self) {
         if let Some(w) = &mut self.writer
             && let Err(e) = w.flush_tail()
@@ -474,6 +481,11 @@ impl Wal {
             self.write_failed(&e);
             return;
         }
+        self.tick();
+    }
+
+    /// Syncs when `fsync_interval` has passed since the last sync (the core's timer).
+    pub fn tick(&mut self) {
         if self.last_sync.elapsed() >= self.opts.fsync_interval {
             self.sync();
         }
@@ -519,8 +531,10 @@ impl Wal {
         if let Some(w) = &mut self.writer {
             w.flush_tail()?;
         }
+        let mut tail = None;
         let next = match self.writer.take() {
-            Some(w) => {
+            Some(mut w) => {
+                tail = w.take_tail();
                 let _ = w.sync();
                 self.closed
                     .push((w.index(), on_disk(w.offset()), std::time::SystemTime::now()));
@@ -536,7 +550,7 @@ impl Wal {
             self.generation = next_generation();
         }
         self.enforce_size();
-        let w = SegmentWriter::create(&self.dir, next, self.opts.direct)?;
+        let w = SegmentWriter::create(&self.dir, next, self.opts.direct, tail)?;
         self.writer = Some(w);
         self.truncate();
         self.stats.segments_created.fetch_add(1, Relaxed);

@@ -8,6 +8,12 @@
 //! Writes are block-aligned: the writer keeps the file's tail (the current page and any pages
 //! a commit fills) in a 4096-aligned buffer and writes whole 4 KiB blocks from the first dirty
 //! one, with `O_DIRECT` where the filesystem takes it (buffered writes otherwise).
+//!
+//! The last, partial block of a commit is not written to the segment with `O_DIRECT` (that
+//! would rewrite the same block at every commit). It goes to the WAL directory's tail file
+//! ([`TailFile`]) through the page cache instead, which outlives the process: a crash of the
+//! process loses nothing committed, and the kernel writes the tail file's few pages back at
+//! its own pace. On start, [`recover_tail`] puts that block back into the segment.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -112,12 +118,20 @@ pub struct SegmentWriter {
     written: usize,
     compressor: snap::raw::Encoder,
     compressed: Vec<u8>,
+    /// Where partial blocks go between commits (with `O_DIRECT` only).
+    tail: Option<TailFile>,
 }
 
 impl SegmentWriter {
-    /// Creates segment `index` in `dir`. Tries `O_DIRECT` unless `direct` is false; returns
-    /// whether it took.
-    pub fn create(dir: &Path, index: u32, direct: bool) -> io::Result<SegmentWriter> {
+    /// Creates segment `index` in `dir`. Tries `O_DIRECT` unless `direct` is false (see
+    /// [`Self::direct`] for whether it took). With `O_DIRECT`, partial blocks go to `tail`
+    /// (opened in `dir` when `None`); buffered writers write them to the segment.
+    pub fn create(
+        dir: &Path,
+        index: u32,
+        direct: bool,
+        tail: Option<TailFile>,
+    ) -> io::Result<SegmentWriter> {
         let path = segment_path(dir, index);
         let open = |flags: i32| {
             OpenOptions::new()
@@ -135,6 +149,11 @@ impl SegmentWriter {
         } else {
             (open(0)?, false)
         };
+        let tail = match (direct, tail) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(TailFile::open(dir)?),
+        };
         let mut buf = AlignedBuf { blocks: Vec::new() };
         buf.ensure(PAGE);
         Ok(SegmentWriter {
@@ -147,7 +166,13 @@ impl SegmentWriter {
             written: 0,
             compressor: snap::raw::Encoder::new(),
             compressed: Vec::new(),
+            tail,
         })
+    }
+
+    /// Hands the tail file on to the next segment's writer.
+    pub fn take_tail(&mut self) -> Option<TailFile> {
+        self.tail.take()
     }
 
     pub fn index(&self) -> u32 {
@@ -167,14 +192,14 @@ impl SegmentWriter {
     /// them. On error nothing of them counts: the buffer is as before and the caller may retry.
     /// Returns each record's end position.
     ///
-    /// Complete 4 KiB blocks are written at once; the last, partial block too when `tail`, and
-    /// otherwise by a later [`Self::flush_tail`] (so a block is not rewritten per commit).
+    /// Complete 4 KiB blocks are written to the segment; the last, partial block to the tail
+    /// file (buffered writers: to the segment). Once this returns, a crash of the process
+    /// loses none of `records`.
     pub fn append(
         &mut self,
         records: &[&[u8]],
         compress: bool,
         ends: &mut Vec<Pos>,
-        tail: bool,
     ) -> io::Result<()> {
         let start_len = self.len;
         let first_ends = ends.len();
@@ -223,7 +248,7 @@ impl SegmentWriter {
             }
             ends.push(pos(self.index, self.offset()));
         }
-        if let Err(e) = self.write_dirty(tail) {
+        if let Err(e) = self.write_commit() {
             // Undo: zero what this call laid out so padding stays zero.
             let end = self.len.min(self.buf.bytes().len());
             self.buf.bytes_mut()[start_len..end].fill(0);
@@ -234,7 +259,27 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Writes the partial last block, if it holds data not yet written.
+    /// Writes what a commit laid out: complete blocks to the segment, the partial one to the
+    /// tail file, or to the segment when there is no tail file or it cannot be written.
+    fn write_commit(&mut self) -> io::Result<()> {
+        if self.tail.is_none() {
+            return self.write_dirty(true);
+        }
+        self.write_dirty(false)?;
+        let block = self.len / BLOCK * BLOCK;
+        if block == self.len {
+            return Ok(());
+        }
+        let (index, offset) = (self.index, self.base + block as u64);
+        let data = &self.buf.bytes()[block..self.len];
+        match self.tail.as_mut().map(|t| t.write(index, offset, data)) {
+            Some(Ok(())) => Ok(()),
+            _ => self.write_dirty(true),
+        }
+    }
+
+    /// Writes the partial last block to the segment, if it holds data not yet written there
+    /// (readers of the open segment and rotation call this).
     pub fn flush_tail(&mut self) -> io::Result<()> {
         if self.written < self.len {
             self.write_dirty(true)?;
@@ -272,10 +317,146 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Forces written data to stable storage.
+    /// Forces written data, the tail file's included, to stable storage.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        match &self.tail {
+            Some(t) => t.file.sync_data(),
+            None => Ok(()),
+        }
     }
+}
+
+/// The tail file: the latest partial block of the open segment, kept through the page cache
+/// so that it survives a crash of the process without an `O_DIRECT` block write per commit.
+/// Two 8 KiB slots are written in turn, each a 36-byte header (magic, sequence, segment,
+/// block offset, length, CRC32C of the data, CRC32C of the header) and the block's bytes; a
+/// slot torn by a crash mid-write fails its checksums and the other slot stands.
+pub struct TailFile {
+    file: File,
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+pub const TAIL_FILE: &str = "tail";
+const TAIL_MAGIC: u32 = 0x5350_544c;
+const TAIL_SLOT: u64 = 8192;
+const TAIL_HEADER: usize = 36;
+
+/// One slot's contents: (sequence, segment, block offset, data).
+type TailSlot = (u64, u32, u64, Vec<u8>);
+
+impl TailFile {
+    pub fn open(dir: &Path) -> io::Result<TailFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(TAIL_FILE))?;
+        let seq = read_tail_slots(&file)?.first().map_or(0, |s| s.0 + 1);
+        Ok(TailFile {
+            file,
+            seq,
+            buf: Vec::with_capacity(TAIL_HEADER + BLOCK),
+        })
+    }
+
+    fn write(&mut self, segment: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&TAIL_MAGIC.to_le_bytes());
+        self.buf.extend_from_slice(&self.seq.to_le_bytes());
+        self.buf.extend_from_slice(&segment.to_le_bytes());
+        self.buf.extend_from_slice(&offset.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&crc32c(data).to_le_bytes());
+        let hcrc = crc32c(&self.buf);
+        self.buf.extend_from_slice(&hcrc.to_le_bytes());
+        self.buf.extend_from_slice(data);
+        self.file
+            .write_all_at(&self.buf, (self.seq & 1) * TAIL_SLOT)?;
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+/// The tail file's valid slots, newest first.
+fn read_tail_slots(file: &File) -> io::Result<Vec<TailSlot>> {
+    let mut out = Vec::new();
+    let len = file.metadata()?.len();
+    for slot in 0..2u64 {
+        let at = slot * TAIL_SLOT;
+        if len < at + TAIL_HEADER as u64 {
+            continue;
+        }
+        let mut h = [0u8; TAIL_HEADER];
+        file.read_exact_at(&mut h, at)?;
+        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let long = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        if word(0) != TAIL_MAGIC || crc32c(&h[..32]) != word(32) {
+            continue;
+        }
+        let n = word(24) as usize;
+        if n == 0 || n >= BLOCK || len < at + (TAIL_HEADER + n) as u64 {
+            continue;
+        }
+        let mut data = vec![0u8; n];
+        file.read_exact_at(&mut data, at + TAIL_HEADER as u64)?;
+        if crc32c(&data) != word(28) {
+            continue;
+        }
+        out.push((long(4), word(12), long(16), data));
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(out)
+}
+
+/// Puts the tail file's newest partial block back into segment `index` when it holds more
+/// than the segment does (the process died before the block was written there). Returns the
+/// bytes of records this restored.
+pub fn recover_tail(dir: &Path, index: u32) -> io::Result<u64> {
+    let file = match File::open(dir.join(TAIL_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let Some((_, segment, offset, data)) = read_tail_slots(&file)?.into_iter().next() else {
+        return Ok(0);
+    };
+    if segment != index {
+        return Ok(0);
+    }
+    let end = valid_end(dir, index)?;
+    let file_len = std::fs::metadata(segment_path(dir, index))?.len();
+    let tail_end = offset + data.len() as u64;
+    // The block must follow the segment's written blocks and hold more than the segment: an
+    // older tail (its block since written whole) or one past missing blocks is left alone.
+    // (The last valid record may end before the block: its end is in the block.)
+    if file_len < offset || end >= tail_end {
+        return Ok(0);
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, index))?;
+    f.write_all_at(&data, offset)?;
+    f.sync_data()?;
+    let restored = valid_end(dir, index)?;
+    Ok(restored.saturating_sub(end))
+}
+
+/// The offset just after the last valid record of segment `index`.
+fn valid_end(dir: &Path, index: u32) -> io::Result<u64> {
+    let mut r = SegmentReader::open(dir, index, 0, None)?;
+    let mut last_end = 0;
+    while let Some((end, _)) = r.next()? {
+        last_end = pos_offset(end);
+    }
+    Ok(last_end)
 }
 
 /// Why reading stopped early or skipped data.
@@ -500,16 +681,12 @@ impl SegmentReader {
 pub fn repair_tail(dir: &Path, index: u32) -> io::Result<u64> {
     let path = segment_path(dir, index);
     let len = std::fs::metadata(&path)?.len();
-    let mut r = SegmentReader::open(dir, index, 0, None)?;
-    let mut last_end = 0;
-    while let Some((end, _)) = r.next()? {
-        last_end = pos_offset(end);
-    }
+    let last_end = valid_end(dir, index)?;
     // Whatever follows the last valid record must be zeros; otherwise it is a torn write.
     let mut tail = Vec::new();
     if len > last_end {
         tail.resize((len - last_end) as usize, 0);
-        r.file.read_exact_at(&mut tail, last_end)?;
+        File::open(&path)?.read_exact_at(&mut tail, last_end)?;
     }
     if tail.iter().all(|b| *b == 0) {
         return Ok(0);

@@ -67,7 +67,9 @@ fn small() -> WalOptions {
 
 /// Reads everything from `from` to the head: the entries as one byte string per entry, and
 /// the reader (for its damage counts).
-fn read_back(wal: &Wal, from: Pos) -> (Vec<Vec<u8>>, WalReader) {
+fn read_back(wal: &mut Wal, from: Pos) -> (Vec<Vec<u8>>, WalReader) {
+    // As a shard does before it reads up to the head.
+    wal.flush();
     let mut r = WalReader::new(wal.dir(), from);
     let (mut out, mut ends, mut hist) = (Vec::new(), Vec::new(), Vec::new());
     while r
@@ -85,8 +87,20 @@ fn read_back(wal: &Wal, from: Pos) -> (Vec<Vec<u8>>, WalReader) {
     (split(&out, &ends), r)
 }
 
-fn read_all(wal: &Wal, from: Pos) -> Vec<Vec<u8>> {
+fn read_all(wal: &mut Wal, from: Pos) -> Vec<Vec<u8>> {
     read_back(wal, from).0
+}
+
+/// Asserts `got == want` and, when not, says where they part instead of printing both.
+#[track_caller]
+fn assert_entries(got: &[Vec<u8>], want: &[Vec<u8>], what: &str) {
+    let same = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    assert!(
+        same == want.len() && got.len() == want.len(),
+        "{what}: got {} entries, want {}, equal up to {same}",
+        got.len(),
+        want.len()
+    );
 }
 
 fn split(entries: &[u8], ends: &[u32]) -> Vec<Vec<u8>> {
@@ -125,13 +139,13 @@ fn commits_read_back_byte_identical_across_segments_and_reopens() {
         }
         // Dropped without close: as a crash would leave it.
     }
-    let (wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     let n = list_segments(&dir.0).unwrap().len();
     assert!(n > 5, "rotated: {n} segments");
-    assert_eq!(read_all(&wal, 0), want);
+    assert_entries(&read_all(&mut wal, 0), &want, "all");
     // From any commit's position, exactly the later entries.
     for (i, (count, p)) in positions.iter().enumerate().step_by(17) {
-        assert_eq!(read_all(&wal, *p), want[*count..], "from commit {i}");
+        assert_eq!(read_all(&mut wal, *p), want[*count..], "from commit {i}");
     }
 }
 
@@ -148,6 +162,8 @@ fn torn_tail_is_cut_and_the_rest_survives() {
             wal.commit(&e, &ends, &mut SeriesCache::default()).unwrap();
             want.extend(split(&e, &ends));
         }
+        // The partial block in the segment too (as a reader catching up leaves it).
+        wal.flush();
         last = pos_segment(wal.head());
     }
     // A half-written record after the last one: garbage where zeros were.
@@ -157,9 +173,9 @@ fn torn_tail_is_cut_and_the_rest_survives() {
     let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
     bytes[end..end + 50].copy_from_slice(&[0x01, 0x00, 0x60, 1, 2, 3, 4].repeat(8)[..50]);
     std::fs::write(&path, &bytes).unwrap();
-    let (wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    let (mut wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     assert_eq!(report.torn_bytes_cut, len - end as u64);
-    assert_eq!(read_all(&wal, 0), want);
+    assert_eq!(read_all(&mut wal, 0), want);
 }
 
 #[test]
@@ -185,12 +201,12 @@ fn a_corrupt_page_loses_only_its_records() {
     assert!(bytes.len() > 3 * PAGE);
     bytes[PAGE + PAGE / 2] ^= 0x40; // inside the second page
     std::fs::write(&path, &bytes).unwrap();
-    let (wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    let (mut wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     assert_eq!(
         report.torn_bytes_cut, 0,
         "damage mid-segment is not a torn tail"
     );
-    let (got, r) = read_back(&wal, 0);
+    let (got, r) = read_back(&mut wal, 0);
     let all: Vec<Vec<u8>> = per_commit.concat();
     assert!(r.damaged_bytes > 0);
     assert!(got.len() < all.len(), "something was lost");
@@ -230,7 +246,8 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
     let lost = wal.cursor(slow).lost.load(Relaxed);
     assert!(lost > 0, "the bound forced unsent data out");
     // What is still there for `slow`, plus what was lost, is everything.
-    let left = read_all(&wal, wal.cursor(slow).acked).len() as u64;
+    let acked = wal.cursor(slow).acked;
+    let left = read_all(&mut wal, acked).len() as u64;
     assert_eq!(left + lost, total);
     wal.close();
     let loaded = load_cursors(&dir.0);
@@ -280,7 +297,7 @@ fn a_changed_layout_keeps_refs_and_declares_nothing_again() {
     assert_eq!(wal.stats.records.load(Relaxed), 5);
     want.extend(entries.iter().cloned());
     want.extend(entries);
-    assert_eq!(read_all(&wal, 0), want);
+    assert_eq!(read_all(&mut wal, 0), want);
 }
 
 #[test]
@@ -311,42 +328,70 @@ fn the_age_bound_deletes_old_segments_and_counts_unsent_samples() {
     // Only the open segment is left; every sample of the closed ones was counted as lost.
     assert_eq!(list_segments(&dir.0).unwrap().len(), 1);
     let lost = wal.cursor(reader).lost.load(Relaxed);
-    let left = read_all(&wal, wal.cursor(reader).acked).len() as u64;
+    let acked = wal.cursor(reader).acked;
+    let left = read_all(&mut wal, acked).len() as u64;
     assert!(lost > 0);
     assert_eq!(lost + left, total);
 }
 
 #[test]
-fn deferred_tails_are_written_by_flush_and_nothing_is_lost_or_rewritten_wrong() {
+fn partial_blocks_survive_crashes_through_the_tail_file() {
     let dir = TempDir::new("tail");
     let opts = WalOptions {
-        flush_interval: Duration::from_secs(3600),
         segment_size: 256 * 1024,
         ..small()
     };
-    let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
-    wal.add_endpoint("hold", &HashMap::new(), Arc::default());
+    let (mut wal, _) = Wal::open(&dir.0, opts.clone(), Arc::default()).unwrap();
     let mut rng = Rng(77);
     let mut want = Vec::new();
     let mut caches: Vec<SeriesCache> = (0..3).map(|_| SeriesCache::default()).collect();
-    for seq in 0..300 {
+    let mut restored = 0;
+    for seq in 0..400 {
         let (mut e, mut ends) = (Vec::new(), Vec::new());
         let t = rng.below(3);
         scrape(t, 1 + rng.below(80), seq, &mut e, &mut ends);
         wal.commit(&e, &ends, &mut caches[t as usize]).unwrap();
         want.extend(split(&e, &ends));
-        if rng.below(7) == 0 {
-            wal.flush();
-            assert_eq!(read_all(&wal, 0), want, "after a flush at commit {seq}");
+        match rng.below(20) {
+            // A reader catching up writes the partial block to the segment.
+            0 => {
+                wal.flush();
+                assert_entries(&read_all(&mut wal, 0), &want, &format!("flush at {seq}"));
+            }
+            // A crash: no flush, no close. The reopened WAL has every commit.
+            1 => {
+                drop(wal);
+                let report;
+                (wal, report) = Wal::open(&dir.0, opts.clone(), Arc::default()).unwrap();
+                assert_eq!(report.torn_bytes_cut, 0);
+                restored += report.tail_bytes_restored;
+                assert_entries(&read_all(&mut wal, 0), &want, &format!("crash at {seq}"));
+            }
+            _ => {}
         }
     }
-    // Before the final flush the tail is not in the file yet; after it, everything is.
-    assert!(read_all(&wal, 0).len() <= want.len());
-    wal.flush();
-    assert_eq!(read_all(&wal, 0), want);
+    assert!(restored > 0, "no crash left a partial block to restore");
+
+    // A slot torn by a crash mid-write: the other slot stands, and only the commit that was
+    // being written (which never returned) can be missing.
+    let (mut e, mut ends) = (Vec::new(), Vec::new());
+    scrape(0, 10, 1000, &mut e, &mut ends);
+    wal.commit(&e, &ends, &mut caches[0]).unwrap();
+    let before = want.len();
+    want.extend(split(&e, &ends));
     drop(wal);
-    // A reopen (the crash case) finds the flushed data intact and no torn tail.
-    let (wal, report) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
-    assert_eq!(report.torn_bytes_cut, 0);
-    assert_eq!(read_all(&wal, 0), want);
+    let path = dir.0.join(segment::TAIL_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The newest slot is the one whose sequence (bytes 4..12) is larger.
+    let seq_at = |at: usize| u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+    let newest = if bytes.len() > 8192 && seq_at(8192) > seq_at(0) {
+        8192
+    } else {
+        0
+    };
+    bytes[newest + 40] ^= 0xff; // in the data
+    std::fs::write(&path, &bytes).unwrap();
+    let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
+    let got = read_all(&mut wal, 0);
+    assert!(got.len() >= before && got[..] == want[..got.len()]);
 }
