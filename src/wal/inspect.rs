@@ -50,12 +50,13 @@ fn summarize(dir: &Path, index: u32) -> std::io::Result<SegmentSummary> {
         ..Default::default()
     };
     let mut r = SegmentReader::open(dir, index, 0, None)?;
+    let mut values = record::Values::default();
     while let Some((_, rec)) = r.next()? {
         let Some((&kind, body)) = rec.split_first() else {
             continue;
         };
         s.records[usize::from(kind).min(5)] += 1;
-        let n = record::decode(kind, body, |_| {}).unwrap_or(0) as u64;
+        let n = record::decode(kind, body, &mut values, |_| {}).unwrap_or(0) as u64;
         match kind {
             SERIES => s.series += n,
             SAMPLES => s.samples += n,

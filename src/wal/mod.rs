@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use record::{HISTOGRAMS, SAMPLES, SERIES, SamplesWriter};
+use record::{HISTOGRAMS, SAMPLES, SERIES, ValueState};
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
 
 use crate::log::Level;
@@ -94,7 +94,14 @@ struct CacheSlot {
     key: [u64; 2],
     r: u32,
     declared_in: u32,
+    /// The series' last value, for the samples record's value column.
+    value: ValueState,
 }
+
+/// A new value epoch starts after this many bytes of a segment (and with every segment):
+/// what a damaged page can cost in values stored as changes is bounded by it, and so is the
+/// price of storing each series' value whole once per epoch.
+const EPOCH_BYTES: u64 = 8 << 20;
 
 /// One endpoint's acknowledged position and what retention took from it.
 pub struct Cursor {
@@ -129,11 +136,17 @@ pub struct Wal {
     rec_hist: Vec<u8>,
     /// The series record's items, written before their count is known.
     series_body: Vec<u8>,
-    samples: Vec<(u32, i64, f64)>,
+    samples: Vec<(u32, i64)>,
+    /// The samples record's value column.
+    values: Vec<u8>,
+    /// The current value epoch, and the segment and offset where it began.
+    epoch: u32,
+    epoch_at: Pos,
     hists: Vec<(u32, std::ops::Range<usize>)>,
     declared: Vec<usize>,
-    /// The previous layout of a target whose series moved: key → (ref, declared in).
-    relayout: HashMap<[u64; 2], (u32, u32)>,
+    /// The previous layout of a target whose series moved, by key, and whether this scrape
+    /// has taken the slot yet.
+    relayout: HashMap<[u64; 2], (CacheSlot, bool)>,
     /// Bumped when refs start over, invalidating every `SeriesCache`.
     generation: u32,
     ends: Vec<Pos>,
@@ -215,6 +228,9 @@ impl Wal {
             rec_hist: Vec::new(),
             series_body: Vec::new(),
             samples: Vec::new(),
+            values: Vec::new(),
+            epoch: 0,
+            epoch_at: u64::MAX,
             hists: Vec::new(),
             declared: Vec::new(),
             relayout: HashMap::new(),
@@ -303,6 +319,9 @@ impl Wal {
         let r = self.try_commit(entries, ends, cache);
         match &r {
             Err(e) => {
+                // The cache's value states may be ahead of what was written: the next commit
+                // starts a new epoch, storing every value whole.
+                self.epoch_at = u64::MAX;
                 self.stats
                     .samples_not_durable
                     .fetch_add(ends.len() as u64, Relaxed);
@@ -342,6 +361,13 @@ impl Wal {
             return Err(io::Error::other("no open segment"));
         };
         let segment = w.index();
+        let here = pos(segment, w.offset());
+        if pos_segment(self.epoch_at) != segment || here >= self.epoch_at + EPOCH_BYTES {
+            self.epoch = self.epoch.wrapping_add(1);
+            self.epoch_at = here;
+        }
+        let epoch = self.epoch;
+        self.values.clear();
         self.rec_series.clear();
         self.rec_series.push(SERIES);
         self.samples.clear();
@@ -365,7 +391,17 @@ impl Wal {
                 cache.slots.clear();
                 cache.generation = self.generation;
             }
-            let hit = cache.slots.get(i).is_some_and(|s| s.key == key);
+            let mut hit = cache.slots.get(i).is_some_and(|s| s.key == key);
+            if hit
+                && indexed
+                && let Some((s, taken)) = self.relayout.get_mut(&key)
+                && s.r == cache.slots[i].r
+            {
+                // A ref lives in one slot only, or two slots would keep diverging value
+                // states for it: if an earlier position took this one, it is a new series.
+                hit = !*taken;
+                *taken = true;
+            }
             if !hit {
                 // The layout changed (or the series is new): index the previous layout once
                 // for this scrape, then look the series up there.
@@ -373,21 +409,25 @@ impl Wal {
                     indexed = true;
                     self.relayout.clear();
                     for s in &cache.slots[i.min(cache.slots.len())..] {
-                        self.relayout.entry(s.key).or_insert((s.r, s.declared_in));
+                        self.relayout.entry(s.key).or_insert((*s, false));
                     }
                 }
-                let (r, declared_in) = match self.relayout.get(&key) {
-                    Some(found) => *found,
-                    None => {
+                // Each previous slot is taken once: a series listed twice gets a second ref.
+                let slot = match self.relayout.get_mut(&key) {
+                    Some((found, taken)) if !*taken => {
+                        *taken = true;
+                        *found
+                    }
+                    _ => {
                         let r = self.next_ref;
                         self.next_ref += 1;
-                        (r, NOT_DECLARED)
+                        CacheSlot {
+                            key,
+                            r,
+                            declared_in: NOT_DECLARED,
+                            value: ValueState::default(),
+                        }
                     }
-                };
-                let slot = CacheSlot {
-                    key,
-                    r,
-                    declared_in,
                 };
                 if i < cache.slots.len() {
                     cache.slots[i] = slot;
@@ -407,7 +447,10 @@ impl Wal {
                 EntryPayload::Sample {
                     value,
                     timestamp_ms,
-                } => self.samples.push((r, timestamp_ms, value)),
+                } => {
+                    record::put_value(&mut self.values, value, &mut slot.value, epoch);
+                    self.samples.push((r, timestamp_ms));
+                }
                 EntryPayload::Histogram(h) => {
                     let off = h.as_ptr() as usize - entries.as_ptr() as usize;
                     debug_assert!(off >= entry_start);
@@ -428,11 +471,7 @@ impl Wal {
         self.rec_samples.clear();
         if !self.samples.is_empty() {
             self.rec_samples.push(SAMPLES);
-            let mut w =
-                SamplesWriter::new(&mut self.rec_samples, self.samples.len(), self.samples[0].1);
-            for (r, ts, v) in &self.samples {
-                w.push(*r, *ts, *v);
-            }
+            record::put_samples(&mut self.rec_samples, epoch, &self.samples, &self.values);
         }
         self.rec_hist.clear();
         if !self.hists.is_empty() {
@@ -456,7 +495,8 @@ impl Wal {
         };
         let before = w.offset();
         if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends) {
-            // Those series were not declared after all.
+            // Those series were not declared after all, and the values the cache holds were
+            // not written: the next commit starts a new epoch, storing every value whole.
             for i in &self.declared {
                 cache.slots[*i].declared_in = NOT_DECLARED;
             }
@@ -781,7 +821,7 @@ pub fn count_samples(dir: &Path, index: u32, from: u64) -> io::Result<u64> {
         if let Some((&kind, body)) = rec.split_first()
             && (kind == SAMPLES || kind == HISTOGRAMS)
         {
-            n += record::decode(kind, body, |_| {}).unwrap_or(0) as u64;
+            n += record::count(body).unwrap_or(0) as u64;
         }
     }
     Ok(n)
@@ -794,6 +834,10 @@ pub struct WalReader {
     reader: Option<SegmentReader>,
     /// Labels sections of the current segment's series, by ref.
     series: HashMap<u32, Vec<u8>>,
+    /// The current segment's series values, for values stored as changes.
+    values: record::Values,
+    /// The segment reader's damage count when the last record was read.
+    damage_seen: u64,
     /// Records ending at or before this offset of the first segment read were sent already:
     /// only their series declarations are needed.
     skip_until: u64,
@@ -801,6 +845,8 @@ pub struct WalReader {
     pub position: Pos,
     pub damaged_bytes: u64,
     pub missing_series: u64,
+    /// Samples stored as a change from a value lost to damage.
+    pub lost_values: u64,
 }
 
 impl WalReader {
@@ -809,10 +855,13 @@ impl WalReader {
             dir: dir.to_path_buf(),
             reader: None,
             series: HashMap::new(),
+            values: record::Values::default(),
+            damage_seen: 0,
             skip_until: 0,
             position: from,
             damaged_bytes: 0,
             missing_series: 0,
+            lost_values: 0,
         }
     }
 
@@ -845,13 +894,14 @@ impl WalReader {
                     self.reader = Some(SegmentReader::open(&self.dir, seg, 0, limit)?);
                     self.skip_until = pos_offset(self.position);
                     self.series.clear();
+                    self.values.clear();
+                    self.damage_seen = 0;
                 }
             }
             let Some(r) = &mut self.reader else {
                 unreachable!("opened above")
             };
-            let next = r.next()?;
-            let Some((end, rec)) = next else {
+            let Some(end) = r.advance()? else {
                 self.damaged_bytes += std::mem::take(&mut r.damage.skipped_bytes);
                 if seg < pos_segment(head) {
                     self.position = pos(seg + 1, 0);
@@ -860,6 +910,13 @@ impl WalReader {
                 }
                 return Ok(None);
             };
+            let rec = r.current();
+            if r.damage.skipped_bytes != self.damage_seen {
+                // Records were lost before this one: values stored as changes from theirs
+                // cannot be trusted until each series' value is stored whole again.
+                self.damage_seen = r.damage.skipped_bytes;
+                self.values.clear();
+            }
             let Some((&kind, body)) = rec.split_first() else {
                 continue;
             };
@@ -867,11 +924,13 @@ impl WalReader {
             let mut newest = i64::MIN;
             let series = &mut self.series;
             let missing = &mut self.missing_series;
-            let decoded = record::decode(kind, body, |item| match item {
+            let lost = &mut self.lost_values;
+            let decoded = record::decode(kind, body, &mut self.values, |item| match item {
                 record::Item::Series { r, labels } => {
                     series.insert(r, labels.to_vec());
                 }
                 _ if sent => {}
+                record::Item::Unknown { .. } => *lost += 1,
                 record::Item::Sample { r, ts, value } => match series.get(&r) {
                     Some(l) => {
                         encode_series_raw(out, l, value, ts);
@@ -898,6 +957,7 @@ impl WalReader {
             if let Err(e) = decoded {
                 // A record whose frame checked out but whose body does not decode: skip it.
                 self.damaged_bytes += body.len() as u64;
+                self.values.clear();
                 crate::log!(
                     Level::Warn,
                     "wal",

@@ -563,6 +563,17 @@ impl SegmentReader {
     /// The next record: its end position and bytes (decompressed). `None` at the end.
     #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator
     pub fn next(&mut self) -> io::Result<Option<(Pos, &[u8])>> {
+        Ok(self.advance()?.map(|end| (end, &self.decompressed[..])))
+    }
+
+    /// The record the last [`Self::advance`] moved to (decompressed).
+    pub fn current(&self) -> &[u8] {
+        &self.decompressed
+    }
+
+    /// Moves to the next record ([`Self::current`]) and returns its end position; `None` at the
+    /// end.
+    pub fn advance(&mut self) -> io::Result<Option<Pos>> {
         let mut rec_start = self.at;
         let mut compressed = false;
         loop {
@@ -670,7 +681,7 @@ impl SegmentReader {
                     rec_start = self.at;
                     continue;
                 }
-                return Ok(Some((end, &self.decompressed)));
+                return Ok(Some(end));
             }
         }
     }
