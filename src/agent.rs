@@ -103,19 +103,23 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     let max_size = opts
         .wal_max_size
         .unwrap_or_else(|| default_wal_max_size(&opts.storage_path));
+    let wal_opts = crate::wal::WalOptions {
+        segment_size: opts.wal_segment_size,
+        compression: match (opts.wal_compression, opts.wal_compression_type) {
+            (false, _) => crate::wal::Compression::None,
+            (true, t) => t,
+        },
+        direct: true,
+        fsync_interval: opts.wal_fsync_interval,
+        max_size: (max_size / cores as u64).max(opts.wal_segment_size),
+        max_age: (!opts.wal_max_time.is_zero()).then_some(opts.wal_max_time),
+    };
+    let wal_root = opts.storage_path.join("wal");
     let mut wals = Vec::new();
     for id in 0..cores {
-        let dir = opts.storage_path.join("wal").join(id.to_string());
-        let wal_opts = crate::wal::WalOptions {
-            segment_size: opts.wal_segment_size,
-            compress: opts.wal_compression,
-            direct: true,
-            fsync_interval: opts.wal_fsync_interval,
-            max_size: (max_size / cores as u64).max(opts.wal_segment_size),
-            max_age: (!opts.wal_max_time.is_zero()).then_some(opts.wal_max_time),
-        };
+        let dir = wal_root.join(id.to_string());
         let (wal, report) =
-            crate::wal::Wal::open(&dir, wal_opts, registry.cores[id].wal.clone())
+            crate::wal::Wal::open(&dir, wal_opts.clone(), registry.cores[id].wal.clone())
                 .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))?;
         if report.segments > 0 {
             crate::log!(
@@ -129,10 +133,33 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         }
         wals.push(wal);
     }
+    // WALs of cores an earlier run had and this one has not: core `id % cores` sends their
+    // backlog to every endpoint, then deletes them.
+    let mut drains: Vec<Vec<(usize, crate::wal::Wal)>> = (0..cores).map(|_| Vec::new()).collect();
+    for id in crate::wal::core_ids(&wal_root)
+        .into_iter()
+        .filter(|id| *id >= cores)
+    {
+        let dir = wal_root.join(id.to_string());
+        let (wal, report) = crate::wal::Wal::open(&dir, wal_opts.clone(), Default::default())
+            .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))?;
+        crate::log!(
+            Level::Info,
+            "wal",
+            "found the WAL of a core this run does not have; its backlog is sent, then it is deleted",
+            dir = dir.display(),
+            segments = report.segments,
+            by_core = id % cores
+        );
+        for ep in &endpoints {
+            ep.drains_pending.fetch_add(1, Relaxed);
+        }
+        drains[id % cores].push((id, wal));
+    }
 
     let shutdown = Event::new();
     let mut handles = Vec::new();
-    for ((id, targets), wal) in per_core.into_iter().enumerate().zip(wals) {
+    for (((id, targets), wal), drains) in per_core.into_iter().enumerate().zip(wals).zip(drains) {
         let stats = registry.cores[id].clone();
         let driver_stats = stats.clone();
         let endpoints = endpoints.clone();
@@ -189,12 +216,31 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 for (t, status) in targets {
                     runtime::spawn(scrape::run_target(Rc::new(t), status, core.clone()));
                 }
+                let mut draining = Vec::new();
+                for (old, wal) in drains {
+                    let d = Rc::new(Drain {
+                        old,
+                        ctl: CoreControl::new_draining(ctl.shutdown.clone(), flush_deadline, wal),
+                        finished: std::cell::Cell::new(false),
+                    });
+                    for ep in &endpoints {
+                        let shard =
+                            Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url), &d.ctl);
+                        d.ctl.add_shard(shard.clone());
+                        runtime::spawn(shard.run(d.ctl.clone()));
+                    }
+                    runtime::spawn(d.clone().finish());
+                    draining.push(d);
+                }
                 // The core ends once every shard has flushed after shutdown.
                 ctl.shutdown.wait().await;
                 while ctl.senders_active() > 0 {
                     ctl.senders_done.notified().await;
                 }
                 ctl.wal.borrow_mut().close();
+                for d in draining {
+                    d.finish().await;
+                }
             },
         )
         .map_err(|e| format!("cannot start core {id}: {e}"))?;
@@ -232,6 +278,49 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     }
     crate::log!(Level::Info, "agent", "See you next time!");
     Ok(())
+}
+
+/// The WAL of a core an earlier run had, being sent and then deleted.
+struct Drain {
+    old: usize,
+    ctl: Rc<CoreControl>,
+    finished: std::cell::Cell<bool>,
+}
+
+impl Drain {
+    /// Waits for its shards to end; then deletes the WAL if every endpoint got all of it, and
+    /// otherwise (shutdown came first) closes it, to be drained after the next start.
+    async fn finish(self: Rc<Self>) {
+        while self.ctl.senders_active() > 0 {
+            self.ctl.senders_done.notified().await;
+        }
+        if self.finished.replace(true) {
+            return;
+        }
+        let dir = self.ctl.wal.borrow().dir().to_path_buf();
+        // Before shutdown, a draining shard ends only once it has read to the head and its
+        // receiver acknowledged (or refused for good) every batch.
+        if !self.ctl.shutdown.is_set() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => crate::log!(
+                    Level::Info,
+                    "wal",
+                    "sent the backlog of a removed core's WAL and deleted it",
+                    dir = dir.display(),
+                    core = self.old
+                ),
+                Err(e) => crate::log!(
+                    Level::Warn,
+                    "wal",
+                    "sent a removed core's WAL but cannot delete it",
+                    dir = dir.display(),
+                    err = e
+                ),
+            }
+        } else {
+            self.ctl.wal.borrow_mut().close();
+        }
+    }
 }
 
 /// Takes an exclusive `flock` on `<storage>/lock`, as Prometheus locks its data directory.

@@ -20,6 +20,8 @@ pub struct AgentOptions {
     pub flush_deadline: Duration,
     pub wal_segment_size: u64,
     pub wal_compression: bool,
+    /// `--storage.agent.wal-compression-type`: snappy or zstd, when compression is on.
+    pub wal_compression_type: crate::wal::Compression,
     pub wal_fsync_interval: Duration,
     /// Bound on all WAL segments together; `None`: a fifth of the filesystem.
     pub wal_max_size: Option<u64>,
@@ -41,6 +43,7 @@ impl Default for AgentOptions {
             flush_deadline: Duration::from_secs(60),
             wal_segment_size: 128 << 20,
             wal_compression: true,
+            wal_compression_type: crate::wal::Compression::Snappy,
             wal_fsync_interval: Duration::from_secs(1),
             wal_max_size: None,
             wal_max_time: Duration::ZERO,
@@ -84,6 +87,9 @@ Flags:
                                  (what is left stays in the WAL and is sent after restart).
       --storage.agent.wal-segment-size=128MB
                                  Size of a WAL segment file.
+      --storage.agent.wal-compression-type=snappy
+                                 How WAL records are compressed: snappy or zstd (zstd takes
+                                 more CPU and less disk).
       --[no-]storage.agent.wal-compression
                                  Compress WAL records with snappy (default on; also
                                  =snappy, =none).
@@ -236,15 +242,23 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             }
             "storage.agent.wal-compression" => {
                 let v = value()?;
-                opts.wal_compression = match v.as_str() {
-                    "true" | "snappy" => true,
-                    "false" | "none" => false,
+                match v.as_str() {
+                    "true" => opts.wal_compression = true,
+                    "false" | "none" => opts.wal_compression = false,
+                    "snappy" | "zstd" => {
+                        opts.wal_compression = true;
+                        opts.wal_compression_type = compression_type(&v, name)?;
+                    }
                     _ => {
                         return Err(CliError(format!(
-                            "invalid value '{v}' for flag '--storage.agent.wal-compression': expected snappy, none, true or false"
+                            "invalid value '{v}' for flag '--storage.agent.wal-compression': expected true, false, snappy, zstd or none"
                         )));
                     }
-                };
+                }
+            }
+            "storage.agent.wal-compression-type" => {
+                let v = value()?;
+                opts.wal_compression_type = compression_type(&v, name)?;
             }
             "storage.agent.wal-segment-size" | "storage.agent.retention.max-size" => {
                 let v = value()?;
@@ -313,6 +327,16 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
+fn compression_type(v: &str, flag: &str) -> Result<crate::wal::Compression, CliError> {
+    match v {
+        "snappy" => Ok(crate::wal::Compression::Snappy),
+        "zstd" => Ok(crate::wal::Compression::Zstd),
+        _ => Err(CliError(format!(
+            "invalid value '{v}' for flag '--{flag}': expected snappy or zstd"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +359,10 @@ mod tests {
         assert_eq!(o.wal_max_size, Some(2 << 30));
         assert_eq!(o.wal_fsync_interval, Duration::ZERO);
         assert!(run(&["--storage.agent.wal-compression=snappy"]).wal_compression);
+        let z = run(&["--storage.agent.wal-compression-type=zstd"]);
+        assert!(z.wal_compression && z.wal_compression_type == crate::wal::Compression::Zstd);
+        let z = run(&["--storage.agent.wal-compression=zstd"]);
+        assert!(z.wal_compression && z.wal_compression_type == crate::wal::Compression::Zstd);
         assert!(run(&["--storage.agent.no-lockfile"]).no_lockfile);
         assert!(!run(&[]).no_lockfile);
         for (args, want) in [
@@ -347,8 +375,8 @@ mod tests {
                 "at least 4KB",
             ),
             (
-                &["--storage.agent.wal-compression=zstd"][..],
-                "expected snappy, none",
+                &["--storage.agent.wal-compression-type=lz4"][..],
+                "expected snappy or zstd",
             ),
         ] {
             let e = p(args).unwrap_err().0;

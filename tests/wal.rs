@@ -459,3 +459,56 @@ fn a_full_disk_costs_durability_not_delivery_and_the_wal_recovers() {
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
     assert_per_series_order(&receiver);
 }
+
+#[test]
+fn the_wal_of_a_core_that_no_longer_exists_is_sent_then_deleted() {
+    let Setup {
+        target,
+        port,
+        data,
+        storage,
+        cfg,
+    } = setup("wal-cores", "300ms");
+    // A run with the receiver down leaves a backlog.
+    let mut first = Spate::start(
+        &cfg,
+        &[&storage, "--cores=1", "--storage.remote.flush-deadline=1s"],
+    );
+    wait_for(Duration::from_secs(60), "a backlog of scrapes", || {
+        (target.served.load(Ordering::SeqCst) >= 6).then_some(())
+    });
+    assert!(first.proc.terminate(Duration::from_secs(60)).success());
+    let served_first = target.served.load(Ordering::SeqCst);
+    // As if that run had had two cores and the backlog were core 1's: this run has one.
+    let wal = data.path().join("wal");
+    std::fs::rename(wal.join("0"), wal.join("1")).expect("rename wal/0");
+
+    let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), |_| 200);
+    let mut second = Spate::start(&cfg, &[&storage, "--cores=1"]);
+    wait_for(
+        Duration::from_secs(90),
+        "the removed core's backlog",
+        || {
+            unexplained_gaps(&receiver, served_first, &[])
+                .is_empty()
+                .then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(30), "its WAL to be deleted", || {
+        (!wal.join("1").exists()).then_some(())
+    });
+    // Scrapes of this run follow it, in order.
+    let now = target.served.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(60), "this run's scrapes", || {
+        unexplained_gaps(&receiver, now, &[])
+            .is_empty()
+            .then_some(())
+    });
+    let log = second.proc.log_text();
+    assert!(
+        log.contains("sent the backlog of a removed core's WAL"),
+        "{log}"
+    );
+    assert!(second.proc.terminate(Duration::from_secs(60)).success());
+    assert_per_series_order(&receiver);
+}

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::RemoteWriteConfig;
@@ -24,6 +24,10 @@ pub struct Endpoint {
     /// Set while the endpoint keeps failing, so "unreachable" is logged once, not per retry.
     failing: AtomicBool,
     last_drop_log_secs: AtomicU64,
+    /// WALs of removed cores still being sent to this endpoint. Their samples are older than
+    /// anything scraped now, so the cores' own shards hold back until this is zero: per-series
+    /// order holds at the receiver, which would refuse the older samples.
+    pub drains_pending: AtomicUsize,
 }
 
 impl Endpoint {
@@ -46,6 +50,7 @@ impl Endpoint {
             head,
             failing: AtomicBool::new(false),
             last_drop_log_secs: AtomicU64::new(0),
+            drains_pending: AtomicUsize::new(0),
         }
     }
 }
@@ -62,6 +67,9 @@ pub struct CoreControl {
     shards: RefCell<Vec<Rc<Shard>>>,
     /// The core's WAL: scrape loops commit to it, shards read their backlog from it.
     pub wal: Rc<RefCell<Wal>>,
+    /// A WAL left by a core that no longer exists: nothing appends to it, and its shards end
+    /// once they have sent its backlog.
+    pub draining: bool,
 }
 
 impl CoreControl {
@@ -75,7 +83,16 @@ impl CoreControl {
             senders_done: LocalNotify::default(),
             shards: RefCell::new(Vec::new()),
             wal: Rc::new(RefCell::new(wal)),
+            draining: false,
         })
+    }
+
+    /// The control of a WAL to drain (see [`Self::draining`]).
+    pub fn new_draining(shutdown: Event, flush_deadline: Duration, wal: Wal) -> Rc<CoreControl> {
+        let mut ctl = Rc::into_inner(Self::new(shutdown, flush_deadline, wal))
+            .unwrap_or_else(|| unreachable!("just made"));
+        ctl.draining = true;
+        Rc::new(ctl)
     }
 
     pub fn add_shard(&self, s: Rc<Shard>) {
@@ -505,6 +522,12 @@ impl Shard {
     /// The sending task: runs until shutdown has been seen, every scrape loop of the core has
     /// ended and the queue is empty (or the flush deadline passed).
     pub async fn run(self: Rc<Self>, ctl: Rc<CoreControl>) {
+        if !ctl.draining {
+            // What scrapes commit meanwhile waits in the queue, then the WAL.
+            while self.ep.drains_pending.load(Relaxed) > 0 && !ctl.shutdown.is_set() {
+                race(sleep(Duration::from_millis(100)), ctl.shutdown.wait()).await;
+            }
+        }
         let mut conn = Conn::new(self.ep.cfg.url.authority());
         let mut encoder = snap::raw::Encoder::new();
         let mut compressed = Vec::new();
@@ -540,6 +563,9 @@ impl Shard {
                 wal_backlog_bytes = backlog
             );
         }
+        if ctl.draining {
+            self.ep.drains_pending.fetch_sub(1, Relaxed);
+        }
         ctl.active_senders.set(ctl.active_senders.get() - 1);
         ctl.senders_done.notify();
     }
@@ -561,6 +587,10 @@ impl Shard {
             }
             let wait = {
                 let mut q = self.queue.borrow_mut();
+                if ctl.draining && q.sealed.is_empty() && q.current_samples == 0 {
+                    // Caught up with a WAL nothing appends to: done.
+                    return None;
+                }
                 if let Some(b) = q.sealed.pop_front() {
                     q.queued -= b.samples;
                     self.handed.set(b.cursor);

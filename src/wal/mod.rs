@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use record::{HISTOGRAMS, SAMPLES, SERIES, ValueState};
+pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
 
 use crate::log::Level;
@@ -37,7 +38,7 @@ use crate::remote::encode::{EntryPayload, split_entry};
 pub struct WalOptions {
     /// Segment size; a commit never spans segments, so one may exceed it by a commit.
     pub segment_size: u64,
-    pub compress: bool,
+    pub compression: Compression,
     /// Try `O_DIRECT` writes.
     pub direct: bool,
     pub fsync_interval: Duration,
@@ -51,7 +52,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         WalOptions {
             segment_size: 128 << 20,
-            compress: true,
+            compression: Compression::Snappy,
             direct: true,
             fsync_interval: Duration::from_secs(1),
             max_size: u64::MAX,
@@ -494,7 +495,7 @@ impl Wal {
             return Err(io::Error::other("no open segment"));
         };
         let before = w.offset();
-        if let Err(e) = w.append(&records[..n], self.opts.compress, &mut self.ends) {
+        if let Err(e) = w.append(&records[..n], self.opts.compression, &mut self.ends) {
             // Those series were not declared after all, and the values the cache holds were
             // not written: the next commit starts a new epoch, storing every value whole.
             for i in &self.declared {
@@ -791,6 +792,19 @@ impl Wal {
 /// The bytes a segment of `len` takes on disk: writes are whole 4 KiB blocks.
 fn on_disk(len: u64) -> u64 {
     len.div_ceil(4096) * 4096
+}
+
+/// The core numbers of the WAL directories under `root` (`<storage.agent.path>/wal`).
+pub fn core_ids(root: &Path) -> Vec<usize> {
+    let mut ids: Vec<usize> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// A generation no other map of this process had: caches from another `Wal`, or from before

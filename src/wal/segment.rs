@@ -1,6 +1,7 @@
 //! Segment files: numbered files of 32 KiB pages holding framed records, as Prometheus' WAL
 //! lays them out. A record is split into fragments that never cross a page; each fragment has
-//! a 7-byte header: flags (`1` full, `2` first, `3` middle, `4` last; `0x08` snappy), length
+//! a 7-byte header: flags (`1` full, `2` first, `3` middle, `4` last; `0x08` snappy, `0x10`
+//! zstd), length
 //! (u16, big-endian) and the CRC32C of its bytes (u32, big-endian). Space too small for a
 //! header at the end of a page is zero padding, and a zero flags byte means "rest of the page
 //! is padding".
@@ -31,6 +32,17 @@ const FIRST: u8 = 2;
 const MIDDLE: u8 = 3;
 const LAST: u8 = 4;
 const SNAPPY: u8 = 0x08;
+const ZSTD: u8 = 0x10;
+/// zstd's level for WAL records: its fastest, which still compresses better than snappy.
+const ZSTD_LEVEL: i32 = 1;
+
+/// How records are compressed (each only when that makes it smaller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Snappy,
+    Zstd,
+}
 
 /// A WAL position: segment index in the high 32 bits, byte offset in the low 32.
 pub type Pos = u64;
@@ -117,6 +129,7 @@ pub struct SegmentWriter {
     /// Bytes of `buf` already written to the file.
     written: usize,
     compressor: snap::raw::Encoder,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
     compressed: Vec<u8>,
     /// Where partial blocks go between commits (with `O_DIRECT` only).
     tail: Option<TailFile>,
@@ -165,6 +178,7 @@ impl SegmentWriter {
             len: 0,
             written: 0,
             compressor: snap::raw::Encoder::new(),
+            zstd: None,
             compressed: Vec::new(),
             tail,
         })
@@ -198,23 +212,15 @@ impl SegmentWriter {
     pub fn append(
         &mut self,
         records: &[&[u8]],
-        compress: bool,
+        compression: Compression,
         ends: &mut Vec<Pos>,
     ) -> io::Result<()> {
         let start_len = self.len;
         let first_ends = ends.len();
         for rec in records {
-            let (bytes, flag) = if compress && rec.len() > 64 {
-                let need = snap::raw::max_compress_len(rec.len());
-                if self.compressed.len() < need {
-                    self.compressed.resize(need, 0);
-                }
-                match self.compressor.compress(rec, &mut self.compressed) {
-                    Ok(n) if n < rec.len() => (&self.compressed[..n], SNAPPY),
-                    _ => (*rec, 0),
-                }
-            } else {
-                (*rec, 0)
+            let (bytes, flag) = match self.compress(rec, compression) {
+                Some((n, flag)) => (&self.compressed[..n], flag),
+                None => (*rec, 0),
             };
             let mut rest = bytes;
             let mut first = true;
@@ -257,6 +263,42 @@ impl SegmentWriter {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Compresses `rec` into `self.compressed`: its length and fragment flag, or `None` when
+    /// it is stored as it is (too small, not smaller, or compression off).
+    fn compress(&mut self, rec: &[u8], how: Compression) -> Option<(usize, u8)> {
+        if rec.len() <= 64 {
+            return None;
+        }
+        let (n, flag) = match how {
+            Compression::None => return None,
+            Compression::Snappy => {
+                let need = snap::raw::max_compress_len(rec.len());
+                if self.compressed.len() < need {
+                    self.compressed.resize(need, 0);
+                }
+                (
+                    self.compressor.compress(rec, &mut self.compressed).ok()?,
+                    SNAPPY,
+                )
+            }
+            Compression::Zstd => {
+                let need = zstd::zstd_safe::compress_bound(rec.len());
+                if self.compressed.len() < need {
+                    self.compressed.resize(need, 0);
+                }
+                if self.zstd.is_none() {
+                    self.zstd = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?);
+                }
+                let z = self.zstd.as_mut()?;
+                (
+                    z.compress_to_buffer(rec, &mut self.compressed[..]).ok()?,
+                    ZSTD,
+                )
+            }
+        };
+        (n < rec.len()).then_some((n, flag))
     }
 
     /// Writes what a commit laid out: complete blocks to the segment, the partial one to the
@@ -486,6 +528,9 @@ pub struct SegmentReader {
     record: Vec<u8>,
     decompressed: Vec<u8>,
     decoder: snap::raw::Decoder,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    /// The compression flag of the record being assembled.
+    flag: u8,
     pub damage: ReadDamage,
 }
 
@@ -506,6 +551,8 @@ impl SegmentReader {
             record: Vec::new(),
             decompressed: Vec::new(),
             decoder: snap::raw::Decoder::new(),
+            zstd: None,
+            flag: 0,
             damage: ReadDamage::default(),
         })
     }
@@ -560,6 +607,46 @@ impl SegmentReader {
         self.record.clear();
     }
 
+    /// Puts `rec`, decompressed as its flag says, in `self.decompressed`; false when it does
+    /// not decompress.
+    fn decompress(&mut self, rec: &[u8]) -> bool {
+        match self.flag {
+            SNAPPY => match snap::raw::decompress_len(rec) {
+                Ok(n) => {
+                    self.decompressed.resize(n, 0);
+                    self.decoder.decompress(rec, &mut self.decompressed).is_ok()
+                }
+                Err(_) => false,
+            },
+            ZSTD => {
+                // A record is at most a few MiB; the frame says how large.
+                let n = match zstd::zstd_safe::get_frame_content_size(rec) {
+                    Ok(Some(n)) if n <= 1 << 30 => n as usize,
+                    _ => return false,
+                };
+                if self.zstd.is_none() {
+                    match zstd::bulk::Decompressor::new() {
+                        Ok(d) => self.zstd = Some(d),
+                        Err(_) => return false,
+                    }
+                }
+                self.decompressed.clear();
+                self.decompressed.reserve(n);
+                match self.zstd.as_mut() {
+                    Some(d) => d
+                        .decompress_to_buffer(rec, &mut self.decompressed)
+                        .is_ok_and(|got| got == n),
+                    None => false,
+                }
+            }
+            _ => {
+                self.decompressed.clear();
+                self.decompressed.extend_from_slice(rec);
+                true
+            }
+        }
+    }
+
     /// The next record: its end position and bytes (decompressed). `None` at the end.
     #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator
     pub fn next(&mut self) -> io::Result<Option<(Pos, &[u8])>> {
@@ -575,7 +662,6 @@ impl SegmentReader {
     /// end.
     pub fn advance(&mut self) -> io::Result<Option<Pos>> {
         let mut rec_start = self.at;
-        let mut compressed = false;
         loop {
             if self.at >= self.limit {
                 // A record cut by the end is a torn tail, not damage here: the caller decides.
@@ -615,7 +701,7 @@ impl SegmentReader {
             let len = usize::from(u16::from_be_bytes([h[1], h[2]]));
             let crc = u32::from_be_bytes([h[3], h[4], h[5], h[6]]);
             let data_start = in_page + HEADER;
-            let valid_kind = (1..=4).contains(&kind) && flags & !0x0f == 0;
+            let valid_kind = (1..=4).contains(&kind) && flags & !0x1f == 0 && flags & 0x18 != 0x18;
             if !valid_kind || data_start + len > PAGE {
                 let at = self.at;
                 self.damaged(at, "invalid fragment header");
@@ -650,7 +736,7 @@ impl SegmentReader {
                 rec_start = self.at;
             }
             if self.record.is_empty() {
-                compressed = flags & SNAPPY != 0;
+                self.flag = flags & (SNAPPY | ZSTD);
             }
             self.record
                 .extend_from_slice(&self.page[data_start..data_start + len]);
@@ -658,21 +744,7 @@ impl SegmentReader {
             if matches!(kind, FULL | LAST) {
                 let end = pos(self.index, self.at);
                 let rec = std::mem::take(&mut self.record);
-                let out = if compressed {
-                    match snap::raw::decompress_len(&rec) {
-                        Ok(n) => {
-                            self.decompressed.resize(n, 0);
-                            self.decoder
-                                .decompress(&rec, &mut self.decompressed)
-                                .is_ok()
-                        }
-                        Err(_) => false,
-                    }
-                } else {
-                    self.decompressed.clear();
-                    self.decompressed.extend_from_slice(&rec);
-                    true
-                };
+                let out = self.decompress(&rec);
                 self.record = rec;
                 self.record.clear();
                 if !out {

@@ -1,4 +1,4 @@
-use super::segment::{PAGE, list_segments, pos_segment, segment_path};
+use super::segment::{PAGE, list_segments, pos_offset, pos_segment, segment_path};
 use super::*;
 use crate::remote::encode::{LabelScratch, encode_series};
 
@@ -188,7 +188,7 @@ fn a_corrupt_page_loses_only_its_records() {
     let mut per_commit = Vec::new();
     {
         let opts = WalOptions {
-            compress: false,
+            compression: Compression::None,
             segment_size: 1 << 30,
             ..small()
         };
@@ -441,7 +441,8 @@ fn random_commits_crashes_acks_and_truncation_keep_every_unacknowledged_entry() 
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let opts = WalOptions {
             segment_size: 8 * 1024 + rng.below(24 * 1024),
-            compress: rng.below(2) == 0,
+            compression: [Compression::None, Compression::Snappy, Compression::Zstd]
+                [rng.below(3) as usize],
             ..small()
         };
         let (mut wal, _) = Wal::open(&dir.0, opts.clone(), Arc::default()).unwrap();
@@ -508,4 +509,37 @@ fn random_commits_crashes_acks_and_truncation_keep_every_unacknowledged_entry() 
             &format!("seed {seed} end"),
         );
     }
+}
+
+#[test]
+fn every_compression_reads_back_the_same_and_zstd_is_smallest() {
+    let mut sizes = Vec::new();
+    let mut first: Option<Vec<Vec<u8>>> = None;
+    for compression in [Compression::None, Compression::Snappy, Compression::Zstd] {
+        let dir = TempDir::new("compression");
+        let opts = WalOptions {
+            compression,
+            segment_size: 1 << 30,
+            ..small()
+        };
+        let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
+        let mut rng = Rng(5);
+        let mut caches: Vec<SeriesCache> = (0..3).map(|_| SeriesCache::default()).collect();
+        let mut want = Vec::new();
+        for seq in 0..200 {
+            let (mut e, mut ends) = (Vec::new(), Vec::new());
+            let t = rng.below(3);
+            random_scrape(&mut rng, t, seq, &mut e, &mut ends);
+            wal.commit(&e, &ends, &mut caches[t as usize]).unwrap();
+            want.extend(split(&e, &ends));
+        }
+        let got = read_all(&mut wal, 0);
+        assert_entries(&got, &want, &format!("{compression:?}"));
+        if let Some(f) = &first {
+            assert_entries(&got, f, "the same entries whatever the compression");
+        }
+        first = Some(got);
+        sizes.push(pos_offset(wal.head()));
+    }
+    assert!(sizes[2] < sizes[1] && sizes[1] < sizes[0], "{sizes:?}");
 }
