@@ -185,6 +185,18 @@ impl Registry {
                 "Samples whose WAL write failed; they were still forwarded live.",
                 |c| &c.wal.samples_not_durable,
             ),
+            (
+                "spate_wal_read_damaged_bytes_total",
+                "counter",
+                "WAL bytes skipped by readers as damaged (each endpoint's reader counts).",
+                |c| &c.wal.read_damaged_bytes,
+            ),
+            (
+                "spate_wal_samples_lost_to_damage_total",
+                "counter",
+                "Samples readers could not rebuild from damaged WAL data.",
+                |c| &c.wal.samples_lost_to_damage,
+            ),
         ] {
             per_core(&mut out, self, name, kind, help, f);
         }

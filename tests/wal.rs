@@ -512,3 +512,75 @@ fn the_wal_of_a_core_that_no_longer_exists_is_sent_then_deleted() {
     assert!(second.proc.terminate(Duration::from_secs(60)).success());
     assert_per_series_order(&receiver);
 }
+
+#[test]
+fn damaged_segments_are_reported_and_the_rest_is_delivered() {
+    let (target, served) = padded_target();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let data = TempDir::new("wal-damage");
+    let storage = format!("--storage.agent.path={}", data.path().display());
+    let cfg = config(&target.addr.to_string(), &url, "100ms");
+    let args = [
+        storage.as_str(),
+        "--cores=1",
+        "--storage.agent.wal-segment-size=8KB",
+        "--storage.remote.flush-deadline=1s",
+    ];
+    // The receiver is down: every scrape stays in the WAL, over several segments.
+    let mut first = Spate::start(&cfg, &args);
+    let wal = data.path().join("wal").join("0");
+    wait_for(Duration::from_secs(120), "four WAL segments", || {
+        // Segments, the cursors file and the tail file.
+        (std::fs::read_dir(&wal).ok()?.count() >= 6).then_some(())
+    });
+    assert!(first.proc.terminate(Duration::from_secs(60)).success());
+    let served_first = served.load(Ordering::SeqCst);
+
+    // A flipped bit in the middle of segment 1, and segment 2 cut to half its length.
+    let seg = |i: u32| wal.join(format!("{i:08}"));
+    let mut bytes = std::fs::read(seg(1)).expect("segment 1");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(seg(1), &bytes).expect("write segment 1");
+    let len = std::fs::metadata(seg(2)).expect("segment 2").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg(2))
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate segment 2");
+
+    // What an operator sees.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spate"))
+        .args(["wal", "inspect"])
+        .arg(&wal)
+        .output()
+        .expect("spate wal inspect");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("bytes skipped"), "{report}");
+
+    // spate starts and delivers everything the damage did not take, in order.
+    let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), |_| 200);
+    let mut second = Spate::start(&cfg, &args);
+    wait_for(
+        Duration::from_secs(90),
+        "the backlog after the damage",
+        || {
+            let v = counter_values(&receiver);
+            (v.contains(&1) && v.contains(&served_first)).then_some(())
+        },
+    );
+    let log = second.proc.log_text();
+    assert!(log.contains("skipped damaged WAL data"), "{log}");
+    assert!(second.metric("spate_wal_read_damaged_bytes_total") > 0.0);
+    let lost = missing(&counter_values(&receiver), served_first);
+    assert!(!lost.is_empty(), "the damage took something");
+    assert!(
+        lost.len() < served_first as usize / 2,
+        "only the damaged parts are lost: {} of {served_first}",
+        lost.len()
+    );
+    assert!(second.proc.terminate(Duration::from_secs(60)).success());
+    assert_per_series_order(&receiver);
+}

@@ -203,6 +203,8 @@ struct Replay {
     record_end: Pos,
     before_record: Pos,
     newest: i64,
+    /// Damage the reader had met when last reported: (bytes skipped, samples lost).
+    reported: (u64, u64),
 }
 
 impl Replay {
@@ -216,6 +218,7 @@ impl Replay {
             record_end: from,
             before_record: from,
             newest: i64::MIN,
+            reported: (0, 0),
         }
     }
 }
@@ -474,6 +477,23 @@ impl Shard {
             if samples >= max {
                 break;
             }
+        }
+        let r = &rp.reader;
+        let damage = (r.damaged_bytes, r.lost_values + r.missing_series);
+        if damage != rp.reported {
+            let (bytes, lost) = (damage.0 - rp.reported.0, damage.1 - rp.reported.1);
+            rp.reported = damage;
+            wal.stats.read_damaged_bytes.fetch_add(bytes, Relaxed);
+            wal.stats.samples_lost_to_damage.fetch_add(lost, Relaxed);
+            crate::log!(
+                Level::Warn,
+                "wal",
+                "skipped damaged WAL data while reading it back; the rest is sent",
+                remote_name = self.ep.cfg.name,
+                dir = wal.dir().display(),
+                damaged_bytes = bytes,
+                samples_lost = lost
+            );
         }
         self.stats
             .wal_backlog_bytes

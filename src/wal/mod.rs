@@ -73,6 +73,11 @@ pub struct WalStats {
     pub samples_not_durable: AtomicU64,
     pub fsyncs: AtomicU64,
     pub size_bytes: AtomicU64,
+    /// Bytes readers skipped because they did not frame valid records (each reader counts).
+    pub read_damaged_bytes: AtomicU64,
+    /// Samples readers could not rebuild: their series' declaration or the value they were
+    /// stored as a change from was in damaged data.
+    pub samples_lost_to_damage: AtomicU64,
 }
 
 const NOT_DECLARED: u32 = u32::MAX;
