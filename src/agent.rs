@@ -210,7 +210,9 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     ctl: ctl.clone(),
                     stats,
                     external_labels,
-                    appender: Default::default(),
+                    appender: std::cell::RefCell::new(scrape::Appender::with_exemplars(
+                        endpoints.iter().any(|e| e.cfg.send_exemplars),
+                    )),
                     buffers: Default::default(),
                 });
                 for (t, status) in targets {

@@ -210,3 +210,91 @@ fn node_exporter_to_victoriametrics() {
 
     forward_and_check(&vm_addr, &node);
 }
+
+#[test]
+fn exemplars_reach_prometheus_with_send_exemplars() {
+    let dir = TempDir::new("e2e-exemplars");
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    // An OpenMetrics target whose counter carries an exemplar stamped now.
+    let target = common::TestServer::start(|_, _| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let body = format!(
+            "# TYPE req counter\nreq_total{{path=\"/a\"}} 5 # {{trace_id=\"abc123\"}} 1.5 {}.{:03}\n# EOF\n",
+            now / 1000,
+            now % 1000
+        );
+        (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body.into_bytes(),
+        )
+    });
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&prom_cfg, "global:\n  scrape_interval: 1h\n").unwrap();
+    let _prom = Proc::spawn(
+        "prometheus",
+        Command::new(prom_bin)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--enable-feature=exemplar-storage"),
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(60), "Prometheus to be ready", || {
+        http_get(&prom_addr, "/-/ready").filter(|(c, _)| *c == 200)
+    });
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: app
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: http://{prom_addr}/api/v1/write
+    send_exemplars: true
+    queue_config:
+      batch_send_deadline: 500ms
+"#,
+        target.addr
+    );
+    let mut spate = Spate::start(&cfg, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!(
+        "/api/v1/query_exemplars?query={}&start={}&end={}",
+        urlencode("req_total"),
+        now - 600,
+        now + 600
+    );
+    let body = wait_for(
+        Duration::from_secs(60),
+        "the exemplar in Prometheus",
+        || {
+            http_get(&prom_addr, &path)
+                .filter(|(c, b)| *c == 200 && b.contains("abc123"))
+                .map(|(_, b)| b)
+        },
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let series = &v["data"][0];
+    assert_eq!(series["seriesLabels"]["path"], "/a", "{body}");
+    assert_eq!(series["seriesLabels"]["job"], "app", "{body}");
+    let e = &series["exemplars"][0];
+    assert_eq!(e["labels"]["trace_id"], "abc123", "{body}");
+    assert_eq!(e["value"], "1.5", "{body}");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}

@@ -330,6 +330,7 @@ mod tests {
                 .iter()
                 .map(|(name, ts)| TimeSeries {
                     histograms: vec![],
+                    exemplars: vec![],
                     labels: vec![Label {
                         name: "__name__".into(),
                         value: name.to_string(),

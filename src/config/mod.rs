@@ -77,6 +77,9 @@ pub struct RemoteWriteConfig {
     pub queue: QueueConfig,
     /// Send native histograms (Prometheus' default: false).
     pub send_native_histograms: bool,
+    /// Send exemplars (from OpenMetrics and protobuf scrapes) as Prometheus does: each in an
+    /// entry of its own, with its series' labels and no sample.
+    pub send_exemplars: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -570,7 +570,6 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
     for (field, value, supported) in [
         ("enable_http2", &rw.enable_http2, false),
         ("round_robin_dns", &rw.round_robin_dns, false),
-        ("send_exemplars", &rw.send_exemplars, false),
     ] {
         if let Some(v) = value
             && v.value != supported
@@ -705,5 +704,6 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         headers,
         queue,
         send_native_histograms: rw.send_native_histograms.unwrap_or(false),
+        send_exemplars: rw.send_exemplars.is_some_and(|v| v.value),
     })
 }

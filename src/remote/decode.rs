@@ -125,6 +125,7 @@ mod tests {
             timeseries: vec![
                 proto::TimeSeries {
                     histograms: vec![],
+                    exemplars: vec![],
                     labels: vec![
                         proto::Label {
                             name: "__name__".into(),
@@ -148,6 +149,7 @@ mod tests {
                 },
                 proto::TimeSeries {
                     histograms: vec![],
+                    exemplars: vec![],
                     labels: vec![proto::Label {
                         name: "a".into(),
                         value: "".into(),
@@ -179,6 +181,7 @@ mod tests {
                 labels,
                 samples,
                 histograms: vec![],
+                exemplars: vec![],
             });
         })
         .unwrap();
@@ -190,6 +193,7 @@ mod tests {
         let req = proto::WriteRequest {
             timeseries: vec![proto::TimeSeries {
                 histograms: vec![],
+                exemplars: vec![],
                 labels: vec![proto::Label {
                     name: "n".into(),
                     value: "v".into(),

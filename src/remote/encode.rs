@@ -207,21 +207,80 @@ pub fn encode_series_raw(out: &mut Vec<u8>, labels: &[u8], value: f64, timestamp
 
 /// Appends an entry from an encoded labels section and an encoded `Histogram` message.
 pub fn encode_histogram_raw(out: &mut Vec<u8>, labels: &[u8], histogram: &[u8]) {
-    let series_len = labels.len() + 1 + varint_len(histogram.len() as u64) + histogram.len();
+    encode_message_raw(out, labels, 0x22, histogram); // TimeSeries.histograms
+}
+
+/// Appends an entry from an encoded labels section and an encoded `Exemplar` message.
+pub fn encode_exemplar_raw(out: &mut Vec<u8>, labels: &[u8], exemplar: &[u8]) {
+    encode_message_raw(out, labels, 0x1a, exemplar); // TimeSeries.exemplars
+}
+
+fn encode_message_raw(out: &mut Vec<u8>, labels: &[u8], tag: u8, message: &[u8]) {
+    let series_len = labels.len() + 1 + varint_len(message.len() as u64) + message.len();
     out.push(0x0a);
     put_varint(out, series_len as u64);
     out.extend_from_slice(labels);
-    out.push(0x22); // TimeSeries.histograms
-    put_varint(out, histogram.len() as u64);
-    out.extend_from_slice(histogram);
+    out.push(tag);
+    put_varint(out, message.len() as u64);
+    out.extend_from_slice(message);
 }
 
-/// What one encoded entry holds: its labels section and its one sample or histogram.
+/// Appends an entry that holds one exemplar of the series `labels` and no sample, as Prometheus
+/// sends exemplars: `exemplar` is the exemplar's own labels (sorted), `value` and timestamp.
+pub fn encode_exemplar_series(
+    out: &mut Vec<u8>,
+    labels: &LabelScratch,
+    exemplar: &LabelScratch,
+    value: f64,
+    timestamp_ms: i64,
+) {
+    let mut body = Vec::with_capacity(64);
+    for i in 0..exemplar.len() {
+        put_label(&mut body, exemplar.name(i), exemplar.value(i));
+    }
+    body.push(0x11); // Exemplar.value, fixed64
+    body.extend_from_slice(&value.to_bits().to_le_bytes());
+    if timestamp_ms != 0 {
+        body.push(0x18); // Exemplar.timestamp
+        put_varint(&mut body, timestamp_ms as u64);
+    }
+    let mut series = Vec::with_capacity(256);
+    for i in 0..labels.len() {
+        put_label(&mut series, labels.name(i), labels.value(i));
+    }
+    encode_exemplar_raw(out, &series, &body);
+}
+
+/// A `Label` message as field 1 of its parent (`TimeSeries.labels`, `Exemplar.labels`).
+fn put_label(out: &mut Vec<u8>, n: &[u8], v: &[u8]) {
+    let inner = field_len(n.len()) + field_len(v.len());
+    out.push(0x0a);
+    put_varint(out, inner as u64);
+    if !n.is_empty() {
+        out.push(0x0a);
+        put_varint(out, n.len() as u64);
+        out.extend_from_slice(n);
+    }
+    if !v.is_empty() {
+        out.push(0x12);
+        put_varint(out, v.len() as u64);
+        out.extend_from_slice(v);
+    }
+}
+
+/// What one encoded entry holds: its labels section and its one sample, histogram or
+/// exemplar.
 #[derive(Debug, PartialEq)]
 pub enum EntryPayload<'a> {
     Sample { value: f64, timestamp_ms: i64 },
     Histogram(&'a [u8]),
+    Exemplar(&'a [u8]),
 }
+
+/// What kind of entry the appender made, for endpoints that take only some kinds.
+pub const KIND_SAMPLE: u8 = 0;
+pub const KIND_HISTOGRAM: u8 = 1;
+pub const KIND_EXEMPLAR: u8 = 2;
 
 /// Splits one entry written by this module (`0x0a len TimeSeries`) into its labels section
 /// and its payload.
@@ -265,6 +324,10 @@ pub fn split_entry(entry: &[u8]) -> Result<(&[u8], EntryPayload<'_>), crate::pro
                 let h = len_delimited(buf, &mut p)?;
                 payload = Some(EntryPayload::Histogram(&buf[h]));
             }
+            (3, 2) => {
+                let e = len_delimited(buf, &mut p)?;
+                payload = Some(EntryPayload::Exemplar(&buf[e]));
+            }
             (_, w) => skip(buf, &mut p, w)?,
         }
     }
@@ -291,6 +354,7 @@ mod tests {
         let reference = proto::WriteRequest {
             timeseries: vec![proto::TimeSeries {
                 histograms: vec![],
+                exemplars: vec![],
                 labels: sorted
                     .iter()
                     .map(|(n, v)| proto::Label {

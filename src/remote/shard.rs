@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::RemoteWriteConfig;
 use crate::http::Conn;
 use crate::log::Level;
+use crate::remote::encode::{KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE};
 use crate::runtime::{Event, Instant, LocalNotify, race, sleep, timeout};
 use crate::selfmetrics::ShardStats;
 use crate::wal::segment::Pos;
@@ -31,6 +32,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The entries beyond samples this endpoint takes.
+    pub fn accept(&self) -> crate::wal::Accept {
+        crate::wal::Accept {
+            histograms: self.cfg.send_native_histograms,
+            exemplars: self.cfg.send_exemplars,
+        }
+    }
+
     pub fn new(cfg: RemoteWriteConfig) -> Endpoint {
         let mut head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n",
@@ -197,7 +206,7 @@ struct Replay {
     reader: WalReader,
     staged: Vec<u8>,
     ends: Vec<u32>,
-    histograms: Vec<bool>,
+    kinds: Vec<u8>,
     taken: usize,
     /// End of the staged record, and of the one before it.
     record_end: Pos,
@@ -213,7 +222,7 @@ impl Replay {
             reader: WalReader::new(dir, from),
             staged: Vec::new(),
             ends: Vec::new(),
-            histograms: Vec::new(),
+            kinds: Vec::new(),
             taken: 0,
             record_end: from,
             before_record: from,
@@ -285,7 +294,7 @@ impl Shard {
         &self,
         entries: &[u8],
         ends: &[u32],
-        histograms: &[bool],
+        kinds: &[u8],
         newest_ts: i64,
         wal: Option<Pos>,
     ) {
@@ -301,19 +310,26 @@ impl Shard {
             }
             return;
         }
-        // Native histograms go only where `send_native_histograms` is on; re-slice without them.
-        if !self.ep.cfg.send_native_histograms && histograms.contains(&true) {
+        // Native histograms and exemplars go only where the endpoint takes them; re-slice
+        // without the others.
+        let accept = self.ep.accept();
+        let taken = |k: &u8| match *k {
+            KIND_HISTOGRAM => accept.histograms,
+            KIND_EXEMPLAR => accept.exemplars,
+            _ => true,
+        };
+        if !kinds.iter().all(taken) {
             let (mut kept, mut kept_ends, mut start) =
                 (Vec::with_capacity(entries.len()), Vec::new(), 0usize);
-            for (end, hist) in ends.iter().zip(histograms) {
-                if !hist {
+            for (end, kind) in ends.iter().zip(kinds) {
+                if taken(kind) {
                     kept.extend_from_slice(&entries[start..*end as usize]);
                     kept_ends.push(kept.len() as u32);
                 }
                 start = *end as usize;
             }
-            let flags = vec![false; kept_ends.len()];
-            return self.append(&kept, &kept_ends, &flags, newest_ts, wal);
+            let samples = vec![KIND_SAMPLE; kept_ends.len()];
+            return self.append(&kept, &kept_ends, &samples, newest_ts, wal);
         }
         let max = self.ep.cfg.queue.max_samples_per_send;
         let mut q = self.queue.borrow_mut();
@@ -413,7 +429,7 @@ impl Shard {
         wal.flush();
         let (head, first) = (wal.head(), wal.first_segment());
         let max = self.ep.cfg.queue.max_samples_per_send;
-        let histograms_on = self.ep.cfg.send_native_histograms;
+        let accept = self.ep.accept();
         let mut body = Vec::new();
         let (mut samples, mut newest) = (0usize, i64::MIN);
         let mut cursor;
@@ -421,7 +437,7 @@ impl Shard {
             if rp.taken == rp.ends.len() {
                 rp.staged.clear();
                 rp.ends.clear();
-                rp.histograms.clear();
+                rp.kinds.clear();
                 rp.taken = 0;
                 rp.before_record = rp.record_end;
                 cursor = rp.record_end;
@@ -431,10 +447,10 @@ impl Shard {
                 match rp.reader.next_record(
                     head,
                     first,
-                    histograms_on,
+                    accept,
                     &mut rp.staged,
                     &mut rp.ends,
-                    &mut rp.histograms,
+                    &mut rp.kinds,
                 ) {
                     Ok(Some((end, n))) => {
                         rp.record_end = end;

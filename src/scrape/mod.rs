@@ -23,7 +23,9 @@ use crate::exposition::{
 use crate::http::Conn;
 use crate::log::Level;
 use crate::remote::CoreControl;
-use crate::remote::encode::{LabelScratch, encode_series};
+use crate::remote::encode::{
+    KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, LabelScratch, encode_exemplar_series, encode_series,
+};
 use crate::runtime::{Instant, sleep_or, timeout};
 use crate::selfmetrics::CoreStats;
 
@@ -37,12 +39,23 @@ pub struct Appender {
     ends: Vec<u32>,
     labels: LabelScratch,
     parse_scratch: Vec<LabelRef>,
-    /// Which entries are native histograms (endpoints may not take them).
-    histograms: Vec<bool>,
+    /// Each entry's kind (`encode::KIND_*`): endpoints may not take histograms or exemplars.
+    kinds: Vec<u8>,
     histogram_scratch: crate::remote::encode::HistogramScratch,
+    exemplar_labels: LabelScratch,
+    /// Whether exemplars become entries: some endpoint has `send_exemplars`.
+    pub exemplars: bool,
 }
 
 impl Appender {
+    /// An appender that makes exemplars into entries when `exemplars`.
+    pub fn with_exemplars(exemplars: bool) -> Appender {
+        Appender {
+            exemplars,
+            ..Default::default()
+        }
+    }
+
     /// Parses a scrape body and encodes each sample, with the target's and the external labels
     /// attached, as a remote-write entry. Returns the number of samples; on error the caller
     /// rolls back.
@@ -128,14 +141,46 @@ impl Appender {
                         &mut self.histogram_scratch,
                     )
                     .map_err(|e| format!("invalid native histogram: {}", e.0))?;
-                    self.histograms.push(true);
+                    self.kinds.push(KIND_HISTOGRAM);
                 }
                 None => {
                     encode_series(&mut self.entries, &self.labels, s.value, ts);
-                    self.histograms.push(false);
+                    self.kinds.push(KIND_SAMPLE);
                 }
             }
             self.ends.push(self.entries.len() as u32);
+            if self.exemplars
+                && let Some(ex) = &s.exemplar
+            {
+                // As Prometheus appends it: an exemplar without a timestamp takes its sample's.
+                let el = &mut self.exemplar_labels;
+                el.clear();
+                for l in ex.labels {
+                    if l.escaped || l.name_escaped {
+                        el.push_parts(
+                            |out| unescape_label_value(l.name(body), out),
+                            |out| unescape_label_value(l.value(body), out),
+                        );
+                    } else {
+                        el.push(l.name(body), l.value(body));
+                    }
+                }
+                if let Err(dup) = el.sort() {
+                    return Err(format!(
+                        "label name {:?} is not unique in an exemplar",
+                        String::from_utf8_lossy(&dup)
+                    ));
+                }
+                encode_exemplar_series(
+                    &mut self.entries,
+                    &self.labels,
+                    el,
+                    ex.value,
+                    ex.timestamp_ms.unwrap_or(ts),
+                );
+                self.kinds.push(KIND_EXEMPLAR);
+                self.ends.push(self.entries.len() as u32);
+            }
         }
         Ok(n)
     }
@@ -150,16 +195,21 @@ impl Appender {
         &self.ends
     }
 
+    /// Each entry's kind (`encode::KIND_*`).
+    pub fn kinds(&self) -> &[u8] {
+        &self.kinds
+    }
+
     pub fn rollback(&mut self) {
         self.entries.clear();
         self.ends.clear();
-        self.histograms.clear();
+        self.kinds.clear();
     }
 
     fn push(&mut self, value: f64, ts: i64) {
         encode_series(&mut self.entries, &self.labels, value, ts);
         self.ends.push(self.entries.len() as u32);
-        self.histograms.push(false);
+        self.kinds.push(KIND_SAMPLE);
     }
 }
 
@@ -341,7 +391,7 @@ async fn scrape_once(
         shard.append(
             &app.entries,
             &app.ends,
-            &app.histograms,
+            &app.kinds,
             ts,
             wal.as_ref().ok().copied(),
         );
@@ -491,5 +541,44 @@ mod tests {
             got,
             owned(&[("__name__", "m"), ("instance", "a:1"), ("job", "exposed")])
         );
+    }
+
+    #[test]
+    fn exemplars_become_entries_of_their_own_when_an_endpoint_sends_them() {
+        use crate::remote::proto;
+        use prost::Message;
+        let body = b"# TYPE req counter\nreq_total{path=\"/a\"} 5 # {trace_id=\"abc\",span_id=\"1\"} 1.5 1700000000.25\nreq_total{path=\"/b\"} 7 # {trace_id=\"d\\\"e\"} 2\n# EOF\n";
+        let t = target(false, &[("job", "j"), ("instance", "a:1")]);
+        let mut off = Appender::default();
+        off.append_body(&t, &[], body, exposition::Format::OpenMetrics, 1_000)
+            .unwrap();
+        assert_eq!(off.kinds(), [KIND_SAMPLE, KIND_SAMPLE]);
+
+        let mut on = Appender::with_exemplars(true);
+        let n = on
+            .append_body(&t, &[], body, exposition::Format::OpenMetrics, 1_000)
+            .unwrap();
+        assert_eq!(n, 2, "exemplars are not samples");
+        assert_eq!(
+            on.kinds(),
+            [KIND_SAMPLE, KIND_EXEMPLAR, KIND_SAMPLE, KIND_EXEMPLAR]
+        );
+        let req = proto::WriteRequest::decode(on.entries()).unwrap();
+        let ex = &req.timeseries[1];
+        assert_eq!(ex.labels, req.timeseries[0].labels);
+        assert!(ex.samples.is_empty());
+        assert_eq!(ex.exemplars.len(), 1);
+        let e = &ex.exemplars[0];
+        let labels: Vec<(&str, &str)> = e
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(labels, [("span_id", "1"), ("trace_id", "abc")]);
+        assert_eq!((e.value, e.timestamp), (1.5, 1_700_000_000_250));
+        // No timestamp: the sample's; escapes undone.
+        let e = &req.timeseries[3].exemplars[0];
+        assert_eq!((e.value, e.timestamp), (2.0, 1_000));
+        assert_eq!(e.labels[0].value, "d\"e");
     }
 }

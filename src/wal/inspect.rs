@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, HISTOGRAMS, SAMPLES, SERIES};
+use super::record::{self, EXEMPLARS, HISTOGRAMS, SAMPLES, SERIES};
 use super::segment::{Pos, SegmentReader, list_segments, pos_offset, pos_segment, segment_path};
 
 /// The core directories under `dir`: `dir` itself when it holds segments, else its numbered
@@ -39,6 +39,7 @@ struct SegmentSummary {
     records: [u64; 6],
     samples: u64,
     histograms: u64,
+    exemplars: u64,
     series: u64,
     damaged_bytes: u64,
     first_damage: String,
@@ -61,6 +62,7 @@ fn summarize(dir: &Path, index: u32) -> std::io::Result<SegmentSummary> {
             SERIES => s.series += n,
             SAMPLES => s.samples += n,
             HISTOGRAMS => s.histograms += n,
+            EXEMPLARS => s.exemplars += n,
             _ => {}
         }
     }
@@ -101,7 +103,7 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
                 s.series,
                 s.samples,
                 s.histograms,
-                s.records[4],
+                s.exemplars,
                 if s.damaged_bytes > 0 {
                     format!("{} bytes skipped ({})", s.damaged_bytes, s.first_damage)
                 } else {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use record::{HISTOGRAMS, SAMPLES, SERIES, ValueState};
+use record::{EXEMPLARS, HISTOGRAMS, SAMPLES, SERIES, ValueState};
 pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
 
@@ -140,6 +140,7 @@ pub struct Wal {
     rec_series: Vec<u8>,
     rec_samples: Vec<u8>,
     rec_hist: Vec<u8>,
+    rec_exemplars: Vec<u8>,
     /// The series record's items, written before their count is known.
     series_body: Vec<u8>,
     samples: Vec<(u32, i64)>,
@@ -149,6 +150,7 @@ pub struct Wal {
     epoch: u32,
     epoch_at: Pos,
     hists: Vec<(u32, std::ops::Range<usize>)>,
+    exemplars: Vec<(u32, std::ops::Range<usize>)>,
     declared: Vec<usize>,
     /// The previous layout of a target whose series moved, by key, and whether this scrape
     /// has taken the slot yet.
@@ -232,12 +234,14 @@ impl Wal {
             rec_series: Vec::new(),
             rec_samples: Vec::new(),
             rec_hist: Vec::new(),
+            rec_exemplars: Vec::new(),
             series_body: Vec::new(),
             samples: Vec::new(),
             values: Vec::new(),
             epoch: 0,
             epoch_at: u64::MAX,
             hists: Vec::new(),
+            exemplars: Vec::new(),
             declared: Vec::new(),
             relayout: HashMap::new(),
             generation: next_generation(),
@@ -383,6 +387,9 @@ impl Wal {
         let mut indexed = false;
         let mut series_body = std::mem::take(&mut self.series_body);
         series_body.clear();
+        self.exemplars.clear();
+        // The previous entry's series: an exemplar entry follows its series' sample.
+        let mut last: Option<([u64; 2], u32)> = None;
         let mut start = 0usize;
         for end in ends {
             let entry = &entries[start..*end as usize];
@@ -392,6 +399,22 @@ impl Wal {
                 split_entry(entry).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
             let h = xxhash_rust::xxh3::xxh3_128(labels);
             let key = [h as u64, (h >> 64) as u64];
+            if let EntryPayload::Exemplar(ex) = payload {
+                // Exemplars take no cache slot: they share their series' ref.
+                let r = match last {
+                    Some((k, r)) if k == key => r,
+                    _ => {
+                        let r = self.next_ref;
+                        self.next_ref += 1;
+                        record::put_ref_bytes(&mut series_body, r, labels);
+                        n_series += 1;
+                        r
+                    }
+                };
+                let off = ex.as_ptr() as usize - entries.as_ptr() as usize;
+                self.exemplars.push((r, off..off + ex.len()));
+                continue;
+            }
             let i = self.samples.len() + self.hists.len();
             if cache.generation != self.generation {
                 cache.slots.clear();
@@ -449,6 +472,7 @@ impl Wal {
                 self.declared.push(i);
             }
             let r = slot.r;
+            last = Some((key, r));
             match payload {
                 EntryPayload::Sample {
                     value,
@@ -462,10 +486,11 @@ impl Wal {
                     debug_assert!(off >= entry_start);
                     self.hists.push((r, off..off + h.len()));
                 }
+                EntryPayload::Exemplar(_) => unreachable!("handled above"),
             }
         }
         // Series gone from this scrape leave the cache, so its memory follows the target.
-        cache.slots.truncate(ends.len());
+        cache.slots.truncate(self.samples.len() + self.hists.len());
         if self.relayout.capacity() > 1 << 16 {
             self.relayout = HashMap::new();
         }
@@ -479,17 +504,27 @@ impl Wal {
             self.rec_samples.push(SAMPLES);
             record::put_samples(&mut self.rec_samples, epoch, &self.samples, &self.values);
         }
-        self.rec_hist.clear();
-        if !self.hists.is_empty() {
-            self.rec_hist.push(HISTOGRAMS);
-            record::put_count(&mut self.rec_hist, self.hists.len());
-            for (r, range) in &self.hists {
-                record::put_ref_bytes(&mut self.rec_hist, *r, &entries[range.clone()]);
+        for (rec, kind, items) in [
+            (&mut self.rec_hist, HISTOGRAMS, &self.hists),
+            (&mut self.rec_exemplars, EXEMPLARS, &self.exemplars),
+        ] {
+            rec.clear();
+            if !items.is_empty() {
+                rec.push(kind);
+                record::put_count(rec, items.len());
+                for (r, range) in items {
+                    record::put_ref_bytes(rec, *r, &entries[range.clone()]);
+                }
             }
         }
-        let mut records: [&[u8]; 3] = [&[], &[], &[]];
+        let mut records: [&[u8]; 4] = [&[]; 4];
         let mut n = 0;
-        for rec in [&self.rec_series, &self.rec_samples, &self.rec_hist] {
+        for rec in [
+            &self.rec_series,
+            &self.rec_samples,
+            &self.rec_hist,
+            &self.rec_exemplars,
+        ] {
             if rec.len() > 1 {
                 records[n] = rec;
                 n += 1;
@@ -846,6 +881,13 @@ pub fn count_samples(dir: &Path, index: u32, from: u64) -> io::Result<u64> {
     Ok(n)
 }
 
+/// Which entries beyond samples an endpoint takes (`send_native_histograms`, `send_exemplars`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Accept {
+    pub histograms: bool,
+    pub exemplars: bool,
+}
+
 /// Reads an endpoint's backlog back from the WAL as remote-write entries, record by record,
 /// from its cursor up to the head.
 pub struct WalReader {
@@ -884,19 +926,22 @@ impl WalReader {
         }
     }
 
-    /// Appends the next record's samples to `out` as entries (`ends`, `histograms` as the
-    /// appender fills them, native histograms only with `histograms_on`). Returns the record's
+    /// Appends the next record's samples to `out` as entries (`ends`, `kinds` as the appender
+    /// fills them; native histograms and exemplars only as `accept` says). Returns the record's
     /// end position and newest timestamp, or `None` once `head` is reached.
     pub fn next_record(
         &mut self,
         head: Pos,
         first_segment: u32,
-        histograms_on: bool,
+        accept: Accept,
         out: &mut Vec<u8>,
         ends: &mut Vec<u32>,
-        histograms: &mut Vec<bool>,
+        kinds: &mut Vec<u8>,
     ) -> io::Result<Option<(Pos, i64)>> {
-        use crate::remote::encode::{encode_histogram_raw, encode_series_raw};
+        use crate::remote::encode::{
+            KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, encode_exemplar_raw, encode_histogram_raw,
+            encode_series_raw,
+        };
         loop {
             if self.position >= head {
                 return Ok(None);
@@ -954,20 +999,30 @@ impl WalReader {
                     Some(l) => {
                         encode_series_raw(out, l, value, ts);
                         ends.push(out.len() as u32);
-                        histograms.push(false);
+                        kinds.push(KIND_SAMPLE);
                         newest = newest.max(ts);
                     }
                     None => *missing += 1,
                 },
-                record::Item::Histogram { r, body } => {
-                    if !histograms_on {
+                record::Item::Histogram { r, body } | record::Item::Exemplar { r, body } => {
+                    let histogram = matches!(kind, HISTOGRAMS);
+                    if !(if histogram {
+                        accept.histograms
+                    } else {
+                        accept.exemplars
+                    }) {
                         return;
                     }
                     match series.get(&r) {
-                        Some(l) => {
+                        Some(l) if histogram => {
                             encode_histogram_raw(out, l, body);
                             ends.push(out.len() as u32);
-                            histograms.push(true);
+                            kinds.push(KIND_HISTOGRAM);
+                        }
+                        Some(l) => {
+                            encode_exemplar_raw(out, l, body);
+                            ends.push(out.len() as u32);
+                            kinds.push(KIND_EXEMPLAR);
                         }
                         None => *missing += 1,
                     }

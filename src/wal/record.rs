@@ -9,8 +9,10 @@
 //!   refs is all zeros), timestamps (zigzag of the offset from the base, zero for one scrape)
 //!   and values (see [`put_value`]). Columns of zeros are what snappy compresses best.
 //! - **histograms** (type 3): `n` × (`ref`, `len`, encoded remote-write `Histogram`).
+//! - **exemplars** (type 4): `n` × (`ref`, `len`, encoded remote-write `Exemplar`), the ref
+//!   being the series' whose sample the exemplar came with.
 //!
-//! Types 4 (exemplars) and 5 (metadata) are reserved. All integers are varints.
+//! Type 5 (metadata) is reserved. All integers are varints.
 //!
 //! **Values.** Most sample values are decimals with few digits (counters, byte counts, gauges
 //! such as `12.5`), so a value is stored as `m / 10^k` where that is exact, else as its 8
@@ -28,13 +30,14 @@ use crate::remote::encode::put_varint;
 pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;
 pub const HISTOGRAMS: u8 = 3;
+pub const EXEMPLARS: u8 = 4;
 
 pub fn type_name(t: u8) -> &'static str {
     match t {
         SERIES => "series",
         SAMPLES => "samples",
         HISTOGRAMS => "histograms",
-        4 => "exemplars",
+        EXEMPLARS => "exemplars",
         5 => "metadata",
         _ => "unknown",
     }
@@ -66,6 +69,10 @@ pub enum Item<'a> {
         r: u32,
     },
     Histogram {
+        r: u32,
+        body: &'a [u8],
+    },
+    Exemplar {
         r: u32,
         body: &'a [u8],
     },
@@ -282,14 +289,14 @@ pub fn decode<'a>(
         return Err(WireError("item count exceeds the record"));
     }
     match kind {
-        SERIES | HISTOGRAMS => {
+        SERIES | HISTOGRAMS | EXEMPLARS => {
             for _ in 0..n {
                 let r = ref_of(varint(buf, &mut p)?)?;
                 let b = bytes(buf, &mut p)?;
-                f(if kind == SERIES {
-                    Item::Series { r, labels: b }
-                } else {
-                    Item::Histogram { r, body: b }
+                f(match kind {
+                    SERIES => Item::Series { r, labels: b },
+                    HISTOGRAMS => Item::Histogram { r, body: b },
+                    _ => Item::Exemplar { r, body: b },
                 });
             }
         }

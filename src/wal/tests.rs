@@ -76,7 +76,10 @@ fn read_back(wal: &mut Wal, from: Pos) -> (Vec<Vec<u8>>, WalReader) {
         .next_record(
             wal.head(),
             wal.first_segment(),
-            true,
+            Accept {
+                histograms: true,
+                exemplars: true,
+            },
             &mut out,
             &mut ends,
             &mut hist,
@@ -542,4 +545,68 @@ fn every_compression_reads_back_the_same_and_zstd_is_smallest() {
         sizes.push(pos_offset(wal.head()));
     }
     assert!(sizes[2] < sizes[1] && sizes[1] < sizes[0], "{sizes:?}");
+}
+
+#[test]
+fn exemplars_share_their_series_ref_and_read_back_after_the_samples() {
+    use crate::remote::encode::encode_exemplar_series;
+    let dir = TempDir::new("exemplars");
+    let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    let mut cache = SeriesCache::default();
+    let mut want_all = Vec::new();
+    let mut want_samples = Vec::new();
+    let mut ex = LabelScratch::default();
+    for seq in 0..30u64 {
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        let (mut samples, mut exemplars) = (Vec::new(), Vec::new());
+        let mut l = LabelScratch::default();
+        for i in 0..5u64 {
+            l.clear();
+            l.push(b"__name__", format!("m_{i}").as_bytes());
+            l.sort().unwrap();
+            encode_series(&mut e, &l, (seq * i) as f64, 1_000 * seq as i64);
+            ends.push(e.len() as u32);
+            samples.push(e[*ends.iter().rev().nth(1).unwrap_or(&0) as usize..].to_vec());
+            // An exemplar now and then, after its sample (as the appender makes them); one
+            // for a series that has no sample before it.
+            if (seq + i) % 3 == 0 || i == 4 {
+                if i == 4 {
+                    l.clear();
+                    l.push(b"__name__", b"lonely");
+                    l.sort().unwrap();
+                }
+                ex.clear();
+                ex.push(b"trace_id", format!("t{seq}.{i}").as_bytes());
+                ex.sort().unwrap();
+                let start = e.len();
+                encode_exemplar_series(&mut e, &l, &ex, 0.5, 1_000 * seq as i64 + 1);
+                ends.push(e.len() as u32);
+                exemplars.push(e[start..].to_vec());
+            }
+        }
+        wal.commit(&e, &ends, &mut cache).unwrap();
+        want_all.extend(samples.iter().cloned());
+        want_all.extend(exemplars);
+        want_samples.extend(samples);
+    }
+    // The cache holds the samples' series only: exemplars take no slot.
+    assert_eq!(cache.slots.len(), 5);
+    assert_entries(&read_all(&mut wal, 0), &want_all, "all kinds");
+    // An endpoint without send_exemplars reads the samples only.
+    wal.flush();
+    let mut r = WalReader::new(wal.dir(), 0);
+    let (mut out, mut ends, mut kinds) = (Vec::new(), Vec::new(), Vec::new());
+    while r
+        .next_record(
+            wal.head(),
+            wal.first_segment(),
+            Accept::default(),
+            &mut out,
+            &mut ends,
+            &mut kinds,
+        )
+        .unwrap()
+        .is_some()
+    {}
+    assert_entries(&split(&out, &ends), &want_samples, "samples only");
 }
