@@ -115,12 +115,15 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         max_age: (!opts.wal_max_time.is_zero()).then_some(opts.wal_max_time),
     };
     let wal_root = opts.storage_path.join("wal");
+    let open_wal = |id: usize, stats| {
+        let dir = wal_root.join(id.to_string());
+        crate::wal::Wal::open(&dir, wal_opts.clone(), stats)
+            .map(|(wal, report)| (wal, report, dir.clone()))
+            .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))
+    };
     let mut wals = Vec::new();
     for id in 0..cores {
-        let dir = wal_root.join(id.to_string());
-        let (wal, report) =
-            crate::wal::Wal::open(&dir, wal_opts.clone(), registry.cores[id].wal.clone())
-                .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))?;
+        let (wal, report, dir) = open_wal(id, registry.cores[id].wal.clone())?;
         if report.segments > 0 {
             crate::log!(
                 Level::Info,
@@ -140,9 +143,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         .into_iter()
         .filter(|id| *id >= cores)
     {
-        let dir = wal_root.join(id.to_string());
-        let (wal, report) = crate::wal::Wal::open(&dir, wal_opts.clone(), Default::default())
-            .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))?;
+        let (wal, report, dir) = open_wal(id, Default::default())?;
         crate::log!(
             Level::Info,
             "wal",

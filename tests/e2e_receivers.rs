@@ -56,6 +56,35 @@ remote_write:
     )
 }
 
+/// Prometheus (Debian's `prometheus`) as a remote-write receiver on a free port, ready; with
+/// `extra` flags. Returns the process and its address.
+fn start_prometheus_receiver(
+    dir: &TempDir,
+    bin: &std::path::Path,
+    extra: &[&str],
+) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
+    let proc = Proc::spawn(
+        "prometheus",
+        Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .args(extra),
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(60), "Prometheus to be ready", || {
+        http_get(&addr, "/-/ready").filter(|(c, _)| *c == 200)
+    });
+    (proc, addr)
+}
+
 /// Runs an instant query; returns the result vector once it is non-empty.
 fn query(addr: &str, q: &str) -> Option<Vec<Value>> {
     let (code, body) = http_get(addr, &format!("/api/v1/query?query={}", urlencode(q)))?;
@@ -158,24 +187,7 @@ fn node_exporter_to_prometheus() {
     let Some(prom_bin) = require_program("prometheus", "prometheus") else {
         return;
     };
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&prom_cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let _prom = Proc::spawn(
-        "prometheus",
-        Command::new(prom_bin)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--web.enable-remote-write-receiver"),
-        dir.path(),
-    );
-    wait_for(Duration::from_secs(60), "Prometheus to be ready", || {
-        http_get(&prom_addr, "/-/ready").filter(|(c, _)| *c == 200)
-    });
+    let (_prom, prom_addr) = start_prometheus_receiver(&dir, &prom_bin, &[]);
 
     forward_and_check(&prom_addr, &node);
 }
@@ -234,25 +246,8 @@ fn exemplars_reach_prometheus_with_send_exemplars() {
             body.into_bytes(),
         )
     });
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&prom_cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let _prom = Proc::spawn(
-        "prometheus",
-        Command::new(prom_bin)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--web.enable-remote-write-receiver")
-            .arg("--enable-feature=exemplar-storage"),
-        dir.path(),
-    );
-    wait_for(Duration::from_secs(60), "Prometheus to be ready", || {
-        http_get(&prom_addr, "/-/ready").filter(|(c, _)| *c == 200)
-    });
+    let (_prom, prom_addr) =
+        start_prometheus_receiver(&dir, &prom_bin, &["--enable-feature=exemplar-storage"]);
     let cfg = format!(
         r#"
 global:

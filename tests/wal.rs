@@ -79,6 +79,19 @@ fn padded_target() -> (
     (target, served)
 }
 
+/// A padded target, and a receiver port with nothing listening yet and its URL.
+fn padded_target_down() -> (
+    common::TestServer,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    u16,
+    String,
+) {
+    let (target, served) = padded_target();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    (target, served, port, url)
+}
+
 /// A counter target, a receiver port with nothing listening yet, a data directory, and the
 /// config that joins them.
 struct Setup {
@@ -284,9 +297,7 @@ fn receiver_up_throughout_kills_leave_no_gap_but_the_downtime() {
 
 #[test]
 fn size_bound_holds_and_counts_exactly_what_the_receiver_misses() {
-    let (target, _served) = padded_target();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let (target, _served, port, url) = padded_target_down();
     let data = TempDir::new("wal-bound");
     let cfg = format!(
         r#"
@@ -515,9 +526,7 @@ fn the_wal_of_a_core_that_no_longer_exists_is_sent_then_deleted() {
 
 #[test]
 fn damaged_segments_are_reported_and_the_rest_is_delivered() {
-    let (target, served) = padded_target();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let (target, served, port, url) = padded_target_down();
     let data = TempDir::new("wal-damage");
     let storage = format!("--storage.agent.path={}", data.path().display());
     let cfg = config(&target.addr.to_string(), &url, "100ms");

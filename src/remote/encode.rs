@@ -140,34 +140,30 @@ fn field_len(len: usize) -> usize {
 /// Appends one `WriteRequest.timeseries` entry (field 1) holding `labels` (sorted) and one
 /// sample. Zero values are omitted as proto3 (and prost) omit them.
 pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, timestamp_ms: i64) {
-    let mut labels_len = 0;
-    for i in 0..labels.len() {
-        let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
-        labels_len += 1 + varint_len(inner as u64) + inner;
-    }
     let sample_inner = sample_len(value, timestamp_ms);
-    let series_len = labels_len + 1 + varint_len(sample_inner as u64) + sample_inner;
-
+    let series_len = labels_len(labels) + 1 + varint_len(sample_inner as u64) + sample_inner;
     out.reserve(1 + varint_len(series_len as u64) + series_len);
     out.push(0x0a); // WriteRequest.timeseries, length-delimited
     put_varint(out, series_len as u64);
-    for i in 0..labels.len() {
-        let (n, v) = (labels.name(i), labels.value(i));
-        let inner = field_len(n.len()) + field_len(v.len());
-        out.push(0x0a); // TimeSeries.labels
-        put_varint(out, inner as u64);
-        if !n.is_empty() {
-            out.push(0x0a); // Label.name
-            put_varint(out, n.len() as u64);
-            out.extend_from_slice(n);
-        }
-        if !v.is_empty() {
-            out.push(0x12); // Label.value
-            put_varint(out, v.len() as u64);
-            out.extend_from_slice(v);
-        }
-    }
+    put_labels(out, labels);
     put_sample(out, sample_inner, value, timestamp_ms);
+}
+
+/// The bytes [`put_labels`] writes for `labels`.
+fn labels_len(labels: &LabelScratch) -> usize {
+    (0..labels.len())
+        .map(|i| {
+            let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
+            1 + varint_len(inner as u64) + inner
+        })
+        .sum()
+}
+
+/// `labels` as repeated `Label` messages in field 1 of their parent.
+fn put_labels(out: &mut Vec<u8>, labels: &LabelScratch) {
+    for i in 0..labels.len() {
+        put_label(out, labels.name(i), labels.value(i));
+    }
 }
 
 /// The length of a `Sample` message; zero fields are omitted as proto3 omits them.
@@ -235,19 +231,15 @@ pub fn encode_exemplar_series(
     timestamp_ms: i64,
 ) {
     let mut body = Vec::with_capacity(64);
-    for i in 0..exemplar.len() {
-        put_label(&mut body, exemplar.name(i), exemplar.value(i));
-    }
+    put_labels(&mut body, exemplar);
     body.push(0x11); // Exemplar.value, fixed64
     body.extend_from_slice(&value.to_bits().to_le_bytes());
     if timestamp_ms != 0 {
         body.push(0x18); // Exemplar.timestamp
         put_varint(&mut body, timestamp_ms as u64);
     }
-    let mut series = Vec::with_capacity(256);
-    for i in 0..labels.len() {
-        put_label(&mut series, labels.name(i), labels.value(i));
-    }
+    let mut series = Vec::with_capacity(labels_len(labels));
+    put_labels(&mut series, labels);
     encode_exemplar_raw(out, &series, &body);
 }
 
@@ -563,29 +555,10 @@ pub fn encode_histogram_series(
         put_varint(h, timestamp_ms as u64);
     }
 
-    let mut labels_len = 0;
-    for i in 0..labels.len() {
-        let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
-        labels_len += 1 + varint_len(inner as u64) + inner;
-    }
-    let series_len = labels_len + 1 + varint_len(h.len() as u64) + h.len();
+    let series_len = labels_len(labels) + 1 + varint_len(h.len() as u64) + h.len();
     out.push(0x0a);
     put_varint(out, series_len as u64);
-    for i in 0..labels.len() {
-        let (n, v) = (labels.name(i), labels.value(i));
-        out.push(0x0a);
-        put_varint(out, (field_len(n.len()) + field_len(v.len())) as u64);
-        if !n.is_empty() {
-            out.push(0x0a);
-            put_varint(out, n.len() as u64);
-            out.extend_from_slice(n);
-        }
-        if !v.is_empty() {
-            out.push(0x12);
-            put_varint(out, v.len() as u64);
-            out.extend_from_slice(v);
-        }
-    }
+    put_labels(out, labels);
     out.push(0x22); // TimeSeries.histograms
     put_varint(out, h.len() as u64);
     out.extend_from_slice(h);

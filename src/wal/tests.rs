@@ -437,6 +437,14 @@ fn random_scrape(rng: &mut Rng, target: u64, seq: u64, out: &mut Vec<u8>, ends: 
     }
 }
 
+/// The entries of the commits (end position, entries) that end after `from`.
+fn committed_after(log: &[(Pos, Vec<Vec<u8>>)], from: Pos) -> Vec<Vec<u8>> {
+    log.iter()
+        .filter(|c| c.0 > from)
+        .flat_map(|c| c.1.iter().cloned())
+        .collect()
+}
+
 #[test]
 fn random_commits_crashes_acks_and_truncation_keep_every_unacknowledged_entry() {
     for seed in 1..=6u64 {
@@ -479,11 +487,7 @@ fn random_commits_crashes_acks_and_truncation_keep_every_unacknowledged_entry() 
                 2 => {
                     // Read back from the cursor: exactly what was committed after it.
                     let from = wal.cursor(ep).acked;
-                    let want: Vec<Vec<u8>> = log
-                        .iter()
-                        .filter(|c| c.0 > from)
-                        .flat_map(|c| c.1.iter().cloned())
-                        .collect();
+                    let want = committed_after(&log, from);
                     let (got, r) = read_back(&mut wal, from);
                     assert_eq!(
                         (r.damaged_bytes, r.lost_values, r.missing_series),
@@ -501,11 +505,7 @@ fn random_commits_crashes_acks_and_truncation_keep_every_unacknowledged_entry() 
             }
         }
         let from = wal.cursor(ep).acked;
-        let want: Vec<Vec<u8>> = log
-            .iter()
-            .filter(|c| c.0 > from)
-            .flat_map(|c| c.1.iter().cloned())
-            .collect();
+        let want = committed_after(&log, from);
         assert_entries(
             &read_all(&mut wal, from),
             &want,
