@@ -199,6 +199,8 @@ fn backlog_from_before_a_graceful_restart_is_delivered() {
     );
     // Five samples per scrape (two scraped, three report series).
     assert_eq!(backlog, 5 * served_first, "{report}");
+    // test_counter's HELP and TYPE, once in the segment.
+    assert!(report.contains(" 1 family metadata"), "{report}");
 
     // Second run: the receiver is up. Everything from the first run arrives.
     let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), |_| 200);

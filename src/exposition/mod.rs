@@ -25,6 +25,41 @@ pub enum Format {
     Protobuf,
 }
 
+/// A metric family's metadata, from `# TYPE`, `# HELP` and `# UNIT` lines (consecutive lines
+/// for one name merge) or a protobuf `MetricFamily`: ranges into the scrape buffer. The help
+/// text is as written (escaped, in the text formats).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyMeta {
+    pub name: std::ops::Range<usize>,
+    pub mtype: Option<MetricType>,
+    pub help: Option<std::ops::Range<usize>>,
+    pub unit: Option<std::ops::Range<usize>>,
+}
+
+/// Records a metadata line for family `name` in `sink`, merged into the last entry when that is
+/// the same family.
+pub(crate) fn note_metadata(
+    sink: &mut Vec<FamilyMeta>,
+    buf: &[u8],
+    name: std::ops::Range<usize>,
+    update: impl FnOnce(&mut FamilyMeta),
+) {
+    let same = sink
+        .last()
+        .is_some_and(|m| buf[m.name.clone()] == buf[name.clone()]);
+    if !same {
+        sink.push(FamilyMeta {
+            name,
+            mtype: None,
+            help: None,
+            unit: None,
+        });
+    }
+    if let Some(m) = sink.last_mut() {
+        update(m);
+    }
+}
+
 /// A parser for any [`Format`]: yields borrowed samples until the end or the first error.
 pub enum Parser<'a, 's> {
     Text(TextParser<'a, 's>),
@@ -54,6 +89,16 @@ impl<'a, 's> Parser<'a, 's> {
             )),
             f => Parser::Text(TextParser::new(buf, f, scratch)),
         }
+    }
+
+    /// Collects each family's metadata into `sink` (cleared first) as parsing goes.
+    pub fn with_metadata(mut self, sink: &'s mut Vec<FamilyMeta>) -> Self {
+        sink.clear();
+        match &mut self {
+            Parser::Text(p) => p.meta = Some(sink),
+            Parser::Proto(p) => p.meta = Some(sink),
+        }
+        self
     }
 
     #[allow(clippy::should_implement_trait)] // lends from self: cannot be an Iterator

@@ -45,6 +45,8 @@ pub struct ProtoParser<'a, 's> {
     next_family: usize,
     family_name: Range<usize>,
     family_type: u64,
+    /// Where family metadata goes, when the caller wants it.
+    pub(super) meta: Option<&'s mut Vec<super::FamilyMeta>>,
     /// The current family's body and the cursor over its fields.
     family_body: Range<usize>,
     family_cursor: usize,
@@ -103,6 +105,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
             next_family: 0,
             family_name: 0..0,
             family_type: UNTYPED,
+            meta: None,
             family_body: 0..0,
             family_cursor: 0,
             scratch,
@@ -300,6 +303,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
             let body = len_delimited(buf, &mut self.next_family).map_err(wire(at))?;
             self.family_name = 0..0;
             self.family_type = COUNTER; // the proto default
+            let (mut help, mut unit) = (None, None);
             let mut p = body.start;
             while p < body.end {
                 let (field, w) = key(&buf[..body.end], &mut p).map_err(wire(p))?;
@@ -307,6 +311,12 @@ impl<'a, 's> ProtoParser<'a, 's> {
                     (1, 2) => {
                         self.family_name =
                             len_delimited(&buf[..body.end], &mut p).map_err(wire(p))?
+                    }
+                    (2, 2) => {
+                        help = Some(len_delimited(&buf[..body.end], &mut p).map_err(wire(p))?)
+                    }
+                    (5, 2) => {
+                        unit = Some(len_delimited(&buf[..body.end], &mut p).map_err(wire(p))?)
                     }
                     (3, 0) => {
                         self.family_type = varint(&buf[..body.end], &mut p).map_err(wire(p))?
@@ -325,6 +335,23 @@ impl<'a, 's> ProtoParser<'a, 's> {
                     at,
                     &format!("unknown metric type {}", self.family_type),
                 ));
+            }
+            if let Some(sink) = self.meta.as_deref_mut() {
+                use super::MetricType;
+                let mtype = match self.family_type {
+                    COUNTER => MetricType::Counter,
+                    GAUGE => MetricType::Gauge,
+                    SUMMARY => MetricType::Summary,
+                    HISTOGRAM => MetricType::Histogram,
+                    GAUGE_HISTOGRAM => MetricType::GaugeHistogram,
+                    _ => MetricType::Unknown,
+                };
+                sink.push(super::FamilyMeta {
+                    name: self.family_name.clone(),
+                    mtype: Some(mtype),
+                    help: help.filter(|h: &Range<usize>| !h.is_empty()),
+                    unit: unit.filter(|u: &Range<usize>| !u.is_empty()),
+                });
             }
             self.family_cursor = body.start;
             self.family_body = body;

@@ -93,6 +93,8 @@ pub struct TextParser<'a, 's> {
     mtype: MetricType,
     /// The current line's exemplar: where its labels start in the scratch, value, timestamp.
     exemplar: Option<(usize, f64, Option<i64>)>,
+    /// Where metadata lines go, when the caller wants them.
+    pub(super) meta: Option<&'s mut Vec<super::FamilyMeta>>,
 }
 
 /// Metric types as `# TYPE` declares them.
@@ -142,6 +144,19 @@ impl<'a, 's> TextParser<'a, 's> {
             done: false,
             mtype: MetricType::Unknown,
             exemplar: None,
+            meta: None,
+        }
+    }
+
+    /// Records a HELP (0), TYPE (1) or UNIT (2) line for the family at `name`.
+    fn note(&mut self, kind: u8, name: std::ops::Range<usize>, text: std::ops::Range<usize>) {
+        let (buf, mtype) = (self.buf, self.mtype);
+        if let Some(sink) = self.meta.as_deref_mut() {
+            super::note_metadata(sink, buf, name, |m| match kind {
+                0 => m.help = Some(text),
+                1 => m.mtype = Some(mtype),
+                _ => m.unit = Some(text),
+            });
         }
     }
 
@@ -264,7 +279,8 @@ impl<'a, 's> TextParser<'a, 's> {
         if p == ns || (p < end && !is_blank(buf[p])) {
             return Err(self.error_at(ns, "expected metric name after HELP or TYPE"));
         }
-        let text = &buf[skip_blanks(buf, p, end).min(end)..end];
+        let text_at = skip_blanks(buf, p, end).min(end);
+        let text = &buf[text_at..end];
         if is_type {
             self.mtype = MetricType::parse(text, self.format).ok_or_else(|| {
                 self.error_at(
@@ -275,6 +291,7 @@ impl<'a, 's> TextParser<'a, 's> {
         } else if !text.is_ascii() && std::str::from_utf8(text).is_err() {
             return Err(self.error_at(p, "help text is not valid UTF-8"));
         }
+        self.note(u8::from(is_type), ns..p, text_at..end);
         Ok(())
     }
 
@@ -303,7 +320,7 @@ impl<'a, 's> TextParser<'a, 's> {
         };
         match kind {
             0 if !text.is_ascii() && std::str::from_utf8(text).is_err() => {
-                Err(self.error_at(name_start, "help text is not valid UTF-8"))
+                return Err(self.error_at(name_start, "help text is not valid UTF-8"));
             }
             1 => {
                 self.mtype = MetricType::parse(text, self.format).ok_or_else(|| {
@@ -312,18 +329,22 @@ impl<'a, 's> TextParser<'a, 's> {
                         &format!("invalid metric type {:?}", String::from_utf8_lossy(text)),
                     )
                 })?;
-                Ok(())
             }
-            2 if !text.is_empty() && !unit_suffix(name, text) => Err(self.error_at(
-                name_start,
-                &format!(
-                    "unit {:?} not a suffix of metric {:?}",
-                    String::from_utf8_lossy(text),
-                    String::from_utf8_lossy(name)
-                ),
-            )),
-            _ => Ok(()),
+            2 if !text.is_empty() && !unit_suffix(name, text) => {
+                return Err(self.error_at(
+                    name_start,
+                    &format!(
+                        "unit {:?} not a suffix of metric {:?}",
+                        String::from_utf8_lossy(text),
+                        String::from_utf8_lossy(name)
+                    ),
+                ));
+            }
+            _ => {}
         }
+        let text_at = end - text.len();
+        self.note(kind, name_start..name_start + name_len, text_at..end);
+        Ok(())
     }
 
     fn error_at(&self, at: usize, reason: &str) -> ParseError {

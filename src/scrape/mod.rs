@@ -45,6 +45,10 @@ pub struct Appender {
     exemplar_labels: LabelScratch,
     /// Whether exemplars become entries: some endpoint has `send_exemplars`.
     pub exemplars: bool,
+    family_meta: Vec<exposition::FamilyMeta>,
+    /// The scrape's metric family metadata, as WAL metadata items (see `wal::record`).
+    metadata: Vec<u8>,
+    help: Vec<u8>,
 }
 
 impl Appender {
@@ -73,7 +77,8 @@ impl Appender {
             &mut self.parse_scratch,
             t.native_histograms,
             t.classic_histograms,
-        );
+        )
+        .with_metadata(&mut self.family_meta);
         let mut n = 0;
         while let Some(sample) = parser.next() {
             let s = sample.map_err(|e| e.to_string())?;
@@ -182,7 +187,26 @@ impl Appender {
                 self.ends.push(self.entries.len() as u32);
             }
         }
+        self.metadata.clear();
+        for m in &self.family_meta {
+            self.help.clear();
+            if let Some(h) = m.help.clone() {
+                unescape_help(&body[h], format, &mut self.help);
+            }
+            crate::wal::record::put_metadata(
+                &mut self.metadata,
+                m.mtype.unwrap_or(exposition::MetricType::Unknown),
+                &body[m.name.clone()],
+                m.unit.clone().map_or(&[][..], |u| &body[u]),
+                &self.help,
+            );
+        }
         Ok(n)
+    }
+
+    /// The scrape's family metadata, encoded for the WAL.
+    pub fn metadata(&self) -> &[u8] {
+        &self.metadata
     }
 
     /// The encoded entries of the scrape in progress: a valid `WriteRequest` body.
@@ -201,6 +225,7 @@ impl Appender {
     }
 
     pub fn rollback(&mut self) {
+        self.metadata.clear();
         self.entries.clear();
         self.ends.clear();
         self.kinds.clear();
@@ -210,6 +235,33 @@ impl Appender {
         encode_series(&mut self.entries, &self.labels, value, ts);
         self.ends.push(self.entries.len() as u32);
         self.kinds.push(KIND_SAMPLE);
+    }
+}
+
+/// A HELP text unescaped as its format escapes it: `\\` and `\n` (and `\"` in
+/// OpenMetrics); any other backslash stays as written, as Prometheus reads it. Protobuf help
+/// is not escaped.
+fn unescape_help(text: &[u8], format: exposition::Format, out: &mut Vec<u8>) {
+    let Some(first) =
+        memchr::memchr(b'\\', text).filter(|_| format != exposition::Format::Protobuf)
+    else {
+        out.extend_from_slice(text);
+        return;
+    };
+    out.extend_from_slice(&text[..first]);
+    let mut i = first;
+    while i < text.len() {
+        match (text[i], text.get(i + 1)) {
+            (b'\\', Some(b'\\')) => out.push(b'\\'),
+            (b'\\', Some(b'n')) => out.push(b'\n'),
+            (b'\\', Some(b'"')) if format == exposition::Format::OpenMetrics => out.push(b'"'),
+            (b, _) => {
+                out.push(b);
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
     }
 }
 
@@ -382,9 +434,10 @@ async fn scrape_once(
     }
     let appended = app.ends.len();
     // The WAL first: an endpoint reading its backlog back finds the scrape there.
-    let wal = core.ctl.wal.borrow_mut().commit(
+    let wal = core.ctl.wal.borrow_mut().commit_with_metadata(
         &app.entries,
         &app.ends,
+        &app.metadata,
         &mut series[usize::from(up == 0.0)],
     );
     for shard in core.ctl.shards().iter() {
@@ -580,5 +633,76 @@ mod tests {
         let e = &req.timeseries[3].exemplars[0];
         assert_eq!((e.value, e.timestamp), (2.0, 1_000));
         assert_eq!(e.labels[0].value, "d\"e");
+    }
+
+    fn metadata_of(body: &[u8], format: exposition::Format) -> Vec<(u8, String, String, String)> {
+        let mut app = Appender::default();
+        let t = target(false, &[("job", "j"), ("instance", "a:1")]);
+        app.append_body(&t, &[], body, format, 1_000).unwrap();
+        let meta = app.metadata().to_vec();
+        let mut rec = Vec::new();
+        let items = crate::wal::record::metadata_items(&meta).unwrap();
+        crate::wal::record::put_count(&mut rec, items.len());
+        rec.extend_from_slice(&meta);
+        let mut got = Vec::new();
+        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        crate::wal::record::decode(
+            crate::wal::record::METADATA,
+            &rec,
+            &mut Default::default(),
+            |it| {
+                if let crate::wal::record::Item::Metadata {
+                    mtype,
+                    name,
+                    unit,
+                    help,
+                } = it
+                {
+                    got.push((mtype, s(name), s(unit), s(help)));
+                }
+            },
+        )
+        .unwrap();
+        got
+    }
+
+    #[test]
+    fn family_metadata_from_every_format() {
+        let text = b"# HELP a_total Requests \\ with \\n and \\\" kept.\n# TYPE a_total counter\na_total 1\n# TYPE g gauge\ng 2\n# HELP lonely Only help.\n";
+        assert_eq!(
+            metadata_of(text, exposition::Format::PromText),
+            [
+                (
+                    1,
+                    "a_total".into(),
+                    "".into(),
+                    "Requests \\ with \n and \\\" kept.".into()
+                ),
+                (2, "g".into(), "".into(), "".into()),
+                (0, "lonely".into(), "".into(), "Only help.".into()),
+            ]
+        );
+        let om = b"# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\n# HELP lat_seconds A \\\"quoted\\\" help.\nlat_seconds_bucket{le=\"+Inf\"} 1\nlat_seconds_count 1\nlat_seconds_sum 2\n# EOF\n";
+        assert_eq!(
+            metadata_of(om, exposition::Format::OpenMetrics),
+            [(
+                3,
+                "lat_seconds".into(),
+                "seconds".into(),
+                "A \"quoted\" help.".into()
+            )]
+        );
+        let pb = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/exposition/node_exporter.pb"
+        ))
+        .unwrap();
+        let got = metadata_of(&pb, exposition::Format::Protobuf);
+        assert!(got.len() > 20, "{} families", got.len());
+        assert!(
+            got.iter()
+                .any(|m| m.1 == "go_gc_duration_seconds" && m.0 == 5 && !m.3.is_empty()),
+            "{got:?}"
+        );
     }
 }

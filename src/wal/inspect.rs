@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, EXEMPLARS, HISTOGRAMS, SAMPLES, SERIES};
+use super::record::{self, EXEMPLARS, HISTOGRAMS, METADATA, SAMPLES, SERIES};
 use super::segment::{Pos, SegmentReader, list_segments, pos_offset, pos_segment, segment_path};
 
 /// The core directories under `dir`: `dir` itself when it holds segments, else its numbered
@@ -40,6 +40,7 @@ struct SegmentSummary {
     samples: u64,
     histograms: u64,
     exemplars: u64,
+    metadata: u64,
     series: u64,
     damaged_bytes: u64,
     first_damage: String,
@@ -63,6 +64,7 @@ fn summarize(dir: &Path, index: u32) -> std::io::Result<SegmentSummary> {
             SAMPLES => s.samples += n,
             HISTOGRAMS => s.histograms += n,
             EXEMPLARS => s.exemplars += n,
+            METADATA => s.metadata += n,
             _ => {}
         }
     }
@@ -113,16 +115,20 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
             total.bytes += s.bytes;
             total.samples += s.samples;
             total.histograms += s.histograms;
+            total.exemplars += s.exemplars;
+            total.metadata += s.metadata;
             total.damaged_bytes += s.damaged_bytes;
             per.push((*i, s));
         }
         let _ = writeln!(
             out,
-            "  total: {} segments, {} bytes, {} samples, {} histograms, {} bytes damaged",
+            "  total: {} segments, {} bytes, {} samples, {} histograms, {} exemplars, {} family metadata, {} bytes damaged",
             segments.len(),
             total.bytes,
             total.samples,
             total.histograms,
+            total.exemplars,
+            total.metadata,
             total.damaged_bytes
         );
         let cursors = super::load_cursors(&core);

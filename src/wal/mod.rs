@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use record::{EXEMPLARS, HISTOGRAMS, SAMPLES, SERIES, ValueState};
+use record::{EXEMPLARS, HISTOGRAMS, METADATA, SAMPLES, SERIES, ValueState};
 pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
 
@@ -91,6 +91,8 @@ const NOT_DECLARED: u32 = u32::MAX;
 #[derive(Default)]
 pub struct SeriesCache {
     slots: Vec<CacheSlot>,
+    /// The target's metric families: name hash → (metadata hash, segment written in).
+    families: HashMap<u64, (u64, u32)>,
     /// The `Wal` generation the refs belong to (refs restart when they run out).
     generation: u32,
 }
@@ -141,6 +143,7 @@ pub struct Wal {
     rec_samples: Vec<u8>,
     rec_hist: Vec<u8>,
     rec_exemplars: Vec<u8>,
+    rec_meta: Vec<u8>,
     /// The series record's items, written before their count is known.
     series_body: Vec<u8>,
     samples: Vec<(u32, i64)>,
@@ -235,6 +238,7 @@ impl Wal {
             rec_samples: Vec::new(),
             rec_hist: Vec::new(),
             rec_exemplars: Vec::new(),
+            rec_meta: Vec::new(),
             series_body: Vec::new(),
             samples: Vec::new(),
             values: Vec::new(),
@@ -323,12 +327,26 @@ impl Wal {
         ends: &[u32],
         cache: &mut SeriesCache,
     ) -> io::Result<Pos> {
+        self.commit_with_metadata(entries, ends, &[], cache)
+    }
+
+    /// [`Self::commit`], with the scrape's family metadata (items of a metadata record): a
+    /// family's is written when the segment does not have it yet or it changed.
+    pub fn commit_with_metadata(
+        &mut self,
+        entries: &[u8],
+        ends: &[u32],
+        metadata: &[u8],
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
         if ends.is_empty() {
             return Ok(self.head());
         }
-        let r = self.try_commit(entries, ends, cache);
+        let r = self.try_commit(entries, ends, metadata, cache);
         match &r {
             Err(e) => {
+                // What the cache says was written may not have been.
+                cache.families.clear();
                 // The cache's value states may be ahead of what was written: the next commit
                 // starts a new epoch, storing every value whole.
                 self.epoch_at = u64::MAX;
@@ -356,6 +374,7 @@ impl Wal {
         &mut self,
         entries: &[u8],
         ends: &[u32],
+        metadata: &[u8],
         cache: &mut SeriesCache,
     ) -> io::Result<Pos> {
         // A commit never spans segments: cut over first when this one would overflow it.
@@ -517,9 +536,38 @@ impl Wal {
                 }
             }
         }
-        let mut records: [&[u8]; 4] = [&[]; 4];
+        self.rec_meta.clear();
+        if !metadata.is_empty() {
+            let items = record::metadata_items(metadata)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+            let mut body = Vec::new();
+            let mut n = 0;
+            for (item, name) in &items {
+                let key = xxhash_rust::xxh3::xxh3_64(name);
+                let now = (xxhash_rust::xxh3::xxh3_64(item), segment);
+                if cache.families.insert(key, now) != Some(now) {
+                    body.extend_from_slice(item);
+                    n += 1;
+                }
+            }
+            if cache.families.len() > 2 * items.len() + 64 {
+                // Families the target no longer has leave the map.
+                let keep: std::collections::HashSet<u64> = items
+                    .iter()
+                    .map(|(_, name)| xxhash_rust::xxh3::xxh3_64(name))
+                    .collect();
+                cache.families.retain(|k, _| keep.contains(k));
+            }
+            if n > 0 {
+                self.rec_meta.push(METADATA);
+                record::put_count(&mut self.rec_meta, n);
+                self.rec_meta.extend_from_slice(&body);
+            }
+        }
+        let mut records: [&[u8]; 5] = [&[]; 5];
         let mut n = 0;
         for rec in [
+            &self.rec_meta,
             &self.rec_series,
             &self.rec_samples,
             &self.rec_hist,
@@ -995,6 +1043,8 @@ impl WalReader {
                 }
                 _ if sent => {}
                 record::Item::Unknown { .. } => *lost += 1,
+                // Checked by decoding; remote write does not send metadata from the WAL.
+                record::Item::Metadata { .. } => {}
                 record::Item::Sample { r, ts, value } => match series.get(&r) {
                     Some(l) => {
                         encode_series_raw(out, l, value, ts);

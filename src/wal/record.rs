@@ -12,7 +12,11 @@
 //! - **exemplars** (type 4): `n` × (`ref`, `len`, encoded remote-write `Exemplar`), the ref
 //!   being the series' whose sample the exemplar came with.
 //!
-//! Type 5 (metadata) is reserved. All integers are varints.
+//! - **metadata** (type 5): `n` × (type, family name, unit, help), each string as `len`,
+//!   bytes; the type a byte ([`metric_type_code`]). A target's family is written once per
+//!   segment and again when its metadata changes, as Prometheus' scrape cache tracks it.
+//!
+//! All integers are varints.
 //!
 //! **Values.** Most sample values are decimals with few digits (counters, byte counts, gauges
 //! such as `12.5`), so a value is stored as `m / 10^k` where that is exact, else as its 8
@@ -31,6 +35,7 @@ pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;
 pub const HISTOGRAMS: u8 = 3;
 pub const EXEMPLARS: u8 = 4;
+pub const METADATA: u8 = 5;
 
 pub fn type_name(t: u8) -> &'static str {
     match t {
@@ -38,7 +43,7 @@ pub fn type_name(t: u8) -> &'static str {
         SAMPLES => "samples",
         HISTOGRAMS => "histograms",
         EXEMPLARS => "exemplars",
-        5 => "metadata",
+        METADATA => "metadata",
         _ => "unknown",
     }
 }
@@ -76,6 +81,70 @@ pub enum Item<'a> {
         r: u32,
         body: &'a [u8],
     },
+    Metadata {
+        mtype: u8,
+        name: &'a [u8],
+        unit: &'a [u8],
+        help: &'a [u8],
+    },
+}
+
+/// A metric type as the metadata record stores it.
+pub fn metric_type_code(t: crate::exposition::MetricType) -> u8 {
+    use crate::exposition::MetricType::*;
+    match t {
+        Unknown => 0,
+        Counter => 1,
+        Gauge => 2,
+        Histogram => 3,
+        GaugeHistogram => 4,
+        Summary => 5,
+        Info => 6,
+        StateSet => 7,
+    }
+}
+
+/// Appends one metadata item.
+pub fn put_metadata(
+    out: &mut Vec<u8>,
+    mtype: crate::exposition::MetricType,
+    name: &[u8],
+    unit: &[u8],
+    help: &[u8],
+) {
+    out.push(metric_type_code(mtype));
+    for field in [name, unit, help] {
+        put_varint(out, field.len() as u64);
+        out.extend_from_slice(field);
+    }
+}
+
+/// Splits metadata items written by [`put_metadata`]: each item's bytes and family name.
+pub fn metadata_items(buf: &[u8]) -> Result<Vec<ItemAndName<'_>>, WireError> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < buf.len() {
+        let start = p;
+        let (_, name, _, _) = metadata_item(buf, &mut p)?;
+        out.push((&buf[start..p], name));
+    }
+    Ok(out)
+}
+
+type MetadataItem<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+/// A metadata item's bytes and its family name.
+pub type ItemAndName<'a> = (&'a [u8], &'a [u8]);
+
+fn metadata_item<'a>(buf: &'a [u8], p: &mut usize) -> Result<MetadataItem<'a>, WireError> {
+    let mtype = *buf.get(*p).ok_or(WireError("truncated metadata"))?;
+    if mtype > 7 {
+        return Err(WireError("invalid metric type in metadata"));
+    }
+    *p += 1;
+    let name = bytes(buf, p)?;
+    let unit = bytes(buf, p)?;
+    let help = bytes(buf, p)?;
+    Ok((mtype, name, unit, help))
 }
 
 /// Scale marking a value kept as raw bits (no decimal state to take a change from).
@@ -327,7 +396,18 @@ pub fn decode<'a>(
                 }
             }
         }
-        _ => return Ok(0), // reserved types are skipped
+        METADATA => {
+            for _ in 0..n {
+                let (mtype, name, unit, help) = metadata_item(buf, &mut p)?;
+                f(Item::Metadata {
+                    mtype,
+                    name,
+                    unit,
+                    help,
+                });
+            }
+        }
+        _ => return Ok(0), // unknown types are skipped
     }
     if p != buf.len() {
         return Err(WireError("trailing bytes in record"));

@@ -1,4 +1,4 @@
-use super::segment::{PAGE, list_segments, pos_offset, pos_segment, segment_path};
+use super::segment::{PAGE, SegmentReader, list_segments, pos_offset, pos_segment, segment_path};
 use super::*;
 use crate::remote::encode::{LabelScratch, encode_series};
 
@@ -609,4 +609,68 @@ fn exemplars_share_their_series_ref_and_read_back_after_the_samples() {
         .is_some()
     {}
     assert_entries(&split(&out, &ends), &want_samples, "samples only");
+}
+
+#[test]
+fn family_metadata_is_written_once_per_segment_and_when_it_changes() {
+    use crate::exposition::MetricType;
+    let dir = TempDir::new("metadata");
+    let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    // An endpoint that never acknowledges holds every segment.
+    wal.add_endpoint("hold", &HashMap::new(), Arc::default());
+    let mut cache = SeriesCache::default();
+    let meta = |help: &str| {
+        let mut m = Vec::new();
+        record::put_metadata(
+            &mut m,
+            MetricType::Counter,
+            b"m_total",
+            b"",
+            help.as_bytes(),
+        );
+        record::put_metadata(&mut m, MetricType::Gauge, b"g", b"bytes", b"A gauge.");
+        m
+    };
+    let mut helps = Vec::new();
+    for seq in 0..300u64 {
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        scrape(1, 20, seq, &mut e, &mut ends);
+        let help = if seq < 150 { "Old help." } else { "New help." };
+        helps.push(help);
+        wal.commit_with_metadata(&e, &ends, &meta(help), &mut cache)
+            .unwrap();
+    }
+    wal.flush();
+    // Per segment: each family once, and m_total again where its help changed.
+    let segments = list_segments(&dir.0).unwrap();
+    assert!(segments.len() > 3, "{} segments", segments.len());
+    let mut changed_in = None;
+    for i in &segments {
+        let mut r = SegmentReader::open(&dir.0, *i, 0, None).unwrap();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        while let Some((_, rec)) = r.next().unwrap() {
+            let (&kind, body) = rec.split_first().unwrap();
+            record::decode(kind, body, &mut record::Values::default(), |it| {
+                if let record::Item::Metadata { name, help, .. } = it {
+                    seen.push((
+                        String::from_utf8_lossy(name).into(),
+                        String::from_utf8_lossy(help).into(),
+                    ));
+                }
+            })
+            .unwrap();
+        }
+        if seen.is_empty() {
+            continue; // the open segment, nothing committed to it yet
+        }
+        let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        if seen.len() == 3 {
+            assert_eq!(names, ["m_total", "g", "m_total"], "segment {i}");
+            assert_eq!(seen[2].1, "New help.");
+            changed_in = Some(*i);
+        } else {
+            assert_eq!(names, ["m_total", "g"], "segment {i}");
+        }
+    }
+    assert!(changed_in.is_some(), "the change was written");
 }
