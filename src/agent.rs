@@ -121,6 +121,27 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             .map(|(wal, report)| (wal, report, dir.clone()))
             .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))
     };
+    // A changed core count moves targets between cores; backlogs from before go first (see
+    // `Endpoint::drains_pending`). The count is kept beside the WALs.
+    let count_file = wal_root.join("cores");
+    let previous = std::fs::read_to_string(&count_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .or_else(|| crate::wal::core_ids(&wal_root).last().map(|id| id + 1))
+        .unwrap_or(cores);
+    let cores_changed = previous != cores;
+    if cores_changed {
+        crate::log!(
+            Level::Info,
+            "wal",
+            "the core count changed; backlogs from the last run are sent before newer samples",
+            previous = previous,
+            cores = cores
+        );
+    }
+    std::fs::create_dir_all(&wal_root)
+        .and_then(|()| std::fs::write(&count_file, format!("{cores}\n")))
+        .map_err(|e| format!("cannot write {}: {e}", count_file.display()))?;
     let mut wals = Vec::new();
     for id in 0..cores {
         let (wal, report, dir) = open_wal(id, registry.cores[id].wal.clone())?;
@@ -193,6 +214,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             },
             move || async move {
                 let ctl = CoreControl::new(shutdown, flush_deadline, wal);
+                ctl.cores_changed.set(cores_changed);
                 for ep in &endpoints {
                     let shard = Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url), &ctl);
                     ctl.add_shard(shard.clone());

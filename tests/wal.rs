@@ -595,3 +595,67 @@ fn damaged_segments_are_reported_and_the_rest_is_delivered() {
     assert!(second.proc.terminate(Duration::from_secs(60)).success());
     assert_per_series_order(&receiver);
 }
+
+#[test]
+fn after_a_core_count_change_the_backlog_goes_before_newer_samples() {
+    // Four targets: with two cores, some are scraped on the other core than their backlog's.
+    let targets: Vec<CounterTarget> = (0..4).map(|_| CounterTarget::start()).collect();
+    let port = free_port();
+    let data = TempDir::new("wal-more-cores");
+    let storage = format!("--storage.agent.path={}", data.path().display());
+    let addrs: Vec<String> = targets.iter().map(|t| t.addr.to_string()).collect();
+    // `config` quotes one target: join them with the quotes between.
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let cfg = config(&addrs.join("\", \""), &url, "200ms");
+    let mut first = Spate::start(
+        &cfg,
+        &[&storage, "--cores=1", "--storage.remote.flush-deadline=1s"],
+    );
+    wait_for(Duration::from_secs(60), "a backlog of scrapes", || {
+        targets
+            .iter()
+            .all(|t| t.served.load(Ordering::SeqCst) >= 10)
+            .then_some(())
+    });
+    assert!(first.proc.terminate(Duration::from_secs(60)).success());
+
+    // Two cores now. The receiver refuses everything for its first two seconds, so backlog
+    // and new scrapes are both waiting when it starts to accept.
+    let opened = Instant::now();
+    let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), move |_| {
+        if opened.elapsed() < Duration::from_secs(2) {
+            503
+        } else {
+            200
+        }
+    });
+    let mut second = Spate::start(&cfg, &[&storage, "--cores=2"]);
+    let served: Vec<u64> = targets
+        .iter()
+        .map(|t| t.served.load(Ordering::SeqCst) + 10)
+        .collect();
+    wait_for(Duration::from_secs(90), "every target's scrapes", || {
+        let samples = receiver.samples();
+        targets
+            .iter()
+            .zip(&served)
+            .all(|(t, upto)| {
+                let instance = t.addr.to_string();
+                let got: BTreeSet<u64> = samples
+                    .iter()
+                    .filter(|s| {
+                        s.label("__name__") == Some("test_counter")
+                            && s.label("instance") == Some(instance.as_str())
+                    })
+                    .map(|s| s.value as u64)
+                    .collect();
+                missing(&got, *upto).is_empty()
+            })
+            .then_some(())
+    });
+    let log = second.proc.log_text();
+    assert!(log.contains("the core count changed"), "{log}");
+    assert!(second.proc.terminate(Duration::from_secs(60)).success());
+    // Every sample arrived newer than all before it, per series: none would be refused.
+    assert_per_series_order(&receiver);
+}

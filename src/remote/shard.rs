@@ -25,8 +25,10 @@ pub struct Endpoint {
     /// Set while the endpoint keeps failing, so "unreachable" is logged once, not per retry.
     failing: AtomicBool,
     last_drop_log_secs: AtomicU64,
-    /// WALs of removed cores still being sent to this endpoint. Their samples are older than
-    /// anything scraped now, so the cores' own shards hold back until this is zero: per-series
+    /// Backlogs from before a change of the core count still being sent to this endpoint: the
+    /// WALs of removed cores, and each core's own backlog from the last run. Their samples are
+    /// older than anything scraped now, and a series may now be scraped on another core than
+    /// the one holding its backlog, so no shard sends newer data until this is zero: per-series
     /// order holds at the receiver, which would refuse the older samples.
     pub drains_pending: AtomicUsize,
 }
@@ -79,6 +81,9 @@ pub struct CoreControl {
     /// A WAL left by a core that no longer exists: nothing appends to it, and its shards end
     /// once they have sent its backlog.
     pub draining: bool,
+    /// The core count differs from the last run's: targets moved between cores, so a series'
+    /// backlog may sit in another core's WAL than its new scrapes (see `Endpoint::drains_pending`).
+    pub cores_changed: Cell<bool>,
 }
 
 impl CoreControl {
@@ -93,6 +98,7 @@ impl CoreControl {
             shards: RefCell::new(Vec::new()),
             wal: Rc::new(RefCell::new(wal)),
             draining: false,
+            cores_changed: Cell::new(false),
         })
     }
 
@@ -198,6 +204,9 @@ pub struct Shard {
     /// The cursor of the last batch handed to the sender: where a read-back starts.
     handed: Cell<Pos>,
     wal: Rc<RefCell<Wal>>,
+    /// Set while this shard sends its own backlog from before a change of the core count
+    /// (counted in `Endpoint::drains_pending`).
+    initial_hold: Cell<bool>,
 }
 
 /// Reading an endpoint's backlog back from the WAL: the reader and the record being cut into
@@ -272,6 +281,10 @@ impl Shard {
         };
         let handed = Cell::new(cursor.acked);
         drop(wal);
+        let initial_hold = ctl.cores_changed.get() && !ctl.draining && replay.is_some();
+        if initial_hold {
+            ep.drains_pending.fetch_add(1, Relaxed);
+        }
         Rc::new(Shard {
             ep,
             stats,
@@ -283,7 +296,15 @@ impl Shard {
             replay: RefCell::new(replay),
             handed,
             wal: ctl.wal.clone(),
+            initial_hold: Cell::new(initial_hold),
         })
+    }
+
+    /// This shard's backlog from before a change of the core count is sent (or shutdown came).
+    fn end_initial_hold(&self) {
+        if self.initial_hold.replace(false) {
+            self.ep.drains_pending.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Queues a committed scrape: `entries` holds encoded timeseries entries, `ends[i]` is where
@@ -515,6 +536,7 @@ impl Shard {
             .wal_backlog_bytes
             .store(wal.bytes_after(rp.reader.position), Relaxed);
         if samples == 0 {
+            self.end_initial_hold();
             // Caught up with the head: from here on the queue takes new scrapes.
             wal.cursor_mut(self.slot).replaying = false;
             if cursor > wal.cursor(self.slot).acked {
@@ -558,12 +580,6 @@ impl Shard {
     /// The sending task: runs until shutdown has been seen, every scrape loop of the core has
     /// ended and the queue is empty (or the flush deadline passed).
     pub async fn run(self: Rc<Self>, ctl: Rc<CoreControl>) {
-        if !ctl.draining {
-            // What scrapes commit meanwhile waits in the queue, then the WAL.
-            while self.ep.drains_pending.load(Relaxed) > 0 && !ctl.shutdown.is_set() {
-                race(sleep(Duration::from_millis(100)), ctl.shutdown.wait()).await;
-            }
-        }
         let mut conn = Conn::new(self.ep.cfg.url.authority());
         let mut encoder = snap::raw::Encoder::new();
         let mut compressed = Vec::new();
@@ -576,6 +592,7 @@ impl Shard {
             drop(q);
             let _ = n;
         }
+        self.end_initial_hold();
         // Whatever is left (the flush deadline passed) stays in the WAL past this endpoint's
         // cursor and is sent after the restart.
         let mut q = self.queue.borrow_mut();
@@ -610,6 +627,16 @@ impl Shard {
         let deadline = self.ep.cfg.queue.batch_send_deadline;
         loop {
             let flushing = ctl.shutdown.is_set();
+            // Old backlogs first (see `Endpoint::drains_pending`): what scrapes commit
+            // meanwhile waits in the queue, then the WAL.
+            if !flushing
+                && !ctl.draining
+                && !self.initial_hold.get()
+                && self.ep.drains_pending.load(Relaxed) > 0
+            {
+                race(sleep(Duration::from_millis(100)), ctl.shutdown.wait()).await;
+                continue;
+            }
             if self.replay.borrow().is_some() {
                 if flushing {
                     // The backlog is in the WAL; it is sent after the restart.
