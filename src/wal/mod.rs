@@ -80,13 +80,11 @@ pub struct WalStats {
     pub samples_lost_to_damage: AtomicU64,
 }
 
-const NOT_DECLARED: u32 = u32::MAX;
-
 /// A target's series refs, in the order of its last scrape. A series is known by a 128-bit
 /// xxh3 of its encoded labels (wide enough to be its identity), and a target's next scrape
 /// nearly always lists the same series in the same order, so each sample finds its ref by
 /// comparing one key at its position in a sequential array: no core-wide map, no cache miss
-/// per sample, about 28 bytes per series. When the layout changes, an index of the previous
+/// per sample, 32 bytes per series. When the layout changes, an index of the previous
 /// layout is built for that scrape only. Like Prometheus' scrape cache, one per target.
 #[derive(Default)]
 pub struct SeriesCache {
@@ -101,9 +99,53 @@ pub struct SeriesCache {
 struct CacheSlot {
     key: [u64; 2],
     r: u32,
-    declared_in: u32,
-    /// The series' last value, for the samples record's value column.
-    value: ValueState,
+    /// The value epoch of the series' last write in the high 28 bits (0: none), and its
+    /// value's scale in the low 4 (15: raw). A series written in an epoch of the open segment
+    /// is declared in it.
+    tag: u32,
+    /// The series' last value's `m` (see `record::put_value`).
+    m: i64,
+}
+
+const _: () = assert!(std::mem::size_of::<CacheSlot>() == 32);
+
+/// Epochs stay below this, to fit a slot's tag; reaching it starts a new generation.
+const EPOCH_LIMIT: u32 = 1 << 28;
+
+impl CacheSlot {
+    fn new(key: [u64; 2], r: u32) -> CacheSlot {
+        CacheSlot {
+            key,
+            r,
+            tag: 0,
+            m: 0,
+        }
+    }
+
+    fn epoch(&self) -> u32 {
+        self.tag >> 4
+    }
+
+    fn state(&self) -> ValueState {
+        match (self.epoch(), self.tag & 15) {
+            (0, _) => ValueState::default(),
+            (epoch, 15) => ValueState {
+                m: self.m,
+                k: record::RAW,
+                epoch,
+            },
+            (epoch, k) => ValueState {
+                m: self.m,
+                k: k as u8,
+                epoch,
+            },
+        }
+    }
+
+    fn set_state(&mut self, st: ValueState) {
+        self.m = st.m;
+        self.tag = (st.epoch << 4) | u32::from(st.k.min(15));
+    }
 }
 
 /// A new value epoch starts after this many bytes of a segment (and with every segment):
@@ -152,6 +194,10 @@ pub struct Wal {
     /// The current value epoch, and the segment and offset where it began.
     epoch: u32,
     epoch_at: Pos,
+    /// The first epoch of the open segment, and that segment: series written since are
+    /// declared in it.
+    segment_epoch: u32,
+    epoch_segment: u32,
     hists: Vec<(u32, std::ops::Range<usize>)>,
     exemplars: Vec<(u32, std::ops::Range<usize>)>,
     declared: Vec<usize>,
@@ -244,6 +290,8 @@ impl Wal {
             values: Vec::new(),
             epoch: 0,
             epoch_at: u64::MAX,
+            segment_epoch: 0,
+            epoch_segment: u32::MAX,
             hists: Vec::new(),
             exemplars: Vec::new(),
             declared: Vec::new(),
@@ -392,8 +440,18 @@ impl Wal {
         let segment = w.index();
         let here = pos(segment, w.offset());
         if pos_segment(self.epoch_at) != segment || here >= self.epoch_at + EPOCH_BYTES {
-            self.epoch = self.epoch.wrapping_add(1);
+            if self.epoch + 1 >= EPOCH_LIMIT {
+                // Slots keep 28 bits of epoch: start over, with every cache.
+                self.epoch = 0;
+                self.generation = next_generation();
+                self.epoch_segment = u32::MAX;
+            }
+            self.epoch += 1;
             self.epoch_at = here;
+        }
+        if self.epoch_segment != segment {
+            self.epoch_segment = segment;
+            self.segment_epoch = self.epoch;
         }
         let epoch = self.epoch;
         self.values.clear();
@@ -469,12 +527,7 @@ impl Wal {
                     _ => {
                         let r = self.next_ref;
                         self.next_ref += 1;
-                        CacheSlot {
-                            key,
-                            r,
-                            declared_in: NOT_DECLARED,
-                            value: ValueState::default(),
-                        }
+                        CacheSlot::new(key, r)
                     }
                 };
                 if i < cache.slots.len() {
@@ -484,8 +537,7 @@ impl Wal {
                 }
             }
             let slot = &mut cache.slots[i];
-            if slot.declared_in != segment {
-                slot.declared_in = segment;
+            if slot.epoch() < self.segment_epoch || slot.epoch() == 0 {
                 record::put_ref_bytes(&mut series_body, slot.r, labels);
                 n_series += 1;
                 self.declared.push(i);
@@ -497,10 +549,17 @@ impl Wal {
                     value,
                     timestamp_ms,
                 } => {
-                    record::put_value(&mut self.values, value, &mut slot.value, epoch);
+                    let mut st = slot.state();
+                    record::put_value(&mut self.values, value, &mut st, epoch);
+                    slot.set_state(st);
                     self.samples.push((r, timestamp_ms));
                 }
                 EntryPayload::Histogram(h) => {
+                    slot.set_state(ValueState {
+                        m: 0,
+                        k: record::RAW,
+                        epoch,
+                    });
                     let off = h.as_ptr() as usize - entries.as_ptr() as usize;
                     debug_assert!(off >= entry_start);
                     self.hists.push((r, off..off + h.len()));
@@ -587,7 +646,7 @@ impl Wal {
             // Those series were not declared after all, and the values the cache holds were
             // not written: the next commit starts a new epoch, storing every value whole.
             for i in &self.declared {
-                cache.slots[*i].declared_in = NOT_DECLARED;
+                cache.slots[*i].tag = 0;
             }
             return Err(e);
         }

@@ -148,7 +148,7 @@ fn metadata_item<'a>(buf: &'a [u8], p: &mut usize) -> Result<MetadataItem<'a>, W
 }
 
 /// Scale marking a value kept as raw bits (no decimal state to take a change from).
-const RAW: u8 = 0xff;
+pub const RAW: u8 = 0xff;
 /// Scale hints for [`decimal`]: no previous value; a previous value that was raw.
 const NO_HINT: u8 = 0xfe;
 const STAYS_RAW: u8 = RAW;

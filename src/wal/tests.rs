@@ -674,3 +674,26 @@ fn family_metadata_is_written_once_per_segment_and_when_it_changes() {
     }
     assert!(changed_in.is_some(), "the change was written");
 }
+
+#[test]
+fn epochs_running_out_start_a_new_generation_and_lose_nothing() {
+    let dir = TempDir::new("epochs");
+    let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    wal.add_endpoint("hold", &HashMap::new(), Arc::default());
+    wal.epoch = EPOCH_LIMIT - 2;
+    let generation = wal.generation;
+    let mut cache = SeriesCache::default();
+    let mut want = Vec::new();
+    for seq in 0..200 {
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        scrape(1, 30, seq, &mut e, &mut ends);
+        wal.commit(&e, &ends, &mut cache).unwrap();
+        want.extend(split(&e, &ends));
+        assert!(wal.epoch < EPOCH_LIMIT);
+    }
+    assert!(list_segments(&dir.0).unwrap().len() > 2, "segments rotated");
+    assert_ne!(wal.generation, generation, "the epochs ran out");
+    let (got, r) = read_back(&mut wal, 0);
+    assert_eq!((r.lost_values, r.missing_series), (0, 0));
+    assert_entries(&got, &want, "across the new generation");
+}
