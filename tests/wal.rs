@@ -134,7 +134,7 @@ fn sum_after(text: &str, pick: impl Fn(&str) -> bool, marker: &str) -> u64 {
 }
 
 /// Counter values up to `upto` that did not arrive and are not explained: neither served in a
-/// window just before a kill (the WAL's flush window), nor matched by a failed scrape (a scrape
+/// window just before a kill (scraped but not yet committed), nor matched by a failed scrape (a scrape
 /// the target answered but spate abandoned, e.g. on timeout under load, reports `up` = 0).
 fn unexplained_gaps(
     r: &Receiver,
