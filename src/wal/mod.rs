@@ -236,7 +236,9 @@ impl Wal {
             ..Default::default()
         };
         if let Some(last) = existing.last() {
-            report.tail_bytes_restored = segment::recover_tail(dir, *last)?;
+            let repair = segment::repair_tail(dir, *last)?;
+            report.tail_bytes_restored = repair.restored;
+            report.torn_bytes_cut = repair.cut;
             if report.tail_bytes_restored > 0 {
                 crate::log!(
                     Level::Info,
@@ -246,7 +248,6 @@ impl Wal {
                     bytes = report.tail_bytes_restored
                 );
             }
-            report.torn_bytes_cut = segment::repair_tail(dir, *last)?;
             if report.torn_bytes_cut > 0 {
                 crate::log!(
                     Level::Warn,

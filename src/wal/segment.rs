@@ -459,36 +459,31 @@ fn read_tail_slots(file: &File) -> io::Result<Vec<TailSlot>> {
 }
 
 /// Puts the tail file's newest partial block back into segment `index` when it holds more
-/// than the segment does (the process died before the block was written there). Returns the
-/// bytes of records this restored.
-pub fn recover_tail(dir: &Path, index: u32) -> io::Result<u64> {
+/// than the segment does (the process died before the block was written there). `end` is
+/// where the segment's valid records end. Returns where they end now.
+fn recover_tail(dir: &Path, index: u32, end: u64) -> io::Result<u64> {
     let file = match File::open(dir.join(TAIL_FILE)) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(end),
         Err(e) => return Err(e),
     };
     let Some((_, segment, offset, data)) = read_tail_slots(&file)?.into_iter().next() else {
-        return Ok(0);
+        return Ok(end);
     };
-    if segment != index {
-        return Ok(0);
-    }
-    let end = valid_end(dir, index)?;
     let file_len = std::fs::metadata(segment_path(dir, index))?.len();
     let tail_end = offset + data.len() as u64;
     // The block must follow the segment's written blocks and hold more than the segment: an
     // older tail (its block since written whole) or one past missing blocks is left alone.
     // (The last valid record may end before the block: its end is in the block.)
-    if file_len < offset || end >= tail_end {
-        return Ok(0);
+    if segment != index || file_len < offset || end >= tail_end {
+        return Ok(end);
     }
     let f = OpenOptions::new()
         .write(true)
         .open(segment_path(dir, index))?;
     f.write_all_at(&data, offset)?;
     f.sync_data()?;
-    let restored = valid_end(dir, index)?;
-    Ok(restored.saturating_sub(end))
+    valid_end(dir, index)
 }
 
 /// The offset just after the last valid record of segment `index`.
@@ -759,12 +754,25 @@ impl SegmentReader {
     }
 }
 
-/// Cuts a torn tail off the last segment: everything after the last valid record, when it is
-/// not all zero (padding). Returns the bytes removed.
-pub fn repair_tail(dir: &Path, index: u32) -> io::Result<u64> {
+/// What [`repair_tail`] did to the last segment.
+#[derive(Debug, Default)]
+pub struct TailRepair {
+    /// Bytes of records the tail file gave back.
+    pub restored: u64,
+    /// Bytes of a torn write cut off.
+    pub cut: u64,
+}
+
+/// Makes the last segment whole after a stop of any kind: puts back the partial block the
+/// tail file holds (see [`recover_tail`]), then cuts a torn tail off — everything after the
+/// last valid record, when it is not all zero (padding). The segment is scanned once, or
+/// twice when the tail file gave something back.
+pub fn repair_tail(dir: &Path, index: u32) -> io::Result<TailRepair> {
     let path = segment_path(dir, index);
+    let scanned = valid_end(dir, index)?;
+    let last_end = recover_tail(dir, index, scanned)?;
+    let restored = last_end.saturating_sub(scanned);
     let len = std::fs::metadata(&path)?.len();
-    let last_end = valid_end(dir, index)?;
     // Whatever follows the last valid record must be zeros; otherwise it is a torn write.
     let mut tail = Vec::new();
     if len > last_end {
@@ -772,10 +780,13 @@ pub fn repair_tail(dir: &Path, index: u32) -> io::Result<u64> {
         File::open(&path)?.read_exact_at(&mut tail, last_end)?;
     }
     if tail.iter().all(|b| *b == 0) {
-        return Ok(0);
+        return Ok(TailRepair { restored, cut: 0 });
     }
     let f = OpenOptions::new().write(true).open(&path)?;
     f.set_len(last_end)?;
     f.sync_all()?;
-    Ok(len - last_end)
+    Ok(TailRepair {
+        restored,
+        cut: len - last_end,
+    })
 }
