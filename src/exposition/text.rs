@@ -909,13 +909,28 @@ pub fn format_go_float(f: f64, out: &mut Vec<u8>) {
 /// Appends a label value with the text format's escapes (`\\`, `\"`, `\n`) resolved; any other
 /// backslash sequence is kept as written, as Prometheus does.
 pub fn unescape_label_value(raw: &[u8], out: &mut Vec<u8>) {
+    unescape(raw, true, out)
+}
+
+/// A HELP text, unescaped as `format` escapes it: `\\` and `\n`, and `\"` in OpenMetrics
+/// only; any other backslash stays as written, as Prometheus reads it. Protobuf help is not
+/// escaped.
+pub fn unescape_help(raw: &[u8], format: super::Format, out: &mut Vec<u8>) {
+    if format == super::Format::Protobuf || memchr::memchr(b'\\', raw).is_none() {
+        out.extend_from_slice(raw);
+    } else {
+        unescape(raw, format == super::Format::OpenMetrics, out)
+    }
+}
+
+fn unescape(raw: &[u8], quote: bool, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
         if b == b'\\' && i + 1 < raw.len() {
             match raw[i + 1] {
                 b'\\' => out.push(b'\\'),
-                b'"' => out.push(b'"'),
+                b'"' if quote => out.push(b'"'),
                 b'n' => out.push(b'\n'),
                 other => {
                     out.push(b'\\');

@@ -191,7 +191,7 @@ impl Appender {
         for m in &self.family_meta {
             self.help.clear();
             if let Some(h) = m.help.clone() {
-                unescape_help(&body[h], format, &mut self.help);
+                exposition::unescape_help(&body[h], format, &mut self.help);
             }
             crate::wal::record::put_metadata(
                 &mut self.metadata,
@@ -235,33 +235,6 @@ impl Appender {
         encode_series(&mut self.entries, &self.labels, value, ts);
         self.ends.push(self.entries.len() as u32);
         self.kinds.push(KIND_SAMPLE);
-    }
-}
-
-/// A HELP text unescaped as its format escapes it: `\\` and `\n` (and `\"` in
-/// OpenMetrics); any other backslash stays as written, as Prometheus reads it. Protobuf help
-/// is not escaped.
-fn unescape_help(text: &[u8], format: exposition::Format, out: &mut Vec<u8>) {
-    let Some(first) =
-        memchr::memchr(b'\\', text).filter(|_| format != exposition::Format::Protobuf)
-    else {
-        out.extend_from_slice(text);
-        return;
-    };
-    out.extend_from_slice(&text[..first]);
-    let mut i = first;
-    while i < text.len() {
-        match (text[i], text.get(i + 1)) {
-            (b'\\', Some(b'\\')) => out.push(b'\\'),
-            (b'\\', Some(b'n')) => out.push(b'\n'),
-            (b'\\', Some(b'"')) if format == exposition::Format::OpenMetrics => out.push(b'"'),
-            (b, _) => {
-                out.push(b);
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
     }
 }
 
