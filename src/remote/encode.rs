@@ -230,17 +230,25 @@ pub fn encode_exemplar_series(
     value: f64,
     timestamp_ms: i64,
 ) {
-    let mut body = Vec::with_capacity(64);
-    put_labels(&mut body, exemplar);
-    body.push(0x11); // Exemplar.value, fixed64
-    body.extend_from_slice(&value.to_bits().to_le_bytes());
+    let ts_len = if timestamp_ms != 0 {
+        1 + varint_len(timestamp_ms as u64)
+    } else {
+        0
+    };
+    let body_len = labels_len(exemplar) + 9 + ts_len;
+    let series_len = labels_len(labels) + 1 + varint_len(body_len as u64) + body_len;
+    out.push(0x0a);
+    put_varint(out, series_len as u64);
+    put_labels(out, labels);
+    out.push(0x1a); // TimeSeries.exemplars
+    put_varint(out, body_len as u64);
+    put_labels(out, exemplar);
+    out.push(0x11); // Exemplar.value, fixed64
+    out.extend_from_slice(&value.to_bits().to_le_bytes());
     if timestamp_ms != 0 {
-        body.push(0x18); // Exemplar.timestamp
-        put_varint(&mut body, timestamp_ms as u64);
+        out.push(0x18); // Exemplar.timestamp
+        put_varint(out, timestamp_ms as u64);
     }
-    let mut series = Vec::with_capacity(labels_len(labels));
-    put_labels(&mut series, labels);
-    encode_exemplar_raw(out, &series, &body);
 }
 
 /// A `Label` message as field 1 of its parent (`TimeSeries.labels`, `Exemplar.labels`).
