@@ -548,17 +548,26 @@ fn damaged_segments_are_reported_and_the_rest_is_delivered() {
     assert!(first.proc.terminate(Duration::from_secs(60)).success());
     let served_first = served.load(Ordering::SeqCst);
 
-    // A flipped bit in the middle of segment 1, and segment 2 cut to half its length.
+    // A flipped bit in the middle of segment 1's records, and segment 2 cut in the middle of
+    // its records.
     let seg = |i: u32| wal.join(format!("{i:08}"));
     let mut bytes = std::fs::read(seg(1)).expect("segment 1");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x10;
+    // The middle of its records, not of the file: the file ends in block padding.
+    let data_end = bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .expect("segment 1 holds records");
+    bytes[data_end / 2] ^= 0x10;
     std::fs::write(seg(1), &bytes).expect("write segment 1");
-    let len = std::fs::metadata(seg(2)).expect("segment 2").len();
+    let records_end = std::fs::read(seg(2))
+        .expect("segment 2")
+        .iter()
+        .rposition(|b| *b != 0)
+        .expect("segment 2 holds records");
     std::fs::OpenOptions::new()
         .write(true)
         .open(seg(2))
-        .and_then(|f| f.set_len(len / 2))
+        .and_then(|f| f.set_len(records_end as u64 / 2))
         .expect("truncate segment 2");
 
     // What an operator sees.
