@@ -13,6 +13,7 @@ pub mod exposition;
 pub mod hash;
 pub mod http;
 pub mod protowire;
+pub mod relabel;
 pub mod remote;
 pub mod runtime;
 pub mod scrape;

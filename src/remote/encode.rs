@@ -95,6 +95,20 @@ impl LabelScratch {
         }
     }
 
+    /// Sets `name` to `value`, as Prometheus' label builder does: the label moves to the end;
+    /// an empty value deletes it.
+    pub fn set(&mut self, name: &[u8], value: &[u8]) {
+        self.remove(name);
+        self.push(name, value);
+    }
+
+    /// Keeps the labels whose name passes `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let arena = &self.arena;
+        self.spans
+            .retain(|s| keep(&arena[s[0] as usize..s[1] as usize]));
+    }
+
     /// Sorts by name; returns the first duplicated name, if any.
     pub fn sort(&mut self) -> Result<(), Vec<u8>> {
         let arena = &self.arena;
