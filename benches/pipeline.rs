@@ -71,7 +71,16 @@ fn bench(c: &mut Criterion) {
         "bench.yml",
     )
     .expect("config");
-    let target = targets_for(&cfg.scrape_configs[0]).0.remove(0);
+    let target = targets_for(&cfg.scrape_configs[0]).targets.remove(0);
+    // A typical metric_relabel_configs chain: drop families by name, drop a label, add one.
+    let relabel_cfg = spate::config::load_str(
+        "scrape_configs:\n- job_name: node\n  static_configs:\n  - targets: ['10.1.2.3:9100']\n    labels: {env: prod}\n  metric_relabel_configs:\n  - source_labels: [__name__]\n    regex: 'go_gc_.*|node_scrape_collector_.*|http_request_size_bytes_.*'\n    action: drop\n  - regex: 'uid|pod_uid|le_old'\n    action: labeldrop\n  - source_labels: [instance]\n    regex: '([^:]+):.*'\n    target_label: host\n",
+        "bench.yml",
+    )
+    .expect("config");
+    let relabel_target = targets_for(&relabel_cfg.scrape_configs[0])
+        .targets
+        .remove(0);
     let external = vec![("cluster".to_string(), "eu-1".to_string())];
 
     let mut om = app_payload();
@@ -113,6 +122,7 @@ fn bench(c: &mut Criterion) {
 
         g.bench_function("parse_encode", |b| {
             let mut app = Appender::default();
+            let mut memo = Default::default();
             b.iter(|| {
                 let n = app
                     .append_body(
@@ -121,6 +131,26 @@ fn bench(c: &mut Criterion) {
                         black_box(&body),
                         format,
                         1_700_000_000_000,
+                        &mut memo,
+                    )
+                    .unwrap();
+                app.rollback();
+                black_box(n)
+            })
+        });
+
+        g.bench_function("parse_encode_relabel", |b| {
+            let mut app = Appender::default();
+            let mut memo = Default::default();
+            b.iter(|| {
+                let n = app
+                    .append_body(
+                        &relabel_target,
+                        &external,
+                        black_box(&body),
+                        format,
+                        1_700_000_000_000,
+                        &mut memo,
                     )
                     .unwrap();
                 app.rollback();
@@ -129,8 +159,15 @@ fn bench(c: &mut Criterion) {
         });
 
         let mut app = Appender::default();
-        app.append_body(&target, &external, &body, format, 1_700_000_000_000)
-            .unwrap();
+        app.append_body(
+            &target,
+            &external,
+            &body,
+            format,
+            1_700_000_000_000,
+            &mut Default::default(),
+        )
+        .unwrap();
         let encoded = app.entries().to_vec();
         eprintln!(
             "{name}: encoded {} bytes ({:.1} bytes/sample)",

@@ -44,9 +44,10 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     let registry = Arc::new(Registry::new(cores));
     let mut per_core: Vec<Vec<(Target, Arc<scrape::TargetStatus>)>> =
         (0..cores).map(|_| Vec::new()).collect();
+    let mut view = scrape::TargetsView::default();
     for sc in &cfg.scrape_configs {
-        let (targets, errors) = scrape::targets_for(sc);
-        for e in errors {
+        let derived = scrape::targets_for(sc);
+        for e in derived.errors {
             crate::log!(
                 Level::Error,
                 "scrape",
@@ -56,16 +57,16 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 err = e.reason
             );
         }
-        for t in targets {
+        view.dropped.extend(derived.dropped);
+        view.dropped_counts
+            .push((sc.job_name.clone(), derived.dropped_count));
+        for t in derived.targets {
             let status = Arc::new(scrape::TargetStatus::new(&t));
-            registry
-                .targets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(status.clone());
+            view.active.push(status.clone());
             per_core[core_for(t.hash, cores)].push((t, status));
         }
     }
+    *registry.targets.lock().unwrap_or_else(|e| e.into_inner()) = view;
     let endpoints: Vec<Arc<Endpoint>> = cfg
         .remote_write
         .iter()
@@ -181,6 +182,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
 
     let shutdown = Event::new();
     let mut handles = Vec::new();
+    let offset_seed = scrape::offset_seed(&cfg.global.external_labels);
     for (((id, targets), wal), drains) in per_core.into_iter().enumerate().zip(wals).zip(drains) {
         let stats = registry.cores[id].clone();
         let driver_stats = stats.clone();
@@ -230,6 +232,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 });
                 stats.targets.store(targets.len() as u64, Relaxed);
                 let core = Rc::new(CoreScrape {
+                    offset_seed,
                     ctl: ctl.clone(),
                     stats,
                     external_labels,

@@ -50,8 +50,8 @@ pub struct Registry {
     pub start_time_secs: f64,
     pub ready: std::sync::atomic::AtomicBool,
     pub stopping: std::sync::atomic::AtomicBool,
-    /// Every active target, for `/api/v1/targets`.
-    pub targets: Mutex<Vec<Arc<crate::scrape::TargetStatus>>>,
+    /// Every target, active and dropped, for `/api/v1/targets`.
+    pub targets: Mutex<crate::scrape::TargetsView>,
 }
 
 impl Registry {
@@ -65,7 +65,7 @@ impl Registry {
             start_time_secs: start.as_secs_f64(),
             ready: Default::default(),
             stopping: Default::default(),
-            targets: Mutex::new(Vec::new()),
+            targets: Mutex::new(Default::default()),
         }
     }
 

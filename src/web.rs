@@ -64,7 +64,7 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
         }
     };
     let head = method == "HEAD";
-    let path = path.split('?').next().unwrap_or("/");
+    let (path, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
     let get = method == "GET" || head;
     match path {
         "/metrics" if get => {
@@ -72,8 +72,17 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
             respond(&mut conn, 200, "text/plain; version=0.0.4; charset=utf-8", &[], body.as_bytes(), head)
         }
         "/api/v1/targets" if get => {
-            let targets = registry.targets.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let body = crate::scrape::targets_json(&targets);
+            let view = registry.targets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut state = "any".to_string();
+            let mut pool = None;
+            for (k, v) in crate::http::query_pairs(query) {
+                match k.as_str() {
+                    "state" => state = v.to_ascii_lowercase(),
+                    "scrapePool" => pool = Some(v),
+                    _ => {}
+                }
+            }
+            let body = crate::scrape::targets_json(&view, &state, pool.as_deref());
             respond(&mut conn, 200, "application/json", &[], body.as_bytes(), head)
         }
         "/-/healthy" if get => respond(&mut conn, 200, "text/plain; charset=utf-8", &[], b"Spate is Healthy.\n", head),

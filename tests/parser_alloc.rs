@@ -87,7 +87,7 @@ fn no_allocation_per_sample() {
         "t.yml",
     )
     .unwrap();
-    let target = targets_for(&cfg.scrape_configs[0]).0.remove(0);
+    let target = targets_for(&cfg.scrape_configs[0]).targets.remove(0);
     let external = cfg.global.external_labels.clone();
 
     // The same target with native histograms ingested (protobuf payloads).
@@ -96,7 +96,17 @@ fn no_allocation_per_sample() {
         "t.yml",
     )
     .unwrap();
-    let native_target = targets_for(&cfg_native.scrape_configs[0]).0.remove(0);
+    let native_target = targets_for(&cfg_native.scrape_configs[0]).targets.remove(0);
+
+    // The same target with a metric_relabel_configs chain that drops, removes and sets.
+    let cfg_relabel = spate::config::load_str(
+        "scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['10.0.0.1:9100']\n  metric_relabel_configs:\n  - {source_labels: [__name__], regex: 'go_gc_.*|.*_bucket', action: drop}\n  - {regex: 'mode|method', action: labeldrop}\n  - {source_labels: [instance], regex: '([^:]+):.*', target_label: host}\n  - {source_labels: [__name__], regex: '(.*)_total', target_label: family}\n",
+        "t.yml",
+    )
+    .unwrap();
+    let relabel_target = targets_for(&cfg_relabel.scrape_configs[0])
+        .targets
+        .remove(0);
 
     for (name, format, body) in corpus() {
         let target = if format == Format::Protobuf {
@@ -116,25 +126,28 @@ fn no_allocation_per_sample() {
             "{name}: parsing {samples} samples allocated {n} times"
         );
 
-        // Parse, attach labels, encode remote-write entries.
-        let mut app = Appender::default();
-        let cold = allocations_during(|| {
-            app.append_body(target, &external, &body, format, 1)
-                .expect("append");
-            app.rollback();
-        });
-        assert!(
-            cold > 0,
-            "the counter must see the first pass grow its buffers"
-        );
-        let n = allocations_during(|| {
-            app.append_body(target, &external, &body, format, 1)
-                .expect("append");
-            app.rollback();
-        });
-        assert_eq!(
-            n, 0,
-            "{name}: parse + encode of {samples} samples allocated {n} times"
-        );
+        // Parse, attach labels, (relabel,) encode remote-write entries.
+        for (what, target) in [("encode", target), ("relabel + encode", &relabel_target)] {
+            let mut app = Appender::default();
+            let mut memo = Default::default();
+            let cold = allocations_during(|| {
+                app.append_body(target, &external, &body, format, 1, &mut memo)
+                    .expect("append");
+                app.rollback();
+            });
+            assert!(
+                cold > 0,
+                "the counter must see the first pass grow its buffers"
+            );
+            let n = allocations_during(|| {
+                app.append_body(target, &external, &body, format, 1, &mut memo)
+                    .expect("append");
+                app.rollback();
+            });
+            assert_eq!(
+                n, 0,
+                "{name}: parse + {what} of {samples} samples allocated {n} times"
+            );
+        }
     }
 }

@@ -58,7 +58,10 @@ fn assert_per_series_order(r: &Receiver) {
     }
 }
 
-/// A target with a scrape counter and 50 more series: 54 samples per scrape with the report
+/// Samples per scrape of `padded_target`: 51 scraped, five report series.
+const SAMPLES_PER_SCRAPE: u64 = 56;
+
+/// A target with a scrape counter and 50 more series: 56 samples per scrape with the five report
 /// series. Returns the server and the count of scrapes served.
 fn padded_target() -> (
     common::TestServer,
@@ -197,8 +200,8 @@ fn backlog_from_before_a_graceful_restart_is_delivered() {
         |l| l.trim_start().starts_with("primary:"),
         " bytes, ",
     );
-    // Five samples per scrape (two scraped, three report series).
-    assert_eq!(backlog, 5 * served_first, "{report}");
+    // Seven samples per scrape (two scraped, five report series).
+    assert_eq!(backlog, 7 * served_first, "{report}");
     // test_counter's HELP and TYPE, once in the segment.
     assert!(report.contains(" 1 family metadata"), "{report}");
 
@@ -353,7 +356,7 @@ remote_write:
             let d = disk();
             // A commit is never split, so a segment may pass its size by one commit (< 4 KB here).
             assert!(d <= max + 2 * segment, "WAL uses {d} bytes, bound {max}");
-            (spate.metric(lost_metric) >= 54.0 * 10.0).then_some(())
+            (spate.metric(lost_metric) >= SAMPLES_PER_SCRAPE as f64 * 10.0).then_some(())
         },
     );
 
@@ -387,7 +390,7 @@ remote_write:
     );
     assert_eq!(
         lost,
-        54 * gaps.len() as u64,
+        SAMPLES_PER_SCRAPE * gaps.len() as u64,
         "counted loss equals what is missing\n{log}"
     );
     assert_per_series_order(&receiver);
@@ -422,7 +425,8 @@ fn a_full_disk_costs_durability_not_delivery_and_the_wal_recovers() {
         },
     );
     wait_for(Duration::from_secs(120), "WAL writes to fail", || {
-        (spate.metric("spate_wal_samples_not_durable_total") >= 5.0 * 54.0).then_some(())
+        (spate.metric("spate_wal_samples_not_durable_total") >= 5.0 * SAMPLES_PER_SCRAPE as f64)
+            .then_some(())
     });
     // Scraping and live forwarding went on.
     let during = served.load(Ordering::SeqCst);

@@ -35,6 +35,25 @@ pub struct GlobalConfig {
     pub scrape_protocols: Vec<ScrapeProtocol>,
     pub scrape_native_histograms: bool,
     pub always_scrape_classic_histograms: bool,
+    pub limits: ScrapeLimits,
+    pub extra_scrape_metrics: bool,
+}
+
+/// Scrape limits; 0 means no limit. A job's zero takes the global value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrapeLimits {
+    /// Uncompressed body bytes.
+    pub body_size_limit: u64,
+    /// Samples left after metric relabeling.
+    pub sample_limit: u64,
+    /// Labels per series, `__name__` included.
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    /// Active targets per job.
+    pub target_limit: u64,
+    /// Dropped targets kept for the targets API.
+    pub keep_dropped_targets: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +77,14 @@ pub struct ScrapeConfig {
     pub scrape_native_histograms: bool,
     /// Keep the classic series of histograms that also have native buckets.
     pub always_scrape_classic_histograms: bool,
+    pub relabel_configs: crate::relabel::Rules,
+    /// Shared by the job's targets (and their cores' relabel scratch).
+    pub metric_relabel_configs: std::sync::Arc<crate::relabel::Rules>,
+    /// Staleness markers also for series exposed with explicit timestamps.
+    pub track_timestamps_staleness: bool,
+    pub limits: ScrapeLimits,
+    /// Adds `scrape_timeout_seconds`, `scrape_sample_limit` and `scrape_body_size_bytes`.
+    pub extra_scrape_metrics: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -9,10 +9,11 @@ use serde_saphyr::Spanned;
 
 use super::{
     Config, GlobalConfig, Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig,
-    StaticConfig, is_valid_label_name,
+    ScrapeLimits, StaticConfig, is_valid_label_name,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
+use crate::relabel::{Rule, RuleSpec, Rules};
 
 type Field<T> = Option<Spanned<T>>;
 
@@ -68,12 +69,19 @@ section! {
         scrape_protocols: Field<Vec<String>>,
         scrape_native_histograms: Option<bool>,
         always_scrape_classic_histograms: Option<bool>,
+        body_size_limit: Field<String>,
+        sample_limit: Option<u64>,
+        label_limit: Option<u64>,
+        label_name_length_limit: Option<u64>,
+        label_value_length_limit: Option<u64>,
+        target_limit: Option<u64>,
+        keep_dropped_targets: Option<u64>,
+        extra_scrape_metrics: Option<bool>,
     }
     unsupported {
-        body_size_limit, sample_limit, label_limit, label_name_length_limit,
-        label_value_length_limit, target_limit, keep_dropped_targets, query_log_file,
+        query_log_file,
         scrape_failure_log_file, metric_name_validation_scheme, metric_name_escaping_scheme,
-        extra_scrape_metrics, convert_classic_histograms_to_nhcb,
+        convert_classic_histograms_to_nhcb,
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
     }
 }
@@ -97,20 +105,27 @@ section! {
         fallback_scrape_protocol: Field<String>,
         scrape_native_histograms: Option<bool>,
         always_scrape_classic_histograms: Option<bool>,
+        relabel_configs: Option<Vec<Spanned<RuleSpec>>>,
+        metric_relabel_configs: Option<Vec<Spanned<RuleSpec>>>,
+        body_size_limit: Field<String>,
+        sample_limit: Option<u64>,
+        label_limit: Option<u64>,
+        label_name_length_limit: Option<u64>,
+        label_value_length_limit: Option<u64>,
+        target_limit: Option<u64>,
+        keep_dropped_targets: Option<u64>,
+        extra_scrape_metrics: Option<bool>,
     }
     unsupported {
-        relabel_configs, metric_relabel_configs,
         // HTTP client settings for targets.
         basic_auth, authorization, oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment,
         proxy_connect_header, http_headers,
         // Limits.
-        sample_limit, label_limit, label_name_length_limit, label_value_length_limit, target_limit,
-        body_size_limit, keep_dropped_targets, native_histogram_bucket_limit,
-        native_histogram_min_bucket_factor,
+        native_histogram_bucket_limit, native_histogram_min_bucket_factor,
         // Protocols and histograms.
         scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
-        metric_name_escaping_scheme, scrape_failure_log_file, extra_scrape_metrics,
+        metric_name_escaping_scheme, scrape_failure_log_file,
         // Service discovery other than static_configs.
         file_sd_configs, http_sd_configs, dns_sd_configs, kubernetes_sd_configs, consul_sd_configs,
         ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
@@ -377,6 +392,19 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
             external_labels.push((name, value));
         }
     }
+    let limits = limits(
+        &g.body_size_limit,
+        [
+            g.sample_limit,
+            g.label_limit,
+            g.label_name_length_limit,
+            g.label_value_length_limit,
+            g.target_limit,
+            g.keep_dropped_targets,
+        ],
+        &ScrapeLimits::default(),
+        "global.",
+    )?;
     let scrape_native_histograms = g.scrape_native_histograms.unwrap_or(false);
     let scrape_protocols = match &g.scrape_protocols {
         Some(list) => protocols(list, "global.scrape_protocols")?,
@@ -384,6 +412,8 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
         None => ScrapeProtocol::DEFAULT.to_vec(),
     };
     Ok(GlobalConfig {
+        limits,
+        extra_scrape_metrics: g.extra_scrape_metrics.unwrap_or(false),
         scrape_native_histograms,
         always_scrape_classic_histograms: g.always_scrape_classic_histograms.unwrap_or(false),
         scrape_interval: interval,
@@ -454,14 +484,7 @@ fn resolve_scrape(
         }
     };
     // Settings whose default spate honours; other values are not implemented yet.
-    for (field, value, supported) in [
-        (
-            "track_timestamps_staleness",
-            &sc.track_timestamps_staleness,
-            false,
-        ),
-        ("follow_redirects", &sc.follow_redirects, false),
-    ] {
+    for (field, value, supported) in [("follow_redirects", &sc.follow_redirects, false)] {
         if let Some(v) = value
             && v.value != supported
         {
@@ -529,7 +552,33 @@ fn resolve_scrape(
         )?),
         None => None,
     };
+    let limits = limits(
+        &sc.body_size_limit,
+        [
+            sc.sample_limit,
+            sc.label_limit,
+            sc.label_name_length_limit,
+            sc.label_value_length_limit,
+            sc.target_limit,
+            sc.keep_dropped_targets,
+        ],
+        &global.limits,
+        &at(""),
+    )?;
     Ok(ScrapeConfig {
+        relabel_configs: rules(&sc.relabel_configs, &at("relabel_configs"))?,
+        metric_relabel_configs: std::sync::Arc::new(rules(
+            &sc.metric_relabel_configs,
+            &at("metric_relabel_configs"),
+        )?),
+        track_timestamps_staleness: sc
+            .track_timestamps_staleness
+            .as_ref()
+            .is_some_and(|v| v.value),
+        limits,
+        extra_scrape_metrics: sc
+            .extra_scrape_metrics
+            .unwrap_or(global.extra_scrape_metrics),
         scrape_protocols,
         fallback_scrape_protocol,
         scrape_native_histograms,
@@ -547,6 +596,83 @@ fn resolve_scrape(
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),
         enable_compression: sc.enable_compression.unwrap_or(true),
     })
+}
+
+/// Validates a list of relabel rules; errors name the rule and its line.
+fn rules(list: &Option<Vec<Spanned<RuleSpec>>>, field: &str) -> Result<Rules, Problem> {
+    let mut out = Vec::new();
+    for (i, spec) in list.iter().flatten().enumerate() {
+        let rule = Rule::new(&spec.value)
+            .map_err(|e| Problem::at(spec.referenced.line(), format!("{field}[{i}]"), e))?;
+        out.push(rule);
+    }
+    Ok(Rules(out))
+}
+
+/// Scrape limits; zero (or absent) takes the value from `inherit`, as Prometheus does.
+fn limits(
+    body_size: &Field<String>,
+    [sample, label, name_len, value_len, target, keep_dropped]: [Option<u64>; 6],
+    inherit: &ScrapeLimits,
+    section: &str,
+) -> Result<ScrapeLimits, Problem> {
+    let pick = |v: Option<u64>, parent: u64| match v {
+        Some(v) if v > 0 => v,
+        _ => parent,
+    };
+    let body_size_limit = match body_size {
+        Some(s) => parse_bytes(&s.value).map_err(|e| {
+            Problem::at(s.referenced.line(), format!("{section}body_size_limit"), e)
+        })?,
+        None => 0,
+    };
+    Ok(ScrapeLimits {
+        body_size_limit: pick(Some(body_size_limit), inherit.body_size_limit),
+        sample_limit: pick(sample, inherit.sample_limit),
+        label_limit: pick(label, inherit.label_limit),
+        label_name_length_limit: pick(name_len, inherit.label_name_length_limit),
+        label_value_length_limit: pick(value_len, inherit.label_value_length_limit),
+        target_limit: pick(target, inherit.target_limit),
+        keep_dropped_targets: pick(keep_dropped, inherit.keep_dropped_targets),
+    })
+}
+
+/// A size as Prometheus reads `body_size_limit` (base 2: `KB` and `KiB` are both 1024
+/// bytes), e.g. `10MB`, `512KiB`, `1GB512MB`, `0`.
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a valid size: use a number and a unit, e.g. 10MB or 512KiB");
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let power = match unit {
+            "B" => 0,
+            "KB" | "KiB" => 1,
+            "MB" | "MiB" => 2,
+            "GB" | "GiB" => 3,
+            "TB" | "TiB" => 4,
+            "PB" | "PiB" => 5,
+            "EB" | "EiB" => 6,
+            _ => return Err(bad()),
+        };
+        total += n * 1024f64.powi(power);
+    }
+    Ok(total as u64)
 }
 
 fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfig, Problem> {

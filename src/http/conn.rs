@@ -63,6 +63,12 @@ impl Conn {
         }
     }
 
+    /// The largest body accepted, after decompression; a larger one fails the request with
+    /// [`Error::BodyTooLarge`].
+    pub fn set_max_body(&mut self, max: usize) {
+        self.max_body = max;
+    }
+
     pub fn authority(&self) -> &str {
         &self.authority
     }
@@ -105,9 +111,15 @@ impl Conn {
         let (status, body_range, ct, ra, gzip) = info;
         let body: &[u8] = if gzip {
             self.decoded.clear();
-            let mut dec = flate2::bufread::GzDecoder::new(&self.buf[body_range.0..body_range.1]);
-            dec.read_to_end(&mut self.decoded)
+            let dec = flate2::bufread::GzDecoder::new(&self.buf[body_range.0..body_range.1]);
+            // One byte past the limit tells that the body is over it.
+            let cap = (self.max_body as u64).saturating_add(1);
+            dec.take(cap)
+                .read_to_end(&mut self.decoded)
                 .map_err(|e| Error::Protocol(format!("gzip: {e}")))?;
+            if self.decoded.len() > self.max_body {
+                return Err(Error::BodyTooLarge(self.max_body));
+            }
             &self.decoded
         } else {
             &self.buf[body_range.0..body_range.1]

@@ -8,7 +8,7 @@
 mod conn;
 mod framing;
 
-pub use conn::{Conn, Response};
+pub use conn::{Conn, Error, Response};
 pub use framing::{Framing, HeadInfo, dechunk_in_place, parse_head};
 
 use std::fmt;
@@ -106,6 +106,41 @@ pub fn join_host_port(host: &str, port: u16) -> String {
 }
 
 /// Appends `s` percent-encoded as a URL query component (Go's `url.QueryEscape`).
+/// Splits a URL query into decoded (name, value) pairs (`+` is a space, `%XX` a byte).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    match (hex(b[i + 1]), hex(b[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
 pub fn query_escape(out: &mut String, s: &str) {
     for b in s.bytes() {
         match b {

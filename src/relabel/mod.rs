@@ -183,7 +183,8 @@ impl Rule {
                 "relabel configuration for {name} action requires 'target_label' value"
             ));
         }
-        let invalid_target = || format!("{target_label:?} is invalid 'target_label' for {name} action");
+        let invalid_target =
+            || format!("{target_label:?} is invalid 'target_label' for {name} action");
         match action {
             Action::Replace if !valid_template(&target_label) => return Err(invalid_target()),
             Action::Lowercase
@@ -232,7 +233,9 @@ impl Rule {
         }
         let source_labels = spec.source_labels.clone().unwrap_or_default();
         if let Some(bad) = source_labels.iter().find(|l| !is_valid_label_name(l)) {
-            return Err(format!("{bad:?} is not a valid label name in 'source_labels'"));
+            return Err(format!(
+                "{bad:?} is not a valid label name in 'source_labels'"
+            ));
         }
         let constant_replace = action == Action::Replace
             && regex_src == DEFAULT_REGEX
@@ -415,5 +418,119 @@ fn change_case(value: &[u8], upper: bool, out: &mut Vec<u8>) {
         }
         let c = if n == 1 { mapped[0] } else { ch };
         out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+/// Remembers, per position in a target's scrape, what the rules did to the label set found
+/// there, so a steady target relabels each series once rather than every scrape (Prometheus
+/// caches the same way, by the series' raw text).
+///
+/// A result is kept as a delta from its input — which input labels went, which labels were
+/// set — and deltas are shared: a chain that adds `host=…` to every series of a target keeps
+/// one delta for all of them. Label sets over 64 labels are relabeled every time.
+#[derive(Default)]
+pub struct Memo {
+    /// Per position: (fingerprint of the input, outcome).
+    slots: Vec<(u64, u32)>,
+    /// Deltas, by id: removed-label mask and the labels set.
+    deltas: Vec<(u64, LabelScratch)>,
+    ids: std::collections::HashMap<u64, u32>,
+    /// The input of a miss, to compute its delta.
+    input: LabelScratch,
+}
+
+const DROPPED: u32 = u32::MAX;
+const UNCHANGED: u32 = u32::MAX - 1;
+
+impl Memo {
+    /// Applies `rules` to `labels`, the set found at `position` with fingerprint `key` (taken
+    /// before `prepare`, which completes the input: the target's labels). False when dropped.
+    pub fn process(
+        &mut self,
+        rules: &Rules,
+        position: usize,
+        key: u64,
+        labels: &mut LabelScratch,
+        prepare: impl FnOnce(&mut LabelScratch),
+        scratch: &mut Scratch,
+    ) -> bool {
+        if let Some(&(k, outcome)) = self.slots.get(position)
+            && k == key
+        {
+            match outcome {
+                DROPPED => return false,
+                UNCHANGED => prepare(labels),
+                id => {
+                    prepare(labels);
+                    let (mask, set) = &self.deltas[id as usize];
+                    labels.remove_mask(*mask);
+                    for i in 0..set.len() {
+                        labels.set(set.name(i), set.value(i));
+                    }
+                }
+            }
+            return true;
+        }
+        prepare(labels);
+        if labels.len() > 64 {
+            return rules.process(labels, scratch);
+        }
+        self.input.copy_from(labels);
+        let keep = rules.process(labels, scratch);
+        let outcome = if keep { self.delta(labels) } else { DROPPED };
+        if position >= self.slots.len() {
+            // Unfilled positions only come before `position` when an earlier sample was
+            // relabeled without the memo (over 64 labels); they miss unless a fingerprint
+            // is exactly 0, which a 64-bit hash makes as good as impossible.
+            self.slots.resize(position + 1, (0, UNCHANGED));
+        }
+        self.slots[position] = (key, outcome);
+        keep
+    }
+
+    /// Drops positions past `len` (the target's scrape got shorter) and, when deltas have
+    /// piled up beyond what the positions use, starts over.
+    pub fn trim(&mut self, len: usize) {
+        self.slots.truncate(len);
+        if self.deltas.len() > 2 * self.slots.len() + 64 {
+            self.slots.clear();
+            self.deltas.clear();
+            self.ids.clear();
+        }
+    }
+
+    /// The delta from `self.input` to `output`, as a shared id.
+    fn delta(&mut self, output: &LabelScratch) -> u32 {
+        let input = &self.input;
+        let mut mask = 0u64;
+        let mut kept = 0usize;
+        for i in 0..input.len() {
+            if output.get(input.name(i)) == Some(input.value(i)) {
+                kept += 1;
+            } else {
+                mask |= 1 << i;
+            }
+        }
+        if mask == 0 && kept == output.len() {
+            return UNCHANGED;
+        }
+        let mut set = LabelScratch::default();
+        for i in 0..output.len() {
+            if input.get(output.name(i)) != Some(output.value(i)) {
+                set.push(output.name(i), output.value(i));
+            }
+        }
+        let fp = set.fingerprint() ^ mask.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if let Some(&id) = self.ids.get(&fp)
+            && let Some((m, s)) = self.deltas.get(id as usize)
+            && *m == mask
+            && s.same_as(&set)
+        {
+            return id;
+        }
+        let id = self.deltas.len() as u32;
+        self.deltas.push((mask, set));
+        self.ids.insert(fp, id);
+        id
     }
 }

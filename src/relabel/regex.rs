@@ -21,9 +21,13 @@ pub struct GoRegex {
 #[derive(Clone, Debug, PartialEq)]
 enum Fast {
     /// `.*` (with `(?s)`): every string. `group1`: the only group is the whole match.
-    Any { group1: bool },
+    Any {
+        group1: bool,
+    },
     /// `.+`: every non-empty string.
-    NonEmpty { group1: bool },
+    NonEmpty {
+        group1: bool,
+    },
     /// Exactly these strings (sorted).
     Literals(Vec<Box<[u8]>>),
     /// A literal followed by `.*`.
@@ -255,7 +259,10 @@ enum Escape<'a> {
 fn escape_at(src: &str, i: usize) -> Result<(Escape<'_>, usize), String> {
     let b = src.as_bytes();
     let Some(&e) = b.get(i + 1) else {
-        return Err(compile_error(src, "trailing backslash at end of expression"));
+        return Err(compile_error(
+            src,
+            "trailing backslash at end of expression",
+        ));
     };
     let perl = match e {
         b'd' => Some(("0-9", false)),
@@ -614,17 +621,28 @@ mod tests {
     fn expansion_follows_go() {
         assert_eq!(expand("f(.*)", "ch${1}-ch${1}", "foo"), "choo-choo");
         assert_eq!(expand("f(.*)", "ch$1-ch$1", "foo"), "choo-choo");
-        assert_eq!(expand("(.*)", "$1x", "foo"), "", "$1x is the group named 1x");
+        assert_eq!(
+            expand("(.*)", "$1x", "foo"),
+            "",
+            "$1x is the group named 1x"
+        );
         assert_eq!(expand("(.*)", "${1}x", "foo"), "foox");
         assert_eq!(expand("(.*)", "$$1", "foo"), "$1");
         assert_eq!(expand("(.*)", "a$", "foo"), "a$");
         assert_eq!(expand("(.*)", "${1", "foo"), "${1");
         assert_eq!(expand("(.*)", "$-", "foo"), "$-");
-        assert_eq!(expand("(.*)", "$01", "foo"), "", "leading zeros make a name");
+        assert_eq!(
+            expand("(.*)", "$01", "foo"),
+            "",
+            "leading zeros make a name"
+        );
         assert_eq!(expand("(.*)", "$0", "foo"), "foo");
         assert_eq!(expand("(.*)", "$2", "foo"), "");
         assert_eq!(expand(".*", "[$0][$1]", "foo"), "[foo][]");
-        assert_eq!(expand("(?P<host>[^:]+):(?P<port>\\d+)", "$port/${host}", "h:80"), "80/h");
+        assert_eq!(
+            expand("(?P<host>[^:]+):(?P<port>\\d+)", "$port/${host}", "h:80"),
+            "80/h"
+        );
         assert_eq!(expand("(a)|(b)", "[$1][$2]", "b"), "[][b]");
         assert_eq!(expand("(.+)", "<$1>", "é"), "<é>");
     }

@@ -49,8 +49,17 @@ fn want(pairs: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
 #[test]
 fn prometheus_relabel_cases() {
     let abc = [("a", "foo"), ("b", "bar"), ("c", "baz")];
-    let ports = [("__tmp_port", "1234"), ("__port1", "1234"), ("__port2", "5678")];
-    let cases: Vec<(&[(&str, &str)], &str, Option<Vec<(String, String)>>)> = vec![
+    let ports = [
+        ("__tmp_port", "1234"),
+        ("__port1", "1234"),
+        ("__port2", "5678"),
+    ];
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        Option<Vec<(String, String)>>,
+    );
+    let cases: Vec<Case> = vec![
         (
             &abc,
             "- {source_labels: [a], regex: f(.*), target_label: d, replacement: 'ch${1}-ch${1}'}",
@@ -266,11 +275,17 @@ fn edge_cases_beyond_the_published_table() {
     );
     // Anchoring: a partial match is no match, and `.` matches a newline.
     assert_eq!(
-        run(&[("a", "xfoo")], "- {source_labels: [a], regex: foo, action: drop}"),
+        run(
+            &[("a", "xfoo")],
+            "- {source_labels: [a], regex: foo, action: drop}"
+        ),
         want(&[("a", "xfoo")])
     );
     assert_eq!(
-        run(&[("a", "x\ny")], "- {source_labels: [a], regex: 'x.y', action: drop}"),
+        run(
+            &[("a", "x\ny")],
+            "- {source_labels: [a], regex: 'x.y', action: drop}"
+        ),
         None
     );
     // `$1x` is the group named `1x`: empty, so the label is deleted.
@@ -283,12 +298,18 @@ fn edge_cases_beyond_the_published_table() {
     );
     // Action names are case-insensitive.
     assert_eq!(
-        run(&[("a", "v")], "- {source_labels: [a], regex: v, action: DROP}"),
+        run(
+            &[("a", "v")],
+            "- {source_labels: [a], regex: v, action: DROP}"
+        ),
         None
     );
     // ASCII classes: a non-ASCII digit does not match `\d`.
     assert_eq!(
-        run(&[("a", "٣")], "- {source_labels: [a], regex: '\\d', action: keep}"),
+        run(
+            &[("a", "٣")],
+            "- {source_labels: [a], regex: '\\d', action: keep}"
+        ),
         None
     );
     // Go's case mapping: `ß` has no single-character upper case and stays.
@@ -320,10 +341,7 @@ fn edge_cases_beyond_the_published_table() {
 #[test]
 fn hashmod_buckets_match_prometheus() {
     // Values computed by Prometheus' own code (md5, last 8 bytes big-endian, modulo).
-    for (value, modulus, bucket) in [
-        ("baz", 1000, "976"),
-        ("foo\nbar", 1000, "734"),
-    ] {
+    for (value, modulus, bucket) in [("baz", 1000, "976"), ("foo\nbar", 1000, "734")] {
         let yaml = format!(
             "- {{source_labels: [a], target_label: b, action: hashmod, modulus: {modulus}}}"
         );
@@ -372,7 +390,9 @@ fn validation_messages_match_prometheus() {
     );
     assert!(invalid("- {action: labelmap, replacement: '-'}").contains("invalid 'replacement'"));
     assert!(invalid("- {regex: 'a(', target_label: x}").contains("invalid regular expression"));
-    let ok = rules("- {source_labels: [a], regex: 'some-([^-]+)-([^,]+)', replacement: '${1}', target_label: '${3}'}");
+    let ok = rules(
+        "- {source_labels: [a], regex: 'some-([^-]+)-([^,]+)', replacement: '${1}', target_label: '${3}'}",
+    );
     assert_eq!(ok.0.len(), 1);
 }
 

@@ -109,6 +109,46 @@ impl LabelScratch {
             .retain(|s| keep(&arena[s[0] as usize..s[1] as usize]));
     }
 
+    /// Removes the labels whose index has its bit set in `mask` (indexes below 64).
+    pub fn remove_mask(&mut self, mask: u64) {
+        if mask == 0 {
+            return;
+        }
+        let mut i = 0;
+        self.spans.retain(|_| {
+            let keep = i >= 64 || mask & (1 << i) == 0;
+            i += 1;
+            keep
+        });
+    }
+
+    /// Makes this a copy of `other`.
+    pub fn copy_from(&mut self, other: &LabelScratch) {
+        self.arena.clear();
+        self.arena.extend_from_slice(&other.arena);
+        self.spans.clear();
+        self.spans.extend_from_slice(&other.spans);
+    }
+
+    /// A 64-bit hash of the labels in order: names, values and where each ends.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::xxh3_64(&self.arena);
+        for s in &self.spans {
+            let lens = u64::from(s[1] - s[0]) | (u64::from(s[3] - s[2]) << 32);
+            h = (h ^ lens)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+        h
+    }
+
+    /// Whether both hold the same labels in the same order.
+    pub fn same_as(&self, other: &LabelScratch) -> bool {
+        self.len() == other.len()
+            && (0..self.len())
+                .all(|i| self.name(i) == other.name(i) && self.value(i) == other.value(i))
+    }
+
     /// Sorts by name; returns the first duplicated name, if any.
     pub fn sort(&mut self) -> Result<(), Vec<u8>> {
         let arena = &self.arena;

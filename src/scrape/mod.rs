@@ -8,8 +8,8 @@
 mod status;
 mod target;
 
-pub use status::{TargetStatus, targets_json};
-pub use target::{Target, TargetError, targets_for};
+pub use status::{TargetStatus, TargetsView, targets_json};
+pub use target::{Derived, DroppedTarget, Target, TargetError, derive, targets_for};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -26,6 +26,8 @@ use crate::remote::CoreControl;
 use crate::remote::encode::{
     KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, LabelScratch, encode_exemplar_series, encode_series,
 };
+
+pub use self::target::derive as derive_targets;
 use crate::runtime::{Instant, sleep_or, timeout};
 use crate::selfmetrics::CoreStats;
 
@@ -49,6 +51,27 @@ pub struct Appender {
     /// The scrape's metric family metadata, as WAL metadata items (see `wal::record`).
     metadata: Vec<u8>,
     help: Vec<u8>,
+    relabel: crate::relabel::Scratch,
+    /// Entries (by index) that carried their own timestamp: no staleness markers for them
+    /// unless the job tracks it.
+    timestamped: Vec<u32>,
+    stale: StaleScratch,
+}
+
+/// What one scrape appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Samples exposed (`scrape_samples_scraped`).
+    pub scraped: usize,
+    /// Samples left after metric relabeling (`scrape_samples_post_metric_relabeling`).
+    pub kept: usize,
+}
+
+/// A scrape that failed after its body was read: the counts so far, for the report series.
+#[derive(Debug)]
+pub struct AppendError {
+    pub message: String,
+    pub counts: Appended,
 }
 
 impl Appender {
@@ -70,7 +93,12 @@ impl Appender {
         body: &[u8],
         format: exposition::Format,
         scrape_ts: i64,
-    ) -> Result<usize, String> {
+        memo: &mut crate::relabel::Memo,
+    ) -> Result<Appended, AppendError> {
+        let mut counts = Appended::default();
+        let fail = |message: String, counts: Appended| AppendError { message, counts };
+        let limits = t.limits;
+        let mut limit_error: Option<String> = None;
         let mut parser = Parser::with_histograms(
             body,
             format,
@@ -79,10 +107,9 @@ impl Appender {
             t.classic_histograms,
         )
         .with_metadata(&mut self.family_meta);
-        let mut n = 0;
         while let Some(sample) = parser.next() {
-            let s = sample.map_err(|e| e.to_string())?;
-            n += 1;
+            let s = sample.map_err(|e| fail(e.to_string(), counts))?;
+            counts.scraped += 1;
             let labels = &mut self.labels;
             labels.clear();
             if s.name_escaped {
@@ -114,20 +141,57 @@ impl Appender {
                     labels.push(l.name(body), l.value(body));
                 }
             }
-            merge_target_labels(labels, t);
+            if t.metric_relabel.is_empty() {
+                merge_target_labels(labels, t);
+            } else {
+                let key = labels.fingerprint();
+                let kept = memo.process(
+                    &t.metric_relabel,
+                    counts.scraped - 1,
+                    key,
+                    labels,
+                    |l| merge_target_labels(l, t),
+                    &mut self.relabel,
+                );
+                if !kept {
+                    continue;
+                }
+                if labels.get(b"__name__").is_none() {
+                    return Err(fail("missing metric name (__name__ label)".into(), counts));
+                }
+            }
+            counts.kept += 1;
+            if let Some(e) = check_label_limits(labels, &limits) {
+                return Err(fail(e, counts));
+            }
+            if limits.sample_limit > 0 && counts.kept as u64 > limits.sample_limit {
+                // Keep counting, as Prometheus does, so the report shows the real numbers.
+                limit_error = Some("sample limit exceeded".into());
+            }
+            if limit_error.is_some() {
+                continue;
+            }
             for (k, v) in external_labels {
                 if labels.get(k.as_bytes()).is_none() {
                     labels.push(k.as_bytes(), v.as_bytes());
                 }
             }
             if let Err(dup) = labels.sort() {
-                return Err(format!(
-                    "label name {:?} is not unique in a sample",
-                    String::from_utf8_lossy(&dup)
+                return Err(fail(
+                    format!(
+                        "label name {:?} is not unique in a sample",
+                        String::from_utf8_lossy(&dup)
+                    ),
+                    counts,
                 ));
             }
             let ts = match s.timestamp_ms {
-                Some(ts) if t.honor_timestamps => ts,
+                Some(ts) if t.honor_timestamps => {
+                    if !t.track_timestamps_staleness {
+                        self.timestamped.push(self.ends.len() as u32);
+                    }
+                    ts
+                }
                 _ => scrape_ts,
             };
             match &s.native {
@@ -145,7 +209,7 @@ impl Appender {
                         hint,
                         &mut self.histogram_scratch,
                     )
-                    .map_err(|e| format!("invalid native histogram: {}", e.0))?;
+                    .map_err(|e| fail(format!("invalid native histogram: {}", e.0), counts))?;
                     self.kinds.push(KIND_HISTOGRAM);
                 }
                 None => {
@@ -171,9 +235,12 @@ impl Appender {
                     }
                 }
                 if let Err(dup) = el.sort() {
-                    return Err(format!(
-                        "label name {:?} is not unique in an exemplar",
-                        String::from_utf8_lossy(&dup)
+                    return Err(fail(
+                        format!(
+                            "label name {:?} is not unique in an exemplar",
+                            String::from_utf8_lossy(&dup)
+                        ),
+                        counts,
                     ));
                 }
                 encode_exemplar_series(
@@ -201,7 +268,11 @@ impl Appender {
                 &self.help,
             );
         }
-        Ok(n)
+        memo.trim(counts.scraped);
+        match limit_error {
+            Some(e) => Err(fail(e, counts)),
+            None => Ok(counts),
+        }
     }
 
     /// The scrape's family metadata, encoded for the WAL.
@@ -229,6 +300,7 @@ impl Appender {
         self.entries.clear();
         self.ends.clear();
         self.kinds.clear();
+        self.timestamped.clear();
     }
 
     fn push(&mut self, value: f64, ts: i64) {
@@ -240,6 +312,9 @@ impl Appender {
 
 /// What a core shares with its scrape loops.
 pub struct CoreScrape {
+    /// Mixed into every target's phase, as Prometheus' offset seed (host name and external
+    /// labels): two agents scraping the same targets do not scrape them at the same moment.
+    pub offset_seed: u64,
     pub ctl: Rc<CoreControl>,
     pub stats: Arc<CoreStats>,
     pub external_labels: Vec<(String, String)>,
@@ -271,41 +346,82 @@ impl BufferPool {
     }
 }
 
+/// Prometheus' stale marker: a NaN with its own bits, kept exact end to end.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// What a target keeps between scrapes.
+#[derive(Default)]
+struct TargetState {
+    /// Series refs of the scraped samples.
+    series: crate::wal::SeriesCache,
+    /// Series refs of the report series.
+    reports: crate::wal::SeriesCache,
+    /// The entries of the last successful scrape that get staleness markers when they vanish,
+    /// snappy-compressed; refreshed only when the series change.
+    last: Option<Vec<u8>>,
+    /// What `metric_relabel_configs` did to each series.
+    relabel: crate::relabel::Memo,
+}
+
+/// Per-core scratch for staleness: reused across targets.
+#[derive(Default)]
+struct StaleScratch {
+    raw: Vec<u8>,
+    keys: std::collections::HashSet<[u64; 2]>,
+    eligible: Vec<u8>,
+    refs: crate::wal::SeriesCache,
+}
+
 /// Runs one target's scrape loop until shutdown.
 pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<CoreScrape>) {
     core.ctl.loop_started();
     let mut conn = Conn::new(target.address.clone());
+    if target.limits.body_size_limit > 0 {
+        // Prometheus fails a body of `limit` bytes or more.
+        conn.set_max_body(target.limits.body_size_limit.saturating_sub(1) as usize);
+    }
     let request = build_request(&target);
     let interval = target.interval;
 
-    // A stable phase within the interval, from the target's hash: a fleet's scrapes spread
-    // evenly and a target keeps its phase across restarts.
+    // A stable phase within the interval, from the target's hash (and the agent's seed, as
+    // Prometheus spreads HA pairs): a fleet's scrapes spread evenly and a target keeps its
+    // phase across restarts and reloads.
     let now_ms = unix_ms();
     let interval_ms = interval.as_millis().max(1) as u64;
-    let offset = target.hash % interval_ms;
+    let offset = (target.hash ^ core.offset_seed) % interval_ms;
     let base = interval_ms - (now_ms as u64 % interval_ms);
     let mut first_wait = base + offset;
     if first_wait > interval_ms {
         first_wait -= interval_ms;
     }
+    // The wall-clock time of the first tick: later ticks are whole intervals after it.
+    let first_tick_ms = now_ms + first_wait as i64;
+    // Prometheus' timestamp alignment: within 2 ms (at most 1% of the interval) of its tick,
+    // a scrape is stamped with the tick's exact time, which compresses better downstream.
+    let tolerance_ms = (interval_ms / 100).min(2) as i64;
     let shutdown = core.ctl.shutdown.clone();
-    // Series refs of successful scrapes, and of failed ones (report series only), apart so
-    // that a failed scrape does not wipe the layout of the good ones.
-    let mut series = [
-        crate::wal::SeriesCache::default(),
-        crate::wal::SeriesCache::default(),
-    ];
+    let mut state = TargetState::default();
     if !sleep_or(Duration::from_millis(first_wait), &shutdown).await {
         let mut next = Instant::now();
+        let mut tick: i64 = 0;
         loop {
-            scrape_once(&target, &status, &core, &mut conn, &request, &mut series).await;
+            let now = unix_ms();
+            let ideal = first_tick_ms + tick * interval_ms as i64;
+            let ts = if (now - ideal).abs() <= tolerance_ms {
+                ideal
+            } else {
+                now
+            };
+            scrape_once(&target, &status, &core, &mut conn, &request, &mut state, ts).await;
             next += interval;
+            tick += 1;
             let now = Instant::now();
             if next < now {
                 // Fell behind (a slow scrape or a stalled core): skip the missed ticks.
                 let behind = now - next;
                 let skip = behind.as_nanos() / interval.as_nanos().max(1) + 1;
                 next += interval * skip as u32;
+                tick += skip as i64;
             }
             if sleep_or(next - now, &shutdown).await {
                 break;
@@ -313,6 +429,28 @@ pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<
         }
     }
     core.ctl.loop_ended();
+}
+
+/// Prometheus' offset seed: a hash of the host name and the external labels, so that HA
+/// replicas (which differ in one of them) scrape a target at different moments.
+pub fn offset_seed(external_labels: &[(String, String)]) -> u64 {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let mut input = host;
+    for (k, v) in external_labels {
+        input.push_str(k);
+        input.push('=');
+        input.push_str(v);
+        input.push(',');
+    }
+    crate::hash::fnv1a64(input.as_bytes())
 }
 
 fn build_request(t: &Target) -> Vec<u8> {
@@ -335,49 +473,94 @@ fn unix_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Why a scrape failed, and what the report series say about it.
+struct Failure {
+    message: String,
+    counts: Appended,
+    /// `scrape_body_size_bytes`: -1 when the body was over the limit, else 0.
+    body_size: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn scrape_once(
     t: &Target,
     status: &TargetStatus,
     core: &CoreScrape,
     conn: &mut Conn,
     request: &[u8],
-    series: &mut [crate::wal::SeriesCache; 2],
+    state: &mut TargetState,
+    ts: i64,
 ) {
     let wall = SystemTime::now();
-    let ts = unix_ms();
     let started = Instant::now();
     core.stats.scrapes.fetch_add(1, Relaxed);
-    conn.request_mut().extend_from_slice(request);
-    let (buf, decoded) = core.buffers.take();
-    conn.set_buffers(buf, decoded);
-
-    let result: Result<usize, String> = match timeout(t.timeout, conn.round_trip(false)).await {
-        Err(_) => {
-            conn.reset();
-            Err(format!("Get \"{}\": context deadline exceeded", t.url()))
-        }
-        Ok(Err(e)) => Err(format!("Get \"{}\": {e}", t.url())),
-        Ok(Ok(resp)) if resp.status != 200 => {
-            Err(format!("server returned HTTP status {}", resp.status))
-        }
-        Ok(Ok(resp)) => match exposition::format_for_content_type(resp.content_type, t.fallback) {
-            Err(e) => Err(e),
-            // Parse and encode synchronously: no await while the appender is borrowed.
-            Ok(format) => core.appender.borrow_mut().append_body(
-                t,
-                &core.external_labels,
-                resp.body,
-                format,
-                ts,
-            ),
-        },
+    let mut body_size = 0usize;
+    let result: Result<Appended, Failure> = if let Some(e) = &t.forced_error {
+        Err(Failure {
+            message: e.clone(),
+            counts: Appended::default(),
+            body_size: 0.0,
+        })
+    } else {
+        conn.request_mut().extend_from_slice(request);
+        let (buf, decoded) = core.buffers.take();
+        conn.set_buffers(buf, decoded);
+        let failed = |message: String| Failure {
+            message,
+            counts: Appended::default(),
+            body_size: 0.0,
+        };
+        let r = match timeout(t.timeout, conn.round_trip(false)).await {
+            Err(_) => {
+                conn.reset();
+                Err(failed(format!(
+                    "Get \"{}\": context deadline exceeded",
+                    t.url()
+                )))
+            }
+            Ok(Err(crate::http::Error::BodyTooLarge(_))) => Err(Failure {
+                message: "body size limit exceeded".into(),
+                counts: Appended::default(),
+                body_size: -1.0,
+            }),
+            Ok(Err(e)) => Err(failed(format!("Get \"{}\": {e}", t.url()))),
+            Ok(Ok(resp)) if resp.status != 200 => Err(failed(format!(
+                "server returned HTTP status {}",
+                resp.status
+            ))),
+            Ok(Ok(resp)) => {
+                body_size = resp.body.len();
+                match exposition::format_for_content_type(resp.content_type, t.fallback) {
+                    Err(e) => Err(failed(e)),
+                    // Parse and encode synchronously: no await while the appender is borrowed.
+                    Ok(format) => core
+                        .appender
+                        .borrow_mut()
+                        .append_body(
+                            t,
+                            &core.external_labels,
+                            resp.body,
+                            format,
+                            ts,
+                            &mut state.relabel,
+                        )
+                        .map_err(|e| Failure {
+                            message: e.message,
+                            counts: e.counts,
+                            body_size: 0.0,
+                        }),
+                }
+            }
+        };
+        core.buffers.put(conn.take_buffers());
+        r
     };
 
-    core.buffers.put(conn.take_buffers());
     let mut app = core.appender.borrow_mut();
-    let scraped = match &result {
-        Ok(n) => *n,
-        Err(e) => {
+    let app = &mut *app;
+    let counts = match &result {
+        Ok(c) => *c,
+        Err(f) => {
             app.rollback();
             core.stats.scrape_failures.fetch_add(1, Relaxed);
             crate::log!(
@@ -386,46 +569,247 @@ async fn scrape_once(
                 "scrape failed",
                 job = t.job,
                 target = t.url(),
-                err = e
+                err = f.message
             );
-            0
+            f.counts
         }
     };
     core.stats
         .samples_scraped
-        .fetch_add(scraped as u64, Relaxed);
+        .fetch_add(counts.scraped as u64, Relaxed);
+
+    // One WAL commit for the whole scrape: its samples, the staleness markers of series that
+    // vanished, and the report series, each with its own series cache.
+    let mut wal = core.ctl.wal.borrow_mut();
+    wal.begin(app.entries.len(), app.ends.len() + 16);
+    let scraped_entries = app.ends.len();
+    let mut series_added = 0;
+    if result.is_ok() {
+        let added = wal.add(
+            &app.entries,
+            &app.ends,
+            0..scraped_entries,
+            &mut state.series,
+        );
+        series_added = added.new_series;
+        if added.layout_changed || state.last.is_none() {
+            app.stale_vanished(state, ts);
+        }
+    } else if let Some(last) = state.last.take() {
+        // A failed scrape is an empty one: every series of the last good one goes stale.
+        app.stale_all(&last, ts);
+    }
+    if app.ends.len() > scraped_entries {
+        let stale = &mut app.stale.refs;
+        *stale = crate::wal::SeriesCache::default();
+        wal.add(
+            &app.entries,
+            &app.ends,
+            scraped_entries..app.ends.len(),
+            stale,
+        );
+    }
+    let report_start = app.ends.len();
     let duration = started.elapsed().as_secs_f64();
-    status.record(wall, duration, result.as_ref().err().map(String::as_str));
+    let error = result.as_ref().err().map(|f| f.message.as_str());
+    status.record(wall, duration, error);
     let up = if result.is_ok() { 1.0 } else { 0.0 };
-    for (name, value) in [
+    let mut report = vec![
         ("up", up),
         ("scrape_duration_seconds", duration),
-        ("scrape_samples_scraped", scraped as f64),
-    ] {
+        ("scrape_samples_scraped", counts.scraped as f64),
+        ("scrape_samples_post_metric_relabeling", counts.kept as f64),
+        ("scrape_series_added", series_added as f64),
+    ];
+    if t.extra_metrics {
+        let body = match &result {
+            Ok(_) => body_size as f64,
+            Err(f) => f.body_size,
+        };
+        report.extend([
+            ("scrape_timeout_seconds", t.timeout.as_secs_f64()),
+            ("scrape_sample_limit", t.limits.sample_limit as f64),
+            ("scrape_body_size_bytes", body),
+        ]);
+    }
+    for (name, value) in report {
         report_labels(&mut app.labels, name, t, &core.external_labels);
         app.push(value, ts);
     }
-    let appended = app.ends.len();
-    // The WAL first: an endpoint reading its backlog back finds the scrape there.
-    let wal = core.ctl.wal.borrow_mut().commit_with_metadata(
+    wal.add(
         &app.entries,
         &app.ends,
-        &app.metadata,
-        &mut series[usize::from(up == 0.0)],
+        report_start..app.ends.len(),
+        &mut state.reports,
     );
+    let committed = wal.finish(&app.entries, &app.metadata, &mut state.series);
+    drop(wal);
+    let appended = app.ends.len();
     for shard in core.ctl.shards().iter() {
         shard.append(
             &app.entries,
             &app.ends,
             &app.kinds,
             ts,
-            wal.as_ref().ok().copied(),
+            committed.as_ref().ok().copied(),
         );
     }
     core.stats
         .samples_appended
         .fetch_add(appended as u64, Relaxed);
     app.rollback();
+}
+
+impl Appender {
+    /// After a successful scrape whose series changed: staleness markers for the series of
+    /// the last scrape that are gone, then this scrape's entries become the ones to compare
+    /// with next time.
+    fn stale_vanished(&mut self, state: &mut TargetState, ts: i64) {
+        let sc = &mut self.stale;
+        let scraped = self.ends.len();
+        sc.keys.clear();
+        let mut start = 0usize;
+        for end in &self.ends {
+            let entry = &self.entries[start..*end as usize];
+            start = *end as usize;
+            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry) {
+                sc.keys.insert(entry_key(labels));
+            }
+        }
+        if let Some(last) = state.last.take()
+            && decompress_into(&last, &mut sc.raw)
+        {
+            let mut rest = &sc.raw[..];
+            while let Some((entry, after)) = next_entry(rest) {
+                rest = after;
+                if let Ok((labels, _)) = crate::remote::encode::split_entry(entry)
+                    && !sc.keys.contains(&entry_key(labels))
+                {
+                    crate::remote::encode::encode_series_raw(
+                        &mut self.entries,
+                        labels,
+                        f64::from_bits(STALE_NAN),
+                        ts,
+                    );
+                    self.ends.push(self.entries.len() as u32);
+                    self.kinds.push(KIND_SAMPLE);
+                }
+            }
+        }
+        // The entries that can go stale: samples and histograms without their own timestamp.
+        sc.eligible.clear();
+        let mut start = 0usize;
+        let mut skip = self.timestamped.iter().peekable();
+        for (i, end) in self.ends[..scraped].iter().enumerate() {
+            let entry = &self.entries[start..*end as usize];
+            start = *end as usize;
+            if skip.peek().is_some_and(|s| **s as usize == i) {
+                skip.next();
+                continue;
+            }
+            if self.kinds[i] != KIND_EXEMPLAR {
+                sc.eligible.extend_from_slice(entry);
+            }
+        }
+        state.last = Some(
+            snap::raw::Encoder::new()
+                .compress_vec(&sc.eligible)
+                .unwrap_or_default(),
+        );
+    }
+
+    /// Staleness markers for every entry of `last` (a failed scrape).
+    fn stale_all(&mut self, last: &[u8], ts: i64) {
+        let sc = &mut self.stale;
+        if !decompress_into(last, &mut sc.raw) {
+            return;
+        }
+        let mut rest = &sc.raw[..];
+        while let Some((entry, after)) = next_entry(rest) {
+            rest = after;
+            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry) {
+                crate::remote::encode::encode_series_raw(
+                    &mut self.entries,
+                    labels,
+                    f64::from_bits(STALE_NAN),
+                    ts,
+                );
+                self.ends.push(self.entries.len() as u32);
+                self.kinds.push(KIND_SAMPLE);
+            }
+        }
+    }
+}
+
+fn entry_key(labels: &[u8]) -> [u64; 2] {
+    let h = xxhash_rust::xxh3::xxh3_128(labels);
+    [h as u64, (h >> 64) as u64]
+}
+
+fn decompress_into(compressed: &[u8], out: &mut Vec<u8>) -> bool {
+    let Ok(len) = snap::raw::decompress_len(compressed) else {
+        return false;
+    };
+    out.clear();
+    out.resize(len, 0);
+    snap::raw::Decoder::new()
+        .decompress(compressed, out)
+        .is_ok()
+}
+
+/// The first `WriteRequest.timeseries` entry of `buf` (tag, length, body) and the rest.
+fn next_entry(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    if buf.first() != Some(&0x0a) {
+        return None;
+    }
+    let mut pos = 1;
+    let len = crate::protowire::varint(buf, &mut pos).ok()?;
+    let end = pos.checked_add(usize::try_from(len).ok()?)?;
+    (end <= buf.len()).then(|| (&buf[..end], &buf[end..]))
+}
+
+/// Prometheus' label limits, on a sample's labels after relabeling (before external labels).
+fn check_label_limits(
+    labels: &LabelScratch,
+    limits: &crate::config::ScrapeLimits,
+) -> Option<String> {
+    if limits.label_limit == 0
+        && limits.label_name_length_limit == 0
+        && limits.label_value_length_limit == 0
+    {
+        return None;
+    }
+    // Go's `%.50s`: at most 50 characters.
+    let short = |b: &[u8]| -> String { String::from_utf8_lossy(b).chars().take(50).collect() };
+    let metric = short(labels.get(b"__name__").unwrap_or_default());
+    if limits.label_limit > 0 && labels.len() as u64 > limits.label_limit {
+        return Some(format!(
+            "label_limit exceeded (metric: {metric}, number of labels: {}, limit: {})",
+            labels.len(),
+            limits.label_limit
+        ));
+    }
+    for i in 0..labels.len() {
+        let (name, value) = (labels.name(i), labels.value(i));
+        let name_len = String::from_utf8_lossy(name).chars().count() as u64;
+        if limits.label_name_length_limit > 0 && name_len > limits.label_name_length_limit {
+            return Some(format!(
+                "label_name_length_limit exceeded (metric: {metric}, label name: {}, length: {name_len}, limit: {})",
+                short(name),
+                limits.label_name_length_limit
+            ));
+        }
+        let value_len = String::from_utf8_lossy(value).chars().count() as u64;
+        if limits.label_value_length_limit > 0 && value_len > limits.label_value_length_limit {
+            return Some(format!(
+                "label_value_length_limit exceeded (metric: {metric}, label name: {}, value: {:?}, length: {value_len}, limit: {})",
+                short(name),
+                short(value),
+                limits.label_value_length_limit
+            ));
+        }
+    }
+    None
 }
 
 /// Attaches the target's labels to a scraped sample as Prometheus does: with `honor_labels`
@@ -505,6 +889,11 @@ mod tests {
             native_histograms: false,
             classic_histograms: false,
             hash: 0,
+            metric_relabel: Default::default(),
+            limits: Default::default(),
+            extra_metrics: false,
+            track_timestamps_staleness: false,
+            forced_error: None,
         }
     }
 
@@ -576,15 +965,29 @@ mod tests {
         let body = b"# TYPE req counter\nreq_total{path=\"/a\"} 5 # {trace_id=\"abc\",span_id=\"1\"} 1.5 1700000000.25\nreq_total{path=\"/b\"} 7 # {trace_id=\"d\\\"e\"} 2\n# EOF\n";
         let t = target(false, &[("job", "j"), ("instance", "a:1")]);
         let mut off = Appender::default();
-        off.append_body(&t, &[], body, exposition::Format::OpenMetrics, 1_000)
-            .unwrap();
+        off.append_body(
+            &t,
+            &[],
+            body,
+            exposition::Format::OpenMetrics,
+            1_000,
+            &mut Default::default(),
+        )
+        .unwrap();
         assert_eq!(off.kinds(), [KIND_SAMPLE, KIND_SAMPLE]);
 
         let mut on = Appender::with_exemplars(true);
         let n = on
-            .append_body(&t, &[], body, exposition::Format::OpenMetrics, 1_000)
+            .append_body(
+                &t,
+                &[],
+                body,
+                exposition::Format::OpenMetrics,
+                1_000,
+                &mut Default::default(),
+            )
             .unwrap();
-        assert_eq!(n, 2, "exemplars are not samples");
+        assert_eq!(n.scraped, 2, "exemplars are not samples");
         assert_eq!(
             on.kinds(),
             [KIND_SAMPLE, KIND_EXEMPLAR, KIND_SAMPLE, KIND_EXEMPLAR]
@@ -611,7 +1014,8 @@ mod tests {
     fn metadata_of(body: &[u8], format: exposition::Format) -> Vec<(u8, String, String, String)> {
         let mut app = Appender::default();
         let t = target(false, &[("job", "j"), ("instance", "a:1")]);
-        app.append_body(&t, &[], body, format, 1_000).unwrap();
+        app.append_body(&t, &[], body, format, 1_000, &mut Default::default())
+            .unwrap();
         let meta = app.metadata().to_vec();
         let mut rec = Vec::new();
         let items = crate::wal::record::metadata_items(&meta).unwrap();

@@ -66,17 +66,32 @@ fn labels_json(out: &mut String, labels: &[(String, String)]) {
     out.push('}');
 }
 
-/// The body of `/api/v1/targets`, in Prometheus' shape.
-pub fn targets_json(targets: &[std::sync::Arc<TargetStatus>]) -> String {
+/// Every target the targets API shows.
+#[derive(Clone, Default)]
+pub struct TargetsView {
+    pub active: Vec<std::sync::Arc<TargetStatus>>,
+    pub dropped: Vec<super::DroppedTarget>,
+    /// Dropped targets per job (all of them, not only those kept), in configuration order.
+    pub dropped_counts: Vec<(String, usize)>,
+}
+
+/// The body of `/api/v1/targets`, in Prometheus' shape. `state` is `active`, `dropped` or
+/// `any`; `pool` keeps one job's targets.
+pub fn targets_json(view: &TargetsView, state: &str, pool: Option<&str>) -> String {
+    let in_pool = |job: &str| pool.is_none_or(|p| p == job);
+    let show_active = state == "any" || state == "active";
+    let show_dropped = state == "any" || state == "dropped";
     let mut out = String::from(r#"{"status":"success","data":{"activeTargets":["#);
-    let mut jobs: Vec<&str> = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for t in view
+        .active
+        .iter()
+        .filter(|t| show_active && in_pool(&t.job))
+    {
+        if !first {
             out.push(',');
         }
-        if !jobs.contains(&t.job.as_str()) {
-            jobs.push(&t.job);
-        }
+        first = false;
         let last = t.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
         out.push_str(r#"{"discoveredLabels":"#);
         labels_json(&mut out, &t.discovered_labels);
@@ -105,13 +120,32 @@ pub fn targets_json(targets: &[std::sync::Arc<TargetStatus>]) -> String {
             last.duration, t.interval, t.timeout
         );
     }
-    out.push_str(r#"],"droppedTargets":[],"droppedTargetCounts":{"#);
-    for (i, j) in jobs.iter().enumerate() {
-        if i > 0 {
+    out.push_str(r#"],"droppedTargets":["#);
+    let mut first = true;
+    for d in view
+        .dropped
+        .iter()
+        .filter(|d| show_dropped && in_pool(&d.job))
+    {
+        if !first {
             out.push(',');
         }
-        quoted(&mut out, j);
-        out.push_str(":0");
+        first = false;
+        out.push_str(r#"{"discoveredLabels":"#);
+        labels_json(&mut out, &d.discovered);
+        out.push_str(r#","scrapePool":"#);
+        quoted(&mut out, &d.job);
+        out.push('}');
+    }
+    out.push_str(r#"],"droppedTargetCounts":{"#);
+    let mut first = true;
+    for (job, n) in view.dropped_counts.iter().filter(|(j, _)| in_pool(j)) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        quoted(&mut out, job);
+        let _ = write!(out, ":{n}");
     }
     out.push_str("}}}");
     out

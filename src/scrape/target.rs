@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::{PromDuration, ScrapeConfig};
 use crate::hash::label_set_hash;
 use crate::http::query_escape;
+use crate::remote::encode::LabelScratch;
 
 /// One target, ready for a core to scrape.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +37,12 @@ pub struct Target {
     pub classic_histograms: bool,
     /// Stable hash of the label set and URL: picks the core and the scrape phase.
     pub hash: u64,
+    pub metric_relabel: std::sync::Arc<crate::relabel::Rules>,
+    pub limits: crate::config::ScrapeLimits,
+    pub extra_metrics: bool,
+    pub track_timestamps_staleness: bool,
+    /// Set when the job breaches `target_limit`: every scrape fails with it, unsent.
+    pub forced_error: Option<String>,
 }
 
 impl Target {
@@ -60,38 +67,116 @@ pub struct TargetError {
     pub reason: String,
 }
 
-/// Derives the targets of one scrape config, in the order written, with duplicates removed.
-pub fn targets_for(sc: &ScrapeConfig) -> (Vec<Target>, Vec<TargetError>) {
-    let mut out: Vec<Target> = Vec::new();
-    let mut errors = Vec::new();
-    for group in &sc.static_configs {
-        for addr in &group.targets {
-            match build(sc, addr, &group.labels) {
-                Ok(t) => {
-                    if !out.iter().any(|o| o.all_labels == t.all_labels) {
-                        out.push(t);
-                    }
-                }
-                Err(reason) => errors.push(TargetError {
-                    job: sc.job_name.clone(),
-                    address: addr.clone(),
-                    reason,
-                }),
-            }
-        }
-    }
-    (out, errors)
+/// Label pairs, sorted by name where a field says so.
+pub type Labels = Vec<(String, String)>;
+
+/// One discovered target: its own labels (`__address__` and SD metadata) and its group's.
+pub type Discovered = (Labels, Labels);
+
+/// A discovered target that `relabel_configs` dropped (the targets API lists them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DroppedTarget {
+    pub job: String,
+    /// Its labels before relabeling, sorted by name.
+    pub discovered: Vec<(String, String)>,
 }
 
-/// Prometheus' `PopulateLabels` without relabeling: target labels, then group labels where
-/// absent, then defaults where absent; `instance` defaults to `__address__`.
+/// What one scrape config's target groups yield.
+#[derive(Debug, Default)]
+pub struct Derived {
+    pub targets: Vec<Target>,
+    pub errors: Vec<TargetError>,
+    /// The first `keep_dropped_targets` dropped targets (all when it is 0).
+    pub dropped: Vec<DroppedTarget>,
+    /// How many were dropped in all.
+    pub dropped_count: usize,
+}
+
+/// Derives the targets of one scrape config, in the order written, with duplicates removed.
+pub fn targets_for(sc: &ScrapeConfig) -> Derived {
+    let groups: Vec<Discovered> = sc
+        .static_configs
+        .iter()
+        .flat_map(|g| {
+            g.targets.iter().map(|addr| {
+                (
+                    vec![("__address__".to_string(), addr.clone())],
+                    g.labels.clone(),
+                )
+            })
+        })
+        .collect();
+    derive(sc, &groups)
+}
+
+/// Derives targets from discovered label sets: each is (target labels, group labels).
+pub fn derive(sc: &ScrapeConfig, discovered: &[Discovered]) -> Derived {
+    let mut out = Derived::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut scratch = sc.relabel_configs.scratch();
+    let mut work = LabelScratch::default();
+    for (target_labels, group_labels) in discovered {
+        match build(sc, target_labels, group_labels, &mut work, &mut scratch) {
+            Ok(Built::Target(t)) => {
+                if seen.insert(t.hash) {
+                    out.targets.push(*t);
+                }
+            }
+            Ok(Built::Dropped(discovered)) => {
+                out.dropped_count += 1;
+                let keep = sc.limits.keep_dropped_targets;
+                if keep == 0 || (out.dropped.len() as u64) < keep {
+                    out.dropped.push(DroppedTarget {
+                        job: sc.job_name.clone(),
+                        discovered,
+                    });
+                }
+            }
+            Err(reason) => out.errors.push(TargetError {
+                job: sc.job_name.clone(),
+                address: target_labels
+                    .iter()
+                    .find(|(k, _)| k == "__address__")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+                reason,
+            }),
+        }
+    }
+    let limit = sc.limits.target_limit;
+    if limit > 0 && out.targets.len() as u64 > limit {
+        // As Prometheus: every target of the job fails, so the breach is visible.
+        let err = format!(
+            "target_limit exceeded (number of targets: {}, limit: {limit})",
+            out.targets.len()
+        );
+        for t in &mut out.targets {
+            t.forced_error = Some(err.clone());
+        }
+    }
+    out
+}
+
+enum Built {
+    Target(Box<Target>),
+    /// Dropped by relabeling; its discovered labels.
+    Dropped(Vec<(String, String)>),
+}
+
+/// Prometheus' `PopulateLabels`: target labels, then group labels where absent, then
+/// defaults where absent; `relabel_configs`; checks; `__meta_*` removed; `instance`
+/// defaults to `__address__`.
 fn build(
     sc: &ScrapeConfig,
-    address: &str,
+    target_labels: &[(String, String)],
     group_labels: &[(String, String)],
-) -> Result<Target, String> {
+    work: &mut LabelScratch,
+    scratch: &mut crate::relabel::Scratch,
+) -> Result<Built, String> {
     let mut l: BTreeMap<String, String> = BTreeMap::new();
-    l.insert("__address__".into(), address.to_string());
+    for (k, v) in target_labels {
+        l.insert(k.clone(), v.clone());
+    }
     for (k, v) in group_labels {
         l.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -117,6 +202,25 @@ fn build(
                 .or_insert_with(|| first.clone());
         }
     }
+    let discovered: Vec<(String, String)> = l.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+
+    if !sc.relabel_configs.is_empty() {
+        work.clear();
+        for (k, v) in &l {
+            work.push(k.as_bytes(), v.as_bytes());
+        }
+        if !sc.relabel_configs.process(work, scratch) {
+            return Ok(Built::Dropped(discovered));
+        }
+        l.clear();
+        for i in 0..work.len() {
+            // Label values were UTF-8 and relabeling only joins and slices them at
+            // character boundaries; a lossy conversion never changes a valid value.
+            let name = String::from_utf8_lossy(work.name(i)).into_owned();
+            let value = String::from_utf8_lossy(work.value(i)).into_owned();
+            l.insert(name, value);
+        }
+    }
 
     let address = l.get("__address__").cloned().unwrap_or_default();
     if address.is_empty() {
@@ -132,7 +236,6 @@ fn build(
             "scrape timeout cannot be greater than scrape interval ({timeout:?} > {interval:?})"
         ));
     }
-    let discovered: Vec<(String, String)> = l.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     l.retain(|k, _| !k.starts_with("__meta_"));
     l.entry("instance".into())
         .or_insert_with(|| address.clone());
@@ -183,7 +286,7 @@ fn build(
     let url = format!("{scheme}://{address}{path}");
     hash_input.push(("", url.as_str()));
     let hash = label_set_hash(hash_input);
-    Ok(Target {
+    Ok(Built::Target(Box::new(Target {
         job: labels
             .iter()
             .find(|(k, _)| k == "job")
@@ -205,7 +308,12 @@ fn build(
         native_histograms: sc.scrape_native_histograms,
         classic_histograms: sc.always_scrape_classic_histograms,
         hash,
-    })
+        metric_relabel: sc.metric_relabel_configs.clone(),
+        limits: sc.limits,
+        extra_metrics: sc.extra_scrape_metrics,
+        track_timestamps_staleness: sc.track_timestamps_staleness,
+        forced_error: None,
+    })))
 }
 
 fn parse_label_duration(l: &BTreeMap<String, String>, name: &str) -> Result<Duration, String> {
@@ -224,6 +332,11 @@ mod tests {
     use crate::config::load_str;
 
     fn targets(yaml: &str) -> (Vec<Target>, Vec<TargetError>) {
+        let d = derived(yaml);
+        (d.targets, d.errors)
+    }
+
+    fn derived(yaml: &str) -> Derived {
         let cfg = load_str(yaml, "t.yml").unwrap();
         targets_for(&cfg.scrape_configs[0])
     }

@@ -200,7 +200,10 @@ pub struct Wal {
     epoch_segment: u32,
     hists: Vec<(u32, std::ops::Range<usize>)>,
     exemplars: Vec<(u32, std::ops::Range<usize>)>,
-    declared: Vec<usize>,
+    /// Series items in `series_body` for the commit being assembled.
+    n_series: usize,
+    /// The first error of the commit being assembled.
+    staged_err: Option<io::Error>,
     /// The previous layout of a target whose series moved, by key, and whether this scrape
     /// has taken the slot yet.
     relayout: HashMap<[u64; 2], (CacheSlot, bool)>,
@@ -210,6 +213,15 @@ pub struct Wal {
     direct_logged: bool,
     /// Set while commits fail, so the failure is logged once.
     failing: bool,
+}
+
+/// What [`Wal::add`] found about a target's series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    /// Series the cache did not hold (Prometheus' `scrape_series_added`).
+    pub new_series: usize,
+    /// Whether the series or their order differ from the last add with this cache.
+    pub layout_changed: bool,
 }
 
 /// What opening found.
@@ -295,7 +307,8 @@ impl Wal {
             epoch_segment: u32::MAX,
             hists: Vec::new(),
             exemplars: Vec::new(),
-            declared: Vec::new(),
+            n_series: 0,
+            staged_err: None,
             relayout: HashMap::new(),
             generation: next_generation(),
             ends: Vec::new(),
@@ -391,52 +404,37 @@ impl Wal {
         if ends.is_empty() {
             return Ok(self.head());
         }
-        let r = self.try_commit(entries, ends, metadata, cache);
-        match &r {
-            Err(e) => {
-                // What the cache says was written may not have been.
-                cache.families.clear();
-                // The cache's value states may be ahead of what was written: the next commit
-                // starts a new epoch, storing every value whole.
-                self.epoch_at = u64::MAX;
-                self.stats
-                    .samples_not_durable
-                    .fetch_add(ends.len() as u64, Relaxed);
-                self.write_failed(e);
-            }
-            Ok(_) if self.failing => {
-                self.failing = false;
-                crate::log!(
-                    Level::Info,
-                    "wal",
-                    "WAL writes succeed again",
-                    dir = self.dir.display(),
-                    samples_not_durable = self.stats.samples_not_durable.load(Relaxed)
-                );
-            }
-            Ok(_) => {}
-        }
-        r
+        self.begin(entries.len(), ends.len());
+        self.add(entries, ends, 0..ends.len(), cache);
+        self.finish(entries, metadata, cache)
     }
 
-    fn try_commit(
-        &mut self,
-        entries: &[u8],
-        ends: &[u32],
-        metadata: &[u8],
-        cache: &mut SeriesCache,
-    ) -> io::Result<Pos> {
+    /// Starts a commit assembled from several [`Self::add`] calls (a scrape's samples, its
+    /// staleness markers and its report series each keep their own `SeriesCache`), written
+    /// by [`Self::finish`]. `bytes` and `count` bound what will be added.
+    pub fn begin(&mut self, bytes: usize, count: usize) {
+        self.staged_err = None;
+        self.values.clear();
+        self.samples.clear();
+        self.hists.clear();
+        self.exemplars.clear();
+        self.series_body.clear();
+        self.n_series = 0;
         // A commit never spans segments: cut over first when this one would overflow it.
-        let estimate = entries.len() as u64 / 2;
+        let estimate = bytes as u64 / 2;
         let needs_rotation = match &self.writer {
             None => true,
             Some(w) => w.offset() > 0 && w.offset() + estimate > self.opts.segment_size,
         };
-        if needs_rotation || self.next_ref > u32::MAX - ends.len() as u32 {
-            self.rotate()?;
+        if (needs_rotation || self.next_ref > u32::MAX - (count as u32).saturating_add(4096))
+            && let Err(e) = self.rotate()
+        {
+            self.staged_err = Some(e);
+            return;
         }
         let Some(w) = &self.writer else {
-            return Err(io::Error::other("no open segment"));
+            self.staged_err = Some(io::Error::other("no open segment"));
+            return;
         };
         let segment = w.index();
         let here = pos(segment, w.offset());
@@ -454,27 +452,45 @@ impl Wal {
             self.epoch_segment = segment;
             self.segment_epoch = self.epoch;
         }
+    }
+
+    /// Adds entries `ends[range]` of `entries` (entry `i` starts where `i - 1` ends) to the
+    /// commit begun by [`Self::begin`], with `cache` holding their series' refs.
+    pub fn add(
+        &mut self,
+        entries: &[u8],
+        ends: &[u32],
+        range: std::ops::Range<usize>,
+        cache: &mut SeriesCache,
+    ) -> Added {
+        let mut added = Added::default();
+        if self.staged_err.is_some() {
+            return added;
+        }
         let epoch = self.epoch;
-        self.values.clear();
-        self.rec_series.clear();
-        self.rec_series.push(SERIES);
-        self.samples.clear();
-        self.hists.clear();
-        self.declared.clear();
-        let mut n_series = 0usize;
+        let old_len = cache.slots.len();
         let mut indexed = false;
         let mut series_body = std::mem::take(&mut self.series_body);
-        series_body.clear();
-        self.exemplars.clear();
         // The previous entry's series: an exemplar entry follows its series' sample.
         let mut last: Option<([u64; 2], u32)> = None;
-        let mut start = 0usize;
-        for end in ends {
+        let mut start = if range.start == 0 {
+            0
+        } else {
+            ends[range.start - 1] as usize
+        };
+        // Slots used by this add, in order.
+        let mut i = 0usize;
+        for end in &ends[range] {
             let entry = &entries[start..*end as usize];
             let entry_start = start;
             start = *end as usize;
-            let (labels, payload) =
-                split_entry(entry).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+            let (labels, payload) = match split_entry(entry) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.staged_err = Some(io::Error::new(io::ErrorKind::InvalidData, e.0));
+                    break;
+                }
+            };
             let h = xxhash_rust::xxh3::xxh3_128(labels);
             let key = [h as u64, (h >> 64) as u64];
             if let EntryPayload::Exemplar(ex) = payload {
@@ -485,7 +501,7 @@ impl Wal {
                         let r = self.next_ref;
                         self.next_ref += 1;
                         record::put_ref_bytes(&mut series_body, r, labels);
-                        n_series += 1;
+                        self.n_series += 1;
                         r
                     }
                 };
@@ -493,7 +509,6 @@ impl Wal {
                 self.exemplars.push((r, off..off + ex.len()));
                 continue;
             }
-            let i = self.samples.len() + self.hists.len();
             if cache.generation != self.generation {
                 cache.slots.clear();
                 cache.generation = self.generation;
@@ -528,6 +543,7 @@ impl Wal {
                     _ => {
                         let r = self.next_ref;
                         self.next_ref += 1;
+                        added.new_series += 1;
                         CacheSlot::new(key, r)
                     }
                 };
@@ -538,10 +554,10 @@ impl Wal {
                 }
             }
             let slot = &mut cache.slots[i];
+            i += 1;
             if slot.epoch() < self.segment_epoch || slot.epoch() == 0 {
                 record::put_ref_bytes(&mut series_body, slot.r, labels);
-                n_series += 1;
-                self.declared.push(i);
+                self.n_series += 1;
             }
             let r = slot.r;
             last = Some((key, r));
@@ -569,15 +585,72 @@ impl Wal {
             }
         }
         // Series gone from this scrape leave the cache, so its memory follows the target.
-        cache.slots.truncate(self.samples.len() + self.hists.len());
+        cache.slots.truncate(i);
+        added.layout_changed = indexed || old_len != i;
         if self.relayout.capacity() > 1 << 16 {
             self.relayout = HashMap::new();
         }
-        if n_series > 0 {
-            record::put_count(&mut self.rec_series, n_series);
-            self.rec_series.extend_from_slice(&series_body);
-        }
         self.series_body = series_body;
+        added
+    }
+
+    /// Writes the commit assembled since [`Self::begin`]: its records, in one segment, with
+    /// `metadata`'s families (kept in `cache`) where the segment lacks them or they changed.
+    /// Returns the position after the records, or the error (counted).
+    pub fn finish(
+        &mut self,
+        entries: &[u8],
+        metadata: &[u8],
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
+        let count = self.samples.len() + self.hists.len() + self.exemplars.len();
+        let r = match self.staged_err.take() {
+            Some(e) => Err(e),
+            None if count == 0 => return Ok(self.head()),
+            None => self.write_staged(entries, metadata, cache),
+        };
+        match &r {
+            Err(e) => {
+                // What the cache says was written may not have been.
+                cache.families.clear();
+                // The caches' value states and declarations may be ahead of what was written:
+                // the next commit starts a new epoch, storing every value whole and declaring
+                // every series again.
+                self.epoch_at = u64::MAX;
+                self.epoch_segment = u32::MAX;
+                self.stats
+                    .samples_not_durable
+                    .fetch_add(count as u64, Relaxed);
+                self.write_failed(e);
+            }
+            Ok(_) if self.failing => {
+                self.failing = false;
+                crate::log!(
+                    Level::Info,
+                    "wal",
+                    "WAL writes succeed again",
+                    dir = self.dir.display(),
+                    samples_not_durable = self.stats.samples_not_durable.load(Relaxed)
+                );
+            }
+            Ok(_) => {}
+        }
+        r
+    }
+
+    fn write_staged(
+        &mut self,
+        entries: &[u8],
+        metadata: &[u8],
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
+        let epoch = self.epoch;
+        self.rec_series.clear();
+        self.rec_series.push(SERIES);
+        if self.n_series > 0 {
+            record::put_count(&mut self.rec_series, self.n_series);
+            self.rec_series.extend_from_slice(&self.series_body);
+        }
         self.rec_samples.clear();
         if !self.samples.is_empty() {
             self.rec_samples.push(SAMPLES);
@@ -602,6 +675,7 @@ impl Wal {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
             let mut body = Vec::new();
             let mut n = 0;
+            let segment = self.epoch_segment;
             for (item, name) in &items {
                 let key = xxhash_rust::xxh3::xxh3_64(name);
                 let now = (xxhash_rust::xxh3::xxh3_64(item), segment);
@@ -643,14 +717,7 @@ impl Wal {
             return Err(io::Error::other("no open segment"));
         };
         let before = w.offset();
-        if let Err(e) = w.append(&records[..n], self.opts.compression, &mut self.ends) {
-            // Those series were not declared after all, and the values the cache holds were
-            // not written: the next commit starts a new epoch, storing every value whole.
-            for i in &self.declared {
-                cache.slots[*i].tag = 0;
-            }
-            return Err(e);
-        }
+        w.append(&records[..n], self.opts.compression, &mut self.ends)?;
         self.stats.records.fetch_add(n as u64, Relaxed);
         self.stats.bytes.fetch_add(w.offset() - before, Relaxed);
         self.unsynced = true;
