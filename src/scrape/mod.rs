@@ -160,15 +160,13 @@ impl Appender {
                     return Err(fail("missing metric name (__name__ label)".into(), counts));
                 }
             }
-            counts.kept += 1;
             if let Some(e) = check_label_limits(labels, &limits) {
                 return Err(fail(e, counts));
             }
-            if limits.sample_limit > 0 && counts.kept as u64 > limits.sample_limit {
-                // Keep counting, as Prometheus does, so the report shows the real numbers.
-                limit_error = Some("sample limit exceeded".into());
-            }
             if limit_error.is_some() {
+                // Past the sample limit: only counted, as Prometheus does, so the report
+                // shows the real numbers.
+                counts.kept += 1;
                 continue;
             }
             for (k, v) in external_labels {
@@ -184,6 +182,11 @@ impl Appender {
                     ),
                     counts,
                 ));
+            }
+            counts.kept += 1;
+            if limits.sample_limit > 0 && counts.kept as u64 > limits.sample_limit {
+                limit_error = Some("sample limit exceeded".into());
+                continue;
             }
             let ts = match s.timestamp_ms {
                 Some(ts) if t.honor_timestamps => {
@@ -361,6 +364,9 @@ struct TargetState {
     last: Option<Vec<u8>>,
     /// What `metric_relabel_configs` did to each series.
     relabel: crate::relabel::Memo,
+    /// Series first seen in failed scrapes since the last good one (Prometheus counts a
+    /// rolled-back scrape's series as added, once).
+    failed_seen: std::collections::HashSet<[u64; 2]>,
 }
 
 /// Per-core scratch for staleness: reused across targets.
@@ -558,9 +564,14 @@ async fn scrape_once(
 
     let mut app = core.appender.borrow_mut();
     let app = &mut *app;
+    let mut failed_added = 0;
     let counts = match &result {
-        Ok(c) => *c,
+        Ok(c) => {
+            state.failed_seen.clear();
+            *c
+        }
         Err(f) => {
+            failed_added = app.count_new_series(state);
             app.rollback();
             core.stats.scrape_failures.fetch_add(1, Relaxed);
             crate::log!(
@@ -583,7 +594,7 @@ async fn scrape_once(
     let mut wal = core.ctl.wal.borrow_mut();
     wal.begin(app.entries.len(), app.ends.len() + 16);
     let scraped_entries = app.ends.len();
-    let mut series_added = 0;
+    let mut series_added = failed_added;
     if result.is_ok() {
         let added = wal.add(
             &app.entries,
@@ -661,6 +672,31 @@ async fn scrape_once(
 }
 
 impl Appender {
+    /// Of the entries a failed scrape had appended before it failed, the series the target
+    /// has not had before: Prometheus reports them as added although the scrape is dropped.
+    fn count_new_series(&self, state: &mut TargetState) -> usize {
+        if self.ends.is_empty() {
+            return 0;
+        }
+        let known: std::collections::HashSet<[u64; 2]> = state.series.keys().collect();
+        let mut n = 0;
+        let mut start = 0usize;
+        for (end, kind) in self.ends.iter().zip(&self.kinds) {
+            let entry = &self.entries[start..*end as usize];
+            start = *end as usize;
+            if *kind == KIND_EXEMPLAR {
+                continue;
+            }
+            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry) {
+                let key = entry_key(labels);
+                if !known.contains(&key) && state.failed_seen.insert(key) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// After a successful scrape whose series changed: staleness markers for the series of
     /// the last scrape that are gone, then this scrape's entries become the ones to compare
     /// with next time.

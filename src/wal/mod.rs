@@ -109,6 +109,14 @@ struct CacheSlot {
 
 const _: () = assert!(std::mem::size_of::<CacheSlot>() == 32);
 
+impl SeriesCache {
+    /// Whether the last add with this cache had a series with this key (xxh3-128 of its
+    /// encoded labels, as two words).
+    pub fn keys(&self) -> impl Iterator<Item = [u64; 2]> + '_ {
+        self.slots.iter().map(|s| s.key)
+    }
+}
+
 /// Epochs stay below this, to fit a slot's tag; reaching it starts a new generation.
 const EPOCH_LIMIT: u32 = 1 << 28;
 

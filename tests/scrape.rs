@@ -1,0 +1,423 @@
+//! Scrape fidelity with real processes: staleness markers, report series, metric relabeling,
+//! scrape limits and target relabeling, as a Prometheus agent user sees them at the receiver
+//! and in `/api/v1/targets`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Received, Receiver, Spate, TestServer, http_get, wait_for};
+use serde_json::Value;
+
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+fn is_stale(s: &Received) -> bool {
+    s.value.to_bits() == STALE_NAN
+}
+
+fn named<'a>(samples: &'a [Received], name: &str) -> Vec<&'a Received> {
+    samples
+        .iter()
+        .filter(|s| s.label("__name__") == Some(name))
+        .collect()
+}
+
+fn config(jobs: &str, receiver: &Receiver) -> String {
+    format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}remote_write:\n  - url: {}\n    queue_config:\n      batch_send_deadline: 200ms\n",
+        receiver.url()
+    )
+}
+
+/// A target whose exposition moves through phases: the current phase is set by the test.
+struct PhasedTarget {
+    server: TestServer,
+    phase: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
+}
+
+impl PhasedTarget {
+    fn start(phases: Vec<(u16, &'static str)>) -> PhasedTarget {
+        let phase = Arc::new(AtomicU64::new(0));
+        let served = Arc::new(AtomicU64::new(0));
+        let (p, s) = (phase.clone(), served.clone());
+        let server = TestServer::start(move |_, _| {
+            s.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = phases[p.load(Ordering::SeqCst) as usize];
+            (
+                status,
+                "text/plain; version=0.0.4",
+                body.as_bytes().to_vec(),
+            )
+        });
+        PhasedTarget {
+            server,
+            phase,
+            served,
+        }
+    }
+
+    /// Moves to `phase` and waits until the target served it at least twice.
+    fn advance(&self, phase: u64) {
+        self.phase.store(phase, Ordering::SeqCst);
+        let start = self.served.load(Ordering::SeqCst);
+        wait_for(
+            Duration::from_secs(60),
+            "two scrapes of the new phase",
+            || (self.served.load(Ordering::SeqCst) >= start + 2).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn vanished_series_and_failed_scrapes_get_staleness_markers_and_shutdown_gets_none() {
+    let target = PhasedTarget::start(vec![
+        (200, "a 1\nb 2\nwith_ts 3 1700000000000\n"),
+        (200, "a 1\n"),
+        (500, "broken"),
+        (200, "a 1\nb 2\n"),
+    ]);
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: phased\n    static_configs: [{{targets: ['{}']}}]\n",
+        target.server.addr
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    let received = |name: &str, pred: &dyn Fn(&Received) -> bool| {
+        named(&receiver.samples(), name).into_iter().any(pred)
+    };
+    wait_for(Duration::from_secs(60), "the first phase", || {
+        received("b", &|s| s.value == 2.0).then_some(())
+    });
+    target.advance(1);
+    target.advance(2);
+    target.advance(3);
+    wait_for(
+        Duration::from_secs(60),
+        "b to come back after the failure",
+        || {
+            let samples = receiver.samples();
+            let failed_at = named(&samples, "a").into_iter().find(|s| is_stale(s))?.ts;
+            named(&samples, "b")
+                .into_iter()
+                .any(|s| s.ts > failed_at && s.value == 2.0)
+                .then_some(())
+        },
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let samples = receiver.samples();
+    let up = named(&samples, "up");
+    let stale_at = |name: &str| -> Vec<i64> {
+        named(&samples, name)
+            .into_iter()
+            .filter(|s| is_stale(s))
+            .map(|s| s.ts)
+            .collect()
+    };
+    // b gets one marker when it vanishes, and none at the failure: it was gone already.
+    let b_stale = stale_at("b");
+    assert_eq!(
+        b_stale.len(),
+        1,
+        "b: one marker when it vanished: {b_stale:?}"
+    );
+    // Every marker is stamped with a scrape's timestamp (the one that noticed).
+    assert!(up.iter().any(|u| u.ts == b_stale[0] && u.value == 1.0));
+    // The failed scrape: a goes stale with up=0 at the same timestamp.
+    let a_stale = stale_at("a");
+    assert_eq!(
+        a_stale.len(),
+        1,
+        "a: one marker, at the failure: {a_stale:?}"
+    );
+    assert!(
+        up.iter().any(|u| u.ts == a_stale[0] && u.value == 0.0),
+        "the failed scrape's up=0 shares the marker's timestamp"
+    );
+    // A series exposed with its own timestamp gets no marker (track_timestamps_staleness off).
+    assert!(stale_at("with_ts").is_empty());
+    // Report series never go stale while the target exists, and shutdown writes no marker.
+    assert!(stale_at("up").is_empty());
+    let newest_a = named(&samples, "a")
+        .into_iter()
+        .max_by_key(|s| s.ts)
+        .unwrap();
+    assert_eq!(
+        newest_a.value, 1.0,
+        "nothing stale after a graceful shutdown"
+    );
+}
+
+#[test]
+fn metric_relabeling_shapes_samples_and_report_series_count_them() {
+    let target = TestServer::start(|_, _| {
+        (
+            200,
+            "text/plain; version=0.0.4",
+            b"keep_me{id=\"x\",path=\"/a\"} 1\ndrop_me 2\nrename_total{code=\"200\"} 3\n".to_vec(),
+        )
+    });
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: relabeled
+    static_configs: [{{targets: ['{}'], labels: {{env: prod}}}}]
+    metric_relabel_configs:
+      - {{source_labels: [__name__], regex: 'drop_.*', action: drop}}
+      - {{regex: id, action: labeldrop}}
+      - {{source_labels: [instance], regex: '([^:]+):.*', target_label: host}}
+      - {{source_labels: [__name__], regex: '(.+)_total', target_label: __name__, replacement: '${{1}}_count'}}
+      - {{source_labels: [env, code], separator: '-', target_label: env_code}}
+",
+        target.addr
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    wait_for(Duration::from_secs(60), "three scrapes", || {
+        (named(&receiver.samples(), "up").len() >= 3).then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let samples = receiver.samples();
+    assert!(named(&samples, "drop_me").is_empty(), "dropped by name");
+    let keep = named(&samples, "keep_me");
+    assert!(!keep.is_empty());
+    for s in &keep {
+        assert_eq!(s.label("id"), None, "labeldrop");
+        assert_eq!(s.label("host"), Some("127.0.0.1"));
+        assert_eq!(s.label("env"), Some("prod"));
+        assert_eq!(
+            s.label("env_code"),
+            Some("prod-"),
+            "missing source is empty"
+        );
+    }
+    let renamed = named(&samples, "rename_count");
+    assert!(!renamed.is_empty(), "__name__ rewritten");
+    assert_eq!(renamed[0].label("env_code"), Some("prod-200"));
+    assert!(named(&samples, "rename_total").is_empty());
+    // Report series: exposed, kept after relabeling, new to the target.
+    let value_at = |name: &str, ts: i64| {
+        named(&samples, name)
+            .into_iter()
+            .find(|s| s.ts == ts)
+            .map(|s| s.value)
+    };
+    let mut ups: Vec<i64> = named(&samples, "up").iter().map(|s| s.ts).collect();
+    ups.sort();
+    let first = ups[0];
+    assert_eq!(value_at("scrape_samples_scraped", first), Some(3.0));
+    assert_eq!(
+        value_at("scrape_samples_post_metric_relabeling", first),
+        Some(2.0)
+    );
+    assert_eq!(value_at("scrape_series_added", first), Some(2.0));
+    assert_eq!(
+        value_at("scrape_series_added", ups[2]),
+        Some(0.0),
+        "known series are not added again"
+    );
+    // Report series carry the target labels but are not relabeled.
+    let up = named(&samples, "up")[0];
+    assert_eq!(up.label("host"), None);
+    assert_eq!(up.label("env"), Some("prod"));
+}
+
+fn target_state(spate: &Spate, job: &str) -> Option<Value> {
+    let (_, body) = http_get(&spate.web, "/api/v1/targets")?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["activeTargets"]
+        .as_array()?
+        .iter()
+        .find(|t| t["scrapePool"] == job && t["health"] != "unknown")
+        .cloned()
+}
+
+#[test]
+fn limits_fail_the_scrape_with_prometheus_reasons() {
+    let three = || {
+        TestServer::start(|_, _| {
+            (
+                200,
+                "text/plain; version=0.0.4",
+                b"m1{a=\"1\",b=\"2\",c=\"3\"} 1\nm2 2\nm3{long_value=\"0123456789abcdef\"} 3\n"
+                    .to_vec(),
+            )
+        })
+    };
+    let (t1, t2, t3, t4, t5, t6) = (three(), three(), three(), three(), three(), three());
+    let receiver = Receiver::start(|_| 200);
+    let job = |name: &str, extra: &str, targets: &str| {
+        format!("  - job_name: {name}\n    static_configs: [{{targets: [{targets}]}}]\n{extra}")
+    };
+    let q = |t: &TestServer| format!("'{}'", t.addr);
+    let jobs = [
+        job("samples", "    sample_limit: 2\n", &q(&t1)),
+        job(
+            "body",
+            "    body_size_limit: 20B\n    extra_scrape_metrics: true\n",
+            &q(&t2),
+        ),
+        job("labels", "    label_limit: 3\n", &q(&t3)),
+        // 15 characters: `instance` (127.0.0.1:PORT) fits, the long value does not.
+        job("values", "    label_value_length_limit: 15\n", &q(&t4)),
+        job(
+            "targets",
+            "    target_limit: 1\n",
+            &format!("{}, {}", q(&t5), q(&t6)),
+        ),
+        job(
+            "within",
+            "    sample_limit: 3\n    label_limit: 6\n    extra_scrape_metrics: true\n",
+            &q(&t6),
+        ),
+    ]
+    .concat();
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    let state = |job: &str| {
+        wait_for(Duration::from_secs(60), "the job scraped", || {
+            target_state(&spate, job)
+        })
+    };
+    let expect_error = |job: &str, want: &str| {
+        let t = state(job);
+        assert_eq!(t["health"], "down", "{job}: {t}");
+        assert_eq!(t["lastError"], want, "{job}");
+    };
+    expect_error("samples", "sample limit exceeded");
+    expect_error("body", "body size limit exceeded");
+    expect_error(
+        "labels",
+        "label_limit exceeded (metric: m1, number of labels: 6, limit: 3)",
+    );
+    expect_error(
+        "values",
+        "label_value_length_limit exceeded (metric: m3, label name: long_value, value: \"0123456789abcdef\", length: 16, limit: 15)",
+    );
+    expect_error(
+        "targets",
+        "target_limit exceeded (number of targets: 2, limit: 1)",
+    );
+    assert_eq!(state("within")["health"], "up");
+    wait_for(
+        Duration::from_secs(60),
+        "report series of every job",
+        || {
+            let s = receiver.samples();
+            ["samples", "body", "within"]
+                .iter()
+                .all(|j| {
+                    s.iter().any(|x| {
+                        x.label("job") == Some(j)
+                            && x.label("__name__") == Some("scrape_samples_post_metric_relabeling")
+                    })
+                })
+                .then_some(())
+        },
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let samples = receiver.samples();
+    let report = |job: &str, name: &str| {
+        samples
+            .iter()
+            .filter(|s| s.label("job") == Some(job) && s.label("__name__") == Some(name))
+            .map(|s| s.value)
+            .next_back()
+    };
+    // The breached scrape forwards nothing but its report, which still counts every sample.
+    assert!(samples.iter().all(
+        |s| s.label("job") != Some("samples") || !s.label("__name__").unwrap().starts_with('m')
+    ));
+    assert_eq!(report("samples", "up"), Some(0.0));
+    assert_eq!(report("samples", "scrape_samples_scraped"), Some(3.0));
+    assert_eq!(
+        report("samples", "scrape_samples_post_metric_relabeling"),
+        Some(3.0)
+    );
+    assert_eq!(report("body", "scrape_body_size_bytes"), Some(-1.0));
+    assert_eq!(report("within", "up"), Some(1.0));
+    assert_eq!(report("within", "scrape_sample_limit"), Some(3.0));
+    assert_eq!(report("within", "scrape_timeout_seconds"), Some(1.0));
+    let body_len =
+        "m1{a=\"1\",b=\"2\",c=\"3\"} 1\nm2 2\nm3{long_value=\"0123456789abcdef\"} 3\n".len();
+    assert_eq!(
+        report("within", "scrape_body_size_bytes"),
+        Some(body_len as f64)
+    );
+}
+
+#[test]
+fn relabel_configs_pick_targets_and_the_api_lists_the_dropped() {
+    let ok = || TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"x 1\n".to_vec()));
+    let (a, b, c) = (ok(), ok(), ok());
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: picked
+    keep_dropped_targets: 1
+    static_configs:
+      - targets: ['{a}', '{b}']
+        labels: {{__tmp_role: web, team: a}}
+      - targets: ['{c}']
+        labels: {{__tmp_role: db}}
+    relabel_configs:
+      - {{source_labels: [__tmp_role], regex: web, action: keep}}
+      - {{source_labels: [__address__], regex: '{b_addr}', action: drop}}
+      - {{source_labels: [__address__], target_label: __param_target}}
+      - {{target_label: __metrics_path__, replacement: /probe}}
+      - {{source_labels: [__address__], modulus: 8, target_label: shard, action: hashmod}}
+      - {{source_labels: [team], target_label: team, action: uppercase}}
+",
+        a = a.addr,
+        b = b.addr,
+        c = c.addr,
+        b_addr = regex_escape(&b.addr.to_string()),
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    let v = wait_for(Duration::from_secs(60), "the target scraped", || {
+        let (_, body) = http_get(&spate.web, "/api/v1/targets")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let active = v["data"]["activeTargets"].as_array()?;
+        (active.len() == 1 && active[0]["health"] != "unknown").then(|| v.clone())
+    });
+    let t = &v["data"]["activeTargets"][0];
+    assert_eq!(t["labels"]["instance"], a.addr.to_string());
+    assert_eq!(t["labels"]["team"], "A");
+    let shard = t["labels"]["shard"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(shard < 8);
+    assert_eq!(
+        t["scrapeUrl"],
+        format!(
+            "http://{}/probe?target={}",
+            a.addr,
+            common::urlencode(&a.addr.to_string())
+        )
+    );
+    assert_eq!(t["discoveredLabels"]["__tmp_role"], "web");
+    assert!(t["labels"].get("__tmp_role").is_none());
+    // Two were dropped; one is kept for the API (keep_dropped_targets: 1), both are counted.
+    let dropped = v["data"]["droppedTargets"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1);
+    assert!(dropped[0]["discoveredLabels"]["__address__"].is_string());
+    assert_eq!(v["data"]["droppedTargetCounts"]["picked"], 2);
+    let (_, only_dropped) = http_get(&spate.web, "/api/v1/targets?state=dropped").unwrap();
+    let only: Value = serde_json::from_str(&only_dropped).unwrap();
+    assert!(only["data"]["activeTargets"].as_array().unwrap().is_empty());
+    assert_eq!(only["data"]["droppedTargets"].as_array().unwrap().len(), 1);
+    wait_for(
+        Duration::from_secs(60),
+        "samples from the kept target",
+        || {
+            named(&receiver.samples(), "x")
+                .first()
+                .map(|s| s.label("shard").map(str::to_string))
+        },
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', "\\.")
+}
