@@ -10,7 +10,7 @@ use crate::config;
 use crate::log::Level;
 use crate::remote::{CoreControl, Endpoint, Shard};
 use crate::runtime::{self, Event};
-use crate::scrape::{self, CoreScrape, Target};
+use crate::scrape::{self, CoreScrape};
 use crate::selfmetrics::Registry;
 
 /// Assigns a target to a core. Stable for a given core count: a target never moves between
@@ -42,31 +42,18 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     let allowed = runtime::allowed_cpus();
     let cores = opts.cores.unwrap_or(allowed.len().max(1));
     let registry = Arc::new(Registry::new(cores));
-    let mut per_core: Vec<Vec<(Target, Arc<scrape::TargetStatus>)>> =
-        (0..cores).map(|_| Vec::new()).collect();
-    let mut view = scrape::TargetsView::default();
-    for sc in &cfg.scrape_configs {
-        let derived = scrape::targets_for(sc);
-        for e in derived.errors {
-            crate::log!(
-                Level::Error,
-                "scrape",
-                "dropping target",
-                job = e.job,
-                target = e.address,
-                err = e.reason
-            );
-        }
-        view.dropped.extend(derived.dropped);
-        view.dropped_counts
-            .push((sc.job_name.clone(), derived.dropped_count));
-        for t in derived.targets {
-            let status = Arc::new(scrape::TargetStatus::new(&t));
-            view.active.push(status.clone());
-            per_core[core_for(t.hash, cores)].push((t, status));
-        }
-    }
-    *registry.targets.lock().unwrap_or_else(|e| e.into_inner()) = view;
+    // The control plane's discovery manager derives the targets and queues each core's
+    // before the cores start; later changes (discovery, reloads) reach them the same way.
+    let inboxes: Vec<Arc<runtime::Mailbox<scrape::CoreMsg>>> =
+        (0..cores).map(|_| Arc::new(Default::default())).collect();
+    let manager = crate::discovery::Manager::new(
+        opts.config_file.clone(),
+        cfg.clone(),
+        inboxes.clone(),
+        registry.clone(),
+    );
+    let target_count = manager.target_count();
+    let commands = manager.sender();
     let endpoints: Vec<Arc<Endpoint>> = cfg
         .remote_write
         .iter()
@@ -81,7 +68,10 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         );
     }
 
-    let web = crate::web::start(&opts.listen_address, registry.clone()).map_err(|e| {
+    let reload = opts
+        .enable_lifecycle
+        .then(|| crate::discovery::ReloadHandle(Arc::new(std::sync::Mutex::new(commands.clone()))));
+    let web = crate::web::start(&opts.listen_address, registry.clone(), reload).map_err(|e| {
         format!(
             "cannot listen on --web.listen-address {}: {e}",
             opts.listen_address
@@ -95,7 +85,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         config = opts.config_file.display(),
         cores = cores,
-        targets = per_core.iter().map(Vec::len).sum::<usize>(),
+        targets = target_count,
         endpoints = endpoints.len(),
         listen = web
     );
@@ -183,7 +173,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     let shutdown = Event::new();
     let mut handles = Vec::new();
     let offset_seed = scrape::offset_seed(&cfg.global.external_labels);
-    for (((id, targets), wal), drains) in per_core.into_iter().enumerate().zip(wals).zip(drains) {
+    for (((id, inbox), wal), drains) in inboxes.into_iter().enumerate().zip(wals).zip(drains) {
         let stats = registry.cores[id].clone();
         let driver_stats = stats.clone();
         let endpoints = endpoints.clone();
@@ -230,7 +220,6 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                         timer_ctl.wal.borrow_mut().tick();
                     }
                 });
-                stats.targets.store(targets.len() as u64, Relaxed);
                 let core = Rc::new(CoreScrape {
                     offset_seed,
                     ctl: ctl.clone(),
@@ -241,9 +230,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     )),
                     buffers: Default::default(),
                 });
-                for (t, status) in targets {
-                    runtime::spawn(scrape::run_target(Rc::new(t), status, core.clone()));
-                }
+                runtime::spawn(scrape::manage_targets(inbox, core.clone()));
                 let mut draining = Vec::new();
                 for (old, wal) in drains {
                     let d = Rc::new(Drain {
@@ -274,6 +261,9 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot start core {id}: {e}"))?;
         handles.push(handle);
     }
+    manager
+        .spawn()
+        .map_err(|e| format!("cannot start the discovery manager: {e}"))?;
     registry.ready.store(true, Relaxed);
     crate::log!(
         Level::Info,
@@ -283,11 +273,14 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
 
     loop {
         match crate::signals::wait(&signals) {
-            libc::SIGHUP => crate::log!(
-                Level::Warn,
-                "agent",
-                "received SIGHUP, but configuration reload is not supported yet; restart spate to apply changes"
-            ),
+            libc::SIGHUP => {
+                crate::log!(
+                    Level::Info,
+                    "agent",
+                    "received SIGHUP, reloading the configuration"
+                );
+                let _ = commands.send(crate::discovery::Command::Reload { reply: None });
+            }
             sig => {
                 crate::log!(
                     Level::Info,

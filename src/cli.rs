@@ -29,6 +29,8 @@ pub struct AgentOptions {
     pub wal_max_time: Duration,
     /// `--storage.agent.no-lockfile`: do not lock the storage directory.
     pub no_lockfile: bool,
+    /// `--web.enable-lifecycle`: `POST /-/reload` reloads the configuration.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for AgentOptions {
@@ -48,6 +50,7 @@ impl Default for AgentOptions {
             wal_max_size: None,
             wal_max_time: Duration::ZERO,
             no_lockfile: false,
+            enable_lifecycle: false,
         }
     }
 }
@@ -74,7 +77,9 @@ Flags:
       --storage.agent.path=\"data-agent/\"
                                  Base path for agent data storage.
       --web.listen-address=\"0.0.0.0:9095\"
-                                 Address for /metrics, /-/healthy and /-/ready.
+                                 Address for /metrics, /-/healthy, /-/ready and the API.
+      --web.enable-lifecycle     Enable configuration reloads by POST /-/reload (SIGHUP
+                                 always reloads).
       --enable-feature=...       Comma-separated feature names. 'agent' is accepted (spate
                                  always runs as an agent); other names are refused.
       --agent                    Accepted for Prometheus 3 command lines; spate is always an agent.
@@ -154,6 +159,10 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             "version" => return Ok(Command::Version),
             "storage.agent.no-lockfile" if inline.is_none() => {
                 opts.no_lockfile = true;
+                continue;
+            }
+            "web.enable-lifecycle" if inline.is_none() => {
+                opts.enable_lifecycle = true;
                 continue;
             }
             "no-storage.agent.wal-compression" => {
@@ -364,6 +373,8 @@ mod tests {
         let z = run(&["--storage.agent.wal-compression=zstd"]);
         assert!(z.wal_compression && z.wal_compression_type == crate::wal::Compression::Zstd);
         assert!(run(&["--storage.agent.no-lockfile"]).no_lockfile);
+        assert!(run(&["--web.enable-lifecycle"]).enable_lifecycle);
+        assert!(!run(&[]).enable_lifecycle);
         assert!(!run(&[]).no_lockfile);
         for (args, want) in [
             (

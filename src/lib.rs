@@ -9,6 +9,7 @@ pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod exposition;
 pub mod hash;
 pub mod http;

@@ -230,3 +230,49 @@ pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Outp
 pub async fn sleep_or(d: Duration, event: &Event) -> bool {
     matches!(race(event.wait(), sleep(d)).await, Either::Left(()))
 }
+
+/// A cross-thread queue into one core: any thread sends, one task on the core receives.
+pub struct Mailbox<T> {
+    items: Mutex<Vec<T>>,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Mailbox {
+            items: Mutex::new(Vec::new()),
+            waker: Mutex::new(None),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    pub fn send(&self, item: T) {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(item);
+        if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.wake();
+        }
+    }
+
+    /// Completes with everything sent since the last receive, once there is something.
+    pub fn recv(&self) -> impl Future<Output = Vec<T>> + '_ {
+        std::future::poll_fn(move |cx| {
+            let take = || {
+                let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+                (!items.is_empty()).then(|| std::mem::take(&mut *items))
+            };
+            if let Some(items) = take() {
+                return Poll::Ready(items);
+            }
+            *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            // Re-check: a send may have come between the first look and the registration.
+            match take() {
+                Some(items) => Poll::Ready(items),
+                None => Poll::Pending,
+            }
+        })
+    }
+}

@@ -52,6 +52,10 @@ pub struct Registry {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Every target, active and dropped, for `/api/v1/targets`.
     pub targets: Mutex<crate::scrape::TargetsView>,
+    /// `prometheus_config_last_reload_successful`.
+    pub reload_successful: std::sync::atomic::AtomicBool,
+    /// `prometheus_config_last_reload_success_timestamp_seconds`, as f64 bits.
+    pub reload_success_time: AtomicU64,
 }
 
 impl Registry {
@@ -66,6 +70,8 @@ impl Registry {
             ready: Default::default(),
             stopping: Default::default(),
             targets: Mutex::new(Default::default()),
+            reload_successful: std::sync::atomic::AtomicBool::new(true),
+            reload_success_time: AtomicU64::new(start.as_secs_f64().to_bits()),
         }
     }
 
@@ -104,6 +110,29 @@ impl Registry {
             out,
             "spate_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
+        );
+
+        header(
+            &mut out,
+            "prometheus_config_last_reload_successful",
+            "gauge",
+            "Whether the last configuration reload attempt was successful.",
+        );
+        let _ = writeln!(
+            out,
+            "prometheus_config_last_reload_successful {}",
+            u8::from(self.reload_successful.load(Relaxed))
+        );
+        header(
+            &mut out,
+            "prometheus_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Timestamp of the last successful configuration reload.",
+        );
+        let _ = writeln!(
+            out,
+            "prometheus_config_last_reload_success_timestamp_seconds {}",
+            f64::from_bits(self.reload_success_time.load(Relaxed))
         );
 
         header(

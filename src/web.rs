@@ -12,7 +12,11 @@ use std::time::Duration;
 use crate::selfmetrics::Registry;
 
 /// Binds the listener now (so a bad address fails start-up) and serves it on a new thread.
-pub fn start(address: &str, registry: Arc<Registry>) -> std::io::Result<std::net::SocketAddr> {
+pub fn start(
+    address: &str,
+    registry: Arc<Registry>,
+    reload: Option<crate::discovery::ReloadHandle>,
+) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(address)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
@@ -21,16 +25,21 @@ pub fn start(address: &str, registry: Arc<Registry>) -> std::io::Result<std::net
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let registry = registry.clone();
+                let reload = reload.clone();
                 // One short-lived thread per connection: a slow client cannot block the others.
                 let _ = std::thread::Builder::new()
                     .name("spate-web-conn".into())
-                    .spawn(move || serve(conn, &registry));
+                    .spawn(move || serve(conn, &registry, reload.as_ref()));
             }
         })?;
     Ok(local)
 }
 
-fn serve(mut conn: TcpStream, registry: &Registry) {
+fn serve(
+    mut conn: TcpStream,
+    registry: &Registry,
+    reload: Option<&crate::discovery::ReloadHandle>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
     let mut buf = vec![0u8; 8192];
@@ -93,6 +102,16 @@ fn serve(mut conn: TcpStream, registry: &Registry) {
             } else {
                 let flag = if stopping { "true" } else { "false" };
                 respond(&mut conn, 503, "text/plain; charset=utf-8", &[("X-Prometheus-Stopping", flag)], b"Service Unavailable\n", head)
+            }
+        }
+        "/-/reload" if (method == "POST" || method == "PUT") && reload.is_some() => {
+            match reload.map(|r| r.reload()) {
+                Some(Ok(())) => respond(&mut conn, 200, "text/plain; charset=utf-8", &[], b"", false),
+                Some(Err(e)) => {
+                    let body = format!("failed to reload config: {e}\n");
+                    respond(&mut conn, 500, "text/plain; charset=utf-8", &[], body.as_bytes(), false)
+                }
+                None => respond(&mut conn, 403, "text/plain; charset=utf-8", &[], b"Lifecycle API is not enabled.\n", false),
             }
         }
         "/-/reload" | "/-/quit" if method == "POST" || method == "PUT" => {

@@ -66,6 +66,8 @@ pub struct ScrapeConfig {
     /// Sorted by parameter name.
     pub params: Vec<(String, Vec<String>)>,
     pub static_configs: Vec<StaticConfig>,
+    pub file_sd_configs: Vec<FileSdConfig>,
+    pub http_sd_configs: Vec<HttpSdConfig>,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub enable_compression: bool,
@@ -85,6 +87,21 @@ pub struct ScrapeConfig {
     pub limits: ScrapeLimits,
     /// Adds `scrape_timeout_seconds`, `scrape_sample_limit` and `scrape_body_size_bytes`.
     pub extra_scrape_metrics: bool,
+}
+
+/// `file_sd_configs`: target groups read from JSON or YAML files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileSdConfig {
+    /// Paths; the last component may hold a `*`.
+    pub files: Vec<String>,
+    pub refresh_interval: Duration,
+}
+
+/// `http_sd_configs`: target groups fetched from a URL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSdConfig {
+    pub url: Url,
+    pub refresh_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

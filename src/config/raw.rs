@@ -8,8 +8,8 @@ use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 use super::{
-    Config, GlobalConfig, Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig,
-    ScrapeLimits, StaticConfig, is_valid_label_name,
+    Config, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration, QueueConfig,
+    RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
@@ -95,6 +95,8 @@ section! {
         scheme: Field<String>,
         params: Option<BTreeMap<String, Vec<String>>>,
         static_configs: Option<Vec<RawStaticConfig>>,
+        file_sd_configs: Option<Vec<RawFileSd>>,
+        http_sd_configs: Option<Vec<RawHttpSd>>,
         honor_labels: Option<bool>,
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
@@ -126,8 +128,8 @@ section! {
         scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file,
-        // Service discovery other than static_configs.
-        file_sd_configs, http_sd_configs, dns_sd_configs, kubernetes_sd_configs, consul_sd_configs,
+        // Service discovery other than static, file and HTTP.
+        dns_sd_configs, kubernetes_sd_configs, consul_sd_configs,
         ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
@@ -135,6 +137,26 @@ section! {
         openstack_sd_configs, outscale_sd_configs, ovhcloud_sd_configs, puppetdb_sd_configs,
         scaleway_sd_configs, serverset_sd_configs, stackit_sd_configs, triton_sd_configs,
         uyuni_sd_configs, vultr_sd_configs,
+    }
+}
+
+section! {
+    RawFileSd {
+        files: Field<Vec<String>>,
+        refresh_interval: Option<PromDuration>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawHttpSd {
+        url: Field<String>,
+        refresh_interval: Option<PromDuration>,
+    }
+    unsupported {
+        basic_auth, authorization, oauth2, tls_config, proxy_url, no_proxy,
+        proxy_from_environment, proxy_connect_header, follow_redirects, enable_http2,
+        http_headers,
     }
 }
 
@@ -535,6 +557,70 @@ fn resolve_scrape(
         }
         static_configs.push(StaticConfig { targets, labels });
     }
+    let mut file_sd_configs = Vec::new();
+    for (j, f) in sc
+        .file_sd_configs
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let field = at(&format!("file_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), f.unsupported())?;
+        let files = f.files.ok_or_else(|| {
+            Problem::field(
+                field.clone(),
+                "file service discovery config must contain at least one path name",
+            )
+        })?;
+        if files.value.is_empty() {
+            return Err(Problem::at(
+                files.referenced.line(),
+                format!("{field}.files"),
+                "file service discovery config must contain at least one path name",
+            ));
+        }
+        for name in &files.value {
+            if !valid_sd_file_pattern(name) {
+                return Err(Problem::at(
+                    files.referenced.line(),
+                    format!("{field}.files"),
+                    format!(
+                        "path name {name:?} is not valid for file discovery: use a .json, .yml or .yaml file, with '*' only in the file name"
+                    ),
+                ));
+            }
+        }
+        file_sd_configs.push(FileSdConfig {
+            files: files.value,
+            refresh_interval: f.refresh_interval.map_or(Duration::from_secs(300), |d| d.0),
+        });
+    }
+    let mut http_sd_configs = Vec::new();
+    for (j, h) in sc
+        .http_sd_configs
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let field = at(&format!("http_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), h.unsupported())?;
+        let url = h
+            .url
+            .ok_or_else(|| Problem::field(field.clone(), "URL is missing"))?;
+        let parsed = Url::parse(&url.value)
+            .map_err(|e| Problem::at(url.referenced.line(), format!("{field}.url"), e))?;
+        if parsed.tls {
+            return Err(Problem::at(
+                url.referenced.line(),
+                format!("{field}.url"),
+                "https service discovery is not supported by spate yet; see docs/compatibility.md",
+            ));
+        }
+        http_sd_configs.push(HttpSdConfig {
+            url: parsed,
+            refresh_interval: h.refresh_interval.map_or(Duration::from_secs(60), |d| d.0),
+        });
+    }
     let scrape_native_histograms = sc
         .scrape_native_histograms
         .unwrap_or(global.scrape_native_histograms);
@@ -592,10 +678,27 @@ fn resolve_scrape(
         scheme,
         params: sc.params.unwrap_or_default().into_iter().collect(),
         static_configs,
+        file_sd_configs,
+        http_sd_configs,
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),
         enable_compression: sc.enable_compression.unwrap_or(true),
     })
+}
+
+/// Prometheus' rule for file_sd paths: a `.json`, `.yml` or `.yaml` file, with a `*` glob
+/// allowed only in the last path component.
+fn valid_sd_file_pattern(name: &str) -> bool {
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    if !["json", "yml", "yaml", "JSON", "YML", "YAML"].contains(&ext) {
+        return false;
+    }
+    match name.find('*') {
+        None => true,
+        Some(star) => !name[star..].contains('/') && name[star + 1..].find('*').is_none(),
+    }
 }
 
 /// Validates a list of relabel rules; errors name the rule and its line.

@@ -9,7 +9,9 @@ mod status;
 mod target;
 
 pub use status::{TargetStatus, TargetsView, targets_json};
-pub use target::{Derived, DroppedTarget, Target, TargetError, derive, targets_for};
+pub use target::{
+    Derived, Discovered, DroppedTarget, Labels, Target, TargetError, derive, targets_for,
+};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -28,7 +30,7 @@ use crate::remote::encode::{
 };
 
 pub use self::target::derive as derive_targets;
-use crate::runtime::{Instant, sleep_or, timeout};
+use crate::runtime::{Instant, timeout};
 use crate::selfmetrics::CoreStats;
 
 /// Per-core scratch for building a scrape's samples: reused across every scrape on the core,
@@ -378,8 +380,91 @@ struct StaleScratch {
     refs: crate::wal::SeriesCache,
 }
 
-/// Runs one target's scrape loop until shutdown.
-pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<CoreScrape>) {
+/// What the control plane tells a core about its targets.
+pub enum CoreMsg {
+    /// Start scraping a target (a target with the same hash is stopped first, silently: a
+    /// changed configuration, not a vanished target).
+    Start(Box<Target>, Arc<TargetStatus>),
+    /// Stop the target with this hash; with `stale`, its series get staleness markers at its
+    /// next tick, as Prometheus marks targets that service discovery or a reload removed.
+    Stop { hash: u64, stale: bool },
+}
+
+/// How a running target loop is told to stop.
+#[derive(Default)]
+pub struct TargetHandle {
+    /// Set once: whether the series go stale.
+    stop: std::cell::Cell<Option<bool>>,
+    notify: crate::runtime::LocalNotify,
+}
+
+impl TargetHandle {
+    fn stop(&self, stale: bool) {
+        if self.stop.get().is_none() {
+            self.stop.set(Some(stale));
+            self.notify.notify();
+        }
+    }
+}
+
+/// The core's target manager: starts and stops target loops as the control plane says,
+/// until shutdown (which stops every loop without staleness markers).
+pub async fn manage_targets(inbox: Arc<crate::runtime::Mailbox<CoreMsg>>, core: Rc<CoreScrape>) {
+    let mut running: std::collections::HashMap<u64, Rc<TargetHandle>> =
+        std::collections::HashMap::new();
+    let shutdown = core.ctl.shutdown.clone();
+    loop {
+        let msgs = match crate::runtime::race(inbox.recv(), shutdown.wait()).await {
+            crate::runtime::Either::Left(m) => m,
+            crate::runtime::Either::Right(()) => return,
+        };
+        for msg in msgs {
+            match msg {
+                CoreMsg::Start(t, status) => {
+                    if let Some(old) = running.remove(&t.hash) {
+                        old.stop(false);
+                    }
+                    let handle = Rc::new(TargetHandle::default());
+                    running.insert(t.hash, handle.clone());
+                    crate::runtime::spawn(run_target(Rc::new(*t), status, core.clone(), handle));
+                }
+                CoreMsg::Stop { hash, stale } => {
+                    if let Some(old) = running.remove(&hash) {
+                        old.stop(stale);
+                    }
+                }
+            }
+        }
+        core.stats.targets.store(running.len() as u64, Relaxed);
+    }
+}
+
+/// Sleeps until `d` passes, shutdown, or the target is stopped: true unless `d` passed.
+async fn sleep_or_stop(
+    d: Duration,
+    shutdown: &crate::runtime::Event,
+    handle: &TargetHandle,
+) -> bool {
+    if handle.stop.get().is_some() {
+        return true;
+    }
+    !matches!(
+        crate::runtime::race(
+            crate::runtime::sleep(d),
+            crate::runtime::race(shutdown.wait(), handle.notify.notified()),
+        )
+        .await,
+        crate::runtime::Either::Left(())
+    )
+}
+
+/// Runs one target's scrape loop until shutdown or until it is stopped.
+pub async fn run_target(
+    target: Rc<Target>,
+    status: Arc<TargetStatus>,
+    core: Rc<CoreScrape>,
+    handle: Rc<TargetHandle>,
+) {
     core.ctl.loop_started();
     let mut conn = Conn::new(target.address.clone());
     if target.limits.body_size_limit > 0 {
@@ -407,9 +492,9 @@ pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<
     let tolerance_ms = (interval_ms / 100).min(2) as i64;
     let shutdown = core.ctl.shutdown.clone();
     let mut state = TargetState::default();
-    if !sleep_or(Duration::from_millis(first_wait), &shutdown).await {
-        let mut next = Instant::now();
-        let mut tick: i64 = 0;
+    let mut next = Instant::now() + Duration::from_millis(first_wait);
+    let mut tick: i64 = 0;
+    if !sleep_or_stop(Duration::from_millis(first_wait), &shutdown, &handle).await {
         loop {
             let now = unix_ms();
             let ideal = first_tick_ms + tick * interval_ms as i64;
@@ -429,9 +514,18 @@ pub async fn run_target(target: Rc<Target>, status: Arc<TargetStatus>, core: Rc<
                 next += interval * skip as u32;
                 tick += skip as i64;
             }
-            if sleep_or(next - now, &shutdown).await {
+            if sleep_or_stop(next - now, &shutdown, &handle).await {
                 break;
             }
+        }
+    }
+    if handle.stop.get() == Some(true) && !shutdown.is_set() {
+        // Removed by discovery or a reload: at what would have been its next tick, its series
+        // and report series go stale (nothing is written if the agent shuts down first).
+        let wait = next.saturating_duration_since(Instant::now());
+        if !crate::runtime::sleep_or(wait, &shutdown).await {
+            let ts = first_tick_ms + tick * interval_ms as i64;
+            stale_on_removal(&target, &core, &mut state, ts);
         }
     }
     core.ctl.loop_ended();
@@ -625,25 +719,21 @@ async fn scrape_once(
     let error = result.as_ref().err().map(|f| f.message.as_str());
     status.record(wall, duration, error);
     let up = if result.is_ok() { 1.0 } else { 0.0 };
-    let mut report = vec![
-        ("up", up),
-        ("scrape_duration_seconds", duration),
-        ("scrape_samples_scraped", counts.scraped as f64),
-        ("scrape_samples_post_metric_relabeling", counts.kept as f64),
-        ("scrape_series_added", series_added as f64),
+    let mut values = vec![
+        up,
+        duration,
+        counts.scraped as f64,
+        counts.kept as f64,
+        series_added as f64,
     ];
     if t.extra_metrics {
         let body = match &result {
             Ok(_) => body_size as f64,
             Err(f) => f.body_size,
         };
-        report.extend([
-            ("scrape_timeout_seconds", t.timeout.as_secs_f64()),
-            ("scrape_sample_limit", t.limits.sample_limit as f64),
-            ("scrape_body_size_bytes", body),
-        ]);
+        values.extend([t.timeout.as_secs_f64(), t.limits.sample_limit as f64, body]);
     }
-    for (name, value) in report {
+    for (name, value) in report_names(t).zip(values) {
         report_labels(&mut app.labels, name, t, &core.external_labels);
         app.push(value, ts);
     }
@@ -668,6 +758,65 @@ async fn scrape_once(
     core.stats
         .samples_appended
         .fetch_add(appended as u64, Relaxed);
+    app.rollback();
+}
+
+/// The report series a target gets, in Prometheus' order: five, and three more with
+/// `extra_scrape_metrics`.
+fn report_names(t: &Target) -> impl Iterator<Item = &'static str> {
+    const NAMES: [&str; 8] = [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+        "scrape_timeout_seconds",
+        "scrape_sample_limit",
+        "scrape_body_size_bytes",
+    ];
+    NAMES.into_iter().take(if t.extra_metrics { 8 } else { 5 })
+}
+
+/// Staleness markers for every series of a removed target, its report series included.
+fn stale_on_removal(t: &Target, core: &CoreScrape, state: &mut TargetState, ts: i64) {
+    let mut app = core.appender.borrow_mut();
+    let app = &mut *app;
+    app.rollback();
+    if let Some(last) = state.last.take() {
+        app.stale_all(&last, ts);
+    }
+    let scraped = app.ends.len();
+    for name in report_names(t) {
+        report_labels(&mut app.labels, name, t, &core.external_labels);
+        app.push(f64::from_bits(STALE_NAN), ts);
+    }
+    let mut wal = core.ctl.wal.borrow_mut();
+    wal.begin(app.entries.len(), app.ends.len());
+    if scraped > 0 {
+        let stale = &mut app.stale.refs;
+        *stale = crate::wal::SeriesCache::default();
+        wal.add(&app.entries, &app.ends, 0..scraped, stale);
+    }
+    wal.add(
+        &app.entries,
+        &app.ends,
+        scraped..app.ends.len(),
+        &mut state.reports,
+    );
+    let committed = wal.finish(&app.entries, &[], &mut state.series);
+    drop(wal);
+    for shard in core.ctl.shards().iter() {
+        shard.append(
+            &app.entries,
+            &app.ends,
+            &app.kinds,
+            ts,
+            committed.as_ref().ok().copied(),
+        );
+    }
+    core.stats
+        .samples_appended
+        .fetch_add(app.ends.len() as u64, Relaxed);
     app.rollback();
 }
 

@@ -1,0 +1,208 @@
+//! `file_sd_configs`: target groups from JSON or YAML files, re-read when a file changes
+//! (checked four times a second) and every `refresh_interval`. A file that fails to read or
+//! parse keeps its last good groups; a deleted file's groups go.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Command, TargetGroup, parse_groups, sleep_unless};
+use crate::config::FileSdConfig;
+use crate::log::Level;
+
+/// How often files are checked for changes.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What identifies a file's content without reading it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+pub struct Watcher {
+    cfg: FileSdConfig,
+    /// Per file: its stamp when last read, and its groups (the last good ones).
+    files: BTreeMap<PathBuf, (Option<Stamp>, Vec<TargetGroup>)>,
+    refreshed: Instant,
+}
+
+impl Watcher {
+    pub fn new(cfg: FileSdConfig) -> Watcher {
+        Watcher {
+            cfg,
+            files: BTreeMap::new(),
+            refreshed: Instant::now(),
+        }
+    }
+
+    /// Checks the files; returns every group when something changed (or `force`).
+    pub fn poll(&mut self, force: bool) -> Option<Vec<TargetGroup>> {
+        let force = force || self.refreshed.elapsed() >= self.cfg.refresh_interval;
+        if force {
+            self.refreshed = Instant::now();
+        }
+        let paths = expand(&self.cfg.files);
+        let mut changed = false;
+        // Files that are gone take their groups with them.
+        let before = self.files.len();
+        self.files.retain(|p, _| paths.contains(p));
+        changed |= self.files.len() != before;
+        for path in paths {
+            let stamp = stamp(&path);
+            let entry = self.files.entry(path.clone()).or_insert((None, Vec::new()));
+            if !force && entry.0.is_some() && entry.0 == stamp {
+                continue;
+            }
+            entry.0 = stamp;
+            let name = path.display().to_string();
+            let extra = vec![("__meta_filepath".to_string(), name.clone())];
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| parse_groups(&text, &name, &extra))
+            {
+                Ok(groups) => {
+                    changed |= groups != entry.1;
+                    entry.1 = groups;
+                }
+                Err(e) => crate::log!(
+                    Level::Error,
+                    "discovery",
+                    "cannot read a file_sd file; its last good targets stay",
+                    file = name,
+                    err = e
+                ),
+            }
+        }
+        (changed || force).then(|| self.files.values().flat_map(|f| f.1.clone()).collect())
+    }
+
+    /// Watches until `stop`, sending each change.
+    pub fn run(&mut self, job: &str, provider: u64, tx: &Sender<Command>, stop: &AtomicBool) {
+        while !sleep_unless(POLL, stop) {
+            if let Some(groups) = self.poll(false) {
+                let cmd = Command::Groups {
+                    job: job.to_string(),
+                    provider,
+                    groups,
+                };
+                if tx.send(cmd).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode: m.ino(),
+    })
+}
+
+/// The files the patterns name: a `*` or `?` may appear in the last path component.
+fn expand(patterns: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in patterns {
+        let path = Path::new(p);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        match name {
+            Some(name) if name.contains(['*', '?']) => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(Result::ok)
+                    .filter(|e| glob_match(name.as_bytes(), e.file_name().as_encoded_bytes()))
+                    .map(|e| dir.join(e.file_name()))
+                    .collect();
+                found.sort();
+                out.extend(found);
+            }
+            _ => out.push(path.to_path_buf()),
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Shell-style matching of one path component: `*` any run, `?` one byte.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*.json", b"a.json"));
+        assert!(glob_match(b"t-*.yml", b"t-1.yml"));
+        assert!(!glob_match(b"t-*.yml", b"t-1.yaml"));
+        assert!(glob_match(b"?.json", b"a.json"));
+        assert!(!glob_match(b"?.json", b"ab.json"));
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"a*b*c", b"aXbYbZc"));
+    }
+
+    #[test]
+    fn changes_are_seen_and_bad_files_keep_their_targets() {
+        let dir = std::env::temp_dir().join(format!("spate-file-sd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("t1.json");
+        std::fs::write(&f, r#"[{"targets": ["a:1"]}]"#).unwrap();
+        let mut w = Watcher::new(FileSdConfig {
+            files: vec![dir.join("*.json").display().to_string()],
+            refresh_interval: Duration::from_secs(300),
+        });
+        let g = w.poll(true).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].labels[0].1, f.display().to_string(), "__meta_filepath");
+        assert!(w.poll(false).is_none(), "nothing changed");
+        // A broken file keeps its last good groups.
+        std::fs::write(&f, "[{not json").unwrap();
+        assert!(w.poll(false).is_none());
+        // A new file matching the glob is found.
+        std::fs::write(dir.join("t2.json"), r#"[{"targets": ["b:2", "c:3"]}]"#).unwrap();
+        let g = w.poll(false).unwrap();
+        let n: usize = g.iter().map(|g| g.targets.len()).sum();
+        assert_eq!(n, 3);
+        // Deleting a file removes its targets.
+        std::fs::remove_file(&f).unwrap();
+        let g = w.poll(false).unwrap();
+        let n: usize = g.iter().map(|g| g.targets.len()).sum();
+        assert_eq!(n, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

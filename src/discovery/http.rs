@@ -1,0 +1,107 @@
+//! `http_sd_configs`: target groups fetched with GET every `refresh_interval`, as Prometheus
+//! does: status 200 and a JSON content type required; on error the last list stays.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use super::{Command, TargetGroup, parse_groups, sleep_unless};
+use crate::config::HttpSdConfig;
+use crate::log::Level;
+
+/// Fetches until `stop`; each successful fetch that changed the list is sent.
+pub fn run(cfg: &HttpSdConfig, job: &str, provider: u64, tx: &Sender<Command>, stop: &AtomicBool) {
+    let url = format!(
+        "http://{}:{}{}",
+        cfg.url.host, cfg.url.port, cfg.url.path_and_query
+    );
+    let mut last: Option<Vec<TargetGroup>> = None;
+    loop {
+        match fetch(cfg).and_then(|body| {
+            let extra = vec![("__meta_url".to_string(), url.clone())];
+            parse_groups(&body, &url, &extra)
+        }) {
+            Ok(groups) => {
+                if last.as_ref() != Some(&groups) {
+                    last = Some(groups.clone());
+                    let cmd = Command::Groups {
+                        job: job.to_string(),
+                        provider,
+                        groups,
+                    };
+                    if tx.send(cmd).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => crate::log!(
+                Level::Error,
+                "discovery",
+                "HTTP service discovery failed; its last targets stay",
+                job = job,
+                url = url,
+                err = e
+            ),
+        }
+        if sleep_unless(cfg.refresh_interval, stop) {
+            return;
+        }
+    }
+}
+
+/// One GET: the body of a 200 response with a JSON content type.
+fn fetch(cfg: &HttpSdConfig) -> Result<String, String> {
+    let u = &cfg.url;
+    let timeout = cfg.refresh_interval.max(Duration::from_secs(1));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
+        .map_err(|e| format!("resolve {}: {e}", u.host))?
+        .next()
+        .ok_or_else(|| format!("resolve {}: no address", u.host))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let host = if u.host.contains(':') {
+        format!("[{}]:{}", u.host, u.port)
+    } else {
+        format!("{}:{}", u.host, u.port)
+    };
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: spate/{}\r\nAccept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\nConnection: close\r\n\r\n",
+        u.path_and_query,
+        env!("CARGO_PKG_VERSION"),
+        cfg.refresh_interval.as_secs()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.take(64 << 20)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    let head = crate::http::parse_head(&raw, false)?.ok_or("incomplete response")?;
+    if head.status != 200 {
+        return Err(format!("server returned HTTP status {}", head.status));
+    }
+    let ct = head
+        .content_type
+        .map(|(a, b)| String::from_utf8_lossy(&raw[a..b]).to_ascii_lowercase())
+        .unwrap_or_default();
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media != "application/json" {
+        return Err(format!("unsupported content type {ct:?}"));
+    }
+    let mut body = raw[head.head_len..].to_vec();
+    match head.framing {
+        crate::http::Framing::Chunked => {
+            let n = crate::http::dechunk_in_place(&mut body)
+                .map_err(|e| format!("invalid chunked body: {e}"))?;
+            body.truncate(n);
+        }
+        crate::http::Framing::Length(n) => body.truncate(n),
+        crate::http::Framing::Close => {}
+    }
+    String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())
+}

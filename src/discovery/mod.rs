@@ -1,0 +1,533 @@
+//! Service discovery and the target set: the control plane's manager thread.
+//!
+//! Providers (`static_configs`, `file_sd_configs`, `http_sd_configs`) produce target groups;
+//! the manager derives each job's targets from them (relabeling included), compares them
+//! with what runs, and tells the cores which targets to start and stop. A reload goes through
+//! the same path: the new configuration's jobs are derived and compared like an update.
+//!
+//! **Invariant:** a provider that fails keeps its last good groups; a target leaves only
+//! when its provider says so (or its job goes), and then gets staleness markers.
+
+mod file;
+mod http;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{self, Config, ScrapeConfig};
+use crate::log::Level;
+use crate::runtime::Mailbox;
+use crate::scrape::{self, CoreMsg, Discovered, Labels, Target, TargetStatus, TargetsView};
+use crate::selfmetrics::Registry;
+
+/// A group of targets sharing labels, known by its source (`file:index`, `url:index`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetGroup {
+    pub source: String,
+    /// Each target's own labels (`__address__` at least).
+    pub targets: Vec<Labels>,
+    pub labels: Labels,
+}
+
+/// What the manager thread is told.
+pub enum Command {
+    /// A provider's complete, current groups.
+    Groups {
+        job: String,
+        provider: u64,
+        groups: Vec<TargetGroup>,
+    },
+    /// Reload the configuration file; the outcome goes to `reply` when given.
+    Reload {
+        reply: Option<Sender<Result<(), String>>>,
+    },
+}
+
+/// Updates arriving within this window are applied together.
+const COALESCE: Duration = Duration::from_millis(200);
+
+/// A running provider; dropping it tells its thread to stop.
+struct Provider {
+    id: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Job {
+    cfg: ScrapeConfig,
+    providers: Vec<Provider>,
+    /// Each provider's groups, by provider id.
+    groups: BTreeMap<u64, Vec<TargetGroup>>,
+    /// Running targets by hash.
+    active: HashMap<u64, (Target, Arc<TargetStatus>)>,
+    /// Target hashes in derivation order (the targets API lists them so).
+    order: Vec<u64>,
+    dropped: Vec<scrape::DroppedTarget>,
+    dropped_count: usize,
+    dirty: bool,
+}
+
+/// The manager: owns the jobs and the channel providers write to.
+pub struct Manager {
+    config_file: std::path::PathBuf,
+    cfg: Config,
+    jobs: Vec<Job>,
+    cores: Vec<Arc<Mailbox<CoreMsg>>>,
+    registry: Arc<Registry>,
+    tx: Sender<Command>,
+    rx: Receiver<Command>,
+    next_provider: u64,
+}
+
+impl Manager {
+    /// Builds the manager for `cfg` and derives the first targets (static ones, and what
+    /// file_sd finds at once); they are queued for the cores before those start.
+    pub fn new(
+        config_file: std::path::PathBuf,
+        cfg: Config,
+        cores: Vec<Arc<Mailbox<CoreMsg>>>,
+        registry: Arc<Registry>,
+    ) -> Manager {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut m = Manager {
+            config_file,
+            cfg: cfg.clone(),
+            jobs: Vec::new(),
+            cores,
+            registry,
+            tx,
+            rx,
+            next_provider: 0,
+        };
+        for sc in &cfg.scrape_configs {
+            let job = m.new_job(sc.clone());
+            m.jobs.push(job);
+        }
+        m.sync();
+        m
+    }
+
+    /// Where providers, the web thread and the signal handler send commands.
+    pub fn sender(&self) -> Sender<Command> {
+        self.tx.clone()
+    }
+
+    /// Active targets now.
+    pub fn target_count(&self) -> usize {
+        self.jobs.iter().map(|j| j.active.len()).sum()
+    }
+
+    /// Runs the manager on its own thread until the process ends.
+    pub fn spawn(mut self) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("spate-discovery".into())
+            .spawn(move || self.run())?;
+        Ok(())
+    }
+
+    fn run(&mut self) {
+        loop {
+            let Ok(cmd) = self.rx.recv() else { return };
+            self.handle(cmd);
+            // Take what else arrives in the window, then apply it all at once.
+            let until = std::time::Instant::now() + COALESCE;
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            self.sync();
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Groups {
+                job,
+                provider,
+                groups,
+            } => {
+                // Updates from providers of a job's earlier configuration are ignored.
+                if let Some(j) = self
+                    .jobs
+                    .iter_mut()
+                    .find(|j| j.cfg.job_name == job && j.providers.iter().any(|p| p.id == provider))
+                {
+                    j.groups.insert(provider, groups);
+                    j.dirty = true;
+                }
+            }
+            Command::Reload { reply } => {
+                let r = self.reload();
+                self.registry
+                    .reload_successful
+                    .store(r.is_ok(), Ordering::Relaxed);
+                match &r {
+                    Ok(()) => {
+                        self.registry
+                            .reload_success_time
+                            .store(crate::log::unix_seconds().to_bits(), Ordering::Relaxed);
+                        crate::log!(
+                            Level::Info,
+                            "config",
+                            "Completed loading of configuration file",
+                            filename = self.config_file.display()
+                        );
+                    }
+                    Err(e) => crate::log!(
+                        Level::Error,
+                        "config",
+                        "Error reloading config; the running configuration stays",
+                        filename = self.config_file.display(),
+                        err = e
+                    ),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+
+    /// Loads the file again and moves to it: unchanged jobs keep running untouched, changed
+    /// ones are derived again (targets that stay keep scraping without staleness), removed
+    /// ones stop with staleness markers.
+    fn reload(&mut self) -> Result<(), String> {
+        let new = config::load_file(&self.config_file).map_err(|e| e.to_string())?;
+        if new.global.external_labels != self.cfg.global.external_labels
+            || new.remote_write != self.cfg.remote_write
+        {
+            crate::log!(
+                Level::Warn,
+                "config",
+                "external_labels and remote_write changes take effect at the next restart; scrape configuration changes are applied now"
+            );
+        }
+        let mut old: Vec<Job> = std::mem::take(&mut self.jobs);
+        for sc in &new.scrape_configs {
+            match old.iter().position(|j| j.cfg.job_name == sc.job_name) {
+                Some(i) if old[i].cfg == *sc => self.jobs.push(old.remove(i)),
+                Some(i) => {
+                    let prev = old.remove(i);
+                    let mut job = self.new_job(sc.clone());
+                    // The running targets move to the new job: sync compares against them.
+                    job.active = prev.active;
+                    job.order = prev.order;
+                    self.jobs.push(job);
+                }
+                None => {
+                    let job = self.new_job(sc.clone());
+                    self.jobs.push(job);
+                }
+            }
+        }
+        // Jobs that are gone: their targets stop and go stale.
+        for job in old {
+            for (hash, _) in job.active {
+                self.send_to_core(hash, CoreMsg::Stop { hash, stale: true });
+            }
+        }
+        self.cfg = Config {
+            scrape_configs: new.scrape_configs,
+            ..self.cfg.clone()
+        };
+        self.sync();
+        Ok(())
+    }
+
+    fn new_job(&mut self, cfg: ScrapeConfig) -> Job {
+        let mut job = Job {
+            cfg,
+            providers: Vec::new(),
+            groups: BTreeMap::new(),
+            active: HashMap::new(),
+            order: Vec::new(),
+            dropped: Vec::new(),
+            dropped_count: 0,
+            dirty: true,
+        };
+        // Static groups: one provider that never changes.
+        let id = self.provider_id();
+        let statics: Vec<TargetGroup> = job
+            .cfg
+            .static_configs
+            .iter()
+            .enumerate()
+            .map(|(i, g)| TargetGroup {
+                source: i.to_string(),
+                targets: g
+                    .targets
+                    .iter()
+                    .map(|t| vec![("__address__".to_string(), t.clone())])
+                    .collect(),
+                labels: g.labels.clone(),
+            })
+            .collect();
+        job.groups.insert(id, statics);
+        job.providers.push(Provider {
+            id,
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        for f in job.cfg.file_sd_configs.clone() {
+            let id = self.provider_id();
+            let stop = Arc::new(AtomicBool::new(false));
+            // The first read is synchronous, so start-up has the file's targets at once.
+            let mut watcher = file::Watcher::new(f);
+            job.groups
+                .insert(id, watcher.poll(true).unwrap_or_default());
+            let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
+            let spawned = std::thread::Builder::new()
+                .name("spate-file-sd".into())
+                .spawn(move || watcher.run(&name, id, &tx, &flag));
+            if let Err(e) = spawned {
+                crate::log!(
+                    Level::Error,
+                    "discovery",
+                    "cannot start file discovery",
+                    job = job.cfg.job_name,
+                    err = e
+                );
+            }
+            job.providers.push(Provider { id, stop });
+        }
+        for h in job.cfg.http_sd_configs.clone() {
+            let id = self.provider_id();
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
+            let spawned = std::thread::Builder::new()
+                .name("spate-http-sd".into())
+                .spawn(move || http::run(&h, &name, id, &tx, &flag));
+            if let Err(e) = spawned {
+                crate::log!(
+                    Level::Error,
+                    "discovery",
+                    "cannot start HTTP discovery",
+                    job = job.cfg.job_name,
+                    err = e
+                );
+            }
+            job.providers.push(Provider { id, stop });
+        }
+        job
+    }
+
+    fn provider_id(&mut self) -> u64 {
+        self.next_provider += 1;
+        self.next_provider
+    }
+
+    fn send_to_core(&self, hash: u64, msg: CoreMsg) {
+        let core = crate::agent::core_for(hash, self.cores.len());
+        self.cores[core].send(msg);
+    }
+
+    /// Derives every changed job's targets and tells the cores what to start and stop; then
+    /// publishes the target set to the targets API.
+    fn sync(&mut self) {
+        for i in 0..self.jobs.len() {
+            if !self.jobs[i].dirty {
+                continue;
+            }
+            let job = &mut self.jobs[i];
+            job.dirty = false;
+            let discovered: Vec<Discovered> = job
+                .groups
+                .values()
+                .flatten()
+                .flat_map(|g| g.targets.iter().map(|t| (t.clone(), g.labels.clone())))
+                .collect();
+            let derived = scrape::derive(&job.cfg, &discovered);
+            for e in &derived.errors {
+                crate::log!(
+                    Level::Error,
+                    "scrape",
+                    "dropping target",
+                    job = e.job,
+                    target = e.address,
+                    err = e.reason
+                );
+            }
+            let mut next: HashMap<u64, (Target, Arc<TargetStatus>)> = HashMap::new();
+            let mut order = Vec::new();
+            let mut msgs = Vec::new();
+            for t in derived.targets {
+                let hash = t.hash;
+                order.push(hash);
+                match job.active.remove(&hash) {
+                    Some((old, status)) if old == t => {
+                        next.insert(hash, (old, status));
+                    }
+                    previous => {
+                        // New, or changed (a reload): the core replaces a running loop
+                        // without staleness. Health carries over for a changed one.
+                        let status = match previous {
+                            Some((_, s)) => s,
+                            None => Arc::new(TargetStatus::new(&t)),
+                        };
+                        msgs.push((hash, CoreMsg::Start(Box::new(t.clone()), status.clone())));
+                        next.insert(hash, (t, status));
+                    }
+                }
+            }
+            for (hash, _) in job.active.drain() {
+                msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+            }
+            job.active = next;
+            job.order = order;
+            job.dropped = derived.dropped;
+            job.dropped_count = derived.dropped_count;
+            for (hash, msg) in msgs {
+                self.send_to_core(hash, msg);
+            }
+        }
+        let mut view = TargetsView::default();
+        for job in &self.jobs {
+            for hash in &job.order {
+                if let Some((_, status)) = job.active.get(hash) {
+                    view.active.push(status.clone());
+                }
+            }
+            view.dropped.extend(job.dropped.iter().cloned());
+            view.dropped_counts
+                .push((job.cfg.job_name.clone(), job.dropped_count));
+        }
+        *self
+            .registry
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
+/// Parses the target group list file_sd and http_sd share:
+/// `[{"targets": ["host:port", ...], "labels": {"name": "value", ...}}, ...]` (JSON or YAML).
+/// Each group gets `extra` (`__meta_filepath`, `__meta_url`) and the source `prefix:index`.
+pub fn parse_groups(text: &str, prefix: &str, extra: &Labels) -> Result<Vec<TargetGroup>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        #[serde(default)]
+        targets: Vec<String>,
+        #[serde(default)]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    let raw: Option<Vec<Option<Raw>>> = serde_saphyr::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        msg.lines().next().unwrap_or(&msg).to_string()
+    })?;
+    let mut out = Vec::new();
+    for (i, g) in raw.unwrap_or_default().into_iter().enumerate() {
+        let g = g.ok_or_else(|| format!("target group {i} is null"))?;
+        let mut labels: Labels = Vec::new();
+        for (k, v) in g.labels.unwrap_or_default() {
+            if !config::is_valid_label_name(&k) {
+                return Err(format!("{k:?} is not a valid label name (group {i})"));
+            }
+            labels.push((k, v));
+        }
+        for (k, v) in extra {
+            labels.retain(|(n, _)| n != k);
+            labels.push((k.clone(), v.clone()));
+        }
+        labels.sort();
+        let mut targets = Vec::new();
+        for t in g.targets {
+            if t.is_empty() || t.contains('/') {
+                return Err(format!("{t:?} is not a valid target address (group {i})"));
+            }
+            targets.push(vec![("__address__".to_string(), t)]);
+        }
+        out.push(TargetGroup {
+            source: format!("{prefix}:{i}"),
+            targets,
+            labels,
+        });
+    }
+    Ok(out)
+}
+
+/// Sleeps up to `d` in short steps; returns early (true) when `stop` is set.
+fn sleep_unless(d: Duration, stop: &AtomicBool) -> bool {
+    let step = Duration::from_millis(100);
+    let until = std::time::Instant::now() + d;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return false;
+        }
+        std::thread::sleep(step.min(until - now));
+    }
+}
+
+/// The manager's handle for the web thread: reloads on request, waiting for the outcome.
+#[derive(Clone)]
+pub struct ReloadHandle(pub Arc<Mutex<Sender<Command>>>);
+
+impl ReloadHandle {
+    pub fn reload(&self) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Command::Reload { reply: Some(tx) });
+        if sent.is_err() {
+            return Err("the discovery manager is not running".into());
+        }
+        rx.recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "the reload did not finish in 60s".to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_groups_from_json_and_yaml() {
+        let extra = vec![("__meta_filepath".to_string(), "/x.json".to_string())];
+        let json = r#"[{"targets": ["a:1", "b:2"], "labels": {"env": "prod"}}, {"targets": []}]"#;
+        let g = parse_groups(json, "/x.json", &extra).unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].source, "/x.json:0");
+        assert_eq!(g[0].targets[1], vec![("__address__".into(), "b:2".into())]);
+        assert_eq!(
+            g[0].labels,
+            vec![
+                ("__meta_filepath".to_string(), "/x.json".to_string()),
+                ("env".to_string(), "prod".to_string())
+            ]
+        );
+        let yaml = "- targets: ['c:3']\n  labels:\n    team: a\n";
+        let g = parse_groups(yaml, "f", &vec![]).unwrap();
+        assert_eq!(g[0].targets[0][0].1, "c:3");
+        assert!(parse_groups("[]", "f", &vec![]).unwrap().is_empty());
+        assert!(parse_groups("", "f", &vec![]).unwrap().is_empty());
+        assert!(parse_groups("[null]", "f", &vec![]).is_err());
+        assert!(parse_groups(r#"[{"targets": ["a/b"]}]"#, "f", &vec![]).is_err());
+        assert!(
+            parse_groups(
+                r#"[{"targets": ["a:1"], "labels": {"0x": "v"}}]"#,
+                "f",
+                &vec![]
+            )
+            .is_err()
+        );
+        assert!(parse_groups(r#"[{"targets": ["a:1"], "extra": 1}]"#, "f", &vec![]).is_err());
+        assert!(parse_groups("{not a list", "f", &vec![]).is_err());
+    }
+}
