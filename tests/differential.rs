@@ -327,8 +327,28 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
             b"a 1\nb 2\nc 3\nd 4\ne 5\n".to_vec(),
         )
     });
+    // A file_sd target that leaves its file mid-run: both agents must mark it stale.
+    let sd_dir = TempDir::new("diff-scrape-sd");
+    let sd_file = sd_dir.path().join("targets.json");
+    let leaving = TestServer::start(|_, _| {
+        (
+            200,
+            "text/plain; version=0.0.4",
+            b"leaving_metric 7\n".to_vec(),
+        )
+    });
+    std::fs::write(
+        &sd_file,
+        format!(
+            r#"[{{"targets": ["{}"], "labels": {{"src": "file"}}}}]"#,
+            leaving.addr
+        ),
+    )
+    .unwrap();
     let jobs = format!(
-        "  - job_name: app
+        "  - job_name: files
+    file_sd_configs: [{{files: ['{sd}'], refresh_interval: 1s}}]
+  - job_name: app
     static_configs: [{{targets: ['{app}'], labels: {{team: core, __tmp_tier: gold}}}}]
     relabel_configs:
       - {{source_labels: [__tmp_tier], target_label: tier}}
@@ -355,7 +375,8 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
       - {{source_labels: [__name__], regex: 'a|b', action: drop}}
 ",
         app = app.addr,
-        many = many.addr
+        many = many.addr,
+        sd = sd_file.display(),
     );
     let config = |url: &str| {
         format!(
@@ -370,6 +391,13 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
     let spate_rx = Receiver::start(|_| 200);
     let mut spate = Spate::start(&config(&spate_rx.url()), &[]);
 
+    // The file_sd target leaves at 10 s.
+    while start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tmp = sd_dir.path().join("targets.tmp");
+    std::fs::write(&tmp, "[]").unwrap();
+    std::fs::rename(&tmp, &sd_file).unwrap();
     // Both must have seen the last phase for a few scrapes before the comparison.
     while start.elapsed() < Duration::from_secs(27) {
         std::thread::sleep(Duration::from_millis(200));

@@ -77,11 +77,34 @@ fn fetch(cfg: &HttpSdConfig) -> Result<String, String> {
         cfg.refresh_interval.as_secs()
     )
     .map_err(|e| e.to_string())?;
+    // Read until the response is complete by its framing (the server may keep the
+    // connection open whatever we asked).
     let mut raw = Vec::new();
-    s.take(64 << 20)
-        .read_to_end(&mut raw)
-        .map_err(|e| e.to_string())?;
-    let head = crate::http::parse_head(&raw, false)?.ok_or("incomplete response")?;
+    let mut chunk = [0u8; 16 * 1024];
+    let head = loop {
+        if let Some(head) = crate::http::parse_head(&raw, false)? {
+            let body = raw.len() - head.head_len;
+            let complete = match head.framing {
+                crate::http::Framing::Length(n) => body >= n,
+                crate::http::Framing::Chunked => raw.ends_with(b"0\r\n\r\n"),
+                crate::http::Framing::Close => false,
+            };
+            if complete {
+                break head;
+            }
+        }
+        if raw.len() > 64 << 20 {
+            return Err("response larger than 64 MiB".into());
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => match crate::http::parse_head(&raw, false)? {
+                Some(head) => break head,
+                None => return Err("connection closed before a complete response".into()),
+            },
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     if head.status != 200 {
         return Err(format!("server returned HTTP status {}", head.status));
     }

@@ -1,0 +1,279 @@
+//! Service discovery and reload with real processes: file_sd and http_sd against real files
+//! and servers, and configuration reloads (valid, invalid, and one that moves a target to
+//! another job) by `POST /-/reload` and SIGHUP.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{CounterTarget, Receiver, Spate, TestServer, http_get, http_request, wait_for};
+use serde_json::Value;
+
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// Active targets as (job, instance, labels), from `/api/v1/targets`.
+fn active(spate: &Spate) -> Vec<(String, String, Value)> {
+    let Some((_, body)) = http_get(&spate.web, "/api/v1/targets") else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            (
+                t["scrapePool"].as_str().unwrap_or("").to_string(),
+                t["labels"]["instance"].as_str().unwrap_or("").to_string(),
+                t["labels"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn stale_markers(r: &Receiver, job: &str, instance: &str, name: &str) -> usize {
+    r.samples()
+        .iter()
+        .filter(|s| {
+            s.label("job") == Some(job)
+                && s.label("instance") == Some(instance)
+                && s.label("__name__") == Some(name)
+                && s.value.to_bits() == STALE_NAN
+        })
+        .count()
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn file_sd_follows_the_files_and_removed_targets_go_stale() {
+    let (a, b) = (CounterTarget::start(), CounterTarget::start());
+    let receiver = Receiver::start(|_| 200);
+    let dir = common::TempDir::new("file-sd");
+    let sd = dir.path().join("targets.json");
+    write_atomically(
+        &sd,
+        &format!(
+            r#"[{{"targets": ["{}"], "labels": {{"team": "x"}}}}]"#,
+            a.addr
+        ),
+    );
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: files\n    file_sd_configs:\n      - files: ['{}']\n    relabel_configs:\n      - {{source_labels: [__meta_filepath], target_label: sd_file}}\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        dir.path().join("*.json").display(),
+        receiver.url()
+    );
+    let mut spate = Spate::start(&config, &[]);
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let t = wait_for(Duration::from_secs(30), "the file's target", || {
+        active(&spate).into_iter().find(|t| t.1 == a_addr)
+    });
+    assert_eq!(t.2["team"], "x");
+    assert_eq!(t.2["sd_file"], sd.display().to_string(), "__meta_filepath");
+    wait_for(Duration::from_secs(30), "samples from a", || {
+        (a.served.load(Ordering::SeqCst) >= 2).then_some(())
+    });
+
+    // A second target, and a second file matching the glob.
+    let changed = Instant::now();
+    write_atomically(
+        &dir.path().join("more.json"),
+        &format!(r#"[{{"targets": ["{b_addr}"]}}]"#),
+    );
+    wait_for(Duration::from_secs(30), "the new file's target", || {
+        active(&spate).iter().any(|t| t.1 == b_addr).then_some(())
+    });
+    eprintln!("file_sd change visible after {:?}", changed.elapsed());
+
+    // A broken file keeps its targets.
+    std::fs::write(&sd, "[{ not json").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(active(&spate).iter().any(|t| t.1 == a_addr), "kept");
+    assert!(spate.proc.log_text().contains("cannot read a file_sd file"));
+
+    // a leaves the file: it stops and its series go stale at its next tick.
+    write_atomically(&sd, "[]");
+    wait_for(Duration::from_secs(30), "a to go", || {
+        (!active(&spate).iter().any(|t| t.1 == a_addr)).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "a's staleness markers", || {
+        (stale_markers(&receiver, "files", &a_addr, "test_counter") == 1
+            && stale_markers(&receiver, "files", &a_addr, "up") == 1)
+            .then_some(())
+    });
+    let served = a.served.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        a.served.load(Ordering::SeqCst) <= served + 1,
+        "a is no longer scraped"
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert_eq!(
+        stale_markers(&receiver, "files", &b_addr, "up"),
+        0,
+        "no markers at shutdown"
+    );
+}
+
+#[test]
+fn http_sd_discovers_targets_and_keeps_them_while_it_fails() {
+    let (a, b) = (CounterTarget::start(), CounterTarget::start());
+    let receiver = Receiver::start(|_| 200);
+    let phase = Arc::new(AtomicU64::new(0));
+    let p = phase.clone();
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let (aa, bb) = (a_addr.clone(), b_addr.clone());
+    let sd = TestServer::start(move |headers, _| {
+        assert_eq!(
+            headers.get("accept").map(String::as_str),
+            Some("application/json")
+        );
+        match p.load(Ordering::SeqCst) {
+            0 => (
+                200,
+                "application/json",
+                format!(r#"[{{"targets": ["{aa}"], "labels": {{"dc": "one"}}}}]"#).into_bytes(),
+            ),
+            1 => (503, "text/plain", b"down".to_vec()),
+            _ => (
+                200,
+                "application/json; charset=utf-8",
+                format!(r#"[{{"targets": ["{bb}"]}}]"#).into_bytes(),
+            ),
+        }
+    });
+    let url = format!("http://{}/sd", sd.addr);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: web\n    http_sd_configs:\n      - url: {url}\n        refresh_interval: 1s\n    relabel_configs:\n      - {{source_labels: [__meta_url], target_label: sd_url}}\nremote_write:\n  - url: {}\n",
+        receiver.url()
+    );
+    let mut spate = Spate::start(&config, &[]);
+    let t = wait_for(Duration::from_secs(30), "the discovered target", || {
+        active(&spate).into_iter().find(|t| t.1 == a_addr)
+    });
+    assert_eq!(t.2["dc"], "one");
+    assert_eq!(t.2["sd_url"], url);
+    phase.store(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        active(&spate).iter().any(|t| t.1 == a_addr),
+        "kept while failing"
+    );
+    assert!(
+        spate
+            .proc
+            .log_text()
+            .contains("HTTP service discovery failed")
+    );
+    phase.store(2, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "the new list", || {
+        let now = active(&spate);
+        (now.len() == 1 && now[0].1 == b_addr).then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn reloads_apply_valid_configs_reject_invalid_ones_and_move_targets_between_jobs() {
+    let t = CounterTarget::start();
+    let other = CounterTarget::start();
+    let receiver = Receiver::start(|_| 200);
+    let job_config = |jobs: &[(&str, &CounterTarget)]| {
+        let mut out = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+        for (name, target) in jobs {
+            out.push_str(&format!(
+                "  - job_name: {name}\n    static_configs: [{{targets: ['{}']}}]\n",
+                target.addr
+            ));
+        }
+        out.push_str(&format!(
+            "remote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+            receiver.url()
+        ));
+        out
+    };
+    let mut spate = Spate::start(&job_config(&[("first", &t)]), &["--web.enable-lifecycle"]);
+    let cfg_path = spate.dir.path().join("spate.yml");
+    let instance = t.addr.to_string();
+    wait_for(Duration::from_secs(30), "a scrape in job first", || {
+        receiver
+            .samples()
+            .iter()
+            .any(|s| s.label("job") == Some("first"))
+            .then_some(())
+    });
+
+    // The target moves to another job: the old series go stale, the new job scrapes it.
+    std::fs::write(&cfg_path, job_config(&[("second", &t)])).unwrap();
+    let (code, body) = http_request(&spate.web, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let jobs: Vec<String> = active(&spate).into_iter().map(|t| t.0).collect();
+    assert_eq!(jobs, ["second"]);
+    wait_for(
+        Duration::from_secs(30),
+        "samples of job second, and first stale",
+        || {
+            let second = receiver
+                .samples()
+                .iter()
+                .any(|s| s.label("job") == Some("second") && s.value.to_bits() != STALE_NAN);
+            (second && stale_markers(&receiver, "first", &instance, "test_counter") == 1)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        spate.metric("prometheus_config_last_reload_successful"),
+        1.0
+    );
+
+    // An invalid configuration is refused; the running one stays.
+    std::fs::write(
+        &cfg_path,
+        "scrape_configs:\n  - job_name: x\n    scrape_interval: nonsense\n",
+    )
+    .unwrap();
+    let (code, body) = http_request(&spate.web, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 500);
+    assert!(body.starts_with("failed to reload config:"), "{body}");
+    assert!(body.contains("nonsense"), "names the bad value: {body}");
+    assert_eq!(
+        spate.metric("prometheus_config_last_reload_successful"),
+        0.0
+    );
+    assert_eq!(active(&spate).len(), 1);
+
+    // SIGHUP reloads too: a job is added, the existing one runs on untouched.
+    let before = t.served.load(Ordering::SeqCst);
+    std::fs::write(&cfg_path, job_config(&[("second", &t), ("third", &other)])).unwrap();
+    // SAFETY: sending a signal to the child this test started.
+    unsafe { libc::kill(spate.proc.pid() as i32, libc::SIGHUP) };
+    wait_for(Duration::from_secs(30), "the reload by SIGHUP", || {
+        (spate.metric("prometheus_config_last_reload_successful") == 1.0
+            && active(&spate).len() == 2)
+            .then_some(())
+    });
+    wait_for(Duration::from_secs(30), "job second still scraped", || {
+        (t.served.load(Ordering::SeqCst) >= before + 2).then_some(())
+    });
+    assert_eq!(
+        stale_markers(&receiver, "second", &instance, "test_counter"),
+        0,
+        "an unchanged job is not disturbed"
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn reload_needs_the_lifecycle_flag() {
+    let spate = Spate::start("", &[]);
+    let (code, body) = http_request(&spate.web, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 403);
+    assert_eq!(body, "Lifecycle API is not enabled.\n");
+}
