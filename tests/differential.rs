@@ -441,3 +441,94 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
         "differences from Prometheus agent:\n{report}"
     );
 }
+
+/// `/api/v1/targets` from both agents for the same configuration: every field Prometheus
+/// agent gives an active or dropped target, spate gives too, with the same value (times and
+/// durations aside).
+#[test]
+fn targets_api_matches_prometheus_agent_field_by_field() {
+    let dir = TempDir::new("diff-targets");
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let up = TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"m 1\n".to_vec()));
+    let down = TestServer::start(|_, _| (500, "text/plain", b"no".to_vec()));
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:
+  - job_name: api
+    params: {{module: [m1]}}
+    static_configs:
+      - targets: ['{up}', '{down}']
+        labels: {{env: prod, __tmp_keep: 'yes'}}
+      - targets: ['10.255.255.1:9']
+        labels: {{__tmp_keep: 'no'}}
+    relabel_configs:
+      - {{source_labels: [__tmp_keep], regex: 'yes', action: keep}}
+      - {{source_labels: [__address__], regex: '(.*):(.*)', target_label: port, replacement: '$2'}}
+      - {{target_label: __param_extra, replacement: x}}
+",
+        up = up.addr,
+        down = down.addr
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let prom_web = format!("127.0.0.1:{}", free_port());
+    let _prom = common::prometheus_agent(&prom_bin, &dir, &cfg, &prom_web);
+    let spate = Spate::start(&config, &[]);
+    let settled = |web: &str| {
+        wait_for(Duration::from_secs(60), "both targets scraped", || {
+            let (_, body) = common::http_get(web, "/api/v1/targets")?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let active = v["data"]["activeTargets"].as_array()?;
+            (active.len() == 2 && active.iter().all(|t| t["health"] != "unknown"))
+                .then(|| v.clone())
+        })
+    };
+    let (p, s) = (settled(&prom_web), settled(&spate.web));
+    let by_instance = |v: &serde_json::Value| -> BTreeMap<String, serde_json::Value> {
+        v["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["labels"]["instance"].as_str().unwrap().to_string(), t.clone()))
+            .collect()
+    };
+    let (pa, sa) = (by_instance(&p), by_instance(&s));
+    assert_eq!(pa.keys().collect::<Vec<_>>(), sa.keys().collect::<Vec<_>>());
+    let mut report = String::new();
+    for (instance, pt) in &pa {
+        let st = &sa[instance];
+        for (key, pv) in pt.as_object().unwrap() {
+            let Some(sv) = st.get(key) else {
+                report.push_str(&format!("{instance}: spate lacks {key}\n"));
+                continue;
+            };
+            match key.as_str() {
+                // Times differ between two processes; the shape must not.
+                "lastScrape" => assert!(sv.as_str().is_some_and(|t| t.ends_with('Z'))),
+                "lastScrapeDuration" => assert!(sv.is_number()),
+                "globalUrl" => {}
+                _ if pv != sv => {
+                    report.push_str(&format!("{instance}: {key}: prometheus {pv} spate {sv}\n"))
+                }
+                _ => {}
+            }
+        }
+    }
+    let dropped = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["data"]["droppedTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["discoveredLabels"].clone())
+            .collect()
+    };
+    if dropped(&p) != dropped(&s) {
+        report.push_str(&format!(
+            "droppedTargets: prometheus {:?} spate {:?}\n",
+            dropped(&p),
+            dropped(&s)
+        ));
+    }
+    assert!(report.is_empty(), "differences from Prometheus agent:\n{report}");
+}

@@ -37,6 +37,8 @@ impl std::error::Error for Error {}
 /// `Content-Encoding: gzip`, decompressed.
 pub struct Response<'a> {
     pub status: u16,
+    /// The status line after the HTTP version: code and reason phrase as the server wrote them.
+    pub status_text: &'a str,
     pub content_type: &'a str,
     pub retry_after: Option<&'a str>,
     pub body: &'a [u8],
@@ -127,8 +129,17 @@ impl Conn {
         let hdr = |r: Option<(usize, usize)>| {
             r.and_then(|(s, e)| std::str::from_utf8(&self.buf[s..e]).ok())
         };
+        // The status line after the version, as Go's `Response.Status` has it ("500 X").
+        let line_end = memchr::memchr(b'\n', &self.buf).unwrap_or(0);
+        let line = self.buf[..line_end].trim_ascii_end();
+        let status_text = line
+            .iter()
+            .position(|b| *b == b' ')
+            .and_then(|i| std::str::from_utf8(line[i + 1..].trim_ascii_start()).ok())
+            .unwrap_or("");
         Ok(Response {
             status,
+            status_text,
             content_type: hdr(ct).unwrap_or(""),
             retry_after: hdr(ra),
             body,

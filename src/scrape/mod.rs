@@ -626,7 +626,11 @@ async fn scrape_once(
             Ok(Err(e)) => Err(failed(format!("Get \"{}\": {e}", t.url()))),
             Ok(Ok(resp)) if resp.status != 200 => Err(failed(format!(
                 "server returned HTTP status {}",
-                resp.status
+                if resp.status_text.is_empty() {
+                    resp.status.to_string()
+                } else {
+                    resp.status_text.to_string()
+                }
             ))),
             Ok(Ok(resp)) => {
                 body_size = resp.body.len();
