@@ -490,7 +490,12 @@ fn targets_api_matches_prometheus_agent_field_by_field() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t["labels"]["instance"].as_str().unwrap().to_string(), t.clone()))
+            .map(|t| {
+                (
+                    t["labels"]["instance"].as_str().unwrap().to_string(),
+                    t.clone(),
+                )
+            })
             .collect()
     };
     let (pa, sa) = (by_instance(&p), by_instance(&s));
@@ -530,5 +535,8 @@ fn targets_api_matches_prometheus_agent_field_by_field() {
             dropped(&s)
         ));
     }
-    assert!(report.is_empty(), "differences from Prometheus agent:\n{report}");
+    assert!(
+        report.is_empty(),
+        "differences from Prometheus agent:\n{report}"
+    );
 }

@@ -277,3 +277,110 @@ fn reload_needs_the_lifecycle_flag() {
     assert_eq!(code, 403);
     assert_eq!(body, "Lifecycle API is not enabled.\n");
 }
+
+#[test]
+fn dns_sd_finds_srv_a_aaaa_and_mx_targets_from_a_real_dns_server() {
+    let Some(dnsmasq) = common::require_program("dnsmasq", "dnsmasq-base") else {
+        return;
+    };
+    let t = CounterTarget::start();
+    let port = t.addr.port();
+    let dns_port = common::free_port();
+    let dir = common::TempDir::new("dns-sd");
+    let mut dns = common::Proc::spawn(
+        "dnsmasq",
+        std::process::Command::new(dnsmasq)
+            .args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file=",
+                "--log-facility=-",
+            ])
+            .arg(format!("--port={dns_port}"))
+            .arg(format!(
+                "--srv-host=_metrics._tcp.spate.test,t1.spate.test,{port}"
+            ))
+            .arg("--host-record=t1.spate.test,127.0.0.1")
+            .arg("--host-record=a.spate.test,127.0.0.1")
+            .arg("--host-record=six.spate.test,::1")
+            .arg("--mx-host=mail.spate.test,t1.spate.test,10"),
+        dir.path(),
+    );
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver 127.0.0.1:{dns_port}\noptions timeout:1\n"),
+    )
+    .unwrap();
+    let receiver = Receiver::start(|_| 200);
+    let job = |name: &str, sd: &str| {
+        format!(
+            "  - job_name: {name}\n    dns_sd_configs: [{sd}]\n    relabel_configs:\n      - {{regex: '__meta_dns_(.+)', action: labelmap}}\n"
+        )
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}{}{}remote_write:\n  - url: {}\n",
+        job(
+            "srv",
+            "{names: [_metrics._tcp.spate.test], refresh_interval: 1s}"
+        ),
+        job(
+            "a",
+            &format!("{{names: [a.spate.test], type: A, port: {port}, refresh_interval: 1s}}")
+        ),
+        job(
+            "aaaa",
+            "{names: [six.spate.test], type: AAAA, port: 9, refresh_interval: 1s}"
+        ),
+        job(
+            "mx",
+            &format!("{{names: [mail.spate.test], type: MX, port: {port}, refresh_interval: 1s}}")
+        ),
+        receiver.url()
+    );
+    let mut spate = Spate::start_with(&config, &[], |cmd| {
+        cmd.env("SPATE_RESOLV_CONF", &resolv);
+    });
+    let targets = wait_for(
+        Duration::from_secs(60),
+        "a target from every record type",
+        || {
+            let now = active(&spate);
+            (now.len() == 4).then_some(now)
+        },
+    );
+    let get = |job: &str| targets.iter().find(|t| t.0 == job).unwrap().clone();
+    let srv = get("srv");
+    assert_eq!(srv.1, format!("t1.spate.test:{port}"));
+    assert_eq!(srv.2["name"], "_metrics._tcp.spate.test");
+    assert_eq!(srv.2["srv_record_target"], "t1.spate.test.");
+    assert_eq!(srv.2["srv_record_port"], port.to_string());
+    assert_eq!(get("a").1, format!("127.0.0.1:{port}"));
+    assert_eq!(get("a").2["name"], "a.spate.test");
+    assert_eq!(get("aaaa").1, "[::1]:9");
+    let mx = get("mx");
+    assert_eq!(mx.1, format!("t1.spate.test:{port}"));
+    assert_eq!(mx.2["mx_record_target"], "t1.spate.test.");
+    // The A target is a real one: it is scraped.
+    wait_for(
+        Duration::from_secs(30),
+        "the A record's target scraped",
+        || {
+            receiver
+                .samples()
+                .iter()
+                .any(|s| s.label("job") == Some("a") && s.label("__name__") == Some("test_counter"))
+                .then_some(())
+        },
+    );
+    // The DNS server goes away: the targets stay.
+    dns.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(active(&spate).len(), 4, "last good targets kept");
+    assert!(spate.proc.log_text().contains("DNS lookup failed"));
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}

@@ -68,6 +68,7 @@ pub struct ScrapeConfig {
     pub static_configs: Vec<StaticConfig>,
     pub file_sd_configs: Vec<FileSdConfig>,
     pub http_sd_configs: Vec<HttpSdConfig>,
+    pub dns_sd_configs: Vec<DnsSdConfig>,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub enable_compression: bool,
@@ -102,6 +103,38 @@ pub struct FileSdConfig {
 pub struct HttpSdConfig {
     pub url: Url,
     pub refresh_interval: Duration,
+}
+
+/// `dns_sd_configs`: targets from DNS records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsSdConfig {
+    pub names: Vec<String>,
+    pub record_type: DnsType,
+    /// The port of A, AAAA, MX and NS targets (SRV records carry their own).
+    pub port: u16,
+    pub refresh_interval: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsType {
+    Srv,
+    A,
+    Aaaa,
+    Mx,
+    Ns,
+}
+
+impl DnsType {
+    /// The record type's code in DNS messages.
+    pub fn code(self) -> u16 {
+        match self {
+            DnsType::A => 1,
+            DnsType::Ns => 2,
+            DnsType::Mx => 15,
+            DnsType::Aaaa => 28,
+            DnsType::Srv => 33,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

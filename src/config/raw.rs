@@ -8,8 +8,8 @@ use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 use super::{
-    Config, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration, QueueConfig,
-    RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
+    Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration,
+    QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
@@ -97,6 +97,7 @@ section! {
         static_configs: Option<Vec<RawStaticConfig>>,
         file_sd_configs: Option<Vec<RawFileSd>>,
         http_sd_configs: Option<Vec<RawHttpSd>>,
+        dns_sd_configs: Option<Vec<RawDnsSd>>,
         honor_labels: Option<bool>,
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
@@ -128,8 +129,7 @@ section! {
         scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file,
-        // Service discovery other than static, file and HTTP.
-        dns_sd_configs, kubernetes_sd_configs, consul_sd_configs,
+        // Service discovery other than static, file, HTTP and DNS. kubernetes_sd_configs, consul_sd_configs,
         ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
@@ -143,6 +143,16 @@ section! {
 section! {
     RawFileSd {
         files: Field<Vec<String>>,
+        refresh_interval: Option<PromDuration>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawDnsSd {
+        names: Field<Vec<String>>,
+        r#type: Field<String>,
+        port: Option<u16>,
         refresh_interval: Option<PromDuration>,
     }
     unsupported {}
@@ -595,6 +605,60 @@ fn resolve_scrape(
             refresh_interval: f.refresh_interval.map_or(Duration::from_secs(300), |d| d.0),
         });
     }
+    let mut dns_sd_configs = Vec::new();
+    for (j, d) in sc
+        .dns_sd_configs
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let field = at(&format!("dns_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), d.unsupported())?;
+        let names = d.names.ok_or_else(|| {
+            Problem::field(
+                field.clone(),
+                "DNS-SD config must contain at least one SRV record name",
+            )
+        })?;
+        if names.value.is_empty() {
+            return Err(Problem::at(
+                names.referenced.line(),
+                format!("{field}.names"),
+                "DNS-SD config must contain at least one SRV record name",
+            ));
+        }
+        let record_type = match d.r#type.as_ref().map(|t| t.value.to_ascii_uppercase()) {
+            None => DnsType::Srv,
+            Some(t) => match t.as_str() {
+                "SRV" => DnsType::Srv,
+                "A" => DnsType::A,
+                "AAAA" => DnsType::Aaaa,
+                "MX" => DnsType::Mx,
+                "NS" => DnsType::Ns,
+                _ => {
+                    let line = d.r#type.as_ref().map_or(0, |t| t.referenced.line());
+                    return Err(Problem::at(
+                        line,
+                        format!("{field}.type"),
+                        format!("invalid DNS-SD records type {t}: use SRV, A, AAAA, MX or NS"),
+                    ));
+                }
+            },
+        };
+        let port = d.port.unwrap_or(0);
+        if record_type != DnsType::Srv && port == 0 {
+            return Err(Problem::field(
+                format!("{field}.port"),
+                "a port is required in DNS-SD configs for all record types except SRV",
+            ));
+        }
+        dns_sd_configs.push(DnsSdConfig {
+            names: names.value,
+            record_type,
+            port,
+            refresh_interval: d.refresh_interval.map_or(Duration::from_secs(30), |r| r.0),
+        });
+    }
     let mut http_sd_configs = Vec::new();
     for (j, h) in sc
         .http_sd_configs
@@ -680,6 +744,7 @@ fn resolve_scrape(
         static_configs,
         file_sd_configs,
         http_sd_configs,
+        dns_sd_configs,
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),
         enable_compression: sc.enable_compression.unwrap_or(true),

@@ -8,6 +8,7 @@
 //! **Invariant:** a provider that fails keeps its last good groups; a target leaves only
 //! when its provider says so (or its job goes), and then gets staleness markers.
 
+mod dns;
 mod file;
 mod http;
 
@@ -295,6 +296,24 @@ impl Manager {
                     Level::Error,
                     "discovery",
                     "cannot start file discovery",
+                    job = job.cfg.job_name,
+                    err = e
+                );
+            }
+            job.providers.push(Provider { id, stop });
+        }
+        for d in job.cfg.dns_sd_configs.clone() {
+            let id = self.provider_id();
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
+            let spawned = std::thread::Builder::new()
+                .name("spate-dns-sd".into())
+                .spawn(move || dns::run(&d, &name, id, &tx, &flag));
+            if let Err(e) = spawned {
+                crate::log!(
+                    Level::Error,
+                    "discovery",
+                    "cannot start DNS discovery",
                     job = job.cfg.job_name,
                     err = e
                 );

@@ -88,8 +88,10 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 /// Finds a program that a Debian package provides. Outside CI a missing program skips the test
 /// with a message; under `CI=true` it fails the test naming the package to install.
 pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
+    // Daemons live in sbin, which a non-root PATH may lack.
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
             .map(|d| d.join(program))
             .find(|p| p.is_file())
     });
