@@ -129,7 +129,6 @@ pub fn quoted(out: &mut String, v: &str) {
     out.push('"');
 }
 
-/// Formats a wall-clock time as RFC 3339 UTC with milliseconds, e.g. `2026-11-26T10:51:02.123Z`.
 /// Seconds since the Unix epoch, now.
 pub fn unix_seconds() -> f64 {
     SystemTime::now()
@@ -138,6 +137,7 @@ pub fn unix_seconds() -> f64 {
         .as_secs_f64()
 }
 
+/// Formats a wall-clock time as RFC 3339 UTC with milliseconds, e.g. `2026-11-26T10:51:02.123Z`.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;

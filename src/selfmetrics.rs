@@ -52,6 +52,8 @@ pub struct Registry {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Every target, active and dropped, for `/api/v1/targets`.
     pub targets: Mutex<crate::scrape::TargetsView>,
+    /// The running configuration for `/api/v1/status/config`, secrets redacted.
+    pub config_yaml: Mutex<String>,
     /// `prometheus_config_last_reload_successful`.
     pub reload_successful: std::sync::atomic::AtomicBool,
     /// `prometheus_config_last_reload_success_timestamp_seconds`, as f64 bits.
@@ -70,6 +72,7 @@ impl Registry {
             ready: Default::default(),
             stopping: Default::default(),
             targets: Mutex::new(Default::default()),
+            config_yaml: Mutex::new(String::new()),
             reload_successful: std::sync::atomic::AtomicBool::new(true),
             reload_success_time: AtomicU64::new(start.as_secs_f64().to_bits()),
         }

@@ -94,6 +94,13 @@ fn serve(
             let body = crate::scrape::targets_json(&view, &state, pool.as_deref());
             respond(&mut conn, 200, "application/json", &[], body.as_bytes(), head)
         }
+        "/api/v1/status/config" if get => {
+            let yaml = registry.config_yaml.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut body = String::from(r#"{"status":"success","data":{"yaml":"#);
+            crate::log::quoted(&mut body, &yaml);
+            body.push_str("}}");
+            respond(&mut conn, 200, "application/json", &[], body.as_bytes(), head)
+        }
         "/-/healthy" if get => respond(&mut conn, 200, "text/plain; charset=utf-8", &[], b"Spate is Healthy.\n", head),
         "/-/ready" if get => {
             let stopping = registry.stopping.load(Relaxed);

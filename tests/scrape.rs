@@ -421,3 +421,94 @@ fn relabel_configs_pick_targets_and_the_api_lists_the_dropped() {
 fn regex_escape(s: &str) -> String {
     s.replace('.', "\\.")
 }
+
+#[test]
+fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
+    let dir = common::TempDir::new("auth");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "tok-1\n").unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let log = seen.clone();
+    let server = TestServer::start(move |headers, _| {
+        let path = headers.get(":path").cloned().unwrap_or_default();
+        let auth = headers.get("authorization").cloned().unwrap_or_default();
+        log.lock().unwrap().push((path.clone(), auth));
+        match path.as_str() {
+            // A redirect on the same host, as a trailing-slash redirect does.
+            "/old" => (302, "/new", Vec::new()),
+            "/away" => (301, "http://192.0.2.1:9/metrics", Vec::new()),
+            _ => (200, "text/plain; version=0.0.4", b"x 1\n".to_vec()),
+        }
+    });
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: basic
+    basic_auth: {{username: alice, password: hunter2}}
+    http_headers:
+      X-Tenant: {{values: [t1], secrets: [very-secret-header]}}
+    static_configs: [{{targets: ['{a}']}}]
+  - job_name: bearer
+    metrics_path: /bearer
+    authorization: {{credentials_file: '{file}'}}
+    static_configs: [{{targets: ['{a}']}}]
+  - job_name: moved
+    metrics_path: /old
+    static_configs: [{{targets: ['{a}']}}]
+  - job_name: away
+    metrics_path: /away
+    static_configs: [{{targets: ['{a}']}}]
+",
+        a = server.addr,
+        file = token_file.display()
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    let seen_auth = |path: &str, want: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(p, a)| p == path && a == want)
+    };
+    wait_for(Duration::from_secs(60), "basic and bearer auth", || {
+        (seen_auth("/metrics", "Basic YWxpY2U6aHVudGVyMg==")
+            && seen_auth("/bearer", "Bearer tok-1"))
+        .then_some(())
+    });
+    // The credentials file is read at each scrape: a rotated token is used without a reload.
+    std::fs::write(&token_file, "tok-2").unwrap();
+    wait_for(Duration::from_secs(60), "the rotated token", || {
+        seen_auth("/bearer", "Bearer tok-2").then_some(())
+    });
+    // A redirect on the same host is followed, as Prometheus' client does by default.
+    let state = wait_for(Duration::from_secs(60), "the moved job scraped", || {
+        target_state(&spate, "moved")
+    });
+    assert_eq!(state["health"], "up", "{state}");
+    assert!(seen.lock().unwrap().iter().any(|(p, _)| p == "/new"));
+    // One to another host is reported, not followed.
+    let state = wait_for(Duration::from_secs(60), "the away job scraped", || {
+        target_state(&spate, "away")
+    });
+    assert!(
+        state["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("spate follows redirects on the target's own host only"),
+        "{state}"
+    );
+    // Secrets appear neither in the configuration the API shows nor in the log.
+    let (_, cfg) = http_get(&spate.web, "/api/v1/status/config").unwrap();
+    let v: Value = serde_json::from_str(&cfg).unwrap();
+    let yaml = v["data"]["yaml"].as_str().unwrap();
+    assert!(
+        yaml.contains("<secret>") && yaml.contains("alice"),
+        "{yaml}"
+    );
+    for secret in ["hunter2", "very-secret-header", "tok-1", "tok-2"] {
+        assert!(!yaml.contains(secret), "{secret} in {yaml}");
+        assert!(
+            !spate.proc.log_text().contains(secret),
+            "{secret} in the log"
+        );
+    }
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}

@@ -6,8 +6,10 @@
 //! Prometheus' defaults and cross-field rules and produces the [`Config`] the agent runs on.
 //! Reload (a later stage) reuses exactly this path.
 
+pub mod client;
 mod duration;
 mod raw;
+pub mod redact;
 
 pub use duration::{PromDuration, parse_duration};
 
@@ -69,6 +71,8 @@ pub struct ScrapeConfig {
     pub file_sd_configs: Vec<FileSdConfig>,
     pub http_sd_configs: Vec<HttpSdConfig>,
     pub dns_sd_configs: Vec<DnsSdConfig>,
+    /// How targets are requested: auth, headers, redirects.
+    pub http: std::sync::Arc<client::HttpClientConfig>,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub enable_compression: bool,
@@ -102,6 +106,7 @@ pub struct FileSdConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpSdConfig {
     pub url: Url,
+    pub http: client::HttpClientConfig,
     pub refresh_interval: Duration,
 }
 

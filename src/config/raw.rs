@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
+use super::client::{RawAuthorization, RawBasicAuth, RawHeader};
 use super::{
     Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration,
     QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
@@ -102,8 +103,11 @@ section! {
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
         track_timestamps_staleness: Field<bool>,
-        follow_redirects: Field<bool>,
+        follow_redirects: Option<bool>,
         enable_http2: Option<bool>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        http_headers: Option<BTreeMap<String, RawHeader>>,
         scrape_protocols: Field<Vec<String>>,
         fallback_scrape_protocol: Field<String>,
         scrape_native_histograms: Option<bool>,
@@ -121,16 +125,16 @@ section! {
     }
     unsupported {
         // HTTP client settings for targets.
-        basic_auth, authorization, oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment,
-        proxy_connect_header, http_headers,
+        oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
+        bearer_token, bearer_token_file,
         // Limits.
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
         // Protocols and histograms.
         scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file,
-        // Service discovery other than static, file, HTTP and DNS. kubernetes_sd_configs, consul_sd_configs,
-        ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
+        // Service discovery other than static, file, HTTP and DNS.
+        kubernetes_sd_configs, consul_sd_configs, ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
         linode_sd_configs, marathon_sd_configs, nerve_sd_configs, oci_sd_configs,
@@ -162,11 +166,14 @@ section! {
     RawHttpSd {
         url: Field<String>,
         refresh_interval: Option<PromDuration>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        http_headers: Option<BTreeMap<String, RawHeader>>,
+        follow_redirects: Option<bool>,
+        enable_http2: Option<bool>,
     }
     unsupported {
-        basic_auth, authorization, oauth2, tls_config, proxy_url, no_proxy,
-        proxy_from_environment, proxy_connect_header, follow_redirects, enable_http2,
-        http_headers,
+        oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
     }
 }
 
@@ -515,21 +522,13 @@ fn resolve_scrape(
             ));
         }
     };
-    // Settings whose default spate honours; other values are not implemented yet.
-    for (field, value, supported) in [("follow_redirects", &sc.follow_redirects, false)] {
-        if let Some(v) = value
-            && v.value != supported
-        {
-            return Err(Problem::at(
-                v.referenced.line(),
-                at(field),
-                format!(
-                    "{field}: {} is not supported by spate yet; see docs/compatibility.md",
-                    v.value
-                ),
-            ));
-        }
-    }
+    let http = super::client::resolve(
+        sc.basic_auth,
+        sc.authorization,
+        sc.http_headers,
+        sc.follow_redirects,
+    )
+    .map_err(|(field, e)| Problem::field(at(field), e))?;
     let metrics_path = sc.metrics_path.unwrap_or_else(|| "/metrics".to_string());
     if !metrics_path.starts_with('/') {
         return Err(Problem::field(
@@ -680,7 +679,15 @@ fn resolve_scrape(
                 "https service discovery is not supported by spate yet; see docs/compatibility.md",
             ));
         }
+        let http = super::client::resolve(
+            h.basic_auth,
+            h.authorization,
+            h.http_headers,
+            h.follow_redirects,
+        )
+        .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
         http_sd_configs.push(HttpSdConfig {
+            http,
             url: parsed,
             refresh_interval: h.refresh_interval.map_or(Duration::from_secs(60), |d| d.0),
         });
@@ -745,6 +752,7 @@ fn resolve_scrape(
         file_sd_configs,
         http_sd_configs,
         dns_sd_configs,
+        http: std::sync::Arc::new(http),
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),
         enable_compression: sc.enable_compression.unwrap_or(true),

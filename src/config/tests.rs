@@ -243,6 +243,38 @@ fn bad_files_give_exact_errors() {
             "global:\n  external_labels:\n    1bad: x\n",
             "prometheus.yml: global.external_labels: \"1bad\" is not a valid label name",
         ),
+        (
+            "scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - action: hashmod\n        target_label: x\n",
+            "prometheus.yml:4: scrape_configs[0].relabel_configs[0]: relabel configuration for hashmod requires non-zero modulus",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    metric_relabel_configs:\n      - regex: 'a(b'\n        action: drop\n",
+            "prometheus.yml:4: scrape_configs[0].metric_relabel_configs[0]: invalid regular expression \"a(b\": error: unclosed group",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    file_sd_configs:\n      - files: ['/etc/targets/*/x.json']\n",
+            "prometheus.yml:4: scrape_configs[0].file_sd_configs[0].files: path name \"/etc/targets/*/x.json\" is not valid for file discovery: use a .json, .yml or .yaml file, with '*' only in the file name",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    dns_sd_configs:\n      - names: [x.example]\n        type: A\n",
+            "prometheus.yml: scrape_configs[0].dns_sd_configs[0].port: a port is required in DNS-SD configs for all record types except SRV",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    authorization: {type: Basic, credentials: x}\n",
+            "prometheus.yml: scrape_configs[0].authorization: authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u, password: p, password_file: /f}\n",
+            "prometheus.yml: scrape_configs[0].basic_auth: at most one of basic_auth password & basic_auth password_file must be configured",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    http_headers:\n      User-Agent: {values: [x]}\n",
+            "prometheus.yml: scrape_configs[0].http_headers: setting header \"User-Agent\" is not allowed",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    body_size_limit: 10 parsecs\n",
+            "prometheus.yml:3: scrape_configs[0].body_size_limit: \"10 parsecs\" is not a valid size: use a number and a unit, e.g. 10MB or 512KiB",
+        ),
     ];
     for (yaml, want) in cases {
         check_err(yaml, want);
@@ -312,5 +344,39 @@ fn shipped_config_is_valid() {
     assert_eq!(
         c.scrape_configs[0].static_configs[0].targets,
         vec!["localhost:9095".to_string()]
+    );
+}
+
+#[test]
+fn sizes_are_base_2_as_in_prometheus() {
+    use super::raw::parse_bytes;
+    assert_eq!(parse_bytes("0"), Ok(0));
+    assert_eq!(parse_bytes("512B"), Ok(512));
+    assert_eq!(parse_bytes("10KB"), Ok(10 << 10));
+    assert_eq!(parse_bytes("10KiB"), Ok(10 << 10));
+    assert_eq!(parse_bytes("10MB"), Ok(10 << 20));
+    assert_eq!(parse_bytes("1GB512MB"), Ok((1 << 30) + (512 << 20)));
+    assert_eq!(parse_bytes("1.5MB"), Ok(3 << 19));
+    assert!(parse_bytes("10").is_err(), "a unit is required");
+    assert!(parse_bytes("10XB").is_err());
+}
+
+#[test]
+fn limits_inherit_from_global_and_relabel_rules_load() {
+    let c = load(
+        "global:\n  sample_limit: 100\n  body_size_limit: 1MB\nscrape_configs:\n- job_name: a\n- job_name: b\n  sample_limit: 5\n  label_limit: 9\n  metric_relabel_configs:\n  - {source_labels: [__name__], regex: 'x.*', action: drop}\n",
+    )
+    .unwrap();
+    let (a, b) = (&c.scrape_configs[0], &c.scrape_configs[1]);
+    assert_eq!(a.limits.sample_limit, 100);
+    assert_eq!(a.limits.body_size_limit, 1 << 20);
+    assert_eq!(b.limits.sample_limit, 5);
+    assert_eq!(b.limits.label_limit, 9);
+    assert_eq!(b.limits.body_size_limit, 1 << 20);
+    assert_eq!(b.metric_relabel_configs.0.len(), 1);
+    assert!(a.metric_relabel_configs.is_empty());
+    assert!(
+        a.http.follow_redirects,
+        "Prometheus follows redirects by default"
     );
 }

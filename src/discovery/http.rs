@@ -69,9 +69,11 @@ fn fetch(cfg: &HttpSdConfig) -> Result<String, String> {
     } else {
         format!("{}:{}", u.host, u.port)
     };
+    let mut auth = String::new();
+    cfg.http.header_lines(&mut auth)?;
     write!(
         s,
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: spate/{}\r\nAccept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: spate/{}\r\nAccept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\n{auth}Connection: close\r\n\r\n",
         u.path_and_query,
         env!("CARGO_PKG_VERSION"),
         cfg.refresh_interval.as_secs()

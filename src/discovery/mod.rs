@@ -98,6 +98,7 @@ impl Manager {
         registry: Arc<Registry>,
     ) -> Manager {
         let (tx, rx) = std::sync::mpsc::channel();
+        publish_config(&config_file, &registry);
         let mut m = Manager {
             config_file,
             cfg: cfg.clone(),
@@ -206,6 +207,7 @@ impl Manager {
     /// ones stop with staleness markers.
     fn reload(&mut self) -> Result<(), String> {
         let new = config::load_file(&self.config_file).map_err(|e| e.to_string())?;
+        publish_config(&self.config_file, &self.registry);
         if new.global.external_labels != self.cfg.global.external_labels
             || new.remote_write != self.cfg.remote_write
         {
@@ -427,6 +429,16 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = view;
     }
+}
+
+/// Shows the configuration file's content, secrets redacted, in `/api/v1/status/config`.
+pub fn publish_config(path: &std::path::Path, registry: &Registry) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let yaml = config::redact::redacted(&text).unwrap_or_default();
+    *registry
+        .config_yaml
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = yaml;
 }
 
 /// Parses the target group list file_sd and http_sd share:

@@ -41,6 +41,7 @@ pub struct Response<'a> {
     pub status_text: &'a str,
     pub content_type: &'a str,
     pub retry_after: Option<&'a str>,
+    pub location: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -51,6 +52,8 @@ pub struct Conn {
     buf: Vec<u8>,
     decoded: Vec<u8>,
     max_body: usize,
+    /// The last response's head and body range in `buf`.
+    last: Option<(super::HeadInfo, (usize, usize))>,
 }
 
 impl Conn {
@@ -62,6 +65,7 @@ impl Conn {
             buf: Vec::new(),
             decoded: Vec::new(),
             max_body: usize::MAX,
+            last: None,
         }
     }
 
@@ -89,6 +93,7 @@ impl Conn {
 
     /// Takes the receive buffers back (to return them to a pool) once the response is used.
     pub fn take_buffers(&mut self) -> (Vec<u8>, Vec<u8>) {
+        self.last = None;
         (
             std::mem::take(&mut self.buf),
             std::mem::take(&mut self.decoded),
@@ -104,14 +109,21 @@ impl Conn {
     /// the connection closed. A reused keep-alive connection that turns out to be closed by the
     /// server is retried once on a fresh connection.
     pub async fn round_trip(&mut self, head_request: bool) -> Result<Response<'_>, Error> {
+        self.send(head_request).await?;
+        self.response().ok_or(Error::Closed)
+    }
+
+    /// [`Self::round_trip`] without borrowing the response: read it with
+    /// [`Self::response`] (a caller that may send again, e.g. to follow a redirect).
+    pub async fn send(&mut self, head_request: bool) -> Result<(), Error> {
+        self.last = None;
         let reused = self.stream.is_some();
-        let info = match self.exchange(head_request).await {
+        let (head, body_range) = match self.exchange(head_request).await {
             Err(Error::Closed) if reused => self.exchange(head_request).await?,
             Err(e) if reused && is_reset(&e) => self.exchange(head_request).await?,
             other => other?,
         };
-        let (status, body_range, ct, ra, gzip) = info;
-        let body: &[u8] = if gzip {
+        if head.gzip {
             self.decoded.clear();
             let dec = flate2::bufread::GzDecoder::new(&self.buf[body_range.0..body_range.1]);
             // One byte past the limit tells that the body is over it.
@@ -122,6 +134,15 @@ impl Conn {
             if self.decoded.len() > self.max_body {
                 return Err(Error::BodyTooLarge(self.max_body));
             }
+        }
+        self.last = Some((head, body_range));
+        Ok(())
+    }
+
+    /// The response to the last successful [`Self::send`].
+    pub fn response(&self) -> Option<Response<'_>> {
+        let (head, body_range) = self.last.as_ref()?;
+        let body: &[u8] = if head.gzip {
             &self.decoded
         } else {
             &self.buf[body_range.0..body_range.1]
@@ -137,29 +158,20 @@ impl Conn {
             .position(|b| *b == b' ')
             .and_then(|i| std::str::from_utf8(line[i + 1..].trim_ascii_start()).ok())
             .unwrap_or("");
-        Ok(Response {
-            status,
+        Some(Response {
+            status: head.status,
             status_text,
-            content_type: hdr(ct).unwrap_or(""),
-            retry_after: hdr(ra),
+            content_type: hdr(head.content_type).unwrap_or(""),
+            retry_after: hdr(head.retry_after),
+            location: hdr(head.location),
             body,
         })
     }
 
-    #[allow(clippy::type_complexity)]
     async fn exchange(
         &mut self,
         head_request: bool,
-    ) -> Result<
-        (
-            u16,
-            (usize, usize),
-            Option<(usize, usize)>,
-            Option<(usize, usize)>,
-            bool,
-        ),
-        Error,
-    > {
+    ) -> Result<(super::HeadInfo, (usize, usize)), Error> {
         // The stream lives in a local while in use: if this future is dropped (timeout), the
         // connection goes with it.
         let mut stream = match self.stream.take() {
@@ -185,13 +197,7 @@ impl Conn {
         if !info.close {
             self.stream = Some(stream);
         }
-        Ok((
-            info.status,
-            body,
-            info.content_type,
-            info.retry_after,
-            info.gzip,
-        ))
+        Ok((info, body))
     }
 }
 

@@ -20,6 +20,7 @@ pub struct HeadInfo {
     pub gzip: bool,
     pub close: bool,
     pub retry_after: Option<(usize, usize)>,
+    pub location: Option<(usize, usize)>,
 }
 
 const MAX_HEADERS: usize = 64;
@@ -43,6 +44,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
         gzip: false,
         close: http10,
         retry_after: None,
+        location: None,
     };
     let base = buf.as_ptr() as usize;
     let range = |v: &[u8]| {
@@ -83,6 +85,8 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
             }
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             info.retry_after = Some(range(v));
+        } else if h.name.eq_ignore_ascii_case("location") {
+            info.location = Some(range(v));
         }
     }
     info.framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status)

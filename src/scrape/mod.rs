@@ -471,7 +471,12 @@ pub async fn run_target(
         // Prometheus fails a body of `limit` bytes or more.
         conn.set_max_body(target.limits.body_size_limit.saturating_sub(1) as usize);
     }
-    let request = build_request(&target);
+    // Without secrets in files, the request is the same every time: build it once.
+    let fixed_request = if target.http.reads_files() {
+        None
+    } else {
+        build_request(&target, &target.path_and_query).ok()
+    };
     let interval = target.interval;
 
     // A stable phase within the interval, from the target's hash (and the agent's seed, as
@@ -503,7 +508,11 @@ pub async fn run_target(
             } else {
                 now
             };
-            scrape_once(&target, &status, &core, &mut conn, &request, &mut state, ts).await;
+            let request = match &fixed_request {
+                Some(r) => Ok(std::borrow::Cow::Borrowed(r.as_slice())),
+                None => build_request(&target, &target.path_and_query).map(std::borrow::Cow::Owned),
+            };
+            scrape_once(&target, &status, &core, &mut conn, request, &mut state, ts).await;
             next += interval;
             tick += 1;
             let now = Instant::now();
@@ -553,17 +562,88 @@ pub fn offset_seed(external_labels: &[(String, String)]) -> u64 {
     crate::hash::fnv1a64(input.as_bytes())
 }
 
-fn build_request(t: &Target) -> Vec<u8> {
-    format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nAccept: {}\r\nAccept-Encoding: {}\r\nX-Prometheus-Scrape-Timeout-Seconds: {}\r\n\r\n",
-        t.path_and_query,
+/// The scrape request for `path`, with the job's auth and headers (files read now).
+fn build_request(t: &Target, path: &str) -> Result<Vec<u8>, String> {
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nAccept: {}\r\nAccept-Encoding: {}\r\nX-Prometheus-Scrape-Timeout-Seconds: {}\r\n",
         t.address,
         env!("CARGO_PKG_VERSION"),
         t.accept,
-        if t.enable_compression { "gzip" } else { "identity" },
+        if t.enable_compression {
+            "gzip"
+        } else {
+            "identity"
+        },
         t.timeout.as_secs_f64(),
-    )
-    .into_bytes()
+    );
+    t.http.header_lines(&mut head)?;
+    head.push_str("\r\n");
+    Ok(head.into_bytes())
+}
+
+enum FetchError {
+    Http(crate::http::Error),
+    TooLarge,
+    Redirect(String),
+}
+
+/// Go's client follows at most this many redirects.
+const MAX_REDIRECTS: usize = 10;
+
+/// Sends the scrape request, following redirects on the same host as Prometheus' client does
+/// (with `follow_redirects`, the default); the final response is left in `conn`.
+async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchError> {
+    let send = |conn: &mut Conn, req: &[u8]| {
+        conn.request_mut().extend_from_slice(req);
+    };
+    send(conn, request);
+    for _ in 0..=MAX_REDIRECTS {
+        match conn.send(false).await {
+            Ok(()) => {}
+            Err(crate::http::Error::BodyTooLarge(_)) => return Err(FetchError::TooLarge),
+            Err(e) => return Err(FetchError::Http(e)),
+        }
+        let Some(resp) = conn.response() else {
+            return Ok(());
+        };
+        let redirect = matches!(resp.status, 301 | 302 | 303 | 307 | 308);
+        if !redirect || !t.http.follow_redirects {
+            return Ok(());
+        }
+        let Some(location) = resp.location else {
+            return Ok(());
+        };
+        let path = match redirect_path(&t.address, location) {
+            Some(p) => p,
+            None => {
+                return Err(FetchError::Redirect(format!(
+                    "Get \"{}\": redirect to {location:?}: spate follows redirects on the target's own host only",
+                    t.url()
+                )));
+            }
+        };
+        let req = build_request(t, &path).map_err(FetchError::Redirect)?;
+        send(conn, &req);
+    }
+    Err(FetchError::Redirect(format!(
+        "Get \"{}\": stopped after {MAX_REDIRECTS} redirects",
+        t.url()
+    )))
+}
+
+/// The path a `Location` leads to when it stays on `authority`: a path, or an absolute
+/// `http://` URL naming the same host and port.
+fn redirect_path(authority: &str, location: &str) -> Option<String> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(location.to_string());
+    }
+    let rest = location.strip_prefix("http://")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let same = host == authority || format!("{host}:80") == authority;
+    same.then(|| path.to_string())
 }
 
 fn unix_ms() -> i64 {
@@ -587,7 +667,7 @@ async fn scrape_once(
     status: &TargetStatus,
     core: &CoreScrape,
     conn: &mut Conn,
-    request: &[u8],
+    request: Result<std::borrow::Cow<'_, [u8]>, String>,
     state: &mut TargetState,
     ts: i64,
 ) {
@@ -595,14 +675,19 @@ async fn scrape_once(
     let started = Instant::now();
     core.stats.scrapes.fetch_add(1, Relaxed);
     let mut body_size = 0usize;
-    let result: Result<Appended, Failure> = if let Some(e) = &t.forced_error {
+    let forced = match (&t.forced_error, &request) {
+        (Some(e), _) => Some(e.clone()),
+        (None, Err(e)) => Some(e.clone()),
+        _ => None,
+    };
+    let result: Result<Appended, Failure> = if let Some(message) = forced {
         Err(Failure {
-            message: e.clone(),
+            message,
             counts: Appended::default(),
             body_size: 0.0,
         })
     } else {
-        conn.request_mut().extend_from_slice(request);
+        let request = request.unwrap_or_default();
         let (buf, decoded) = core.buffers.take();
         conn.set_buffers(buf, decoded);
         let failed = |message: String| Failure {
@@ -610,7 +695,7 @@ async fn scrape_once(
             counts: Appended::default(),
             body_size: 0.0,
         };
-        let r = match timeout(t.timeout, conn.round_trip(false)).await {
+        let r = match timeout(t.timeout, fetch(t, conn, &request)).await {
             Err(_) => {
                 conn.reset();
                 Err(failed(format!(
@@ -618,48 +703,52 @@ async fn scrape_once(
                     t.url()
                 )))
             }
-            Ok(Err(crate::http::Error::BodyTooLarge(_))) => Err(Failure {
+            Ok(Err(FetchError::Redirect(e))) => Err(failed(e)),
+            Ok(Err(FetchError::Http(e))) => Err(failed(format!("Get \"{}\": {e}", t.url()))),
+            Ok(Err(FetchError::TooLarge)) => Err(Failure {
                 message: "body size limit exceeded".into(),
                 counts: Appended::default(),
                 body_size: -1.0,
             }),
-            Ok(Err(e)) => Err(failed(format!("Get \"{}\": {e}", t.url()))),
-            Ok(Ok(resp)) if resp.status != 200 => Err(failed(format!(
-                "server returned HTTP status {}",
-                if resp.status_text.is_empty() {
-                    resp.status.to_string()
-                } else {
-                    resp.status_text.to_string()
+            Ok(Ok(())) => match conn.response() {
+                None => Err(failed(format!("Get \"{}\": no response", t.url()))),
+                Some(resp) if resp.status != 200 => Err(failed(format!(
+                    "server returned HTTP status {}",
+                    if resp.status_text.is_empty() {
+                        resp.status.to_string()
+                    } else {
+                        resp.status_text.to_string()
+                    }
+                ))),
+                Some(resp) => {
+                    body_size = resp.body.len();
+                    match exposition::format_for_content_type(resp.content_type, t.fallback) {
+                        Err(e) => Err(failed(e)),
+                        // Parse and encode synchronously: no await while the appender is
+                        // borrowed.
+                        Ok(format) => core
+                            .appender
+                            .borrow_mut()
+                            .append_body(
+                                t,
+                                &core.external_labels,
+                                resp.body,
+                                format,
+                                ts,
+                                &mut state.relabel,
+                            )
+                            .map_err(|e| Failure {
+                                message: e.message,
+                                counts: e.counts,
+                                body_size: 0.0,
+                            }),
+                    }
                 }
-            ))),
-            Ok(Ok(resp)) => {
-                body_size = resp.body.len();
-                match exposition::format_for_content_type(resp.content_type, t.fallback) {
-                    Err(e) => Err(failed(e)),
-                    // Parse and encode synchronously: no await while the appender is borrowed.
-                    Ok(format) => core
-                        .appender
-                        .borrow_mut()
-                        .append_body(
-                            t,
-                            &core.external_labels,
-                            resp.body,
-                            format,
-                            ts,
-                            &mut state.relabel,
-                        )
-                        .map_err(|e| Failure {
-                            message: e.message,
-                            counts: e.counts,
-                            body_size: 0.0,
-                        }),
-                }
-            }
+            },
         };
         core.buffers.put(conn.take_buffers());
         r
     };
-
     let mut app = core.appender.borrow_mut();
     let app = &mut *app;
     let mut failed_added = 0;
@@ -1083,6 +1172,7 @@ mod tests {
             extra_metrics: false,
             track_timestamps_staleness: false,
             forced_error: None,
+            http: Default::default(),
         }
     }
 

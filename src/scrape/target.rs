@@ -43,6 +43,8 @@ pub struct Target {
     pub track_timestamps_staleness: bool,
     /// Set when the job breaches `target_limit`: every scrape fails with it, unsent.
     pub forced_error: Option<String>,
+    /// Auth, headers and redirects for the scrape request.
+    pub http: std::sync::Arc<crate::config::client::HttpClientConfig>,
 }
 
 impl Target {
@@ -313,6 +315,7 @@ fn build(
         extra_metrics: sc.extra_scrape_metrics,
         track_timestamps_staleness: sc.track_timestamps_staleness,
         forced_error: None,
+        http: sc.http.clone(),
     })))
 }
 

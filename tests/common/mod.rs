@@ -302,8 +302,9 @@ impl Spate {
 }
 
 /// A keep-alive HTTP/1.1 server on a free loopback port: one thread per connection, stopped
-/// when dropped. `handle(headers, body)` returns (status, content type, body); header names are
-/// lower-cased, and the request line is given as `:method` and `:path`.
+/// when dropped. `handle(headers, body)` returns (status, content type, body) — for a 3xx status,
+/// the second item is the `Location`; header names are lower-cased, and the request line is
+/// given as `:method` and `:path`.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -402,10 +403,18 @@ fn serve_connection(conn: TcpStream, handle: &HandleFn, stop: &AtomicBool) {
             return;
         }
         let (status, content_type, reply) = handle(&headers, &body);
-        let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            reply.len()
-        );
+        // For a redirect, the "content type" is the Location.
+        let head = if (300..400).contains(&status) {
+            format!(
+                "HTTP/1.1 {status} Found\r\nLocation: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                reply.len()
+            )
+        } else {
+            format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                reply.len()
+            )
+        };
         if writer
             .write_all(head.as_bytes())
             .and_then(|_| writer.write_all(&reply))

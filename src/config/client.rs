@@ -1,0 +1,342 @@
+//! The HTTP client settings Prometheus shares between scrape configs and service discovery
+//! (`basic_auth`, `authorization`, `http_headers`, `follow_redirects`), with secrets that
+//! never print: inline ones show as `<secret>`, file ones are read when used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A secret value: written in the configuration, or read from a file at each use (so a
+/// rotated credential is picked up without a reload).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("<secret>"),
+            Secret::File(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The value; a file's content has surrounding whitespace removed, as Prometheus does.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("unable to read {}: {e}", p.display())),
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        matches!(self, Secret::File(_))
+    }
+}
+
+/// One `http_headers` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+/// The resolved client settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpClientConfig {
+    /// Username and password.
+    pub basic_auth: Option<(Secret, Secret)>,
+    /// Scheme (`Bearer` by default) and credentials.
+    pub authorization: Option<(String, Secret)>,
+    pub headers: Vec<(String, Vec<HeaderValue>)>,
+    pub follow_redirects: bool,
+}
+
+impl Default for HttpClientConfig {
+    fn default() -> Self {
+        HttpClientConfig {
+            basic_auth: None,
+            authorization: None,
+            headers: Vec::new(),
+            follow_redirects: true,
+        }
+    }
+}
+
+impl HttpClientConfig {
+    /// Whether the headers must be computed per request (a secret lives in a file).
+    pub fn reads_files(&self) -> bool {
+        self.basic_auth
+            .as_ref()
+            .is_some_and(|(u, p)| u.is_file() || p.is_file())
+            || self
+                .authorization
+                .as_ref()
+                .is_some_and(|(_, c)| c.is_file())
+            || self.headers.iter().any(|(_, vs)| {
+                vs.iter()
+                    .any(|v| matches!(v, HeaderValue::Secret(s) if s.is_file()))
+            })
+    }
+
+    /// The request headers these settings add, as `Name: value\r\n` lines.
+    pub fn header_lines(&self, out: &mut String) -> Result<(), String> {
+        if let Some((user, pass)) = &self.basic_auth {
+            let raw = format!("{}:{}", user.read()?, pass.read()?);
+            out.push_str("Authorization: Basic ");
+            base64(raw.as_bytes(), out);
+            out.push_str("\r\n");
+        }
+        if let Some((scheme, creds)) = &self.authorization {
+            out.push_str(&format!("Authorization: {scheme} {}\r\n", creds.read()?));
+        }
+        for (name, values) in &self.headers {
+            for v in values {
+                let value = match v {
+                    HeaderValue::Plain(s) => s.clone(),
+                    HeaderValue::Secret(s) => s.read()?,
+                };
+                if value.contains(['\r', '\n']) {
+                    return Err(format!("header {name} has a line break in its value"));
+                }
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Standard base64 with padding.
+pub fn base64(data: &[u8], out: &mut String) {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
+/// `basic_auth` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBasicAuth {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    username_file: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<String>,
+}
+
+/// `authorization` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthorization {
+    #[serde(default)]
+    r#type: Option<String>,
+    #[serde(default)]
+    credentials: Option<String>,
+    #[serde(default)]
+    credentials_file: Option<String>,
+}
+
+/// One `http_headers` entry as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeader {
+    #[serde(default)]
+    values: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
+}
+
+/// Headers a configuration may not set (Prometheus' reserved list).
+const RESERVED: &[&str] = &[
+    "authorization",
+    "host",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "www-authenticate",
+    "accept-encoding",
+    "x-prometheus-remote-write-version",
+    "x-prometheus-remote-read-version",
+    "x-prometheus-scrape-timeout-seconds",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
+
+fn exclusive(a: Option<String>, b: Option<String>, what: &str) -> Result<Option<Secret>, String> {
+    match (a, b) {
+        (Some(_), Some(_)) => Err(format!(
+            "at most one of {what} & {what}_file must be configured"
+        )),
+        (Some(s), None) => Ok(Some(Secret::Inline(s))),
+        (None, Some(f)) => Ok(Some(Secret::File(f.into()))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Validates the client settings with Prometheus' rules; the error names the field.
+pub(super) fn resolve(
+    basic_auth: Option<RawBasicAuth>,
+    authorization: Option<RawAuthorization>,
+    headers: Option<BTreeMap<String, RawHeader>>,
+    follow_redirects: Option<bool>,
+) -> Result<HttpClientConfig, (&'static str, String)> {
+    let mut out = HttpClientConfig {
+        follow_redirects: follow_redirects.unwrap_or(true),
+        ..Default::default()
+    };
+    if basic_auth.is_some() && authorization.is_some() {
+        return Err((
+            "authorization",
+            "at most one of basic_auth, oauth2 & authorization must be configured".into(),
+        ));
+    }
+    if let Some(b) = basic_auth {
+        let user = exclusive(b.username, b.username_file, "basic_auth username")
+            .map_err(|e| ("basic_auth", e))?
+            .unwrap_or(Secret::Inline(String::new()));
+        let pass = exclusive(b.password, b.password_file, "basic_auth password")
+            .map_err(|e| ("basic_auth", e))?
+            .unwrap_or(Secret::Inline(String::new()));
+        out.basic_auth = Some((user, pass));
+    }
+    if let Some(a) = authorization {
+        let scheme = a.r#type.unwrap_or_else(|| "Bearer".into());
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Err((
+                "authorization",
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into(),
+            ));
+        }
+        let creds = exclusive(
+            a.credentials,
+            a.credentials_file,
+            "authorization credentials",
+        )
+        .map_err(|e| ("authorization", e))?
+        .unwrap_or(Secret::Inline(String::new()));
+        out.authorization = Some((scheme, creds));
+    }
+    for (name, h) in headers.unwrap_or_default() {
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err((
+                "http_headers",
+                format!("setting header {name:?} is not allowed"),
+            ));
+        }
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err((
+                "http_headers",
+                format!("{name:?} is not a valid header name"),
+            ));
+        }
+        let mut values: Vec<HeaderValue> = h.values.into_iter().map(HeaderValue::Plain).collect();
+        values.extend(
+            h.secrets
+                .into_iter()
+                .map(|s| HeaderValue::Secret(Secret::Inline(s))),
+        );
+        values.extend(
+            h.files
+                .into_iter()
+                .map(|f| HeaderValue::Secret(Secret::File(f.into()))),
+        );
+        out.headers.push((name, values));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = String::new();
+            base64(input.as_bytes(), &mut out);
+            assert_eq!(out, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn header_lines_carry_every_value_and_read_files_each_time() {
+        let dir = std::env::temp_dir().join(format!("spate-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("v");
+        std::fs::write(&f, " from-file\n").unwrap();
+        let cfg = HttpClientConfig {
+            authorization: Some(("Bearer".into(), Secret::File(f.clone()))),
+            headers: vec![(
+                "X-Tenant".into(),
+                vec![
+                    HeaderValue::Plain("a".into()),
+                    HeaderValue::Secret(Secret::Inline("b".into())),
+                    HeaderValue::Secret(Secret::File(f.clone())),
+                ],
+            )],
+            ..Default::default()
+        };
+        assert!(cfg.reads_files());
+        let mut out = String::new();
+        cfg.header_lines(&mut out).unwrap();
+        assert_eq!(
+            out,
+            "Authorization: Bearer from-file\r\nX-Tenant: a\r\nX-Tenant: b\r\nX-Tenant: from-file\r\n"
+        );
+        std::fs::remove_file(&f).unwrap();
+        let err = cfg.header_lines(&mut String::new()).unwrap_err();
+        assert!(err.contains("unable to read"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::Inline("hunter2".into());
+        assert_eq!(format!("{s:?}"), "<secret>");
+        let cfg = HttpClientConfig {
+            basic_auth: Some((Secret::Inline("u".into()), s)),
+            ..Default::default()
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}
