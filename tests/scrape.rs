@@ -512,3 +512,254 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     }
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// Certificates made for the test by the `openssl` command: a CA, a server certificate for
+/// localhost and 127.0.0.1, and a client certificate.
+struct TestPki {
+    dir: common::TempDir,
+}
+
+impl TestPki {
+    fn make() -> Option<TestPki> {
+        let openssl = common::require_program("openssl", "openssl")?;
+        let dir = common::TempDir::new("pki");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&openssl)
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=spate-test-ca",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        for who in ["server", "client"] {
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{who}.key"),
+                    "-out",
+                    &format!("{who}.csr"),
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
+        }
+        Some(TestPki { dir })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// An HTTPS target serving `x 1`, recording whether each connection showed a client
+/// certificate. Stops when dropped.
+struct TlsTarget {
+    addr: std::net::SocketAddr,
+    client_certs: Arc<std::sync::Mutex<Vec<bool>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TlsTarget {
+    fn start(pki: &TestPki) -> TlsTarget {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(
+            CertificateDer::pem_file_iter(pki.path("ca.crt"))
+                .unwrap()
+                .map(|c| c.unwrap()),
+        );
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pki.path("server.crt"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client_certs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (certs, stp) = (client_certs.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stp.load(Ordering::Relaxed) {
+                let Ok((sock, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let (config, certs) = (config.clone(), certs.clone());
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let _ = sock.set_nonblocking(false);
+                    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = match tls.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            certs
+                                .lock()
+                                .unwrap()
+                                .push(tls.conn.peer_certificates().is_some());
+                            let body = b"x 1\n";
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            if tls
+                                .write_all(head.as_bytes())
+                                .and_then(|_| tls.write_all(body))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        TlsTarget {
+            addr,
+            client_certs,
+            stop,
+        }
+    }
+}
+
+impl Drop for TlsTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn https_targets_with_ca_client_certificates_server_name_and_skip_verify() {
+    let Some(pki) = TestPki::make() else {
+        return;
+    };
+    let target = TlsTarget::start(&pki);
+    let port = target.addr.port();
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: ca
+    scheme: https
+    tls_config: {{ca_file: '{ca}'}}
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+  - job_name: mtls
+    scheme: https
+    tls_config: {{ca_file: '{ca}', cert_file: '{cert}', key_file: '{key}'}}
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+  - job_name: named
+    scheme: https
+    tls_config: {{ca_file: '{ca}', server_name: localhost, min_version: TLS13}}
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+  - job_name: untrusted
+    scheme: https
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+  - job_name: skip
+    scheme: https
+    tls_config: {{insecure_skip_verify: true}}
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+",
+        ca = pki.path("ca.crt"),
+        cert = pki.path("client.crt"),
+        key = pki.path("client.key"),
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    for job in ["ca", "mtls", "named", "skip"] {
+        let t = wait_for(Duration::from_secs(60), "the https target scraped", || {
+            target_state(&spate, job)
+        });
+        assert_eq!(t["health"], "up", "{job}: {t}");
+        assert!(t["scrapeUrl"].as_str().unwrap().starts_with("https://"));
+    }
+    let t = wait_for(Duration::from_secs(60), "the untrusted target", || {
+        target_state(&spate, "untrusted")
+    });
+    assert_eq!(t["health"], "down");
+    let err = t["lastError"].as_str().unwrap();
+    assert!(err.contains("tls") && err.contains("certificate"), "{err}");
+    let certs = target.client_certs.lock().unwrap().clone();
+    assert!(certs.contains(&true), "the mtls job showed its certificate");
+    assert!(certs.contains(&false), "the others did not");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}

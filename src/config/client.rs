@@ -57,6 +57,8 @@ pub struct HttpClientConfig {
     pub authorization: Option<(String, Secret)>,
     pub headers: Vec<(String, Vec<HeaderValue>)>,
     pub follow_redirects: bool,
+    /// `tls_config`, for https targets; the system roots when absent.
+    pub tls: Option<crate::http::tls::TlsSettings>,
 }
 
 impl Default for HttpClientConfig {
@@ -66,11 +68,25 @@ impl Default for HttpClientConfig {
             authorization: None,
             headers: Vec::new(),
             follow_redirects: true,
+            tls: None,
         }
     }
 }
 
 impl HttpClientConfig {
+    /// The TLS connection settings for `host` (an https target).
+    pub fn tls_target(&self, host: &str) -> Result<crate::http::TlsTarget, String> {
+        let config = match &self.tls {
+            Some(t) => t.client(),
+            None => crate::http::tls::default_client()?,
+        };
+        let name = self.tls.as_ref().and_then(|t| t.server_name.as_deref());
+        Ok(crate::http::TlsTarget {
+            config,
+            server_name: crate::http::tls::server_name(name, host)?,
+        })
+    }
+
     /// Whether the headers must be computed per request (a secret lives in a file).
     pub fn reads_files(&self) -> bool {
         self.basic_auth
@@ -168,6 +184,63 @@ pub(super) struct RawHeader {
     files: Vec<String>,
 }
 
+/// `tls_config` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    #[serde(default)]
+    ca: Option<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    cert_file: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_file: Option<String>,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: Option<bool>,
+    #[serde(default)]
+    min_version: Option<String>,
+}
+
+fn pem(
+    inline: Option<String>,
+    file: Option<String>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "at most one of {what} and {what}_file must be configured"
+        )),
+        (Some(s), None) => Ok(Some(s.into_bytes())),
+        (None, Some(f)) => std::fs::read(&f)
+            .map(Some)
+            .map_err(|e| format!("unable to read {what}_file {f}: {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn resolve_tls(t: RawTls) -> Result<crate::http::tls::TlsSettings, String> {
+    let min_version = match t.min_version.as_deref() {
+        None | Some("TLS10") | Some("TLS11") | Some("TLS12") => 12,
+        Some("TLS13") => 13,
+        Some(v) => return Err(format!("unknown TLS version: {v}")),
+    };
+    crate::http::tls::TlsSettings::new(
+        pem(t.ca, t.ca_file, "ca")?,
+        pem(t.cert, t.cert_file, "cert")?,
+        pem(t.key, t.key_file, "key")?,
+        t.server_name,
+        t.insecure_skip_verify.unwrap_or(false),
+        min_version,
+    )
+}
+
 /// Headers a configuration may not set (Prometheus' reserved list).
 const RESERVED: &[&str] = &[
     "authorization",
@@ -207,9 +280,14 @@ pub(super) fn resolve(
     authorization: Option<RawAuthorization>,
     headers: Option<BTreeMap<String, RawHeader>>,
     follow_redirects: Option<bool>,
+    tls: Option<RawTls>,
 ) -> Result<HttpClientConfig, (&'static str, String)> {
     let mut out = HttpClientConfig {
         follow_redirects: follow_redirects.unwrap_or(true),
+        tls: tls
+            .map(resolve_tls)
+            .transpose()
+            .map_err(|e| ("tls_config", e))?,
         ..Default::default()
     };
     if basic_auth.is_some() && authorization.is_some() {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
-use super::client::{RawAuthorization, RawBasicAuth, RawHeader};
+use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawTls};
 use super::{
     Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration,
     QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
@@ -108,6 +108,7 @@ section! {
         basic_auth: Option<RawBasicAuth>,
         authorization: Option<RawAuthorization>,
         http_headers: Option<BTreeMap<String, RawHeader>>,
+        tls_config: Option<RawTls>,
         scrape_protocols: Field<Vec<String>>,
         fallback_scrape_protocol: Field<String>,
         scrape_native_histograms: Option<bool>,
@@ -125,7 +126,7 @@ section! {
     }
     unsupported {
         // HTTP client settings for targets.
-        oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
+        oauth2, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
         bearer_token, bearer_token_file,
         // Limits.
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
@@ -169,11 +170,12 @@ section! {
         basic_auth: Option<RawBasicAuth>,
         authorization: Option<RawAuthorization>,
         http_headers: Option<BTreeMap<String, RawHeader>>,
+        tls_config: Option<RawTls>,
         follow_redirects: Option<bool>,
         enable_http2: Option<bool>,
     }
     unsupported {
-        oauth2, tls_config, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
+        oauth2, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
     }
 }
 
@@ -507,13 +509,7 @@ fn resolve_scrape(
     let scheme = match &sc.scheme {
         None => "http".to_string(),
         Some(s) if s.value == "http" => s.value.clone(),
-        Some(s) if s.value == "https" => {
-            return Err(Problem::at(
-                s.referenced.line(),
-                at("scheme"),
-                "https targets are not supported by spate yet; see docs/compatibility.md",
-            ));
-        }
+        Some(s) if s.value == "https" => s.value.clone(),
         Some(s) => {
             return Err(Problem::at(
                 s.referenced.line(),
@@ -527,6 +523,7 @@ fn resolve_scrape(
         sc.authorization,
         sc.http_headers,
         sc.follow_redirects,
+        sc.tls_config,
     )
     .map_err(|(field, e)| Problem::field(at(field), e))?;
     let metrics_path = sc.metrics_path.unwrap_or_else(|| "/metrics".to_string());
@@ -684,6 +681,7 @@ fn resolve_scrape(
             h.authorization,
             h.http_headers,
             h.follow_redirects,
+            h.tls_config,
         )
         .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
         http_sd_configs.push(HttpSdConfig {

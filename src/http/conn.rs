@@ -4,7 +4,44 @@ use std::fmt;
 use std::io::Read as _;
 
 use super::framing::{ChunkScanner, Framing, dechunk_in_place, parse_head};
-use crate::runtime::{AsyncReadRent, AsyncWriteRentExt, IoBufMut, TcpStream};
+use crate::runtime::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, IoBufMut, TcpStream, TlsConnector, TlsStream,
+};
+
+/// A connection: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+        match self {
+            Stream::Plain(s) => s.write_all(buf).await,
+            Stream::Tls(s) => {
+                let (r, buf) = s.write_all(buf).await;
+                match r {
+                    Ok(n) => (s.flush().await.map(|()| n), buf),
+                    Err(e) => (Err(e), buf),
+                }
+            }
+        }
+    }
+
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> (std::io::Result<usize>, T) {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+}
+
+/// What a TLS connection needs: the shared client configuration and the server name.
+#[derive(Clone)]
+pub struct TlsTarget {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
 
 /// Smallest free space offered to each read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -16,6 +53,8 @@ pub enum Error {
     Protocol(String),
     /// The peer closed the connection before a complete response.
     Closed,
+    /// The TLS handshake failed.
+    Tls(String),
     BodyTooLarge(usize),
 }
 
@@ -26,6 +65,7 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "{e}"),
             Error::Protocol(m) => f.write_str(m),
             Error::Closed => f.write_str("connection closed before a complete response"),
+            Error::Tls(e) => write!(f, "tls: {e}"),
             Error::BodyTooLarge(n) => write!(f, "response body larger than {n} bytes"),
         }
     }
@@ -47,7 +87,8 @@ pub struct Response<'a> {
 
 pub struct Conn {
     authority: String,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
+    tls: Option<TlsTarget>,
     req: Vec<u8>,
     buf: Vec<u8>,
     decoded: Vec<u8>,
@@ -66,7 +107,14 @@ impl Conn {
             decoded: Vec::new(),
             max_body: usize::MAX,
             last: None,
+            tls: None,
         }
+    }
+
+    /// Speaks TLS on this connection.
+    pub fn with_tls(mut self, tls: TlsTarget) -> Conn {
+        self.tls = Some(tls);
+        self
     }
 
     /// The largest body accepted, after decompression; a larger one fails the request with
@@ -181,7 +229,17 @@ impl Conn {
                     .await
                     .map_err(Error::Connect)?;
                 let _ = s.set_nodelay(true);
-                s
+                match &self.tls {
+                    None => Stream::Plain(s),
+                    Some(tls) => {
+                        let connector = TlsConnector::from(tls.config.clone());
+                        let t = connector
+                            .connect(tls.server_name.clone(), s)
+                            .await
+                            .map_err(|e| Error::Tls(std::io::Error::from(e).to_string()))?;
+                        Stream::Tls(Box::new(t))
+                    }
+                }
             }
         };
         let req = std::mem::take(&mut self.req);
@@ -208,7 +266,7 @@ fn is_reset(e: &Error) -> bool {
 
 /// Reads one response into `buf`. Returns the head and the body's range in `buf`.
 async fn read_response(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     head_request: bool,
     max_body: usize,

@@ -7,8 +7,9 @@
 
 mod conn;
 mod framing;
+pub mod tls;
 
-pub use conn::{Conn, Error, Response};
+pub use conn::{Conn, Error, Response, TlsTarget};
 pub use framing::{Framing, HeadInfo, dechunk_in_place, parse_head};
 
 use std::fmt;

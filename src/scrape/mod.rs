@@ -467,6 +467,18 @@ pub async fn run_target(
 ) {
     core.ctl.loop_started();
     let mut conn = Conn::new(target.address.clone());
+    // An https target whose TLS settings cannot be used fails every scrape with the reason.
+    let mut setup_error = None;
+    if target.scheme == "https" {
+        let host = target
+            .address
+            .rsplit_once(':')
+            .map_or(target.address.as_str(), |(h, _)| h);
+        match target.http.tls_target(host) {
+            Ok(tls) => conn = conn.with_tls(tls),
+            Err(e) => setup_error = Some(e),
+        }
+    }
     if target.limits.body_size_limit > 0 {
         // Prometheus fails a body of `limit` bytes or more.
         conn.set_max_body(target.limits.body_size_limit.saturating_sub(1) as usize);
@@ -508,9 +520,12 @@ pub async fn run_target(
             } else {
                 now
             };
-            let request = match &fixed_request {
-                Some(r) => Ok(std::borrow::Cow::Borrowed(r.as_slice())),
-                None => build_request(&target, &target.path_and_query).map(std::borrow::Cow::Owned),
+            let request = match (&setup_error, &fixed_request) {
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(r)) => Ok(std::borrow::Cow::Borrowed(r.as_slice())),
+                (None, None) => {
+                    build_request(&target, &target.path_and_query).map(std::borrow::Cow::Owned)
+                }
             };
             scrape_once(&target, &status, &core, &mut conn, request, &mut state, ts).await;
             next += interval;

@@ -243,10 +243,8 @@ fn build(
         .or_insert_with(|| address.clone());
 
     let scheme = l.get("__scheme__").cloned().unwrap_or_default();
-    if scheme != "http" {
-        return Err(format!(
-            "scheme {scheme:?} is not supported by spate yet; use http"
-        ));
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("invalid scheme {scheme:?}: use http or https"));
     }
     let mut path = l.get("__metrics_path__").cloned().unwrap_or_default();
     if !path.starts_with('/') {
@@ -383,10 +381,11 @@ mod tests {
     #[test]
     fn bad_targets_are_reported() {
         let (ts, errs) = targets(
-            "scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['a:1']\n    labels: {__scheme__: https}\n",
+            "scrape_configs:\n- job_name: j\n  static_configs:\n  - targets: ['a:1']\n    labels: {__scheme__: ftp}\n  - targets: ['b:1']\n    labels: {__scrape_interval__: 0s}\n",
         );
         assert!(ts.is_empty());
-        assert!(errs[0].reason.contains("https"), "{errs:?}");
+        assert_eq!(errs[0].reason, "invalid scheme \"ftp\": use http or https");
+        assert_eq!(errs[1].reason, "__scrape_interval__ label must not be zero");
     }
 
     #[test]
