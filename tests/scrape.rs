@@ -763,3 +763,81 @@ fn https_targets_with_ca_client_certificates_server_name_and_skip_verify() {
     assert!(certs.contains(&false), "the others did not");
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+#[test]
+fn oauth2_client_credentials_tokens_are_fetched_renewed_and_sent() {
+    let dir = common::TempDir::new("oauth2");
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "s3cr3t+/\n").unwrap();
+    let issued = Arc::new(AtomicU64::new(0));
+    let forms = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (n, f) = (issued.clone(), forms.clone());
+    let token_server = TestServer::start(move |headers, body| {
+        f.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(body).into_owned());
+        // "cid:s3cr3t+/" with both parts form-encoded, then base64.
+        if headers.get("authorization").map(String::as_str)
+            != Some("Basic Y2lkOnMzY3IzdCUyQiUyRg==")
+        {
+            return (
+                401,
+                "application/json",
+                b"{\"error\":\"invalid_client\"}".to_vec(),
+            );
+        }
+        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+        // Valid for 12 s: renewed 10 s before that, so every couple of seconds.
+        let body = format!(
+            r#"{{"access_token":"tok-{i}","token_type":"bearer","expires_in":12,"scope":"x"}}"#
+        );
+        (200, "application/json", body.into_bytes())
+    });
+    let tokens_seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = tokens_seen.clone();
+    let target = TestServer::start(move |headers, _| {
+        let auth = headers.get("authorization").cloned().unwrap_or_default();
+        seen.lock().unwrap().push(auth.clone());
+        if auth.starts_with("Bearer tok-") {
+            (200, "text/plain; version=0.0.4", b"x 1\n".to_vec())
+        } else {
+            (401, "text/plain", b"no".to_vec())
+        }
+    });
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: oauth
+    oauth2:
+      client_id: cid
+      client_secret_file: '{file}'
+      token_url: http://{token}/oauth/token
+      scopes: [read, metrics]
+      endpoint_params: {{audience: spate}}
+    static_configs: [{{targets: ['{target}']}}]
+",
+        file = secret_file.display(),
+        token = token_server.addr,
+        target = target.addr,
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    wait_for(Duration::from_secs(60), "a renewed token in use", || {
+        let seen = tokens_seen.lock().unwrap();
+        let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+        (distinct.len() >= 2 && seen.len() >= 4).then_some(())
+    });
+    let t = target_state(&spate, "oauth").unwrap();
+    assert_eq!(t["health"], "up", "{t}");
+    // Tokens are reused until they near expiry: fewer fetches than scrapes.
+    let scrapes = tokens_seen.lock().unwrap().len() as u64;
+    assert!(
+        issued.load(Ordering::SeqCst) < scrapes,
+        "a token per scrape"
+    );
+    let form = forms.lock().unwrap()[0].clone();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(form.contains("scope=read+metrics"), "{form}");
+    assert!(form.contains("audience=spate"), "{form}");
+    let (_, cfg) = http_get(&spate.web, "/api/v1/status/config").unwrap();
+    assert!(!cfg.contains("s3cr3t"));
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}

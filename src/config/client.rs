@@ -59,6 +59,21 @@ pub struct HttpClientConfig {
     pub follow_redirects: bool,
     /// `tls_config`, for https targets; the system roots when absent.
     pub tls: Option<crate::http::tls::TlsSettings>,
+    /// OAuth 2.0 client credentials: a token fetched from `token_url`, sent as a bearer token.
+    pub oauth2: Option<OAuth2>,
+}
+
+/// `oauth2`: the client credentials grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2 {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub token_url: crate::http::Url,
+    /// Extra form parameters of the token request, sorted.
+    pub endpoint_params: Vec<(String, String)>,
+    /// `tls_config` for an https token URL.
+    pub tls: Option<crate::http::tls::TlsSettings>,
 }
 
 impl Default for HttpClientConfig {
@@ -69,6 +84,7 @@ impl Default for HttpClientConfig {
             headers: Vec::new(),
             follow_redirects: true,
             tls: None,
+            oauth2: None,
         }
     }
 }
@@ -87,11 +103,14 @@ impl HttpClientConfig {
         })
     }
 
-    /// Whether the headers must be computed per request (a secret lives in a file).
+    /// Whether the headers must be computed per request (a secret lives in a file, or a token
+    /// expires).
     pub fn reads_files(&self) -> bool {
-        self.basic_auth
-            .as_ref()
-            .is_some_and(|(u, p)| u.is_file() || p.is_file())
+        self.oauth2.is_some()
+            || self
+                .basic_auth
+                .as_ref()
+                .is_some_and(|(u, p)| u.is_file() || p.is_file())
             || self
                 .authorization
                 .as_ref()
@@ -182,6 +201,55 @@ pub(super) struct RawHeader {
     secrets: Vec<String>,
     #[serde(default)]
     files: Vec<String>,
+}
+
+/// `oauth2` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuth2 {
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default)]
+    endpoint_params: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    tls_config: Option<RawTls>,
+    #[serde(default)]
+    proxy_url: Option<serde::de::IgnoredAny>,
+}
+
+fn resolve_oauth2(o: RawOAuth2) -> Result<OAuth2, String> {
+    if o.proxy_url.is_some() {
+        return Err(
+            "oauth2 proxy_url is not supported by spate yet; see docs/compatibility.md".into(),
+        );
+    }
+    let token_url = o
+        .token_url
+        .filter(|u| !u.is_empty())
+        .ok_or("oauth2 token_url must be configured")?;
+    let token_url = crate::http::Url::parse(&token_url)?;
+    let client_secret = exclusive(
+        o.client_secret,
+        o.client_secret_file,
+        "oauth2 client_secret",
+    )?
+    .unwrap_or(Secret::Inline(String::new()));
+    Ok(OAuth2 {
+        client_id: o.client_id.unwrap_or_default(),
+        client_secret,
+        scopes: o.scopes.unwrap_or_default(),
+        token_url,
+        endpoint_params: o.endpoint_params.unwrap_or_default().into_iter().collect(),
+        tls: o.tls_config.map(resolve_tls).transpose()?,
+    })
 }
 
 /// `tls_config` as written.
@@ -281,21 +349,29 @@ pub(super) fn resolve(
     headers: Option<BTreeMap<String, RawHeader>>,
     follow_redirects: Option<bool>,
     tls: Option<RawTls>,
+    oauth2: Option<RawOAuth2>,
 ) -> Result<HttpClientConfig, (&'static str, String)> {
+    let auth_count = usize::from(basic_auth.is_some())
+        + usize::from(authorization.is_some())
+        + usize::from(oauth2.is_some());
+    if auth_count > 1 {
+        return Err((
+            "authorization",
+            "at most one of basic_auth, oauth2 & authorization must be configured".into(),
+        ));
+    }
     let mut out = HttpClientConfig {
         follow_redirects: follow_redirects.unwrap_or(true),
         tls: tls
             .map(resolve_tls)
             .transpose()
             .map_err(|e| ("tls_config", e))?,
+        oauth2: oauth2
+            .map(resolve_oauth2)
+            .transpose()
+            .map_err(|e| ("oauth2", e))?,
         ..Default::default()
     };
-    if basic_auth.is_some() && authorization.is_some() {
-        return Err((
-            "authorization",
-            "at most one of basic_auth, oauth2 & authorization must be configured".into(),
-        ));
-    }
     if let Some(b) = basic_auth {
         let user = exclusive(b.username, b.username_file, "basic_auth username")
             .map_err(|e| ("basic_auth", e))?

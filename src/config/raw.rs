@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
-use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawTls};
+use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls};
 use super::{
     Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration,
     QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
@@ -109,6 +109,7 @@ section! {
         authorization: Option<RawAuthorization>,
         http_headers: Option<BTreeMap<String, RawHeader>>,
         tls_config: Option<RawTls>,
+        oauth2: Option<RawOAuth2>,
         scrape_protocols: Field<Vec<String>>,
         fallback_scrape_protocol: Field<String>,
         scrape_native_histograms: Option<bool>,
@@ -126,7 +127,7 @@ section! {
     }
     unsupported {
         // HTTP client settings for targets.
-        oauth2, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
+        proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
         bearer_token, bearer_token_file,
         // Limits.
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
@@ -524,6 +525,7 @@ fn resolve_scrape(
         sc.http_headers,
         sc.follow_redirects,
         sc.tls_config,
+        sc.oauth2,
     )
     .map_err(|(field, e)| Problem::field(at(field), e))?;
     let metrics_path = sc.metrics_path.unwrap_or_else(|| "/metrics".to_string());
@@ -682,6 +684,7 @@ fn resolve_scrape(
             h.http_headers,
             h.follow_redirects,
             h.tls_config,
+            None,
         )
         .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
         http_sd_configs.push(HttpSdConfig {

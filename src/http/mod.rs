@@ -7,6 +7,7 @@
 
 mod conn;
 mod framing;
+pub mod oauth2;
 pub mod tls;
 
 pub use conn::{Conn, Error, Response, TlsTarget};

@@ -366,6 +366,8 @@ struct TargetState {
     last: Option<Vec<u8>>,
     /// What `metric_relabel_configs` did to each series.
     relabel: crate::relabel::Memo,
+    /// The OAuth 2.0 token, when the job has `oauth2`.
+    oauth: crate::http::oauth2::TokenSource,
     /// Series first seen in failed scrapes since the last good one (Prometheus counts a
     /// rolled-back scrape's series as added, once).
     failed_seen: std::collections::HashSet<[u64; 2]>,
@@ -375,6 +377,7 @@ struct TargetState {
 #[derive(Default)]
 struct StaleScratch {
     raw: Vec<u8>,
+    compressed: Vec<u8>,
     keys: std::collections::HashSet<[u64; 2]>,
     eligible: Vec<u8>,
     refs: crate::wal::SeriesCache,
@@ -487,7 +490,7 @@ pub async fn run_target(
     let fixed_request = if target.http.reads_files() {
         None
     } else {
-        build_request(&target, &target.path_and_query).ok()
+        build_request(&target, &target.path_and_query, None).ok()
     };
     let interval = target.interval;
 
@@ -524,7 +527,17 @@ pub async fn run_target(
                 (Some(e), _) => Err(e.clone()),
                 (None, Some(r)) => Ok(std::borrow::Cow::Borrowed(r.as_slice())),
                 (None, None) => {
-                    build_request(&target, &target.path_and_query).map(std::borrow::Cow::Owned)
+                    let token = match &target.http.oauth2 {
+                        None => Ok(None),
+                        Some(o) => match timeout(target.timeout, state.oauth.token(o)).await {
+                            Ok(r) => r.map(Some),
+                            Err(_) => Err("oauth2: token request timed out".to_string()),
+                        },
+                    };
+                    token
+                        .map_err(|e| format!("Get \"{}\": {e}", target.url()))
+                        .and_then(|t| build_request(&target, &target.path_and_query, t.as_deref()))
+                        .map(std::borrow::Cow::Owned)
                 }
             };
             scrape_once(&target, &status, &core, &mut conn, request, &mut state, ts).await;
@@ -577,8 +590,9 @@ pub fn offset_seed(external_labels: &[(String, String)]) -> u64 {
     crate::hash::fnv1a64(input.as_bytes())
 }
 
-/// The scrape request for `path`, with the job's auth and headers (files read now).
-fn build_request(t: &Target, path: &str) -> Result<Vec<u8>, String> {
+/// The scrape request for `path`, with the job's auth and headers (files read now) and an
+/// OAuth 2.0 bearer token.
+fn build_request(t: &Target, path: &str, bearer: Option<&str>) -> Result<Vec<u8>, String> {
     let mut head = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nAccept: {}\r\nAccept-Encoding: {}\r\nX-Prometheus-Scrape-Timeout-Seconds: {}\r\n",
         t.address,
@@ -592,6 +606,9 @@ fn build_request(t: &Target, path: &str) -> Result<Vec<u8>, String> {
         t.timeout.as_secs_f64(),
     );
     t.http.header_lines(&mut head)?;
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     head.push_str("\r\n");
     Ok(head.into_bytes())
 }
@@ -637,7 +654,10 @@ async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchE
                 )));
             }
         };
-        let req = build_request(t, &path).map_err(FetchError::Redirect)?;
+        // The same request (headers, credentials) for the new path.
+        let line_end = memchr::memchr(b'\n', request).map_or(request.len(), |i| i + 1);
+        let mut req = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+        req.extend_from_slice(&request[line_end..]);
         send(conn, &req);
     }
     Err(FetchError::Redirect(format!(
@@ -1004,11 +1024,14 @@ impl Appender {
                 sc.eligible.extend_from_slice(entry);
             }
         }
-        state.last = Some(
-            snap::raw::Encoder::new()
-                .compress_vec(&sc.eligible)
-                .unwrap_or_default(),
-        );
+        // Compressed into the core's scratch, then copied at its exact size: the target keeps
+        // only what the compressed copy needs (snappy's own output keeps its worst-case size).
+        let out = &mut sc.compressed;
+        out.resize(snap::raw::max_compress_len(sc.eligible.len()), 0);
+        let n = snap::raw::Encoder::new()
+            .compress(&sc.eligible, out)
+            .unwrap_or(0);
+        state.last = Some(out[..n].to_vec());
     }
 
     /// Staleness markers for every entry of `last` (a failed scrape).
