@@ -617,6 +617,11 @@ struct TlsTarget {
 
 impl TlsTarget {
     fn start(pki: &TestPki) -> TlsTarget {
+        Self::serving(pki, "text/plain; version=0.0.4", b"x 1\n".to_vec())
+    }
+
+    fn serving(pki: &TestPki, content_type: &'static str, body: Vec<u8>) -> TlsTarget {
+        let body = Arc::new(body);
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -659,7 +664,7 @@ impl TlsTarget {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 };
-                let (config, certs) = (config.clone(), certs.clone());
+                let (config, certs, body) = (config.clone(), certs.clone(), body.clone());
                 std::thread::spawn(move || {
                     use std::io::{Read, Write};
                     let _ = sock.set_nonblocking(false);
@@ -680,14 +685,13 @@ impl TlsTarget {
                                 .lock()
                                 .unwrap()
                                 .push(tls.conn.peer_certificates().is_some());
-                            let body = b"x 1\n";
                             let head = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
                                 body.len()
                             );
                             if tls
                                 .write_all(head.as_bytes())
-                                .and_then(|_| tls.write_all(body))
+                                .and_then(|_| tls.write_all(&body))
                                 .is_err()
                             {
                                 return;
@@ -839,5 +843,172 @@ fn oauth2_client_credentials_tokens_are_fetched_renewed_and_sent() {
     assert!(form.contains("audience=spate"), "{form}");
     let (_, cfg) = http_get(&spate.web, "/api/v1/status/config").unwrap();
     assert!(!cfg.contains("s3cr3t"));
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+/// A forward HTTP proxy for the test: absolute-form requests and `CONNECT` tunnels, every
+/// host mapped to 127.0.0.1 (so targets can have names that only the proxy resolves). Records
+/// each request line and the CONNECT requests' headers.
+struct TestProxy {
+    addr: std::net::SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestProxy {
+    fn start() -> TestProxy {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let done = line == "\r\n";
+                        head.push(line);
+                        if done {
+                            break;
+                        }
+                    }
+                    log.lock().unwrap().push(head.concat());
+                    let mut parts = head[0].split_whitespace();
+                    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let hostport = if method == "CONNECT" {
+                        target.to_string()
+                    } else {
+                        target
+                            .trim_start_matches("http://")
+                            .split('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let port = hostport.rsplit(':').next().unwrap_or("80");
+                    let Ok(mut upstream) =
+                        std::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                    else {
+                        return;
+                    };
+                    let mut client_w = client.try_clone().unwrap();
+                    if method == "CONNECT" {
+                        client_w
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .unwrap();
+                    } else {
+                        // Origin form for the target; later requests on the connection are
+                        // relayed as they come.
+                        let path = target
+                            .trim_start_matches("http://")
+                            .split_once('/')
+                            .map_or("", |(_, p)| p);
+                        let mut rewritten = format!("{method} /{path} HTTP/1.1\r\n");
+                        rewritten.push_str(&head[1..].concat());
+                        upstream.write_all(rewritten.as_bytes()).unwrap();
+                    }
+                    let mut up_r = upstream.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut up_r, &mut client_w);
+                    });
+                    let buffered = reader.buffer().to_vec();
+                    let _ = upstream.write_all(&buffered);
+                    let mut rest = reader.into_inner();
+                    let _ = std::io::copy(&mut rest, &mut upstream);
+                });
+            }
+        });
+        TestProxy { addr, seen }
+    }
+
+    fn saw(&self, needle: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|r| r.contains(needle))
+    }
+}
+
+#[test]
+fn proxy_url_carries_plain_and_tls_scrapes_and_loopback_bypasses_it() {
+    let Some(pki) = TestPki::make() else {
+        return;
+    };
+    let proxy = TestProxy::start();
+    let plain = TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"x 1\n".to_vec()));
+    let tls = TlsTarget::start(&pki);
+    let receiver = Receiver::start(|_| 200);
+    let (pp, tp) = (plain.addr.port(), tls.addr.port());
+    let jobs = format!(
+        "  - job_name: plain
+    proxy_url: http://{proxy}
+    static_configs: [{{targets: ['only-the-proxy-knows.test:{pp}']}}]
+  - job_name: tunnel
+    scheme: https
+    proxy_url: http://{proxy}
+    proxy_connect_header: {{X-Proxy-Token: [abc]}}
+    tls_config: {{ca_file: '{ca}', server_name: localhost}}
+    static_configs: [{{targets: ['only-the-proxy-knows.test:{tp}']}}]
+  - job_name: direct
+    metrics_path: /direct
+    proxy_url: http://{proxy}
+    static_configs: [{{targets: ['127.0.0.1:{pp}']}}]
+",
+        proxy = proxy.addr,
+        ca = pki.path("ca.crt"),
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    for job in ["plain", "tunnel", "direct"] {
+        let t = wait_for(Duration::from_secs(60), "the job scraped", || {
+            target_state(&spate, job)
+        });
+        assert_eq!(t["health"], "up", "{job}: {t}");
+    }
+    assert!(proxy.saw(&format!(
+        "GET http://only-the-proxy-knows.test:{pp}/metrics HTTP/1.1"
+    )));
+    assert!(proxy.saw(&format!("CONNECT only-the-proxy-knows.test:{tp} HTTP/1.1")));
+    assert!(proxy.saw("X-Proxy-Token: abc"));
+    assert!(
+        !proxy.saw("/direct"),
+        "loopback targets do not use the proxy, as in Go"
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn http_sd_over_https_with_a_private_ca() {
+    let Some(pki) = TestPki::make() else {
+        return;
+    };
+    let target = TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"x 1\n".to_vec()));
+    let list = format!(
+        r#"[{{"targets": ["{}"], "labels": {{"via": "https"}}}}]"#,
+        target.addr
+    );
+    let sd = TlsTarget::serving(&pki, "application/json", list.into_bytes());
+    let receiver = Receiver::start(|_| 200);
+    let jobs = format!(
+        "  - job_name: discovered
+    http_sd_configs:
+      - url: https://localhost:{}/sd
+        refresh_interval: 1s
+        tls_config: {{ca_file: '{}'}}
+",
+        sd.addr.port(),
+        pki.path("ca.crt")
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    let t = wait_for(
+        Duration::from_secs(60),
+        "the target from https discovery",
+        || target_state(&spate, "discovered"),
+    );
+    assert_eq!(t["labels"]["via"], "https");
+    assert_eq!(t["health"], "up");
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }

@@ -61,6 +61,96 @@ pub struct HttpClientConfig {
     pub tls: Option<crate::http::tls::TlsSettings>,
     /// OAuth 2.0 client credentials: a token fetched from `token_url`, sent as a bearer token.
     pub oauth2: Option<OAuth2>,
+    /// `proxy_url` (with `no_proxy`), or the environment's proxies.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// Where requests go through an HTTP proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `host:port` of the proxy for `http` and for `https` targets.
+    pub http: Option<String>,
+    pub https: Option<String>,
+    /// `no_proxy` entries: hosts, domains (`example.com` covers its subdomains), IPs,
+    /// CIDRs, `*`.
+    pub no_proxy: Vec<String>,
+    /// Headers for `CONNECT` (https targets through the proxy).
+    pub connect_headers: Vec<(String, Vec<Secret>)>,
+}
+
+impl ProxyConfig {
+    /// The proxy for a target on `host` (no brackets), as Go's `httpproxy` picks it: never
+    /// for `localhost` or a loopback address, nor for a `no_proxy` match.
+    pub fn for_host(&self, host: &str, tls: bool) -> Option<&str> {
+        let proxy = if tls { &self.https } else { &self.http };
+        let proxy = proxy.as_deref()?;
+        if host.eq_ignore_ascii_case("localhost") {
+            return None;
+        }
+        let ip = host.parse::<std::net::IpAddr>().ok();
+        if ip.is_some_and(|ip| ip.is_loopback()) {
+            return None;
+        }
+        for entry in &self.no_proxy {
+            let entry = entry.trim();
+            if entry == "*" {
+                return None;
+            }
+            if let (Some(ip), Some((net, bits))) = (ip, entry.split_once('/'))
+                && let (Ok(net), Ok(bits)) = (net.parse::<std::net::IpAddr>(), bits.parse::<u32>())
+                && in_cidr(ip, net, bits)
+            {
+                return None;
+            }
+            let name = entry
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(entry, |(h, _)| h);
+            let name = name.trim_start_matches("*.");
+            if let Some(suffix) = name.strip_prefix('.') {
+                if host.len() > suffix.len()
+                    && host
+                        .to_ascii_lowercase()
+                        .ends_with(&format!(".{}", suffix.to_ascii_lowercase()))
+                {
+                    return None;
+                }
+            } else if host.eq_ignore_ascii_case(name)
+                || host
+                    .to_ascii_lowercase()
+                    .ends_with(&format!(".{}", name.to_ascii_lowercase()))
+            {
+                return None;
+            }
+        }
+        Some(proxy)
+    }
+
+    /// The `CONNECT` request's extra header lines.
+    pub fn connect_header_lines(&self) -> Result<String, String> {
+        let mut out = String::new();
+        for (name, values) in &self.connect_headers {
+            for v in values {
+                out.push_str(&format!("{name}: {}\r\n", v.read()?));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u32) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (ip, net) {
+        (V4(a), V4(b)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (V6(a), V6(b)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
 }
 
 /// `oauth2`: the client credentials grant.
@@ -85,6 +175,7 @@ impl Default for HttpClientConfig {
             follow_redirects: true,
             tls: None,
             oauth2: None,
+            proxy: None,
         }
     }
 }
@@ -252,6 +343,84 @@ fn resolve_oauth2(o: RawOAuth2) -> Result<OAuth2, String> {
     })
 }
 
+/// The proxy settings as written.
+#[derive(Default)]
+pub(super) struct RawProxy {
+    pub proxy_url: Option<String>,
+    pub no_proxy: Option<String>,
+    pub proxy_from_environment: Option<bool>,
+    pub proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+}
+
+fn proxy_authority(url: &str) -> Result<String, String> {
+    let u = crate::http::Url::parse(url).map_err(|e| format!("invalid proxy_url: {e}"))?;
+    if u.tls {
+        return Err(
+            "https proxies are not supported by spate yet; use an http:// proxy_url".into(),
+        );
+    }
+    Ok(u.authority())
+}
+
+fn resolve_proxy(p: RawProxy) -> Result<Option<ProxyConfig>, String> {
+    let from_env = p.proxy_from_environment.unwrap_or(false);
+    if from_env && (p.proxy_url.is_some() || p.no_proxy.is_some()) {
+        return Err("if proxy_from_environment is configured, proxy_url and no_proxy must not be configured".into());
+    }
+    if p.no_proxy.is_some() && p.proxy_url.is_none() {
+        return Err("if no_proxy is configured, proxy_url must also be configured".into());
+    }
+    let connect_headers = p
+        .proxy_connect_header
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, vs)| (k, vs.into_iter().map(Secret::Inline).collect()))
+        .collect::<Vec<_>>();
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let cfg = if from_env {
+        let authority = |v: Option<String>| -> Result<Option<String>, String> {
+            v.map(|u| {
+                let u = if u.contains("://") {
+                    u
+                } else {
+                    format!("http://{u}")
+                };
+                proxy_authority(&u)
+            })
+            .transpose()
+        };
+        ProxyConfig {
+            http: authority(env(&["HTTP_PROXY", "http_proxy"]))?,
+            https: authority(env(&["HTTPS_PROXY", "https_proxy"]))?,
+            no_proxy: env(&["NO_PROXY", "no_proxy"])
+                .map(|v| v.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            connect_headers,
+        }
+    } else if let Some(url) = p.proxy_url.filter(|u| !u.is_empty()) {
+        let a = proxy_authority(&url)?;
+        ProxyConfig {
+            http: Some(a.clone()),
+            https: Some(a),
+            no_proxy: p
+                .no_proxy
+                .map(|v| v.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            connect_headers,
+        }
+    } else {
+        if !connect_headers.is_empty() {
+            return Err("if proxy_connect_header is configured, proxy_url or proxy_from_environment must also be configured".into());
+        }
+        return Ok(None);
+    };
+    Ok(Some(cfg))
+}
+
 /// `tls_config` as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -350,6 +519,7 @@ pub(super) fn resolve(
     follow_redirects: Option<bool>,
     tls: Option<RawTls>,
     oauth2: Option<RawOAuth2>,
+    proxy: RawProxy,
 ) -> Result<HttpClientConfig, (&'static str, String)> {
     let auth_count = usize::from(basic_auth.is_some())
         + usize::from(authorization.is_some())
@@ -370,6 +540,7 @@ pub(super) fn resolve(
             .map(resolve_oauth2)
             .transpose()
             .map_err(|e| ("oauth2", e))?,
+        proxy: resolve_proxy(proxy).map_err(|e| ("proxy_url", e))?,
         ..Default::default()
     };
     if let Some(b) = basic_auth {
@@ -481,6 +652,45 @@ mod tests {
         let err = cfg.header_lines(&mut String::new()).unwrap_err();
         assert!(err.contains("unable to read"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn proxies_are_picked_as_go_picks_them() {
+        let p = ProxyConfig {
+            http: Some("proxy:3128".into()),
+            https: Some("proxy:3128".into()),
+            no_proxy: vec![
+                "internal.example".into(),
+                ".svc".into(),
+                "10.0.0.0/8".into(),
+                "db:5432".into(),
+            ],
+            connect_headers: Vec::new(),
+        };
+        assert_eq!(p.for_host("app.example", false), Some("proxy:3128"));
+        assert_eq!(p.for_host("localhost", false), None, "never for localhost");
+        assert_eq!(p.for_host("127.0.0.1", true), None, "never for loopback");
+        assert_eq!(p.for_host("::1", true), None);
+        assert_eq!(p.for_host("internal.example", false), None);
+        assert_eq!(
+            p.for_host("a.internal.example", false),
+            None,
+            "subdomains too"
+        );
+        assert_eq!(p.for_host("x.svc", false), None);
+        assert_eq!(
+            p.for_host("svc", false),
+            Some("proxy:3128"),
+            ".svc: subdomains only"
+        );
+        assert_eq!(p.for_host("10.1.2.3", false), None, "CIDR");
+        assert_eq!(p.for_host("11.1.2.3", false), Some("proxy:3128"));
+        assert_eq!(p.for_host("db", false), None, "a port in no_proxy");
+        let all = ProxyConfig {
+            no_proxy: vec!["*".into()],
+            ..p.clone()
+        };
+        assert_eq!(all.for_host("anything", false), None);
     }
 
     #[test]

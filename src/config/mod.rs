@@ -106,6 +106,8 @@ pub struct FileSdConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpSdConfig {
     pub url: Url,
+    /// The URL as written (`__meta_url`).
+    pub url_text: String,
     pub http: client::HttpClientConfig,
     pub refresh_interval: Duration,
 }

@@ -110,6 +110,10 @@ section! {
         http_headers: Option<BTreeMap<String, RawHeader>>,
         tls_config: Option<RawTls>,
         oauth2: Option<RawOAuth2>,
+        proxy_url: Option<String>,
+        no_proxy: Option<String>,
+        proxy_from_environment: Option<bool>,
+        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
         scrape_protocols: Field<Vec<String>>,
         fallback_scrape_protocol: Field<String>,
         scrape_native_histograms: Option<bool>,
@@ -127,7 +131,6 @@ section! {
     }
     unsupported {
         // HTTP client settings for targets.
-        proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
         bearer_token, bearer_token_file,
         // Limits.
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
@@ -526,6 +529,12 @@ fn resolve_scrape(
         sc.follow_redirects,
         sc.tls_config,
         sc.oauth2,
+        super::client::RawProxy {
+            proxy_url: sc.proxy_url,
+            no_proxy: sc.no_proxy,
+            proxy_from_environment: sc.proxy_from_environment,
+            proxy_connect_header: sc.proxy_connect_header,
+        },
     )
     .map_err(|(field, e)| Problem::field(at(field), e))?;
     let metrics_path = sc.metrics_path.unwrap_or_else(|| "/metrics".to_string());
@@ -671,13 +680,6 @@ fn resolve_scrape(
             .ok_or_else(|| Problem::field(field.clone(), "URL is missing"))?;
         let parsed = Url::parse(&url.value)
             .map_err(|e| Problem::at(url.referenced.line(), format!("{field}.url"), e))?;
-        if parsed.tls {
-            return Err(Problem::at(
-                url.referenced.line(),
-                format!("{field}.url"),
-                "https service discovery is not supported by spate yet; see docs/compatibility.md",
-            ));
-        }
         let http = super::client::resolve(
             h.basic_auth,
             h.authorization,
@@ -685,11 +687,13 @@ fn resolve_scrape(
             h.follow_redirects,
             h.tls_config,
             None,
+            Default::default(),
         )
         .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
         http_sd_configs.push(HttpSdConfig {
             http,
             url: parsed,
+            url_text: url.value.clone(),
             refresh_interval: h.refresh_interval.map_or(Duration::from_secs(60), |d| d.0),
         });
     }

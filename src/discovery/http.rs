@@ -13,10 +13,7 @@ use crate::log::Level;
 
 /// Fetches until `stop`; each successful fetch that changed the list is sent.
 pub fn run(cfg: &HttpSdConfig, job: &str, provider: u64, tx: &Sender<Command>, stop: &AtomicBool) {
-    let url = format!(
-        "http://{}:{}{}",
-        cfg.url.host, cfg.url.port, cfg.url.path_and_query
-    );
+    let url = cfg.url_text.clone();
     let mut last: Option<Vec<TargetGroup>> = None;
     loop {
         match fetch(cfg).and_then(|body| {
@@ -59,11 +56,25 @@ fn fetch(cfg: &HttpSdConfig) -> Result<String, String> {
         .map_err(|e| format!("resolve {}: {e}", u.host))?
         .next()
         .ok_or_else(|| format!("resolve {}: no address", u.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
+    tcp.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    if u.tls {
+        let t = cfg.http.tls_target(&u.host)?;
+        let conn = rustls::ClientConnection::new(t.config, t.server_name)
+            .map_err(|e| format!("tls: {e}"))?;
+        exchange(cfg, &mut rustls::StreamOwned::new(conn, tcp))
+    } else {
+        let mut tcp = tcp;
+        exchange(cfg, &mut tcp)
+    }
+}
+
+/// Sends the GET on `s` and reads the response.
+fn exchange(cfg: &HttpSdConfig, s: &mut (impl Read + Write)) -> Result<String, String> {
+    let u = &cfg.url;
     let host = if u.host.contains(':') {
         format!("[{}]:{}", u.host, u.port)
     } else {

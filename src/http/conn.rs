@@ -89,6 +89,8 @@ pub struct Conn {
     authority: String,
     stream: Option<Stream>,
     tls: Option<TlsTarget>,
+    /// An HTTP proxy's `host:port` and the extra header lines of its `CONNECT`.
+    proxy: Option<(String, String)>,
     req: Vec<u8>,
     buf: Vec<u8>,
     decoded: Vec<u8>,
@@ -108,7 +110,15 @@ impl Conn {
             max_body: usize::MAX,
             last: None,
             tls: None,
+            proxy: None,
         }
+    }
+
+    /// Goes through the HTTP proxy at `authority`: requests in absolute form, or a `CONNECT`
+    /// tunnel (with `connect_headers`, complete lines) for TLS.
+    pub fn with_proxy(mut self, authority: String, connect_headers: String) -> Conn {
+        self.proxy = Some((authority, connect_headers));
+        self
     }
 
     /// Speaks TLS on this connection.
@@ -225,13 +235,18 @@ impl Conn {
         let mut stream = match self.stream.take() {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect(self.authority.as_str())
-                    .await
-                    .map_err(Error::Connect)?;
+                let to = self
+                    .proxy
+                    .as_ref()
+                    .map_or(self.authority.as_str(), |p| p.0.as_str());
+                let mut s = TcpStream::connect(to).await.map_err(Error::Connect)?;
                 let _ = s.set_nodelay(true);
                 match &self.tls {
                     None => Stream::Plain(s),
                     Some(tls) => {
+                        if let Some((_, headers)) = &self.proxy {
+                            connect_tunnel(&mut s, &self.authority, headers).await?;
+                        }
                         let connector = TlsConnector::from(tls.config.clone());
                         let t = connector
                             .connect(tls.server_name.clone(), s)
@@ -242,7 +257,11 @@ impl Conn {
                 }
             }
         };
-        let req = std::mem::take(&mut self.req);
+        let mut req = std::mem::take(&mut self.req);
+        if self.proxy.is_some() && self.tls.is_none() {
+            // Through a proxy, plain HTTP requests name the whole URL.
+            absolute_form(&mut req, &self.authority);
+        }
         let (res, req) = stream.write_all(req).await;
         self.req = req;
         res.map_err(Error::Io)?;
@@ -256,6 +275,62 @@ impl Conn {
             self.stream = Some(stream);
         }
         Ok((info, body))
+    }
+}
+
+/// Rewrites `GET /path HTTP/1.1` as `GET http://authority/path HTTP/1.1` (once).
+fn absolute_form(req: &mut Vec<u8>, authority: &str) {
+    let Some(sp) = req.iter().position(|b| *b == b' ') else {
+        return;
+    };
+    if req.get(sp + 1) != Some(&b'/') {
+        return;
+    }
+    let prefix = format!(" http://{authority}");
+    req.splice(sp..sp + 1, prefix.bytes());
+}
+
+/// Opens a `CONNECT` tunnel to `authority` through the proxy `s` is connected to.
+async fn connect_tunnel(s: &mut TcpStream, authority: &str, headers: &str) -> Result<(), Error> {
+    let req = format!(
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: spate/{}\r\n{headers}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let (r, _) = s.write_all(req.into_bytes()).await;
+    r.map_err(Error::Io)?;
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let len = head.len();
+        if head.capacity() - len < 512 {
+            head.reserve(1024);
+        }
+        let cap = head.capacity();
+        let (r, slice) = s.read(head.slice_mut(len..cap)).await;
+        head = slice.into_inner();
+        match r.map_err(Error::Io)? {
+            0 => return Err(Error::Tls("the proxy closed the CONNECT tunnel".into())),
+            _ if head.len() > 16 * 1024 => {
+                return Err(Error::Protocol(
+                    "the proxy's CONNECT answer is too long".into(),
+                ));
+            }
+            _ => {}
+        }
+        let mut hdrs = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut hdrs);
+        match resp.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                let code = resp.code.unwrap_or(0);
+                if code != 200 {
+                    return Err(Error::Protocol(format!(
+                        "proxy answered CONNECT with status {code}"
+                    )));
+                }
+                return Ok(());
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(Error::Protocol(format!("proxy: {e}"))),
+        }
     }
 }
 

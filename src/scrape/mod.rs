@@ -472,13 +472,24 @@ pub async fn run_target(
     let mut conn = Conn::new(target.address.clone());
     // An https target whose TLS settings cannot be used fails every scrape with the reason.
     let mut setup_error = None;
-    if target.scheme == "https" {
-        let host = target
-            .address
-            .rsplit_once(':')
-            .map_or(target.address.as_str(), |(h, _)| h);
+    let host = target
+        .address
+        .rsplit_once(':')
+        .map_or(target.address.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let tls = target.scheme == "https";
+    if tls {
         match target.http.tls_target(host) {
-            Ok(tls) => conn = conn.with_tls(tls),
+            Ok(t) => conn = conn.with_tls(t),
+            Err(e) => setup_error = Some(e),
+        }
+    }
+    if let Some(p) = &target.http.proxy
+        && let Some(proxy) = p.for_host(host, tls)
+    {
+        match p.connect_header_lines() {
+            Ok(headers) => conn = conn.with_proxy(proxy.to_string(), headers),
             Err(e) => setup_error = Some(e),
         }
     }
