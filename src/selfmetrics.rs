@@ -6,6 +6,17 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// Service discovery counters, with Prometheus' names.
+#[derive(Default)]
+pub struct SdStats {
+    pub http_failures: AtomicU64,
+    pub file_read_errors: AtomicU64,
+    pub dns_lookups: AtomicU64,
+    pub dns_lookup_failures: AtomicU64,
+    /// Targets discovered per job (before relabeling), in configuration order.
+    pub discovered: Mutex<Vec<(String, usize)>>,
+}
+
 /// Counters owned by one data-plane core.
 #[derive(Default)]
 pub struct CoreStats {
@@ -52,6 +63,7 @@ pub struct Registry {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Every target, active and dropped, for `/api/v1/targets`.
     pub targets: Mutex<crate::scrape::TargetsView>,
+    pub sd: Arc<SdStats>,
     /// The running configuration for `/api/v1/status/config`, secrets redacted.
     pub config_yaml: Mutex<String>,
     /// `prometheus_config_last_reload_successful`.
@@ -72,6 +84,7 @@ impl Registry {
             ready: Default::default(),
             stopping: Default::default(),
             targets: Mutex::new(Default::default()),
+            sd: Default::default(),
             config_yaml: Mutex::new(String::new()),
             reload_successful: std::sync::atomic::AtomicBool::new(true),
             reload_success_time: AtomicU64::new(start.as_secs_f64().to_bits()),
@@ -114,6 +127,52 @@ impl Registry {
             "spate_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+
+        for (name, help, v) in [
+            (
+                "prometheus_sd_http_failures_total",
+                "Number of HTTP service discovery refresh failures.",
+                &self.sd.http_failures,
+            ),
+            (
+                "prometheus_sd_file_read_errors_total",
+                "The number of File-SD read errors.",
+                &self.sd.file_read_errors,
+            ),
+            (
+                "prometheus_sd_dns_lookups_total",
+                "The number of DNS-SD lookups.",
+                &self.sd.dns_lookups,
+            ),
+            (
+                "prometheus_sd_dns_lookup_failures_total",
+                "The number of DNS-SD lookup failures.",
+                &self.sd.dns_lookup_failures,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        }
+        header(
+            &mut out,
+            "prometheus_sd_discovered_targets",
+            "gauge",
+            "Current number of discovered targets.",
+        );
+        for (job, n) in self
+            .sd
+            .discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let mut label = String::new();
+            crate::log::quoted(&mut label, job);
+            let _ = writeln!(
+                out,
+                "prometheus_sd_discovered_targets{{config={label},name=\"scrape\"}} {n}"
+            );
+        }
 
         header(
             &mut out,

@@ -97,6 +97,11 @@ fn file_sd_follows_the_files_and_removed_targets_go_stale() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(active(&spate).iter().any(|t| t.1 == a_addr), "kept");
     assert!(spate.proc.log_text().contains("cannot read a file_sd file"));
+    assert!(spate.metric("prometheus_sd_file_read_errors_total") >= 1.0);
+    assert_eq!(
+        spate.metric("prometheus_sd_discovered_targets{config=\"files\""),
+        2.0
+    );
 
     // a leaves the file: it stops and its series go stale at its next tick.
     write_atomically(&sd, "[]");
@@ -151,7 +156,7 @@ fn http_sd_discovers_targets_and_keeps_them_while_it_fails() {
     });
     let url = format!("http://{}/sd", sd.addr);
     let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: web\n    http_sd_configs:\n      - url: {url}\n        refresh_interval: 1s\n    relabel_configs:\n      - {{source_labels: [__meta_url], target_label: sd_url}}\nremote_write:\n  - url: {}\n",
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: web\n    http_sd_configs:\n      - url: {url}\n        refresh_interval: 1s\n    relabel_configs:\n      - {{source_labels: [__meta_url], target_label: sd_url}}\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 200ms}}\n",
         receiver.url()
     );
     let mut spate = Spate::start(&config, &[]);
@@ -172,11 +177,33 @@ fn http_sd_discovers_targets_and_keeps_them_while_it_fails() {
             .log_text()
             .contains("HTTP service discovery failed")
     );
+    assert!(spate.metric("prometheus_sd_http_failures_total") >= 1.0);
     phase.store(2, Ordering::SeqCst);
     wait_for(Duration::from_secs(30), "the new list", || {
         let now = active(&spate);
         (now.len() == 1 && now[0].1 == b_addr).then_some(())
     });
+    // A reload that changes the job: the target the new provider finds again keeps running,
+    // with no staleness markers in between.
+    wait_for(Duration::from_secs(30), "b scraped", || {
+        (b.served.load(Ordering::SeqCst) >= 2).then_some(())
+    });
+    std::fs::write(
+        spate.dir.path().join("spate.yml"),
+        config.replace("refresh_interval: 1s", "refresh_interval: 2s"),
+    )
+    .unwrap();
+    let before = b.served.load(Ordering::SeqCst);
+    // SAFETY: sending a signal to the child this test started.
+    unsafe { libc::kill(spate.proc.pid() as i32, libc::SIGHUP) };
+    wait_for(
+        Duration::from_secs(30),
+        "b scraped after the reload",
+        || (b.served.load(Ordering::SeqCst) >= before + 3).then_some(()),
+    );
+    // Batches go out every 200 ms: what was written is at the receiver by now.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(stale_markers(&receiver, "web", &b_addr, "up"), 0);
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
 
@@ -382,5 +409,7 @@ fn dns_sd_finds_srv_a_aaaa_and_mx_targets_from_a_real_dns_server() {
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(active(&spate).len(), 4, "last good targets kept");
     assert!(spate.proc.log_text().contains("DNS lookup failed"));
+    assert!(spate.metric("prometheus_sd_dns_lookup_failures_total") >= 1.0);
+    assert!(spate.metric("prometheus_sd_dns_lookups_total") >= 4.0);
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }

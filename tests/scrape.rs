@@ -428,6 +428,14 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "tok-1\n").unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    // Another host a redirect leads to: it must not get the credentials.
+    let other_log = seen.clone();
+    let other = TestServer::start(move |headers, _| {
+        let auth = headers.get("authorization").cloned().unwrap_or_default();
+        other_log.lock().unwrap().push(("other".into(), auth));
+        (200, "text/plain; version=0.0.4", b"x 1\n".to_vec())
+    });
+    let away: &'static str = Box::leak(format!("http://{}/elsewhere", other.addr).into_boxed_str());
     let log = seen.clone();
     let server = TestServer::start(move |headers, _| {
         let path = headers.get(":path").cloned().unwrap_or_default();
@@ -436,7 +444,7 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
         match path.as_str() {
             // A redirect on the same host, as a trailing-slash redirect does.
             "/old" => (302, "/new", Vec::new()),
-            "/away" => (301, "http://192.0.2.1:9/metrics", Vec::new()),
+            "/away" => (301, away, Vec::new()),
             _ => (200, "text/plain; version=0.0.4", b"x 1\n".to_vec()),
         }
     });
@@ -456,6 +464,7 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     static_configs: [{{targets: ['{a}']}}]
   - job_name: away
     metrics_path: /away
+    authorization: {{credentials: not-for-other-hosts}}
     static_configs: [{{targets: ['{a}']}}]
 ",
         a = server.addr,
@@ -484,16 +493,22 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     });
     assert_eq!(state["health"], "up", "{state}");
     assert!(seen.lock().unwrap().iter().any(|(p, _)| p == "/new"));
-    // One to another host is reported, not followed.
+    // One to another host is followed too, without the credentials.
     let state = wait_for(Duration::from_secs(60), "the away job scraped", || {
         target_state(&spate, "away")
     });
+    assert_eq!(state["health"], "up", "{state}");
+    assert!(seen_auth("/away", "Bearer not-for-other-hosts"));
     assert!(
-        state["lastError"]
-            .as_str()
+        seen_auth("other", ""),
+        "the other host got no Authorization"
+    );
+    assert!(
+        !seen
+            .lock()
             .unwrap()
-            .contains("spate follows redirects on the target's own host only"),
-        "{state}"
+            .iter()
+            .any(|(p, a)| p == "other" && !a.is_empty())
     );
     // Secrets appear neither in the configuration the API shows nor in the log.
     let (_, cfg) = http_get(&spate.web, "/api/v1/status/config").unwrap();

@@ -18,22 +18,37 @@ use crate::config::{DnsSdConfig, DnsType};
 use crate::log::Level;
 
 /// Looks the names up until `stop`, sending the groups whenever they change.
-pub fn run(cfg: &DnsSdConfig, job: &str, provider: u64, tx: &Sender<Command>, stop: &AtomicBool) {
+pub fn run(
+    cfg: &DnsSdConfig,
+    job: &str,
+    provider: u64,
+    tx: &Sender<Command>,
+    stop: &AtomicBool,
+    stats: &crate::selfmetrics::SdStats,
+) {
     let mut last: Vec<Option<TargetGroup>> = vec![None; cfg.names.len()];
     let mut sent: Option<Vec<TargetGroup>> = None;
     loop {
         let conf = ResolvConf::load();
         for (i, name) in cfg.names.iter().enumerate() {
+            stats
+                .dns_lookups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match lookup_group(&conf, name, cfg) {
                 Ok(g) => last[i] = Some(g),
-                Err(e) => crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "DNS lookup failed; the name's last targets stay",
-                    job = job,
-                    name = name,
-                    err = e
-                ),
+                Err(e) => {
+                    stats
+                        .dns_lookup_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::log!(
+                        Level::Error,
+                        "discovery",
+                        "DNS lookup failed; the name's last targets stay",
+                        job = job,
+                        name = name,
+                        err = e
+                    )
+                }
             }
         }
         let groups: Vec<TargetGroup> = last.iter().flatten().cloned().collect();

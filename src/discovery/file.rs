@@ -25,15 +25,17 @@ struct Stamp {
 
 pub struct Watcher {
     cfg: FileSdConfig,
+    stats: std::sync::Arc<crate::selfmetrics::SdStats>,
     /// Per file: its stamp when last read, and its groups (the last good ones).
     files: BTreeMap<PathBuf, (Option<Stamp>, Vec<TargetGroup>)>,
     refreshed: Instant,
 }
 
 impl Watcher {
-    pub fn new(cfg: FileSdConfig) -> Watcher {
+    pub fn new(cfg: FileSdConfig, stats: std::sync::Arc<crate::selfmetrics::SdStats>) -> Watcher {
         Watcher {
             cfg,
+            stats,
             files: BTreeMap::new(),
             refreshed: Instant::now(),
         }
@@ -68,13 +70,18 @@ impl Watcher {
                     changed |= groups != entry.1;
                     entry.1 = groups;
                 }
-                Err(e) => crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "cannot read a file_sd file; its last good targets stay",
-                    file = name,
-                    err = e
-                ),
+                Err(e) => {
+                    self.stats
+                        .file_read_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::log!(
+                        Level::Error,
+                        "discovery",
+                        "cannot read a file_sd file; its last good targets stay",
+                        file = name,
+                        err = e
+                    )
+                }
             }
         }
         (changed || force).then(|| self.files.values().flat_map(|f| f.1.clone()).collect())
@@ -182,17 +189,27 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("t1.json");
         std::fs::write(&f, r#"[{"targets": ["a:1"]}]"#).unwrap();
-        let mut w = Watcher::new(FileSdConfig {
-            files: vec![dir.join("*.json").display().to_string()],
-            refresh_interval: Duration::from_secs(300),
-        });
+        let stats = std::sync::Arc::new(crate::selfmetrics::SdStats::default());
+        let mut w = Watcher::new(
+            FileSdConfig {
+                files: vec![dir.join("*.json").display().to_string()],
+                refresh_interval: Duration::from_secs(300),
+            },
+            stats.clone(),
+        );
         let g = w.poll(true).unwrap();
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].labels[0].1, f.display().to_string(), "__meta_filepath");
         assert!(w.poll(false).is_none(), "nothing changed");
-        // A broken file keeps its last good groups.
+        // A broken file keeps its last good groups, and is counted.
         std::fs::write(&f, "[{not json").unwrap();
         assert!(w.poll(false).is_none());
+        assert_eq!(
+            stats
+                .file_read_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         // A new file matching the glob is found.
         std::fs::write(dir.join("t2.json"), r#"[{"targets": ["b:2", "c:3"]}]"#).unwrap();
         let g = w.poll(false).unwrap();

@@ -12,7 +12,14 @@ use crate::config::HttpSdConfig;
 use crate::log::Level;
 
 /// Fetches until `stop`; each successful fetch that changed the list is sent.
-pub fn run(cfg: &HttpSdConfig, job: &str, provider: u64, tx: &Sender<Command>, stop: &AtomicBool) {
+pub fn run(
+    cfg: &HttpSdConfig,
+    job: &str,
+    provider: u64,
+    tx: &Sender<Command>,
+    stop: &AtomicBool,
+    stats: &crate::selfmetrics::SdStats,
+) {
     let url = cfg.url_text.clone();
     let mut last: Option<Vec<TargetGroup>> = None;
     loop {
@@ -33,14 +40,19 @@ pub fn run(cfg: &HttpSdConfig, job: &str, provider: u64, tx: &Sender<Command>, s
                     }
                 }
             }
-            Err(e) => crate::log!(
-                Level::Error,
-                "discovery",
-                "HTTP service discovery failed; its last targets stay",
-                job = job,
-                url = url,
-                err = e
-            ),
+            Err(e) => {
+                stats
+                    .http_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::log!(
+                    Level::Error,
+                    "discovery",
+                    "HTTP service discovery failed; its last targets stay",
+                    job = job,
+                    url = url,
+                    err = e
+                )
+            }
         }
         if sleep_unless(cfg.refresh_interval, stop) {
             return;

@@ -74,7 +74,14 @@ struct Job {
     dropped: Vec<scrape::DroppedTarget>,
     dropped_count: usize,
     dirty: bool,
+    /// After a reload changed the job: providers that have not reported yet, and until when
+    /// the job waits for them (so targets they found before are not stopped meanwhile).
+    waiting: Vec<u64>,
+    waiting_until: Option<std::time::Instant>,
 }
+
+/// How long a reloaded job waits for its asynchronous providers' first lists.
+const RELOAD_GRACE: Duration = Duration::from_secs(5);
 
 /// The manager: owns the jobs and the channel providers write to.
 pub struct Manager {
@@ -137,8 +144,17 @@ impl Manager {
 
     fn run(&mut self) {
         loop {
-            let Ok(cmd) = self.rx.recv() else { return };
-            self.handle(cmd);
+            // Wake at least once a second, for jobs waiting on their providers.
+            match self.rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.jobs.iter().any(|j| j.dirty) {
+                        self.sync();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
             // Take what else arrives in the window, then apply it all at once.
             let until = std::time::Instant::now() + COALESCE;
             loop {
@@ -167,6 +183,7 @@ impl Manager {
                     .find(|j| j.cfg.job_name == job && j.providers.iter().any(|p| p.id == provider))
                 {
                     j.groups.insert(provider, groups);
+                    j.waiting.retain(|p| *p != provider);
                     j.dirty = true;
                 }
             }
@@ -224,9 +241,18 @@ impl Manager {
                 Some(i) => {
                     let prev = old.remove(i);
                     let mut job = self.new_job(sc.clone());
-                    // The running targets move to the new job: sync compares against them.
+                    // The running targets move to the new job: sync compares against them,
+                    // once the job's HTTP and DNS providers have reported (or after a grace
+                    // period), so what they found is not stopped and started again.
                     job.active = prev.active;
                     job.order = prev.order;
+                    job.waiting = job
+                        .providers
+                        .iter()
+                        .map(|p| p.id)
+                        .filter(|id| !job.groups.contains_key(id))
+                        .collect();
+                    job.waiting_until = Some(std::time::Instant::now() + RELOAD_GRACE);
                     self.jobs.push(job);
                 }
                 None => {
@@ -259,6 +285,8 @@ impl Manager {
             dropped: Vec::new(),
             dropped_count: 0,
             dirty: true,
+            waiting: Vec::new(),
+            waiting_until: None,
         };
         // Static groups: one provider that never changes.
         let id = self.provider_id();
@@ -286,7 +314,7 @@ impl Manager {
             let id = self.provider_id();
             let stop = Arc::new(AtomicBool::new(false));
             // The first read is synchronous, so start-up has the file's targets at once.
-            let mut watcher = file::Watcher::new(f);
+            let mut watcher = file::Watcher::new(f, self.registry.sd.clone());
             job.groups
                 .insert(id, watcher.poll(true).unwrap_or_default());
             let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
@@ -310,7 +338,10 @@ impl Manager {
             let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
             let spawned = std::thread::Builder::new()
                 .name("spate-dns-sd".into())
-                .spawn(move || dns::run(&d, &name, id, &tx, &flag));
+                .spawn({
+                    let sd = self.registry.sd.clone();
+                    move || dns::run(&d, &name, id, &tx, &flag, &sd)
+                });
             if let Err(e) = spawned {
                 crate::log!(
                     Level::Error,
@@ -328,7 +359,10 @@ impl Manager {
             let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
             let spawned = std::thread::Builder::new()
                 .name("spate-http-sd".into())
-                .spawn(move || http::run(&h, &name, id, &tx, &flag));
+                .spawn({
+                    let sd = self.registry.sd.clone();
+                    move || http::run(&h, &name, id, &tx, &flag, &sd)
+                });
             if let Err(e) = spawned {
                 crate::log!(
                     Level::Error,
@@ -356,8 +390,13 @@ impl Manager {
     /// Derives every changed job's targets and tells the cores what to start and stop; then
     /// publishes the target set to the targets API.
     fn sync(&mut self) {
+        let now = std::time::Instant::now();
         for i in 0..self.jobs.len() {
             if !self.jobs[i].dirty {
+                continue;
+            }
+            let job = &self.jobs[i];
+            if !job.waiting.is_empty() && job.waiting_until.is_some_and(|t| now < t) {
                 continue;
             }
             let job = &mut self.jobs[i];
@@ -412,6 +451,20 @@ impl Manager {
                 self.send_to_core(hash, msg);
             }
         }
+        let discovered: Vec<(String, usize)> = self
+            .jobs
+            .iter()
+            .map(|j| {
+                let n = j.groups.values().flatten().map(|g| g.targets.len()).sum();
+                (j.cfg.job_name.clone(), n)
+            })
+            .collect();
+        *self
+            .registry
+            .sd
+            .discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = discovered;
         let mut view = TargetsView::default();
         for job in &self.jobs {
             for hash in &job.order {

@@ -158,6 +158,14 @@ impl Conn {
         )
     }
 
+    /// Takes `other`'s last response (and receive buffers) as this connection's: a redirect
+    /// followed to another host leaves its answer where the caller looks.
+    pub fn adopt_response(&mut self, mut other: Conn) {
+        self.buf = std::mem::take(&mut other.buf);
+        self.decoded = std::mem::take(&mut other.decoded);
+        self.last = other.last.take();
+    }
+
     /// Drops the connection; the next request opens a new one.
     pub fn reset(&mut self) {
         self.stream = None;

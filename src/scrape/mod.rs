@@ -633,43 +633,91 @@ enum FetchError {
 /// Go's client follows at most this many redirects.
 const MAX_REDIRECTS: usize = 10;
 
-/// Sends the scrape request, following redirects on the same host as Prometheus' client does
-/// (with `follow_redirects`, the default); the final response is left in `conn`.
+/// Sends the scrape request, following redirects as Prometheus' client does (with
+/// `follow_redirects`, the default): up to ten, to any host; credentials are not sent to
+/// another host. The final response is left in `conn`.
 async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchError> {
-    let send = |conn: &mut Conn, req: &[u8]| {
-        conn.request_mut().extend_from_slice(req);
-    };
-    send(conn, request);
+    conn.request_mut().extend_from_slice(request);
+    // A connection to another host, once a redirect led there.
+    let mut elsewhere: Option<Conn> = None;
+    let mut here = (t.scheme == "https", t.address.clone());
     for _ in 0..=MAX_REDIRECTS {
-        match conn.send(false).await {
+        let c = match elsewhere.as_mut() {
+            Some(c) => c,
+            None => &mut *conn,
+        };
+        match c.send(false).await {
             Ok(()) => {}
             Err(crate::http::Error::BodyTooLarge(_)) => return Err(FetchError::TooLarge),
             Err(e) => return Err(FetchError::Http(e)),
         }
-        let Some(resp) = conn.response() else {
-            return Ok(());
+        let (status, location) = match c.response() {
+            Some(r) => (r.status, r.location.map(str::to_string)),
+            None => (0, None),
         };
-        let redirect = matches!(resp.status, 301 | 302 | 303 | 307 | 308);
-        if !redirect || !t.http.follow_redirects {
-            return Ok(());
-        }
-        let Some(location) = resp.location else {
-            return Ok(());
-        };
-        let path = match redirect_path(&t.address, location) {
-            Some(p) => p,
-            None => {
-                return Err(FetchError::Redirect(format!(
-                    "Get \"{}\": redirect to {location:?}: spate follows redirects on the target's own host only",
-                    t.url()
-                )));
+        let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
+        let location = location.filter(|_| redirect && t.http.follow_redirects);
+        let Some(location) = location else {
+            if let Some(other) = elsewhere.take() {
+                conn.adopt_response(other);
             }
+            return Ok(());
         };
-        // The same request (headers, credentials) for the new path.
+        let Some((tls, authority, path)) = redirect_target(&here, &location) else {
+            return Err(FetchError::Redirect(format!(
+                "Get \"{}\": redirect to {location:?}: not an http or https URL",
+                t.url()
+            )));
+        };
+        // The same request (headers, credentials) for the new path; to another host, with its
+        // Host and without credentials.
         let line_end = memchr::memchr(b'\n', request).map_or(request.len(), |i| i + 1);
         let mut req = format!("GET {path} HTTP/1.1\r\n").into_bytes();
-        req.extend_from_slice(&request[line_end..]);
-        send(conn, &req);
+        if (tls, authority.as_str()) == (here.0, here.1.as_str()) {
+            req.extend_from_slice(&request[line_end..]);
+            c.request_mut().extend_from_slice(&req);
+            continue;
+        }
+        for line in request[line_end..].split_inclusive(|b| *b == b'\n') {
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with(b"host:") {
+                req.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
+            } else if !lower.starts_with(b"authorization:") {
+                req.extend_from_slice(line);
+            }
+        }
+        let mut next = Conn::new(authority.clone());
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if tls {
+            let target = t.http.tls_target(&host).map_err(FetchError::Redirect)?;
+            next = next.with_tls(target);
+        }
+        if let Some(p) = &t.http.proxy
+            && let Some(proxy) = p.for_host(&host, tls)
+        {
+            let headers = p.connect_header_lines().map_err(FetchError::Redirect)?;
+            next = next.with_proxy(proxy.to_string(), headers);
+        }
+        if t.limits.body_size_limit > 0 {
+            next.set_max_body(t.limits.body_size_limit.saturating_sub(1) as usize);
+        }
+        // The receive buffers move along with the request.
+        let (buf, decoded) = match elsewhere.as_mut() {
+            Some(c) => c.take_buffers(),
+            None => conn.take_buffers(),
+        };
+        next.set_buffers(buf, decoded);
+        next.request_mut().extend_from_slice(&req);
+        elsewhere = Some(next);
+        here = (tls, authority);
+    }
+    if let Some(other) = elsewhere.take() {
+        conn.adopt_response(other);
     }
     Err(FetchError::Redirect(format!(
         "Get \"{}\": stopped after {MAX_REDIRECTS} redirects",
@@ -677,19 +725,35 @@ async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchE
     )))
 }
 
-/// The path a `Location` leads to when it stays on `authority`: a path, or an absolute
-/// `http://` URL naming the same host and port.
-fn redirect_path(authority: &str, location: &str) -> Option<String> {
+/// Where a `Location` leads from `(tls, authority)`: scheme, authority and path.
+fn redirect_target(here: &(bool, String), location: &str) -> Option<(bool, String, String)> {
     if location.starts_with('/') && !location.starts_with("//") {
-        return Some(location.to_string());
+        return Some((here.0, here.1.clone(), location.to_string()));
     }
-    let rest = location.strip_prefix("http://")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let (tls, rest) = if let Some(r) = location.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = location.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return None;
     };
-    let same = host == authority || format!("{host}:80") == authority;
-    same.then(|| path.to_string())
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok() && !p.is_empty());
+    let authority = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    Some((tls, authority, path))
 }
 
 fn unix_ms() -> i64 {
