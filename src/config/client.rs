@@ -478,27 +478,8 @@ fn resolve_tls(t: RawTls) -> Result<crate::http::tls::TlsSettings, String> {
     )
 }
 
-/// Headers a configuration may not set (Prometheus' reserved list).
-const RESERVED: &[&str] = &[
-    "authorization",
-    "host",
-    "content-encoding",
-    "content-length",
-    "content-type",
-    "user-agent",
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "www-authenticate",
-    "accept-encoding",
-    "x-prometheus-remote-write-version",
-    "x-prometheus-remote-read-version",
-    "x-prometheus-scrape-timeout-seconds",
-    "x-amz-date",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
-];
+/// Headers a scrape configuration may not set: remote write's reserved list, plus these.
+const RESERVED_FOR_SCRAPES: &[&str] = &["authorization", "x-prometheus-scrape-timeout-seconds"];
 
 fn exclusive(a: Option<String>, b: Option<String>, what: &str) -> Result<Option<Secret>, String> {
     match (a, b) {
@@ -570,7 +551,10 @@ pub(super) fn resolve(
         out.authorization = Some((scheme, creds));
     }
     for (name, h) in headers.unwrap_or_default() {
-        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        if super::raw::RESERVED_HEADERS.contains(&lower.as_str())
+            || RESERVED_FOR_SCRAPES.contains(&lower.as_str())
+        {
             return Err((
                 "http_headers",
                 format!("setting header {name:?} is not allowed"),

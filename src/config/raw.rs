@@ -239,7 +239,7 @@ section! {
 }
 
 /// Headers a user may not set on remote-write requests (Prometheus' list).
-const RESERVED_HEADERS: &[&str] = &[
+pub(super) const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-encoding",
     "content-length",
@@ -583,19 +583,12 @@ fn resolve_scrape(
     {
         let field = at(&format!("file_sd_configs[{j}]"));
         unsupported(&format!("{field}."), f.unsupported())?;
-        let files = f.files.ok_or_else(|| {
-            Problem::field(
-                field.clone(),
-                "file service discovery config must contain at least one path name",
-            )
-        })?;
-        if files.value.is_empty() {
-            return Err(Problem::at(
-                files.referenced.line(),
-                format!("{field}.files"),
-                "file service discovery config must contain at least one path name",
-            ));
-        }
+        let files = required_list(
+            f.files,
+            &field,
+            "files",
+            "file service discovery config must contain at least one path name",
+        )?;
         for name in &files.value {
             if !valid_sd_file_pattern(name) {
                 return Err(Problem::at(
@@ -621,19 +614,12 @@ fn resolve_scrape(
     {
         let field = at(&format!("dns_sd_configs[{j}]"));
         unsupported(&format!("{field}."), d.unsupported())?;
-        let names = d.names.ok_or_else(|| {
-            Problem::field(
-                field.clone(),
-                "DNS-SD config must contain at least one SRV record name",
-            )
-        })?;
-        if names.value.is_empty() {
-            return Err(Problem::at(
-                names.referenced.line(),
-                format!("{field}.names"),
-                "DNS-SD config must contain at least one SRV record name",
-            ));
-        }
+        let names = required_list(
+            d.names,
+            &field,
+            "names",
+            "DNS-SD config must contain at least one SRV record name",
+        )?;
         let record_type = match d.r#type.as_ref().map(|t| t.value.to_ascii_uppercase()) {
             None => DnsType::Srv,
             Some(t) => match t.as_str() {
@@ -762,6 +748,24 @@ fn resolve_scrape(
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),
         enable_compression: sc.enable_compression.unwrap_or(true),
     })
+}
+
+/// A list that must be present and not empty; `reason` otherwise, at its line.
+fn required_list(
+    list: Field<Vec<String>>,
+    section: &str,
+    key: &str,
+    reason: &str,
+) -> Result<Spanned<Vec<String>>, Problem> {
+    match list {
+        Some(l) if !l.value.is_empty() => Ok(l),
+        Some(l) => Err(Problem::at(
+            l.referenced.line(),
+            format!("{section}.{key}"),
+            reason,
+        )),
+        None => Err(Problem::field(section.to_string(), reason)),
+    }
 }
 
 /// Prometheus' rule for file_sd paths: a `.json`, `.yml` or `.yaml` file, with a `*` glob

@@ -1,8 +1,6 @@
 //! The configuration as `/api/v1/status/config` shows it: the YAML as loaded, re-emitted with
 //! every secret replaced by `<secret>`, as Prometheus shows secrets.
 
-use std::fmt::Write as _;
-
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Keys whose values are secrets in Prometheus' configuration.
@@ -97,23 +95,10 @@ fn scalar(n: &Node) -> String {
     }
 }
 
-/// A double-quoted YAML string (JSON escapes are valid YAML).
+/// A double-quoted YAML string: the JSON escapes `log::quoted` writes are valid YAML.
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::log::quoted(&mut out, s);
     out
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use super::{Command, TargetGroup, sleep_unless};
+use super::{Command, Outbox, TargetGroup, sleep_unless};
 use crate::config::{DnsSdConfig, DnsType};
 use crate::log::Level;
 
@@ -27,7 +27,7 @@ pub fn run(
     stats: &crate::selfmetrics::SdStats,
 ) {
     let mut last: Vec<Option<TargetGroup>> = vec![None; cfg.names.len()];
-    let mut sent: Option<Vec<TargetGroup>> = None;
+    let mut out = Outbox::new(job, provider, tx);
     loop {
         let conf = ResolvConf::load();
         for (i, name) in cfg.names.iter().enumerate() {
@@ -51,17 +51,8 @@ pub fn run(
                 }
             }
         }
-        let groups: Vec<TargetGroup> = last.iter().flatten().cloned().collect();
-        if sent.as_ref() != Some(&groups) {
-            sent = Some(groups.clone());
-            let cmd = Command::Groups {
-                job: job.to_string(),
-                provider,
-                groups,
-            };
-            if tx.send(cmd).is_err() {
-                return;
-            }
+        if !out.offer(last.iter().flatten().cloned().collect()) {
+            return;
         }
         if sleep_unless(cfg.refresh_interval, stop) {
             return;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Command, TargetGroup, parse_groups, sleep_unless};
+use super::{Command, Outbox, TargetGroup, parse_groups, sleep_unless};
 use crate::config::FileSdConfig;
 use crate::log::Level;
 
@@ -89,16 +89,12 @@ impl Watcher {
 
     /// Watches until `stop`, sending each change.
     pub fn run(&mut self, job: &str, provider: u64, tx: &Sender<Command>, stop: &AtomicBool) {
+        let mut out = Outbox::new(job, provider, tx);
         while !sleep_unless(POLL, stop) {
-            if let Some(groups) = self.poll(false) {
-                let cmd = Command::Groups {
-                    job: job.to_string(),
-                    provider,
-                    groups,
-                };
-                if tx.send(cmd).is_err() {
-                    return;
-                }
+            if let Some(groups) = self.poll(false)
+                && !out.offer(groups)
+            {
+                return;
             }
         }
     }

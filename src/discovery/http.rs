@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use super::{Command, TargetGroup, parse_groups, sleep_unless};
+use super::{Command, Outbox, parse_groups, sleep_unless};
 use crate::config::HttpSdConfig;
 use crate::log::Level;
 
@@ -21,23 +21,15 @@ pub fn run(
     stats: &crate::selfmetrics::SdStats,
 ) {
     let url = cfg.url_text.clone();
-    let mut last: Option<Vec<TargetGroup>> = None;
+    let mut out = Outbox::new(job, provider, tx);
     loop {
         match fetch(cfg).and_then(|body| {
             let extra = vec![("__meta_url".to_string(), url.clone())];
             parse_groups(&body, &url, &extra)
         }) {
             Ok(groups) => {
-                if last.as_ref() != Some(&groups) {
-                    last = Some(groups.clone());
-                    let cmd = Command::Groups {
-                        job: job.to_string(),
-                        provider,
-                        groups,
-                    };
-                    if tx.send(cmd).is_err() {
-                        return;
-                    }
+                if !out.offer(groups) {
+                    return;
                 }
             }
             Err(e) => {

@@ -311,70 +311,57 @@ impl Manager {
             stop: Arc::new(AtomicBool::new(false)),
         });
         for f in job.cfg.file_sd_configs.clone() {
-            let id = self.provider_id();
-            let stop = Arc::new(AtomicBool::new(false));
             // The first read is synchronous, so start-up has the file's targets at once.
             let mut watcher = file::Watcher::new(f, self.registry.sd.clone());
-            job.groups
-                .insert(id, watcher.poll(true).unwrap_or_default());
-            let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
-            let spawned = std::thread::Builder::new()
-                .name("spate-file-sd".into())
-                .spawn(move || watcher.run(&name, id, &tx, &flag));
-            if let Err(e) = spawned {
-                crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "cannot start file discovery",
-                    job = job.cfg.job_name,
-                    err = e
-                );
-            }
-            job.providers.push(Provider { id, stop });
+            let first = watcher.poll(true).unwrap_or_default();
+            let id = self.start_provider(&mut job, "file", move |name, id, tx, stop, _| {
+                watcher.run(name, id, tx, stop)
+            });
+            job.groups.insert(id, first);
         }
         for d in job.cfg.dns_sd_configs.clone() {
-            let id = self.provider_id();
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
-            let spawned = std::thread::Builder::new()
-                .name("spate-dns-sd".into())
-                .spawn({
-                    let sd = self.registry.sd.clone();
-                    move || dns::run(&d, &name, id, &tx, &flag, &sd)
-                });
-            if let Err(e) = spawned {
-                crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "cannot start DNS discovery",
-                    job = job.cfg.job_name,
-                    err = e
-                );
-            }
-            job.providers.push(Provider { id, stop });
+            self.start_provider(&mut job, "dns", move |name, id, tx, stop, sd| {
+                dns::run(&d, name, id, tx, stop, sd)
+            });
         }
         for h in job.cfg.http_sd_configs.clone() {
-            let id = self.provider_id();
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, name, flag) = (self.tx.clone(), job.cfg.job_name.clone(), stop.clone());
-            let spawned = std::thread::Builder::new()
-                .name("spate-http-sd".into())
-                .spawn({
-                    let sd = self.registry.sd.clone();
-                    move || http::run(&h, &name, id, &tx, &flag, &sd)
-                });
-            if let Err(e) = spawned {
-                crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "cannot start HTTP discovery",
-                    job = job.cfg.job_name,
-                    err = e
-                );
-            }
-            job.providers.push(Provider { id, stop });
+            self.start_provider(&mut job, "http", move |name, id, tx, stop, sd| {
+                http::run(&h, name, id, tx, stop, sd)
+            });
         }
         job
+    }
+
+    /// Runs a provider of `job` on a thread of its own; returns its id.
+    fn start_provider<F>(&mut self, job: &mut Job, kind: &str, run: F) -> u64
+    where
+        F: FnOnce(&str, u64, &Sender<Command>, &AtomicBool, &crate::selfmetrics::SdStats)
+            + Send
+            + 'static,
+    {
+        let id = self.provider_id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, name, flag, sd) = (
+            self.tx.clone(),
+            job.cfg.job_name.clone(),
+            stop.clone(),
+            self.registry.sd.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("spate-{kind}-sd"))
+            .spawn(move || run(&name, id, &tx, &flag, &sd));
+        if let Err(e) = spawned {
+            crate::log!(
+                Level::Error,
+                "discovery",
+                "cannot start a discovery thread",
+                job = job.cfg.job_name,
+                kind = kind,
+                err = e
+            );
+        }
+        job.providers.push(Provider { id, stop });
+        id
     }
 
     fn provider_id(&mut self) -> u64 {
@@ -539,6 +526,40 @@ pub fn parse_groups(text: &str, prefix: &str, extra: &Labels) -> Result<Vec<Targ
         });
     }
     Ok(out)
+}
+
+/// A provider's link to the manager: sends its groups when they differ from the last sent.
+pub(crate) struct Outbox<'a> {
+    pub job: &'a str,
+    pub provider: u64,
+    pub tx: &'a Sender<Command>,
+    last: Option<Vec<TargetGroup>>,
+}
+
+impl<'a> Outbox<'a> {
+    pub fn new(job: &'a str, provider: u64, tx: &'a Sender<Command>) -> Outbox<'a> {
+        Outbox {
+            job,
+            provider,
+            tx,
+            last: None,
+        }
+    }
+
+    /// Sends `groups` unless they are what was sent last; false once the manager is gone.
+    pub fn offer(&mut self, groups: Vec<TargetGroup>) -> bool {
+        if self.last.as_ref() == Some(&groups) {
+            return true;
+        }
+        self.last = Some(groups.clone());
+        self.tx
+            .send(Command::Groups {
+                job: self.job.to_string(),
+                provider: self.provider,
+                groups,
+            })
+            .is_ok()
+    }
 }
 
 /// Sleeps up to `d` in short steps; returns early (true) when `stop` is set.

@@ -907,16 +907,8 @@ async fn scrape_once(
         // A failed scrape is an empty one: every series of the last good one goes stale.
         app.stale_all(&last, ts);
     }
-    if app.ends.len() > scraped_entries {
-        let stale = &mut app.stale.refs;
-        *stale = crate::wal::SeriesCache::default();
-        wal.add(
-            &app.entries,
-            &app.ends,
-            scraped_entries..app.ends.len(),
-            stale,
-        );
-    }
+    let markers = scraped_entries..app.ends.len();
+    app.add_stale(&mut wal, markers);
     let report_start = app.ends.len();
     let duration = started.elapsed().as_secs_f64();
     let error = result.as_ref().err().map(|f| f.message.as_str());
@@ -948,19 +940,18 @@ async fn scrape_once(
     );
     let committed = wal.finish(&app.entries, &app.metadata, &mut state.series);
     drop(wal);
-    let appended = app.ends.len();
+    deliver(core, app, committed.ok(), ts);
+}
+
+/// Offers a committed scrape's entries to every shard (with where the commit ended in the
+/// WAL, when it was written), counts them, and clears the appender.
+fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i64) {
     for shard in core.ctl.shards().iter() {
-        shard.append(
-            &app.entries,
-            &app.ends,
-            &app.kinds,
-            ts,
-            committed.as_ref().ok().copied(),
-        );
+        shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
     }
     core.stats
         .samples_appended
-        .fetch_add(appended as u64, Relaxed);
+        .fetch_add(app.ends.len() as u64, Relaxed);
     app.rollback();
 }
 
@@ -995,11 +986,7 @@ fn stale_on_removal(t: &Target, core: &CoreScrape, state: &mut TargetState, ts: 
     }
     let mut wal = core.ctl.wal.borrow_mut();
     wal.begin(app.entries.len(), app.ends.len());
-    if scraped > 0 {
-        let stale = &mut app.stale.refs;
-        *stale = crate::wal::SeriesCache::default();
-        wal.add(&app.entries, &app.ends, 0..scraped, stale);
-    }
+    app.add_stale(&mut wal, 0..scraped);
     wal.add(
         &app.entries,
         &app.ends,
@@ -1008,22 +995,21 @@ fn stale_on_removal(t: &Target, core: &CoreScrape, state: &mut TargetState, ts: 
     );
     let committed = wal.finish(&app.entries, &[], &mut state.series);
     drop(wal);
-    for shard in core.ctl.shards().iter() {
-        shard.append(
-            &app.entries,
-            &app.ends,
-            &app.kinds,
-            ts,
-            committed.as_ref().ok().copied(),
-        );
-    }
-    core.stats
-        .samples_appended
-        .fetch_add(app.ends.len() as u64, Relaxed);
-    app.rollback();
+    deliver(core, app, committed.ok(), ts);
 }
 
 impl Appender {
+    /// Adds the staleness markers among the entries (`range`) to the commit. They take refs
+    /// of their own: the markers are not part of any scrape's layout.
+    fn add_stale(&mut self, wal: &mut crate::wal::Wal, range: std::ops::Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let refs = &mut self.stale.refs;
+        *refs = crate::wal::SeriesCache::default();
+        wal.add(&self.entries, &self.ends, range, refs);
+    }
+
     /// Of the entries a failed scrape had appended before it failed, the series the target
     /// has not had before: Prometheus reports them as added although the scrape is dropped.
     fn count_new_series(&self, state: &mut TargetState) -> usize {
@@ -1064,26 +1050,10 @@ impl Appender {
                 sc.keys.insert(entry_key(labels));
             }
         }
-        if let Some(last) = state.last.take()
-            && decompress_into(&last, &mut sc.raw)
-        {
-            let mut rest = &sc.raw[..];
-            while let Some((entry, after)) = next_entry(rest) {
-                rest = after;
-                if let Ok((labels, _)) = crate::remote::encode::split_entry(entry)
-                    && !sc.keys.contains(&entry_key(labels))
-                {
-                    crate::remote::encode::encode_series_raw(
-                        &mut self.entries,
-                        labels,
-                        f64::from_bits(STALE_NAN),
-                        ts,
-                    );
-                    self.ends.push(self.entries.len() as u32);
-                    self.kinds.push(KIND_SAMPLE);
-                }
-            }
+        if let Some(last) = state.last.take() {
+            self.push_stale(&last, ts, true);
         }
+        let sc = &mut self.stale;
         // The entries that can go stale: samples and histograms without their own timestamp.
         sc.eligible.clear();
         let mut start = 0usize;
@@ -1111,6 +1081,12 @@ impl Appender {
 
     /// Staleness markers for every entry of `last` (a failed scrape).
     fn stale_all(&mut self, last: &[u8], ts: i64) {
+        self.push_stale(last, ts, false);
+    }
+
+    /// Appends a staleness marker for each series of `last` (compressed entries); with
+    /// `vanished_only`, for those not among this scrape's keys (`stale.keys`).
+    fn push_stale(&mut self, last: &[u8], ts: i64, vanished_only: bool) {
         let sc = &mut self.stale;
         if !decompress_into(last, &mut sc.raw) {
             return;
@@ -1118,7 +1094,9 @@ impl Appender {
         let mut rest = &sc.raw[..];
         while let Some((entry, after)) = next_entry(rest) {
             rest = after;
-            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry) {
+            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry)
+                && !(vanished_only && sc.keys.contains(&entry_key(labels)))
+            {
                 crate::remote::encode::encode_series_raw(
                     &mut self.entries,
                     labels,
