@@ -299,13 +299,24 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
     let Some(prom_bin) = require_program("prometheus", "prometheus") else {
         return;
     };
-    let start = std::time::Instant::now();
-    // Phases by wall time, shared by both agents: 0–8 s all series; 8–16 s one vanishes;
-    // 16–22 s the target fails; after that, all series again.
-    let phase = move || match start.elapsed().as_secs() {
-        0..8 => 0,
-        8..16 => 1,
-        16..22 => 2,
+    // Phases by wall time, shared by both agents, from the moment both have forwarded the
+    // first phase: 0–6 s all series; 6–14 s one vanishes; 14–20 s the target fails; after
+    // that, all series again.
+    let clock: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Default::default();
+    let since = {
+        let clock = clock.clone();
+        move || {
+            clock
+                .lock()
+                .unwrap()
+                .map_or(Duration::ZERO, |t| t.elapsed())
+        }
+    };
+    let phase_clock = since.clone();
+    let phase = move || match phase_clock().as_secs() {
+        0..6 => 0,
+        6..14 => 1,
+        14..20 => 2,
         _ => 3,
     };
     let app = TestServer::start(move |_, _| match phase() {
@@ -391,15 +402,27 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
     let spate_rx = Receiver::start(|_| 200);
     let mut spate = Spate::start(&config(&spate_rx.url()), &[]);
 
-    // The file_sd target leaves at 10 s.
-    while start.elapsed() < Duration::from_secs(10) {
+    // Both agents scrape the first phase before the clock starts.
+    let saw_b = |r: &Receiver| {
+        r.samples()
+            .iter()
+            .any(|x| x.label("route") == Some("r_b") && x.value == 20.0)
+    };
+    wait_for(
+        Duration::from_secs(120),
+        "both agents to scrape the first phase",
+        || (saw_b(&prom_rx) && saw_b(&spate_rx)).then_some(()),
+    );
+    *clock.lock().unwrap() = Some(std::time::Instant::now());
+    // The file_sd target leaves at 8 s.
+    while since() < Duration::from_secs(8) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let tmp = sd_dir.path().join("targets.tmp");
     std::fs::write(&tmp, "[]").unwrap();
     std::fs::rename(&tmp, &sd_file).unwrap();
     // Both must have seen the last phase for a few scrapes before the comparison.
-    while start.elapsed() < Duration::from_secs(27) {
+    while since() < Duration::from_secs(25) {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
