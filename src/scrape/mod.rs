@@ -1148,30 +1148,34 @@ fn check_label_limits(
     {
         return None;
     }
-    // Go's `%.50s`: at most 50 characters.
+    // Go's `%.50s`: at most 50 characters. Only formatted for an error.
     let short = |b: &[u8]| -> String { String::from_utf8_lossy(b).chars().take(50).collect() };
-    let metric = short(labels.get(b"__name__").unwrap_or_default());
+    let metric = || short(labels.get(b"__name__").unwrap_or_default());
     if limits.label_limit > 0 && labels.len() as u64 > limits.label_limit {
         return Some(format!(
-            "label_limit exceeded (metric: {metric}, number of labels: {}, limit: {})",
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+            metric(),
             labels.len(),
             limits.label_limit
         ));
     }
+    // Lengths in bytes, as Go's `len` counts them.
     for i in 0..labels.len() {
         let (name, value) = (labels.name(i), labels.value(i));
-        let name_len = String::from_utf8_lossy(name).chars().count() as u64;
+        let name_len = name.len() as u64;
         if limits.label_name_length_limit > 0 && name_len > limits.label_name_length_limit {
             return Some(format!(
-                "label_name_length_limit exceeded (metric: {metric}, label name: {}, length: {name_len}, limit: {})",
+                "label_name_length_limit exceeded (metric: {}, label name: {}, length: {name_len}, limit: {})",
+                metric(),
                 short(name),
                 limits.label_name_length_limit
             ));
         }
-        let value_len = String::from_utf8_lossy(value).chars().count() as u64;
+        let value_len = value.len() as u64;
         if limits.label_value_length_limit > 0 && value_len > limits.label_value_length_limit {
             return Some(format!(
-                "label_value_length_limit exceeded (metric: {metric}, label name: {}, value: {:?}, length: {value_len}, limit: {})",
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {value_len}, limit: {})",
+                metric(),
                 short(name),
                 short(value),
                 limits.label_value_length_limit
