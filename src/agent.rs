@@ -70,7 +70,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
 
     let reload = opts
         .enable_lifecycle
-        .then(|| crate::discovery::ReloadHandle(Arc::new(std::sync::Mutex::new(commands.clone()))));
+        .then(|| crate::discovery::ReloadHandle(commands.clone()));
     let web = crate::web::start(&opts.listen_address, registry.clone(), reload).map_err(|e| {
         format!(
             "cannot listen on --web.listen-address {}: {e}",

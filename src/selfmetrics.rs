@@ -128,30 +128,47 @@ impl Registry {
             env!("CARGO_PKG_VERSION")
         );
 
-        for (name, help, v) in [
+        let count = |v: &AtomicU64| v.load(Relaxed) as f64;
+        for (name, kind, help, value) in [
             (
                 "prometheus_sd_http_failures_total",
+                "counter",
                 "Number of HTTP service discovery refresh failures.",
-                &self.sd.http_failures,
+                count(&self.sd.http_failures),
             ),
             (
                 "prometheus_sd_file_read_errors_total",
+                "counter",
                 "The number of File-SD read errors.",
-                &self.sd.file_read_errors,
+                count(&self.sd.file_read_errors),
             ),
             (
                 "prometheus_sd_dns_lookups_total",
+                "counter",
                 "The number of DNS-SD lookups.",
-                &self.sd.dns_lookups,
+                count(&self.sd.dns_lookups),
             ),
             (
                 "prometheus_sd_dns_lookup_failures_total",
+                "counter",
                 "The number of DNS-SD lookup failures.",
-                &self.sd.dns_lookup_failures,
+                count(&self.sd.dns_lookup_failures),
+            ),
+            (
+                "prometheus_config_last_reload_successful",
+                "gauge",
+                "Whether the last configuration reload attempt was successful.",
+                f64::from(u8::from(self.reload_successful.load(Relaxed))),
+            ),
+            (
+                "prometheus_config_last_reload_success_timestamp_seconds",
+                "gauge",
+                "Timestamp of the last successful configuration reload.",
+                f64::from_bits(self.reload_success_time.load(Relaxed)),
             ),
         ] {
-            header(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
         }
         header(
             &mut out,
@@ -173,29 +190,6 @@ impl Registry {
                 "prometheus_sd_discovered_targets{{config={label},name=\"scrape\"}} {n}"
             );
         }
-
-        header(
-            &mut out,
-            "prometheus_config_last_reload_successful",
-            "gauge",
-            "Whether the last configuration reload attempt was successful.",
-        );
-        let _ = writeln!(
-            out,
-            "prometheus_config_last_reload_successful {}",
-            u8::from(self.reload_successful.load(Relaxed))
-        );
-        header(
-            &mut out,
-            "prometheus_config_last_reload_success_timestamp_seconds",
-            "gauge",
-            "Timestamp of the last successful configuration reload.",
-        );
-        let _ = writeln!(
-            out,
-            "prometheus_config_last_reload_success_timestamp_seconds {}",
-            f64::from_bits(self.reload_success_time.load(Relaxed))
-        );
 
         header(
             &mut out,

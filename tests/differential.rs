@@ -149,6 +149,36 @@ fn forwarded(
     out
 }
 
+/// Prometheus agent and spate on the same jobs, scraping every second, each forwarding to a
+/// recording receiver of its own.
+struct Agents {
+    prom_rx: Receiver,
+    _prom: common::Proc,
+    spate_rx: Receiver,
+    spate: Spate,
+}
+
+fn start_both(prom_bin: &Path, dir: &TempDir, jobs: &str) -> Agents {
+    let config = |url: &str| {
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}remote_write:\n  - url: {url}\n    queue_config:\n      batch_send_deadline: 500ms\n"
+        )
+    };
+    let prom_rx = Receiver::start(|_| 200);
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, config(&prom_rx.url())).unwrap();
+    let _prom =
+        common::prometheus_agent(prom_bin, dir, &cfg, &format!("127.0.0.1:{}", free_port()));
+    let spate_rx = Receiver::start(|_| 200);
+    let spate = Spate::start(&config(&spate_rx.url()), &[]);
+    Agents {
+        prom_rx,
+        _prom,
+        spate_rx,
+        spate,
+    }
+}
+
 #[test]
 fn forwards_the_same_series_and_values_as_prometheus_agent() {
     let dir = TempDir::new("diff");
@@ -173,19 +203,12 @@ fn forwards_the_same_series_and_values_as_prometheus_agent() {
             format!("  - job_name: {stem}\n    metrics_path: /{stem}\n    static_configs:\n      - targets: ['{}']\n", server.addr)
         })
         .collect();
-    let config = |url: &str| {
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}remote_write:\n  - url: {url}\n    queue_config:\n      batch_send_deadline: 500ms\n"
-        )
-    };
-
-    let prom_rx = Receiver::start(|_| 200);
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, config(&prom_rx.url())).unwrap();
-    let _prom =
-        common::prometheus_agent(&prom_bin, &dir, &cfg, &format!("127.0.0.1:{}", free_port()));
-    let spate_rx = Receiver::start(|_| 200);
-    let mut spate = Spate::start(&config(&spate_rx.url()), &[]);
+    let Agents {
+        prom_rx,
+        _prom,
+        spate_rx,
+        mut spate,
+    } = start_both(&prom_bin, &dir, &jobs);
 
     // Wait until both forwarded every job, twice over, then compare.
     let ready = |r: &Receiver| {
@@ -389,18 +412,12 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
         many = many.addr,
         sd = sd_file.display(),
     );
-    let config = |url: &str| {
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}remote_write:\n  - url: {url}\n    queue_config:\n      batch_send_deadline: 500ms\n"
-        )
-    };
-    let prom_rx = Receiver::start(|_| 200);
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, config(&prom_rx.url())).unwrap();
-    let _prom =
-        common::prometheus_agent(&prom_bin, &dir, &cfg, &format!("127.0.0.1:{}", free_port()));
-    let spate_rx = Receiver::start(|_| 200);
-    let mut spate = Spate::start(&config(&spate_rx.url()), &[]);
+    let Agents {
+        prom_rx,
+        _prom,
+        spate_rx,
+        mut spate,
+    } = start_both(&prom_bin, &dir, &jobs);
 
     // Both agents scrape the first phase before the clock starts.
     let saw_b = |r: &Receiver| {

@@ -13,9 +13,9 @@ mod file;
 mod http;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{self, Config, ScrapeConfig};
@@ -580,17 +580,12 @@ fn sleep_unless(d: Duration, stop: &AtomicBool) -> bool {
 
 /// The manager's handle for the web thread: reloads on request, waiting for the outcome.
 #[derive(Clone)]
-pub struct ReloadHandle(pub Arc<Mutex<Sender<Command>>>);
+pub struct ReloadHandle(pub Sender<Command>);
 
 impl ReloadHandle {
     pub fn reload(&self) -> Result<(), String> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let sent = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Command::Reload { reply: Some(tx) });
-        if sent.is_err() {
+        if self.0.send(Command::Reload { reply: Some(tx) }).is_err() {
             return Err("the discovery manager is not running".into());
         }
         rx.recv_timeout(Duration::from_secs(60))

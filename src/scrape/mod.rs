@@ -914,20 +914,21 @@ async fn scrape_once(
     let error = result.as_ref().err().map(|f| f.message.as_str());
     status.record(wall, duration, error);
     let up = if result.is_ok() { 1.0 } else { 0.0 };
-    let mut values = vec![
+    let body = match &result {
+        Ok(_) => body_size as f64,
+        Err(f) => f.body_size,
+    };
+    // In `report_names` order; the last three only with `extra_scrape_metrics`.
+    let values = [
         up,
         duration,
         counts.scraped as f64,
         counts.kept as f64,
         series_added as f64,
+        t.timeout.as_secs_f64(),
+        t.limits.sample_limit as f64,
+        body,
     ];
-    if t.extra_metrics {
-        let body = match &result {
-            Ok(_) => body_size as f64,
-            Err(f) => f.body_size,
-        };
-        values.extend([t.timeout.as_secs_f64(), t.limits.sample_limit as f64, body]);
-    }
     for (name, value) in report_names(t).zip(values) {
         report_labels(&mut app.labels, name, t, &core.external_labels);
         app.push(value, ts);
@@ -1035,21 +1036,16 @@ impl Appender {
         n
     }
 
-    /// After a successful scrape whose series changed: staleness markers for the series of
-    /// the last scrape that are gone, then this scrape's entries become the ones to compare
+    /// After a successful scrape whose series changed (and after the WAL add that keyed them
+    /// into `state.series`): staleness markers for the series of the last scrape that are
+    /// gone, then this scrape's entries become the ones to compare
     /// with next time.
     fn stale_vanished(&mut self, state: &mut TargetState, ts: i64) {
         let sc = &mut self.stale;
         let scraped = self.ends.len();
+        // This scrape's series, as the WAL's add just keyed them into the target's cache.
         sc.keys.clear();
-        let mut start = 0usize;
-        for end in &self.ends {
-            let entry = &self.entries[start..*end as usize];
-            start = *end as usize;
-            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry) {
-                sc.keys.insert(entry_key(labels));
-            }
-        }
+        sc.keys.extend(state.series.keys());
         if let Some(last) = state.last.take() {
             self.push_stale(&last, ts, true);
         }
