@@ -58,7 +58,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         .remote_write
         .iter()
         .cloned()
-        .map(|c| Arc::new(Endpoint::new(c)))
+        .map(|c| Arc::new(Endpoint::new(c, cores)))
         .collect();
     if endpoints.is_empty() {
         crate::log!(

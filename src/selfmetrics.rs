@@ -42,10 +42,41 @@ pub struct ShardStats {
     pub bytes_sent: AtomicU64,
     pub requests_failed: AtomicU64,
     pub highest_sent_ts_ms: AtomicU64,
+    /// Samples of series `write_relabel_configs` dropped.
+    pub samples_dropped_relabel: AtomicU64,
     /// Unsent samples a WAL retention bound (size or age) deleted.
     pub samples_dropped_wal_size: Arc<AtomicU64>,
     /// Samples this endpoint still has to read back from the WAL (its backlog), in bytes.
     pub wal_backlog_bytes: AtomicU64,
+    /// Lanes (concurrent senders) running, wanted, and the bounds.
+    pub shards: AtomicU64,
+    pub shards_desired: AtomicU64,
+    pub shards_min: AtomicU64,
+    pub shards_max: AtomicU64,
+    /// `sent_batch_duration_seconds`: counts per bucket of [`BATCH_BUCKETS`] (not cumulative),
+    /// the +Inf bucket last, and the sum in microseconds.
+    pub batch_duration_buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
+    pub batch_duration_sum_us: AtomicU64,
+}
+
+/// Prometheus' buckets for `prometheus_remote_storage_sent_batch_duration_seconds`: the client
+/// library's defaults and 25, 60, 120, 300 s.
+pub const BATCH_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0,
+];
+
+impl ShardStats {
+    /// Records one request's duration (each attempt, as Prometheus observes it).
+    pub fn observe_batch_duration(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = BATCH_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.batch_duration_buckets[i].fetch_add(1, Relaxed);
+        self.batch_duration_sum_us
+            .fetch_add(d.as_micros() as u64, Relaxed);
+    }
 }
 
 struct EndpointEntry {
@@ -316,7 +347,7 @@ impl Registry {
 
         let eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         type Get = fn(&ShardStats) -> u64;
-        let series: [(&str, &str, &str, Get); 7] = [
+        let series: [(&str, &str, &str, Get); 10] = [
             (
                 "prometheus_remote_storage_samples_total",
                 "counter",
@@ -356,8 +387,26 @@ impl Registry {
             (
                 "prometheus_remote_storage_shards",
                 "gauge",
-                "Sending shards (one per data-plane core).",
-                |_| 1,
+                "Concurrent senders (lanes) running, over all cores.",
+                |s| s.shards.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_shards_desired",
+                "gauge",
+                "Lanes the adaptive concurrency wants, over all cores.",
+                |s| s.shards_desired.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_shards_min",
+                "gauge",
+                "Fewest lanes, over all cores (min_shards, rounded up per core).",
+                |s| s.shards_min.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_shards_max",
+                "gauge",
+                "Most lanes, over all cores (max_shards, rounded up per core).",
+                |s| s.shards_max.load(Relaxed),
             ),
         ];
         for (name, kind, help, get) in series {
@@ -387,6 +436,9 @@ impl Registry {
                 ),
                 ("wal_retention", |s: &ShardStats| {
                     s.samples_dropped_wal_size.load(Relaxed)
+                }),
+                ("dropped_series", |s: &ShardStats| {
+                    s.samples_dropped_relabel.load(Relaxed)
                 }),
             ] {
                 let v: u64 = e.shards.iter().map(|s| f(s)).sum();
@@ -436,6 +488,46 @@ impl Registry {
                 escape(&e.remote_name),
                 escape(&e.url),
                 v as f64 / 1000.0
+            );
+        }
+        header(
+            &mut out,
+            "prometheus_remote_storage_sent_batch_duration_seconds",
+            "histogram",
+            "Duration of each send attempt to remote storage.",
+        );
+        for e in eps.iter() {
+            let labels = format!(
+                "remote_name=\"{}\",url=\"{}\"",
+                escape(&e.remote_name),
+                escape(&e.url)
+            );
+            let mut cumulative = 0u64;
+            for (i, le) in BATCH_BUCKETS
+                .iter()
+                .map(|b| b.to_string())
+                .chain(std::iter::once("+Inf".to_string()))
+                .enumerate()
+            {
+                cumulative += e
+                    .shards
+                    .iter()
+                    .map(|s| s.batch_duration_buckets[i].load(Relaxed))
+                    .sum::<u64>();
+                let _ = writeln!(
+                    out,
+                    "prometheus_remote_storage_sent_batch_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum_us: u64 = e
+                .shards
+                .iter()
+                .map(|s| s.batch_duration_sum_us.load(Relaxed))
+                .sum();
+            let _ = writeln!(
+                out,
+                "prometheus_remote_storage_sent_batch_duration_seconds_sum{{{labels}}} {}\nprometheus_remote_storage_sent_batch_duration_seconds_count{{{labels}}} {cumulative}",
+                sum_us as f64 / 1e6
             );
         }
         drop(eps);

@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{CounterTarget, Receiver, Spate, wait_for};
@@ -225,4 +225,214 @@ fn dead_receiver_is_reported_once_and_shutdown_respects_the_flush_deadline() {
         "said once, not per retry:\n{log}"
     );
     assert!(log.contains("they stay in the WAL and are sent after the restart"));
+}
+
+/// A target serving `series` gauges whose value is the scrape count, and the count served.
+fn wide_target(series: usize) -> (common::TestServer, std::sync::Arc<AtomicU64>) {
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let srv = served.clone();
+    let target = common::TestServer::start(move |_, _| {
+        let n = srv.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut body = String::with_capacity(series * 24);
+        for i in 0..series {
+            body.push_str(&format!("wide{{i=\"{i}\"}} {n}\n"));
+        }
+        (200, "text/plain; version=0.0.4", body.into_bytes())
+    });
+    (target, served)
+}
+
+#[test]
+fn lanes_grow_to_drain_a_backlog_and_per_series_order_holds() {
+    // 500 series every 100 ms: 5,000 samples/s. Each request takes 40 ms at the receiver, so
+    // one request in flight at a time (200 samples) sends at most 5,000 samples/s and never
+    // catches up with the backlog of a 3 s outage; more lanes do.
+    let (target, served) = wide_target(500);
+    let started = Instant::now();
+    let outage = Duration::from_secs(3);
+    let receiver = Receiver::start(move |_| {
+        if started.elapsed() < outage {
+            500
+        } else {
+            std::thread::sleep(Duration::from_millis(40));
+            200
+        }
+    });
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 100ms
+scrape_configs:
+  - job_name: wide
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: {}
+    name: lanes
+    queue_config:
+      capacity: 1000
+      max_shards: 8
+      max_samples_per_send: 200
+      batch_send_deadline: 200ms
+      min_backoff: 50ms
+      max_backoff: 200ms
+"#,
+        target.addr,
+        receiver.url()
+    );
+    let mut spate = Spate::start(&cfg, &["--cores=1"]);
+    let mut most_lanes = 0.0f64;
+    let wide = |r: &Receiver| {
+        r.samples()
+            .iter()
+            .filter(|s| s.label("__name__") == Some("wide"))
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(120),
+        "the backlog to drain with more lanes",
+        || {
+            most_lanes = most_lanes.max(spate.metric("prometheus_remote_storage_shards{"));
+            let due = served.load(Ordering::SeqCst).saturating_sub(10) as usize * 500;
+            (started.elapsed() > outage + Duration::from_secs(5)
+                && most_lanes > 1.0
+                && wide(&receiver) >= due)
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "drained {:.1} s after the outage ended, with up to {most_lanes} lanes",
+        (started.elapsed() - outage).as_secs_f64()
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let samples = receiver.samples();
+    // Every sample once, and each series' samples in timestamp order.
+    let mut newest: std::collections::HashMap<String, i64> = Default::default();
+    let mut seen = HashSet::new();
+    for s in &samples {
+        let key = format!("{:?}", s.labels);
+        assert!(seen.insert((key.clone(), s.ts)), "sent twice: {s:?}");
+        let last = newest.entry(key.clone()).or_insert(i64::MIN);
+        assert!(s.ts > *last, "{key}: {} arrived after {}", s.ts, *last);
+        *last = s.ts;
+    }
+    // No scrape is missing for any series: each got every value from 1 to its newest.
+    let mut values: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    for s in samples
+        .iter()
+        .filter(|s| s.label("__name__") == Some("wide"))
+    {
+        values
+            .entry(format!("{:?}", s.labels))
+            .or_default()
+            .push(s.value);
+    }
+    assert_eq!(values.len(), 500);
+    for (k, v) in values {
+        let top = v.iter().cloned().fold(0.0, f64::max) as usize;
+        assert_eq!(v.len(), top, "{k}: a scrape is missing");
+    }
+}
+
+#[test]
+fn endpoint_settings_tls_auth_redirects_and_write_relabeling() {
+    let Some(pki) = common::TestPki::make() else {
+        return;
+    };
+    let target = CounterTarget::start();
+    // Endpoint 1: https (private CA) with a bearer token from a file.
+    let secure = Receiver::start(|_| 200);
+    let front = common::TlsFront::start(&pki, secure.addr);
+    let dir = common::TempDir::new("rw-settings");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    // Endpoint 2: a 307 redirect to the receiver, basic auth, and write relabeling that drops
+    // one series and adds a label to the rest.
+    let relabeled = Receiver::start(|_| 200);
+    let to = relabeled.url();
+    let redirector = common::TestServer::start(move |_, _| {
+        let location: &'static str = Box::leak(to.clone().into_boxed_str());
+        (307, location, Vec::new())
+    });
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{target}"]
+remote_write:
+  - url: https://localhost:{tls_port}/api/v1/write
+    name: secure
+    tls_config: {{ca_file: '{ca}'}}
+    authorization: {{credentials_file: '{token}'}}
+    queue_config: {{batch_send_deadline: 100ms}}
+  - url: http://{redirector}/write
+    name: relabeled
+    basic_auth: {{username: agent, password: pa55}}
+    queue_config: {{batch_send_deadline: 100ms}}
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: test_gauge
+        action: drop
+      - target_label: via
+        replacement: spate
+"#,
+        target = target.addr,
+        tls_port = front.addr.port(),
+        ca = pki.path("ca.crt"),
+        token = token_file.display(),
+        redirector = redirector.addr,
+    );
+    let mut spate = Spate::start(&cfg, &[]);
+    let names = |r: &Receiver| -> HashSet<String> {
+        r.samples()
+            .iter()
+            .filter_map(|s| s.label("__name__").map(str::to_string))
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "samples at both endpoints", || {
+        (names(&secure).contains("test_counter") && names(&relabeled).contains("test_counter"))
+            .then_some(())
+    });
+    let dropped = "prometheus_remote_storage_samples_dropped_total{reason=\"dropped_series\",remote_name=\"relabeled\"";
+    wait_for(Duration::from_secs(30), "dropped series counted", || {
+        (spate.metric(dropped) > 0.0).then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+
+    // Over TLS, with the token read from its file.
+    assert!(names(&secure).contains("test_gauge"));
+    let secure_headers = secure.headers_seen.lock().unwrap().clone();
+    assert!(
+        secure_headers
+            .iter()
+            .all(|h| h.get("authorization").map(String::as_str) == Some("Bearer s3cr3t-token")),
+        "{secure_headers:?}"
+    );
+    // Redirected, with basic auth on every hop (as Prometheus' auth round-tripper adds it),
+    // and relabeled.
+    let relabeled_samples = relabeled.samples();
+    assert!(
+        !names(&relabeled).contains("test_gauge"),
+        "dropped by write_relabel_configs"
+    );
+    assert!(
+        relabeled_samples
+            .iter()
+            .all(|s| s.label("via") == Some("spate")),
+        "every series carries the added label"
+    );
+    let sorted = relabeled_samples
+        .iter()
+        .all(|s| s.labels.windows(2).all(|w| w[0].0 < w[1].0));
+    assert!(sorted, "labels stay sorted after relabeling");
+    let basic = relabeled.headers_seen.lock().unwrap().clone();
+    assert!(
+        basic
+            .iter()
+            .all(|h| h.get("authorization").map(String::as_str) == Some("Basic YWdlbnQ6cGE1NQ==")),
+        "{basic:?}"
+    );
 }

@@ -528,100 +528,6 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
 
-/// Certificates made for the test by the `openssl` command: a CA, a server certificate for
-/// localhost and 127.0.0.1, and a client certificate.
-struct TestPki {
-    dir: common::TempDir,
-}
-
-impl TestPki {
-    fn make() -> Option<TestPki> {
-        let openssl = common::require_program("openssl", "openssl")?;
-        let dir = common::TempDir::new("pki");
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new(&openssl)
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=spate-test-ca",
-            ],
-        ]
-        .concat());
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("client.ext"),
-            "extendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        for who in ["server", "client"] {
-            run(&[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    &format!("{who}.key"),
-                    "-out",
-                    &format!("{who}.csr"),
-                    "-subj",
-                    &format!("/CN={who}"),
-                ],
-            ]
-            .concat());
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{who}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{who}.crt"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{who}.ext"),
-            ]);
-        }
-        Some(TestPki { dir })
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-}
-
 /// An HTTPS target serving `x 1`, recording whether each connection showed a client
 /// certificate. Stops when dropped.
 struct TlsTarget {
@@ -631,11 +537,11 @@ struct TlsTarget {
 }
 
 impl TlsTarget {
-    fn start(pki: &TestPki) -> TlsTarget {
+    fn start(pki: &common::TestPki) -> TlsTarget {
         Self::serving(pki, "text/plain; version=0.0.4", b"x 1\n".to_vec())
     }
 
-    fn serving(pki: &TestPki, content_type: &'static str, body: Vec<u8>) -> TlsTarget {
+    fn serving(pki: &common::TestPki, content_type: &'static str, body: Vec<u8>) -> TlsTarget {
         let body = Arc::new(body);
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -732,7 +638,7 @@ impl Drop for TlsTarget {
 
 #[test]
 fn https_targets_with_ca_client_certificates_server_name_and_skip_verify() {
-    let Some(pki) = TestPki::make() else {
+    let Some(pki) = common::TestPki::make() else {
         return;
     };
     let target = TlsTarget::start(&pki);
@@ -950,7 +856,7 @@ impl TestProxy {
 
 #[test]
 fn proxy_url_carries_plain_and_tls_scrapes_and_loopback_bypasses_it() {
-    let Some(pki) = TestPki::make() else {
+    let Some(pki) = common::TestPki::make() else {
         return;
     };
     let proxy = TestProxy::start();
@@ -997,7 +903,7 @@ fn proxy_url_carries_plain_and_tls_scrapes_and_loopback_bypasses_it() {
 
 #[test]
 fn http_sd_over_https_with_a_private_ca() {
-    let Some(pki) = TestPki::make() else {
+    let Some(pki) = common::TestPki::make() else {
         return;
     };
     let target = TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"x 1\n".to_vec()));

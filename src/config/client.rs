@@ -194,6 +194,26 @@ impl HttpClientConfig {
         })
     }
 
+    /// A connection to `authority` (`host:port`) with these settings: TLS when `tls`, through
+    /// the proxy that applies to the host.
+    pub fn connection(&self, authority: &str, tls: bool) -> Result<crate::http::Conn, String> {
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut conn = crate::http::Conn::new(authority.to_string());
+        if tls {
+            conn = conn.with_tls(self.tls_target(host)?);
+        }
+        if let Some(p) = &self.proxy
+            && let Some(proxy) = p.for_host(host, tls)
+        {
+            conn = conn.with_proxy(proxy.to_string(), p.connect_header_lines()?);
+        }
+        Ok(conn)
+    }
+
     /// Whether the headers must be computed per request (a secret lives in a file, or a token
     /// expires).
     pub fn reads_files(&self) -> bool {

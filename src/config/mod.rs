@@ -164,6 +164,10 @@ pub struct RemoteWriteConfig {
     /// Send exemplars (from OpenMetrics and protobuf scrapes) as Prometheus does: each in an
     /// entry of its own, with its series' labels and no sample.
     pub send_exemplars: bool,
+    /// Authentication, TLS, proxy and redirects, as for scrapes.
+    pub http: client::HttpClientConfig,
+    /// Applied to every series before it is sent to this endpoint.
+    pub write_relabel_configs: std::sync::Arc<crate::relabel::Rules>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

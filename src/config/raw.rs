@@ -204,13 +204,20 @@ section! {
         send_exemplars: Field<bool>,
         send_native_histograms: Option<bool>,
         follow_redirects: Option<bool>,
-        enable_http2: Field<bool>,
+        enable_http2: Option<bool>,
         round_robin_dns: Field<bool>,
+        write_relabel_configs: Option<Vec<Spanned<RuleSpec>>>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        tls_config: Option<RawTls>,
+        oauth2: Option<RawOAuth2>,
+        proxy_url: Option<String>,
+        no_proxy: Option<String>,
+        proxy_from_environment: Option<bool>,
+        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
     }
     unsupported {
-        write_relabel_configs, basic_auth, authorization, oauth2, sigv4, azuread, google_iam,
-        tls_config, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
-        failed_request_logging,
+        sigv4, azuread, google_iam, failed_request_logging,
     }
 }
 
@@ -871,17 +878,7 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
     })?;
     let url = Url::parse(&url_field.value)
         .map_err(|e| Problem::at(url_field.referenced.line(), at("url"), e))?;
-    if url.tls {
-        return Err(Problem::at(
-            url_field.referenced.line(),
-            at("url"),
-            "https endpoints are not supported by spate yet; see docs/compatibility.md",
-        ));
-    }
-    for (field, value, supported) in [
-        ("enable_http2", &rw.enable_http2, false),
-        ("round_robin_dns", &rw.round_robin_dns, false),
-    ] {
+    for (field, value, supported) in [("round_robin_dns", &rw.round_robin_dns, false)] {
         if let Some(v) = value
             && v.value != supported
         {
@@ -992,6 +989,25 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         ));
     }
 
+    let http = super::client::resolve(
+        rw.basic_auth,
+        rw.authorization,
+        None,
+        rw.follow_redirects,
+        rw.tls_config,
+        rw.oauth2,
+        super::client::RawProxy {
+            proxy_url: rw.proxy_url,
+            no_proxy: rw.no_proxy,
+            proxy_from_environment: rw.proxy_from_environment,
+            proxy_connect_header: rw.proxy_connect_header,
+        },
+    )
+    .map_err(|(field, e)| Problem::field(at(field), e))?;
+    let write_relabel_configs = std::sync::Arc::new(rules(
+        &rw.write_relabel_configs,
+        &at("write_relabel_configs"),
+    )?);
     let remote_timeout = rw
         .remote_timeout
         .map(|d| d.0)
@@ -1002,8 +1018,8 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
             // Prometheus names an unnamed queue after a hash of its config; ours covers what
             // identifies an endpoint here (url, headers, timeout, queue settings).
             let ident = format!(
-                "{}|{:?}|{:?}|{:?}",
-                url_field.value, headers, remote_timeout, queue
+                "{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+                url_field.value, headers, remote_timeout, queue, http, write_relabel_configs
             );
             format!("{:016x}", crate::hash::fnv1a64(ident.as_bytes()))[..6].to_string()
         }
@@ -1016,5 +1032,7 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         queue,
         send_native_histograms: rw.send_native_histograms.unwrap_or(false),
         send_exemplars: rw.send_exemplars.is_some_and(|v| v.value),
+        http,
+        write_relabel_configs,
     })
 }

@@ -236,8 +236,8 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml: remote_write[0].queue_config: max_backoff must not be less than min_backoff",
         ),
         (
-            "remote_write:\n  - url: http://a/\n    write_relabel_configs:\n      - action: drop\n",
-            "prometheus.yml:4: remote_write[0].write_relabel_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+            "remote_write:\n  - url: http://a/\n    azuread:\n      cloud: AzurePublic\n",
+            "prometheus.yml:4: remote_write[0].azuread: not supported by spate yet; remove it or see docs/compatibility.md",
         ),
         (
             "global:\n  external_labels:\n    1bad: x\n",

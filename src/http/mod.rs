@@ -160,6 +160,37 @@ pub fn query_escape(out: &mut String, s: &str) {
     }
 }
 
+/// Where a `Location` leads from `(tls, authority)`: scheme, authority and path.
+pub fn redirect_target(here: &(bool, String), location: &str) -> Option<(bool, String, String)> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some((here.0, here.1.clone(), location.to_string()));
+    }
+    let (tls, rest) = if let Some(r) = location.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = location.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return None;
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok() && !p.is_empty());
+    let authority = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    Some((tls, authority, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

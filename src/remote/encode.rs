@@ -336,6 +336,81 @@ pub const KIND_SAMPLE: u8 = 0;
 pub const KIND_HISTOGRAM: u8 = 1;
 pub const KIND_EXEMPLAR: u8 = 2;
 
+/// A hash of an entry's labels section (`0x0a len TimeSeries`, labels first, as this module
+/// writes them): which of an endpoint's lanes sends the series. Every entry of a series (its
+/// samples, histograms and exemplars) hashes alike. A malformed entry hashes whole.
+pub fn series_key(entry: &[u8]) -> u64 {
+    use crate::protowire::{len_delimited, varint};
+    let mut p = 1;
+    if entry.first() != Some(&0x0a) || varint(entry, &mut p).is_err() {
+        return xxhash_rust::xxh3::xxh3_64(entry);
+    }
+    let start = p;
+    while entry.get(p) == Some(&0x0a) {
+        p += 1;
+        if len_delimited(entry, &mut p).is_err() {
+            return xxhash_rust::xxh3::xxh3_64(entry);
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&entry[start..p])
+}
+
+/// Applies `rules` to an entry's series labels (see [`series_key`] for the layout) and appends
+/// the entry with the relabeled labels to `out`, sorted, its payload unchanged. Returns
+/// whether the entry was kept: dropped by a rule, left without labels, or malformed, it is
+/// not.
+pub fn relabel_entry(
+    entry: &[u8],
+    rules: &crate::relabel::Rules,
+    labels: &mut LabelScratch,
+    scratch: &mut crate::relabel::Scratch,
+    out: &mut Vec<u8>,
+) -> bool {
+    use crate::protowire::{key, len_delimited, skip, varint};
+    let mut p = 1;
+    let Ok(len) = varint(entry, &mut p) else {
+        return false;
+    };
+    if entry.first() != Some(&0x0a) || p + len as usize != entry.len() {
+        return false;
+    }
+    labels.clear();
+    while entry.get(p) == Some(&0x0a) {
+        p += 1;
+        let Ok(label) = len_delimited(entry, &mut p) else {
+            return false;
+        };
+        let (mut name, mut value) = (0..0, 0..0);
+        let mut q = label.start;
+        let buf = &entry[..label.end];
+        while q < label.end {
+            let field = match key(buf, &mut q) {
+                Ok(f) => f,
+                Err(_) => return false,
+            };
+            let r = match field {
+                (1, 2) => len_delimited(buf, &mut q).map(|r| name = r),
+                (2, 2) => len_delimited(buf, &mut q).map(|r| value = r),
+                (_, w) => skip(buf, &mut q, w),
+            };
+            if r.is_err() {
+                return false;
+            }
+        }
+        labels.push(&entry[name], &entry[value]);
+    }
+    let payload = &entry[p..];
+    if !rules.process(labels, scratch) || labels.is_empty() || labels.sort().is_err() {
+        return false;
+    }
+    let len = labels_len(labels) + payload.len();
+    out.push(0x0a);
+    put_varint(out, len as u64);
+    put_labels(out, labels);
+    out.extend_from_slice(payload);
+    true
+}
+
 /// Splits one entry written by this module (`0x0a len TimeSeries`) into its labels section
 /// and its payload.
 pub fn split_entry(entry: &[u8]) -> Result<(&[u8], EntryPayload<'_>), crate::protowire::WireError> {

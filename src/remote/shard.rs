@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::RemoteWriteConfig;
 use crate::http::Conn;
 use crate::log::Level;
-use crate::remote::encode::{KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE};
+use crate::remote::encode::{KIND_EXEMPLAR, KIND_HISTOGRAM};
 use crate::runtime::{Event, Instant, LocalNotify, race, sleep, timeout};
 use crate::selfmetrics::ShardStats;
 use crate::wal::segment::Pos;
@@ -21,7 +21,11 @@ use crate::wal::{Wal, WalReader};
 pub struct Endpoint {
     pub cfg: RemoteWriteConfig,
     pub url: String,
+    /// The request's header lines after `Host` (content type, version, `headers`, and the
+    /// credentials when they never change).
     head: String,
+    /// Credentials are read at each request (from files, or an OAuth 2.0 token).
+    dynamic_auth: bool,
     /// Set while the endpoint keeps failing, so "unreachable" is logged once, not per retry.
     failing: AtomicBool,
     last_drop_log_secs: AtomicU64,
@@ -31,6 +35,9 @@ pub struct Endpoint {
     /// the one holding its backlog, so no shard sends newer data until this is zero: per-series
     /// order holds at the receiver, which would refuse the older samples.
     pub drains_pending: AtomicUsize,
+    /// The fewest and most lanes each core's shard runs: `min_shards` and `max_shards`
+    /// spread over the cores (rounded up; at least one).
+    pub lanes: (usize, usize),
 }
 
 impl Endpoint {
@@ -42,11 +49,9 @@ impl Endpoint {
         }
     }
 
-    pub fn new(cfg: RemoteWriteConfig) -> Endpoint {
+    pub fn new(cfg: RemoteWriteConfig, cores: usize) -> Endpoint {
         let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n",
-            cfg.url.path_and_query,
-            cfg.url.authority(),
+            "User-Agent: spate/{}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n",
             env!("CARGO_PKG_VERSION"),
         );
         for (k, v) in &cfg.headers {
@@ -55,10 +60,24 @@ impl Endpoint {
             head.push_str(v);
             head.push_str("\r\n");
         }
+        let mut dynamic_auth = cfg.http.reads_files();
+        if !dynamic_auth {
+            let mut auth = String::new();
+            match cfg.http.header_lines(&mut auth) {
+                Ok(()) => head.push_str(&auth),
+                // Reported at every attempt.
+                Err(_) => dynamic_auth = true,
+            }
+        }
+        let cores = cores.max(1);
+        let min = cfg.queue.min_shards.div_ceil(cores).max(1);
+        let max = cfg.queue.max_shards.div_ceil(cores).max(min);
         Endpoint {
+            lanes: (min, max),
             url: cfg.url.to_string(),
             cfg,
             head,
+            dynamic_auth,
             failing: AtomicBool::new(false),
             last_drop_log_secs: AtomicU64::new(0),
             drains_pending: AtomicUsize::new(0),
@@ -152,22 +171,25 @@ struct Batch {
     body: Vec<u8>,
     samples: usize,
     newest_ts: i64,
-    /// The WAL position this batch completes: once it is acknowledged, every record before
-    /// it has been delivered.
-    cursor: Pos,
+    /// The end of the commit before this batch's first entry: once every lane's lowest
+    /// unsent batch is past a position, everything before it has been delivered.
+    low: Pos,
 }
 
+/// One lane's queue: the batch being filled and the sealed ones waiting to be sent.
 #[derive(Default)]
 struct Queue {
     current: Vec<u8>,
     current_samples: usize,
     current_newest: i64,
     current_since: Option<Instant>,
+    current_low: Pos,
     sealed: VecDeque<Batch>,
     /// Samples in `current` and `sealed`.
     queued: usize,
-    /// The WAL position of the last scrape wholly in the queue.
-    current_cursor: Pos,
+    /// The end of the last commit offered to this lane: with nothing pending here, every
+    /// entry of this lane before it was sent.
+    through: Pos,
 }
 
 impl Queue {
@@ -180,47 +202,137 @@ impl Queue {
             body,
             samples: self.current_samples,
             newest_ts: self.current_newest,
-            cursor: self.current_cursor,
+            low: self.current_low,
         });
         self.current_samples = 0;
         self.current_newest = i64::MIN;
         self.current_since = None;
     }
+
+    /// Appends `count` entries (`bytes`), sealing at `max` samples.
+    fn push(&mut self, bytes: &[u8], count: usize, newest: i64, max: usize) {
+        if self.current_samples == 0 {
+            self.current_since = Some(Instant::now());
+            self.current_low = self.through;
+        }
+        self.current.extend_from_slice(bytes);
+        self.current_samples += count;
+        self.current_newest = self.current_newest.max(newest);
+        self.queued += count;
+        if self.current_samples >= max {
+            self.seal();
+        }
+    }
+
+    /// Where this lane's unsent entries begin (see [`Batch::low`]).
+    fn low(&self) -> Pos {
+        match self.sealed.front() {
+            Some(b) => b.low,
+            None if self.current_samples > 0 => self.current_low,
+            None => self.through,
+        }
+    }
 }
 
-pub struct Shard {
-    ep: Arc<Endpoint>,
-    stats: Arc<ShardStats>,
+/// One of a shard's concurrent senders: a queue, and a task with its own connection that has
+/// at most one request in flight. A series always goes to the same lane of a generation, and a
+/// new generation sends nothing until the last one has finished: per-series order holds.
+struct Lane {
     queue: RefCell<Queue>,
     notify: LocalNotify,
-    /// Most samples held in memory before the oldest batches are dropped.
-    limit: usize,
-    /// Samples of an in-flight batch abandoned at the flush deadline.
-    abandoned: Cell<usize>,
-    /// This endpoint's cursor slot in the core's WAL.
-    slot: usize,
-    /// Set while the endpoint reads its backlog back from the WAL instead of the queue.
-    replay: RefCell<Option<Replay>>,
-    /// The cursor of the last batch handed to the sender: where a read-back starts.
-    handed: Cell<Pos>,
-    wal: Rc<RefCell<Wal>>,
-    /// Set while this shard sends its own backlog from before a change of the core count
-    /// (counted in `Endpoint::drains_pending`).
-    initial_hold: Cell<bool>,
+    /// The `low` of the batch in flight.
+    in_flight: Cell<Option<Pos>>,
+    /// Of an older generation: takes nothing new, and ends once its queue is sent.
+    retired: Cell<bool>,
 }
 
-/// Reading an endpoint's backlog back from the WAL: the reader and the record being cut into
-/// batches.
+impl Lane {
+    fn new(through: Pos) -> Rc<Lane> {
+        Rc::new(Lane {
+            queue: RefCell::new(Queue {
+                through,
+                current_low: through,
+                current_newest: i64::MIN,
+                ..Queue::default()
+            }),
+            notify: LocalNotify::default(),
+            in_flight: Cell::new(None),
+            retired: Cell::new(false),
+        })
+    }
+
+    fn low(&self) -> Pos {
+        self.in_flight
+            .get()
+            .unwrap_or_else(|| self.queue.borrow().low())
+    }
+
+    fn idle(&self) -> bool {
+        let q = self.queue.borrow();
+        self.in_flight.get().is_none() && q.sealed.is_empty() && q.current_samples == 0
+    }
+}
+
+/// Reused buffers for the entries an endpoint gets when they differ from what was committed
+/// (see [`Shard::rewrite`]).
+#[derive(Default)]
+struct Rewrite {
+    entries: Vec<u8>,
+    ends: Vec<u32>,
+    labels: crate::remote::encode::LabelScratch,
+    scratch: crate::relabel::Scratch,
+}
+
+/// A lane's connection, its OAuth 2.0 token, and its compression buffers.
+struct LaneConn {
+    /// The endpoint's connection, or why it cannot be made (reported at each attempt).
+    conn: Result<Conn, String>,
+    tokens: crate::http::oauth2::TokenSource,
+    encoder: snap::raw::Encoder,
+    compressed: Vec<u8>,
+}
+
+/// Go's client follows at most this many redirects.
+const MAX_REDIRECTS: usize = 10;
+
+/// How often the lane count is reconsidered.
+const ADAPT_EVERY: Duration = Duration::from_secs(2);
+
+/// What the lanes saw since the shard last reconsidered its lane count.
+struct Window {
+    started: Instant,
+    /// Requests that succeeded, their samples and their summed latency.
+    sent: u32,
+    samples: u64,
+    latency: Duration,
+    /// Attempts that failed with a retryable error.
+    failed: u32,
+    /// Time lanes spent with a request in flight.
+    busy: Duration,
+    /// Seen behind: reading back from the WAL, or more queued than the lanes send at once.
+    behind: bool,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            started: Instant::now(),
+            sent: 0,
+            samples: 0,
+            latency: Duration::ZERO,
+            failed: 0,
+            busy: Duration::ZERO,
+            behind: false,
+        }
+    }
+}
+
+/// Reading an endpoint's backlog back from the WAL into the lanes.
 struct Replay {
     reader: WalReader,
     staged: Vec<u8>,
     ends: Vec<u32>,
     kinds: Vec<u8>,
-    taken: usize,
-    /// End of the staged record, and of the one before it.
-    record_end: Pos,
-    before_record: Pos,
-    newest: i64,
     /// Damage the reader had met when last reported: (bytes skipped, samples lost).
     reported: (u64, u64),
 }
@@ -232,10 +344,6 @@ impl Replay {
             staged: Vec::new(),
             ends: Vec::new(),
             kinds: Vec::new(),
-            taken: 0,
-            record_end: from,
-            before_record: from,
-            newest: i64::MIN,
             reported: (0, 0),
         }
     }
@@ -250,6 +358,46 @@ enum Outcome {
     Drop {
         reason: String,
     },
+}
+
+/// One endpoint on one core: lanes fed from committed scrapes while they keep up, or from the
+/// WAL while the endpoint is behind, and the lane count adapted to how the endpoint answers.
+pub struct Shard {
+    ep: Arc<Endpoint>,
+    stats: Arc<ShardStats>,
+    /// Wakes the shard's own task (feeding, lane count, the end).
+    notify: LocalNotify,
+    /// Most samples queued in memory before the shard reads its backlog back from the WAL.
+    limit: usize,
+    /// Samples of in-flight batches abandoned at the flush deadline.
+    abandoned: Cell<usize>,
+    /// This endpoint's cursor slot in the core's WAL.
+    slot: usize,
+    wal: Rc<RefCell<Wal>>,
+    /// Set while this shard sends its own backlog from before a change of the core count
+    /// (counted in `Endpoint::drains_pending`).
+    initial_hold: Cell<bool>,
+    /// The generation taking new entries.
+    lanes: RefCell<Vec<Rc<Lane>>>,
+    /// The previous generation, still sending what it holds.
+    retiring: RefCell<Vec<Rc<Lane>>>,
+    /// Lane tasks running.
+    running: Cell<usize>,
+    /// Set while the endpoint reads its backlog back from the WAL instead of taking scrapes.
+    replay: RefCell<Option<Replay>>,
+    /// The end of the last commit (or WAL record) wholly in the lanes.
+    queued_to: Cell<Pos>,
+    /// Samples in the lanes' queues.
+    queued: Cell<usize>,
+    window: RefCell<Window>,
+    rewrite: RefCell<Rewrite>,
+    /// The lowest latency per sample seen lately (seconds): the endpoint's when not loaded.
+    latency_floor: Cell<Option<f64>>,
+    /// The lane count and send rate (samples/s) of the last window spent behind.
+    last_behind: Cell<Option<(usize, f64)>>,
+    /// A lane count that did not send faster than one fewer, and until when it is the most
+    /// lanes tried.
+    ceiling: Cell<Option<(usize, Instant)>>,
 }
 
 impl Shard {
@@ -275,28 +423,37 @@ impl Shard {
             );
             Replay::new(wal.dir(), cursor.acked)
         });
-        let queue = Queue {
-            current_cursor: cursor.acked,
-            ..Queue::default()
-        };
-        let handed = Cell::new(cursor.acked);
+        let acked = cursor.acked;
         drop(wal);
         let initial_hold = ctl.cores_changed.get() && !ctl.draining && replay.is_some();
         if initial_hold {
             ep.drains_pending.fetch_add(1, Relaxed);
         }
+        let lanes = (0..ep.lanes.0).map(|_| Lane::new(acked)).collect();
+        stats.shards_min.store(ep.lanes.0 as u64, Relaxed);
+        stats.shards_max.store(ep.lanes.1 as u64, Relaxed);
+        stats.shards.store(ep.lanes.0 as u64, Relaxed);
+        stats.shards_desired.store(ep.lanes.0 as u64, Relaxed);
         Rc::new(Shard {
             ep,
             stats,
-            queue: RefCell::new(queue),
             notify: LocalNotify::default(),
             limit,
             abandoned: Cell::new(0),
             slot,
-            replay: RefCell::new(replay),
-            handed,
             wal: ctl.wal.clone(),
             initial_hold: Cell::new(initial_hold),
+            lanes: RefCell::new(lanes),
+            retiring: RefCell::new(Vec::new()),
+            running: Cell::new(0),
+            replay: RefCell::new(replay),
+            queued_to: Cell::new(acked),
+            queued: Cell::new(0),
+            window: RefCell::new(Window::new()),
+            rewrite: RefCell::new(Rewrite::default()),
+            latency_floor: Cell::new(None),
+            last_behind: Cell::new(None),
+            ceiling: Cell::new(None),
         })
     }
 
@@ -309,8 +466,8 @@ impl Shard {
 
     /// Queues a committed scrape: `entries` holds encoded timeseries entries, `ends[i]` is where
     /// entry `i` ends, `wal` where its records end in the WAL (`None`: the WAL write failed).
-    /// Batches are cut at `max_samples_per_send`. While the endpoint reads back from the WAL,
-    /// the WAL already holds the scrape and nothing is queued.
+    /// While the endpoint reads back from the WAL, the WAL already holds the scrape and
+    /// nothing is queued.
     pub fn append(
         &self,
         entries: &[u8],
@@ -319,9 +476,6 @@ impl Shard {
         newest_ts: i64,
         wal: Option<Pos>,
     ) {
-        if ends.is_empty() {
-            return;
-        }
         if self.replay.borrow().is_some() {
             if wal.is_none() {
                 // Neither in the WAL nor queued: this endpoint will not get it.
@@ -331,94 +485,146 @@ impl Shard {
             }
             return;
         }
-        // Native histograms and exemplars go only where the endpoint takes them; re-slice
-        // without the others.
+        let mut rw = self.rewrite.borrow_mut();
+        let (entries, ends) = self.rewrite(&mut rw, entries, ends, kinds);
+        self.distribute(entries, ends, newest_ts, wal);
+        drop(rw);
+        if self.queued.get() > self.limit {
+            match wal {
+                // Fallen behind: the WAL holds everything after what the lanes hold, so read
+                // it back from there instead of holding more in memory.
+                Some(_) => self.start_replay(),
+                None => self.drop_oldest(),
+            }
+        }
+    }
+
+    /// The entries this endpoint gets: only the kinds it takes (native histograms and
+    /// exemplars only where enabled), relabeled by its `write_relabel_configs`. Without either
+    /// to do, the entries as given.
+    fn rewrite<'a>(
+        &self,
+        rw: &'a mut Rewrite,
+        entries: &'a [u8],
+        ends: &'a [u32],
+        kinds: &[u8],
+    ) -> (&'a [u8], &'a [u32]) {
         let accept = self.ep.accept();
         let taken = |k: &u8| match *k {
             KIND_HISTOGRAM => accept.histograms,
             KIND_EXEMPLAR => accept.exemplars,
             _ => true,
         };
-        if !kinds.iter().all(taken) {
-            let (mut kept, mut kept_ends, mut start) =
-                (Vec::with_capacity(entries.len()), Vec::new(), 0usize);
-            for (end, kind) in ends.iter().zip(kinds) {
-                if taken(kind) {
-                    kept.extend_from_slice(&entries[start..*end as usize]);
-                    kept_ends.push(kept.len() as u32);
-                }
-                start = *end as usize;
-            }
-            let samples = vec![KIND_SAMPLE; kept_ends.len()];
-            return self.append(&kept, &kept_ends, &samples, newest_ts, wal);
+        let rules = &*self.ep.cfg.write_relabel_configs;
+        if rules.is_empty() && kinds.iter().all(taken) {
+            return (entries, ends);
         }
-        let max = self.ep.cfg.queue.max_samples_per_send;
-        let mut q = self.queue.borrow_mut();
-        let mut start = 0usize;
-        let mut i = 0;
-        while i < ends.len() {
-            // Take as many entries as fit in the current batch in one copy.
-            let room = max - q.current_samples;
-            let take = room.min(ends.len() - i);
-            let end = ends[i + take - 1] as usize;
-            if q.current_samples == 0 {
-                q.current_since = Some(Instant::now());
+        rw.entries.clear();
+        rw.ends.clear();
+        let (mut start, mut dropped) = (0usize, 0u64);
+        for (end, kind) in ends.iter().zip(kinds) {
+            let entry = &entries[start..*end as usize];
+            start = *end as usize;
+            if !taken(kind) {
+                continue;
             }
-            q.current.extend_from_slice(&entries[start..end]);
-            q.current_samples += take;
-            q.current_newest = q.current_newest.max(newest_ts);
-            q.queued += take;
-            start = end;
-            i += take;
-            if q.current_samples >= max {
-                q.seal();
+            if rules.is_empty() {
+                rw.entries.extend_from_slice(entry);
+            } else if !crate::remote::encode::relabel_entry(
+                entry,
+                rules,
+                &mut rw.labels,
+                &mut rw.scratch,
+                &mut rw.entries,
+            ) {
+                dropped += 1;
+                continue;
+            }
+            rw.ends.push(rw.entries.len() as u32);
+        }
+        if dropped > 0 {
+            self.stats
+                .samples_dropped_relabel
+                .fetch_add(dropped, Relaxed);
+        }
+        (&rw.entries, &rw.ends)
+    }
+
+    /// Hands entries to the lanes: each to the lane its series hashes to.
+    fn distribute(&self, entries: &[u8], ends: &[u32], newest: i64, wal: Option<Pos>) {
+        let max = self.ep.cfg.queue.max_samples_per_send;
+        let lanes = self.lanes.borrow();
+        if let [lane] = lanes.as_slice() {
+            let mut q = lane.queue.borrow_mut();
+            let (mut start, mut i) = (0usize, 0usize);
+            while i < ends.len() {
+                // As many entries as fit in the current batch, in one copy.
+                let take = (max - q.current_samples).min(ends.len() - i);
+                let end = ends[i + take - 1] as usize;
+                q.push(&entries[start..end], take, newest, max);
+                start = end;
+                i += take;
+            }
+        } else {
+            let n = lanes.len() as u64;
+            let mut start = 0usize;
+            for end in ends {
+                let e = &entries[start..*end as usize];
+                let lane = &lanes[(crate::remote::encode::series_key(e) % n) as usize];
+                lane.queue.borrow_mut().push(e, 1, newest, max);
+                start = *end as usize;
             }
         }
         if let Some(p) = wal {
-            q.current_cursor = p;
-        }
-        if q.queued > self.limit && wal.is_some() {
-            // Fallen behind: the WAL holds everything after the last batch handed out, so
-            // read it back from there instead of holding or dropping it in memory.
-            q.sealed.clear();
-            q.current.clear();
-            q.current_samples = 0;
-            q.current_since = None;
-            q.queued = 0;
-            drop(q);
-            self.start_replay();
-            self.notify.notify();
-            return;
-        }
-        let mut dropped = 0;
-        while q.queued > self.limit {
-            let Some(b) = q.sealed.pop_front() else { break };
-            q.queued -= b.samples;
-            dropped += b.samples;
-        }
-        self.stats.samples_pending.store(q.queued as u64, Relaxed);
-        drop(q);
-        if dropped > 0 {
-            self.stats
-                .samples_dropped_queue_full
-                .fetch_add(dropped as u64, Relaxed);
-            if self.should_log_drop() {
-                crate::log!(
-                    Level::Warn,
-                    "remote",
-                    "remote write queue is full; dropped the oldest samples",
-                    remote_name = self.ep.cfg.name,
-                    url = self.ep.url,
-                    dropped = dropped,
-                    limit = self.limit
-                );
+            for lane in lanes.iter() {
+                lane.queue.borrow_mut().through = p;
             }
+            self.queued_to.set(p);
         }
-        self.notify.notify();
+        self.queued.set(self.queued.get() + ends.len());
+        self.stats
+            .samples_pending
+            .store(self.queued.get() as u64, Relaxed);
+        for lane in lanes.iter() {
+            lane.notify.notify();
+        }
     }
 
+    /// Without a WAL to fall back on (its write failed), drops the oldest sealed batches until
+    /// the queues fit their bound.
+    fn drop_oldest(&self) {
+        let mut dropped = 0;
+        for lane in self.lanes.borrow().iter() {
+            let mut q = lane.queue.borrow_mut();
+            while self.queued.get() - dropped > self.limit {
+                let Some(b) = q.sealed.pop_front() else { break };
+                q.queued -= b.samples;
+                dropped += b.samples;
+            }
+        }
+        if dropped == 0 {
+            return;
+        }
+        self.queued.set(self.queued.get() - dropped);
+        self.stats
+            .samples_dropped_queue_full
+            .fetch_add(dropped as u64, Relaxed);
+        if self.should_log_drop() {
+            crate::log!(
+                Level::Warn,
+                "remote",
+                "remote write queue is full; dropped the oldest samples",
+                remote_name = self.ep.cfg.name,
+                url = self.ep.url,
+                dropped = dropped,
+                limit = self.limit
+            );
+        }
+    }
+
+    /// From here on the lanes are fed from the WAL, after what they already hold.
     fn start_replay(&self) {
-        let from = self.handed.get();
+        let from = self.queued_to.get();
         let mut wal = self.wal.borrow_mut();
         let c = wal.cursor_mut(self.slot);
         c.replaying = true;
@@ -432,87 +638,66 @@ impl Shard {
             backlog_bytes = wal.bytes_after(from)
         );
         *self.replay.borrow_mut() = Some(Replay::new(wal.dir(), from));
+        drop(wal);
+        self.window.borrow_mut().behind = true;
+        self.notify.notify();
     }
 
-    /// The next batch read back from the WAL; `None` once the reader reached the head.
-    fn replay_batch(&self) -> Option<Batch> {
+    /// Reads WAL records into the lanes until they hold enough to keep every lane busy, or
+    /// the reader reaches the head (then scrapes feed the lanes again).
+    fn feed(&self) {
         let mut guard = self.replay.borrow_mut();
-        let rp = guard.as_mut()?;
+        let Some(rp) = guard.as_mut() else { return };
+        let want = self.lanes.borrow().len() * self.ep.cfg.queue.max_samples_per_send * 2;
+        if self.queued.get() >= want {
+            return;
+        }
         let mut wal = self.wal.borrow_mut();
         if wal.cursor(self.slot).moved {
             // A retention bound deleted data under the reader: continue after it.
             let c = wal.cursor_mut(self.slot);
             c.moved = false;
-            let from = c.acked;
-            *rp = Replay::new(wal.dir(), from);
+            if c.acked > rp.reader.position {
+                let from = c.acked;
+                *rp = Replay::new(wal.dir(), from);
+            }
         }
         // Everything committed must be in the file before reading up to the head.
         wal.flush();
         let (head, first) = (wal.head(), wal.first_segment());
-        let max = self.ep.cfg.queue.max_samples_per_send;
         let accept = self.ep.accept();
-        let mut body = Vec::new();
-        let (mut samples, mut newest) = (0usize, i64::MIN);
-        let mut cursor;
-        loop {
-            if rp.taken == rp.ends.len() {
-                rp.staged.clear();
-                rp.ends.clear();
-                rp.kinds.clear();
-                rp.taken = 0;
-                rp.before_record = rp.record_end;
-                cursor = rp.record_end;
-                if samples >= max {
+        let mut caught_up = false;
+        while self.queued.get() < want {
+            rp.staged.clear();
+            rp.ends.clear();
+            rp.kinds.clear();
+            match rp.reader.next_record(
+                head,
+                first,
+                accept,
+                &mut rp.staged,
+                &mut rp.ends,
+                &mut rp.kinds,
+            ) {
+                Ok(Some((end, newest))) => {
+                    let mut rw = self.rewrite.borrow_mut();
+                    let (entries, ends) = self.rewrite(&mut rw, &rp.staged, &rp.ends, &rp.kinds);
+                    self.distribute(entries, ends, newest, Some(end));
+                }
+                Ok(None) => {
+                    caught_up = true;
                     break;
                 }
-                match rp.reader.next_record(
-                    head,
-                    first,
-                    accept,
-                    &mut rp.staged,
-                    &mut rp.ends,
-                    &mut rp.kinds,
-                ) {
-                    Ok(Some((end, n))) => {
-                        rp.record_end = end;
-                        rp.newest = n;
-                        continue;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        crate::log!(
-                            Level::Error,
-                            "remote",
-                            "cannot read the WAL back; skipping to its head",
-                            remote_name = self.ep.cfg.name,
-                            err = e
-                        );
-                        rp.reader = WalReader::new(wal.dir(), head);
-                        rp.record_end = head;
-                        rp.before_record = head;
-                        cursor = head;
-                        break;
-                    }
+                Err(e) => {
+                    crate::log!(
+                        Level::Error,
+                        "remote",
+                        "cannot read the WAL back; skipping to its head",
+                        remote_name = self.ep.cfg.name,
+                        err = e
+                    );
+                    rp.reader = WalReader::new(wal.dir(), head);
                 }
-            }
-            let start = if rp.taken == 0 {
-                0
-            } else {
-                rp.ends[rp.taken - 1] as usize
-            };
-            let take = (max - samples).min(rp.ends.len() - rp.taken);
-            let end = rp.ends[rp.taken + take - 1] as usize;
-            body.extend_from_slice(&rp.staged[start..end]);
-            samples += take;
-            rp.taken += take;
-            newest = newest.max(rp.newest);
-            cursor = if rp.taken == rp.ends.len() {
-                rp.record_end
-            } else {
-                rp.before_record
-            };
-            if samples >= max {
-                break;
             }
         }
         let r = &rp.reader;
@@ -535,17 +720,19 @@ impl Shard {
         self.stats
             .wal_backlog_bytes
             .store(wal.bytes_after(rp.reader.position), Relaxed);
-        if samples == 0 {
-            self.end_initial_hold();
-            // Caught up with the head: from here on the queue takes new scrapes.
+        if caught_up {
+            // From here on scrapes feed the lanes; everything before the reader's position is
+            // in them already.
+            let at = rp.reader.position.max(self.queued_to.get());
             wal.cursor_mut(self.slot).replaying = false;
-            if cursor > wal.cursor(self.slot).acked {
-                wal.ack(self.slot, cursor);
-            }
             drop(wal);
             *guard = None;
+            for lane in self.lanes.borrow().iter() {
+                lane.queue.borrow_mut().through = at;
+            }
+            self.queued_to.set(at);
             self.stats.wal_backlog_bytes.store(0, Relaxed);
-            self.queue.borrow_mut().current_cursor = cursor;
+            self.ack_progress();
             crate::log!(
                 Level::Info,
                 "remote",
@@ -553,14 +740,28 @@ impl Shard {
                 remote_name = self.ep.cfg.name,
                 url = self.ep.url
             );
-            return None;
         }
-        Some(Batch {
-            body,
-            samples,
-            newest_ts: newest,
-            cursor,
-        })
+    }
+
+    /// Moves the endpoint's cursor to where the lowest unsent entry of any lane begins.
+    fn ack_progress(&self) {
+        let low = self
+            .lanes
+            .borrow()
+            .iter()
+            .chain(self.retiring.borrow().iter())
+            .map(|l| l.low())
+            .min()
+            .unwrap_or(self.queued_to.get());
+        let mut wal = self.wal.borrow_mut();
+        if low > wal.cursor(self.slot).acked {
+            wal.ack(self.slot, low);
+        }
+    }
+
+    fn all_idle(&self) -> bool {
+        self.lanes.borrow().iter().all(|l| l.idle())
+            && self.retiring.borrow().iter().all(|l| l.idle())
     }
 
     fn should_log_drop(&self) -> bool {
@@ -577,30 +778,34 @@ impl Shard {
                 .is_ok()
     }
 
-    /// The sending task: runs until shutdown has been seen, every scrape loop of the core has
-    /// ended and the queue is empty (or the flush deadline passed).
+    /// The shard's task: starts the lanes, feeds them from the WAL while the endpoint is
+    /// behind, adapts the lane count, and ends once every lane has ended (after shutdown, or
+    /// when a drained WAL is sent).
     pub async fn run(self: Rc<Self>, ctl: Rc<CoreControl>) {
-        let mut conn = Conn::new(self.ep.cfg.url.authority());
-        let mut encoder = snap::raw::Encoder::new();
-        let mut compressed = Vec::new();
-        while let Some(batch) = self.next_batch(&ctl).await {
-            let n = batch.samples;
-            self.send(&mut conn, &mut encoder, &mut compressed, batch, &ctl)
-                .await;
-            let q = self.queue.borrow();
-            self.stats.samples_pending.store(q.queued as u64, Relaxed);
-            drop(q);
-            let _ = n;
+        for lane in self.lanes.borrow().iter() {
+            self.spawn_lane(lane.clone(), &ctl);
+        }
+        while self.running.get() > 0 {
+            if !ctl.shutdown.is_set() {
+                self.feed();
+            }
+            if self.initial_hold.get() && self.replay.borrow().is_none() && self.all_idle() {
+                self.end_initial_hold();
+            }
+            let elapsed = self.window.borrow().started.elapsed();
+            if elapsed >= ADAPT_EVERY {
+                if !ctl.shutdown.is_set() {
+                    self.adapt(&ctl);
+                }
+                *self.window.borrow_mut() = Window::new();
+            }
+            let wait = ADAPT_EVERY.saturating_sub(self.window.borrow().started.elapsed());
+            race(self.notify.notified(), sleep(wait)).await;
         }
         self.end_initial_hold();
         // Whatever is left (the flush deadline passed) stays in the WAL past this endpoint's
         // cursor and is sent after the restart.
-        let mut q = self.queue.borrow_mut();
-        q.seal();
-        let left: usize =
-            q.sealed.drain(..).map(|b| b.samples).sum::<usize>() + self.abandoned.take();
-        q.queued = 0;
-        drop(q);
+        let left = self.queued.replace(0) + self.abandoned.take();
         self.stats.samples_pending.store(0, Relaxed);
         let wal = self.wal.borrow();
         let backlog = wal.bytes_after(wal.cursor(self.slot).acked);
@@ -623,7 +828,158 @@ impl Shard {
         ctl.senders_done.notify();
     }
 
-    async fn next_batch(&self, ctl: &CoreControl) -> Option<Batch> {
+    fn spawn_lane(self: &Rc<Self>, lane: Rc<Lane>, ctl: &Rc<CoreControl>) {
+        self.running.set(self.running.get() + 1);
+        crate::runtime::spawn(self.clone().run_lane(lane, ctl.clone()));
+    }
+
+    /// Reconsiders the lane count from the last window (see docs/ARCHITECTURE.md, "Lanes").
+    fn adapt(self: &Rc<Self>, ctl: &Rc<CoreControl>) {
+        let (min, max) = self.ep.lanes;
+        let n = self.lanes.borrow().len();
+        let per_send = self.ep.cfg.queue.max_samples_per_send;
+        let w = std::mem::replace(&mut *self.window.borrow_mut(), Window::new());
+        let span = w
+            .started
+            .elapsed()
+            .max(Duration::from_millis(1))
+            .as_secs_f64();
+        let behind =
+            w.behind || self.replay.borrow().is_some() || self.queued.get() > n * per_send * 2;
+        // Latency per sample, so that full batches (behind) and small ones (live) compare.
+        let latency = (w.samples > 0).then(|| w.latency.as_secs_f64() / w.samples as f64);
+        if let Some(l) = latency {
+            // The floor forgets slowly (5% a window), so a lasting change is learnt.
+            let floor = self.latency_floor.get().map_or(l, |f| l.min(f * 1.05));
+            self.latency_floor.set(Some(floor));
+        }
+        let floor = self.latency_floor.get().unwrap_or(0.0);
+        let rate = w.samples as f64 / span;
+        let utilization = w.busy.as_secs_f64() / (span * n as f64);
+        if self
+            .ceiling
+            .get()
+            .is_some_and(|(_, until)| Instant::now() >= until)
+        {
+            self.ceiling.set(None);
+        }
+        let ceiling = self.ceiling.get().map_or(max, |(c, _)| c.min(max));
+        let desired = if w.failed > 0 && w.sent == 0 {
+            // Nothing gets through: more or fewer lanes cannot help, and a new generation
+            // could not start before the old one is sent.
+            n
+        } else if w.failed > 0 {
+            // Errors or throttling under load: halve.
+            (n / 2).max(min)
+        } else if behind {
+            let last = self.last_behind.replace(Some((n, rate)));
+            match last {
+                // More lanes did not send 10% faster: go back, and stay at most there for a
+                // while.
+                Some((m, r)) if m < n && rate < r * 1.1 => {
+                    self.ceiling
+                        .set(Some((m, Instant::now() + Duration::from_secs(60))));
+                    m.max(min)
+                }
+                // Latency climbs under load: the receiver is saturated.
+                _ if latency.is_some_and(|l| l > floor * 2.0) => (n - 1).max(min),
+                _ => (n * 2).min(ceiling).max(min),
+            }
+        } else {
+            self.last_behind.set(None);
+            if utilization < 0.3 {
+                (n - 1).max(min)
+            } else {
+                n
+            }
+        };
+        self.stats.shards_desired.store(desired as u64, Relaxed);
+        if desired == n || !self.retiring.borrow().is_empty() {
+            return;
+        }
+        crate::log!(
+            Level::Debug,
+            "remote",
+            "changing the number of lanes",
+            remote_name = self.ep.cfg.name,
+            from = n,
+            to = desired,
+            behind = behind,
+            failed = w.failed,
+            samples_per_second = rate as u64
+        );
+        // The old generation takes nothing more and sends what it holds; the new one waits
+        // for it (each series changes lanes at most once, after its older entries were sent).
+        let through = self.queued_to.get();
+        let old = std::mem::replace(
+            &mut *self.lanes.borrow_mut(),
+            (0..desired).map(|_| Lane::new(through)).collect(),
+        );
+        for lane in &old {
+            lane.retired.set(true);
+            lane.queue.borrow_mut().seal();
+            lane.notify.notify();
+        }
+        self.retiring.borrow_mut().extend(old);
+        let fresh: Vec<_> = self.lanes.borrow().clone();
+        for lane in fresh {
+            self.spawn_lane(lane, ctl);
+        }
+        self.stats.shards.store(desired as u64, Relaxed);
+    }
+
+    /// One lane's task: sends its batches in order until the lane is retired and empty, or
+    /// shutdown's flush ends.
+    async fn run_lane(self: Rc<Self>, lane: Rc<Lane>, ctl: Rc<CoreControl>) {
+        let url = &self.ep.cfg.url;
+        let mut lc = LaneConn {
+            conn: self.ep.cfg.http.connection(&url.authority(), url.tls),
+            tokens: Default::default(),
+            encoder: snap::raw::Encoder::new(),
+            compressed: Vec::new(),
+        };
+        while let Some(batch) = self.next_batch(&lane, &ctl).await {
+            lane.in_flight.set(Some(batch.low));
+            self.queued.set(self.queued.get() - batch.samples);
+            self.stats
+                .samples_pending
+                .store(self.queued.get() as u64, Relaxed);
+            if self.replay.borrow().is_some() {
+                self.notify.notify();
+            }
+            let sent = self.send(&mut lc, &batch, &ctl).await;
+            if sent {
+                lane.in_flight.set(None);
+                self.ack_progress();
+            } else {
+                // Abandoned at the flush deadline: the cursor stays before it.
+                self.abandoned.set(self.abandoned.get() + batch.samples);
+                break;
+            }
+            self.notify.notify();
+        }
+        let left = {
+            let mut q = lane.queue.borrow_mut();
+            q.seal();
+            let n: usize = q.sealed.drain(..).map(|b| b.samples).sum();
+            q.queued = 0;
+            n
+        };
+        if left > 0 {
+            self.abandoned.set(self.abandoned.get() + left);
+            self.queued.set(self.queued.get().saturating_sub(left));
+        }
+        if lane.retired.get() {
+            self.retiring.borrow_mut().retain(|l| !Rc::ptr_eq(l, &lane));
+            for l in self.lanes.borrow().iter() {
+                l.notify.notify();
+            }
+        }
+        self.running.set(self.running.get() - 1);
+        self.notify.notify();
+    }
+
+    async fn next_batch(&self, lane: &Lane, ctl: &CoreControl) -> Option<Batch> {
         let deadline = self.ep.cfg.queue.batch_send_deadline;
         loop {
             let flushing = ctl.shutdown.is_set();
@@ -637,37 +993,37 @@ impl Shard {
                 race(sleep(Duration::from_millis(100)), ctl.shutdown.wait()).await;
                 continue;
             }
-            if self.replay.borrow().is_some() {
-                if flushing {
-                    // The backlog is in the WAL; it is sent after the restart.
+            // A new generation starts once the last one has sent everything it held.
+            if !lane.retired.get() && !self.retiring.borrow().is_empty() {
+                if flushing && ctl.flush_deadline_at().is_some_and(|d| Instant::now() >= d) {
                     return None;
                 }
-                if let Some(b) = self.replay_batch() {
-                    self.handed.set(b.cursor);
-                    return Some(b);
-                }
+                race(lane.notify.notified(), sleep(Duration::from_millis(100))).await;
                 continue;
             }
+            let replaying = self.replay.borrow().is_some();
+            // Nothing more will come: a retired lane, a drained WAL read to its head, or
+            // shutdown (the backlog in the WAL is sent after the restart).
+            let finishing = lane.retired.get() || (ctl.draining && !replaying) || flushing;
             let wait = {
-                let mut q = self.queue.borrow_mut();
-                if ctl.draining && q.sealed.is_empty() && q.current_samples == 0 {
-                    // Caught up with a WAL nothing appends to: done.
-                    return None;
-                }
+                let mut q = lane.queue.borrow_mut();
                 if let Some(b) = q.sealed.pop_front() {
                     q.queued -= b.samples;
-                    self.handed.set(b.cursor);
                     return Some(b);
                 }
                 if q.current_samples > 0 {
                     let due = q.current_since.is_some_and(|t| t.elapsed() >= deadline);
-                    if due || flushing {
+                    if due || finishing {
                         q.seal();
                         continue;
                     }
                 }
+                if lane.retired.get() || (ctl.draining && !replaying && !flushing) {
+                    return None;
+                }
                 if flushing
-                    && (ctl.active_loops.get() == 0
+                    && (replaying
+                        || ctl.active_loops.get() == 0
                         || ctl.flush_deadline_at().is_some_and(|d| Instant::now() >= d))
                 {
                     return None;
@@ -679,10 +1035,10 @@ impl Shard {
                 }
             };
             if flushing {
-                race(self.notify.notified(), sleep(wait)).await;
+                race(lane.notify.notified(), sleep(wait)).await;
             } else {
                 race(
-                    self.notify.notified(),
+                    lane.notify.notified(),
                     race(sleep(wait), ctl.shutdown.wait()),
                 )
                 .await;
@@ -690,36 +1046,54 @@ impl Shard {
         }
     }
 
-    async fn send(
-        &self,
-        conn: &mut Conn,
-        enc: &mut snap::raw::Encoder,
-        out: &mut Vec<u8>,
-        batch: Batch,
-        ctl: &CoreControl,
-    ) {
+    /// Sends one batch until it is delivered or dropped (true), or the flush deadline passes
+    /// (false).
+    async fn send(&self, lc: &mut LaneConn, batch: &Batch, ctl: &CoreControl) -> bool {
         let q = &self.ep.cfg.queue;
+        let mut out = std::mem::take(&mut lc.compressed);
+        let sent = self.send_body(lc, &mut out, batch, ctl, q).await;
+        lc.compressed = out;
+        sent
+    }
+
+    async fn send_body(
+        &self,
+        lc: &mut LaneConn,
+        out: &mut Vec<u8>,
+        batch: &Batch,
+        ctl: &CoreControl,
+        q: &crate::config::QueueConfig,
+    ) -> bool {
         // Grow only: resizing down and up again would zero the buffer on every send.
         let need = snap::raw::max_compress_len(batch.body.len());
         if out.len() < need {
             out.resize(need, 0);
         }
-        let len = match enc.compress(&batch.body, out) {
+        let len = match lc.encoder.compress(&batch.body, out) {
             Ok(n) => n,
             Err(e) => {
                 // Only possible for inputs over 4 GiB, which batches never are.
-                self.drop_batch(&batch, &format!("snappy: {e}"));
-                return;
+                self.drop_batch(batch, &format!("snappy: {e}"));
+                return true;
             }
         };
         let out = &out[..len];
         let mut backoff = q.min_backoff;
         let mut attempt = 0u32;
         loop {
-            let outcome = self.attempt(conn, out, attempt).await;
+            let started = Instant::now();
+            let outcome = self.attempt(lc, out, attempt).await;
+            let took = started.elapsed();
+            self.window.borrow_mut().busy += took;
+            self.stats.observe_batch_duration(took);
             match outcome {
                 Outcome::Sent => {
-                    self.wal.borrow_mut().ack(self.slot, batch.cursor);
+                    {
+                        let mut w = self.window.borrow_mut();
+                        w.sent += 1;
+                        w.samples += batch.samples as u64;
+                        w.latency += took;
+                    }
                     self.stats
                         .samples_sent
                         .fetch_add(batch.samples as u64, Relaxed);
@@ -736,15 +1110,15 @@ impl Shard {
                             url = self.ep.url
                         );
                     }
-                    return;
+                    return true;
                 }
                 Outcome::Drop { reason } => {
                     // Dropped for good, as Prometheus drops it: the cursor moves past it.
-                    self.wal.borrow_mut().ack(self.slot, batch.cursor);
-                    self.drop_batch(&batch, &reason);
-                    return;
+                    self.drop_batch(batch, &reason);
+                    return true;
                 }
                 Outcome::Retry { reason, after } => {
+                    self.window.borrow_mut().failed += 1;
                     self.stats
                         .samples_retried
                         .fetch_add(batch.samples as u64, Relaxed);
@@ -774,13 +1148,12 @@ impl Shard {
                             err = reason
                         );
                     }
-                    let mut pause = after.unwrap_or(backoff);
+                    let mut pause = after.unwrap_or_else(|| jitter(backoff));
                     backoff = (backoff * 2).min(q.max_backoff);
                     if let Some(d) = ctl.flush_deadline_at() {
                         let now = Instant::now();
                         if now >= d {
-                            self.abandoned.set(self.abandoned.get() + batch.samples);
-                            return;
+                            return false;
                         }
                         pause = pause.min(d - now);
                         sleep(pause).await;
@@ -810,49 +1183,124 @@ impl Shard {
         );
     }
 
-    async fn attempt(&self, conn: &mut Conn, body: &[u8], attempt: u32) -> Outcome {
-        let req = conn.request_mut();
-        req.extend_from_slice(self.ep.head.as_bytes());
-        if attempt > 0 {
-            req.extend_from_slice(format!("Retry-Attempt: {attempt}\r\n").as_bytes());
+    /// The credentials' header lines when they are read per request.
+    async fn auth_lines(
+        &self,
+        tokens: &mut crate::http::oauth2::TokenSource,
+    ) -> Result<String, String> {
+        let mut lines = String::new();
+        if !self.ep.dynamic_auth {
+            return Ok(lines);
         }
-        req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-        req.extend_from_slice(body);
-        let retry_429 = self.ep.cfg.queue.retry_on_http_429;
-        match timeout(self.ep.cfg.remote_timeout, conn.round_trip(false)).await {
-            Err(_) => {
-                conn.reset();
-                Outcome::Retry {
-                    reason: format!("request timed out after {:?}", self.ep.cfg.remote_timeout),
-                    after: None,
-                }
+        self.ep.cfg.http.header_lines(&mut lines)?;
+        if let Some(o) = &self.ep.cfg.http.oauth2 {
+            let token = match timeout(self.ep.cfg.remote_timeout, tokens.token(o)).await {
+                Ok(t) => t?,
+                Err(_) => return Err("oauth2: token request timed out".into()),
+            };
+            lines.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        Ok(lines)
+    }
+
+    async fn attempt(&self, lc: &mut LaneConn, body: &[u8], attempt: u32) -> Outcome {
+        let retry = |reason: String| Outcome::Retry {
+            reason,
+            after: None,
+        };
+        let auth = match self.auth_lines(&mut lc.tokens).await {
+            Ok(a) => a,
+            Err(e) => return retry(e),
+        };
+        let conn = match &mut lc.conn {
+            Ok(c) => c,
+            Err(e) => return retry(e.clone()),
+        };
+        let url = &self.ep.cfg.url;
+        let mut here = (url.tls, url.authority());
+        let mut path = url.path_and_query.clone();
+        // A connection to another host, once a redirect led there.
+        let mut elsewhere: Option<Conn> = None;
+        let remote_timeout = self.ep.cfg.remote_timeout;
+        for _ in 0..=MAX_REDIRECTS {
+            let c = elsewhere.as_mut().unwrap_or(&mut *conn);
+            let req = c.request_mut();
+            req.extend_from_slice(
+                format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", here.1).as_bytes(),
+            );
+            req.extend_from_slice(self.ep.head.as_bytes());
+            // Credentials go to the endpoint's own host only.
+            if here.1 == url.authority() {
+                req.extend_from_slice(auth.as_bytes());
             }
-            Ok(Err(e)) => Outcome::Retry {
-                reason: e.to_string(),
-                after: None,
-            },
-            Ok(Ok(resp)) => {
-                let status = resp.status;
-                if (200..300).contains(&status) {
-                    return Outcome::Sent;
-                }
-                let excerpt = String::from_utf8_lossy(&resp.body[..resp.body.len().min(1024)])
-                    .trim()
-                    .to_string();
-                let reason = format!("server returned HTTP status {status}: {excerpt}");
-                if status >= 500 || (status == 429 && retry_429) {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs();
-                    let after = resp
-                        .retry_after
-                        .and_then(|v| super::parse_retry_after(v, now));
-                    Outcome::Retry { reason, after }
-                } else {
-                    Outcome::Drop { reason }
-                }
+            if attempt > 0 {
+                req.extend_from_slice(format!("Retry-Attempt: {attempt}\r\n").as_bytes());
             }
+            req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            req.extend_from_slice(body);
+            let resp = match timeout(remote_timeout, c.round_trip(false)).await {
+                Err(_) => {
+                    c.reset();
+                    return retry(format!("request timed out after {remote_timeout:?}"));
+                }
+                Ok(Err(e)) => return retry(e.to_string()),
+                Ok(Ok(resp)) => resp,
+            };
+            let status = resp.status;
+            // 307 and 308 keep the method and body; Go's client follows them.
+            if matches!(status, 307 | 308)
+                && self.ep.cfg.http.follow_redirects
+                && let Some(location) = resp.location
+            {
+                let Some((tls, authority, to)) = crate::http::redirect_target(&here, location)
+                else {
+                    return Outcome::Drop {
+                        reason: format!("redirect to {location:?}: not an http or https URL"),
+                    };
+                };
+                if (tls, authority.as_str()) != (here.0, here.1.as_str()) {
+                    elsewhere = match self.ep.cfg.http.connection(&authority, tls) {
+                        Ok(c) => Some(c),
+                        Err(e) => return retry(e),
+                    };
+                }
+                here = (tls, authority);
+                path = to;
+                continue;
+            }
+            return self.classify(status, resp.body, resp.retry_after);
+        }
+        retry(format!("stopped after {MAX_REDIRECTS} redirects"))
+    }
+
+    /// What a response's status means for its batch, as Prometheus decides.
+    fn classify(&self, status: u16, body: &[u8], retry_after: Option<&str>) -> Outcome {
+        if (200..300).contains(&status) {
+            return Outcome::Sent;
+        }
+        let excerpt = String::from_utf8_lossy(&body[..body.len().min(1024)])
+            .trim()
+            .to_string();
+        let reason = format!("server returned HTTP status {status}: {excerpt}");
+        if status >= 500 || (status == 429 && self.ep.cfg.queue.retry_on_http_429) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let after = retry_after.and_then(|v| super::parse_retry_after(v, now));
+            Outcome::Retry { reason, after }
+        } else {
+            Outcome::Drop { reason }
         }
     }
+}
+
+/// A backoff with jitter, as Prometheus spreads retries: uniformly within ±25% of `d`.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A random seed per call from the standard library's hasher keys; no RNG crate needed.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(d.as_nanos() as u64);
+    let r = (h.finish() % 1_000) as f64 / 1_000.0; // [0, 1)
+    d.mul_f64(0.75 + 0.5 * r)
 }

@@ -469,30 +469,15 @@ pub async fn run_target(
     handle: Rc<TargetHandle>,
 ) {
     core.ctl.loop_started();
-    let mut conn = Conn::new(target.address.clone());
     // An https target whose TLS settings cannot be used fails every scrape with the reason.
     let mut setup_error = None;
-    let host = target
-        .address
-        .rsplit_once(':')
-        .map_or(target.address.as_str(), |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let tls = target.scheme == "https";
-    if tls {
-        match target.http.tls_target(host) {
-            Ok(t) => conn = conn.with_tls(t),
-            Err(e) => setup_error = Some(e),
-        }
-    }
-    if let Some(p) = &target.http.proxy
-        && let Some(proxy) = p.for_host(host, tls)
-    {
-        match p.connect_header_lines() {
-            Ok(headers) => conn = conn.with_proxy(proxy.to_string(), headers),
-            Err(e) => setup_error = Some(e),
-        }
-    }
+    let mut conn = target
+        .http
+        .connection(&target.address, target.scheme == "https")
+        .unwrap_or_else(|e| {
+            setup_error = Some(e);
+            Conn::new(target.address.clone())
+        });
     if target.limits.body_size_limit > 0 {
         // Prometheus fails a body of `limit` bytes or more.
         conn.set_max_body(target.limits.body_size_limit.saturating_sub(1) as usize);
@@ -663,7 +648,7 @@ async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchE
             }
             return Ok(());
         };
-        let Some((tls, authority, path)) = redirect_target(&here, &location) else {
+        let Some((tls, authority, path)) = crate::http::redirect_target(&here, &location) else {
             return Err(FetchError::Redirect(format!(
                 "Get \"{}\": redirect to {location:?}: not an http or https URL",
                 t.url()
@@ -686,23 +671,10 @@ async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchE
                 req.extend_from_slice(line);
             }
         }
-        let mut next = Conn::new(authority.clone());
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority.as_str(), |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if tls {
-            let target = t.http.tls_target(&host).map_err(FetchError::Redirect)?;
-            next = next.with_tls(target);
-        }
-        if let Some(p) = &t.http.proxy
-            && let Some(proxy) = p.for_host(&host, tls)
-        {
-            let headers = p.connect_header_lines().map_err(FetchError::Redirect)?;
-            next = next.with_proxy(proxy.to_string(), headers);
-        }
+        let mut next = t
+            .http
+            .connection(&authority, tls)
+            .map_err(FetchError::Redirect)?;
         if t.limits.body_size_limit > 0 {
             next.set_max_body(t.limits.body_size_limit.saturating_sub(1) as usize);
         }
@@ -723,37 +695,6 @@ async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchE
         "Get \"{}\": stopped after {MAX_REDIRECTS} redirects",
         t.url()
     )))
-}
-
-/// Where a `Location` leads from `(tls, authority)`: scheme, authority and path.
-fn redirect_target(here: &(bool, String), location: &str) -> Option<(bool, String, String)> {
-    if location.starts_with('/') && !location.starts_with("//") {
-        return Some((here.0, here.1.clone(), location.to_string()));
-    }
-    let (tls, rest) = if let Some(r) = location.strip_prefix("http://") {
-        (false, r)
-    } else if let Some(r) = location.strip_prefix("https://") {
-        (true, r)
-    } else {
-        return None;
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_string()),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok() && !p.is_empty());
-    let authority = if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:{}", if tls { 443 } else { 80 })
-    };
-    Some((tls, authority, path))
 }
 
 fn unix_ms() -> i64 {

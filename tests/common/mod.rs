@@ -552,3 +552,208 @@ impl CounterTarget {
         }
     }
 }
+
+/// Certificates made for the test by the `openssl` command: a CA, a server certificate for
+/// localhost and 127.0.0.1, and a client certificate.
+pub struct TestPki {
+    dir: TempDir,
+}
+
+impl TestPki {
+    pub fn make() -> Option<TestPki> {
+        let openssl = require_program("openssl", "openssl")?;
+        let dir = TempDir::new("pki");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&openssl)
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=spate-test-ca",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        for who in ["server", "client"] {
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{who}.key"),
+                    "-out",
+                    &format!("{who}.csr"),
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
+        }
+        Some(TestPki { dir })
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+impl TestPki {
+    /// A TLS server config with the server certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.path("server.crt"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(self.path("server.key")).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap(),
+        )
+    }
+}
+
+/// Terminates TLS on a free loopback port and relays the plain bytes to `backend`, both ways:
+/// an https front for a plain test server. Stops accepting when dropped.
+pub struct TlsFront {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl TlsFront {
+    pub fn start(pki: &TestPki, backend: SocketAddr) -> TlsFront {
+        let config = pki.server_config();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind tls front");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stp = stop.clone();
+        std::thread::spawn(move || {
+            while !stp.load(Ordering::Relaxed) {
+                let Ok((sock, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let config = config.clone();
+                std::thread::spawn(move || relay_tls(sock, config, backend));
+            }
+        });
+        TlsFront { addr, stop }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One TLS connection relayed to `backend` until either side closes.
+fn relay_tls(sock: TcpStream, config: Arc<rustls::ServerConfig>, backend: SocketAddr) {
+    let _ = sock.set_nonblocking(false);
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
+    let Ok(mut plain) = TcpStream::connect(backend) else {
+        return;
+    };
+    let _ = plain.set_read_timeout(Some(Duration::from_millis(20)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut buf = [0u8; 16384];
+    let idle = Instant::now();
+    let mut last = idle;
+    while last.elapsed() < Duration::from_secs(30) {
+        let mut moved = false;
+        match tls.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if plain.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                moved = true;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+        match plain.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if tls.write_all(&buf[..n]).and_then(|_| tls.flush()).is_err() {
+                    return;
+                }
+                moved = true;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+        if moved {
+            last = Instant::now();
+        }
+    }
+}
