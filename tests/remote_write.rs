@@ -436,3 +436,249 @@ remote_write:
         "{basic:?}"
     );
 }
+
+/// A listener that accepts connections and reads requests but never answers.
+fn hanging_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stp = stop.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stp.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((sock, _)) => held.push(sock),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn dead_and_hanging_endpoints_delay_neither_scrapes_nor_a_healthy_endpoint() {
+    let target = CounterTarget::start();
+    let healthy = Receiver::start(|_| 200);
+    let dead = common::free_port();
+    let (hang, stop_hang) = hanging_receiver();
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: http://127.0.0.1:{dead}/write
+    name: dead
+    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}
+  - url: http://{hang}/write
+    name: hang
+    remote_timeout: 1s
+    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}
+  - url: {}
+    name: healthy
+    queue_config: {{batch_send_deadline: 100ms}}
+"#,
+        target.addr,
+        healthy.url()
+    );
+    let started = Instant::now();
+    let mut spate = Spate::start(
+        &cfg,
+        &["--cores=1", "--storage.remote.flush-deadline=2s"],
+    );
+    let retried = |name: &str| {
+        spate.metric(&format!(
+            "prometheus_remote_storage_samples_retried_total{{remote_name=\"{name}\""
+        ))
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "20 scrapes at the healthy endpoint while the others fail",
+        || {
+            (counter_samples(&healthy).len() >= 20
+                && retried("dead") > 0.0
+                && retried("hang") > 0.0)
+                .then_some(())
+        },
+    );
+    let elapsed = started.elapsed();
+    let served = target.served.load(Ordering::SeqCst);
+    // The healthy endpoint is current: it has every scrape but the last few.
+    let got = counter_samples(&healthy);
+    let newest = got.iter().map(|(_, v)| *v).fold(0.0, f64::max) as u64;
+    assert!(
+        newest + 5 >= served,
+        "healthy endpoint has {newest} of {served} scrapes"
+    );
+    // Scrapes kept their pace: at 200 ms, at least half the ticks ran.
+    let ticks = elapsed.as_millis() as u64 / 200;
+    assert!(served * 2 >= ticks, "{served} scrapes in {elapsed:?}");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    stop_hang.store(true, Ordering::Relaxed);
+    let log = spate.proc.log_text();
+    assert!(log.contains("request timed out after 1s"), "{log}");
+    let values: Vec<f64> = counter_samples(&healthy).iter().map(|(_, v)| *v).collect();
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "in order, once");
+}
+
+#[test]
+fn retry_after_is_honoured_with_retry_on_http_429_and_429_is_dropped_without() {
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(Instant, u16, Vec<(i64, f64)>)>>>;
+    // Answers the first request with 429 and `Retry-After: 2`, then 200; records each request.
+    let throttling = |log: Log| {
+        common::TestServer::start(move |_, body| {
+            let req = spate::remote::proto::decode_write_request(body).unwrap();
+            let samples = req
+                .timeseries
+                .iter()
+                .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
+                .flat_map(|t| t.samples.iter().map(|s| (s.timestamp, s.value)))
+                .collect();
+            let mut log = log.lock().unwrap();
+            let status = if log.is_empty() { 429 } else { 200 };
+            log.push((Instant::now(), status, samples));
+            (status, "retry-after:2", Vec::new())
+        })
+    };
+    let (retry_log, drop_log): (Log, Log) = Default::default();
+    let retrying = throttling(retry_log.clone());
+    let dropping = throttling(drop_log.clone());
+    let target = CounterTarget::start();
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: http://{}/write
+    name: retrying
+    queue_config: {{retry_on_http_429: true, batch_send_deadline: 100ms, min_backoff: 50ms}}
+  - url: http://{}/write
+    name: dropping
+    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms}}
+"#,
+        target.addr, retrying.addr, dropping.addr
+    );
+    let mut spate = Spate::start(&cfg, &["--cores=1"]);
+    wait_for(Duration::from_secs(60), "requests after the 429", || {
+        (retry_log.lock().unwrap().len() >= 3 && drop_log.lock().unwrap().len() >= 3).then_some(())
+    });
+    let failed =
+        spate.metric("prometheus_remote_storage_samples_failed_total{remote_name=\"dropping\"");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+
+    let retry = retry_log.lock().unwrap();
+    let (first_at, _, first) = &retry[0];
+    let (again_at, _, again) = &retry[1];
+    assert!(
+        again_at.duration_since(*first_at) >= Duration::from_millis(1900),
+        "the retry waited for Retry-After: {:?}",
+        again_at.duration_since(*first_at)
+    );
+    assert_eq!(
+        again[..first.len()],
+        first[..],
+        "the same batch again, first"
+    );
+    let drop = drop_log.lock().unwrap();
+    let (_, _, refused) = &drop[0];
+    assert!(
+        drop[1..]
+            .iter()
+            .all(|(_, _, s)| s.iter().all(|x| !refused.contains(x))),
+        "without retry_on_http_429 the refused batch is not sent again"
+    );
+    assert!(failed > 0.0, "the dropped batch is counted as failed");
+}
+
+#[test]
+fn a_receiver_that_closes_mid_response_gets_the_batch_again() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let target = CounterTarget::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(i64, f64)>>> = Default::default();
+    let (sink, requests) = (got.clone(), std::sync::Arc::new(AtomicU64::new(0)));
+    let count = requests.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            let (sink, count) = (sink.clone(), count.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(sock.try_clone().unwrap());
+                let mut writer = sock;
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    // The first three requests get half a response and a closed connection.
+                    if count.fetch_add(1, Ordering::SeqCst) < 3 {
+                        let _ =
+                            writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\npart");
+                        return;
+                    }
+                    let req = spate::remote::proto::decode_write_request(&body).unwrap();
+                    sink.lock().unwrap().extend(
+                        req.timeseries
+                            .iter()
+                            .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
+                            .flat_map(|t| t.samples.iter().map(|s| (s.timestamp, s.value))),
+                    );
+                    let _ = writer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                }
+            });
+        }
+    });
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 300ms
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: http://{addr}/write
+    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}
+"#,
+        target.addr
+    );
+    let mut spate = Spate::start(&cfg, &["--cores=1"]);
+    wait_for(
+        Duration::from_secs(60),
+        "samples after the broken responses",
+        || (got.lock().unwrap().len() >= 8).then_some(()),
+    );
+    let retried = spate.metric("prometheus_remote_storage_samples_retried_total");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert!(retried > 0.0);
+    let values: Vec<f64> = got.lock().unwrap().iter().map(|(_, v)| *v).collect();
+    // Nothing lost, nothing reordered: every scrape from the first, in order.
+    assert_eq!(
+        values[0], 1.0,
+        "the batch cut off mid-response arrived: {values:?}"
+    );
+    assert!(values.windows(2).all(|w| w[1] == w[0] + 1.0), "{values:?}");
+}

@@ -303,7 +303,7 @@ impl Spate {
 
 /// A keep-alive HTTP/1.1 server on a free loopback port: one thread per connection, stopped
 /// when dropped. `handle(headers, body)` returns (status, content type, body) — for a 3xx status,
-/// the second item is the `Location`; header names are lower-cased, and the request line is
+/// the second item is the `Location`, and `retry-after:V` sends `Retry-After: V`; header names are lower-cased, and the request line is
 /// given as `:method` and `:path`.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -403,10 +403,16 @@ fn serve_connection(conn: TcpStream, handle: &HandleFn, stop: &AtomicBool) {
             return;
         }
         let (status, content_type, reply) = handle(&headers, &body);
-        // For a redirect, the "content type" is the Location.
+        // For a redirect, the "content type" is the Location; `retry-after:N` sends that
+        // header instead.
         let head = if (300..400).contains(&status) {
             format!(
                 "HTTP/1.1 {status} Found\r\nLocation: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                reply.len()
+            )
+        } else if let Some(after) = content_type.strip_prefix("retry-after:") {
+            format!(
+                "HTTP/1.1 {status} X\r\nRetry-After: {after}\r\nContent-Length: {}\r\n\r\n",
                 reply.len()
             )
         } else {
