@@ -42,6 +42,8 @@ pub struct ShardStats {
     pub bytes_sent: AtomicU64,
     pub requests_failed: AtomicU64,
     pub highest_sent_ts_ms: AtomicU64,
+    /// Samples older than `sample_age_limit` when sent or retried.
+    pub samples_dropped_too_old: AtomicU64,
     /// Samples of series `write_relabel_configs` dropped.
     pub samples_dropped_relabel: AtomicU64,
     /// Unsent samples a WAL retention bound (size or age) deleted.
@@ -439,6 +441,9 @@ impl Registry {
                 }),
                 ("dropped_series", |s: &ShardStats| {
                     s.samples_dropped_relabel.load(Relaxed)
+                }),
+                ("too_old", |s: &ShardStats| {
+                    s.samples_dropped_too_old.load(Relaxed)
                 }),
             ] {
                 let v: u64 = e.shards.iter().map(|s| f(s)).sum();

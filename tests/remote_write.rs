@@ -489,10 +489,7 @@ remote_write:
         healthy.url()
     );
     let started = Instant::now();
-    let mut spate = Spate::start(
-        &cfg,
-        &["--cores=1", "--storage.remote.flush-deadline=2s"],
-    );
+    let mut spate = Spate::start(&cfg, &["--cores=1", "--storage.remote.flush-deadline=2s"]);
     let retried = |name: &str| {
         spate.metric(&format!(
             "prometheus_remote_storage_samples_retried_total{{remote_name=\"{name}\""
@@ -681,4 +678,86 @@ remote_write:
         "the batch cut off mid-response arrived: {values:?}"
     );
     assert!(values.windows(2).all(|w| w[1] == w[0] + 1.0), "{values:?}");
+}
+
+#[test]
+fn sample_age_limit_drops_old_samples_when_sent_and_when_retried() {
+    // `stamped` carries a timestamp an hour old; `fresh` none.
+    let target = common::TestServer::start(|_, _| {
+        let hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            - 3_600_000;
+        let body = format!("stamped 1 {hour_ago}\nfresh 1\n");
+        (200, "text/plain; version=0.0.4", body.into_bytes())
+    });
+    let started = Instant::now();
+    let outage = Duration::from_secs(3);
+    // Refuses everything for 3 s: what waits longer than the 1 s limit is dropped on retry.
+    let flaky = Receiver::start(move |_| if started.elapsed() < outage { 503 } else { 200 });
+    let steady = Receiver::start(|_| 200);
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: aged
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: {}
+    name: steady
+    queue_config: {{sample_age_limit: 30m, batch_send_deadline: 100ms}}
+  - url: {}
+    name: flaky
+    queue_config: {{sample_age_limit: 1s, batch_send_deadline: 100ms, min_backoff: 100ms, max_backoff: 200ms}}
+"#,
+        target.addr,
+        steady.url(),
+        flaky.url()
+    );
+    let mut spate = Spate::start(&cfg, &["--cores=1"]);
+    let named = |r: &Receiver, name: &str| {
+        r.samples()
+            .into_iter()
+            .filter(|s| s.label("__name__") == Some(name))
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "fresh samples after the outage",
+        || {
+            (started.elapsed() > outage + Duration::from_secs(1)
+                && named(&flaky, "fresh").len() >= 5
+                && named(&steady, "fresh").len() >= 5)
+                .then_some(())
+        },
+    );
+    let too_old = |name: &str| {
+        spate.metric(&format!(
+            "prometheus_remote_storage_samples_dropped_total{{reason=\"too_old\",remote_name=\"{name}\""
+        ))
+    };
+    let (steady_old, flaky_old) = (too_old("steady"), too_old("flaky"));
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert!(
+        named(&steady, "stamped").is_empty(),
+        "older than the limit when sent"
+    );
+    assert!(steady_old > 0.0);
+    // The flaky endpoint's first accepted samples were scraped at most ~1 s before it
+    // recovered; those from the start of the outage were dropped while retrying.
+    let first_fresh = named(&flaky, "fresh").iter().map(|s| s.ts).min().unwrap();
+    let outage_end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - (started.elapsed().as_millis() as i64 - outage.as_millis() as i64);
+    assert!(
+        first_fresh > outage_end - 2_500,
+        "first sample after the outage is {} ms older than its end",
+        outage_end - first_fresh
+    );
+    assert!(flaky_old > named(&flaky, "stamped").len() as f64);
 }

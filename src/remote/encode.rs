@@ -411,6 +411,43 @@ pub fn relabel_entry(
     true
 }
 
+/// The timestamp of an entry's sample, native histogram (`Histogram.timestamp`, field 15) or
+/// exemplar (`Exemplar.timestamp`, field 3); `None` for a malformed entry.
+pub fn entry_timestamp(entry: &[u8]) -> Option<i64> {
+    let field_ts = |msg: &[u8], field: u64| -> Option<i64> {
+        use crate::protowire::{key, skip, varint};
+        let mut p = 0;
+        while p < msg.len() {
+            match key(msg, &mut p).ok()? {
+                (f, 0) if f == field => return Some(varint(msg, &mut p).ok()? as i64),
+                (_, w) => skip(msg, &mut p, w).ok()?,
+            }
+        }
+        Some(0)
+    };
+    match split_entry(entry).ok()?.1 {
+        EntryPayload::Sample { timestamp_ms, .. } => Some(timestamp_ms),
+        EntryPayload::Histogram(h) => field_ts(h, 15),
+        EntryPayload::Exemplar(e) => field_ts(e, 3),
+    }
+}
+
+/// The entries of a batch body (concatenated `0x0a len TimeSeries`), each whole; stops at
+/// the first malformed one.
+pub fn entries(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut p = 0;
+    std::iter::from_fn(move || {
+        let start = p;
+        let mut q = p + 1;
+        if body.get(p) != Some(&0x0a) {
+            return None;
+        }
+        let r = crate::protowire::len_delimited(body, &mut q).ok()?;
+        p = r.end;
+        Some(&body[start..r.end])
+    })
+}
+
 /// Splits one entry written by this module (`0x0a len TimeSeries`) into its labels section
 /// and its payload.
 pub fn split_entry(entry: &[u8]) -> Result<(&[u8], EntryPayload<'_>), crate::protowire::WireError> {

@@ -516,16 +516,24 @@ impl Shard {
             _ => true,
         };
         let rules = &*self.ep.cfg.write_relabel_configs;
-        if rules.is_empty() && kinds.iter().all(taken) {
+        let age_limit = self.ep.cfg.queue.sample_age_limit;
+        if rules.is_empty() && age_limit.is_zero() && kinds.iter().all(taken) {
             return (entries, ends);
         }
+        let cutoff = (!age_limit.is_zero()).then(|| unix_ms() - age_limit.as_millis() as i64);
         rw.entries.clear();
         rw.ends.clear();
-        let (mut start, mut dropped) = (0usize, 0u64);
+        let (mut start, mut dropped, mut old) = (0usize, 0u64, 0u64);
         for (end, kind) in ends.iter().zip(kinds) {
             let entry = &entries[start..*end as usize];
             start = *end as usize;
             if !taken(kind) {
+                continue;
+            }
+            if let Some(c) = cutoff
+                && crate::remote::encode::entry_timestamp(entry).is_some_and(|t| t < c)
+            {
+                old += 1;
                 continue;
             }
             if rules.is_empty() {
@@ -546,6 +554,9 @@ impl Shard {
             self.stats
                 .samples_dropped_relabel
                 .fetch_add(dropped, Relaxed);
+        }
+        if old > 0 {
+            self.stats.samples_dropped_too_old.fetch_add(old, Relaxed);
         }
         (&rw.entries, &rw.ends)
     }
@@ -1064,25 +1075,33 @@ impl Shard {
         ctl: &CoreControl,
         q: &crate::config::QueueConfig,
     ) -> bool {
-        // Grow only: resizing down and up again would zero the buffer on every send.
-        let need = snap::raw::max_compress_len(batch.body.len());
-        if out.len() < need {
-            out.resize(need, 0);
-        }
-        let len = match lc.encoder.compress(&batch.body, out) {
-            Ok(n) => n,
-            Err(e) => {
-                // Only possible for inputs over 4 GiB, which batches never are.
-                self.drop_batch(batch, &format!("snappy: {e}"));
-                return true;
-            }
+        let mut body = std::borrow::Cow::Borrowed(&batch.body[..]);
+        let mut samples = batch.samples;
+        let Some(mut len) = self.compress(lc, &body, out, batch) else {
+            return true;
         };
-        let out = &out[..len];
         let mut backoff = q.min_backoff;
         let mut attempt = 0u32;
         loop {
+            if !q.sample_age_limit.is_zero() {
+                // What grew older than `sample_age_limit` while queued or retried is dropped
+                // (Prometheus filters a retried request the same way).
+                let mut kept = Vec::with_capacity(body.len());
+                let n = self.drop_too_old(&body, &mut kept);
+                if n < samples {
+                    samples = n;
+                    if n == 0 {
+                        return true;
+                    }
+                    body = std::borrow::Cow::Owned(kept);
+                    match self.compress(lc, &body, out, batch) {
+                        Some(l) => len = l,
+                        None => return true,
+                    }
+                }
+            }
             let started = Instant::now();
-            let outcome = self.attempt(lc, out, attempt).await;
+            let outcome = self.attempt(lc, &out[..len], attempt).await;
             let took = started.elapsed();
             self.window.borrow_mut().busy += took;
             self.stats.observe_batch_duration(took);
@@ -1091,13 +1110,11 @@ impl Shard {
                     {
                         let mut w = self.window.borrow_mut();
                         w.sent += 1;
-                        w.samples += batch.samples as u64;
+                        w.samples += samples as u64;
                         w.latency += took;
                     }
-                    self.stats
-                        .samples_sent
-                        .fetch_add(batch.samples as u64, Relaxed);
-                    self.stats.bytes_sent.fetch_add(out.len() as u64, Relaxed);
+                    self.stats.samples_sent.fetch_add(samples as u64, Relaxed);
+                    self.stats.bytes_sent.fetch_add(len as u64, Relaxed);
                     self.stats
                         .highest_sent_ts_ms
                         .fetch_max(batch.newest_ts.max(0) as u64, Relaxed);
@@ -1165,6 +1182,49 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Snappy-compresses `body` into `out`; `None` (the batch dropped) when it cannot.
+    fn compress(
+        &self,
+        lc: &mut LaneConn,
+        body: &[u8],
+        out: &mut Vec<u8>,
+        batch: &Batch,
+    ) -> Option<usize> {
+        // Grow only: resizing down and up again would zero the buffer on every send.
+        let need = snap::raw::max_compress_len(body.len());
+        if out.len() < need {
+            out.resize(need, 0);
+        }
+        match lc.encoder.compress(body, out) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                // Only possible for inputs over 4 GiB, which batches never are.
+                self.drop_batch(batch, &format!("snappy: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Copies the entries of `body` no older than `sample_age_limit` to `kept`, counting the
+    /// others; returns how many were kept.
+    fn drop_too_old(&self, body: &[u8], kept: &mut Vec<u8>) -> usize {
+        let limit = self.ep.cfg.queue.sample_age_limit;
+        let cutoff = unix_ms() - limit.as_millis() as i64;
+        let (mut n, mut old) = (0usize, 0u64);
+        for entry in crate::remote::encode::entries(body) {
+            if crate::remote::encode::entry_timestamp(entry).is_some_and(|t| t < cutoff) {
+                old += 1;
+                continue;
+            }
+            kept.extend_from_slice(entry);
+            n += 1;
+        }
+        if old > 0 {
+            self.stats.samples_dropped_too_old.fetch_add(old, Relaxed);
+        }
+        n
     }
 
     fn drop_batch(&self, batch: &Batch, reason: &str) {
@@ -1303,4 +1363,11 @@ fn jitter(d: Duration) -> Duration {
     h.write_u64(d.as_nanos() as u64);
     let r = (h.finish() % 1_000) as f64 / 1_000.0; // [0, 1)
     d.mul_f64(0.75 + 0.5 * r)
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
