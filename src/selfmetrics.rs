@@ -50,6 +50,11 @@ pub struct ShardStats {
     pub samples_dropped_wal_size: Arc<AtomicU64>,
     /// Samples this endpoint still has to read back from the WAL (its backlog), in bytes.
     pub wal_backlog_bytes: AtomicU64,
+    /// Families sent, dropped, retried in metadata requests, and their compressed bytes.
+    pub metadata_sent: AtomicU64,
+    pub metadata_failed: AtomicU64,
+    pub metadata_retried: AtomicU64,
+    pub metadata_bytes: AtomicU64,
     /// Lanes (concurrent senders) running, wanted, and the bounds.
     pub shards: AtomicU64,
     pub shards_desired: AtomicU64,
@@ -349,7 +354,31 @@ impl Registry {
 
         let eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         type Get = fn(&ShardStats) -> u64;
-        let series: [(&str, &str, &str, Get); 10] = [
+        let series: [(&str, &str, &str, Get); 14] = [
+            (
+                "prometheus_remote_storage_metadata_total",
+                "counter",
+                "Family metadata successfully sent to remote storage.",
+                |s| s.metadata_sent.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_metadata_failed_total",
+                "counter",
+                "Family metadata that failed to send and was dropped.",
+                |s| s.metadata_failed.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_metadata_retried_total",
+                "counter",
+                "Family metadata whose send failed with a recoverable error and was retried.",
+                |s| s.metadata_retried.load(Relaxed),
+            ),
+            (
+                "prometheus_remote_storage_metadata_bytes_total",
+                "counter",
+                "Compressed metadata request bytes sent to remote storage.",
+                |s| s.metadata_bytes.load(Relaxed),
+            ),
             (
                 "prometheus_remote_storage_samples_total",
                 "counter",

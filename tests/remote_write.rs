@@ -761,3 +761,57 @@ remote_write:
     );
     assert!(flaky_old > named(&flaky, "stamped").len() as f64);
 }
+
+#[test]
+fn family_metadata_is_sent_on_its_interval_where_enabled() {
+    let target = CounterTarget::start();
+    let sending = Receiver::start(|_| 200);
+    let silent = Receiver::start(|_| 200);
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: {}
+    name: sending
+    metadata_config: {{send_interval: 1s, max_samples_per_send: 1}}
+  - url: {}
+    name: silent
+    metadata_config: {{send: false}}
+"#,
+        target.addr,
+        sending.url(),
+        silent.url()
+    );
+    let mut spate = Spate::start(&cfg, &[]);
+    wait_for(Duration::from_secs(60), "two rounds of metadata", || {
+        let m = sending.metadata.lock().unwrap();
+        (m.iter()
+            .filter(|m| m.metric_family_name == "test_counter")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    let sent = spate.metric("prometheus_remote_storage_metadata_total{remote_name=\"sending\"");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let m = sending.metadata.lock().unwrap();
+    let counter = m
+        .iter()
+        .find(|m| m.metric_family_name == "test_counter")
+        .unwrap();
+    assert_eq!(
+        (counter.r#type, counter.help.as_str()),
+        (1, "Scrapes served.")
+    );
+    // Families without TYPE, HELP or UNIT lines have no metadata, as in Prometheus.
+    assert!(m.iter().all(|m| m.metric_family_name != "test_gauge"));
+    assert!(sent >= 2.0);
+    assert!(
+        silent.metadata.lock().unwrap().is_empty(),
+        "send: false sends none"
+    );
+}

@@ -344,6 +344,7 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
+            ..Default::default()
         };
         snap::raw::Encoder::new()
             .compress_vec(&req.encode_to_vec())

@@ -168,6 +168,25 @@ pub struct RemoteWriteConfig {
     pub http: client::HttpClientConfig,
     /// Applied to every series before it is sent to this endpoint.
     pub write_relabel_configs: std::sync::Arc<crate::relabel::Rules>,
+    pub metadata: MetadataConfig,
+}
+
+/// `metadata_config`: family metadata sent in requests of its own (Remote Write 1.0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetadataConfig {
+    pub send: bool,
+    pub send_interval: Duration,
+    pub max_samples_per_send: usize,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            send: true,
+            send_interval: Duration::from_secs(60),
+            max_samples_per_send: 2000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

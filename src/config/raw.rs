@@ -9,8 +9,9 @@ use serde_saphyr::Spanned;
 
 use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls};
 use super::{
-    Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, Problem, PromDuration,
-    QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig, is_valid_label_name,
+    Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, MetadataConfig,
+    Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits,
+    StaticConfig, is_valid_label_name,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
@@ -979,14 +980,29 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
             ));
         }
     }
-    if let Some(m) = &rw.metadata_config
-        && let Some(n) = m.max_samples_per_send
-        && n <= 0
-    {
-        return Err(Problem::field(
-            at("metadata_config.max_samples_per_send"),
-            "must be greater than 0",
-        ));
+    let mut metadata = MetadataConfig::default();
+    if let Some(m) = &rw.metadata_config {
+        if let Some(n) = m.max_samples_per_send {
+            if n <= 0 {
+                return Err(Problem::field(
+                    at("metadata_config.max_samples_per_send"),
+                    "must be greater than 0",
+                ));
+            }
+            metadata.max_samples_per_send = n as usize;
+        }
+        if let Some(b) = m.send {
+            metadata.send = b;
+        }
+        if let Some(d) = &m.send_interval {
+            if d.0.is_zero() {
+                return Err(Problem::field(
+                    at("metadata_config.send_interval"),
+                    "must be greater than 0",
+                ));
+            }
+            metadata.send_interval = d.0;
+        }
     }
 
     let http = super::client::resolve(
@@ -1034,5 +1050,6 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         send_exemplars: rw.send_exemplars.is_some_and(|v| v.value),
         http,
         write_relabel_configs,
+        metadata,
     })
 }

@@ -157,6 +157,7 @@ mod tests {
                     samples: vec![],
                 },
             ],
+            ..Default::default()
         };
         let body = req.encode_to_vec();
         let mut got = Vec::new();
@@ -203,6 +204,7 @@ mod tests {
                     timestamp: 3,
                 }],
             }],
+            ..Default::default()
         };
         let body = req.encode_to_vec();
         for cut in 1..body.len() {

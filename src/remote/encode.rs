@@ -533,6 +533,7 @@ mod tests {
                     timestamp: ts,
                 }],
             }],
+            ..Default::default()
         };
         assert_eq!(
             ours,

@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod metadata;
 pub mod proto;
 mod shard;
 

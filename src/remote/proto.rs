@@ -6,6 +6,23 @@
 pub struct WriteRequest {
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// A metric family's metadata, as Remote Write 1.0 sends it (`prometheus.MetricMetadata`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricMetadata {
+    /// 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gauge histogram, 5 summary, 6 info,
+    /// 7 stateset.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -103,6 +103,10 @@ pub struct CoreControl {
     /// The core count differs from the last run's: targets moved between cores, so a series'
     /// backlog may sit in another core's WAL than its new scrapes (see `Endpoint::drains_pending`).
     pub cores_changed: Cell<bool>,
+    /// The families this core's scrapes reported lately, kept while an endpoint sends
+    /// metadata (`track_metadata`).
+    pub families: RefCell<crate::remote::metadata::Families>,
+    pub track_metadata: Cell<bool>,
 }
 
 impl CoreControl {
@@ -118,6 +122,8 @@ impl CoreControl {
             wal: Rc::new(RefCell::new(wal)),
             draining: false,
             cores_changed: Cell::new(false),
+            families: RefCell::new(Default::default()),
+            track_metadata: Cell::new(false),
         })
     }
 
@@ -796,6 +802,10 @@ impl Shard {
         for lane in self.lanes.borrow().iter() {
             self.spawn_lane(lane.clone(), &ctl);
         }
+        if self.ep.cfg.metadata.send && !ctl.draining {
+            ctl.track_metadata.set(true);
+            crate::runtime::spawn(self.clone().run_metadata(ctl.clone()));
+        }
         while self.running.get() > 0 {
             if !ctl.shutdown.is_set() {
                 self.feed();
@@ -837,6 +847,84 @@ impl Shard {
         }
         ctl.active_senders.set(ctl.active_senders.get() - 1);
         ctl.senders_done.notify();
+    }
+
+    /// Sends the core's family metadata every `send_interval`, in requests of its own of at
+    /// most `metadata_config.max_samples_per_send` families, as Prometheus does for Remote
+    /// Write 1.0. A request that keeps failing is given up at the next interval.
+    async fn run_metadata(self: Rc<Self>, ctl: Rc<CoreControl>) {
+        let cfg = &self.ep.cfg.metadata;
+        let url = &self.ep.cfg.url;
+        let mut lc = LaneConn {
+            conn: self.ep.cfg.http.connection(&url.authority(), url.tls),
+            tokens: Default::default(),
+            encoder: snap::raw::Encoder::new(),
+            compressed: Vec::new(),
+        };
+        let mut body = Vec::new();
+        while !crate::runtime::sleep_or(cfg.send_interval, &ctl.shutdown).await {
+            let items = ctl.families.borrow_mut().active(cfg.send_interval * 2);
+            let deadline = Instant::now() + cfg.send_interval;
+            for chunk in items.chunks(cfg.max_samples_per_send) {
+                body.clear();
+                crate::remote::metadata::encode_metadata(chunk, &mut body);
+                let need = snap::raw::max_compress_len(body.len());
+                if lc.compressed.len() < need {
+                    lc.compressed.resize(need, 0);
+                }
+                let Ok(len) = lc.encoder.compress(&body, &mut lc.compressed) else {
+                    continue;
+                };
+                let compressed = std::mem::take(&mut lc.compressed);
+                let mut backoff = self.ep.cfg.queue.min_backoff;
+                let mut attempt = 0;
+                loop {
+                    match self.attempt(&mut lc, &compressed[..len], attempt).await {
+                        Outcome::Sent => {
+                            self.stats
+                                .metadata_sent
+                                .fetch_add(chunk.len() as u64, Relaxed);
+                            self.stats.metadata_bytes.fetch_add(len as u64, Relaxed);
+                            break;
+                        }
+                        Outcome::Drop { reason } => {
+                            self.stats
+                                .metadata_failed
+                                .fetch_add(chunk.len() as u64, Relaxed);
+                            crate::log!(
+                                Level::Error,
+                                "remote",
+                                "non-recoverable error sending metadata; dropped",
+                                remote_name = self.ep.cfg.name,
+                                url = self.ep.url,
+                                err = reason
+                            );
+                            break;
+                        }
+                        Outcome::Retry { after, .. } => {
+                            self.stats
+                                .metadata_retried
+                                .fetch_add(chunk.len() as u64, Relaxed);
+                            let pause = after.unwrap_or_else(|| jitter(backoff));
+                            backoff = (backoff * 2).min(self.ep.cfg.queue.max_backoff);
+                            if Instant::now() + pause >= deadline
+                                || crate::runtime::sleep_or(pause, &ctl.shutdown).await
+                            {
+                                self.stats
+                                    .metadata_failed
+                                    .fetch_add(chunk.len() as u64, Relaxed);
+                                break;
+                            }
+                            attempt += 1;
+                        }
+                    }
+                }
+                lc.compressed = compressed;
+                if ctl.shutdown.is_set() {
+                    return;
+                }
+            }
+        }
     }
 
     fn spawn_lane(self: &Rc<Self>, lane: Rc<Lane>, ctl: &Rc<CoreControl>) {

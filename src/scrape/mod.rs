@@ -888,6 +888,12 @@ async fn scrape_once(
 /// Offers a committed scrape's entries to every shard (with where the commit ended in the
 /// WAL, when it was written), counts them, and clears the appender.
 fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i64) {
+    if core.ctl.track_metadata.get() && !app.metadata.is_empty() {
+        core.ctl
+            .families
+            .borrow_mut()
+            .note(&app.metadata, std::time::Instant::now());
+    }
     for shard in core.ctl.shards().iter() {
         shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
     }

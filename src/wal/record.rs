@@ -131,7 +131,13 @@ pub fn metadata_items(buf: &[u8]) -> Result<Vec<ItemAndName<'_>>, WireError> {
     Ok(out)
 }
 
-type MetadataItem<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+/// One metadata item written by [`put_metadata`]: (type, name, unit, help).
+pub fn parse_metadata_item(item: &[u8]) -> Option<MetadataItem<'_>> {
+    let mut p = 0;
+    metadata_item(item, &mut p).ok()
+}
+
+pub type MetadataItem<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 /// A metadata item's bytes and its family name.
 pub type ItemAndName<'a> = (&'a [u8], &'a [u8]);
 

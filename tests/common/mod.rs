@@ -461,6 +461,8 @@ pub struct Receiver {
     /// Every request body decoded, whatever the answer: (status answered, samples).
     pub requests: RequestLog,
     pub headers_seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    /// Family metadata of accepted requests.
+    pub metadata: Arc<Mutex<Vec<spate::remote::proto::MetricMetadata>>>,
     _server: TestServer,
 }
 
@@ -475,12 +477,17 @@ impl Receiver {
         let requests: RequestLog = Arc::new(Mutex::new(Vec::new()));
         let headers_seen = Arc::new(Mutex::new(Vec::new()));
         let counter = AtomicU64::new(0);
+        let metadata = Arc::new(Mutex::new(Vec::new()));
         let (acc, reqs, hdrs) = (accepted.clone(), requests.clone(), headers_seen.clone());
+        let meta = metadata.clone();
         let server = TestServer::start_at(bind, move |headers, body| {
             let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
             let status = policy(n);
             let req = spate::remote::proto::decode_write_request(body)
                 .unwrap_or_else(|e| panic!("receiver could not decode a request: {e}"));
+            if (200..300).contains(&status) {
+                meta.lock().unwrap().extend(req.metadata.iter().cloned());
+            }
             let samples: Vec<Received> = req
                 .timeseries
                 .into_iter()
@@ -516,6 +523,7 @@ impl Receiver {
             accepted,
             requests,
             headers_seen,
+            metadata,
             _server: server,
         }
     }
