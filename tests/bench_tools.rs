@@ -130,3 +130,66 @@ fn sink_counts_equal_prometheus_agents_sent_samples() {
     // 900 fleet series plus Prometheus' report series for 3 targets.
     assert!(r["series"].as_u64().unwrap() >= 900, "{r}");
 }
+
+#[test]
+fn remote_write_2_reaches_the_bench_sink_in_order_with_written_counts() {
+    let dir = TempDir::new("bench-v2");
+    let base = free_port_range(2);
+    let fsd = dir.path().join("fleet.json");
+    let _targets = bench(
+        &dir,
+        "targets",
+        &[
+            "targets".into(),
+            "--targets=2".into(),
+            "--series=200".into(),
+            format!("--listen=127.0.0.1:{base}"),
+            format!("--file-sd={}", fsd.display()),
+        ],
+    );
+    let sink_addr = format!("127.0.0.1:{}", free_port());
+    let _sink = bench(
+        &dir,
+        "sink",
+        &[
+            "sink".into(),
+            format!("--listen={sink_addr}"),
+            "--interval=1s".into(),
+        ],
+    );
+    wait_for(Duration::from_secs(30), "the fleet and the sink", || {
+        (json(&format!("127.0.0.1:{base}"), "/stats").is_some()
+            && json(&sink_addr, "/stats").is_some())
+        .then_some(())
+    });
+    let cfg = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bench\n    file_sd_configs:\n      - files: ['{}']\nremote_write:\n  - url: http://{sink_addr}/api/v1/write\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config:\n      batch_send_deadline: 500ms\n",
+        fsd.display()
+    );
+    let mut spate = common::Spate::start(&cfg, &[]);
+    let stats = wait_for(
+        Duration::from_secs(120),
+        "several scrapes at the sink",
+        || {
+            json(&sink_addr, "/stats")
+                .filter(|s| s["samples"].as_f64().unwrap_or(0.0) >= 5.0 * 410.0)
+        },
+    );
+    let sent = spate.metric("prometheus_remote_storage_samples_total");
+    // Every 2.0 request was answered with written counts equal to what it held.
+    let partial = spate.metric("prometheus_remote_storage_samples_failed_total");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let log = spate.proc.log_text();
+    assert!(!log.contains("does not take Remote Write 2.0"), "{log}");
+    assert_eq!(partial, 0.0);
+    for key in [
+        "decode_errors",
+        "errors",
+        "out_of_order",
+        "duplicates",
+        "gaps",
+    ] {
+        assert_eq!(stats[key].as_f64(), Some(0.0), "{key}: {stats}");
+    }
+    assert!(sent > 0.0);
+}

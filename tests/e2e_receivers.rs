@@ -293,3 +293,64 @@ remote_write:
     assert_eq!(e["value"], "1.5", "{body}");
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// spate configured for Remote Write 2.0 against receivers that know only 1.0: it falls back
+/// and the data arrives.
+fn v2_config(node: &str, url: &str) -> String {
+    spate_config(node, url).replace(
+        "    queue_config:",
+        "    protobuf_message: io.prometheus.write.v2.Request\n    queue_config:",
+    )
+}
+
+#[test]
+fn remote_write_2_falls_back_to_1_with_prometheus_and_victoriametrics() {
+    let dir = TempDir::new("e2e-v2-fallback");
+    let Some(node) = start_node_exporter(&dir) else {
+        return;
+    };
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let Some(vm_bin) = require_program("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
+    let (_prom, prom_addr) = start_prometheus_receiver(&dir, &prom_bin, &[]);
+    let vm_addr = format!("127.0.0.1:{}", free_port());
+    let _vm = Proc::spawn(
+        "victoria-metrics",
+        Command::new(vm_bin)
+            .arg(format!("-httpListenAddr={vm_addr}"))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("vm").display()
+            ))
+            .arg("-search.latencyOffset=1s")
+            .arg("-search.disableCache"),
+        dir.path(),
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "VictoriaMetrics to be healthy",
+        || http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200),
+    );
+    let cfg = v2_config(&node.addr, &format!("http://{prom_addr}/api/v1/write"))
+        + &format!(
+            "  - url: http://{vm_addr}/api/v1/write\n    protobuf_message: io.prometheus.write.v2.Request\n"
+        );
+    let mut spate = Spate::start(&cfg, &[]);
+    check_receiver(&prom_addr, &node);
+    check_receiver(&vm_addr, &node);
+    let log = spate.proc.log_text();
+    assert_eq!(
+        log.matches("does not take Remote Write 2.0").count(),
+        2,
+        "each endpoint falls back once:\n{log}"
+    );
+    assert_eq!(
+        spate.metric("prometheus_remote_storage_samples_failed_total"),
+        0.0,
+        "the first batch is sent again as 1.0, not dropped:\n{log}"
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(90)).success());
+}

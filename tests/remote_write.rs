@@ -815,3 +815,55 @@ remote_write:
         "send: false sends none"
     );
 }
+
+#[test]
+fn remote_write_2_falls_back_to_1_on_415_and_resends_the_refused_batch() {
+    let target = CounterTarget::start();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<f64>>> = Default::default();
+    let refused = std::sync::Arc::new(AtomicU64::new(0));
+    let (sink, count) = (got.clone(), refused.clone());
+    let receiver = common::TestServer::start(move |headers, body| {
+        let ct = headers.get("content-type").cloned().unwrap_or_default();
+        if ct.contains("io.prometheus.write.v2.Request") {
+            count.fetch_add(1, Ordering::SeqCst);
+            return (415, "text/plain", b"unsupported".to_vec());
+        }
+        let req = spate::remote::proto::decode_write_request(body).unwrap();
+        sink.lock().unwrap().extend(
+            req.timeseries
+                .iter()
+                .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
+                .flat_map(|t| t.samples.iter().map(|s| s.value)),
+        );
+        (204, "text/plain", Vec::new())
+    });
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: http://{}/write
+    protobuf_message: io.prometheus.write.v2.Request
+    queue_config: {{batch_send_deadline: 100ms}}
+"#,
+        target.addr, receiver.addr
+    );
+    let mut spate = Spate::start(&cfg, &[]);
+    wait_for(Duration::from_secs(60), "samples as 1.0", || {
+        (got.lock().unwrap().len() >= 5).then_some(())
+    });
+    let failed = spate.metric("prometheus_remote_storage_samples_failed_total");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert_eq!(refused.load(Ordering::SeqCst), 1, "2.0 is tried once");
+    assert_eq!(failed, 0.0);
+    let values = got.lock().unwrap().clone();
+    assert_eq!(
+        values[0], 1.0,
+        "the refused batch was sent again: {values:?}"
+    );
+    assert!(values.windows(2).all(|w| w[1] == w[0] + 1.0), "{values:?}");
+}

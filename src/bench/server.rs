@@ -10,6 +10,7 @@ use crate::runtime::{self, AsyncReadRent, AsyncWriteRentExt, IoBufMut, TcpListen
 pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    pub content_type: &'a str,
     pub body: &'a [u8],
 }
 
@@ -65,7 +66,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
     let mut response: Vec<u8> = Vec::new();
     loop {
         // Read until a whole request (head and Content-Length body) is buffered.
-        let (head_len, content_len, method, path, close) = loop {
+        let (head_len, content_len, method, path, close, content_type) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
@@ -87,12 +88,20 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
                             h.name.eq_ignore_ascii_case("connection")
                                 && h.value.trim_ascii().eq_ignore_ascii_case(b"close")
                         });
+                    let content_type = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .unwrap_or("")
+                        .to_string();
                     break (
                         n,
                         cl,
                         req.method.unwrap_or("").to_string(),
                         req.path.unwrap_or("/").to_string(),
                         close,
+                        content_type,
                     );
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
@@ -116,6 +125,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
             &Request {
                 method: &method,
                 path: &path,
+                content_type: &content_type,
                 body: &body,
             },
             &mut payload,

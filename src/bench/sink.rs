@@ -113,13 +113,82 @@ impl Checker {
         }
     }
 
-    /// Decodes and checks one snappy-compressed `WriteRequest`. Nothing is counted on error.
-    pub fn ingest(&mut self, compressed: &[u8]) -> Result<(), String> {
+    /// Decodes and checks one snappy-compressed Remote Write 2.0 `Request`; returns the
+    /// samples, histograms and exemplars written. Nothing is counted on error.
+    pub fn ingest_v2(&mut self, compressed: &[u8]) -> Result<[u64; 3], String> {
+        self.decompress(compressed)?;
+        let req = <crate::remote::proto::v2::Request as prost::Message>::decode(&self.raw[..])
+            .map_err(|e| format!("protobuf: {e}"))?;
+        if req.symbols.first().is_some_and(|s| !s.is_empty()) {
+            return Err("symbols[0] must be the empty string".into());
+        }
+        let sym = |r: u32| {
+            req.symbols
+                .get(r as usize)
+                .map(String::as_bytes)
+                .ok_or_else(|| format!("label reference {r} is past the symbol table"))
+        };
+        let mut written = [0u64; 3];
+        let mut series = Vec::with_capacity(req.timeseries.len());
+        for t in &req.timeseries {
+            if t.labels_refs.len() % 2 != 0 {
+                return Err("labels_refs must hold name and value pairs".into());
+            }
+            let mut h = crate::hash::fnv1a64(b"");
+            let mut name: &[u8] = b"";
+            for pair in t.labels_refs.chunks(2) {
+                let (n, v) = (sym(pair[0])?, sym(pair[1])?);
+                h = fold(h, n);
+                h = fold(h, v);
+                if n == b"__name__" {
+                    name = v;
+                }
+            }
+            for e in &t.exemplars {
+                for r in &e.labels_refs {
+                    sym(*r)?;
+                }
+            }
+            written[0] += t.samples.len() as u64;
+            written[1] += t.histograms.len() as u64;
+            written[2] += t.exemplars.len() as u64;
+            let ts: Vec<i64> = t
+                .samples
+                .iter()
+                .map(|s| s.timestamp)
+                .chain(t.histograms.iter().map(|h| h.timestamp))
+                .collect();
+            series.push((h, name.to_vec(), ts));
+        }
+        for (h, name, ts) in series {
+            self.check(h, &name, &ts);
+        }
+        self.counts.series = self.last.len() as u64;
+        self.counts.bytes += compressed.len() as u64;
+        Ok(written)
+    }
+
+    fn decompress(&mut self, compressed: &[u8]) -> Result<(), String> {
         let len = snap::raw::decompress_len(compressed).map_err(|e| format!("snappy: {e}"))?;
         self.raw.resize(len, 0);
         self.decoder
             .decompress(compressed, &mut self.raw)
-            .map_err(|e| format!("snappy: {e}"))?;
+            .map(|_| ())
+            .map_err(|e| format!("snappy: {e}"))
+    }
+
+    /// Counts one series' timestamps, checking order against what the series had.
+    fn check(&mut self, h: u64, name: &[u8], timestamps: &[i64]) {
+        let prefixed = self.prefix.as_ref().is_some_and(|p| name.starts_with(p));
+        let (last, counts, gap_ms) = (&mut self.last, &mut self.counts, self.gap_ms);
+        for ts in timestamps {
+            check_one(last, counts, gap_ms, prefixed, h, *ts);
+        }
+    }
+
+    /// Decodes and checks one snappy-compressed `WriteRequest`. Nothing is counted on error.
+    pub fn ingest(&mut self, compressed: &[u8]) -> Result<(), String> {
+        self.decompress(compressed)?;
         // Validate fully before counting, so a bad request changes nothing.
         for_each_series(&self.raw, &mut self.scratch, |_, _| {}).map_err(|e| e.to_string())?;
         let (last, counts, gap_ms, prefix) =
@@ -136,36 +205,48 @@ impl Checker {
             }
             let prefixed = prefix.as_ref().is_some_and(|p| name.starts_with(p));
             for ts in s.samples.iter().map(|(_, t)| t).chain(&s.histograms) {
-                counts.samples += 1;
-                if prefixed {
-                    *counts
-                        .prefixed_by_second
-                        .entry(ts.div_euclid(1000))
-                        .or_default() += 1;
-                }
-                match last.get_mut(&h) {
-                    None => {
-                        last.insert(h, *ts);
-                    }
-                    Some(prev) => {
-                        if *ts < *prev {
-                            counts.out_of_order += 1;
-                        } else if *ts == *prev {
-                            counts.duplicates += 1;
-                        } else {
-                            if gap_ms.is_some_and(|g| *ts - *prev > g) {
-                                counts.gaps += 1;
-                            }
-                            *prev = *ts;
-                        }
-                    }
-                }
+                check_one(last, counts, gap_ms, prefixed, h, *ts);
             }
         })
         .map_err(|e| e.to_string())?;
         self.counts.series = self.last.len() as u64;
         self.counts.bytes += compressed.len() as u64;
         Ok(())
+    }
+}
+
+/// Counts one sample of series `h` at `ts`: reordered, duplicated, after a gap, or in order.
+fn check_one(
+    last: &mut HashMap<u64, i64, BuildHasherDefault<IdentityHasher>>,
+    counts: &mut Counts,
+    gap_ms: Option<i64>,
+    prefixed: bool,
+    h: u64,
+    ts: i64,
+) {
+    counts.samples += 1;
+    if prefixed {
+        *counts
+            .prefixed_by_second
+            .entry(ts.div_euclid(1000))
+            .or_default() += 1;
+    }
+    match last.get_mut(&h) {
+        None => {
+            last.insert(h, ts);
+        }
+        Some(prev) => {
+            if ts < *prev {
+                counts.out_of_order += 1;
+            } else if ts == *prev {
+                counts.duplicates += 1;
+            } else {
+                if gap_ms.is_some_and(|g| ts - *prev > g) {
+                    counts.gaps += 1;
+                }
+                *prev = ts;
+            }
+        }
     }
 }
 
@@ -252,8 +333,29 @@ pub fn main(args: &[String]) -> Result<(), String> {
                     c.counts.errors += 1;
                     Reply::status(fail_status)
                 } else {
-                    match c.ingest(req.body) {
-                        Ok(()) => Reply::status(status),
+                    let v2 = req
+                        .content_type
+                        .contains("proto=io.prometheus.write.v2.Request");
+                    let ingested = if v2 {
+                        c.ingest_v2(req.body).map(Some)
+                    } else {
+                        c.ingest(req.body).map(|()| None)
+                    };
+                    match ingested {
+                        Ok(written) => {
+                            let mut r = Reply::status(status);
+                            if let Some([s, h, e]) = written {
+                                r.headers = vec![
+                                    ("X-Prometheus-Remote-Write-Samples-Written", s.to_string()),
+                                    (
+                                        "X-Prometheus-Remote-Write-Histograms-Written",
+                                        h.to_string(),
+                                    ),
+                                    ("X-Prometheus-Remote-Write-Exemplars-Written", e.to_string()),
+                                ];
+                            }
+                            r
+                        }
                         Err(e) => {
                             c.counts.errors += 1;
                             c.counts.decode_errors += 1;

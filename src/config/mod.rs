@@ -169,6 +169,9 @@ pub struct RemoteWriteConfig {
     /// Applied to every series before it is sent to this endpoint.
     pub write_relabel_configs: std::sync::Arc<crate::relabel::Rules>,
     pub metadata: MetadataConfig,
+    /// `protobuf_message: io.prometheus.write.v2.Request`: Remote Write 2.0, falling back to
+    /// 1.0 when the receiver does not take it.
+    pub v2: bool,
 }
 
 /// `metadata_config`: family metadata sent in requests of its own (Remote Write 1.0).

@@ -890,18 +890,21 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
             ));
         }
     }
-    if let Some(p) = &rw.protobuf_message
-        && p.value != "prometheus.WriteRequest"
-    {
-        return Err(Problem::at(
-            p.referenced.line(),
-            at("protobuf_message"),
-            format!(
-                "{:?} is not supported by spate yet; use prometheus.WriteRequest",
-                p.value
-            ),
-        ));
-    }
+    let v2 = match &rw.protobuf_message {
+        None => false,
+        Some(p) if p.value == "prometheus.WriteRequest" => false,
+        Some(p) if p.value == "io.prometheus.write.v2.Request" => true,
+        Some(p) => {
+            return Err(Problem::at(
+                p.referenced.line(),
+                at("protobuf_message"),
+                format!(
+                    "unknown remote write protobuf message {:?}: use prometheus.WriteRequest or io.prometheus.write.v2.Request",
+                    p.value
+                ),
+            ));
+        }
+    };
 
     let mut headers = Vec::new();
     if let Some(h) = &rw.headers {
@@ -1046,10 +1049,16 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         remote_timeout,
         headers,
         queue,
-        send_native_histograms: rw.send_native_histograms.unwrap_or(false),
+        // Remote Write 2.0 always carries native histograms, as in Prometheus.
+        send_native_histograms: v2 || rw.send_native_histograms.unwrap_or(false),
         send_exemplars: rw.send_exemplars.is_some_and(|v| v.value),
         http,
         write_relabel_configs,
-        metadata,
+        // Remote Write 2.0 sends metadata with each series instead.
+        metadata: MetadataConfig {
+            send: metadata.send && !v2,
+            ..metadata
+        },
+        v2,
     })
 }

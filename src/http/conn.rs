@@ -82,6 +82,8 @@ pub struct Response<'a> {
     pub content_type: &'a str,
     pub retry_after: Option<&'a str>,
     pub location: Option<&'a str>,
+    /// Remote Write 2.0's written counts: samples, histograms, exemplars.
+    pub written: [Option<u64>; 3],
     pub body: &'a [u8],
 }
 
@@ -230,6 +232,7 @@ impl Conn {
             content_type: hdr(head.content_type).unwrap_or(""),
             retry_after: hdr(head.retry_after),
             location: hdr(head.location),
+            written: head.written,
             body,
         })
     }

@@ -21,9 +21,24 @@ pub struct HeadInfo {
     pub close: bool,
     pub retry_after: Option<(usize, usize)>,
     pub location: Option<(usize, usize)>,
+    /// Remote Write 2.0's `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written`.
+    pub written: [Option<u64>; 3],
 }
 
 const MAX_HEADERS: usize = 64;
+
+/// Which Remote Write 2.0 written-count header `name` is: 0 samples, 1 histograms,
+/// 2 exemplars.
+fn written_kind(name: &str) -> Option<usize> {
+    const PREFIX: &str = "x-prometheus-remote-write-";
+    let rest = name
+        .get(..PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+        .map(|_| &name[PREFIX.len()..])?;
+    ["samples-written", "histograms-written", "exemplars-written"]
+        .iter()
+        .position(|k| rest.eq_ignore_ascii_case(k))
+}
 
 /// Parses the response head in `buf`; `Ok(None)` means more bytes are needed.
 pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, String> {
@@ -45,6 +60,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
         close: http10,
         retry_after: None,
         location: None,
+        written: [None; 3],
     };
     let base = buf.as_ptr() as usize;
     let range = |v: &[u8]| {
@@ -87,6 +103,10 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
             info.retry_after = Some(range(v));
         } else if h.name.eq_ignore_ascii_case("location") {
             info.location = Some(range(v));
+        } else if let Some(kind) = written_kind(h.name) {
+            info.written[kind] = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
         }
     }
     info.framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status)

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod metadata;
 pub mod proto;
 mod shard;
+pub mod v2;
 
 pub use shard::{CoreControl, Endpoint, Shard};
 

@@ -114,3 +114,69 @@ pub fn decode_write_request(body: &[u8]) -> Result<WriteRequest, String> {
         .map_err(|e| format!("snappy: {e}"))?;
     <WriteRequest as prost::Message>::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))
 }
+
+/// Remote Write 2.0 (`io.prometheus.write.v2.Request`), as published: used to check the
+/// converter and by `spate bench sink`.
+pub mod v2 {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Request {
+        #[prost(string, repeated, tag = "4")]
+        pub symbols: Vec<String>,
+        #[prost(message, repeated, tag = "5")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(uint32, repeated, tag = "1")]
+        pub labels_refs: Vec<u32>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub histograms: Vec<super::Histogram>,
+        #[prost(message, repeated, tag = "4")]
+        pub exemplars: Vec<Exemplar>,
+        #[prost(message, optional, tag = "5")]
+        pub metadata: Option<Metadata>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+        #[prost(int64, tag = "3")]
+        pub start_timestamp: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Exemplar {
+        #[prost(uint32, repeated, tag = "1")]
+        pub labels_refs: Vec<u32>,
+        #[prost(double, tag = "2")]
+        pub value: f64,
+        #[prost(int64, tag = "3")]
+        pub timestamp: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Metadata {
+        /// 0 unspecified, 1 counter, 2 gauge, 3 histogram, 4 gauge histogram, 5 summary,
+        /// 6 info, 7 stateset.
+        #[prost(int32, tag = "1")]
+        pub r#type: i32,
+        #[prost(uint32, tag = "3")]
+        pub help_ref: u32,
+        #[prost(uint32, tag = "4")]
+        pub unit_ref: u32,
+    }
+
+    /// Decodes a snappy-compressed (block format) `Request` body.
+    pub fn decode_request(body: &[u8]) -> Result<Request, String> {
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(|e| format!("snappy: {e}"))?;
+        <Request as prost::Message>::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))
+    }
+}

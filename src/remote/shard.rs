@@ -22,8 +22,13 @@ pub struct Endpoint {
     pub cfg: RemoteWriteConfig,
     pub url: String,
     /// The request's header lines after `Host` (content type, version, `headers`, and the
-    /// credentials when they never change).
+    /// credentials when they never change), for Remote Write 1.0 and 2.0.
     head: String,
+    head_v2: String,
+    /// Sending Remote Write 2.0: configured, and the receiver has not refused it.
+    v2: AtomicBool,
+    /// A 2.0 request was acknowledged with written counts: the receiver speaks 2.0.
+    v2_confirmed: AtomicBool,
     /// Credentials are read at each request (from files, or an OAuth 2.0 token).
     dynamic_auth: bool,
     /// Set while the endpoint keeps failing, so "unreachable" is logged once, not per retry.
@@ -50,33 +55,41 @@ impl Endpoint {
     }
 
     pub fn new(cfg: RemoteWriteConfig, cores: usize) -> Endpoint {
-        let mut head = format!(
-            "User-Agent: spate/{}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n",
-            env!("CARGO_PKG_VERSION"),
-        );
+        let mut common = String::new();
         for (k, v) in &cfg.headers {
-            head.push_str(k);
-            head.push_str(": ");
-            head.push_str(v);
-            head.push_str("\r\n");
+            common.push_str(k);
+            common.push_str(": ");
+            common.push_str(v);
+            common.push_str("\r\n");
         }
         let mut dynamic_auth = cfg.http.reads_files();
         if !dynamic_auth {
             let mut auth = String::new();
             match cfg.http.header_lines(&mut auth) {
-                Ok(()) => head.push_str(&auth),
+                Ok(()) => common.push_str(&auth),
                 // Reported at every attempt.
                 Err(_) => dynamic_auth = true,
             }
         }
+        let head = format!(
+            "User-Agent: spate/{}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n{common}",
+            env!("CARGO_PKG_VERSION"),
+        );
+        let head_v2 = format!(
+            "User-Agent: spate/{}\r\nContent-Type: application/x-protobuf;proto=io.prometheus.write.v2.Request\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 2.0.0\r\n{common}",
+            env!("CARGO_PKG_VERSION"),
+        );
         let cores = cores.max(1);
         let min = cfg.queue.min_shards.div_ceil(cores).max(1);
         let max = cfg.queue.max_shards.div_ceil(cores).max(min);
         Endpoint {
             lanes: (min, max),
             url: cfg.url.to_string(),
+            v2: AtomicBool::new(cfg.v2),
+            v2_confirmed: AtomicBool::new(false),
             cfg,
             head,
+            head_v2,
             dynamic_auth,
             failing: AtomicBool::new(false),
             last_drop_log_secs: AtomicU64::new(0),
@@ -296,6 +309,23 @@ struct LaneConn {
     tokens: crate::http::oauth2::TokenSource,
     encoder: snap::raw::Encoder,
     compressed: Vec<u8>,
+    /// Remote Write 2.0: the converter and the request it made.
+    v2: crate::remote::v2::Converter,
+    v2_body: Vec<u8>,
+}
+
+impl LaneConn {
+    fn new(ep: &Endpoint) -> LaneConn {
+        let url = &ep.cfg.url;
+        LaneConn {
+            conn: ep.cfg.http.connection(&url.authority(), url.tls),
+            tokens: Default::default(),
+            encoder: snap::raw::Encoder::new(),
+            compressed: Vec::new(),
+            v2: Default::default(),
+            v2_body: Vec::new(),
+        }
+    }
 }
 
 /// Go's client follows at most this many redirects.
@@ -362,6 +392,10 @@ enum Outcome {
         after: Option<Duration>,
     },
     Drop {
+        reason: String,
+    },
+    /// The receiver does not take Remote Write 2.0: send 1.0 from now on, this batch first.
+    Downgrade {
         reason: String,
     },
 }
@@ -854,13 +888,7 @@ impl Shard {
     /// Write 1.0. A request that keeps failing is given up at the next interval.
     async fn run_metadata(self: Rc<Self>, ctl: Rc<CoreControl>) {
         let cfg = &self.ep.cfg.metadata;
-        let url = &self.ep.cfg.url;
-        let mut lc = LaneConn {
-            conn: self.ep.cfg.http.connection(&url.authority(), url.tls),
-            tokens: Default::default(),
-            encoder: snap::raw::Encoder::new(),
-            compressed: Vec::new(),
-        };
+        let mut lc = LaneConn::new(&self.ep);
         let mut body = Vec::new();
         while !crate::runtime::sleep_or(cfg.send_interval, &ctl.shutdown).await {
             let items = ctl.families.borrow_mut().active(cfg.send_interval * 2);
@@ -879,7 +907,10 @@ impl Shard {
                 let mut backoff = self.ep.cfg.queue.min_backoff;
                 let mut attempt = 0;
                 loop {
-                    match self.attempt(&mut lc, &compressed[..len], attempt).await {
+                    match self
+                        .attempt(&mut lc, &compressed[..len], attempt, None)
+                        .await
+                    {
                         Outcome::Sent => {
                             self.stats
                                 .metadata_sent
@@ -887,7 +918,7 @@ impl Shard {
                             self.stats.metadata_bytes.fetch_add(len as u64, Relaxed);
                             break;
                         }
-                        Outcome::Drop { reason } => {
+                        Outcome::Drop { reason } | Outcome::Downgrade { reason } => {
                             self.stats
                                 .metadata_failed
                                 .fetch_add(chunk.len() as u64, Relaxed);
@@ -1030,13 +1061,7 @@ impl Shard {
     /// One lane's task: sends its batches in order until the lane is retired and empty, or
     /// shutdown's flush ends.
     async fn run_lane(self: Rc<Self>, lane: Rc<Lane>, ctl: Rc<CoreControl>) {
-        let url = &self.ep.cfg.url;
-        let mut lc = LaneConn {
-            conn: self.ep.cfg.http.connection(&url.authority(), url.tls),
-            tokens: Default::default(),
-            encoder: snap::raw::Encoder::new(),
-            compressed: Vec::new(),
-        };
+        let mut lc = LaneConn::new(&self.ep);
         while let Some(batch) = self.next_batch(&lane, &ctl).await {
             lane.in_flight.set(Some(batch.low));
             self.queued.set(self.queued.get() - batch.samples);
@@ -1165,7 +1190,8 @@ impl Shard {
     ) -> bool {
         let mut body = std::borrow::Cow::Borrowed(&batch.body[..]);
         let mut samples = batch.samples;
-        let Some(mut len) = self.compress(lc, &body, out, batch) else {
+        let mut v2 = self.ep.v2.load(Relaxed);
+        let Some((mut len, mut counts)) = self.wire(lc, &body, out, batch, ctl, v2) else {
             return true;
         };
         let mut backoff = q.min_backoff;
@@ -1182,18 +1208,35 @@ impl Shard {
                         return true;
                     }
                     body = std::borrow::Cow::Owned(kept);
-                    match self.compress(lc, &body, out, batch) {
-                        Some(l) => len = l,
+                    match self.wire(lc, &body, out, batch, ctl, v2) {
+                        Some(w) => (len, counts) = w,
                         None => return true,
                     }
                 }
             }
             let started = Instant::now();
-            let outcome = self.attempt(lc, &out[..len], attempt).await;
+            let outcome = self.attempt(lc, &out[..len], attempt, counts).await;
             let took = started.elapsed();
             self.window.borrow_mut().busy += took;
             self.stats.observe_batch_duration(took);
             match outcome {
+                Outcome::Downgrade { reason } => {
+                    if self.ep.v2.swap(false, Relaxed) {
+                        crate::log!(
+                            Level::Warn,
+                            "remote",
+                            "the receiver does not take Remote Write 2.0; sending 1.0 from now on",
+                            remote_name = self.ep.cfg.name,
+                            url = self.ep.url,
+                            err = reason
+                        );
+                    }
+                    v2 = false;
+                    match self.wire(lc, &body, out, batch, ctl, v2) {
+                        Some(w) => (len, counts) = w,
+                        None => return true,
+                    }
+                }
                 Outcome::Sent => {
                     {
                         let mut w = self.window.borrow_mut();
@@ -1270,6 +1313,41 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// The request body for `body` (1.0 entries): as it is, or converted to Remote Write 2.0,
+    /// snappy-compressed into `out`. Returns its length, and what a 2.0 request holds; `None`
+    /// when the batch cannot be sent (dropped and counted).
+    fn wire(
+        &self,
+        lc: &mut LaneConn,
+        body: &[u8],
+        out: &mut Vec<u8>,
+        batch: &Batch,
+        ctl: &CoreControl,
+        v2: bool,
+    ) -> Option<(usize, Option<crate::remote::v2::Counts>)> {
+        if !v2 {
+            return self.compress(lc, body, out, batch).map(|n| (n, None));
+        }
+        let mut converted = std::mem::take(&mut lc.v2_body);
+        let counts = lc
+            .v2
+            .convert(body, Some(&ctl.families.borrow()), &mut converted);
+        let result = match counts {
+            Ok(c) => self
+                .compress(lc, &converted, out, batch)
+                .map(|n| (n, Some(c))),
+            Err(e) => {
+                self.drop_batch(
+                    batch,
+                    &format!("cannot convert to Remote Write 2.0: {}", e.0),
+                );
+                None
+            }
+        };
+        lc.v2_body = converted;
+        result
     }
 
     /// Snappy-compresses `body` into `out`; `None` (the batch dropped) when it cannot.
@@ -1351,7 +1429,14 @@ impl Shard {
         Ok(lines)
     }
 
-    async fn attempt(&self, lc: &mut LaneConn, body: &[u8], attempt: u32) -> Outcome {
+    /// One request; `v2` holds what a Remote Write 2.0 body carries (`None`: a 1.0 body).
+    async fn attempt(
+        &self,
+        lc: &mut LaneConn,
+        body: &[u8],
+        attempt: u32,
+        v2: Option<crate::remote::v2::Counts>,
+    ) -> Outcome {
         let retry = |reason: String| Outcome::Retry {
             reason,
             after: None,
@@ -1376,7 +1461,10 @@ impl Shard {
             req.extend_from_slice(
                 format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", here.1).as_bytes(),
             );
-            req.extend_from_slice(self.ep.head.as_bytes());
+            req.extend_from_slice(match v2 {
+                Some(_) => self.ep.head_v2.as_bytes(),
+                None => self.ep.head.as_bytes(),
+            });
             // Credentials go to the endpoint's own host only.
             if here.1 == url.authority() {
                 req.extend_from_slice(auth.as_bytes());
@@ -1416,13 +1504,56 @@ impl Shard {
                 path = to;
                 continue;
             }
-            return self.classify(status, resp.body, resp.retry_after);
+            return self.classify(status, resp.body, resp.retry_after, v2, resp.written);
         }
         retry(format!("stopped after {MAX_REDIRECTS} redirects"))
     }
 
     /// What a response's status means for its batch, as Prometheus decides.
-    fn classify(&self, status: u16, body: &[u8], retry_after: Option<&str>) -> Outcome {
+    fn classify(
+        &self,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<&str>,
+        v2: Option<crate::remote::v2::Counts>,
+        written: [Option<u64>; 3],
+    ) -> Outcome {
+        if let Some(sent) = v2 {
+            let confirmed = self.ep.v2_confirmed.load(Relaxed);
+            if (200..300).contains(&status) {
+                if written.iter().all(Option::is_none) {
+                    if sent == Default::default() {
+                        return Outcome::Sent;
+                    }
+                    // A 1.0 receiver that ignored the content type (the spec: treat as 415).
+                    return Outcome::Downgrade {
+                        reason: format!(
+                            "HTTP status {status} without X-Prometheus-Remote-Write-*-Written headers"
+                        ),
+                    };
+                }
+                self.ep.v2_confirmed.store(true, Relaxed);
+                let [s, h, e] = written.map(|w| w.unwrap_or(0));
+                let unwritten = sent.samples.saturating_sub(s)
+                    + sent.histograms.saturating_sub(h)
+                    + sent.exemplars.saturating_sub(e);
+                if unwritten > 0 {
+                    // Accepted in part: what the receiver did not write is not retried.
+                    self.stats.samples_failed.fetch_add(unwritten, Relaxed);
+                }
+                return Outcome::Sent;
+            }
+            // 415 is the spec's refusal; a receiver from before 2.0 answers 400 (it cannot
+            // decode the body) until a 2.0 request has once been accepted.
+            if status == 415 || (status == 400 && !confirmed) {
+                let excerpt = String::from_utf8_lossy(&body[..body.len().min(256)])
+                    .trim()
+                    .to_string();
+                return Outcome::Downgrade {
+                    reason: format!("server returned HTTP status {status}: {excerpt}"),
+                };
+            }
+        }
         if (200..300).contains(&status) {
             return Outcome::Sent;
         }

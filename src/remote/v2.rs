@@ -1,0 +1,308 @@
+//! Remote Write 2.0 (`io.prometheus.write.v2.Request`). Batches are kept as 1.0 entries (the
+//! WAL reader and the appender make those) and converted when a request is built: every
+//! string goes into the request's symbol table (`symbols[0]` is `""`), labels become
+//! reference pairs, each series gets its family's metadata (type, help, unit) from what the
+//! core's scrapes reported, and samples and native histograms are copied as they are (their
+//! messages have the same fields in both versions).
+
+use std::collections::HashMap;
+
+use crate::protowire::{WireError, key, len_delimited, skip};
+use crate::remote::encode::put_varint;
+use crate::remote::metadata::Families;
+
+/// Reused buffers for converting batches.
+#[derive(Default)]
+pub struct Converter {
+    /// Symbol hash → index; a hash met with other bytes is added again (duplicates are
+    /// allowed in the table).
+    index: HashMap<u64, u32>,
+    /// The symbols, in order, as ranges into `bytes`.
+    symbols: Vec<(u32, u32)>,
+    bytes: Vec<u8>,
+    series: Vec<u8>,
+    refs: Vec<u32>,
+    msg: Vec<u8>,
+}
+
+/// What a request holds, to compare with the receiver's written counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub samples: u64,
+    pub histograms: u64,
+    pub exemplars: u64,
+}
+
+impl Converter {
+    fn symbol(&mut self, s: &[u8]) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        let h = xxhash_rust::xxh3::xxh3_64(s);
+        if let Some(&i) = self.index.get(&h) {
+            let (a, b) = self.symbols[i as usize];
+            if &self.bytes[a as usize..b as usize] == s {
+                return i;
+            }
+        }
+        let i = self.symbols.len() as u32;
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(s);
+        self.symbols.push((start, self.bytes.len() as u32));
+        self.index.entry(h).or_insert(i);
+        i
+    }
+
+    /// Converts a batch body (1.0 entries) into a 2.0 request in `out`.
+    pub fn convert(
+        &mut self,
+        body: &[u8],
+        families: Option<&Families>,
+        out: &mut Vec<u8>,
+    ) -> Result<Counts, WireError> {
+        self.index.clear();
+        self.symbols.clear();
+        self.bytes.clear();
+        self.series.clear();
+        self.symbols.push((0, 0));
+        let mut counts = Counts::default();
+        for entry in crate::remote::encode::entries(body) {
+            self.convert_entry(entry, families, &mut counts)?;
+        }
+        out.clear();
+        for &(a, b) in &self.symbols {
+            out.push(0x22); // Request.symbols
+            put_varint(out, u64::from(b - a));
+            out.extend_from_slice(&self.bytes[a as usize..b as usize]);
+        }
+        out.extend_from_slice(&self.series);
+        Ok(counts)
+    }
+
+    fn convert_entry(
+        &mut self,
+        entry: &[u8],
+        families: Option<&Families>,
+        counts: &mut Counts,
+    ) -> Result<(), WireError> {
+        let mut p = 0;
+        key(entry, &mut p)?;
+        let ts = len_delimited(entry, &mut p)?;
+        let buf = &entry[..ts.end];
+        let mut p = ts.start;
+        self.refs.clear();
+        self.msg.clear();
+        let mut name: &[u8] = &[];
+        while p < ts.end {
+            let (field, wire) = key(buf, &mut p)?;
+            match (field, wire) {
+                (1, 2) => {
+                    let l = len_delimited(buf, &mut p)?;
+                    let (n, v) = label(&buf[..l.end], l.start)?;
+                    if n == b"__name__" {
+                        name = v;
+                    }
+                    let (n, v) = (self.symbol(n), self.symbol(v));
+                    self.refs.extend([n, v]);
+                }
+                (2, 2) => {
+                    let s = len_delimited(buf, &mut p)?;
+                    self.msg.push(0x12); // TimeSeries.samples
+                    put_varint(&mut self.msg, s.len() as u64);
+                    self.msg.extend_from_slice(&buf[s]);
+                    counts.samples += 1;
+                }
+                (4, 2) => {
+                    let h = len_delimited(buf, &mut p)?;
+                    self.msg.push(0x1a); // TimeSeries.histograms
+                    put_varint(&mut self.msg, h.len() as u64);
+                    self.msg.extend_from_slice(&buf[h]);
+                    counts.histograms += 1;
+                }
+                (3, 2) => {
+                    let e = len_delimited(buf, &mut p)?;
+                    self.exemplar(&buf[..e.end], e.start)?;
+                    counts.exemplars += 1;
+                }
+                (_, w) => skip(buf, &mut p, w)?,
+            }
+        }
+        let meta = families.and_then(|f| f.lookup(name));
+        let mut refs_len = 0;
+        for r in &self.refs {
+            refs_len += crate::remote::encode::varint_len(u64::from(*r));
+        }
+        let mut md = [0u8; 32];
+        let mut md_len = 0;
+        if let Some((t, unit, help)) = meta {
+            let (help, unit) = (self.symbol(help), self.symbol(unit));
+            let mut m = Vec::with_capacity(16);
+            for (tag, v) in [(0x08u8, u32::from(t)), (0x18, help), (0x20, unit)] {
+                if v != 0 {
+                    m.push(tag);
+                    put_varint(&mut m, u64::from(v));
+                }
+            }
+            md[0] = 0x2a; // TimeSeries.metadata
+            md[1] = m.len() as u8;
+            md[2..2 + m.len()].copy_from_slice(&m);
+            md_len = 2 + m.len();
+        }
+        let refs_field = if refs_len > 0 {
+            1 + crate::remote::encode::varint_len(refs_len as u64) + refs_len
+        } else {
+            0
+        };
+        let len = refs_field + self.msg.len() + md_len;
+        self.series.push(0x2a); // Request.timeseries
+        put_varint(&mut self.series, len as u64);
+        if refs_len > 0 {
+            self.series.push(0x0a); // TimeSeries.labels_refs, packed
+            put_varint(&mut self.series, refs_len as u64);
+            for r in &self.refs {
+                put_varint(&mut self.series, u64::from(*r));
+            }
+        }
+        self.series.extend_from_slice(&self.msg);
+        self.series.extend_from_slice(&md[..md_len]);
+        Ok(())
+    }
+
+    /// Appends a 1.0 `Exemplar` (labels as `Label` messages) to `msg` as a 2.0 one.
+    fn exemplar(&mut self, buf: &[u8], start: usize) -> Result<(), WireError> {
+        let mut p = start;
+        let mut refs = Vec::new();
+        let mut rest = Vec::new();
+        while p < buf.len() {
+            let at = p;
+            let (field, wire) = key(buf, &mut p)?;
+            if (field, wire) == (1, 2) {
+                let l = len_delimited(buf, &mut p)?;
+                let (n, v) = label(&buf[..l.end], l.start)?;
+                refs.push(self.symbol(n));
+                refs.push(self.symbol(v));
+            } else {
+                skip(buf, &mut p, wire)?;
+                // Value (2) and timestamp (3) keep their numbers.
+                rest.extend_from_slice(&buf[at..p]);
+            }
+        }
+        let mut ex = Vec::with_capacity(rest.len() + 2 * refs.len() + 4);
+        if !refs.is_empty() {
+            let refs_len: usize = refs
+                .iter()
+                .map(|r| crate::remote::encode::varint_len(u64::from(*r)))
+                .sum();
+            ex.push(0x0a);
+            put_varint(&mut ex, refs_len as u64);
+            for r in &refs {
+                put_varint(&mut ex, u64::from(*r));
+            }
+        }
+        ex.extend_from_slice(&rest);
+        self.msg.push(0x22); // TimeSeries.exemplars
+        put_varint(&mut self.msg, ex.len() as u64);
+        self.msg.extend_from_slice(&ex);
+        Ok(())
+    }
+}
+
+/// A `Label` message's name and value.
+fn label(buf: &[u8], start: usize) -> Result<(&[u8], &[u8]), WireError> {
+    let mut q = start;
+    let (mut name, mut value) = (0..0, 0..0);
+    while q < buf.len() {
+        match key(buf, &mut q)? {
+            (1, 2) => name = len_delimited(buf, &mut q)?,
+            (2, 2) => value = len_delimited(buf, &mut q)?,
+            (_, w) => skip(buf, &mut q, w)?,
+        }
+    }
+    Ok((&buf[name], &buf[value]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::MetricType;
+    use crate::remote::encode::{LabelScratch, encode_exemplar_series, encode_series};
+    use crate::remote::proto::v2;
+
+    #[test]
+    fn a_batch_converts_to_a_request_the_published_schema_decodes() {
+        let mut body = Vec::new();
+        let mut labels = LabelScratch::default();
+        for (name, job, v, ts) in [
+            ("http_requests_total", "api", 7.0, 1000),
+            ("temp", "api", -1.5, 1000),
+            ("http_requests_total", "web", 0.0, 2000),
+        ] {
+            labels.clear();
+            labels.push(b"__name__", name.as_bytes());
+            labels.push(b"job", job.as_bytes());
+            encode_series(&mut body, &labels, v, ts);
+        }
+        let mut ex = LabelScratch::default();
+        ex.push(b"trace_id", b"abc");
+        encode_exemplar_series(&mut body, &labels, &ex, 1.25, 2000);
+        let mut meta = Vec::new();
+        crate::wal::record::put_metadata(
+            &mut meta,
+            MetricType::Counter,
+            b"http_requests",
+            b"",
+            b"Requests.",
+        );
+        let mut families = Families::default();
+        families.note(&meta, std::time::Instant::now());
+
+        let mut c = Converter::default();
+        let mut out = Vec::new();
+        let counts = c.convert(&body, Some(&families), &mut out).unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                samples: 3,
+                histograms: 0,
+                exemplars: 1
+            }
+        );
+        let req = <v2::Request as prost::Message>::decode(&out[..]).unwrap();
+        assert_eq!(req.symbols[0], "");
+        let sym = |r: u32| req.symbols[r as usize].as_str();
+        let labels_of = |t: &v2::TimeSeries| -> Vec<(String, String)> {
+            t.labels_refs
+                .chunks(2)
+                .map(|p| (sym(p[0]).to_string(), sym(p[1]).to_string()))
+                .collect()
+        };
+        assert_eq!(req.timeseries.len(), 4);
+        let t0 = &req.timeseries[0];
+        assert_eq!(
+            labels_of(t0),
+            [
+                ("__name__".into(), "http_requests_total".into()),
+                ("job".into(), "api".into())
+            ]
+        );
+        assert_eq!((t0.samples[0].value, t0.samples[0].timestamp), (7.0, 1000));
+        let m = t0.metadata.clone().unwrap();
+        assert_eq!((m.r#type, sym(m.help_ref), m.unit_ref), (1, "Requests.", 0));
+        assert_eq!(
+            req.timeseries[1].metadata, None,
+            "no family reported: no metadata"
+        );
+        assert_eq!(req.timeseries[2].samples[0].value, 0.0);
+        let e = &req.timeseries[3];
+        assert!(e.samples.is_empty());
+        assert_eq!(e.exemplars[0].value, 1.25);
+        assert_eq!(e.exemplars[0].timestamp, 2000);
+        assert_eq!(sym(e.exemplars[0].labels_refs[0]), "trace_id");
+        assert_eq!(sym(e.exemplars[0].labels_refs[1]), "abc");
+        // Each string once.
+        let mut unique = req.symbols.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), req.symbols.len());
+    }
+}
