@@ -248,6 +248,24 @@ fn exemplars_reach_prometheus_with_send_exemplars() {
     });
     let (_prom, prom_addr) =
         start_prometheus_receiver(&dir, &prom_bin, &["--enable-feature=exemplar-storage"]);
+    let (mut spate, series) =
+        exemplar_at_prometheus(&target.addr.to_string(), &prom_addr, "req_total", "abc123");
+    assert_eq!(series["seriesLabels"]["path"], "/a", "{series}");
+    assert_eq!(series["seriesLabels"]["job"], "app", "{series}");
+    let e = &series["exemplars"][0];
+    assert_eq!(e["labels"]["trace_id"], "abc123", "{series}");
+    assert_eq!(e["value"], "1.5", "{series}");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+/// Runs spate from `target` to the Prometheus at `prom_addr` with `send_exemplars`, until
+/// `/api/v1/query_exemplars` for `query` shows `needle`; returns spate and the first series.
+fn exemplar_at_prometheus(
+    target: &str,
+    prom_addr: &str,
+    query: &str,
+    needle: &str,
+) -> (Spate, Value) {
     let cfg = format!(
         r#"
 global:
@@ -255,23 +273,22 @@ global:
 scrape_configs:
   - job_name: app
     static_configs:
-      - targets: ["{}"]
+      - targets: ["{target}"]
 remote_write:
   - url: http://{prom_addr}/api/v1/write
     send_exemplars: true
     queue_config:
       batch_send_deadline: 500ms
-"#,
-        target.addr
+"#
     );
-    let mut spate = Spate::start(&cfg, &[]);
+    let spate = Spate::start(&cfg, &[]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let path = format!(
         "/api/v1/query_exemplars?query={}&start={}&end={}",
-        urlencode("req_total"),
+        urlencode(query),
         now - 600,
         now + 600
     );
@@ -279,18 +296,84 @@ remote_write:
         Duration::from_secs(60),
         "the exemplar in Prometheus",
         || {
-            http_get(&prom_addr, &path)
-                .filter(|(c, b)| *c == 200 && b.contains("abc123"))
+            http_get(prom_addr, &path)
+                .filter(|(c, b)| *c == 200 && b.contains(needle))
                 .map(|(_, b)| b)
         },
     );
     let v: Value = serde_json::from_str(&body).unwrap();
-    let series = &v["data"][0];
-    assert_eq!(series["seriesLabels"]["path"], "/a", "{body}");
-    assert_eq!(series["seriesLabels"]["job"], "app", "{body}");
+    (spate, v["data"][0].clone())
+}
+
+/// A `prometheus_client` (Python) application serving OpenMetrics with exemplars.
+const PYTHON_APP: &str = r#"
+import sys, time
+from prometheus_client import Counter, Histogram, start_http_server
+requests = Counter("app_requests", "Requests handled.", ["path"])
+latency = Histogram("app_latency_seconds", "Latency.", buckets=[0.1, 1.0])
+start_http_server(int(sys.argv[1]), addr="127.0.0.1")
+i = 0
+while True:
+    i += 1
+    requests.labels(path="/a").inc(1, exemplar={"trace_id": "py%d" % i})
+    latency.observe(0.5, exemplar={"trace_id": "lat%d" % i})
+    time.sleep(0.2)
+"#;
+
+#[test]
+fn exemplars_from_python_prometheus_client_reach_prometheus_intact() {
+    let dir = TempDir::new("e2e-python");
+    let Some(python) =
+        common::require_python_module("prometheus_client", "python3-prometheus-client")
+    else {
+        return;
+    };
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let app_addr = format!("127.0.0.1:{}", free_port());
+    let port = app_addr.rsplit(':').next().unwrap().to_string();
+    let _app = Proc::spawn(
+        "python-app",
+        Command::new(python).args(["-c", PYTHON_APP, &port]),
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(30), "the Python app to serve", || {
+        http_get(&app_addr, "/metrics").filter(|(c, _)| *c == 200)
+    });
+    let (_prom, prom_addr) =
+        start_prometheus_receiver(&dir, &prom_bin, &["--enable-feature=exemplar-storage"]);
+    let (mut spate, series) =
+        exemplar_at_prometheus(&app_addr, &prom_addr, "app_requests_total", "\"py");
+    assert_eq!(series["seriesLabels"]["path"], "/a", "{series}");
     let e = &series["exemplars"][0];
-    assert_eq!(e["labels"]["trace_id"], "abc123", "{body}");
-    assert_eq!(e["value"], "1.5", "{body}");
+    assert!(
+        e["labels"]["trace_id"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("py")),
+        "{series}"
+    );
+    assert_eq!(e["value"], "1", "{series}");
+    // The histogram bucket's exemplar too, on the bucket it was observed in.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!(
+        "/api/v1/query_exemplars?query={}&start={}&end={}",
+        urlencode("app_latency_seconds_bucket"),
+        now - 600,
+        now + 600
+    );
+    let body = wait_for(Duration::from_secs(60), "the bucket exemplar", || {
+        http_get(&prom_addr, &path)
+            .filter(|(c, b)| *c == 200 && b.contains("lat"))
+            .map(|(_, b)| b)
+    });
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let bucket = &v["data"][0];
+    assert_eq!(bucket["seriesLabels"]["le"], "1.0", "{body}");
+    assert_eq!(bucket["exemplars"][0]["value"], "0.5", "{body}");
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
 

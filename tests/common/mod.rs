@@ -107,6 +107,38 @@ pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
+/// A Python 3 that can import `module` (from the Debian package `package`); like
+/// [`require_program`], a skip outside CI and a failure naming the package under `CI=true`.
+pub fn require_python_module(module: &str, package: &str) -> Option<PathBuf> {
+    // Debian's interpreter first: the package installs the module for it.
+    let candidates = [
+        Some(PathBuf::from("/usr/bin/python3")),
+        require_program("python3", "python3"),
+    ];
+    let imports = |python: &PathBuf| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let python = candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file() && imports(p));
+    if python.is_none() {
+        let msg = format!(
+            "python3 cannot import {module}: install the Debian package `{package}` (apt-get install -y {package})"
+        );
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    python
+}
+
 /// Prometheus (Debian's `prometheus`) in agent mode on `config`, listening on `web`; its WAL
 /// lives in `dir`. Killed when dropped.
 pub fn prometheus_agent(prometheus: &Path, dir: &TempDir, config: &Path, web: &str) -> Proc {
