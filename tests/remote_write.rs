@@ -867,3 +867,119 @@ remote_write:
     );
     assert!(values.windows(2).all(|w| w[1] == w[0] + 1.0), "{values:?}");
 }
+
+#[test]
+fn sigv4_signs_each_request_over_what_goes_on_the_wire() {
+    type Seen =
+        std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, Vec<u8>)>>>;
+    let seen: Seen = Default::default();
+    let log = seen.clone();
+    let receiver = common::TestServer::start(move |headers, body| {
+        log.lock().unwrap().push((headers.clone(), body.to_vec()));
+        (204, "text/plain", Vec::new())
+    });
+    let target = CounterTarget::start();
+    let dir = common::TempDir::new("sigv4");
+    let creds = dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = WRONG\naws_secret_access_key = WRONG\n[amp]\naws_access_key_id = AKIDFILE\naws_secret_access_key = file-secret\naws_session_token = file-token\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        r#"
+global:
+  scrape_interval: 200ms
+scrape_configs:
+  - job_name: counter
+    static_configs:
+      - targets: ["{}"]
+remote_write:
+  - url: http://{addr}/workspaces/ws-1/api/v1/remote_write
+    name: keys
+    sigv4: {{region: eu-west-1, access_key: AKIDCONFIG, secret_key: config-secret}}
+    queue_config: {{batch_send_deadline: 100ms}}
+  - url: http://{addr}/workspaces/ws-2/api/v1/remote_write
+    name: profile
+    sigv4: {{region: us-east-2, profile: amp}}
+    queue_config: {{batch_send_deadline: 100ms}}
+"#,
+        target.addr,
+        addr = receiver.addr
+    );
+    let path = creds.display().to_string();
+    let mut spate = Spate::start_with(&cfg, &[], |cmd| {
+        cmd.env("AWS_SHARED_CREDENTIALS_FILE", &path);
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "signed requests to both workspaces",
+        || {
+            let s = seen.lock().unwrap();
+            let has = |ws: &str| s.iter().any(|(h, _)| h[":path"].contains(ws));
+            (has("ws-1") && has("ws-2")).then_some(())
+        },
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    let parse_date = |d: &str| {
+        let n = |r: std::ops::Range<usize>| d[r].parse::<i64>().unwrap();
+        let (y, m, day) = (n(0..4), n(4..6), n(6..8));
+        // Days from civil (Howard Hinnant).
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        let secs = days * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+        std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)
+    };
+    for (headers, body) in seen.lock().unwrap().iter() {
+        let profile = headers[":path"].contains("ws-2");
+        let creds = spate::http::sigv4::Credentials {
+            access_key: if profile { "AKIDFILE" } else { "AKIDCONFIG" }.into(),
+            secret_key: if profile {
+                "file-secret"
+            } else {
+                "config-secret"
+            }
+            .into(),
+            session_token: profile.then(|| "file-token".to_string()),
+        };
+        let h = |k: &str| headers.get(k).map(String::as_str).unwrap_or("");
+        let want = spate::http::sigv4::sign(
+            &spate::http::sigv4::Request {
+                method: "POST",
+                host: h("host"),
+                path_and_query: h(":path"),
+                headers: &[
+                    ("Content-Encoding", h("content-encoding")),
+                    ("Content-Type", h("content-type")),
+                    (
+                        "X-Prometheus-Remote-Write-Version",
+                        h("x-prometheus-remote-write-version"),
+                    ),
+                ],
+                body,
+            },
+            &creds,
+            if profile { "us-east-2" } else { "eu-west-1" },
+            "aps",
+            parse_date(h("x-amz-date")),
+        );
+        let auth = want
+            .lines()
+            .find_map(|l| l.strip_prefix("Authorization: "))
+            .unwrap()
+            .trim_end();
+        assert_eq!(h("authorization"), auth, "{headers:?}");
+        assert!(auth.contains(if profile {
+            "/us-east-2/aps/aws4_request"
+        } else {
+            "/eu-west-1/aps/aws4_request"
+        }));
+        assert_eq!(
+            h("x-amz-security-token"),
+            if profile { "file-token" } else { "" }
+        );
+    }
+}

@@ -172,6 +172,8 @@ pub struct RemoteWriteConfig {
     /// `protobuf_message: io.prometheus.write.v2.Request`: Remote Write 2.0, falling back to
     /// 1.0 when the receiver does not take it.
     pub v2: bool,
+    /// AWS Signature Version 4 (Amazon Managed Service for Prometheus).
+    pub sigv4: Option<crate::http::sigv4::SigV4>,
 }
 
 /// `metadata_config`: family metadata sent in requests of its own (Remote Write 1.0).

@@ -216,9 +216,22 @@ section! {
         no_proxy: Option<String>,
         proxy_from_environment: Option<bool>,
         proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+        sigv4: Option<RawSigV4>,
     }
     unsupported {
-        sigv4, azuread, google_iam, failed_request_logging,
+        azuread, google_iam, failed_request_logging,
+    }
+}
+
+section! {
+    RawSigV4 {
+        region: Option<String>,
+        access_key: Option<String>,
+        secret_key: Option<String>,
+        profile: Option<String>,
+    }
+    unsupported {
+        role_arn, external_id, use_fips_sts_endpoint,
     }
 }
 
@@ -1008,6 +1021,19 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
         }
     }
 
+    let sigv4 = match rw.sigv4 {
+        None => None,
+        Some(sig) => {
+            if rw.basic_auth.is_some() || rw.authorization.is_some() || rw.oauth2.is_some() {
+                return Err(Problem::field(
+                    at("sigv4"),
+                    "at most one of basic_auth, authorization, oauth2, sigv4, azuread or google_iam must be configured",
+                ));
+            }
+            unsupported(&at("sigv4."), sig.unsupported())?;
+            Some(resolve_sigv4(sig).map_err(|e| Problem::field(at("sigv4"), e))?)
+        }
+    };
     let http = super::client::resolve(
         rw.basic_auth,
         rw.authorization,
@@ -1060,5 +1086,30 @@ fn resolve_remote_write(rw: RawRemoteWrite, i: usize) -> Result<RemoteWriteConfi
             ..metadata
         },
         v2,
+        sigv4,
+    })
+}
+
+/// `sigv4`: the region from the file or the environment, keys given together or not at all.
+fn resolve_sigv4(sig: RawSigV4) -> Result<crate::http::sigv4::SigV4, String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let region = sig
+        .region
+        .filter(|r| !r.is_empty())
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .ok_or("region is not set: set sigv4.region, or AWS_REGION in the environment")?;
+    let (access_key, secret_key) = match (sig.access_key, sig.secret_key) {
+        (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => {
+            (Some(a), Some(super::client::Secret::Inline(s)))
+        }
+        (None, None) => (None, None),
+        _ => return Err("must provide a AWS SigV4 Access key and Secret Key if credentials are specified in the SigV4 config".into()),
+    };
+    Ok(crate::http::sigv4::SigV4 {
+        region,
+        access_key,
+        secret_key,
+        profile: sig.profile.filter(|p| !p.is_empty()),
     })
 }

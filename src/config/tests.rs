@@ -236,6 +236,22 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml: remote_write[0].queue_config: max_backoff must not be less than min_backoff",
         ),
         (
+            "remote_write:\n  - url: http://a/\n    basic_auth: {username: u}\n    sigv4: {region: x}\n",
+            "prometheus.yml: remote_write[0].sigv4: at most one of basic_auth, authorization, oauth2, sigv4, azuread or google_iam must be configured",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    sigv4:\n      region: x\n      role_arn: y\n",
+            "prometheus.yml:5: remote_write[0].sigv4.role_arn: not supported by spate yet; remove it or see docs/compatibility.md",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    sigv4: {region: x, access_key: a}\n",
+            "prometheus.yml: remote_write[0].sigv4: must provide a AWS SigV4 Access key and Secret Key if credentials are specified in the SigV4 config",
+        ),
+        (
+            "remote_write:\n  - url: http://a/\n    protobuf_message: foo\n",
+            "prometheus.yml:3: remote_write[0].protobuf_message: unknown remote write protobuf message \"foo\": use prometheus.WriteRequest or io.prometheus.write.v2.Request",
+        ),
+        (
             "remote_write:\n  - url: http://a/\n    azuread:\n      cloud: AzurePublic\n",
             "prometheus.yml:4: remote_write[0].azuread: not supported by spate yet; remove it or see docs/compatibility.md",
         ),

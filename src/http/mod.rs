@@ -8,6 +8,7 @@
 mod conn;
 mod framing;
 pub mod oauth2;
+pub mod sigv4;
 pub mod tls;
 
 pub use conn::{Conn, Error, Response, TlsTarget};

@@ -1456,19 +1456,55 @@ impl Shard {
         let mut elsewhere: Option<Conn> = None;
         let remote_timeout = self.ep.cfg.remote_timeout;
         for _ in 0..=MAX_REDIRECTS {
+            // The Host header without a default port, as Go writes it (and as signed).
+            let host = here
+                .1
+                .strip_suffix(if here.0 { ":443" } else { ":80" })
+                .unwrap_or(&here.1)
+                .to_string();
+            let signature = match &self.ep.cfg.sigv4 {
+                None => String::new(),
+                Some(sig) => match sig.credentials() {
+                    Ok(creds) => {
+                        let (content_type, version) = match v2 {
+                            Some(_) => (
+                                "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                                "2.0.0",
+                            ),
+                            None => ("application/x-protobuf", "0.1.0"),
+                        };
+                        crate::http::sigv4::sign(
+                            &crate::http::sigv4::Request {
+                                method: "POST",
+                                host: &host,
+                                path_and_query: &path,
+                                headers: &[
+                                    ("Content-Encoding", "snappy"),
+                                    ("Content-Type", content_type),
+                                    ("X-Prometheus-Remote-Write-Version", version),
+                                ],
+                                body,
+                            },
+                            &creds,
+                            &sig.region,
+                            "aps",
+                            SystemTime::now(),
+                        )
+                    }
+                    Err(e) => return retry(e),
+                },
+            };
             let c = elsewhere.as_mut().unwrap_or(&mut *conn);
             let req = c.request_mut();
-            req.extend_from_slice(
-                format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", here.1).as_bytes(),
-            );
+            req.extend_from_slice(format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n").as_bytes());
             req.extend_from_slice(match v2 {
                 Some(_) => self.ep.head_v2.as_bytes(),
                 None => self.ep.head.as_bytes(),
             });
-            // Credentials go to the endpoint's own host only.
-            if here.1 == url.authority() {
-                req.extend_from_slice(auth.as_bytes());
-            }
+            // Credentials go with every hop, as Prometheus' authenticating round-tripper adds
+            // them to each request.
+            req.extend_from_slice(auth.as_bytes());
+            req.extend_from_slice(signature.as_bytes());
             if attempt > 0 {
                 req.extend_from_slice(format!("Retry-Attempt: {attempt}\r\n").as_bytes());
             }
