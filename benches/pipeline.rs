@@ -275,5 +275,72 @@ fn target_relabel(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, target_relabel);
+/// The remote-write sending stage on its own, per batch of `max_samples_per_send` (2,000)
+/// samples with 8 labels each: encoding entries from label sets and compressing the batch
+/// (live sending); rebuilding entries from WAL label sections (reading a backlog back); and
+/// converting a batch to Remote Write 2.0 before compressing it.
+fn remote_encode(c: &mut Criterion) {
+    use spate::remote::encode::{LabelScratch, encode_series, encode_series_raw, split_entry};
+    const BATCH: usize = 2000;
+    let series: Vec<LabelScratch> = (0..BATCH)
+        .map(|i| {
+            let mut l = LabelScratch::default();
+            l.push(b"__name__", b"http_request_duration_seconds_bucket");
+            l.push(b"handler", format!("/api/v1/resource/{}", i % 40).as_bytes());
+            l.push(b"instance", format!("10.0.{}.{}:9100", i % 7, i % 250).as_bytes());
+            l.push(b"job", b"api-server");
+            l.push(b"le", ["0.005", "0.01", "0.1", "1", "+Inf"][i % 5].as_bytes());
+            l.push(b"method", ["GET", "POST", "PUT"][i % 3].as_bytes());
+            l.push(b"replica", b"r1");
+            l.push(b"status", ["200", "404", "500"][i % 3].as_bytes());
+            l
+        })
+        .collect();
+    let mut batch = Vec::new();
+    for (i, l) in series.iter().enumerate() {
+        encode_series(&mut batch, l, i as f64 * 1.5, 1_700_000_000_000);
+    }
+    let sections: Vec<Vec<u8>> = spate::remote::encode::entries(&batch)
+        .map(|e| split_entry(e).unwrap().0.to_vec())
+        .collect();
+    eprintln!(
+        "remote_encode: {} bytes per batch of {BATCH} ({:.1} bytes/sample)",
+        batch.len(),
+        batch.len() as f64 / BATCH as f64
+    );
+    let mut g = c.benchmark_group("remote_encode");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut enc = snap::raw::Encoder::new();
+    let mut out = vec![0; snap::raw::max_compress_len(batch.len() * 2)];
+    let mut body = Vec::with_capacity(batch.len());
+    g.bench_function("v1_encode_compress", |b| {
+        b.iter(|| {
+            body.clear();
+            for (i, l) in series.iter().enumerate() {
+                encode_series(&mut body, l, black_box(i as f64), 1_700_000_000_000);
+            }
+            black_box(enc.compress(&body, &mut out).unwrap())
+        })
+    });
+    g.bench_function("wal_readback_encode_compress", |b| {
+        b.iter(|| {
+            body.clear();
+            for (i, l) in sections.iter().enumerate() {
+                encode_series_raw(&mut body, l, black_box(i as f64), 1_700_000_000_000);
+            }
+            black_box(enc.compress(&body, &mut out).unwrap())
+        })
+    });
+    let mut conv = spate::remote::v2::Converter::default();
+    let mut v2 = Vec::new();
+    g.bench_function("v2_convert_compress", |b| {
+        b.iter(|| {
+            conv.convert(black_box(&batch), None, &mut v2).unwrap();
+            black_box(enc.compress(&v2, &mut out).unwrap())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, target_relabel, remote_encode);
 criterion_main!(benches);

@@ -16,13 +16,31 @@ use crate::remote::metadata::Families;
 pub struct Converter {
     /// Symbol hash → index; a hash met with other bytes is added again (duplicates are
     /// allowed in the table).
-    index: HashMap<u64, u32>,
+    index: HashMap<u64, u32, std::hash::BuildHasherDefault<Prehashed>>,
     /// The symbols, in order, as ranges into `bytes`.
     symbols: Vec<(u32, u32)>,
     bytes: Vec<u8>,
     series: Vec<u8>,
     refs: Vec<u32>,
     msg: Vec<u8>,
+}
+
+/// The symbol map's keys are xxh3 hashes already: used as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 /// What a request holds, to compare with the receiver's written counts.
