@@ -65,6 +65,10 @@ impl Counts {
 
     /// Accepted prefixed samples with timestamps in `[from, to)` (Unix seconds).
     pub fn prefixed_between(&self, from: i64, to: i64) -> u64 {
+        if from >= to {
+            // An empty window (BTreeMap::range panics on a reversed one).
+            return 0;
+        }
         self.prefixed_by_second
             .range(from..to)
             .map(|(_, n)| n)
@@ -507,6 +511,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.counts.prefixed_between(10, 12), 2);
         assert_eq!(c.counts.prefixed_between(0, 100), 3);
+        assert_eq!(c.counts.prefixed_between(12, 10), 0, "a reversed window is empty");
         let json = stats_json(&c.counts, "/stats?from=10&to=13", 1.0);
         assert!(json.contains("\"window_samples\": 3}"), "{json}");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
