@@ -286,10 +286,19 @@ fn remote_encode(c: &mut Criterion) {
         .map(|i| {
             let mut l = LabelScratch::default();
             l.push(b"__name__", b"http_request_duration_seconds_bucket");
-            l.push(b"handler", format!("/api/v1/resource/{}", i % 40).as_bytes());
-            l.push(b"instance", format!("10.0.{}.{}:9100", i % 7, i % 250).as_bytes());
+            l.push(
+                b"handler",
+                format!("/api/v1/resource/{}", i % 40).as_bytes(),
+            );
+            l.push(
+                b"instance",
+                format!("10.0.{}.{}:9100", i % 7, i % 250).as_bytes(),
+            );
             l.push(b"job", b"api-server");
-            l.push(b"le", ["0.005", "0.01", "0.1", "1", "+Inf"][i % 5].as_bytes());
+            l.push(
+                b"le",
+                ["0.005", "0.01", "0.1", "1", "+Inf"][i % 5].as_bytes(),
+            );
             l.push(b"method", ["GET", "POST", "PUT"][i % 3].as_bytes());
             l.push(b"replica", b"r1");
             l.push(b"status", ["200", "404", "500"][i % 3].as_bytes());
@@ -335,7 +344,8 @@ fn remote_encode(c: &mut Criterion) {
     let mut v2 = Vec::new();
     g.bench_function("v2_convert_compress", |b| {
         b.iter(|| {
-            conv.convert(black_box(&batch), None, &mut v2).unwrap();
+            conv.convert(black_box(&batch), None, None, &mut v2)
+                .unwrap();
             black_box(enc.compress(&v2, &mut out).unwrap())
         })
     });

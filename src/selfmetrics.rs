@@ -26,6 +26,8 @@ pub struct CoreStats {
     pub samples_scraped: AtomicU64,
     /// Samples (scraped and report series) handed to the remote-write queues.
     pub samples_appended: AtomicU64,
+    /// The newest scrape timestamp committed, in milliseconds.
+    pub highest_ts_ms: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
     pub driver: AtomicU64,
     pub wal: Arc<crate::wal::WalStats>,
@@ -55,6 +57,9 @@ pub struct ShardStats {
     pub metadata_failed: AtomicU64,
     pub metadata_retried: AtomicU64,
     pub metadata_bytes: AtomicU64,
+    /// `max_samples_per_send` and `capacity`, as configured.
+    pub max_samples_per_send: AtomicU64,
+    pub capacity: AtomicU64,
     /// Lanes (concurrent senders) running, wanted, and the bounds.
     pub shards: AtomicU64,
     pub shards_desired: AtomicU64,
@@ -352,7 +357,48 @@ impl Registry {
             sum(|c| &c.samples_appended)
         );
 
+        header(
+            &mut out,
+            "prometheus_remote_storage_highest_timestamp_in_seconds",
+            "gauge",
+            "Newest timestamp committed for remote write (of a scrape), in seconds.",
+        );
+        let highest = self
+            .cores
+            .iter()
+            .map(|c| c.highest_ts_ms.load(Relaxed))
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "prometheus_remote_storage_highest_timestamp_in_seconds {}",
+            highest as f64 / 1000.0
+        );
+
         let eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, help, get) in [
+            (
+                "prometheus_remote_storage_max_samples_per_send",
+                "The most samples in one request (queue_config.max_samples_per_send).",
+                (|s: &ShardStats| s.max_samples_per_send.load(Relaxed)) as fn(&ShardStats) -> u64,
+            ),
+            (
+                "prometheus_remote_storage_shard_capacity",
+                "Samples a lane queues before it is behind (queue_config.capacity).",
+                |s: &ShardStats| s.capacity.load(Relaxed),
+            ),
+        ] {
+            header(&mut out, name, "gauge", help);
+            for e in eps.iter() {
+                let v = e.shards.iter().map(|s| get(s)).max().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "{name}{{remote_name=\"{}\",url=\"{}\"}} {v}",
+                    escape(&e.remote_name),
+                    escape(&e.url)
+                );
+            }
+        }
         type Get = fn(&ShardStats) -> u64;
         let series: [(&str, &str, &str, Get); 14] = [
             (

@@ -29,6 +29,25 @@ remote_write:
     )
 }
 
+/// A configuration scraping `target` as job `counter` every `interval`, with `remote_write`
+/// (the list's items) after it.
+fn counter_config(target: &dyn std::fmt::Display, interval: &str, remote_write: &str) -> String {
+    format!(
+        "global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: counter\n    static_configs:\n      - targets: [\"{target}\"]\nremote_write:\n{}",
+        remote_write.trim_start_matches('\n')
+    )
+}
+
+/// The `test_counter` samples (timestamp, value) in a Remote Write 1.0 request body.
+fn counter_in(body: &[u8]) -> Vec<(i64, f64)> {
+    let req = spate::remote::proto::decode_write_request(body).unwrap();
+    req.timeseries
+        .iter()
+        .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
+        .flat_map(|t| t.samples.iter().map(|s| (s.timestamp, s.value)))
+        .collect()
+}
+
 /// The values of `test_counter` as received, in arrival order, with their timestamps.
 fn counter_samples(r: &Receiver) -> Vec<(i64, f64)> {
     r.samples()
@@ -354,15 +373,11 @@ fn endpoint_settings_tls_auth_redirects_and_write_relabeling() {
         let location: &'static str = Box::leak(to.clone().into_boxed_str());
         (307, location, Vec::new())
     });
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 200ms
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{target}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            r#"
   - url: https://localhost:{tls_port}/api/v1/write
     name: secure
     tls_config: {{ca_file: '{ca}'}}
@@ -379,11 +394,11 @@ remote_write:
       - target_label: via
         replacement: spate
 "#,
-        target = target.addr,
-        tls_port = front.addr.port(),
-        ca = pki.path("ca.crt"),
-        token = token_file.display(),
-        redirector = redirector.addr,
+            tls_port = front.addr.port(),
+            ca = pki.path("ca.crt"),
+            token = token_file.display(),
+            redirector = redirector.addr
+        ),
     );
     let mut spate = Spate::start(&cfg, &[]);
     let names = |r: &Receiver| -> HashSet<String> {
@@ -465,15 +480,11 @@ fn dead_and_hanging_endpoints_delay_neither_scrapes_nor_a_healthy_endpoint() {
     let healthy = Receiver::start(|_| 200);
     let dead = common::free_port();
     let (hang, stop_hang) = hanging_receiver();
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 200ms
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            r#"
   - url: http://127.0.0.1:{dead}/write
     name: dead
     queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}
@@ -485,8 +496,8 @@ remote_write:
     name: healthy
     queue_config: {{batch_send_deadline: 100ms}}
 "#,
-        target.addr,
-        healthy.url()
+            healthy.url()
+        ),
     );
     let started = Instant::now();
     let mut spate = Spate::start(&cfg, &["--cores=1", "--storage.remote.flush-deadline=2s"]);
@@ -531,13 +542,7 @@ fn retry_after_is_honoured_with_retry_on_http_429_and_429_is_dropped_without() {
     // Answers the first request with 429 and `Retry-After: 2`, then 200; records each request.
     let throttling = |log: Log| {
         common::TestServer::start(move |_, body| {
-            let req = spate::remote::proto::decode_write_request(body).unwrap();
-            let samples = req
-                .timeseries
-                .iter()
-                .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
-                .flat_map(|t| t.samples.iter().map(|s| (s.timestamp, s.value)))
-                .collect();
+            let samples = counter_in(body);
             let mut log = log.lock().unwrap();
             let status = if log.is_empty() { 429 } else { 200 };
             log.push((Instant::now(), status, samples));
@@ -548,15 +553,11 @@ fn retry_after_is_honoured_with_retry_on_http_429_and_429_is_dropped_without() {
     let retrying = throttling(retry_log.clone());
     let dropping = throttling(drop_log.clone());
     let target = CounterTarget::start();
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "1s",
+        &format!(
+            r#"
   - url: http://{}/write
     name: retrying
     queue_config: {{retry_on_http_429: true, batch_send_deadline: 100ms, min_backoff: 50ms}}
@@ -564,7 +565,8 @@ remote_write:
     name: dropping
     queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms}}
 "#,
-        target.addr, retrying.addr, dropping.addr
+            retrying.addr, dropping.addr
+        ),
     );
     let mut spate = Spate::start(&cfg, &["--cores=1"]);
     wait_for(Duration::from_secs(60), "requests after the 429", || {
@@ -636,31 +638,21 @@ fn a_receiver_that_closes_mid_response_gets_the_batch_again() {
                             writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\npart");
                         return;
                     }
-                    let req = spate::remote::proto::decode_write_request(&body).unwrap();
-                    sink.lock().unwrap().extend(
-                        req.timeseries
-                            .iter()
-                            .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
-                            .flat_map(|t| t.samples.iter().map(|s| (s.timestamp, s.value))),
-                    );
+                    sink.lock().unwrap().extend(counter_in(&body));
                     let _ = writer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
                 }
             });
         }
     });
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 300ms
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "300ms",
+        &format!(
+            r#"
   - url: http://{addr}/write
     queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}
-"#,
-        target.addr
+"#
+        ),
     );
     let mut spate = Spate::start(&cfg, &["--cores=1"]);
     wait_for(
@@ -767,25 +759,22 @@ fn family_metadata_is_sent_on_its_interval_where_enabled() {
     let target = CounterTarget::start();
     let sending = Receiver::start(|_| 200);
     let silent = Receiver::start(|_| 200);
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 200ms
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            r#"
   - url: {}
     name: sending
     metadata_config: {{send_interval: 1s, max_samples_per_send: 1}}
+    queue_config: {{batch_send_deadline: 100ms}}
   - url: {}
     name: silent
     metadata_config: {{send: false}}
 "#,
-        target.addr,
-        sending.url(),
-        silent.url()
+            sending.url(),
+            silent.url()
+        ),
     );
     let mut spate = Spate::start(&cfg, &[]);
     wait_for(Duration::from_secs(60), "two rounds of metadata", || {
@@ -797,6 +786,51 @@ remote_write:
             .then_some(())
     });
     let sent = spate.metric("prometheus_remote_storage_metadata_total{remote_name=\"sending\"");
+    // Prometheus' remote-storage metric names, labelled by remote_name and url, so existing
+    // dashboards and alerts work.
+    let (_, page) = common::http_get(&spate.web, "/metrics").unwrap();
+    let labels = format!("{{remote_name=\"sending\",url=\"{}\"}}", sending.url());
+    for name in [
+        "prometheus_remote_storage_samples_total",
+        "prometheus_remote_storage_samples_failed_total",
+        "prometheus_remote_storage_samples_retried_total",
+        "prometheus_remote_storage_samples_pending",
+        "prometheus_remote_storage_bytes_total",
+        "prometheus_remote_storage_shards",
+        "prometheus_remote_storage_shards_desired",
+        "prometheus_remote_storage_shards_min",
+        "prometheus_remote_storage_shards_max",
+        "prometheus_remote_storage_max_samples_per_send",
+        "prometheus_remote_storage_shard_capacity",
+        "prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
+        "prometheus_remote_storage_metadata_total",
+        "prometheus_remote_storage_sent_batch_duration_seconds_count",
+    ] {
+        assert!(
+            page.contains(&format!("{name}{labels} ")),
+            "{name}{labels} in\n{page}"
+        );
+    }
+    assert!(page.contains(&format!(
+        "prometheus_remote_storage_samples_dropped_total{{reason=\"too_old\",remote_name=\"sending\",url=\"{}\"}} 0",
+        sending.url()
+    )));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let highest = spate.metric("prometheus_remote_storage_highest_timestamp_in_seconds ");
+    let sent_ts = spate.metric(&format!(
+        "prometheus_remote_storage_queue_highest_sent_timestamp_seconds{labels}"
+    ));
+    assert!(
+        (now - highest).abs() < 60.0,
+        "highest timestamp {highest} near now {now}"
+    );
+    assert!(
+        sent_ts > 0.0 && sent_ts <= highest + 0.001,
+        "sent {sent_ts} <= appended {highest}\n{page}"
+    );
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
     let m = sending.metadata.lock().unwrap();
     let counter = m
@@ -828,29 +862,22 @@ fn remote_write_2_falls_back_to_1_on_415_and_resends_the_refused_batch() {
             count.fetch_add(1, Ordering::SeqCst);
             return (415, "text/plain", b"unsupported".to_vec());
         }
-        let req = spate::remote::proto::decode_write_request(body).unwrap();
-        sink.lock().unwrap().extend(
-            req.timeseries
-                .iter()
-                .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
-                .flat_map(|t| t.samples.iter().map(|s| s.value)),
-        );
+        sink.lock()
+            .unwrap()
+            .extend(counter_in(body).into_iter().map(|(_, v)| v));
         (204, "text/plain", Vec::new())
     });
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 200ms
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            r#"
   - url: http://{}/write
     protobuf_message: io.prometheus.write.v2.Request
     queue_config: {{batch_send_deadline: 100ms}}
 "#,
-        target.addr, receiver.addr
+            receiver.addr
+        ),
     );
     let mut spate = Spate::start(&cfg, &[]);
     wait_for(Duration::from_secs(60), "samples as 1.0", || {
@@ -886,15 +913,11 @@ fn sigv4_signs_each_request_over_what_goes_on_the_wire() {
         "[default]\naws_access_key_id = WRONG\naws_secret_access_key = WRONG\n[amp]\naws_access_key_id = AKIDFILE\naws_secret_access_key = file-secret\naws_session_token = file-token\n",
     )
     .unwrap();
-    let cfg = format!(
-        r#"
-global:
-  scrape_interval: 200ms
-scrape_configs:
-  - job_name: counter
-    static_configs:
-      - targets: ["{}"]
-remote_write:
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            r#"
   - url: http://{addr}/workspaces/ws-1/api/v1/remote_write
     name: keys
     sigv4: {{region: eu-west-1, access_key: AKIDCONFIG, secret_key: config-secret}}
@@ -904,8 +927,8 @@ remote_write:
     sigv4: {{region: us-east-2, profile: amp}}
     queue_config: {{batch_send_deadline: 100ms}}
 "#,
-        target.addr,
-        addr = receiver.addr
+            addr = receiver.addr
+        ),
     );
     let path = creds.display().to_string();
     let mut spate = Spate::start_with(&cfg, &[], |cmd| {
@@ -982,4 +1005,96 @@ remote_write:
             if profile { "file-token" } else { "" }
         );
     }
+}
+
+#[test]
+fn remote_write_2_carries_metadata_and_created_timestamps_inline() {
+    // An OpenMetrics target: a counter and a histogram with `_created`, a gauge.
+    let target = common::TestServer::start(|_, _| {
+        let body = "# TYPE req counter\n# HELP req Requests.\nreq_total{path=\"/a\"} 7\nreq_created{path=\"/a\"} 1700000000.5\n# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\nlat_seconds_bucket{le=\"1.0\"} 2\nlat_seconds_bucket{le=\"+Inf\"} 3\nlat_seconds_count 3\nlat_seconds_sum 1.5\nlat_seconds_created 1600000000\n# TYPE temp gauge\ntemp 21.5\n# EOF\n";
+        (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body.as_bytes().to_vec(),
+        )
+    });
+    type Series = Vec<(Vec<(String, String)>, i32, String, String, i64, i64)>;
+    let got: std::sync::Arc<std::sync::Mutex<Series>> = Default::default();
+    let sink = got.clone();
+    let receiver = common::TestServer::start(move |headers, body| {
+        assert!(headers["content-type"].contains("io.prometheus.write.v2.Request"));
+        let req = spate::remote::proto::v2::decode_request(body).unwrap();
+        let sym = |r: u32| req.symbols[r as usize].clone();
+        let mut s = sink.lock().unwrap();
+        for t in &req.timeseries {
+            let labels = t
+                .labels_refs
+                .chunks(2)
+                .map(|p| (sym(p[0]), sym(p[1])))
+                .collect();
+            let m = t.metadata.clone().unwrap_or_default();
+            let start = t.samples.first().map_or(0, |x| x.start_timestamp);
+            s.push((
+                labels,
+                m.r#type,
+                sym(m.help_ref),
+                sym(m.unit_ref),
+                t.created_timestamp,
+                start,
+            ));
+        }
+        let n = req
+            .timeseries
+            .iter()
+            .map(|t| t.samples.len())
+            .sum::<usize>();
+        let written = format!("header:X-Prometheus-Remote-Write-Samples-Written: {n}");
+        (200, &*Box::leak(written.into_boxed_str()), Vec::new())
+    });
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            "  - url: http://{}/write\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+            receiver.addr
+        ),
+    );
+    let mut spate = Spate::start(&cfg, &[]);
+    let find = |name: &str| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|s| s.0.iter().any(|(n, v)| n == "__name__" && v == name))
+            .cloned()
+    };
+    // The first scrape's requests may go out before its metadata and created timestamps are
+    // known to the core; later ones carry them.
+    let counter = wait_for(Duration::from_secs(60), "a counter with metadata", || {
+        find("req_total").filter(|s| s.1 != 0 && s.4 != 0)
+    });
+    let log = spate.proc.log_text();
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert_eq!(
+        (counter.1, counter.2.as_str()),
+        (1, "Requests."),
+        "counter, HELP"
+    );
+    assert_eq!(
+        (counter.4, counter.5),
+        (1_700_000_000_500, 1_700_000_000_500),
+        "created"
+    );
+    let bucket = find("lat_seconds_bucket").unwrap();
+    assert_eq!(
+        (bucket.1, bucket.3.as_str()),
+        (3, "seconds"),
+        "histogram, UNIT"
+    );
+    assert_eq!(bucket.4, 1_600_000_000_000);
+    let count = find("lat_seconds_count").unwrap();
+    assert_eq!(count.5, 1_600_000_000_000);
+    let gauge = find("temp").unwrap();
+    assert_eq!((gauge.1, gauge.4), (2, 0), "gauge, no created timestamp");
+    assert!(!log.contains("does not take Remote Write 2.0"), "{log}");
 }

@@ -511,7 +511,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.counts.prefixed_between(10, 12), 2);
         assert_eq!(c.counts.prefixed_between(0, 100), 3);
-        assert_eq!(c.counts.prefixed_between(12, 10), 0, "a reversed window is empty");
+        assert_eq!(
+            c.counts.prefixed_between(12, 10),
+            0,
+            "a reversed window is empty"
+        );
         let json = stats_json(&c.counts, "/stats?from=10&to=13", 1.0);
         assert!(json.contains("\"window_samples\": 3}"), "{json}");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

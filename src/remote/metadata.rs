@@ -197,3 +197,137 @@ mod tests {
         );
     }
 }
+
+/// Created timestamps of a core's series, from the `_created` samples of OpenMetrics counters,
+/// histograms and summaries: the family and labels they belong to → (milliseconds, when last
+/// reported). Remote Write 2.0 sends them with the family's samples.
+#[derive(Default)]
+pub struct Created {
+    map: HashMap<u64, (i64, Instant)>,
+    notes: u64,
+}
+
+/// Labels that tell a family's series apart but are not on its `_created` sample.
+const NOT_ON_CREATED: [&[u8]; 3] = [b"__name__", b"le", b"quantile"];
+
+/// Folds one label into a created-timestamp key (labels in their sorted order).
+pub fn created_fold(h: u64, name: &[u8], value: &[u8]) -> u64 {
+    if NOT_ON_CREATED.contains(&name) {
+        return h;
+    }
+    (h ^ xxhash_rust::xxh3::xxh3_64(name)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ xxhash_rust::xxh3::xxh3_64(value)
+}
+
+/// The family a series named `name` gets a created timestamp from: `X` for `X_total`,
+/// `X_bucket`, `X_count`, `X_sum`, and for a summary's quantile series `X` itself.
+pub fn created_family(name: &[u8], has_quantile: bool) -> Option<&[u8]> {
+    for suffix in [&b"_total"[..], b"_bucket", b"_count", b"_sum"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            return Some(base);
+        }
+    }
+    has_quantile.then_some(name)
+}
+
+/// The key of a family's series for created timestamps: its name, then the folded labels.
+pub fn created_key(family: &[u8], folded: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(family) ^ folded.rotate_left(29)
+}
+
+impl Created {
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Records the `_created` samples among a scrape's entries (1.0 entries, as the appender
+    /// writes them; the value is in seconds).
+    pub fn note_entries(&mut self, entries: &[u8], now: Instant) {
+        for entry in crate::remote::encode::entries(entries) {
+            // Most entries are not `_created` samples: look at the name first (the first
+            // label of a sorted set, unless a label name sorts before `__name__`).
+            if first_label_value(entry).is_some_and(|n| !n.ends_with(b"_created")) {
+                continue;
+            }
+            let Ok((labels, payload)) = crate::remote::encode::split_entry(entry) else {
+                continue;
+            };
+            let crate::remote::encode::EntryPayload::Sample { value, .. } = payload else {
+                continue;
+            };
+            let mut folded = 0;
+            let mut name: &[u8] = &[];
+            for_each_label(labels, |n, v| {
+                if n == b"__name__" {
+                    name = v;
+                }
+                folded = created_fold(folded, n, v);
+            });
+            let Some(family) = name.strip_suffix(b"_created") else {
+                continue;
+            };
+            if value.is_finite() && value > 0.0 {
+                let ms = (value * 1000.0).round() as i64;
+                self.map.insert(created_key(family, folded), (ms, now));
+            }
+        }
+        self.notes += 1;
+        if self.notes.is_multiple_of(4096) {
+            self.map
+                .retain(|_, (_, seen)| now.duration_since(*seen) < FORGET_AFTER);
+        }
+    }
+
+    /// The created timestamp (ms) of the series with this key.
+    pub fn get(&self, key: u64) -> Option<i64> {
+        self.map.get(&key).map(|(ms, _)| *ms)
+    }
+}
+
+/// The value of an entry's first label when that label is `__name__` (`None`: another label
+/// comes first, or the entry is malformed).
+fn first_label_value(entry: &[u8]) -> Option<&[u8]> {
+    use crate::protowire::{len_delimited, varint};
+    let mut p = 1;
+    varint(entry, &mut p).ok()?; // TimeSeries length
+    (entry.get(p) == Some(&0x0a)).then_some(())?;
+    p += 1;
+    let label = len_delimited(entry, &mut p).ok()?;
+    let mut q = label.start;
+    (entry.get(q) == Some(&0x0a)).then_some(())?;
+    q += 1;
+    let name = len_delimited(entry, &mut q).ok()?;
+    (&entry[name] == b"__name__" && entry.get(q) == Some(&0x12)).then_some(())?;
+    q += 1;
+    let value = len_delimited(entry, &mut q).ok()?;
+    (value.end <= label.end).then(|| &entry[value])
+}
+
+/// Calls `f(name, value)` for each `Label` in an encoded labels section.
+pub fn for_each_label<'a>(labels: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) {
+    use crate::protowire::{key, len_delimited, skip};
+    let mut p = 0;
+    while p < labels.len() {
+        let Ok((1, 2)) = key(labels, &mut p) else {
+            return;
+        };
+        let Ok(l) = len_delimited(labels, &mut p) else {
+            return;
+        };
+        let buf = &labels[..l.end];
+        let (mut n, mut v) = (0..0, 0..0);
+        let mut q = l.start;
+        while q < l.end {
+            let r = match key(buf, &mut q) {
+                Ok((1, 2)) => len_delimited(buf, &mut q).map(|r| n = r),
+                Ok((2, 2)) => len_delimited(buf, &mut q).map(|r| v = r),
+                Ok((_, w)) => skip(buf, &mut q, w),
+                Err(e) => Err(e),
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+        f(&labels[n], &labels[v]);
+    }
+}

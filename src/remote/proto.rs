@@ -138,6 +138,9 @@ pub mod v2 {
         pub exemplars: Vec<Exemplar>,
         #[prost(message, optional, tag = "5")]
         pub metadata: Option<Metadata>,
+        /// 2.0-rc.4's created timestamp (later versions use `Sample.start_timestamp`).
+        #[prost(int64, tag = "6")]
+        pub created_timestamp: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]

@@ -120,6 +120,10 @@ pub struct CoreControl {
     /// metadata (`track_metadata`).
     pub families: RefCell<crate::remote::metadata::Families>,
     pub track_metadata: Cell<bool>,
+    /// Created timestamps from `_created` samples, kept while a Remote Write 2.0 endpoint
+    /// sends them (`track_created`).
+    pub created: RefCell<crate::remote::metadata::Created>,
+    pub track_created: Cell<bool>,
 }
 
 impl CoreControl {
@@ -137,6 +141,8 @@ impl CoreControl {
             cores_changed: Cell::new(false),
             families: RefCell::new(Default::default()),
             track_metadata: Cell::new(false),
+            created: RefCell::new(Default::default()),
+            track_created: Cell::new(false),
         })
     }
 
@@ -470,6 +476,10 @@ impl Shard {
             ep.drains_pending.fetch_add(1, Relaxed);
         }
         let lanes = (0..ep.lanes.0).map(|_| Lane::new(acked)).collect();
+        stats
+            .max_samples_per_send
+            .store(ep.cfg.queue.max_samples_per_send as u64, Relaxed);
+        stats.capacity.store(ep.cfg.queue.capacity as u64, Relaxed);
         stats.shards_min.store(ep.lanes.0 as u64, Relaxed);
         stats.shards_max.store(ep.lanes.1 as u64, Relaxed);
         stats.shards.store(ep.lanes.0 as u64, Relaxed);
@@ -836,6 +846,10 @@ impl Shard {
         for lane in self.lanes.borrow().iter() {
             self.spawn_lane(lane.clone(), &ctl);
         }
+        if self.ep.cfg.v2 {
+            ctl.track_created.set(true);
+            ctl.track_metadata.set(true);
+        }
         if self.ep.cfg.metadata.send && !ctl.draining {
             ctl.track_metadata.set(true);
             crate::runtime::spawn(self.clone().run_metadata(ctl.clone()));
@@ -1001,6 +1015,10 @@ impl Shard {
         } else if w.failed > 0 {
             // Errors or throttling under load: halve.
             (n / 2).max(min)
+        } else if behind && w.sent == 0 {
+            // Behind, but no request finished (held behind an older backlog, or one slow
+            // request): nothing learnt.
+            n
         } else if behind {
             let last = self.last_behind.replace(Some((n, rate)));
             match last {
@@ -1331,9 +1349,12 @@ impl Shard {
             return self.compress(lc, body, out, batch).map(|n| (n, None));
         }
         let mut converted = std::mem::take(&mut lc.v2_body);
-        let counts = lc
-            .v2
-            .convert(body, Some(&ctl.families.borrow()), &mut converted);
+        let counts = lc.v2.convert(
+            body,
+            Some(&ctl.families.borrow()),
+            Some(&ctl.created.borrow()),
+            &mut converted,
+        );
         let result = match counts {
             Ok(c) => self
                 .compress(lc, &converted, out, batch)

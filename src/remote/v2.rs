@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::protowire::{WireError, key, len_delimited, skip};
 use crate::remote::encode::put_varint;
-use crate::remote::metadata::Families;
+use crate::remote::metadata::{Created, Families, created_family, created_fold, created_key};
 
 /// Reused buffers for converting batches.
 #[derive(Default)]
@@ -76,8 +76,10 @@ impl Converter {
         &mut self,
         body: &[u8],
         families: Option<&Families>,
+        created: Option<&Created>,
         out: &mut Vec<u8>,
     ) -> Result<Counts, WireError> {
+        let created = created.filter(|c| !c.is_empty());
         self.index.clear();
         self.symbols.clear();
         self.bytes.clear();
@@ -85,7 +87,7 @@ impl Converter {
         self.symbols.push((0, 0));
         let mut counts = Counts::default();
         for entry in crate::remote::encode::entries(body) {
-            self.convert_entry(entry, families, &mut counts)?;
+            self.convert_entry(entry, families, created, &mut counts)?;
         }
         out.clear();
         for &(a, b) in &self.symbols {
@@ -101,6 +103,7 @@ impl Converter {
         &mut self,
         entry: &[u8],
         families: Option<&Families>,
+        created: Option<&Created>,
         counts: &mut Counts,
     ) -> Result<(), WireError> {
         let mut p = 0;
@@ -111,6 +114,8 @@ impl Converter {
         self.refs.clear();
         self.msg.clear();
         let mut name: &[u8] = &[];
+        let (mut folded, mut quantile) = (0u64, false);
+        let mut start_ts = None;
         while p < ts.end {
             let (field, wire) = key(buf, &mut p)?;
             match (field, wire) {
@@ -120,14 +125,35 @@ impl Converter {
                     if n == b"__name__" {
                         name = v;
                     }
+                    if created.is_some() {
+                        folded = created_fold(folded, n, v);
+                        quantile |= n == b"quantile";
+                    }
                     let (n, v) = (self.symbol(n), self.symbol(v));
                     self.refs.extend([n, v]);
                 }
                 (2, 2) => {
                     let s = len_delimited(buf, &mut p)?;
+                    // The family's created timestamp, from its `_created` sample.
+                    start_ts = created.and_then(|c| {
+                        let family = created_family(name, quantile)?;
+                        c.get(created_key(family, folded))
+                    });
                     self.msg.push(0x12); // TimeSeries.samples
-                    put_varint(&mut self.msg, s.len() as u64);
-                    self.msg.extend_from_slice(&buf[s]);
+                    match start_ts {
+                        None => {
+                            put_varint(&mut self.msg, s.len() as u64);
+                            self.msg.extend_from_slice(&buf[s]);
+                        }
+                        Some(ct) => {
+                            let ct = ct as u64;
+                            let len = s.len() + 1 + crate::remote::encode::varint_len(ct);
+                            put_varint(&mut self.msg, len as u64);
+                            self.msg.extend_from_slice(&buf[s]);
+                            self.msg.push(0x18); // Sample.start_timestamp
+                            put_varint(&mut self.msg, ct);
+                        }
+                    }
                     counts.samples += 1;
                 }
                 (4, 2) => {
@@ -171,7 +197,8 @@ impl Converter {
         } else {
             0
         };
-        let len = refs_field + self.msg.len() + md_len;
+        let ct_len = start_ts.map_or(0, |ct| 1 + crate::remote::encode::varint_len(ct as u64));
+        let len = refs_field + self.msg.len() + md_len + ct_len;
         self.series.push(0x2a); // Request.timeseries
         put_varint(&mut self.series, len as u64);
         if refs_len > 0 {
@@ -183,6 +210,11 @@ impl Converter {
         }
         self.series.extend_from_slice(&self.msg);
         self.series.extend_from_slice(&md[..md_len]);
+        if let Some(ct) = start_ts {
+            // Remote Write 2.0 before start timestamps (rc.4): TimeSeries.created_timestamp.
+            self.series.push(0x30);
+            put_varint(&mut self.series, ct as u64);
+        }
         Ok(())
     }
 
@@ -276,7 +308,7 @@ mod tests {
 
         let mut c = Converter::default();
         let mut out = Vec::new();
-        let counts = c.convert(&body, Some(&families), &mut out).unwrap();
+        let counts = c.convert(&body, Some(&families), None, &mut out).unwrap();
         assert_eq!(
             counts,
             Counts {
@@ -317,10 +349,62 @@ mod tests {
         assert_eq!(e.exemplars[0].timestamp, 2000);
         assert_eq!(sym(e.exemplars[0].labels_refs[0]), "trace_id");
         assert_eq!(sym(e.exemplars[0].labels_refs[1]), "abc");
+        assert_eq!(t0.created_timestamp, 0, "no _created sample: none");
         // Each string once.
         let mut unique = req.symbols.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), req.symbols.len());
+    }
+
+    #[test]
+    fn created_timestamps_go_with_their_family_series() {
+        let mut scrape = Vec::new();
+        let mut l = LabelScratch::default();
+        let mut entry = |name: &str, extra: &[(&str, &str)], v: f64| {
+            l.clear();
+            l.push(b"__name__", name.as_bytes());
+            l.push(b"job", b"app");
+            for (n, val) in extra {
+                l.push(n.as_bytes(), val.as_bytes());
+            }
+            l.sort().unwrap();
+            encode_series(&mut scrape, &l, v, 5000);
+        };
+        entry("req_total", &[("path", "/a")], 7.0);
+        entry("req_created", &[("path", "/a")], 1_700_000_000.25);
+        entry("req_total", &[("path", "/b")], 1.0);
+        entry("lat_bucket", &[("le", "0.5")], 3.0);
+        entry("lat_count", &[], 3.0);
+        entry("lat_created", &[], 1_600_000_000.0);
+        entry("temp", &[], 20.0);
+        let mut created = Created::default();
+        created.note_entries(&scrape, std::time::Instant::now());
+        let mut out = Vec::new();
+        Converter::default()
+            .convert(&scrape, None, Some(&created), &mut out)
+            .unwrap();
+        let req = <v2::Request as prost::Message>::decode(&out[..]).unwrap();
+        let ct: Vec<(i64, i64)> = req
+            .timeseries
+            .iter()
+            .map(|t| (t.created_timestamp, t.samples[0].start_timestamp))
+            .collect();
+        assert_eq!(
+            ct,
+            [
+                (1_700_000_000_250, 1_700_000_000_250),
+                (0, 0), // the _created sample itself
+                (0, 0), // another label set: no _created sample
+                (1_600_000_000_000, 1_600_000_000_000),
+                (1_600_000_000_000, 1_600_000_000_000),
+                (0, 0),
+                (0, 0),
+            ]
+        );
+        assert_eq!(
+            req.timeseries[0].samples[0].value, 7.0,
+            "the sample is intact"
+        );
     }
 }

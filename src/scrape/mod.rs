@@ -894,12 +894,21 @@ fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i6
             .borrow_mut()
             .note(&app.metadata, std::time::Instant::now());
     }
+    if core.ctl.track_created.get() {
+        core.ctl
+            .created
+            .borrow_mut()
+            .note_entries(&app.entries, std::time::Instant::now());
+    }
     for shard in core.ctl.shards().iter() {
         shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
     }
     core.stats
         .samples_appended
         .fetch_add(app.ends.len() as u64, Relaxed);
+    core.stats
+        .highest_ts_ms
+        .fetch_max(ts.max(0) as u64, Relaxed);
     app.rollback();
 }
 

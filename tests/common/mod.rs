@@ -96,15 +96,19 @@ pub fn require_program(program: &str, package: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let msg = format!(
-            "{program} not found: install the Debian package `{package}` (apt-get install -y {package})"
-        );
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
+        missing(&format!("{program} not found"), package);
     }
     found
+}
+
+/// Reports a missing Debian package: a failure under `CI=true`, else a skip message.
+fn missing(what: &str, package: &str) {
+    let msg =
+        format!("{what}: install the Debian package `{package}` (apt-get install -y {package})");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
 }
 
 /// A Python 3 that can import `module` (from the Debian package `package`); like
@@ -128,13 +132,7 @@ pub fn require_python_module(module: &str, package: &str) -> Option<PathBuf> {
         .flatten()
         .find(|p| p.is_file() && imports(p));
     if python.is_none() {
-        let msg = format!(
-            "python3 cannot import {module}: install the Debian package `{package}` (apt-get install -y {package})"
-        );
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
+        missing(&format!("python3 cannot import {module}"), package);
     }
     python
 }
@@ -335,7 +333,8 @@ impl Spate {
 
 /// A keep-alive HTTP/1.1 server on a free loopback port: one thread per connection, stopped
 /// when dropped. `handle(headers, body)` returns (status, content type, body) — for a 3xx status,
-/// the second item is the `Location`, and `retry-after:V` sends `Retry-After: V`; header names are lower-cased, and the request line is
+/// the second item is the `Location`, `retry-after:V` sends `Retry-After: V` and
+/// `header:NAME: VALUE` that header; header names are lower-cased, and the request line is
 /// given as `:method` and `:path`.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -440,6 +439,11 @@ fn serve_connection(conn: TcpStream, handle: &HandleFn, stop: &AtomicBool) {
         let head = if (300..400).contains(&status) {
             format!(
                 "HTTP/1.1 {status} Found\r\nLocation: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                reply.len()
+            )
+        } else if let Some(line) = content_type.strip_prefix("header:") {
+            format!(
+                "HTTP/1.1 {status} X\r\n{line}\r\nContent-Length: {}\r\n\r\n",
                 reply.len()
             )
         } else if let Some(after) = content_type.strip_prefix("retry-after:") {
