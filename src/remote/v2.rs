@@ -407,4 +407,53 @@ mod tests {
             "the sample is intact"
         );
     }
+
+    #[test]
+    fn native_histograms_cross_unchanged() {
+        use crate::remote::encode::{encode_histogram_raw, split_entry};
+        use crate::remote::proto::{BucketSpan, Histogram};
+        let h = Histogram {
+            count_int: Some(12),
+            sum: 3.5,
+            schema: 3,
+            zero_threshold: 1e-128,
+            zero_count_int: Some(2),
+            positive_spans: vec![BucketSpan {
+                offset: -2,
+                length: 3,
+            }],
+            positive_deltas: vec![4, -1, 2],
+            negative_spans: vec![BucketSpan {
+                offset: 1,
+                length: 1,
+            }],
+            negative_deltas: vec![1],
+            reset_hint: 1,
+            timestamp: 1_700_000_000_123,
+            ..Default::default()
+        };
+        let mut l = LabelScratch::default();
+        l.push(b"__name__", b"rpc_seconds");
+        l.push(b"job", b"api");
+        let mut sample = Vec::new();
+        encode_series(&mut sample, &l, 1.0, 1);
+        let labels = split_entry(&sample).unwrap().0;
+        let mut body = Vec::new();
+        encode_histogram_raw(&mut body, labels, &prost::Message::encode_to_vec(&h));
+        let mut out = Vec::new();
+        let counts = Converter::default()
+            .convert(&body, None, None, &mut out)
+            .unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                samples: 0,
+                histograms: 1,
+                exemplars: 0
+            }
+        );
+        let req = <v2::Request as prost::Message>::decode(&out[..]).unwrap();
+        assert_eq!(req.timeseries[0].histograms, [h]);
+        assert!(req.timeseries[0].samples.is_empty());
+    }
 }
