@@ -67,6 +67,7 @@ fn payload() -> Vec<u8> {
                 counter: Some(Value {
                     value: 3.0,
                     exemplar: None,
+                    created_timestamp: None,
                 }),
                 ..Default::default()
             }],

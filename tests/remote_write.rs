@@ -1007,19 +1007,16 @@ fn sigv4_signs_each_request_over_what_goes_on_the_wire() {
     }
 }
 
-#[test]
-fn remote_write_2_carries_metadata_and_created_timestamps_inline() {
-    // An OpenMetrics target: a counter and a histogram with `_created`, a gauge.
-    let target = common::TestServer::start(|_, _| {
-        let body = "# TYPE req counter\n# HELP req Requests.\nreq_total{path=\"/a\"} 7\nreq_created{path=\"/a\"} 1700000000.5\n# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\nlat_seconds_bucket{le=\"1.0\"} 2\nlat_seconds_bucket{le=\"+Inf\"} 3\nlat_seconds_count 3\nlat_seconds_sum 1.5\nlat_seconds_created 1600000000\n# TYPE temp gauge\ntemp 21.5\n# EOF\n";
-        (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body.as_bytes().to_vec(),
-        )
-    });
-    type Series = Vec<(Vec<(String, String)>, i32, String, String, i64, i64)>;
-    let got: std::sync::Arc<std::sync::Mutex<Series>> = Default::default();
+/// What a Remote Write 2.0 receiver got, per series: labels, metadata type, help, unit,
+/// `created_timestamp`, and the first sample's `start_timestamp`.
+type V2Series = Vec<(Vec<(String, String)>, i32, String, String, i64, i64)>;
+
+/// A Remote Write 2.0 receiver answering with written counts; what it got.
+fn v2_receiver() -> (
+    common::TestServer,
+    std::sync::Arc<std::sync::Mutex<V2Series>>,
+) {
+    let got: std::sync::Arc<std::sync::Mutex<V2Series>> = Default::default();
     let sink = got.clone();
     let receiver = common::TestServer::start(move |headers, body| {
         assert!(headers["content-type"].contains("io.prometheus.write.v2.Request"));
@@ -1051,6 +1048,21 @@ fn remote_write_2_carries_metadata_and_created_timestamps_inline() {
         let written = format!("header:X-Prometheus-Remote-Write-Samples-Written: {n}");
         (200, &*Box::leak(written.into_boxed_str()), Vec::new())
     });
+    (receiver, got)
+}
+
+#[test]
+fn remote_write_2_carries_metadata_and_created_timestamps_inline() {
+    // An OpenMetrics target: a counter and a histogram with `_created`, a gauge.
+    let target = common::TestServer::start(|_, _| {
+        let body = "# TYPE req counter\n# HELP req Requests.\nreq_total{path=\"/a\"} 7\nreq_created{path=\"/a\"} 1700000000.5\n# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\nlat_seconds_bucket{le=\"1.0\"} 2\nlat_seconds_bucket{le=\"+Inf\"} 3\nlat_seconds_count 3\nlat_seconds_sum 1.5\nlat_seconds_created 1600000000\n# TYPE temp gauge\ntemp 21.5\n# EOF\n";
+        (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body.as_bytes().to_vec(),
+        )
+    });
+    let (receiver, got) = v2_receiver();
     let cfg = counter_config(
         &target.addr,
         "200ms",
@@ -1097,4 +1109,71 @@ fn remote_write_2_carries_metadata_and_created_timestamps_inline() {
     let gauge = find("temp").unwrap();
     assert_eq!((gauge.1, gauge.4), (2, 0), "gauge, no created timestamp");
     assert!(!log.contains("does not take Remote Write 2.0"), "{log}");
+}
+
+#[test]
+fn remote_write_2_carries_created_timestamps_of_protobuf_targets() {
+    use prost::Message;
+    use spate::exposition::client_model::{Metric, MetricFamily, Timestamp, Value};
+    // A protobuf target: one counter with a created timestamp.
+    let family = MetricFamily {
+        name: "jobs_total".into(),
+        help: "Jobs.".into(),
+        r#type: 0,
+        metric: vec![Metric {
+            counter: Some(Value {
+                value: 4.0,
+                exemplar: None,
+                created_timestamp: Some(Timestamp {
+                    seconds: 1_650_000_000,
+                    nanos: 500_000_000,
+                }),
+            }),
+            ..Default::default()
+        }],
+    };
+    let body = family.encode_length_delimited_to_vec();
+    let target = common::TestServer::start(move |_, _| {
+        (
+            200,
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+            body.clone(),
+        )
+    });
+    let (receiver, got) = v2_receiver();
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            "  - url: http://{}/write\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+            receiver.addr
+        ),
+    )
+    .replace(
+        "  - job_name: counter\n",
+        "  - job_name: counter\n    scrape_protocols: [PrometheusProto]\n",
+    );
+    let mut spate = Spate::start(&cfg, &[]);
+    let series = wait_for(
+        Duration::from_secs(60),
+        "the counter with its created timestamp",
+        || {
+            got.lock()
+                .unwrap()
+                .iter()
+                .find(|s| {
+                    s.0.iter()
+                        .any(|(n, v)| n == "__name__" && v == "jobs_total")
+                        && s.4 != 0
+                })
+                .cloned()
+        },
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert_eq!((series.4, series.5), (1_650_000_000_500, 1_650_000_000_500));
+    assert_eq!(
+        (series.1, series.2.as_str()),
+        (1, "Jobs."),
+        "counter metadata too"
+    );
 }

@@ -59,6 +59,9 @@ pub struct LabelPair {
 pub struct Value {
     #[prost(double, tag = "1")]
     pub value: f64,
+    /// `Counter.created_timestamp` (gauges and untyped values have none).
+    #[prost(message, optional, tag = "3")]
+    pub created_timestamp: Option<Timestamp>,
     #[prost(message, optional, tag = "2")]
     pub exemplar: Option<Exemplar>,
 }
@@ -90,6 +93,8 @@ pub struct Summary {
     pub sample_sum: f64,
     #[prost(message, repeated, tag = "3")]
     pub quantile: Vec<Quantile>,
+    #[prost(message, optional, tag = "4")]
+    pub created_timestamp: Option<Timestamp>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -126,6 +131,8 @@ pub struct Histogram {
     pub positive_delta: Vec<i64>,
     #[prost(double, repeated, packed = "false", tag = "14")]
     pub positive_count: Vec<f64>,
+    #[prost(message, optional, tag = "15")]
+    pub created_timestamp: Option<Timestamp>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -57,6 +57,8 @@ pub struct ProtoParser<'a, 's> {
     count: f64,
     sum: f64,
     timestamp_ms: Option<i64>,
+    /// The current metric's `created_timestamp`, in milliseconds.
+    created_ms: Option<i64>,
     /// The summary or histogram submessage.
     sub: Range<usize>,
     float_histogram: bool,
@@ -114,6 +116,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
             count: 0.0,
             sum: 0.0,
             timestamp_ms: None,
+            created_ms: None,
             sub: 0..0,
             float_histogram: false,
             inf_seen: false,
@@ -145,6 +148,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
                     native: native.then(|| (self.sub.clone(), self.family_type == GAUGE_HISTOGRAM)),
                     value,
                     timestamp_ms: self.timestamp_ms,
+                    created_ms: self.created_ms,
                     exemplar: self.exemplar.map(|(value, timestamp_ms)| Exemplar {
                         labels: ex_labels,
                         value,
@@ -446,6 +450,7 @@ impl<'a, 's> ProtoParser<'a, 's> {
         let buf = &self.buf[..m.end];
         self.scratch.clear();
         self.timestamp_ms = None;
+        self.created_ms = None;
         self.value = 0.0;
         self.count = 0.0;
         self.sum = 0.0;
@@ -497,6 +502,11 @@ impl<'a, 's> ProtoParser<'a, 's> {
                 (SUMMARY | HISTOGRAM | GAUGE_HISTOGRAM, 2, 1) => {
                     self.sum = f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?)
                 }
+                // `created_timestamp`: Counter 3, Summary 4, Histogram 15.
+                (COUNTER, 3, 2) | (SUMMARY, 4, 2) | (HISTOGRAM, 15, 2) => {
+                    let t = len_delimited(&buf[..sub.end], &mut p).map_err(wire(at))?;
+                    self.created_ms = Some(timestamp(&buf[..t.end], t.start)?);
+                }
                 (HISTOGRAM | GAUGE_HISTOGRAM, 4, 1) => {
                     count_float = Some(f64::from_bits(fixed64(buf, &mut p).map_err(wire(at))?))
                 }
@@ -531,6 +541,21 @@ impl<'a, 's> ProtoParser<'a, 's> {
         };
         Ok(())
     }
+}
+
+/// A `google.protobuf.Timestamp` message starting at `p`: milliseconds from `seconds` and
+/// `nanos`.
+fn timestamp(buf: &[u8], mut p: usize) -> Result<i64, ParseError> {
+    let (mut secs, mut nanos) = (0i64, 0i64);
+    while p < buf.len() {
+        let (field, w) = key(buf, &mut p).map_err(wire(p))?;
+        match (field, w) {
+            (1, 0) => secs = varint(buf, &mut p).map_err(wire(p))? as i64,
+            (2, 0) => nanos = varint(buf, &mut p).map_err(wire(p))? as i32 as i64,
+            _ => skip(buf, &mut p, w).map_err(wire(p))?,
+        }
+    }
+    Ok(secs.saturating_mul(1000).saturating_add(nanos / 1_000_000))
 }
 
 #[cfg(test)]
@@ -602,6 +627,9 @@ mod tests {
             if let Some(ts) = s.timestamp_ms {
                 line.push_str(&format!(" @{ts}"));
             }
+            if let Some(ct) = s.created_ms {
+                line.push_str(&format!(" ct={ct}"));
+            }
             if let Some(ex) = s.exemplar {
                 let ls = render(ex.labels);
                 line.push_str(&format!(" # {{{}}} {}", ls.join(","), ex.value));
@@ -612,6 +640,65 @@ mod tests {
             out.push(line);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn created_timestamps_of_counters_summaries_and_histograms() {
+        let ts = |seconds, nanos| Some(Timestamp { seconds, nanos });
+        let families = vec![
+            MetricFamily {
+                name: "jobs_total".into(),
+                r#type: 0,
+                metric: vec![Metric {
+                    counter: Some(Value {
+                        value: 2.0,
+                        exemplar: None,
+                        created_timestamp: ts(1_700_000_000, 250_000_000),
+                    }),
+                    ..metric(&[])
+                }],
+                ..Default::default()
+            },
+            MetricFamily {
+                name: "rpc".into(),
+                r#type: 2,
+                metric: vec![Metric {
+                    summary: Some(Summary {
+                        sample_count: 1,
+                        sample_sum: 0.5,
+                        quantile: vec![],
+                        created_timestamp: ts(1_600_000_000, 0),
+                    }),
+                    ..metric(&[])
+                }],
+                ..Default::default()
+            },
+            MetricFamily {
+                name: "lat".into(),
+                r#type: 4,
+                metric: vec![Metric {
+                    histogram: Some(Histogram {
+                        sample_count: Some(1),
+                        sample_sum: Some(0.5),
+                        created_timestamp: ts(1_500_000_000, 0),
+                        ..Default::default()
+                    }),
+                    ..metric(&[])
+                }],
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            parse(&families).unwrap(),
+            [
+                "jobs_total{} 2 ct=1700000000250",
+                "rpc_count{} 1 ct=1600000000000",
+                "rpc_sum{} 0.5 ct=1600000000000",
+                "lat_count{} 1 ct=1500000000000",
+                "lat_sum{} 0.5 ct=1500000000000",
+                "lat_bucket{le=+Inf} 1 ct=1500000000000",
+            ]
+        );
     }
 
     #[test]
@@ -635,6 +722,7 @@ mod tests {
                     counter: Some(Value {
                         value: 7.0,
                         exemplar: Some(ex("abc", 1.0, Some((1_520_879_607, 789_000_000)))),
+                        created_timestamp: None,
                     }),
                     ..metric(&[("code", "200")])
                 }],
@@ -682,6 +770,7 @@ mod tests {
                     counter: Some(Value {
                         value: 7.0,
                         exemplar: None,
+                        created_timestamp: None,
                     }),
                     timestamp_ms: 1_700_000_000_000,
                     ..metric(&[("code", "200"), ("method", "get")])
@@ -694,6 +783,7 @@ mod tests {
                     gauge: Some(Value {
                         value: -1.5,
                         exemplar: None,
+                        created_timestamp: None,
                     }),
                     ..metric(&[])
                 }],
@@ -706,6 +796,7 @@ mod tests {
                     untyped: Some(Value {
                         value: 3.0,
                         exemplar: None,
+                        created_timestamp: None,
                     }),
                     ..metric(&[])
                 }],
@@ -728,6 +819,7 @@ mod tests {
                                 value: 0.9,
                             },
                         ],
+                        created_timestamp: None,
                     }),
                     ..metric(&[("svc", "a")])
                 }],
@@ -835,6 +927,7 @@ mod tests {
                 gauge: Some(Value {
                     value: 1.0,
                     exemplar: None,
+                    created_timestamp: None,
                 }),
                 ..metric(&[("a", "b")])
             }],

@@ -44,6 +44,9 @@ pub struct Sample<'a, 'p> {
     pub native: Option<(std::ops::Range<usize>, bool)>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
+    /// The series' created timestamp in milliseconds: a protobuf counter's, summary's or
+    /// histogram's `created_timestamp` (OpenMetrics carries it in `_created` samples instead).
+    pub created_ms: Option<i64>,
     /// The sample's exemplar: OpenMetrics `# {…} value [timestamp]`, or a protobuf counter's or
     /// classic bucket's `exemplar` (a native histogram's stay inside its message).
     pub exemplar: Option<Exemplar<'p>>,
@@ -237,6 +240,7 @@ impl<'a, 's> TextParser<'a, 's> {
                         native: None,
                         value,
                         timestamp_ms,
+                        created_ms: None,
                         exemplar,
                     })
                 }

@@ -278,6 +278,11 @@ impl Created {
         }
     }
 
+    /// Records the created timestamp (ms) of the series with this key.
+    pub fn insert(&mut self, key: u64, ms: i64, now: Instant) {
+        self.map.insert(key, (ms, now));
+    }
+
     /// The created timestamp (ms) of the series with this key.
     pub fn get(&self, key: u64) -> Option<i64> {
         self.map.get(&key).map(|(ms, _)| *ms)

@@ -58,6 +58,9 @@ pub struct Appender {
     /// unless the job tracks it.
     timestamped: Vec<u32>,
     stale: StaleScratch,
+    /// Created timestamps the scrape carried (protobuf `created_timestamp`), by the key
+    /// `remote::metadata::created_key` gives their series: (key, milliseconds).
+    created: Vec<(u64, i64)>,
 }
 
 /// What one scrape appended.
@@ -220,6 +223,9 @@ impl Appender {
                 None => {
                     encode_series(&mut self.entries, &self.labels, s.value, ts);
                     self.kinds.push(KIND_SAMPLE);
+                    if let Some(ms) = s.created_ms {
+                        note_created(&self.labels, ms, &mut self.created);
+                    }
                 }
             }
             self.ends.push(self.entries.len() as u32);
@@ -301,6 +307,7 @@ impl Appender {
     }
 
     pub fn rollback(&mut self) {
+        self.created.clear();
         self.metadata.clear();
         self.entries.clear();
         self.ends.clear();
@@ -885,6 +892,23 @@ async fn scrape_once(
     deliver(core, app, committed.ok(), ts);
 }
 
+/// Keeps the created timestamp of the series `labels` (sorted, final) for Remote Write 2.0.
+fn note_created(labels: &LabelScratch, ms: i64, created: &mut Vec<(u64, i64)>) {
+    use crate::remote::metadata::{created_family, created_fold, created_key};
+    let (mut folded, mut name, mut quantile) = (0u64, &b""[..], false);
+    for i in 0..labels.len() {
+        let (n, v) = (labels.name(i), labels.value(i));
+        if n == b"__name__" {
+            name = v;
+        }
+        quantile |= n == b"quantile";
+        folded = created_fold(folded, n, v);
+    }
+    if let Some(family) = created_family(name, quantile) {
+        created.push((created_key(family, folded), ms));
+    }
+}
+
 /// Offers a committed scrape's entries to every shard (with where the commit ended in the
 /// WAL, when it was written), counts them, and clears the appender.
 fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i64) {
@@ -895,10 +919,12 @@ fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i6
             .note(&app.metadata, std::time::Instant::now());
     }
     if core.ctl.track_created.get() {
-        core.ctl
-            .created
-            .borrow_mut()
-            .note_entries(&app.entries, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let mut created = core.ctl.created.borrow_mut();
+        created.note_entries(&app.entries, now);
+        for (key, ms) in &app.created {
+            created.insert(*key, *ms, now);
+        }
     }
     for shard in core.ctl.shards().iter() {
         shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
