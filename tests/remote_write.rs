@@ -1011,6 +1011,17 @@ fn sigv4_signs_each_request_over_what_goes_on_the_wire() {
 /// `created_timestamp`, and the first sample's `start_timestamp`.
 type V2Series = Vec<(Vec<(String, String)>, i32, String, String, i64, i64)>;
 
+/// Job `counter` on `target`, sending Remote Write 2.0 to `receiver`.
+fn v2_config(target: &dyn std::fmt::Display, receiver: &dyn std::fmt::Display) -> String {
+    counter_config(
+        target,
+        "200ms",
+        &format!(
+            "  - url: http://{receiver}/write\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 100ms}}\n"
+        ),
+    )
+}
+
 /// A Remote Write 2.0 receiver answering with written counts; what it got.
 fn v2_receiver() -> (
     common::TestServer,
@@ -1063,14 +1074,7 @@ fn remote_write_2_carries_metadata_and_created_timestamps_inline() {
         )
     });
     let (receiver, got) = v2_receiver();
-    let cfg = counter_config(
-        &target.addr,
-        "200ms",
-        &format!(
-            "  - url: http://{}/write\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 100ms}}\n",
-            receiver.addr
-        ),
-    );
+    let cfg = v2_config(&target.addr, &receiver.addr);
     let mut spate = Spate::start(&cfg, &[]);
     let find = |name: &str| {
         got.lock()
@@ -1141,15 +1145,7 @@ fn remote_write_2_carries_created_timestamps_of_protobuf_targets() {
         )
     });
     let (receiver, got) = v2_receiver();
-    let cfg = counter_config(
-        &target.addr,
-        "200ms",
-        &format!(
-            "  - url: http://{}/write\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 100ms}}\n",
-            receiver.addr
-        ),
-    )
-    .replace(
+    let cfg = v2_config(&target.addr, &receiver.addr).replace(
         "  - job_name: counter\n",
         "  - job_name: counter\n    scrape_protocols: [PrometheusProto]\n",
     );

@@ -768,42 +768,36 @@ fn relay_tls(sock: TcpStream, config: Arc<rustls::ServerConfig>, backend: Socket
     };
     let mut tls = rustls::StreamOwned::new(conn, sock);
     let mut buf = [0u8; 16384];
-    let idle = Instant::now();
-    let mut last = idle;
+    let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(30) {
-        let mut moved = false;
-        match tls.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if plain.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-                moved = true;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
+        let up = pump(&mut tls, &mut plain, &mut buf);
+        let down = pump(&mut plain, &mut tls, &mut buf);
+        match (up, down) {
+            (None, _) | (_, None) => return,
+            (Some(a), Some(b)) if a || b => last = Instant::now(),
+            _ => {}
         }
-        match plain.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if tls.write_all(&buf[..n]).and_then(|_| tls.flush()).is_err() {
-                    return;
-                }
-                moved = true;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
+    }
+}
+
+/// Moves what `from` has (within its read timeout) to `to`: `Some(moved)`, or `None` once
+/// either side is closed or failed.
+fn pump(from: &mut impl Read, to: &mut impl Write, buf: &mut [u8]) -> Option<bool> {
+    match from.read(buf) {
+        Ok(0) => None,
+        Ok(n) => to
+            .write_all(&buf[..n])
+            .and_then(|_| to.flush())
+            .ok()
+            .map(|_| true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Some(false)
         }
-        if moved {
-            last = Instant::now();
-        }
+        Err(_) => None,
     }
 }
