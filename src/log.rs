@@ -137,6 +137,14 @@ pub fn unix_seconds() -> f64 {
         .as_secs_f64()
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
 /// Formats a wall-clock time as RFC 3339 UTC with milliseconds, e.g. `2026-11-26T10:51:02.123Z`.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -153,7 +161,7 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -366,7 +366,7 @@ pub fn relabel_entry(
     scratch: &mut crate::relabel::Scratch,
     out: &mut Vec<u8>,
 ) -> bool {
-    use crate::protowire::{key, len_delimited, skip, varint};
+    use crate::protowire::{len_delimited, varint};
     let mut p = 1;
     let Ok(len) = varint(entry, &mut p) else {
         return false;
@@ -377,27 +377,12 @@ pub fn relabel_entry(
     labels.clear();
     while entry.get(p) == Some(&0x0a) {
         p += 1;
-        let Ok(label) = len_delimited(entry, &mut p) else {
+        let Ok((name, value)) =
+            len_delimited(entry, &mut p).and_then(|l| label_at(&entry[..l.end], l.start))
+        else {
             return false;
         };
-        let (mut name, mut value) = (0..0, 0..0);
-        let mut q = label.start;
-        let buf = &entry[..label.end];
-        while q < label.end {
-            let field = match key(buf, &mut q) {
-                Ok(f) => f,
-                Err(_) => return false,
-            };
-            let r = match field {
-                (1, 2) => len_delimited(buf, &mut q).map(|r| name = r),
-                (2, 2) => len_delimited(buf, &mut q).map(|r| value = r),
-                (_, w) => skip(buf, &mut q, w),
-            };
-            if r.is_err() {
-                return false;
-            }
-        }
-        labels.push(&entry[name], &entry[value]);
+        labels.push(name, value);
     }
     let payload = &entry[p..];
     if !rules.process(labels, scratch) || labels.is_empty() || labels.sort().is_err() {
@@ -446,6 +431,21 @@ pub fn entries(body: &[u8]) -> impl Iterator<Item = &[u8]> {
         p = r.end;
         Some(&body[start..r.end])
     })
+}
+
+/// The name and value of the `Label` message that runs from `start` to the end of `buf`.
+pub fn label_at(buf: &[u8], start: usize) -> Result<(&[u8], &[u8]), crate::protowire::WireError> {
+    use crate::protowire::{key, len_delimited, skip};
+    let mut q = start;
+    let (mut name, mut value) = (0..0, 0..0);
+    while q < buf.len() {
+        match key(buf, &mut q)? {
+            (1, 2) => name = len_delimited(buf, &mut q)?,
+            (2, 2) => value = len_delimited(buf, &mut q)?,
+            (_, w) => skip(buf, &mut q, w)?,
+        }
+    }
+    Ok((&buf[name], &buf[value]))
 }
 
 /// Splits one entry written by this module (`0x0a len TimeSeries`) into its labels section

@@ -20,15 +20,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 impl Families {
     /// Records a scrape's metadata items.
     pub fn note(&mut self, metadata: &[u8], now: Instant) {
-        let mut p = 0;
-        while p < metadata.len() {
-            let start = p;
-            let Some(len) = item_len(&metadata[p..]) else {
-                return;
-            };
-            p += len;
-            let item = &metadata[start..p];
-            let Some((_, name, _, _)) = parse_metadata_item(item) else {
+        for parsed in crate::wal::record::metadata_iter(metadata) {
+            let Ok((item, (_, name, _, _))) = parsed else {
                 return;
             };
             let key = xxhash_rust::xxh3::xxh3_64(name);
@@ -88,16 +81,6 @@ impl Families {
     }
 }
 
-/// The length of the metadata item at the start of `buf`.
-fn item_len(buf: &[u8]) -> Option<usize> {
-    let mut p = 1;
-    for _ in 0..3 {
-        let n = crate::protowire::varint(buf, &mut p).ok()? as usize;
-        p = p.checked_add(n).filter(|e| *e <= buf.len())?;
-    }
-    Some(p)
-}
-
 /// Appends `items` as `WriteRequest.metadata` (field 3) entries of `MetricMetadata`.
 pub fn encode_metadata(items: &[Vec<u8>], out: &mut Vec<u8>) {
     use crate::remote::encode::put_varint;
@@ -124,77 +107,6 @@ pub fn encode_metadata(items: &[Vec<u8>], out: &mut Vec<u8>) {
         out.push(0x1a);
         put_varint(out, body.len() as u64);
         out.extend_from_slice(&body);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::exposition::MetricType;
-    use crate::wal::record::put_metadata;
-
-    #[test]
-    fn families_are_found_by_series_name_and_encoded_as_prost_does() {
-        let mut scrape = Vec::new();
-        put_metadata(
-            &mut scrape,
-            MetricType::Counter,
-            b"http_requests",
-            b"",
-            b"Requests.",
-        );
-        put_metadata(
-            &mut scrape,
-            MetricType::Histogram,
-            b"latency_seconds",
-            b"seconds",
-            b"",
-        );
-        put_metadata(&mut scrape, MetricType::Gauge, b"temp", b"", b"T\nwo lines");
-        let mut f = Families::default();
-        f.note(&scrape, Instant::now());
-        assert_eq!(
-            f.lookup(b"http_requests_total"),
-            Some((1, &b""[..], &b"Requests."[..]))
-        );
-        assert_eq!(f.lookup(b"latency_seconds_bucket").map(|m| m.0), Some(3));
-        assert_eq!(f.lookup(b"temp").map(|m| m.0), Some(2));
-        assert_eq!(f.lookup(b"other_total"), None);
-
-        let items = f.active(Duration::from_secs(60));
-        let mut body = Vec::new();
-        encode_metadata(&items, &mut body);
-        let req =
-            <crate::remote::proto::WriteRequest as prost::Message>::decode(&body[..]).unwrap();
-        let got: Vec<_> = req
-            .metadata
-            .iter()
-            .map(|m| {
-                (
-                    m.r#type,
-                    m.metric_family_name.as_str(),
-                    m.help.as_str(),
-                    m.unit.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (1, "http_requests", "Requests.", ""),
-                (3, "latency_seconds", "", "seconds"),
-                (2, "temp", "T\nwo lines", ""),
-            ]
-        );
-        let reference = crate::remote::proto::WriteRequest {
-            metadata: req.metadata.clone(),
-            ..Default::default()
-        };
-        assert_eq!(
-            prost::Message::encode_to_vec(&reference),
-            body,
-            "byte-identical to prost"
-        );
     }
 }
 
@@ -310,29 +222,88 @@ fn first_label_value(entry: &[u8]) -> Option<&[u8]> {
 
 /// Calls `f(name, value)` for each `Label` in an encoded labels section.
 pub fn for_each_label<'a>(labels: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) {
-    use crate::protowire::{key, len_delimited, skip};
+    use crate::protowire::{key, len_delimited};
     let mut p = 0;
     while p < labels.len() {
         let Ok((1, 2)) = key(labels, &mut p) else {
             return;
         };
-        let Ok(l) = len_delimited(labels, &mut p) else {
+        let Ok((n, v)) = len_delimited(labels, &mut p)
+            .and_then(|l| crate::remote::encode::label_at(&labels[..l.end], l.start))
+        else {
             return;
         };
-        let buf = &labels[..l.end];
-        let (mut n, mut v) = (0..0, 0..0);
-        let mut q = l.start;
-        while q < l.end {
-            let r = match key(buf, &mut q) {
-                Ok((1, 2)) => len_delimited(buf, &mut q).map(|r| n = r),
-                Ok((2, 2)) => len_delimited(buf, &mut q).map(|r| v = r),
-                Ok((_, w)) => skip(buf, &mut q, w),
-                Err(e) => Err(e),
-            };
-            if r.is_err() {
-                return;
-            }
-        }
-        f(&labels[n], &labels[v]);
+        f(n, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::MetricType;
+    use crate::wal::record::put_metadata;
+
+    #[test]
+    fn families_are_found_by_series_name_and_encoded_as_prost_does() {
+        let mut scrape = Vec::new();
+        put_metadata(
+            &mut scrape,
+            MetricType::Counter,
+            b"http_requests",
+            b"",
+            b"Requests.",
+        );
+        put_metadata(
+            &mut scrape,
+            MetricType::Histogram,
+            b"latency_seconds",
+            b"seconds",
+            b"",
+        );
+        put_metadata(&mut scrape, MetricType::Gauge, b"temp", b"", b"T\nwo lines");
+        let mut f = Families::default();
+        f.note(&scrape, Instant::now());
+        assert_eq!(
+            f.lookup(b"http_requests_total"),
+            Some((1, &b""[..], &b"Requests."[..]))
+        );
+        assert_eq!(f.lookup(b"latency_seconds_bucket").map(|m| m.0), Some(3));
+        assert_eq!(f.lookup(b"temp").map(|m| m.0), Some(2));
+        assert_eq!(f.lookup(b"other_total"), None);
+
+        let items = f.active(Duration::from_secs(60));
+        let mut body = Vec::new();
+        encode_metadata(&items, &mut body);
+        let req =
+            <crate::remote::proto::WriteRequest as prost::Message>::decode(&body[..]).unwrap();
+        let got: Vec<_> = req
+            .metadata
+            .iter()
+            .map(|m| {
+                (
+                    m.r#type,
+                    m.metric_family_name.as_str(),
+                    m.help.as_str(),
+                    m.unit.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "http_requests", "Requests.", ""),
+                (3, "latency_seconds", "", "seconds"),
+                (2, "temp", "T\nwo lines", ""),
+            ]
+        );
+        let reference = crate::remote::proto::WriteRequest {
+            metadata: req.metadata.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            prost::Message::encode_to_vec(&reference),
+            body,
+            "byte-identical to prost"
+        );
     }
 }

@@ -570,7 +570,8 @@ impl Shard {
         if rules.is_empty() && age_limit.is_zero() && kinds.iter().all(taken) {
             return (entries, ends);
         }
-        let cutoff = (!age_limit.is_zero()).then(|| unix_ms() - age_limit.as_millis() as i64);
+        let cutoff = (!age_limit.is_zero())
+            .then(|| crate::log::unix_millis() - age_limit.as_millis() as i64);
         rw.entries.clear();
         rw.ends.clear();
         let (mut start, mut dropped, mut old) = (0usize, 0u64, 0u64);
@@ -1215,21 +1216,19 @@ impl Shard {
         let mut backoff = q.min_backoff;
         let mut attempt = 0u32;
         loop {
-            if !q.sample_age_limit.is_zero() {
-                // What grew older than `sample_age_limit` while queued or retried is dropped
-                // (Prometheus filters a retried request the same way).
-                let mut kept = Vec::with_capacity(body.len());
-                let n = self.drop_too_old(&body, &mut kept);
-                if n < samples {
-                    samples = n;
-                    if n == 0 {
-                        return true;
-                    }
-                    body = std::borrow::Cow::Owned(kept);
-                    match self.wire(lc, &body, out, batch, ctl, v2) {
-                        Some(w) => (len, counts) = w,
-                        None => return true,
-                    }
+            // What grew older than `sample_age_limit` while queued or retried is dropped
+            // (Prometheus filters a retried request the same way).
+            if !q.sample_age_limit.is_zero()
+                && let Some((kept, n)) = self.drop_too_old(&body)
+            {
+                samples = n;
+                if n == 0 {
+                    return true;
+                }
+                body = std::borrow::Cow::Owned(kept);
+                match self.wire(lc, &body, out, batch, ctl, v2) {
+                    Some(w) => (len, counts) = w,
+                    None => return true,
                 }
             }
             let started = Instant::now();
@@ -1394,24 +1393,28 @@ impl Shard {
         }
     }
 
-    /// Copies the entries of `body` no older than `sample_age_limit` to `kept`, counting the
-    /// others; returns how many were kept.
-    fn drop_too_old(&self, body: &[u8], kept: &mut Vec<u8>) -> usize {
+    /// The entries of `body` no older than `sample_age_limit` and their count, the others
+    /// counted as dropped; `None` (nothing copied) when no entry is older.
+    fn drop_too_old(&self, body: &[u8]) -> Option<(Vec<u8>, usize)> {
+        use crate::remote::encode::{entries, entry_timestamp};
         let limit = self.ep.cfg.queue.sample_age_limit;
-        let cutoff = unix_ms() - limit.as_millis() as i64;
+        let cutoff = crate::log::unix_millis() - limit.as_millis() as i64;
+        let too_old = |e: &[u8]| entry_timestamp(e).is_some_and(|t| t < cutoff);
+        if !entries(body).any(too_old) {
+            return None;
+        }
+        let mut kept = Vec::with_capacity(body.len());
         let (mut n, mut old) = (0usize, 0u64);
-        for entry in crate::remote::encode::entries(body) {
-            if crate::remote::encode::entry_timestamp(entry).is_some_and(|t| t < cutoff) {
+        for entry in entries(body) {
+            if too_old(entry) {
                 old += 1;
                 continue;
             }
             kept.extend_from_slice(entry);
             n += 1;
         }
-        if old > 0 {
-            self.stats.samples_dropped_too_old.fetch_add(old, Relaxed);
-        }
-        n
+        self.stats.samples_dropped_too_old.fetch_add(old, Relaxed);
+        Some((kept, n))
     }
 
     fn drop_batch(&self, batch: &Batch, reason: &str) {
@@ -1639,11 +1642,4 @@ fn jitter(d: Duration) -> Duration {
     h.write_u64(d.as_nanos() as u64);
     let r = (h.finish() % 1_000) as f64 / 1_000.0; // [0, 1)
     d.mul_f64(0.75 + 0.5 * r)
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }

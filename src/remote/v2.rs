@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::protowire::{WireError, key, len_delimited, skip};
-use crate::remote::encode::put_varint;
+use crate::remote::encode::{label_at, put_varint};
 use crate::remote::metadata::{Created, Families, created_family, created_fold, created_key};
 
 /// Reused buffers for converting batches.
@@ -121,7 +121,7 @@ impl Converter {
             match (field, wire) {
                 (1, 2) => {
                     let l = len_delimited(buf, &mut p)?;
-                    let (n, v) = label(&buf[..l.end], l.start)?;
+                    let (n, v) = label_at(&buf[..l.end], l.start)?;
                     if n == b"__name__" {
                         name = v;
                     }
@@ -228,7 +228,7 @@ impl Converter {
             let (field, wire) = key(buf, &mut p)?;
             if (field, wire) == (1, 2) {
                 let l = len_delimited(buf, &mut p)?;
-                let (n, v) = label(&buf[..l.end], l.start)?;
+                let (n, v) = label_at(&buf[..l.end], l.start)?;
                 refs.push(self.symbol(n));
                 refs.push(self.symbol(v));
             } else {
@@ -255,20 +255,6 @@ impl Converter {
         self.msg.extend_from_slice(&ex);
         Ok(())
     }
-}
-
-/// A `Label` message's name and value.
-fn label(buf: &[u8], start: usize) -> Result<(&[u8], &[u8]), WireError> {
-    let mut q = start;
-    let (mut name, mut value) = (0..0, 0..0);
-    while q < buf.len() {
-        match key(buf, &mut q)? {
-            (1, 2) => name = len_delimited(buf, &mut q)?,
-            (2, 2) => value = len_delimited(buf, &mut q)?,
-            (_, w) => skip(buf, &mut q, w)?,
-        }
-    }
-    Ok((&buf[name], &buf[value]))
 }
 
 #[cfg(test)]

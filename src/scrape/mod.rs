@@ -17,13 +17,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::exposition::{
     self, LabelRef, Parser, format_go_float, normalize_float_label, unescape_label_value,
 };
 use crate::http::Conn;
 use crate::log::Level;
+use crate::log::unix_millis as unix_ms;
 use crate::remote::CoreControl;
 use crate::remote::encode::{
     KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, LabelScratch, encode_exemplar_series, encode_series,
@@ -702,13 +703,6 @@ async fn fetch(t: &Target, conn: &mut Conn, request: &[u8]) -> Result<(), FetchE
         "Get \"{}\": stopped after {MAX_REDIRECTS} redirects",
         t.url()
     )))
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }
 
 /// Why a scrape failed, and what the report series say about it.

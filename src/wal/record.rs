@@ -121,14 +121,30 @@ pub fn put_metadata(
 
 /// Splits metadata items written by [`put_metadata`]: each item's bytes and family name.
 pub fn metadata_items(buf: &[u8]) -> Result<Vec<ItemAndName<'_>>, WireError> {
-    let mut out = Vec::new();
+    metadata_iter(buf)
+        .map(|r| r.map(|(item, (_, name, _, _))| (item, name)))
+        .collect()
+}
+
+/// Each metadata item written by [`put_metadata`]: its bytes and its fields; stops after the
+/// first malformed one.
+pub fn metadata_iter(
+    buf: &[u8],
+) -> impl Iterator<Item = Result<(&[u8], MetadataItem<'_>), WireError>> {
     let mut p = 0;
-    while p < buf.len() {
+    std::iter::from_fn(move || {
+        if p >= buf.len() {
+            return None;
+        }
         let start = p;
-        let (_, name, _, _) = metadata_item(buf, &mut p)?;
-        out.push((&buf[start..p], name));
-    }
-    Ok(out)
+        match metadata_item(buf, &mut p) {
+            Ok(m) => Some(Ok((&buf[start..p], m))),
+            Err(e) => {
+                p = buf.len();
+                Some(Err(e))
+            }
+        }
+    })
 }
 
 /// One metadata item written by [`put_metadata`]: (type, name, unit, help).
