@@ -280,7 +280,7 @@ fn target_relabel(c: &mut Criterion) {
 /// (live sending); rebuilding entries from WAL label sections (reading a backlog back); and
 /// converting a batch to Remote Write 2.0 before compressing it.
 fn remote_encode(c: &mut Criterion) {
-    use spate::remote::encode::{LabelScratch, encode_series, encode_series_raw, split_entry};
+    use spate::entry::{LabelScratch, encode_series, encode_series_raw, split_entry};
     const BATCH: usize = 2000;
     let series: Vec<LabelScratch> = (0..BATCH)
         .map(|i| {
@@ -309,7 +309,7 @@ fn remote_encode(c: &mut Criterion) {
     for (i, l) in series.iter().enumerate() {
         encode_series(&mut batch, l, i as f64 * 1.5, 1_700_000_000_000);
     }
-    let sections: Vec<Vec<u8>> = spate::remote::encode::entries(&batch)
+    let sections: Vec<Vec<u8>> = spate::entry::entries(&batch)
         .map(|e| split_entry(e).unwrap().0.to_vec())
         .collect();
     eprintln!(

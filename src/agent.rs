@@ -8,17 +8,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::cli::AgentOptions;
 use crate::config;
 use crate::log::Level;
-use crate::remote::{CoreControl, Endpoint, Shard};
+use crate::percore::CoreControl;
+use crate::remote::metadata::Reported;
+use crate::remote::{Endpoint, Shard};
 use crate::runtime::{self, Event};
 use crate::scrape::{self, CoreScrape};
 use crate::selfmetrics::Registry;
 
 /// Assigns a target to a core. Stable for a given core count: a target never moves between
 /// cores unless the count changes.
-pub fn core_for(hash: u64, cores: usize) -> usize {
-    (hash % cores as u64) as usize
-}
-
 pub fn run(opts: AgentOptions) -> Result<(), String> {
     let cfg =
         config::load_file(&opts.config_file).map_err(|e| format!("error loading config: {e}"))?;
@@ -71,7 +69,13 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     let reload = opts
         .enable_lifecycle
         .then(|| crate::discovery::ReloadHandle(commands.clone()));
-    let web = crate::web::start(&opts.listen_address, registry.clone(), reload).map_err(|e| {
+    let web = crate::web::start(
+        &opts.listen_address,
+        registry.clone(),
+        manager.targets(),
+        reload,
+    )
+    .map_err(|e| {
         format!(
             "cannot listen on --web.listen-address {}: {e}",
             opts.listen_address
@@ -113,7 +117,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot open the WAL in {}: {e}", dir.display()))
     };
     // A changed core count moves targets between cores; backlogs from before go first (see
-    // `Endpoint::drains_pending`). The count is kept beside the WALs.
+    // `Endpoint::hold_for_backlog`). The count is kept beside the WALs.
     let count_file = wal_root.join("cores");
     let previous = std::fs::read_to_string(&count_file)
         .ok()
@@ -165,7 +169,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             by_core = id % cores
         );
         for ep in &endpoints {
-            ep.drains_pending.fetch_add(1, Relaxed);
+            ep.hold_for_backlog();
         }
         drains[id % cores].push((id, wal));
     }
@@ -205,12 +209,14 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 );
             },
             move || async move {
-                let ctl = CoreControl::new(shutdown, flush_deadline, wal);
-                ctl.cores_changed.set(cores_changed);
+                let ctl = CoreControl::new(shutdown, flush_deadline, wal, cores_changed);
+                let reported = Rc::new(Reported::default());
+                let mut shards = Vec::new();
                 for ep in &endpoints {
-                    let shard = Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url), &ctl);
-                    ctl.add_shard(shard.clone());
-                    runtime::spawn(shard.run(ctl.clone()));
+                    let stats = registry.shard(&ep.cfg.name, &ep.url);
+                    let shard = Shard::new(ep.clone(), stats, &ctl, reported.clone());
+                    shards.push(shard.clone());
+                    runtime::spawn(shard.run());
                 }
                 // The WAL's timer: fdatasync when commits are sparse.
                 let tick = fsync_interval.max(std::time::Duration::from_millis(1));
@@ -223,6 +229,8 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 let core = Rc::new(CoreScrape {
                     offset_seed,
                     ctl: ctl.clone(),
+                    shards,
+                    reported,
                     stats,
                     external_labels,
                     appender: std::cell::RefCell::new(scrape::Appender::with_exemplars(
@@ -238,20 +246,19 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                         ctl: CoreControl::new_draining(ctl.shutdown.clone(), flush_deadline, wal),
                         finished: std::cell::Cell::new(false),
                     });
+                    // Nothing scrapes into a drained WAL: it reports nothing.
+                    let reported = Rc::new(Reported::default());
                     for ep in &endpoints {
-                        let shard =
-                            Shard::new(ep.clone(), registry.shard(&ep.cfg.name, &ep.url), &d.ctl);
-                        d.ctl.add_shard(shard.clone());
-                        runtime::spawn(shard.run(d.ctl.clone()));
+                        let stats = registry.shard(&ep.cfg.name, &ep.url);
+                        let shard = Shard::new(ep.clone(), stats, &d.ctl, reported.clone());
+                        runtime::spawn(shard.run());
                     }
                     runtime::spawn(d.clone().finish());
                     draining.push(d);
                 }
                 // The core ends once every shard has flushed after shutdown.
                 ctl.shutdown.wait().await;
-                while ctl.senders_active() > 0 {
-                    ctl.senders_done.notified().await;
-                }
+                ctl.senders_finished().await;
                 ctl.wal.borrow_mut().close();
                 for d in draining {
                     d.finish().await;
@@ -312,9 +319,7 @@ impl Drain {
     /// Waits for its shards to end; then deletes the WAL if every endpoint got all of it, and
     /// otherwise (shutdown came first) closes it, to be drained after the next start.
     async fn finish(self: Rc<Self>) {
-        while self.ctl.senders_active() > 0 {
-            self.ctl.senders_done.notified().await;
-        }
+        self.ctl.senders_finished().await;
         if self.finished.replace(true) {
             return;
         }
@@ -374,30 +379,10 @@ fn default_wal_max_size(path: &std::path::Path) -> u64 {
     };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: a valid path and a writable out-parameter.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return 16 << 30;
     }
     let total = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
     (total / 5).max(1 << 30)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn core_assignment_is_stable_and_spread() {
-        assert_eq!(core_for(10, 4), 2);
-        assert_eq!(core_for(u64::MAX, 1), 0);
-        // Hashes of real target label sets spread over cores.
-        let mut counts = [0usize; 4];
-        for i in 0..4000 {
-            let addr = format!("10.0.{}.{}:9100", i / 250, i % 250);
-            let h = crate::hash::label_set_hash([("__address__", addr.as_str()), ("job", "node")]);
-            counts[core_for(h, 4)] += 1;
-        }
-        for c in counts {
-            assert!((800..1200).contains(&c), "uneven spread: {counts:?}");
-        }
-    }
 }

@@ -6,6 +6,30 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// Declares a stats struct and, for the test that each is exported, the list of its plain
+/// counters by field name.
+macro_rules! stats {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)*
+        }
+
+        #[cfg(test)]
+        impl $name {
+            /// Each field that is a plain counter, by name.
+            fn counters(&self) -> Vec<(&'static str, &AtomicU64)> {
+                let mut out = Vec::new();
+                $(if let Some(c) = tests::AsCounter::counter(&self.$field) {
+                    out.push((stringify!($field), c));
+                })*
+                out
+            }
+        }
+    };
+}
+
+stats! {
 /// Service discovery counters, with Prometheus' names.
 #[derive(Default)]
 pub struct SdStats {
@@ -16,7 +40,36 @@ pub struct SdStats {
     /// Targets discovered per job (before relabeling), in configuration order.
     pub discovered: Mutex<Vec<(String, usize)>>,
 }
+}
 
+stats! {
+/// The WAL's counters `/metrics` shows, per core.
+#[derive(Default)]
+pub struct WalStats {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub segments_created: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub write_failures: AtomicU64,
+    /// Samples whose commit could not be written (disk full, I/O error).
+    pub samples_not_durable: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub size_bytes: AtomicU64,
+    /// `fdatasync` calls that failed: what was written since the last good one may not be
+    /// on disk.
+    pub fsync_failures: AtomicU64,
+    /// Time spent writing WAL blocks and in `fdatasync`.
+    pub write_duration: Histogram<WAL_BUCKETS_N>,
+    pub fsync_duration: Histogram<WAL_BUCKETS_N>,
+    /// Bytes readers skipped because they did not frame valid records (each reader counts).
+    pub read_damaged_bytes: AtomicU64,
+    /// Samples readers could not rebuild: their series' declaration or the value they were
+    /// stored as a change from was in damaged data.
+    pub samples_lost_to_damage: AtomicU64,
+}
+}
+
+stats! {
 /// Counters owned by one data-plane core.
 #[derive(Default)]
 pub struct CoreStats {
@@ -30,9 +83,11 @@ pub struct CoreStats {
     pub highest_ts_ms: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
     pub driver: AtomicU64,
-    pub wal: Arc<crate::wal::WalStats>,
+    pub wal: Arc<WalStats>,
+}
 }
 
+stats! {
 /// Counters of one remote-write shard (one endpoint on one core).
 #[derive(Default)]
 pub struct ShardStats {
@@ -65,10 +120,9 @@ pub struct ShardStats {
     pub shards_desired: AtomicU64,
     pub shards_min: AtomicU64,
     pub shards_max: AtomicU64,
-    /// `sent_batch_duration_seconds`: counts per bucket of [`BATCH_BUCKETS`] (not cumulative),
-    /// the +Inf bucket last, and the sum in microseconds.
-    pub batch_duration_buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
-    pub batch_duration_sum_us: AtomicU64,
+    /// `sent_batch_duration_seconds`, over [`BATCH_BUCKETS`].
+    pub batch_duration: Histogram<BATCH_BUCKETS_N>,
+}
 }
 
 /// Prometheus' buckets for `prometheus_remote_storage_sent_batch_duration_seconds`: the client
@@ -77,17 +131,54 @@ pub const BATCH_BUCKETS: [f64; 15] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0,
 ];
 
+const BATCH_BUCKETS_N: usize = BATCH_BUCKETS.len() + 1;
+
+/// Buckets for the WAL's write and `fdatasync` durations: 100 µs to 10 s, so that a healthy
+/// disk's writes and a stalling one's both fall inside.
+pub const WAL_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+const WAL_BUCKETS_N: usize = WAL_BUCKETS.len() + 1;
+
+/// A duration histogram written by one core: counts per bucket (not cumulative, `+Inf` last)
+/// and the sum in microseconds. `N` is the number of bounds plus one.
+pub struct Histogram<const N: usize> {
+    counts: [AtomicU64; N],
+    sum_us: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// Records `d` against `bounds` (`N - 1` of them).
+    pub fn observe(&self, bounds: &[f64], d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = bounds.iter().position(|b| secs <= *b).unwrap_or(N - 1);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// Adds this histogram's counts and sum to `(counts, sum_us)`.
+    fn add_to(&self, counts: &mut [u64; N], sum_us: &mut u64) {
+        for (c, a) in counts.iter_mut().zip(&self.counts) {
+            *c += a.load(Relaxed);
+        }
+        *sum_us += self.sum_us.load(Relaxed);
+    }
+}
+
 impl ShardStats {
     /// Records one request's duration (each attempt, as Prometheus observes it).
     pub fn observe_batch_duration(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        let i = BATCH_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BATCH_BUCKETS.len());
-        self.batch_duration_buckets[i].fetch_add(1, Relaxed);
-        self.batch_duration_sum_us
-            .fetch_add(d.as_micros() as u64, Relaxed);
+        self.batch_duration.observe(&BATCH_BUCKETS, d);
     }
 }
 
@@ -104,8 +195,6 @@ pub struct Registry {
     pub start_time_secs: f64,
     pub ready: std::sync::atomic::AtomicBool,
     pub stopping: std::sync::atomic::AtomicBool,
-    /// Every target, active and dropped, for `/api/v1/targets`.
-    pub targets: Mutex<crate::scrape::TargetsView>,
     pub sd: Arc<SdStats>,
     /// The running configuration for `/api/v1/status/config`, secrets redacted.
     pub config_yaml: Mutex<String>,
@@ -126,7 +215,6 @@ impl Registry {
             start_time_secs: start.as_secs_f64(),
             ready: Default::default(),
             stopping: Default::default(),
-            targets: Mutex::new(Default::default()),
             sd: Default::default(),
             config_yaml: Mutex::new(String::new()),
             reload_successful: std::sync::atomic::AtomicBool::new(true),
@@ -152,463 +240,69 @@ impl Registry {
         stats
     }
 
-    /// Renders the Prometheus text format.
+    /// Renders the Prometheus text format: every row of [`METRICS`], then the process'.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        let sum = |f: fn(&CoreStats) -> &AtomicU64| {
-            self.cores.iter().map(|c| f(c).load(Relaxed)).sum::<u64>()
-        };
-
-        header(
-            &mut out,
-            "spate_build_info",
-            "gauge",
-            "A metric with a constant '1' value labeled by the version of spate.",
-        );
-        let _ = writeln!(
-            out,
-            "spate_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
-        let count = |v: &AtomicU64| v.load(Relaxed) as f64;
-        for (name, kind, help, value) in [
-            (
-                "prometheus_sd_http_failures_total",
-                "counter",
-                "Number of HTTP service discovery refresh failures.",
-                count(&self.sd.http_failures),
-            ),
-            (
-                "prometheus_sd_file_read_errors_total",
-                "counter",
-                "The number of File-SD read errors.",
-                count(&self.sd.file_read_errors),
-            ),
-            (
-                "prometheus_sd_dns_lookups_total",
-                "counter",
-                "The number of DNS-SD lookups.",
-                count(&self.sd.dns_lookups),
-            ),
-            (
-                "prometheus_sd_dns_lookup_failures_total",
-                "counter",
-                "The number of DNS-SD lookup failures.",
-                count(&self.sd.dns_lookup_failures),
-            ),
-            (
-                "prometheus_config_last_reload_successful",
-                "gauge",
-                "Whether the last configuration reload attempt was successful.",
-                f64::from(u8::from(self.reload_successful.load(Relaxed))),
-            ),
-            (
-                "prometheus_config_last_reload_success_timestamp_seconds",
-                "gauge",
-                "Timestamp of the last successful configuration reload.",
-                f64::from_bits(self.reload_success_time.load(Relaxed)),
-            ),
-        ] {
-            header(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
-        }
-        header(
-            &mut out,
-            "prometheus_sd_discovered_targets",
-            "gauge",
-            "Current number of discovered targets.",
-        );
-        for (job, n) in self
-            .sd
-            .discovered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let mut label = String::new();
-            crate::log::quoted(&mut label, job);
-            let _ = writeln!(
-                out,
-                "prometheus_sd_discovered_targets{{config={label},name=\"scrape\"}} {n}"
-            );
-        }
-
-        header(
-            &mut out,
-            "spate_core_driver",
-            "gauge",
-            "The I/O driver each data-plane core runs on (1 for the driver in use).",
-        );
-        for (i, c) in self.cores.iter().enumerate() {
-            let d = match c.driver.load(Relaxed) {
-                1 => "io_uring",
-                2 => "epoll",
-                _ => continue,
-            };
-            let _ = writeln!(out, "spate_core_driver{{core=\"{i}\",driver=\"{d}\"}} 1");
-        }
-        per_core(
-            &mut out,
-            self,
-            "spate_core_targets",
-            "gauge",
-            "Active scrape targets per data-plane core.",
-            |c| &c.targets,
-        );
-        per_core(
-            &mut out,
-            self,
-            "spate_scrapes_total",
-            "counter",
-            "Scrapes attempted per core.",
-            |c| &c.scrapes,
-        );
-        for (name, kind, help, f) in [
-            (
-                "spate_wal_records_total",
-                "counter",
-                "WAL records written per core.",
-                (|c: &CoreStats| &c.wal.records) as fn(&CoreStats) -> &AtomicU64,
-            ),
-            (
-                "spate_wal_written_bytes_total",
-                "counter",
-                "WAL bytes written per core (framing included, before block padding).",
-                |c| &c.wal.bytes,
-            ),
-            (
-                "spate_wal_size_bytes",
-                "gauge",
-                "Bytes of WAL segments on disk per core.",
-                |c| &c.wal.size_bytes,
-            ),
-            (
-                "spate_wal_segments_created_total",
-                "counter",
-                "WAL segments created per core.",
-                |c| &c.wal.segments_created,
-            ),
-            (
-                "spate_wal_segments_deleted_total",
-                "counter",
-                "WAL segments deleted per core.",
-                |c| &c.wal.segments_deleted,
-            ),
-            (
-                "spate_wal_fsyncs_total",
-                "counter",
-                "WAL fdatasync calls per core.",
-                |c| &c.wal.fsyncs,
-            ),
-            (
-                "spate_wal_write_failures_total",
-                "counter",
-                "Failed WAL writes (disk full, I/O errors) per core.",
-                |c| &c.wal.write_failures,
-            ),
-            (
-                "spate_wal_samples_not_durable_total",
-                "counter",
-                "Samples whose WAL write failed; they were still forwarded live.",
-                |c| &c.wal.samples_not_durable,
-            ),
-            (
-                "spate_wal_read_damaged_bytes_total",
-                "counter",
-                "WAL bytes skipped by readers as damaged (each endpoint's reader counts).",
-                |c| &c.wal.read_damaged_bytes,
-            ),
-            (
-                "spate_wal_samples_lost_to_damage_total",
-                "counter",
-                "Samples readers could not rebuild from damaged WAL data.",
-                |c| &c.wal.samples_lost_to_damage,
-            ),
-        ] {
-            per_core(&mut out, self, name, kind, help, f);
-        }
-        per_core(
-            &mut out,
-            self,
-            "spate_scrape_failures_total",
-            "counter",
-            "Scrapes that failed (up = 0) per core.",
-            |c| &c.scrape_failures,
-        );
-        per_core(
-            &mut out,
-            self,
-            "spate_samples_scraped_total",
-            "counter",
-            "Samples parsed from scrape responses per core.",
-            |c| &c.samples_scraped,
-        );
-
-        header(
-            &mut out,
-            "prometheus_remote_storage_samples_in_total",
-            "counter",
-            "Samples appended for remote write (scraped and report series).",
-        );
-        let _ = writeln!(
-            out,
-            "prometheus_remote_storage_samples_in_total {}",
-            sum(|c| &c.samples_appended)
-        );
-
-        header(
-            &mut out,
-            "prometheus_remote_storage_highest_timestamp_in_seconds",
-            "gauge",
-            "Newest timestamp committed for remote write (of a scrape), in seconds.",
-        );
-        let highest = self
-            .cores
-            .iter()
-            .map(|c| c.highest_ts_ms.load(Relaxed))
-            .max()
-            .unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "prometheus_remote_storage_highest_timestamp_in_seconds {}",
-            highest as f64 / 1000.0
-        );
-
         let eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, help, get) in [
-            (
-                "prometheus_remote_storage_max_samples_per_send",
-                "The most samples in one request (queue_config.max_samples_per_send).",
-                (|s: &ShardStats| s.max_samples_per_send.load(Relaxed)) as fn(&ShardStats) -> u64,
-            ),
-            (
-                "prometheus_remote_storage_shard_capacity",
-                "Samples a lane queues before it is behind (queue_config.capacity).",
-                |s: &ShardStats| s.capacity.load(Relaxed),
-            ),
-        ] {
-            header(&mut out, name, "gauge", help);
-            for e in eps.iter() {
-                let v = e.shards.iter().map(|s| get(s)).max().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "{name}{{remote_name=\"{}\",url=\"{}\"}} {v}",
-                    escape(&e.remote_name),
-                    escape(&e.url)
-                );
+        for m in METRICS {
+            header(&mut out, m.name, m.kind, m.help);
+            let name = m.name;
+            match m.read {
+                Read::Fixed(f) => {
+                    let _ = writeln!(out, "{name} {}", f(self));
+                }
+                Read::Lines(f) => f(self, &mut out),
+                Read::PerCore(f) => {
+                    for (i, c) in self.cores.iter().enumerate() {
+                        let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", f(c).load(Relaxed));
+                    }
+                }
+                Read::SumCores(f) => {
+                    let v: u64 = self.cores.iter().map(|c| f(c).load(Relaxed)).sum();
+                    let _ = writeln!(out, "{name} {v}");
+                }
+                Read::MaxCoresMillis(f) => {
+                    let v = self.cores.iter().map(|c| f(c).load(Relaxed)).max();
+                    let _ = writeln!(out, "{name} {}", v.unwrap_or(0) as f64 / 1000.0);
+                }
+                Read::Endpoints(agg, f) => {
+                    for e in eps.iter() {
+                        let each = e.shards.iter().map(|s| f(s).load(Relaxed));
+                        let v = match agg {
+                            Agg::Sum => each.sum::<u64>() as f64,
+                            Agg::Max => each.max().unwrap_or(0) as f64,
+                            Agg::MaxMillis => each.max().unwrap_or(0) as f64 / 1000.0,
+                        };
+                        let _ = writeln!(out, "{name}{{{}}} {v}", e.labels());
+                    }
+                }
+                Read::Dropped => {
+                    for e in eps.iter() {
+                        for (reason, f) in DROP_REASONS {
+                            let v: u64 = e.shards.iter().map(|s| f(s).load(Relaxed)).sum();
+                            let _ =
+                                writeln!(out, "{name}{{reason=\"{reason}\",{}}} {v}", e.labels());
+                        }
+                    }
+                }
+                Read::BatchDurations => {
+                    for e in eps.iter() {
+                        let (mut counts, mut sum) = ([0; BATCH_BUCKETS_N], 0);
+                        for s in &e.shards {
+                            s.batch_duration.add_to(&mut counts, &mut sum);
+                        }
+                        histogram(&mut out, name, &e.labels(), &BATCH_BUCKETS, &counts, sum);
+                    }
+                }
+                Read::WalHistogram(f) => {
+                    for (i, c) in self.cores.iter().enumerate() {
+                        let (mut counts, mut sum) = ([0; WAL_BUCKETS_N], 0);
+                        f(&c.wal).add_to(&mut counts, &mut sum);
+                        let labels = format!("core=\"{i}\"");
+                        histogram(&mut out, name, &labels, &WAL_BUCKETS, &counts, sum);
+                    }
+                }
             }
-        }
-        type Get = fn(&ShardStats) -> u64;
-        let series: [(&str, &str, &str, Get); 14] = [
-            (
-                "prometheus_remote_storage_metadata_total",
-                "counter",
-                "Family metadata successfully sent to remote storage.",
-                |s| s.metadata_sent.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_metadata_failed_total",
-                "counter",
-                "Family metadata that failed to send and was dropped.",
-                |s| s.metadata_failed.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_metadata_retried_total",
-                "counter",
-                "Family metadata whose send failed with a recoverable error and was retried.",
-                |s| s.metadata_retried.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_metadata_bytes_total",
-                "counter",
-                "Compressed metadata request bytes sent to remote storage.",
-                |s| s.metadata_bytes.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_samples_total",
-                "counter",
-                "Samples successfully sent to remote storage.",
-                |s| s.samples_sent.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_samples_failed_total",
-                "counter",
-                "Samples that failed to send and were dropped (non-recoverable errors).",
-                |s| s.samples_failed.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_samples_retried_total",
-                "counter",
-                "Samples whose send failed with a recoverable error and were retried.",
-                |s| s.samples_retried.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_samples_pending",
-                "gauge",
-                "Samples queued and not yet sent.",
-                |s| s.samples_pending.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_bytes_total",
-                "counter",
-                "Compressed request bytes sent to remote storage.",
-                |s| s.bytes_sent.load(Relaxed),
-            ),
-            (
-                "spate_remote_write_requests_failed_total",
-                "counter",
-                "Remote-write requests that did not succeed (each attempt).",
-                |s| s.requests_failed.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_shards",
-                "gauge",
-                "Concurrent senders (lanes) running, over all cores.",
-                |s| s.shards.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_shards_desired",
-                "gauge",
-                "Lanes the adaptive concurrency wants, over all cores.",
-                |s| s.shards_desired.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_shards_min",
-                "gauge",
-                "Fewest lanes, over all cores (min_shards, rounded up per core).",
-                |s| s.shards_min.load(Relaxed),
-            ),
-            (
-                "prometheus_remote_storage_shards_max",
-                "gauge",
-                "Most lanes, over all cores (max_shards, rounded up per core).",
-                |s| s.shards_max.load(Relaxed),
-            ),
-        ];
-        for (name, kind, help, get) in series {
-            header(&mut out, name, kind, help);
-            for e in eps.iter() {
-                let v: u64 = e.shards.iter().map(|s| get(s)).sum();
-                let _ = writeln!(
-                    out,
-                    "{name}{{remote_name=\"{}\",url=\"{}\"}} {v}",
-                    escape(&e.remote_name),
-                    escape(&e.url)
-                );
-            }
-        }
-        header(
-            &mut out,
-            "prometheus_remote_storage_samples_dropped_total",
-            "counter",
-            "Samples dropped before sending, by reason.",
-        );
-        for e in eps.iter() {
-            for (reason, f) in [
-                (
-                    "queue_full",
-                    (|s: &ShardStats| s.samples_dropped_queue_full.load(Relaxed))
-                        as fn(&ShardStats) -> u64,
-                ),
-                ("wal_retention", |s: &ShardStats| {
-                    s.samples_dropped_wal_size.load(Relaxed)
-                }),
-                ("dropped_series", |s: &ShardStats| {
-                    s.samples_dropped_relabel.load(Relaxed)
-                }),
-                ("too_old", |s: &ShardStats| {
-                    s.samples_dropped_too_old.load(Relaxed)
-                }),
-            ] {
-                let v: u64 = e.shards.iter().map(|s| f(s)).sum();
-                let _ = writeln!(
-                    out,
-                    "prometheus_remote_storage_samples_dropped_total{{reason=\"{reason}\",remote_name=\"{}\",url=\"{}\"}} {v}",
-                    escape(&e.remote_name),
-                    escape(&e.url)
-                );
-            }
-        }
-        header(
-            &mut out,
-            "spate_remote_storage_wal_backlog_bytes",
-            "gauge",
-            "WAL bytes an endpoint has yet to read back and send.",
-        );
-        for e in eps.iter() {
-            let v: u64 = e
-                .shards
-                .iter()
-                .map(|s| s.wal_backlog_bytes.load(Relaxed))
-                .sum();
-            let _ = writeln!(
-                out,
-                "spate_remote_storage_wal_backlog_bytes{{remote_name=\"{}\",url=\"{}\"}} {v}",
-                escape(&e.remote_name),
-                escape(&e.url)
-            );
-        }
-        header(
-            &mut out,
-            "prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
-            "gauge",
-            "Newest sample timestamp successfully sent, per endpoint.",
-        );
-        for e in eps.iter() {
-            let v = e
-                .shards
-                .iter()
-                .map(|s| s.highest_sent_ts_ms.load(Relaxed))
-                .max()
-                .unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "prometheus_remote_storage_queue_highest_sent_timestamp_seconds{{remote_name=\"{}\",url=\"{}\"}} {}",
-                escape(&e.remote_name),
-                escape(&e.url),
-                v as f64 / 1000.0
-            );
-        }
-        header(
-            &mut out,
-            "prometheus_remote_storage_sent_batch_duration_seconds",
-            "histogram",
-            "Duration of each send attempt to remote storage.",
-        );
-        for e in eps.iter() {
-            let labels = format!(
-                "remote_name=\"{}\",url=\"{}\"",
-                escape(&e.remote_name),
-                escape(&e.url)
-            );
-            let mut cumulative = 0u64;
-            for (i, le) in BATCH_BUCKETS
-                .iter()
-                .map(|b| b.to_string())
-                .chain(std::iter::once("+Inf".to_string()))
-                .enumerate()
-            {
-                cumulative += e
-                    .shards
-                    .iter()
-                    .map(|s| s.batch_duration_buckets[i].load(Relaxed))
-                    .sum::<u64>();
-                let _ = writeln!(
-                    out,
-                    "prometheus_remote_storage_sent_batch_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let sum_us: u64 = e
-                .shards
-                .iter()
-                .map(|s| s.batch_duration_sum_us.load(Relaxed))
-                .sum();
-            let _ = writeln!(
-                out,
-                "prometheus_remote_storage_sent_batch_duration_seconds_sum{{{labels}}} {}\nprometheus_remote_storage_sent_batch_duration_seconds_count{{{labels}}} {cumulative}",
-                sum_us as f64 / 1e6
-            );
         }
         drop(eps);
         process_metrics(&mut out, self.start_time_secs);
@@ -616,22 +310,427 @@ impl Registry {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+impl EndpointEntry {
+    /// `remote_name="…",url="…"`.
+    fn labels(&self) -> String {
+        format!(
+            "remote_name=\"{}\",url=\"{}\"",
+            escape(&self.remote_name),
+            escape(&self.url)
+        )
+    }
 }
 
-fn per_core(
-    out: &mut String,
-    r: &Registry,
-    name: &str,
-    kind: &str,
-    help: &str,
-    f: fn(&CoreStats) -> &AtomicU64,
-) {
-    header(out, name, kind, help);
-    for (i, c) in r.cores.iter().enumerate() {
-        let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", f(c).load(Relaxed));
+/// How a row of [`METRICS`] is read.
+#[derive(Clone, Copy)]
+enum Read {
+    /// One value of the registry.
+    Fixed(fn(&Registry) -> f64),
+    /// Lines written by the function (labels of its own).
+    Lines(fn(&Registry, &mut String)),
+    /// One series per core, labelled `core`.
+    PerCore(fn(&CoreStats) -> &AtomicU64),
+    /// The sum over cores.
+    SumCores(fn(&CoreStats) -> &AtomicU64),
+    /// The highest over cores, milliseconds shown as seconds.
+    MaxCoresMillis(fn(&CoreStats) -> &AtomicU64),
+    /// One series per endpoint (`remote_name`, `url`) over its shards.
+    Endpoints(Agg, ShardCounter),
+    /// `samples_dropped_total` per endpoint and reason ([`DROP_REASONS`]).
+    Dropped,
+    /// The sent-batch duration histogram per endpoint.
+    BatchDurations,
+    /// A WAL duration histogram per core.
+    WalHistogram(fn(&WalStats) -> &Histogram<WAL_BUCKETS_N>),
+}
+
+/// How an endpoint's shards add up.
+#[derive(Clone, Copy)]
+enum Agg {
+    Sum,
+    Max,
+    /// The highest, milliseconds shown as seconds.
+    MaxMillis,
+}
+
+/// One metric `/metrics` shows.
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: Read,
+}
+
+const fn m(name: &'static str, kind: &'static str, help: &'static str, read: Read) -> Metric {
+    Metric {
+        name,
+        kind,
+        help,
+        read,
     }
+}
+
+const C: &str = "counter";
+const G: &str = "gauge";
+
+/// The reasons of `prometheus_remote_storage_samples_dropped_total`.
+/// Reads one counter of a shard.
+type ShardCounter = fn(&ShardStats) -> &AtomicU64;
+
+const DROP_REASONS: [(&str, ShardCounter); 4] = [
+    ("queue_full", |s| &s.samples_dropped_queue_full),
+    ("wal_retention", |s| &s.samples_dropped_wal_size),
+    ("dropped_series", |s| &s.samples_dropped_relabel),
+    ("too_old", |s| &s.samples_dropped_too_old),
+];
+
+/// Every metric `/metrics` shows, in order (the `process_*` ones follow).
+const METRICS: &[Metric] = &[
+    m(
+        "spate_build_info",
+        G,
+        "A metric with a constant '1' value labeled by the version of spate.",
+        Read::Lines(|_, out| {
+            let _ = writeln!(
+                out,
+                "spate_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            );
+        }),
+    ),
+    m(
+        "prometheus_sd_http_failures_total",
+        C,
+        "Number of HTTP service discovery refresh failures.",
+        Read::Fixed(|r| r.sd.http_failures.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_sd_file_read_errors_total",
+        C,
+        "The number of File-SD read errors.",
+        Read::Fixed(|r| r.sd.file_read_errors.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_sd_dns_lookups_total",
+        C,
+        "The number of DNS-SD lookups.",
+        Read::Fixed(|r| r.sd.dns_lookups.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_sd_dns_lookup_failures_total",
+        C,
+        "The number of DNS-SD lookup failures.",
+        Read::Fixed(|r| r.sd.dns_lookup_failures.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_config_last_reload_successful",
+        G,
+        "Whether the last configuration reload attempt was successful.",
+        Read::Fixed(|r| f64::from(u8::from(r.reload_successful.load(Relaxed)))),
+    ),
+    m(
+        "prometheus_config_last_reload_success_timestamp_seconds",
+        G,
+        "Timestamp of the last successful configuration reload.",
+        Read::Fixed(|r| f64::from_bits(r.reload_success_time.load(Relaxed))),
+    ),
+    m(
+        "prometheus_sd_discovered_targets",
+        G,
+        "Current number of discovered targets.",
+        Read::Lines(|r, out| {
+            let discovered = r.sd.discovered.lock().unwrap_or_else(|e| e.into_inner());
+            for (job, n) in discovered.iter() {
+                let mut label = String::new();
+                crate::log::quoted(&mut label, job);
+                let _ = writeln!(
+                    out,
+                    "prometheus_sd_discovered_targets{{config={label},name=\"scrape\"}} {n}"
+                );
+            }
+        }),
+    ),
+    m(
+        "spate_core_driver",
+        G,
+        "The I/O driver each data-plane core runs on (1 for the driver in use).",
+        Read::Lines(|r, out| {
+            for (i, c) in r.cores.iter().enumerate() {
+                let d = match c.driver.load(Relaxed) {
+                    1 => "io_uring",
+                    2 => "epoll",
+                    _ => continue,
+                };
+                let _ = writeln!(out, "spate_core_driver{{core=\"{i}\",driver=\"{d}\"}} 1");
+            }
+        }),
+    ),
+    m(
+        "spate_core_targets",
+        G,
+        "Active scrape targets per data-plane core.",
+        Read::PerCore(|c| &c.targets),
+    ),
+    m(
+        "spate_scrapes_total",
+        C,
+        "Scrapes attempted per core.",
+        Read::PerCore(|c| &c.scrapes),
+    ),
+    m(
+        "spate_wal_records_total",
+        C,
+        "WAL records written per core.",
+        Read::PerCore(|c| &c.wal.records),
+    ),
+    m(
+        "spate_wal_written_bytes_total",
+        C,
+        "WAL bytes written per core (framing included, before block padding).",
+        Read::PerCore(|c| &c.wal.bytes),
+    ),
+    m(
+        "spate_wal_size_bytes",
+        G,
+        "Bytes of WAL segments on disk per core.",
+        Read::PerCore(|c| &c.wal.size_bytes),
+    ),
+    m(
+        "spate_wal_segments_created_total",
+        C,
+        "WAL segments created per core.",
+        Read::PerCore(|c| &c.wal.segments_created),
+    ),
+    m(
+        "spate_wal_segments_deleted_total",
+        C,
+        "WAL segments deleted per core.",
+        Read::PerCore(|c| &c.wal.segments_deleted),
+    ),
+    m(
+        "spate_wal_fsyncs_total",
+        C,
+        "WAL fdatasync calls per core.",
+        Read::PerCore(|c| &c.wal.fsyncs),
+    ),
+    m(
+        "spate_wal_write_failures_total",
+        C,
+        "Failed WAL writes (disk full, I/O errors) per core.",
+        Read::PerCore(|c| &c.wal.write_failures),
+    ),
+    m(
+        "spate_wal_samples_not_durable_total",
+        C,
+        "Samples whose WAL write failed; they were still forwarded live.",
+        Read::PerCore(|c| &c.wal.samples_not_durable),
+    ),
+    m(
+        "spate_wal_fsync_failures_total",
+        C,
+        "WAL fdatasync calls that failed per core; data written since the last good one may not be durable.",
+        Read::PerCore(|c| &c.wal.fsync_failures),
+    ),
+    m(
+        "spate_wal_write_duration_seconds",
+        "histogram",
+        "Time spent writing WAL blocks (segment and tail file) per core.",
+        Read::WalHistogram(|w| &w.write_duration),
+    ),
+    m(
+        "spate_wal_fsync_duration_seconds",
+        "histogram",
+        "Time spent in WAL fdatasync calls per core.",
+        Read::WalHistogram(|w| &w.fsync_duration),
+    ),
+    m(
+        "spate_wal_read_damaged_bytes_total",
+        C,
+        "WAL bytes skipped by readers as damaged (each endpoint's reader counts).",
+        Read::PerCore(|c| &c.wal.read_damaged_bytes),
+    ),
+    m(
+        "spate_wal_samples_lost_to_damage_total",
+        C,
+        "Samples readers could not rebuild from damaged WAL data.",
+        Read::PerCore(|c| &c.wal.samples_lost_to_damage),
+    ),
+    m(
+        "spate_scrape_failures_total",
+        C,
+        "Scrapes that failed (up = 0) per core.",
+        Read::PerCore(|c| &c.scrape_failures),
+    ),
+    m(
+        "spate_samples_scraped_total",
+        C,
+        "Samples parsed from scrape responses per core.",
+        Read::PerCore(|c| &c.samples_scraped),
+    ),
+    m(
+        "prometheus_remote_storage_samples_in_total",
+        C,
+        "Samples appended for remote write (scraped and report series).",
+        Read::SumCores(|c| &c.samples_appended),
+    ),
+    m(
+        "prometheus_remote_storage_highest_timestamp_in_seconds",
+        G,
+        "Newest timestamp committed for remote write (of a scrape), in seconds.",
+        Read::MaxCoresMillis(|c| &c.highest_ts_ms),
+    ),
+    m(
+        "prometheus_remote_storage_max_samples_per_send",
+        G,
+        "The most samples in one request (queue_config.max_samples_per_send).",
+        Read::Endpoints(Agg::Max, |s| &s.max_samples_per_send),
+    ),
+    m(
+        "prometheus_remote_storage_shard_capacity",
+        G,
+        "Samples a lane queues before it is behind (queue_config.capacity).",
+        Read::Endpoints(Agg::Max, |s| &s.capacity),
+    ),
+    m(
+        "prometheus_remote_storage_metadata_total",
+        C,
+        "Family metadata successfully sent to remote storage.",
+        Read::Endpoints(Agg::Sum, |s| &s.metadata_sent),
+    ),
+    m(
+        "prometheus_remote_storage_metadata_failed_total",
+        C,
+        "Family metadata that failed to send and was dropped.",
+        Read::Endpoints(Agg::Sum, |s| &s.metadata_failed),
+    ),
+    m(
+        "prometheus_remote_storage_metadata_retried_total",
+        C,
+        "Family metadata whose send failed with a recoverable error and was retried.",
+        Read::Endpoints(Agg::Sum, |s| &s.metadata_retried),
+    ),
+    m(
+        "prometheus_remote_storage_metadata_bytes_total",
+        C,
+        "Compressed metadata request bytes sent to remote storage.",
+        Read::Endpoints(Agg::Sum, |s| &s.metadata_bytes),
+    ),
+    m(
+        "prometheus_remote_storage_samples_total",
+        C,
+        "Samples successfully sent to remote storage.",
+        Read::Endpoints(Agg::Sum, |s| &s.samples_sent),
+    ),
+    m(
+        "prometheus_remote_storage_samples_failed_total",
+        C,
+        "Samples that failed to send and were dropped (non-recoverable errors).",
+        Read::Endpoints(Agg::Sum, |s| &s.samples_failed),
+    ),
+    m(
+        "prometheus_remote_storage_samples_retried_total",
+        C,
+        "Samples whose send failed with a recoverable error and were retried.",
+        Read::Endpoints(Agg::Sum, |s| &s.samples_retried),
+    ),
+    m(
+        "prometheus_remote_storage_samples_pending",
+        G,
+        "Samples queued and not yet sent.",
+        Read::Endpoints(Agg::Sum, |s| &s.samples_pending),
+    ),
+    m(
+        "prometheus_remote_storage_bytes_total",
+        C,
+        "Compressed request bytes sent to remote storage.",
+        Read::Endpoints(Agg::Sum, |s| &s.bytes_sent),
+    ),
+    m(
+        "spate_remote_write_requests_failed_total",
+        C,
+        "Remote-write requests that did not succeed (each attempt).",
+        Read::Endpoints(Agg::Sum, |s| &s.requests_failed),
+    ),
+    m(
+        "prometheus_remote_storage_shards",
+        G,
+        "Concurrent senders (lanes) running, over all cores.",
+        Read::Endpoints(Agg::Sum, |s| &s.shards),
+    ),
+    m(
+        "prometheus_remote_storage_shards_desired",
+        G,
+        "Lanes the adaptive concurrency wants, over all cores.",
+        Read::Endpoints(Agg::Sum, |s| &s.shards_desired),
+    ),
+    m(
+        "prometheus_remote_storage_shards_min",
+        G,
+        "Fewest lanes, over all cores (min_shards, rounded up per core).",
+        Read::Endpoints(Agg::Sum, |s| &s.shards_min),
+    ),
+    m(
+        "prometheus_remote_storage_shards_max",
+        G,
+        "Most lanes, over all cores (max_shards, rounded up per core).",
+        Read::Endpoints(Agg::Sum, |s| &s.shards_max),
+    ),
+    m(
+        "prometheus_remote_storage_samples_dropped_total",
+        C,
+        "Samples dropped before sending, by reason.",
+        Read::Dropped,
+    ),
+    m(
+        "spate_remote_storage_wal_backlog_bytes",
+        G,
+        "WAL bytes an endpoint has yet to read back and send.",
+        Read::Endpoints(Agg::Sum, |s| &s.wal_backlog_bytes),
+    ),
+    m(
+        "prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
+        G,
+        "Newest sample timestamp successfully sent, per endpoint.",
+        Read::Endpoints(Agg::MaxMillis, |s| &s.highest_sent_ts_ms),
+    ),
+    m(
+        "prometheus_remote_storage_sent_batch_duration_seconds",
+        "histogram",
+        "Duration of each send attempt to remote storage.",
+        Read::BatchDurations,
+    ),
+];
+
+/// A histogram's series: cumulative buckets over `bounds`, `+Inf`, the sum and the count.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum_us: u64,
+) {
+    let mut cumulative = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        cumulative += c;
+        match bounds.get(i) {
+            Some(le) => {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {cumulative}",
+        sum_us as f64 / 1e6
+    );
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn escape(s: &str) -> String {
@@ -644,6 +743,7 @@ fn escape(s: &str) -> String {
 fn process_metrics(out: &mut String, start_time: f64) {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the parenthesised command name; utime and stime are 14th and 15th.
@@ -678,4 +778,85 @@ fn process_metrics(out: &mut String, start_time: f64) {
         "Start time of the process since unix epoch in seconds.",
     );
     let _ = writeln!(out, "process_start_time_seconds {start_time}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A field as a counter the test can set: plain counters are, the rest are not.
+    pub(super) trait AsCounter {
+        fn counter(&self) -> Option<&AtomicU64> {
+            None
+        }
+    }
+    impl AsCounter for AtomicU64 {
+        fn counter(&self) -> Option<&AtomicU64> {
+            Some(self)
+        }
+    }
+    impl AsCounter for Arc<AtomicU64> {
+        fn counter(&self) -> Option<&AtomicU64> {
+            Some(self)
+        }
+    }
+    impl AsCounter for Arc<WalStats> {}
+    impl<const N: usize> AsCounter for Histogram<N> {}
+    impl AsCounter for Mutex<Vec<(String, usize)>> {}
+
+    /// `/metrics` without the process' own metrics, which change between two renders.
+    fn rendered(r: &Registry) -> String {
+        r.render()
+            .lines()
+            .filter(|l| !l.contains("process_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_counter_of_the_stats_structs_is_exported() {
+        let r = Registry::new(1);
+        let shard = r.shard("ep", "http://127.0.0.1:1/write");
+        let core = r.cores[0].clone();
+        let mut counters: Vec<(String, &AtomicU64)> = Vec::new();
+        fn named<'a>(
+            prefix: &str,
+            list: Vec<(&'static str, &'a AtomicU64)>,
+        ) -> Vec<(String, &'a AtomicU64)> {
+            list.into_iter()
+                .map(|(n, c)| (format!("{prefix}.{n}"), c))
+                .collect()
+        }
+        counters.extend(named("SdStats", r.sd.counters()));
+        counters.extend(named("CoreStats", core.counters()));
+        counters.extend(named("WalStats", core.wal.counters()));
+        counters.extend(named("ShardStats", shard.counters()));
+        assert!(counters.len() > 40, "found {} counters", counters.len());
+        let base = rendered(&r);
+        for (name, c) in counters {
+            c.store(1, Relaxed);
+            assert_ne!(rendered(&r), base, "{name} is not exported by /metrics");
+            c.store(0, Relaxed);
+        }
+    }
+
+    #[test]
+    fn each_metric_has_help_and_type_once() {
+        let r = Registry::new(2);
+        r.shard("ep", "http://127.0.0.1:1/write");
+        let out = r.render();
+        for m in METRICS {
+            assert_eq!(
+                out.matches(&format!("# TYPE {} ", m.name)).count(),
+                1,
+                "{}",
+                m.name
+            );
+            assert!(out.contains(&format!("# HELP {} {}", m.name, m.help)));
+        }
+        assert!(out.contains("spate_wal_fsyncs_total{core=\"1\"} 0"));
+        assert!(out.contains(
+            "prometheus_remote_storage_samples_dropped_total{reason=\"too_old\",remote_name=\"ep\",url=\"http://127.0.0.1:1/write\"} 0"
+        ));
+    }
 }

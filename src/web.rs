@@ -5,16 +5,18 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::scrape::TargetsView;
 use crate::selfmetrics::Registry;
 
 /// Binds the listener now (so a bad address fails start-up) and serves it on a new thread.
 pub fn start(
     address: &str,
     registry: Arc<Registry>,
+    targets: Arc<Mutex<TargetsView>>,
     reload: Option<crate::discovery::ReloadHandle>,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(address)?;
@@ -24,12 +26,12 @@ pub fn start(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let registry = registry.clone();
+                let (registry, targets) = (registry.clone(), targets.clone());
                 let reload = reload.clone();
                 // One short-lived thread per connection: a slow client cannot block the others.
                 let _ = std::thread::Builder::new()
                     .name("spate-web-conn".into())
-                    .spawn(move || serve(conn, &registry, reload.as_ref()));
+                    .spawn(move || serve(conn, &registry, &targets, reload.as_ref()));
             }
         })?;
     Ok(local)
@@ -38,6 +40,7 @@ pub fn start(
 fn serve(
     mut conn: TcpStream,
     registry: &Registry,
+    targets: &Mutex<TargetsView>,
     reload: Option<&crate::discovery::ReloadHandle>,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
@@ -81,7 +84,7 @@ fn serve(
             respond(&mut conn, 200, "text/plain; version=0.0.4; charset=utf-8", &[], body.as_bytes(), head)
         }
         "/api/v1/targets" if get => {
-            let view = registry.targets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let view = targets.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let mut state = "any".to_string();
             let mut pool = None;
             for (k, v) in crate::http::query_pairs(query) {

@@ -144,7 +144,7 @@ remote_write:
     assert_eq!(h.zero_count_int, Some(1));
     assert_eq!(
         h.negative_spans,
-        vec![BucketSpan {
+        vec![spate::entry::proto::BucketSpan {
             offset: 0,
             length: 1
         }]
@@ -153,11 +153,11 @@ remote_write:
     assert_eq!(
         h.positive_spans,
         vec![
-            BucketSpan {
+            spate::entry::proto::BucketSpan {
                 offset: -1,
                 length: 2
             },
-            BucketSpan {
+            spate::entry::proto::BucketSpan {
                 offset: 2,
                 length: 1
             }

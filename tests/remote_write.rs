@@ -40,7 +40,7 @@ fn counter_config(target: &dyn std::fmt::Display, interval: &str, remote_write: 
 
 /// The `test_counter` samples (timestamp, value) in a Remote Write 1.0 request body.
 fn counter_in(body: &[u8]) -> Vec<(i64, f64)> {
-    let req = spate::remote::proto::decode_write_request(body).unwrap();
+    let req = spate::entry::proto::decode_write_request(body).unwrap();
     req.timeseries
         .iter()
         .filter(|t| t.labels.iter().any(|l| l.value == "test_counter"))
@@ -1031,7 +1031,7 @@ fn v2_receiver() -> (
     let sink = got.clone();
     let receiver = common::TestServer::start(move |headers, body| {
         assert!(headers["content-type"].contains("io.prometheus.write.v2.Request"));
-        let req = spate::remote::proto::v2::decode_request(body).unwrap();
+        let req = spate::entry::proto::v2::decode_request(body).unwrap();
         let sym = |r: u32| req.symbols[r as usize].clone();
         let mut s = sink.lock().unwrap();
         for t in &req.timeseries {

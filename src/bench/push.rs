@@ -8,8 +8,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::Flags;
+use crate::entry::{LabelScratch, encode_series};
 use crate::http::{Conn, Url};
-use crate::remote::encode::{LabelScratch, encode_series};
 use crate::runtime::{self, Instant, LocalNotify, sleep, timeout};
 
 struct Job {

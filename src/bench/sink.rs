@@ -121,7 +121,7 @@ impl Checker {
     /// samples, histograms and exemplars written. Nothing is counted on error.
     pub fn ingest_v2(&mut self, compressed: &[u8]) -> Result<[u64; 3], String> {
         self.decompress(compressed)?;
-        let req = <crate::remote::proto::v2::Request as prost::Message>::decode(&self.raw[..])
+        let req = <crate::entry::proto::v2::Request as prost::Message>::decode(&self.raw[..])
             .map_err(|e| format!("protobuf: {e}"))?;
         if req.symbols.first().is_some_and(|s| !s.is_empty()) {
             return Err("symbols[0] must be the empty string".into());
@@ -427,7 +427,7 @@ fn stats_json(c: &Counts, path: &str, elapsed: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::proto::{Label, Sample, TimeSeries, WriteRequest};
+    use crate::entry::proto::{Label, Sample, TimeSeries, WriteRequest};
     use prost::Message;
 
     fn request(series: &[(&str, &[i64])]) -> Vec<u8> {

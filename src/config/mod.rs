@@ -300,13 +300,5 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         .map_err(|p| p.into_error(file))
 }
 
-/// Checks a label name against Prometheus' legacy charset `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_valid_label_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
 #[cfg(test)]
 mod tests;

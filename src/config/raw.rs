@@ -11,11 +11,11 @@ use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls
 use super::{
     Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, MetadataConfig,
     Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits,
-    StaticConfig, is_valid_label_name,
+    StaticConfig,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
-use crate::relabel::{Rule, RuleSpec, Rules};
+use crate::relabel::{Rule, RuleSpec, Rules, is_valid_label_name};
 
 type Field<T> = Option<Spanned<T>>;
 

@@ -13,9 +13,9 @@ mod file;
 mod http;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{self, Config, ScrapeConfig};
@@ -83,6 +83,12 @@ struct Job {
 /// How long a reloaded job waits for its asynchronous providers' first lists.
 const RELOAD_GRACE: Duration = Duration::from_secs(5);
 
+/// The core that runs a target: its hash modulo the core count, so a target stays on its core
+/// while the count does not change.
+pub fn core_for(hash: u64, cores: usize) -> usize {
+    (hash % cores as u64) as usize
+}
+
 /// The manager: owns the jobs and the channel providers write to.
 pub struct Manager {
     config_file: std::path::PathBuf,
@@ -90,12 +96,19 @@ pub struct Manager {
     jobs: Vec<Job>,
     cores: Vec<Arc<Mailbox<CoreMsg>>>,
     registry: Arc<Registry>,
+    /// Every target, active and dropped, for `/api/v1/targets`.
+    targets: Arc<Mutex<TargetsView>>,
     tx: Sender<Command>,
     rx: Receiver<Command>,
     next_provider: u64,
 }
 
 impl Manager {
+    /// The targets view this manager publishes (active and dropped targets).
+    pub fn targets(&self) -> Arc<Mutex<TargetsView>> {
+        self.targets.clone()
+    }
+
     /// Builds the manager for `cfg` and derives the first targets (static ones, and what
     /// file_sd finds at once); they are queued for the cores before those start.
     pub fn new(
@@ -112,6 +125,7 @@ impl Manager {
             jobs: Vec::new(),
             cores,
             registry,
+            targets: Default::default(),
             tx,
             rx,
             next_provider: 0,
@@ -370,7 +384,7 @@ impl Manager {
     }
 
     fn send_to_core(&self, hash: u64, msg: CoreMsg) {
-        let core = crate::agent::core_for(hash, self.cores.len());
+        let core = core_for(hash, self.cores.len());
         self.cores[core].send(msg);
     }
 
@@ -463,11 +477,7 @@ impl Manager {
             view.dropped_counts
                 .push((job.cfg.job_name.clone(), job.dropped_count));
         }
-        *self
-            .registry
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = view;
+        *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 }
 
@@ -502,7 +512,7 @@ pub fn parse_groups(text: &str, prefix: &str, extra: &Labels) -> Result<Vec<Targ
         let g = g.ok_or_else(|| format!("target group {i} is null"))?;
         let mut labels: Labels = Vec::new();
         for (k, v) in g.labels.unwrap_or_default() {
-            if !config::is_valid_label_name(&k) {
+            if !crate::relabel::is_valid_label_name(&k) {
                 return Err(format!("{k:?} is not a valid label name (group {i})"));
             }
             labels.push((k, v));
@@ -596,6 +606,22 @@ impl ReloadHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_assignment_is_stable_and_spread() {
+        assert_eq!(core_for(10, 4), 2);
+        assert_eq!(core_for(u64::MAX, 1), 0);
+        // Hashes of real target label sets spread over cores.
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            let addr = format!("10.0.{}.{}:9100", i / 250, i % 250);
+            let h = crate::hash::label_set_hash([("__address__", addr.as_str()), ("job", "node")]);
+            counts[core_for(h, 4)] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "uneven spread: {counts:?}");
+        }
+    }
 
     #[test]
     fn target_groups_from_json_and_yaml() {

@@ -3,7 +3,14 @@
 //! payloads for tests and tools. Field numbers and packing follow metrics.proto (proto2:
 //! repeated scalars are not packed).
 
-pub use crate::remote::proto::BucketSpan;
+/// `io.prometheus.client.BucketSpan`: a run of native-histogram buckets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
+}
 
 /// `io.prometheus.client.MetricType`.
 pub mod metric_type {

@@ -8,11 +8,13 @@
 mod conn;
 mod framing;
 pub mod oauth2;
+mod secret;
 pub mod sigv4;
 pub mod tls;
 
 pub use conn::{Conn, Error, Response, TlsTarget};
 pub use framing::{Framing, HeadInfo, dechunk_in_place, parse_head};
+pub use secret::{Secret, base64};
 
 use std::fmt;
 

@@ -4,8 +4,21 @@
 
 use std::time::{Duration, Instant};
 
+/// `oauth2`: the client credentials grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2 {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub token_url: super::Url,
+    /// Extra form parameters of the token request, sorted.
+    pub endpoint_params: Vec<(String, String)>,
+    /// `tls_config` for an https token URL.
+    pub tls: Option<super::tls::TlsSettings>,
+}
+
 use super::{Conn, Url, query_escape};
-use crate::config::client::{OAuth2, base64};
+use super::{Secret, base64};
 
 /// Tokens are renewed this long before they expire.
 const EXPIRY_DELTA: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use ring::{digest, hmac};
 
-use crate::config::client::Secret;
+use super::Secret;
 
 /// `sigv4` as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,9 +14,16 @@ mod tests;
 
 use ::regex::bytes::CaptureLocations;
 
+/// Checks a label name against Prometheus' legacy charset `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
 pub use self::regex::GoRegex;
-use crate::config::is_valid_label_name;
-use crate::remote::encode::LabelScratch;
+use crate::entry::LabelScratch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {

@@ -115,8 +115,8 @@ pub fn for_each_series(
 
 #[cfg(test)]
 mod tests {
-    use super::super::proto;
     use super::*;
+    use crate::entry::proto;
     use prost::Message;
 
     #[test]

@@ -2,10 +2,63 @@
 //! HELP, UNIT per family), sent on its own by Remote Write 1.0 (`metadata_config`) and inline
 //! with each series by Remote Write 2.0.
 
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::wal::record::parse_metadata_item;
+
+/// What a core's scrapes reported for remote write: family metadata (sent by Remote Write 1.0
+/// on its own and by 2.0 inline) and created timestamps (sent by 2.0), each kept only once an
+/// endpoint asked for it.
+#[derive(Default)]
+pub struct Reported {
+    families: RefCell<Families>,
+    track_metadata: Cell<bool>,
+    created: RefCell<Created>,
+    track_created: Cell<bool>,
+}
+
+impl Reported {
+    /// From now on, scrapes' family metadata is kept.
+    pub fn track_metadata(&self) {
+        self.track_metadata.set(true);
+    }
+
+    /// From now on, scrapes' created timestamps are kept.
+    pub fn track_created(&self) {
+        self.track_created.set(true);
+    }
+
+    /// Records what a committed scrape reported: its metadata items, its entries (for
+    /// `_created` samples) and the created timestamps of protobuf series (`(key, ms)`).
+    pub fn note(&self, metadata: &[u8], entries: &[u8], created: &[(u64, i64)]) {
+        if self.track_metadata.get() && !metadata.is_empty() {
+            self.families.borrow_mut().note(metadata, Instant::now());
+        }
+        if self.track_created.get() {
+            let now = Instant::now();
+            let mut c = self.created.borrow_mut();
+            c.note_entries(entries, now);
+            for (key, ms) in created {
+                c.insert(*key, *ms, now);
+            }
+        }
+    }
+
+    /// The families reported within `within`, sorted by name (see [`Families::active`]).
+    pub fn active_families(&self, within: Duration) -> Vec<Vec<u8>> {
+        self.families.borrow_mut().active(within)
+    }
+
+    pub fn families(&self) -> Ref<'_, Families> {
+        self.families.borrow()
+    }
+
+    pub fn created(&self) -> Ref<'_, Created> {
+        self.created.borrow()
+    }
+}
 
 /// A core's families, by name: the metadata item (as `wal::record::put_metadata` writes it)
 /// and when a scrape last reported it.
@@ -83,7 +136,7 @@ impl Families {
 
 /// Appends `items` as `WriteRequest.metadata` (field 3) entries of `MetricMetadata`.
 pub fn encode_metadata(items: &[Vec<u8>], out: &mut Vec<u8>) {
-    use crate::remote::encode::put_varint;
+    use crate::entry::put_varint;
     let field = |tag: u8, v: &[u8], body: &mut Vec<u8>| {
         if !v.is_empty() {
             body.push(tag);
@@ -155,16 +208,16 @@ impl Created {
     /// Records the `_created` samples among a scrape's entries (1.0 entries, as the appender
     /// writes them; the value is in seconds).
     pub fn note_entries(&mut self, entries: &[u8], now: Instant) {
-        for entry in crate::remote::encode::entries(entries) {
+        for entry in crate::entry::entries(entries) {
             // Most entries are not `_created` samples: look at the name first (the first
             // label of a sorted set, unless a label name sorts before `__name__`).
             if first_label_value(entry).is_some_and(|n| !n.ends_with(b"_created")) {
                 continue;
             }
-            let Ok((labels, payload)) = crate::remote::encode::split_entry(entry) else {
+            let Ok((labels, payload)) = crate::entry::split_entry(entry) else {
                 continue;
             };
-            let crate::remote::encode::EntryPayload::Sample { value, .. } = payload else {
+            let crate::entry::EntryPayload::Sample { value, .. } = payload else {
                 continue;
             };
             let mut folded = 0;
@@ -229,7 +282,7 @@ pub fn for_each_label<'a>(labels: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]
             return;
         };
         let Ok((n, v)) = len_delimited(labels, &mut p)
-            .and_then(|l| crate::remote::encode::label_at(&labels[..l.end], l.start))
+            .and_then(|l| crate::entry::label_at(&labels[..l.end], l.start))
         else {
             return;
         };
@@ -274,8 +327,7 @@ mod tests {
         let items = f.active(Duration::from_secs(60));
         let mut body = Vec::new();
         encode_metadata(&items, &mut body);
-        let req =
-            <crate::remote::proto::WriteRequest as prost::Message>::decode(&body[..]).unwrap();
+        let req = <crate::entry::proto::WriteRequest as prost::Message>::decode(&body[..]).unwrap();
         let got: Vec<_> = req
             .metadata
             .iter()
@@ -296,7 +348,7 @@ mod tests {
                 (2, "temp", "T\nwo lines", ""),
             ]
         );
-        let reference = crate::remote::proto::WriteRequest {
+        let reference = crate::entry::proto::WriteRequest {
             metadata: req.metadata.clone(),
             ..Default::default()
         };

@@ -1,17 +1,17 @@
-//! Remote Write: the wire format (`proto`, `encode`) and the per-core sending shards (`shard`).
+//! Remote Write: the per-core sending shards (`shard`), Remote Write 2.0 conversion (`v2`),
+//! metadata and created timestamps (`metadata`), and request decoding (`decode`, for the bench
+//! sink and tests). The entries themselves are `crate::entry`'s.
 //!
 //! **Invariant:** each core sends its own series through its own shard per endpoint, one
 //! request in flight per shard, retried until it succeeds or is dropped: per-series order holds
 //! with no cross-core coordination.
 
 pub mod decode;
-pub mod encode;
 pub mod metadata;
-pub mod proto;
 mod shard;
 pub mod v2;
 
-pub use shard::{CoreControl, Endpoint, Shard};
+pub use shard::{Endpoint, Shard};
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (IMF-fixdate). Returns the delay
 /// from `now_unix_secs`, or `None` when absent, malformed or already past.

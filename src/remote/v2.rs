@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::entry::{label_at, put_varint};
 use crate::protowire::{WireError, key, len_delimited, skip};
-use crate::remote::encode::{label_at, put_varint};
 use crate::remote::metadata::{Created, Families, created_family, created_fold, created_key};
 
 /// Reused buffers for converting batches.
@@ -86,7 +86,7 @@ impl Converter {
         self.series.clear();
         self.symbols.push((0, 0));
         let mut counts = Counts::default();
-        for entry in crate::remote::encode::entries(body) {
+        for entry in crate::entry::entries(body) {
             self.convert_entry(entry, families, created, &mut counts)?;
         }
         out.clear();
@@ -147,7 +147,7 @@ impl Converter {
                         }
                         Some(ct) => {
                             let ct = ct as u64;
-                            let len = s.len() + 1 + crate::remote::encode::varint_len(ct);
+                            let len = s.len() + 1 + crate::entry::varint_len(ct);
                             put_varint(&mut self.msg, len as u64);
                             self.msg.extend_from_slice(&buf[s]);
                             self.msg.push(0x18); // Sample.start_timestamp
@@ -174,7 +174,7 @@ impl Converter {
         let meta = families.and_then(|f| f.lookup(name));
         let mut refs_len = 0;
         for r in &self.refs {
-            refs_len += crate::remote::encode::varint_len(u64::from(*r));
+            refs_len += crate::entry::varint_len(u64::from(*r));
         }
         let mut md = [0u8; 32];
         let mut md_len = 0;
@@ -193,11 +193,11 @@ impl Converter {
             md_len = 2 + m.len();
         }
         let refs_field = if refs_len > 0 {
-            1 + crate::remote::encode::varint_len(refs_len as u64) + refs_len
+            1 + crate::entry::varint_len(refs_len as u64) + refs_len
         } else {
             0
         };
-        let ct_len = start_ts.map_or(0, |ct| 1 + crate::remote::encode::varint_len(ct as u64));
+        let ct_len = start_ts.map_or(0, |ct| 1 + crate::entry::varint_len(ct as u64));
         let len = refs_field + self.msg.len() + md_len + ct_len;
         self.series.push(0x2a); // Request.timeseries
         put_varint(&mut self.series, len as u64);
@@ -241,7 +241,7 @@ impl Converter {
         if !refs.is_empty() {
             let refs_len: usize = refs
                 .iter()
-                .map(|r| crate::remote::encode::varint_len(u64::from(*r)))
+                .map(|r| crate::entry::varint_len(u64::from(*r)))
                 .sum();
             ex.push(0x0a);
             put_varint(&mut ex, refs_len as u64);
@@ -260,9 +260,9 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::proto::v2;
+    use crate::entry::{LabelScratch, encode_exemplar_series, encode_series};
     use crate::exposition::MetricType;
-    use crate::remote::encode::{LabelScratch, encode_exemplar_series, encode_series};
-    use crate::remote::proto::v2;
 
     #[test]
     fn a_batch_converts_to_a_request_the_published_schema_decodes() {
@@ -396,8 +396,8 @@ mod tests {
 
     #[test]
     fn native_histograms_cross_unchanged() {
-        use crate::remote::encode::{encode_histogram_raw, split_entry};
-        use crate::remote::proto::{BucketSpan, Histogram};
+        use crate::entry::proto::{BucketSpan, Histogram};
+        use crate::entry::{encode_histogram_raw, split_entry};
         let h = Histogram {
             count_int: Some(12),
             sum: 3.5,

@@ -19,16 +19,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
+use crate::entry::{
+    KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, LabelScratch, encode_exemplar_series, encode_series,
+};
 use crate::exposition::{
     self, LabelRef, Parser, format_go_float, normalize_float_label, unescape_label_value,
 };
 use crate::http::Conn;
 use crate::log::Level;
 use crate::log::unix_millis as unix_ms;
-use crate::remote::CoreControl;
-use crate::remote::encode::{
-    KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, LabelScratch, encode_exemplar_series, encode_series,
-};
+use crate::percore::CoreControl;
 
 pub use self::target::derive as derive_targets;
 use crate::runtime::{Instant, timeout};
@@ -46,7 +46,7 @@ pub struct Appender {
     parse_scratch: Vec<LabelRef>,
     /// Each entry's kind (`encode::KIND_*`): endpoints may not take histograms or exemplars.
     kinds: Vec<u8>,
-    histogram_scratch: crate::remote::encode::HistogramScratch,
+    histogram_scratch: crate::entry::HistogramScratch,
     exemplar_labels: LabelScratch,
     /// Whether exemplars become entries: some endpoint has `send_exemplars`.
     pub exemplars: bool,
@@ -206,11 +206,11 @@ impl Appender {
             match &s.native {
                 Some((range, gauge)) => {
                     let hint = if *gauge {
-                        crate::remote::encode::RESET_HINT_GAUGE
+                        crate::entry::RESET_HINT_GAUGE
                     } else {
                         0
                     };
-                    crate::remote::encode::encode_histogram_series(
+                    crate::entry::encode_histogram_series(
                         &mut self.entries,
                         &self.labels,
                         &body[range.clone()],
@@ -329,6 +329,10 @@ pub struct CoreScrape {
     /// labels): two agents scraping the same targets do not scrape them at the same moment.
     pub offset_seed: u64,
     pub ctl: Rc<CoreControl>,
+    /// The core's shard of each endpoint: every committed scrape is offered to each.
+    pub shards: Vec<Rc<crate::remote::Shard>>,
+    /// What the core's scrapes reported, for the endpoints that send it.
+    pub reported: Rc<crate::remote::metadata::Reported>,
     pub stats: Arc<CoreStats>,
     pub external_labels: Vec<(String, String)>,
     pub appender: RefCell<Appender>,
@@ -906,21 +910,9 @@ fn note_created(labels: &LabelScratch, ms: i64, created: &mut Vec<(u64, i64)>) {
 /// Offers a committed scrape's entries to every shard (with where the commit ended in the
 /// WAL, when it was written), counts them, and clears the appender.
 fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i64) {
-    if core.ctl.track_metadata.get() && !app.metadata.is_empty() {
-        core.ctl
-            .families
-            .borrow_mut()
-            .note(&app.metadata, std::time::Instant::now());
-    }
-    if core.ctl.track_created.get() {
-        let now = std::time::Instant::now();
-        let mut created = core.ctl.created.borrow_mut();
-        created.note_entries(&app.entries, now);
-        for (key, ms) in &app.created {
-            created.insert(*key, *ms, now);
-        }
-    }
-    for shard in core.ctl.shards().iter() {
+    core.reported
+        .note(&app.metadata, &app.entries, &app.created);
+    for shard in &core.shards {
         shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
     }
     core.stats
@@ -1002,7 +994,7 @@ impl Appender {
             if *kind == KIND_EXEMPLAR {
                 continue;
             }
-            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry) {
+            if let Ok((labels, _)) = crate::entry::split_entry(entry) {
                 let key = entry_key(labels);
                 if !known.contains(&key) && state.failed_seen.insert(key) {
                     n += 1;
@@ -1066,10 +1058,10 @@ impl Appender {
         let mut rest = &sc.raw[..];
         while let Some((entry, after)) = next_entry(rest) {
             rest = after;
-            if let Ok((labels, _)) = crate::remote::encode::split_entry(entry)
+            if let Ok((labels, _)) = crate::entry::split_entry(entry)
                 && !(vanished_only && sc.keys.contains(&entry_key(labels)))
             {
-                crate::remote::encode::encode_series_raw(
+                crate::entry::encode_series_raw(
                     &mut self.entries,
                     labels,
                     f64::from_bits(STALE_NAN),
@@ -1306,7 +1298,7 @@ mod tests {
 
     #[test]
     fn exemplars_become_entries_of_their_own_when_an_endpoint_sends_them() {
-        use crate::remote::proto;
+        use crate::entry::proto;
         use prost::Message;
         let body = b"# TYPE req counter\nreq_total{path=\"/a\"} 5 # {trace_id=\"abc\",span_id=\"1\"} 1.5 1700000000.25\nreq_total{path=\"/b\"} 7 # {trace_id=\"d\\\"e\"} 2\n# EOF\n";
         let t = target(false, &[("job", "j"), ("instance", "a:1")]);

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::{PromDuration, ScrapeConfig};
+use crate::entry::LabelScratch;
 use crate::hash::label_set_hash;
 use crate::http::query_escape;
-use crate::remote::encode::LabelScratch;
 
 /// One target, ready for a core to scrape.
 #[derive(Clone, Debug, PartialEq)]

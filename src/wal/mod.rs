@@ -31,8 +31,8 @@ use record::{EXEMPLARS, HISTOGRAMS, METADATA, SAMPLES, SERIES, ValueState};
 pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
 
+use crate::entry::{EntryPayload, split_entry};
 use crate::log::Level;
-use crate::remote::encode::{EntryPayload, split_entry};
 
 #[derive(Clone, Debug)]
 pub struct WalOptions {
@@ -61,24 +61,8 @@ impl Default for WalOptions {
     }
 }
 
-/// Counters `/metrics` shows, per core.
-#[derive(Default)]
-pub struct WalStats {
-    pub records: AtomicU64,
-    pub bytes: AtomicU64,
-    pub segments_created: AtomicU64,
-    pub segments_deleted: AtomicU64,
-    pub write_failures: AtomicU64,
-    /// Samples whose commit could not be written (disk full, I/O error).
-    pub samples_not_durable: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub size_bytes: AtomicU64,
-    /// Bytes readers skipped because they did not frame valid records (each reader counts).
-    pub read_damaged_bytes: AtomicU64,
-    /// Samples readers could not rebuild: their series' declaration or the value they were
-    /// stored as a change from was in damaged data.
-    pub samples_lost_to_damage: AtomicU64,
-}
+use crate::selfmetrics::WAL_BUCKETS;
+pub use crate::selfmetrics::WalStats;
 
 /// A target's series refs, in the order of its last scrape. A series is known by a 128-bit
 /// xxh3 of its encoded labels (wide enough to be its identity), and a target's next scrape
@@ -725,7 +709,12 @@ impl Wal {
             return Err(io::Error::other("no open segment"));
         };
         let before = w.offset();
-        w.append(&records[..n], self.opts.compression, &mut self.ends)?;
+        let started = Instant::now();
+        let written = w.append(&records[..n], self.opts.compression, &mut self.ends);
+        self.stats
+            .write_duration
+            .observe(&WAL_BUCKETS, started.elapsed());
+        written?;
         self.stats.records.fetch_add(n as u64, Relaxed);
         self.stats.bytes.fetch_add(w.offset() - before, Relaxed);
         self.unsynced = true;
@@ -739,11 +728,16 @@ impl Wal {
     /// Writes the partial last block to the segment (readers call this before they read up
     /// to the head), and syncs when the interval has passed.
     pub fn flush(&mut self) {
-        if let Some(w) = &mut self.writer
-            && let Err(e) = w.flush_tail()
-        {
-            self.write_failed(&e);
-            return;
+        if let Some(w) = &mut self.writer {
+            let started = Instant::now();
+            let flushed = w.flush_tail();
+            self.stats
+                .write_duration
+                .observe(&WAL_BUCKETS, started.elapsed());
+            if let Err(e) = flushed {
+                self.write_failed(&e);
+                return;
+            }
         }
         self.tick();
     }
@@ -776,17 +770,41 @@ impl Wal {
             return;
         }
         if let Some(w) = &self.writer {
-            match w.sync() {
-                Ok(()) => {
-                    self.unsynced = false;
-                    self.stats.fsyncs.fetch_add(1, Relaxed);
-                }
-                Err(_) => {
-                    self.stats.write_failures.fetch_add(1, Relaxed);
-                }
+            let index = w.index();
+            let started = Instant::now();
+            let synced = w.sync();
+            self.synced(index, synced, started);
+        }
+        // Not retried after a failure either: on Linux a second fdatasync can succeed after
+        // the kernel dropped the pages the first one failed to write, so a retry would report
+        // durability that is not there. The next write starts a new unsynced span.
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Accounts for an `fdatasync` of segment `index` that started at `started`: its time,
+    /// and a failure (counted and logged: what was written since the last good sync may be
+    /// lost on a power failure or crash of the host).
+    fn synced(&self, index: u32, result: io::Result<()>, started: Instant) {
+        self.stats
+            .fsync_duration
+            .observe(&WAL_BUCKETS, started.elapsed());
+        match result {
+            Ok(()) => {
+                self.stats.fsyncs.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                self.stats.fsync_failures.fetch_add(1, Relaxed);
+                crate::log!(
+                    Level::Error,
+                    "wal",
+                    "fdatasync of the WAL failed; what was written since the last successful sync may not be durable (it is still sent from memory and the page cache); check the disk",
+                    dir = self.dir.display(),
+                    segment = index,
+                    err = e
+                );
             }
         }
-        self.last_sync = Instant::now();
     }
 
     /// Closes the open segment and starts the next; forgets series not used in the last two
@@ -799,7 +817,9 @@ impl Wal {
         let next = match self.writer.take() {
             Some(mut w) => {
                 tail = w.take_tail();
-                let _ = w.sync();
+                let started = Instant::now();
+                let synced = w.sync();
+                self.synced(w.index(), synced, started);
                 self.closed
                     .push((w.index(), on_disk(w.offset()), std::time::SystemTime::now()));
                 w.index() + 1
@@ -933,8 +953,21 @@ impl Wal {
             return;
         }
         let (idx, _, _) = self.closed.remove(0);
-        let _ = std::fs::remove_file(segment::segment_path(&self.dir, idx));
-        self.stats.segments_deleted.fetch_add(1, Relaxed);
+        let path = segment::segment_path(&self.dir, idx);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.stats.segments_deleted.fetch_add(1, Relaxed);
+            }
+            // Already gone (removed by hand): nothing is left to delete or to count.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => crate::log!(
+                Level::Warn,
+                "wal",
+                "cannot delete a WAL segment no endpoint needs; it stays on disk (remove it by hand once the cause is fixed)",
+                path = path.display(),
+                err = e
+            ),
+        }
     }
 
     /// Applies `max_size`: deletes the oldest closed segments until the total fits.
@@ -1121,7 +1154,7 @@ impl WalReader {
         ends: &mut Vec<u32>,
         kinds: &mut Vec<u8>,
     ) -> io::Result<Option<(Pos, i64)>> {
-        use crate::remote::encode::{
+        use crate::entry::{
             KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, encode_exemplar_raw, encode_histogram_raw,
             encode_series_raw,
         };

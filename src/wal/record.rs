@@ -28,8 +28,8 @@
 
 use std::collections::HashMap;
 
+use crate::entry::put_varint;
 use crate::protowire::{WireError, varint};
-use crate::remote::encode::put_varint;
 
 pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;

@@ -1,6 +1,6 @@
 use super::segment::{PAGE, SegmentReader, list_segments, pos_offset, pos_segment, segment_path};
 use super::*;
-use crate::remote::encode::{LabelScratch, encode_series};
+use crate::entry::{LabelScratch, encode_series};
 
 struct TempDir(PathBuf);
 
@@ -549,7 +549,7 @@ fn every_compression_reads_back_the_same_and_zstd_is_smallest() {
 
 #[test]
 fn exemplars_share_their_series_ref_and_read_back_after_the_samples() {
-    use crate::remote::encode::encode_exemplar_series;
+    use crate::entry::encode_exemplar_series;
     let dir = TempDir::new("exemplars");
     let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
     let mut cache = SeriesCache::default();

@@ -474,7 +474,7 @@ pub struct Received {
     pub value: f64,
     pub ts: i64,
     /// Set for a native histogram (then `value` is NaN).
-    pub histogram: Option<spate::remote::proto::Histogram>,
+    pub histogram: Option<spate::entry::proto::Histogram>,
 }
 
 impl Received {
@@ -498,7 +498,7 @@ pub struct Receiver {
     pub requests: RequestLog,
     pub headers_seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
     /// Family metadata of accepted requests.
-    pub metadata: Arc<Mutex<Vec<spate::remote::proto::MetricMetadata>>>,
+    pub metadata: Arc<Mutex<Vec<spate::entry::proto::MetricMetadata>>>,
     _server: TestServer,
 }
 
@@ -519,7 +519,7 @@ impl Receiver {
         let server = TestServer::start_at(bind, move |headers, body| {
             let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
             let status = policy(n);
-            let req = spate::remote::proto::decode_write_request(body)
+            let req = spate::entry::proto::decode_write_request(body)
                 .unwrap_or_else(|e| panic!("receiver could not decode a request: {e}"));
             if (200..300).contains(&status) {
                 meta.lock().unwrap().extend(req.metadata.iter().cloned());

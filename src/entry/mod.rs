@@ -1,8 +1,15 @@
-//! Direct protobuf encoding of `WriteRequest` entries from borrowed label bytes.
+//! Remote-write entries: one `WriteRequest.timeseries` element each, the unit the scrape
+//! appender makes, the WAL stores and reads back, and the shards batch and send. Direct
+//! protobuf encoding from borrowed label bytes, and the readers of an entry's parts.
+//!
+//! **Invariant:** knows no storage, no relabeling and no sending; every module that handles
+//! samples uses it, it uses only `protowire`.
 //!
 //! A `WriteRequest` is just its repeated field 1, so a batch body is the concatenation of
 //! encoded `timeseries` entries: appending a sample to a batch is appending its entry, and
 //! sealing a batch needs no re-encoding. Output is byte-identical to prost's (tested).
+
+pub mod proto;
 
 /// Label names and values of one series, copied into one reused arena so the hot path does not
 /// allocate. Values may come from the scrape buffer, unescaped, or from target labels.
@@ -204,7 +211,7 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
 }
 
 /// The bytes [`put_labels`] writes for `labels`.
-fn labels_len(labels: &LabelScratch) -> usize {
+pub fn labels_len(labels: &LabelScratch) -> usize {
     (0..labels.len())
         .map(|i| {
             let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
@@ -214,7 +221,7 @@ fn labels_len(labels: &LabelScratch) -> usize {
 }
 
 /// `labels` as repeated `Label` messages in field 1 of their parent.
-fn put_labels(out: &mut Vec<u8>, labels: &LabelScratch) {
+pub fn put_labels(out: &mut Vec<u8>, labels: &LabelScratch) {
     for i in 0..labels.len() {
         put_label(out, labels.name(i), labels.value(i));
     }
@@ -355,47 +362,6 @@ pub fn series_key(entry: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&entry[start..p])
 }
 
-/// Applies `rules` to an entry's series labels (see [`series_key`] for the layout) and appends
-/// the entry with the relabeled labels to `out`, sorted, its payload unchanged. Returns
-/// whether the entry was kept: dropped by a rule, left without labels, or malformed, it is
-/// not.
-pub fn relabel_entry(
-    entry: &[u8],
-    rules: &crate::relabel::Rules,
-    labels: &mut LabelScratch,
-    scratch: &mut crate::relabel::Scratch,
-    out: &mut Vec<u8>,
-) -> bool {
-    use crate::protowire::{len_delimited, varint};
-    let mut p = 1;
-    let Ok(len) = varint(entry, &mut p) else {
-        return false;
-    };
-    if entry.first() != Some(&0x0a) || p + len as usize != entry.len() {
-        return false;
-    }
-    labels.clear();
-    while entry.get(p) == Some(&0x0a) {
-        p += 1;
-        let Ok((name, value)) =
-            len_delimited(entry, &mut p).and_then(|l| label_at(&entry[..l.end], l.start))
-        else {
-            return false;
-        };
-        labels.push(name, value);
-    }
-    let payload = &entry[p..];
-    if !rules.process(labels, scratch) || labels.is_empty() || labels.sort().is_err() {
-        return false;
-    }
-    let len = labels_len(labels) + payload.len();
-    out.push(0x0a);
-    put_varint(out, len as u64);
-    put_labels(out, labels);
-    out.extend_from_slice(payload);
-    true
-}
-
 /// The timestamp of an entry's sample, native histogram (`Histogram.timestamp`, field 15) or
 /// exemplar (`Exemplar.timestamp`, field 3); `None` for a malformed entry.
 pub fn entry_timestamp(entry: &[u8]) -> Option<i64> {
@@ -503,7 +469,7 @@ pub fn split_entry(entry: &[u8]) -> Result<(&[u8], EntryPayload<'_>), crate::pro
 
 #[cfg(test)]
 mod tests {
-    use super::super::proto;
+    use super::proto;
     use super::*;
     use prost::Message;
 
@@ -742,11 +708,21 @@ pub fn encode_histogram_series(
 
 #[cfg(test)]
 mod histogram_tests {
-    use super::super::proto;
+    use super::proto;
     use super::*;
     use prost::Message;
 
-    use crate::exposition::client_model::Histogram as ClientHistogram;
+    use crate::exposition::client_model::{BucketSpan, Histogram as ClientHistogram};
+
+    /// The spans as Remote Write's schema holds them.
+    fn spans(s: &[BucketSpan]) -> Vec<proto::BucketSpan> {
+        s.iter()
+            .map(|s| proto::BucketSpan {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    }
 
     fn transcode(c: &ClientHistogram, ts: i64, hint: i32) -> proto::TimeSeries {
         let mut labels = LabelScratch::default();
@@ -774,17 +750,17 @@ mod histogram_tests {
             schema: Some(-1),
             zero_threshold: Some(1e-128),
             zero_count: Some(2),
-            negative_span: vec![proto::BucketSpan {
+            negative_span: vec![BucketSpan {
                 offset: 0,
                 length: 2,
             }],
             negative_delta: vec![1, -1],
             positive_span: vec![
-                proto::BucketSpan {
+                BucketSpan {
                     offset: -2,
                     length: 1,
                 },
-                proto::BucketSpan {
+                BucketSpan {
                     offset: 3,
                     length: 2,
                 },
@@ -807,9 +783,9 @@ mod histogram_tests {
         assert_eq!(h.schema, -1);
         assert_eq!(h.zero_threshold, 1e-128);
         assert_eq!(h.zero_count_int, Some(2));
-        assert_eq!(h.negative_spans, c.negative_span);
+        assert_eq!(h.negative_spans, spans(&c.negative_span));
         assert_eq!(h.negative_deltas, vec![1, -1]);
-        assert_eq!(h.positive_spans, c.positive_span);
+        assert_eq!(h.positive_spans, spans(&c.positive_span));
         assert_eq!(h.positive_deltas, vec![1, 2, -3]);
         assert_eq!(h.timestamp, 1_700_000_000_123);
         assert_eq!(h.reset_hint, 0);
@@ -820,7 +796,7 @@ mod histogram_tests {
         let c = ClientHistogram {
             sample_count_float: Some(3.5),
             schema: Some(3),
-            positive_span: vec![proto::BucketSpan {
+            positive_span: vec![BucketSpan {
                 offset: 1,
                 length: 2,
             }],
