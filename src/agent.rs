@@ -15,24 +15,12 @@ use crate::runtime::{self, Event};
 use crate::scrape::{self, CoreScrape};
 use crate::selfmetrics::Registry;
 
-/// Assigns a target to a core. Stable for a given core count: a target never moves between
-/// cores unless the count changes.
+/// Runs the agent until SIGTERM or SIGINT: each step below is one function.
 pub fn run(opts: AgentOptions) -> Result<(), String> {
     let cfg =
         config::load_file(&opts.config_file).map_err(|e| format!("error loading config: {e}"))?;
-    std::fs::create_dir_all(&opts.storage_path).map_err(|e| {
-        format!(
-            "cannot create --storage.agent.path {}: {e}",
-            opts.storage_path.display()
-        )
-    })?;
     // Held until the process exits: two agents writing one WAL would corrupt it.
-    let _lock = if opts.no_lockfile {
-        None
-    } else {
-        Some(lock_storage(&opts.storage_path)?)
-    };
-
+    let _lock = prepare_storage(&opts)?;
     // Signals are taken by sigwait on this thread; block them before any other thread starts
     // so every thread inherits the mask.
     let signals = crate::signals::block();
@@ -50,8 +38,69 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         inboxes.clone(),
         registry.clone(),
     );
-    let target_count = manager.target_count();
     let commands = manager.sender();
+    let endpoints = endpoints(&cfg, cores);
+    let web = start_web(&opts, &registry, &manager)?;
+    crate::log!(
+        Level::Info,
+        "agent",
+        "starting spate",
+        version = env!("CARGO_PKG_VERSION"),
+        config = opts.config_file.display(),
+        cores = cores,
+        targets = manager.target_count(),
+        endpoints = endpoints.len(),
+        listen = web
+    );
+    let wals = open_wals(&opts, cores, &registry, &endpoints)?;
+    let shutdown = Event::new();
+    let handles = start_cores(CoreSetup {
+        opts: &opts,
+        cfg: &cfg,
+        allowed: &allowed,
+        registry: &registry,
+        endpoints: &endpoints,
+        inboxes,
+        wals,
+        shutdown: &shutdown,
+    })?;
+    manager
+        .spawn()
+        .map_err(|e| format!("cannot start the discovery manager: {e}"))?;
+    registry.ready.store(true, Relaxed);
+    crate::log!(
+        Level::Info,
+        "agent",
+        "Server is ready to receive web requests."
+    );
+
+    wait_for_stop(&signals, &commands);
+    registry.stopping.store(true, Relaxed);
+    shutdown.set();
+    for h in handles {
+        let _ = h.join();
+    }
+    crate::log!(Level::Info, "agent", "See you next time!");
+    Ok(())
+}
+
+/// Creates the storage directory and locks it (unless `--storage.agent.no-lockfile`).
+fn prepare_storage(opts: &AgentOptions) -> Result<Option<std::fs::File>, String> {
+    std::fs::create_dir_all(&opts.storage_path).map_err(|e| {
+        format!(
+            "cannot create --storage.agent.path {}: {e}",
+            opts.storage_path.display()
+        )
+    })?;
+    if opts.no_lockfile {
+        Ok(None)
+    } else {
+        lock_storage(&opts.storage_path).map(Some)
+    }
+}
+
+/// One shared [`Endpoint`] per `remote_write` entry.
+fn endpoints(cfg: &config::Config, cores: usize) -> Vec<Arc<Endpoint>> {
     let endpoints: Vec<Arc<Endpoint>> = cfg
         .remote_write
         .iter()
@@ -65,11 +114,19 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             "no remote_write endpoints configured; scraped samples are not forwarded"
         );
     }
+    endpoints
+}
 
+/// Binds the web listener (a bad address stops the start) and serves it on its own thread.
+fn start_web(
+    opts: &AgentOptions,
+    registry: &Arc<Registry>,
+    manager: &crate::discovery::Manager,
+) -> Result<std::net::SocketAddr, String> {
     let reload = opts
         .enable_lifecycle
-        .then(|| crate::discovery::ReloadHandle(commands.clone()));
-    let web = crate::web::start(
+        .then(|| crate::discovery::ReloadHandle(manager.sender()));
+    crate::web::start(
         &opts.listen_address,
         registry.clone(),
         manager.targets(),
@@ -80,21 +137,26 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             "cannot listen on --web.listen-address {}: {e}",
             opts.listen_address
         )
-    })?;
+    })
+}
 
-    crate::log!(
-        Level::Info,
-        "agent",
-        "starting spate",
-        version = env!("CARGO_PKG_VERSION"),
-        config = opts.config_file.display(),
-        cores = cores,
-        targets = target_count,
-        endpoints = endpoints.len(),
-        listen = web
-    );
+/// Each core's WAL, and the WALs of cores an earlier run had and this one has not.
+struct Wals {
+    own: Vec<crate::wal::Wal>,
+    /// Per core: `(old core id, WAL)` of the removed cores' WALs it sends and deletes.
+    drains: Vec<Vec<(usize, crate::wal::Wal)>>,
+    /// The core count differs from the last run's.
+    cores_changed: bool,
+}
 
-    // One WAL per core, opened here so that a storage problem stops the start.
+/// Opens one WAL per core (a storage problem stops the start), notes the core count beside
+/// them, and hands each removed core's WAL to core `id % cores`.
+fn open_wals(
+    opts: &AgentOptions,
+    cores: usize,
+    registry: &Registry,
+    endpoints: &[Arc<Endpoint>],
+) -> Result<Wals, String> {
     let max_size = opts
         .wal_max_size
         .unwrap_or_else(|| default_wal_max_size(&opts.storage_path));
@@ -137,7 +199,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     std::fs::create_dir_all(&wal_root)
         .and_then(|()| std::fs::write(&count_file, format!("{cores}\n")))
         .map_err(|e| format!("cannot write {}: {e}", count_file.display()))?;
-    let mut wals = Vec::new();
+    let mut own = Vec::new();
     for id in 0..cores {
         let (wal, report, dir) = open_wal(id, registry.cores[id].wal.clone())?;
         if report.segments > 0 {
@@ -150,10 +212,8 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                 torn_bytes_cut = report.torn_bytes_cut
             );
         }
-        wals.push(wal);
+        own.push(wal);
     }
-    // WALs of cores an earlier run had and this one has not: core `id % cores` sends their
-    // backlog to every endpoint, then deletes them.
     let mut drains: Vec<Vec<(usize, crate::wal::Wal)>> = (0..cores).map(|_| Vec::new()).collect();
     for id in crate::wal::core_ids(&wal_root)
         .into_iter()
@@ -168,38 +228,65 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             segments = report.segments,
             by_core = id % cores
         );
-        for ep in &endpoints {
+        for ep in endpoints {
             ep.hold_for_backlog();
         }
         drains[id % cores].push((id, wal));
     }
+    Ok(Wals {
+        own,
+        drains,
+        cores_changed,
+    })
+}
 
-    let shutdown = Event::new();
+/// What [`start_cores`] needs.
+struct CoreSetup<'a> {
+    opts: &'a AgentOptions,
+    cfg: &'a config::Config,
+    allowed: &'a [usize],
+    registry: &'a Arc<Registry>,
+    endpoints: &'a [Arc<Endpoint>],
+    inboxes: Vec<Arc<runtime::Mailbox<scrape::CoreMsg>>>,
+    wals: Wals,
+    shutdown: &'a Event,
+}
+
+/// Starts one data-plane thread per core, pinned when each core gets a CPU of its own.
+fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+    let cores = s.inboxes.len();
+    let offset_seed = scrape::offset_seed(&s.cfg.global.external_labels);
+    let cores_changed = s.wals.cores_changed;
     let mut handles = Vec::new();
-    let offset_seed = scrape::offset_seed(&cfg.global.external_labels);
-    for (((id, inbox), wal), drains) in inboxes.into_iter().enumerate().zip(wals).zip(drains) {
-        let stats = registry.cores[id].clone();
+    let each = s.inboxes.into_iter().zip(s.wals.own).zip(s.wals.drains);
+    for (id, ((inbox, wal), drains)) in each.enumerate() {
+        let stats = s.registry.cores[id].clone();
         let driver_stats = stats.clone();
-        let endpoints = endpoints.clone();
-        let registry = registry.clone();
-        let shutdown = shutdown.clone();
-        let external_labels = cfg.global.external_labels.clone();
-        let flush_deadline = opts.flush_deadline;
-        let fsync_interval = opts.wal_fsync_interval;
-        // Pin only when each core gets a CPU of its own.
-        let cpu = (cores <= allowed.len()).then(|| allowed[id]);
+        let core = CoreStart {
+            inbox,
+            wal,
+            drains,
+            cores_changed,
+            stats,
+            offset_seed,
+            endpoints: s.endpoints.to_vec(),
+            registry: s.registry.clone(),
+            shutdown: s.shutdown.clone(),
+            external_labels: s.cfg.global.external_labels.clone(),
+            flush_deadline: s.opts.flush_deadline,
+            fsync_interval: s.opts.wal_fsync_interval,
+        };
+        let cpu = (cores <= s.allowed.len()).then(|| s.allowed[id]);
         let handle = runtime::start_core(
             id,
             cpu,
             move |driver| {
-                driver_stats.driver.store(
-                    if driver == runtime::Driver::IoUring {
-                        1
-                    } else {
-                        2
-                    },
-                    Relaxed,
-                );
+                let code = if driver == runtime::Driver::IoUring {
+                    1
+                } else {
+                    2
+                };
+                driver_stats.driver.store(code, Relaxed);
                 crate::log!(
                     Level::Info,
                     "runtime",
@@ -208,78 +295,115 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     driver = driver.as_str()
                 );
             },
-            move || async move {
-                let ctl = CoreControl::new(shutdown, flush_deadline, wal, cores_changed);
-                let reported = Rc::new(Reported::default());
-                let mut shards = Vec::new();
-                for ep in &endpoints {
-                    let stats = registry.shard(&ep.cfg.name, &ep.url);
-                    let shard = Shard::new(ep.clone(), stats, &ctl, reported.clone());
-                    shards.push(shard.clone());
-                    runtime::spawn(shard.run());
-                }
-                // The WAL's timer: fdatasync when commits are sparse.
-                let tick = fsync_interval.max(std::time::Duration::from_millis(1));
-                let (timer_ctl, stop) = (ctl.clone(), ctl.shutdown.clone());
-                runtime::spawn(async move {
-                    while !runtime::sleep_or(tick, &stop).await {
-                        timer_ctl.wal.borrow_mut().tick();
-                    }
-                });
-                let core = Rc::new(CoreScrape {
-                    offset_seed,
-                    ctl: ctl.clone(),
-                    shards,
-                    reported,
-                    stats,
-                    external_labels,
-                    appender: std::cell::RefCell::new(scrape::Appender::with_exemplars(
-                        endpoints.iter().any(|e| e.cfg.send_exemplars),
-                    )),
-                    buffers: Default::default(),
-                });
-                runtime::spawn(scrape::manage_targets(inbox, core.clone()));
-                let mut draining = Vec::new();
-                for (old, wal) in drains {
-                    let d = Rc::new(Drain {
-                        old,
-                        ctl: CoreControl::new_draining(ctl.shutdown.clone(), flush_deadline, wal),
-                        finished: std::cell::Cell::new(false),
-                    });
-                    // Nothing scrapes into a drained WAL: it reports nothing.
-                    let reported = Rc::new(Reported::default());
-                    for ep in &endpoints {
-                        let stats = registry.shard(&ep.cfg.name, &ep.url);
-                        let shard = Shard::new(ep.clone(), stats, &d.ctl, reported.clone());
-                        runtime::spawn(shard.run());
-                    }
-                    runtime::spawn(d.clone().finish());
-                    draining.push(d);
-                }
-                // The core ends once every shard has flushed after shutdown.
-                ctl.shutdown.wait().await;
-                ctl.senders_finished().await;
-                ctl.wal.borrow_mut().close();
-                for d in draining {
-                    d.finish().await;
-                }
-            },
+            move || core.run(),
         )
         .map_err(|e| format!("cannot start core {id}: {e}"))?;
         handles.push(handle);
     }
-    manager
-        .spawn()
-        .map_err(|e| format!("cannot start the discovery manager: {e}"))?;
-    registry.ready.store(true, Relaxed);
-    crate::log!(
-        Level::Info,
-        "agent",
-        "Server is ready to receive web requests."
-    );
+    Ok(handles)
+}
 
+/// Everything one core starts with.
+struct CoreStart {
+    inbox: Arc<runtime::Mailbox<scrape::CoreMsg>>,
+    wal: crate::wal::Wal,
+    drains: Vec<(usize, crate::wal::Wal)>,
+    cores_changed: bool,
+    stats: Arc<crate::selfmetrics::CoreStats>,
+    offset_seed: u64,
+    endpoints: Vec<Arc<Endpoint>>,
+    registry: Arc<Registry>,
+    shutdown: Event,
+    external_labels: Vec<(String, String)>,
+    flush_deadline: std::time::Duration,
+    fsync_interval: std::time::Duration,
+}
+
+impl CoreStart {
+    /// The core's main task: its shards, the WAL's sync timer, the scrape loops' manager and
+    /// the drains of removed cores' WALs; it ends once every shard has flushed after shutdown.
+    async fn run(self) {
+        let ctl = CoreControl::new(
+            self.shutdown,
+            self.flush_deadline,
+            self.wal,
+            self.cores_changed,
+        );
+        let reported = Rc::new(Reported::default());
+        let shards = Self::shards_for(&self.endpoints, &self.registry, &ctl, &reported);
+        // The WAL's timer: fdatasync when commits are sparse.
+        let tick = self.fsync_interval.max(std::time::Duration::from_millis(1));
+        let (timer_ctl, stop) = (ctl.clone(), ctl.shutdown.clone());
+        runtime::spawn(async move {
+            while !runtime::sleep_or(tick, &stop).await {
+                timer_ctl.wal.borrow_mut().tick();
+            }
+        });
+        let core = Rc::new(CoreScrape {
+            offset_seed: self.offset_seed,
+            ctl: ctl.clone(),
+            shards,
+            reported,
+            stats: self.stats,
+            external_labels: self.external_labels,
+            appender: std::cell::RefCell::new(scrape::Appender::with_exemplars(
+                self.endpoints.iter().any(|e| e.cfg.send_exemplars),
+            )),
+            buffers: Default::default(),
+        });
+        runtime::spawn(scrape::manage_targets(self.inbox, core));
+        let mut draining = Vec::new();
+        for (old, wal) in self.drains {
+            let d = Rc::new(Drain {
+                old,
+                ctl: CoreControl::new_draining(ctl.shutdown.clone(), self.flush_deadline, wal),
+                finished: std::cell::Cell::new(false),
+            });
+            // Nothing scrapes into a drained WAL: it reports nothing.
+            Self::shards_for(
+                &self.endpoints,
+                &self.registry,
+                &d.ctl,
+                &Rc::new(Reported::default()),
+            );
+            runtime::spawn(d.clone().finish());
+            draining.push(d);
+        }
+        ctl.shutdown.wait().await;
+        ctl.senders_finished().await;
+        ctl.wal.borrow_mut().close();
+        for d in draining {
+            d.finish().await;
+        }
+    }
+
+    /// Starts one shard per endpoint on the WAL of `ctl`.
+    fn shards_for(
+        endpoints: &[Arc<Endpoint>],
+        registry: &Registry,
+        ctl: &Rc<CoreControl>,
+        reported: &Rc<Reported>,
+    ) -> Vec<Rc<Shard>> {
+        endpoints
+            .iter()
+            .map(|ep| {
+                let stats = registry.shard(&ep.cfg.name, &ep.url);
+                let shard = Shard::new(ep.clone(), stats, ctl, reported.clone());
+                runtime::spawn(shard.clone().run());
+                shard
+            })
+            .collect()
+    }
+}
+
+/// Waits on this thread for a signal: SIGHUP reloads the configuration, SIGTERM and SIGINT
+/// return (the agent stops).
+fn wait_for_stop(
+    signals: &crate::signals::SignalSet,
+    commands: &std::sync::mpsc::Sender<crate::discovery::Command>,
+) {
     loop {
-        match crate::signals::wait(&signals) {
+        match crate::signals::wait(signals) {
             libc::SIGHUP => {
                 crate::log!(
                     Level::Info,
@@ -295,17 +419,10 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
                     "received signal, stopping scrapes and flushing queued samples",
                     signal = crate::signals::name(sig)
                 );
-                break;
+                return;
             }
         }
     }
-    registry.stopping.store(true, Relaxed);
-    shutdown.set();
-    for h in handles {
-        let _ = h.join();
-    }
-    crate::log!(Level::Info, "agent", "See you next time!");
-    Ok(())
 }
 
 /// The WAL of a core an earlier run had, being sent and then deleted.

@@ -13,9 +13,13 @@
 //! `fdatasync` of the segment and the tail file runs at most every `fsync_interval` (from the
 //! core's timer) and when a segment is closed, which bounds what a power loss can take.
 
+mod cache;
 pub mod crc;
+mod cursors;
 pub mod inspect;
+mod reader;
 pub mod record;
+mod retention;
 pub mod segment;
 #[cfg(test)]
 mod tests;
@@ -24,9 +28,13 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+pub use cache::SeriesCache;
+use cache::{CacheSlot, EPOCH_BYTES, EPOCH_LIMIT};
+pub use cursors::{Cursor, load_cursors};
+pub use reader::{Accept, WalReader};
 use record::{EXEMPLARS, HISTOGRAMS, METADATA, SAMPLES, SERIES, ValueState};
 pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
@@ -63,100 +71,6 @@ impl Default for WalOptions {
 
 use crate::selfmetrics::WAL_BUCKETS;
 pub use crate::selfmetrics::WalStats;
-
-/// A target's series refs, in the order of its last scrape. A series is known by a 128-bit
-/// xxh3 of its encoded labels (wide enough to be its identity), and a target's next scrape
-/// nearly always lists the same series in the same order, so each sample finds its ref by
-/// comparing one key at its position in a sequential array: no core-wide map, no cache miss
-/// per sample, 32 bytes per series. When the layout changes, an index of the previous
-/// layout is built for that scrape only. Like Prometheus' scrape cache, one per target.
-#[derive(Default)]
-pub struct SeriesCache {
-    slots: Vec<CacheSlot>,
-    /// The target's metric families: name hash → (metadata hash, segment written in).
-    families: HashMap<u64, (u64, u32)>,
-    /// The `Wal` generation the refs belong to (refs restart when they run out).
-    generation: u32,
-}
-
-#[derive(Clone, Copy)]
-struct CacheSlot {
-    key: [u64; 2],
-    r: u32,
-    /// The value epoch of the series' last write in the high 28 bits (0: none), and its
-    /// value's scale in the low 4 (15: raw). A series written in an epoch of the open segment
-    /// is declared in it.
-    tag: u32,
-    /// The series' last value's `m` (see `record::put_value`).
-    m: i64,
-}
-
-const _: () = assert!(std::mem::size_of::<CacheSlot>() == 32);
-
-impl SeriesCache {
-    /// Whether the last add with this cache had a series with this key (xxh3-128 of its
-    /// encoded labels, as two words).
-    pub fn keys(&self) -> impl Iterator<Item = [u64; 2]> + '_ {
-        self.slots.iter().map(|s| s.key)
-    }
-}
-
-/// Epochs stay below this, to fit a slot's tag; reaching it starts a new generation.
-const EPOCH_LIMIT: u32 = 1 << 28;
-
-impl CacheSlot {
-    fn new(key: [u64; 2], r: u32) -> CacheSlot {
-        CacheSlot {
-            key,
-            r,
-            tag: 0,
-            m: 0,
-        }
-    }
-
-    fn epoch(&self) -> u32 {
-        self.tag >> 4
-    }
-
-    fn state(&self) -> ValueState {
-        match (self.epoch(), self.tag & 15) {
-            (0, _) => ValueState::default(),
-            (epoch, 15) => ValueState {
-                m: self.m,
-                k: record::RAW,
-                epoch,
-            },
-            (epoch, k) => ValueState {
-                m: self.m,
-                k: k as u8,
-                epoch,
-            },
-        }
-    }
-
-    fn set_state(&mut self, st: ValueState) {
-        self.m = st.m;
-        self.tag = (st.epoch << 4) | u32::from(st.k.min(15));
-    }
-}
-
-/// A new value epoch starts after this many bytes of a segment (and with every segment):
-/// what a damaged page can cost in values stored as changes is bounded by it, and so is the
-/// price of storing each series' value whole once per epoch.
-const EPOCH_BYTES: u64 = 8 << 20;
-
-/// One endpoint's acknowledged position and what retention took from it.
-pub struct Cursor {
-    pub id: String,
-    pub acked: Pos,
-    /// Set when a retention bound deleted data past `acked`; the reader restarts from `acked`.
-    pub moved: bool,
-    pub lost: Arc<AtomicU64>,
-    /// Whether this endpoint's unsent data is only in the WAL (it is reading back from it).
-    pub replaying: bool,
-    /// Where its read-back started: data before it was handed out already (in flight).
-    pub replay_from: Pos,
-}
 
 pub struct Wal {
     dir: PathBuf,
@@ -849,194 +763,6 @@ impl Wal {
         self.stats.size_bytes.store(total, Relaxed);
     }
 
-    // ---- cursors ----
-
-    /// Registers an endpoint; returns its slot. Its position comes from the `cursors` file
-    /// when it was there (clamped to what is still on disk), else the head: a new endpoint
-    /// starts at the tail.
-    pub fn add_endpoint(
-        &mut self,
-        id: &str,
-        saved: &HashMap<String, Pos>,
-        lost: Arc<AtomicU64>,
-    ) -> usize {
-        let head = self.head();
-        let first = pos(self.first_segment(), 0);
-        let acked = match saved.get(id) {
-            Some(p) => (*p).clamp(first, head),
-            None => head,
-        };
-        self.cursors.push(Cursor {
-            id: id.to_string(),
-            acked,
-            moved: false,
-            lost,
-            replaying: acked < head,
-            replay_from: acked,
-        });
-        self.cursors_dirty = true;
-        // Saved at once: after a crash, this endpoint resumes here rather than counting as
-        // new (and starting at the tail).
-        self.save_cursors();
-        self.cursors.len() - 1
-    }
-
-    pub fn cursor(&self, slot: usize) -> &Cursor {
-        &self.cursors[slot]
-    }
-
-    pub fn cursor_mut(&mut self, slot: usize) -> &mut Cursor {
-        &mut self.cursors[slot]
-    }
-
-    /// Records that an endpoint's receiver acknowledged everything up to `p`.
-    pub fn ack(&mut self, slot: usize, p: Pos) {
-        let c = &mut self.cursors[slot];
-        if p > c.acked {
-            c.acked = p;
-            self.cursors_dirty = true;
-        }
-        if self.cursors_saved.elapsed() >= Duration::from_secs(1) {
-            self.save_cursors();
-            self.truncate();
-        }
-    }
-
-    /// Writes the `cursors` file (atomically: a temporary file renamed over it).
-    pub fn save_cursors(&mut self) {
-        self.cursors_saved = Instant::now();
-        if !self.cursors_dirty {
-            return;
-        }
-        let mut text = String::new();
-        for c in &self.cursors {
-            text.push_str(&format!("{} {}\n", c.id, c.acked));
-        }
-        let tmp = self.dir.join("cursors.tmp");
-        let result = std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursors")));
-        match result {
-            Ok(()) => self.cursors_dirty = false,
-            Err(e) => crate::log!(
-                Level::Warn,
-                "wal",
-                "could not save remote-write cursors; retrying",
-                dir = self.dir.display(),
-                err = e
-            ),
-        }
-    }
-
-    /// Deletes segments every endpoint has passed (the open one stays). With no endpoint,
-    /// nothing holds the closed segments.
-    pub fn truncate(&mut self) {
-        let min = self
-            .cursors
-            .iter()
-            .map(|c| c.acked)
-            .min()
-            .unwrap_or_else(|| self.head());
-        let keep_from = pos_segment(min);
-        while let Some(&(idx, _, _)) = self.closed.first() {
-            if idx >= keep_from {
-                break;
-            }
-            self.delete_oldest();
-        }
-        self.enforce_age();
-        self.update_size();
-    }
-
-    fn delete_oldest(&mut self) {
-        if self.closed.is_empty() {
-            return;
-        }
-        let (idx, _, _) = self.closed.remove(0);
-        let path = segment::segment_path(&self.dir, idx);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                self.stats.segments_deleted.fetch_add(1, Relaxed);
-            }
-            // Already gone (removed by hand): nothing is left to delete or to count.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => crate::log!(
-                Level::Warn,
-                "wal",
-                "cannot delete a WAL segment no endpoint needs; it stays on disk (remove it by hand once the cause is fixed)",
-                path = path.display(),
-                err = e
-            ),
-        }
-    }
-
-    /// Applies `max_size`: deletes the oldest closed segments until the total fits.
-    fn enforce_size(&mut self) {
-        let open = self.writer.as_ref().map_or(0, |w| on_disk(w.offset()));
-        let mut total: u64 = self.closed.iter().map(|c| c.1).sum::<u64>() + open;
-        while total > self.opts.max_size && !self.closed.is_empty() {
-            total -= self.closed[0].1;
-            self.force_out_oldest("size bound (--storage.agent.retention.max-size)");
-        }
-    }
-
-    /// Applies `max_age`: deletes closed segments last written longer ago than that.
-    fn enforce_age(&mut self) {
-        let Some(max_age) = self.opts.max_age else {
-            return;
-        };
-        let now = std::time::SystemTime::now();
-        while let Some(&(_, _, written)) = self.closed.first() {
-            if now.duration_since(written).unwrap_or_default() <= max_age {
-                break;
-            }
-            self.force_out_oldest("age bound (--storage.agent.retention.max-time)");
-        }
-    }
-
-    /// Deletes the oldest closed segment although endpoints may not have sent it. What an
-    /// endpoint reading back from the WAL had not been handed yet is counted and logged.
-    fn force_out_oldest(&mut self, bound: &str) {
-        let Some(&(idx, _, _)) = self.closed.first() else {
-            return;
-        };
-        let next = pos(idx + 1, 0);
-        for c in &mut self.cursors {
-            if c.acked >= next {
-                continue;
-            }
-            // Unsent: after the acknowledged position and after what was already handed to
-            // the sender when the read-back started.
-            let unsent = c.acked.max(c.replay_from);
-            let lost = if !(c.replaying || c.moved) || pos_segment(unsent) > idx {
-                0
-            } else {
-                let from = if pos_segment(unsent) == idx {
-                    pos_offset(unsent)
-                } else {
-                    0
-                };
-                count_samples(&self.dir, idx, from).unwrap_or(0)
-            };
-            c.acked = next;
-            c.moved = true;
-            if lost > 0 {
-                c.lost.fetch_add(lost, Relaxed);
-                crate::log!(
-                    Level::Warn,
-                    "wal",
-                    "the WAL retention bound deleted samples not yet sent",
-                    endpoint = c.id,
-                    samples = lost,
-                    segment = idx,
-                    bound = bound
-                );
-            }
-            self.cursors_dirty = true;
-        }
-        self.delete_oldest();
-    }
-
     /// Closes the WAL at shutdown: syncs and saves the cursors.
     pub fn close(&mut self) {
         self.flush();
@@ -1070,19 +796,6 @@ fn next_generation() -> u32 {
     NEXT.fetch_add(1, Relaxed)
 }
 
-/// Reads the `cursors` file of a core's WAL directory (missing: none).
-pub fn load_cursors(dir: &Path) -> HashMap<String, Pos> {
-    let Ok(text) = std::fs::read_to_string(dir.join("cursors")) else {
-        return HashMap::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let (id, p) = l.rsplit_once(' ')?;
-            Some((id.to_string(), p.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Samples and histograms in segment `index` after byte `from`.
 pub fn count_samples(dir: &Path, index: u32, from: u64) -> io::Result<u64> {
     let mut r = SegmentReader::open(dir, index, from, None)?;
@@ -1095,173 +808,4 @@ pub fn count_samples(dir: &Path, index: u32, from: u64) -> io::Result<u64> {
         }
     }
     Ok(n)
-}
-
-/// Which entries beyond samples an endpoint takes (`send_native_histograms`, `send_exemplars`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Accept {
-    pub histograms: bool,
-    pub exemplars: bool,
-}
-
-/// Reads an endpoint's backlog back from the WAL as remote-write entries, record by record,
-/// from its cursor up to the head.
-pub struct WalReader {
-    dir: PathBuf,
-    reader: Option<SegmentReader>,
-    /// Labels sections of the current segment's series, by ref.
-    series: HashMap<u32, Vec<u8>>,
-    /// The current segment's series values, for values stored as changes.
-    values: record::Values,
-    /// The segment reader's damage count when the last record was read.
-    damage_seen: u64,
-    /// Records ending at or before this offset of the first segment read were sent already:
-    /// only their series declarations are needed.
-    skip_until: u64,
-    /// End of the last record consumed: everything before it has been handed out.
-    pub position: Pos,
-    pub damaged_bytes: u64,
-    pub missing_series: u64,
-    /// Samples stored as a change from a value lost to damage.
-    pub lost_values: u64,
-}
-
-impl WalReader {
-    pub fn new(dir: &Path, from: Pos) -> WalReader {
-        WalReader {
-            dir: dir.to_path_buf(),
-            reader: None,
-            series: HashMap::new(),
-            values: record::Values::default(),
-            damage_seen: 0,
-            skip_until: 0,
-            position: from,
-            damaged_bytes: 0,
-            missing_series: 0,
-            lost_values: 0,
-        }
-    }
-
-    /// Appends the next record's samples to `out` as entries (`ends`, `kinds` as the appender
-    /// fills them; native histograms and exemplars only as `accept` says). Returns the record's
-    /// end position and newest timestamp, or `None` once `head` is reached.
-    pub fn next_record(
-        &mut self,
-        head: Pos,
-        first_segment: u32,
-        accept: Accept,
-        out: &mut Vec<u8>,
-        ends: &mut Vec<u32>,
-        kinds: &mut Vec<u8>,
-    ) -> io::Result<Option<(Pos, i64)>> {
-        use crate::entry::{
-            KIND_EXEMPLAR, KIND_HISTOGRAM, KIND_SAMPLE, encode_exemplar_raw, encode_histogram_raw,
-            encode_series_raw,
-        };
-        loop {
-            if self.position >= head {
-                return Ok(None);
-            }
-            if pos_segment(self.position) < first_segment {
-                self.position = pos(first_segment, 0);
-                self.reader = None;
-            }
-            let seg = pos_segment(self.position);
-            let limit = (seg == pos_segment(head)).then(|| pos_offset(head));
-            match &mut self.reader {
-                Some(r) if r.index() == seg => r.set_limit(limit)?,
-                _ => {
-                    self.reader = Some(SegmentReader::open(&self.dir, seg, 0, limit)?);
-                    self.skip_until = pos_offset(self.position);
-                    self.series.clear();
-                    self.values.clear();
-                    self.damage_seen = 0;
-                }
-            }
-            let Some(r) = &mut self.reader else {
-                unreachable!("opened above")
-            };
-            let Some(end) = r.advance()? else {
-                self.damaged_bytes += std::mem::take(&mut r.damage.skipped_bytes);
-                if seg < pos_segment(head) {
-                    self.position = pos(seg + 1, 0);
-                    self.reader = None;
-                    continue;
-                }
-                return Ok(None);
-            };
-            let rec = r.current();
-            if r.damage.skipped_bytes != self.damage_seen {
-                // Records were lost before this one: values stored as changes from theirs
-                // cannot be trusted until each series' value is stored whole again.
-                self.damage_seen = r.damage.skipped_bytes;
-                self.values.clear();
-            }
-            let Some((&kind, body)) = rec.split_first() else {
-                continue;
-            };
-            let sent = pos_offset(end) <= self.skip_until;
-            let mut newest = i64::MIN;
-            let series = &mut self.series;
-            let missing = &mut self.missing_series;
-            let lost = &mut self.lost_values;
-            let decoded = record::decode(kind, body, &mut self.values, |item| match item {
-                record::Item::Series { r, labels } => {
-                    series.insert(r, labels.to_vec());
-                }
-                _ if sent => {}
-                record::Item::Unknown { .. } => *lost += 1,
-                // Checked by decoding; remote write does not send metadata from the WAL.
-                record::Item::Metadata { .. } => {}
-                record::Item::Sample { r, ts, value } => match series.get(&r) {
-                    Some(l) => {
-                        encode_series_raw(out, l, value, ts);
-                        ends.push(out.len() as u32);
-                        kinds.push(KIND_SAMPLE);
-                        newest = newest.max(ts);
-                    }
-                    None => *missing += 1,
-                },
-                record::Item::Histogram { r, body } | record::Item::Exemplar { r, body } => {
-                    let histogram = matches!(kind, HISTOGRAMS);
-                    if !(if histogram {
-                        accept.histograms
-                    } else {
-                        accept.exemplars
-                    }) {
-                        return;
-                    }
-                    match series.get(&r) {
-                        Some(l) if histogram => {
-                            encode_histogram_raw(out, l, body);
-                            ends.push(out.len() as u32);
-                            kinds.push(KIND_HISTOGRAM);
-                        }
-                        Some(l) => {
-                            encode_exemplar_raw(out, l, body);
-                            ends.push(out.len() as u32);
-                            kinds.push(KIND_EXEMPLAR);
-                        }
-                        None => *missing += 1,
-                    }
-                }
-            });
-            if let Err(e) = decoded {
-                // A record whose frame checked out but whose body does not decode: skip it.
-                self.damaged_bytes += body.len() as u64;
-                self.values.clear();
-                crate::log!(
-                    Level::Warn,
-                    "wal",
-                    "skipped an undecodable WAL record",
-                    dir = self.dir.display(),
-                    err = e.0
-                );
-            }
-            if !sent {
-                self.position = end;
-                return Ok(Some((end, newest)));
-            }
-        }
-    }
 }

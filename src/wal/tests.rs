@@ -1,3 +1,5 @@
+use std::sync::atomic::AtomicU64;
+
 use super::segment::{PAGE, SegmentReader, list_segments, pos_offset, pos_segment, segment_path};
 use super::*;
 use crate::entry::{LabelScratch, encode_series};

@@ -1,0 +1,118 @@
+//! Endpoint cursors: each endpoint's acknowledged position in this WAL, what retention took
+//! from it, and the `cursors` file that keeps the positions across restarts (written
+//! atomically, at most once a second, at start-up and at shutdown).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::Wal;
+use super::segment::{Pos, pos};
+use crate::log::Level;
+use std::time::{Duration, Instant};
+
+/// One endpoint's acknowledged position and what retention took from it.
+pub struct Cursor {
+    pub id: String,
+    pub acked: Pos,
+    /// Set when a retention bound deleted data past `acked`; the reader restarts from `acked`.
+    pub moved: bool,
+    pub lost: Arc<AtomicU64>,
+    /// Whether this endpoint's unsent data is only in the WAL (it is reading back from it).
+    pub replaying: bool,
+    /// Where its read-back started: data before it was handed out already (in flight).
+    pub replay_from: Pos,
+}
+
+impl Wal {
+    /// Registers an endpoint; returns its slot. Its position comes from the `cursors` file
+    /// when it was there (clamped to what is still on disk), else the head: a new endpoint
+    /// starts at the tail.
+    pub fn add_endpoint(
+        &mut self,
+        id: &str,
+        saved: &HashMap<String, Pos>,
+        lost: Arc<AtomicU64>,
+    ) -> usize {
+        let head = self.head();
+        let first = pos(self.first_segment(), 0);
+        let acked = match saved.get(id) {
+            Some(p) => (*p).clamp(first, head),
+            None => head,
+        };
+        self.cursors.push(Cursor {
+            id: id.to_string(),
+            acked,
+            moved: false,
+            lost,
+            replaying: acked < head,
+            replay_from: acked,
+        });
+        self.cursors_dirty = true;
+        // Saved at once: after a crash, this endpoint resumes here rather than counting as
+        // new (and starting at the tail).
+        self.save_cursors();
+        self.cursors.len() - 1
+    }
+
+    pub fn cursor(&self, slot: usize) -> &Cursor {
+        &self.cursors[slot]
+    }
+
+    pub fn cursor_mut(&mut self, slot: usize) -> &mut Cursor {
+        &mut self.cursors[slot]
+    }
+
+    /// Records that an endpoint's receiver acknowledged everything up to `p`.
+    pub fn ack(&mut self, slot: usize, p: Pos) {
+        let c = &mut self.cursors[slot];
+        if p > c.acked {
+            c.acked = p;
+            self.cursors_dirty = true;
+        }
+        if self.cursors_saved.elapsed() >= Duration::from_secs(1) {
+            self.save_cursors();
+            self.truncate();
+        }
+    }
+
+    /// Writes the `cursors` file (atomically: a temporary file renamed over it).
+    pub fn save_cursors(&mut self) {
+        self.cursors_saved = Instant::now();
+        if !self.cursors_dirty {
+            return;
+        }
+        let mut text = String::new();
+        for c in &self.cursors {
+            text.push_str(&format!("{} {}\n", c.id, c.acked));
+        }
+        let tmp = self.dir.join("cursors.tmp");
+        let result = std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursors")));
+        match result {
+            Ok(()) => self.cursors_dirty = false,
+            Err(e) => crate::log!(
+                Level::Warn,
+                "wal",
+                "could not save remote-write cursors; retrying",
+                dir = self.dir.display(),
+                err = e
+            ),
+        }
+    }
+}
+
+/// Reads the `cursors` file of a core's WAL directory (missing: none).
+pub fn load_cursors(dir: &Path) -> HashMap<String, Pos> {
+    let Ok(text) = std::fs::read_to_string(dir.join("cursors")) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (id, p) = l.rsplit_once(' ')?;
+            Some((id.to_string(), p.parse().ok()?))
+        })
+        .collect()
+}
