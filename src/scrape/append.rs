@@ -1,0 +1,639 @@
+//! The appender: a scrape's samples as remote-write entries, with the target's labels merged
+//! (`honor_labels`), `metric_relabel_configs` applied (memoized per position), Prometheus'
+//! limits checked, external labels added, exemplars and native histograms as entries of their
+//! own, family metadata and created timestamps collected. Reused across a core's scrapes, so
+//! steady state does not allocate.
+
+use super::*;
+
+/// Per-core scratch for building a scrape's samples: reused across every scrape on the core,
+/// so steady state does not allocate.
+#[derive(Default)]
+pub struct Appender {
+    /// Encoded `WriteRequest.timeseries` entries of the scrape in progress.
+    pub(super) entries: Vec<u8>,
+    /// End offset of each entry in `entries`.
+    pub(super) ends: Vec<u32>,
+    pub(super) labels: LabelScratch,
+    pub(super) parse_scratch: Vec<LabelRef>,
+    /// Each entry's kind (`encode::KIND_*`): endpoints may not take histograms or exemplars.
+    pub(super) kinds: Vec<u8>,
+    pub(super) histogram_scratch: crate::entry::HistogramScratch,
+    pub(super) exemplar_labels: LabelScratch,
+    /// Whether exemplars become entries: some endpoint has `send_exemplars`.
+    pub exemplars: bool,
+    pub(super) family_meta: Vec<exposition::FamilyMeta>,
+    /// The scrape's metric family metadata, as WAL metadata items (see `wal::record`).
+    pub(super) metadata: Vec<u8>,
+    pub(super) help: Vec<u8>,
+    pub(super) relabel: crate::relabel::Scratch,
+    /// Entries (by index) that carried their own timestamp: no staleness markers for them
+    /// unless the job tracks it.
+    pub(super) timestamped: Vec<u32>,
+    pub(super) stale: StaleScratch,
+    /// Created timestamps the scrape carried (protobuf `created_timestamp`), by the key
+    /// `remote::metadata::created_key` gives their series: (key, milliseconds).
+    pub(super) created: Vec<(u64, i64)>,
+}
+
+/// What one scrape appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Samples exposed (`scrape_samples_scraped`).
+    pub scraped: usize,
+    /// Samples left after metric relabeling (`scrape_samples_post_metric_relabeling`).
+    pub kept: usize,
+}
+
+/// A scrape that failed after its body was read: the counts so far, for the report series.
+#[derive(Debug)]
+pub struct AppendError {
+    pub message: String,
+    pub counts: Appended,
+}
+
+impl Appender {
+    /// An appender that makes exemplars into entries when `exemplars`.
+    pub fn with_exemplars(exemplars: bool) -> Appender {
+        Appender {
+            exemplars,
+            ..Default::default()
+        }
+    }
+
+    /// Parses a scrape body and encodes each sample, with the target's and the external labels
+    /// attached, as a remote-write entry. Returns the number of samples; on error the caller
+    /// rolls back.
+    pub fn append_body(
+        &mut self,
+        t: &Target,
+        external_labels: &[(String, String)],
+        body: &[u8],
+        format: exposition::Format,
+        scrape_ts: i64,
+        memo: &mut crate::relabel::Memo,
+    ) -> Result<Appended, AppendError> {
+        let mut counts = Appended::default();
+        let fail = |message: String, counts: Appended| AppendError { message, counts };
+        let limits = t.limits;
+        let mut limit_error: Option<String> = None;
+        let mut parser = Parser::with_histograms(
+            body,
+            format,
+            &mut self.parse_scratch,
+            t.native_histograms,
+            t.classic_histograms,
+        )
+        .with_metadata(&mut self.family_meta);
+        while let Some(sample) = parser.next() {
+            let s = sample.map_err(|e| fail(e.to_string(), counts))?;
+            counts.scraped += 1;
+            let labels = &mut self.labels;
+            labels.clear();
+            if s.name_escaped {
+                labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
+            } else if s.name_suffix.is_empty() {
+                labels.push(b"__name__", s.name);
+            } else {
+                labels.push_with(b"__name__", |out| {
+                    out.extend_from_slice(s.name);
+                    out.extend_from_slice(s.name_suffix);
+                });
+            }
+            if let Some((name, v)) = s.extra_label {
+                labels.push_with(name, |out| format_go_float(v, out));
+            }
+            for l in s.labels {
+                if l.name_escaped {
+                    labels.push_parts(
+                        |out| unescape_label_value(l.name(body), out),
+                        |out| unescape_label_value(l.value(body), out),
+                    );
+                } else if l.escaped {
+                    labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
+                } else if l.float_value {
+                    labels.push_with(l.name(body), |out| {
+                        normalize_float_label(l.value(body), out)
+                    });
+                } else {
+                    labels.push(l.name(body), l.value(body));
+                }
+            }
+            if t.metric_relabel.is_empty() {
+                merge_target_labels(labels, t);
+            } else {
+                let key = labels.fingerprint();
+                let kept = memo.process(
+                    &t.metric_relabel,
+                    counts.scraped - 1,
+                    key,
+                    labels,
+                    |l| merge_target_labels(l, t),
+                    &mut self.relabel,
+                );
+                if !kept {
+                    continue;
+                }
+                if labels.get(b"__name__").is_none() {
+                    return Err(fail("missing metric name (__name__ label)".into(), counts));
+                }
+            }
+            if let Some(e) = check_label_limits(labels, &limits) {
+                return Err(fail(e, counts));
+            }
+            if limit_error.is_some() {
+                // Past the sample limit: only counted, as Prometheus does, so the report
+                // shows the real numbers.
+                counts.kept += 1;
+                continue;
+            }
+            for (k, v) in external_labels {
+                if labels.get(k.as_bytes()).is_none() {
+                    labels.push(k.as_bytes(), v.as_bytes());
+                }
+            }
+            if let Err(dup) = labels.sort() {
+                return Err(fail(
+                    format!(
+                        "label name {:?} is not unique in a sample",
+                        String::from_utf8_lossy(&dup)
+                    ),
+                    counts,
+                ));
+            }
+            counts.kept += 1;
+            if limits.sample_limit > 0 && counts.kept as u64 > limits.sample_limit {
+                limit_error = Some("sample limit exceeded".into());
+                continue;
+            }
+            let ts = match s.timestamp_ms {
+                Some(ts) if t.honor_timestamps => {
+                    if !t.track_timestamps_staleness {
+                        self.timestamped.push(self.ends.len() as u32);
+                    }
+                    ts
+                }
+                _ => scrape_ts,
+            };
+            match &s.native {
+                Some((range, gauge)) => {
+                    let hint = if *gauge {
+                        crate::entry::RESET_HINT_GAUGE
+                    } else {
+                        0
+                    };
+                    crate::entry::encode_histogram_series(
+                        &mut self.entries,
+                        &self.labels,
+                        &body[range.clone()],
+                        ts,
+                        hint,
+                        &mut self.histogram_scratch,
+                    )
+                    .map_err(|e| fail(format!("invalid native histogram: {}", e.0), counts))?;
+                    self.kinds.push(KIND_HISTOGRAM);
+                }
+                None => {
+                    encode_series(&mut self.entries, &self.labels, s.value, ts);
+                    self.kinds.push(KIND_SAMPLE);
+                    if let Some(ms) = s.created_ms {
+                        note_created(&self.labels, ms, &mut self.created);
+                    }
+                }
+            }
+            self.ends.push(self.entries.len() as u32);
+            if self.exemplars
+                && let Some(ex) = &s.exemplar
+            {
+                // As Prometheus appends it: an exemplar without a timestamp takes its sample's.
+                let el = &mut self.exemplar_labels;
+                el.clear();
+                for l in ex.labels {
+                    if l.escaped || l.name_escaped {
+                        el.push_parts(
+                            |out| unescape_label_value(l.name(body), out),
+                            |out| unescape_label_value(l.value(body), out),
+                        );
+                    } else {
+                        el.push(l.name(body), l.value(body));
+                    }
+                }
+                if let Err(dup) = el.sort() {
+                    return Err(fail(
+                        format!(
+                            "label name {:?} is not unique in an exemplar",
+                            String::from_utf8_lossy(&dup)
+                        ),
+                        counts,
+                    ));
+                }
+                encode_exemplar_series(
+                    &mut self.entries,
+                    &self.labels,
+                    el,
+                    ex.value,
+                    ex.timestamp_ms.unwrap_or(ts),
+                );
+                self.kinds.push(KIND_EXEMPLAR);
+                self.ends.push(self.entries.len() as u32);
+            }
+        }
+        self.metadata.clear();
+        for m in &self.family_meta {
+            self.help.clear();
+            if let Some(h) = m.help.clone() {
+                exposition::unescape_help(&body[h], format, &mut self.help);
+            }
+            crate::wal::record::put_metadata(
+                &mut self.metadata,
+                m.mtype.unwrap_or(exposition::MetricType::Unknown),
+                &body[m.name.clone()],
+                m.unit.clone().map_or(&[][..], |u| &body[u]),
+                &self.help,
+            );
+        }
+        memo.trim(counts.scraped);
+        match limit_error {
+            Some(e) => Err(fail(e, counts)),
+            None => Ok(counts),
+        }
+    }
+
+    /// The scrape's family metadata, encoded for the WAL.
+    pub fn metadata(&self) -> &[u8] {
+        &self.metadata
+    }
+
+    /// The encoded entries of the scrape in progress: a valid `WriteRequest` body.
+    pub fn entries(&self) -> &[u8] {
+        &self.entries
+    }
+
+    /// Where each entry of [`Self::entries`] ends.
+    pub fn ends(&self) -> &[u32] {
+        &self.ends
+    }
+
+    /// Each entry's kind (`encode::KIND_*`).
+    pub fn kinds(&self) -> &[u8] {
+        &self.kinds
+    }
+
+    pub fn rollback(&mut self) {
+        self.created.clear();
+        self.metadata.clear();
+        self.entries.clear();
+        self.ends.clear();
+        self.kinds.clear();
+        self.timestamped.clear();
+    }
+
+    pub(super) fn push(&mut self, value: f64, ts: i64) {
+        encode_series(&mut self.entries, &self.labels, value, ts);
+        self.ends.push(self.entries.len() as u32);
+        self.kinds.push(KIND_SAMPLE);
+    }
+}
+
+/// Keeps the created timestamp of the series `labels` (sorted, final) for Remote Write 2.0.
+pub(super) fn note_created(labels: &LabelScratch, ms: i64, created: &mut Vec<(u64, i64)>) {
+    use crate::remote::metadata::{created_family, created_fold, created_key};
+    let (mut folded, mut name, mut quantile) = (0u64, &b""[..], false);
+    for i in 0..labels.len() {
+        let (n, v) = (labels.name(i), labels.value(i));
+        if n == b"__name__" {
+            name = v;
+        }
+        quantile |= n == b"quantile";
+        folded = created_fold(folded, n, v);
+    }
+    if let Some(family) = created_family(name, quantile) {
+        created.push((created_key(family, folded), ms));
+    }
+}
+
+/// Prometheus' label limits, on a sample's labels after relabeling (before external labels).
+pub(super) fn check_label_limits(
+    labels: &LabelScratch,
+    limits: &crate::config::ScrapeLimits,
+) -> Option<String> {
+    if limits.label_limit == 0
+        && limits.label_name_length_limit == 0
+        && limits.label_value_length_limit == 0
+    {
+        return None;
+    }
+    // Go's `%.50s`: at most 50 characters. Only formatted for an error.
+    let short = |b: &[u8]| -> String { String::from_utf8_lossy(b).chars().take(50).collect() };
+    let metric = || short(labels.get(b"__name__").unwrap_or_default());
+    if limits.label_limit > 0 && labels.len() as u64 > limits.label_limit {
+        return Some(format!(
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+            metric(),
+            labels.len(),
+            limits.label_limit
+        ));
+    }
+    // Lengths in bytes, as Go's `len` counts them.
+    for i in 0..labels.len() {
+        let (name, value) = (labels.name(i), labels.value(i));
+        let name_len = name.len() as u64;
+        if limits.label_name_length_limit > 0 && name_len > limits.label_name_length_limit {
+            return Some(format!(
+                "label_name_length_limit exceeded (metric: {}, label name: {}, length: {name_len}, limit: {})",
+                metric(),
+                short(name),
+                limits.label_name_length_limit
+            ));
+        }
+        let value_len = value.len() as u64;
+        if limits.label_value_length_limit > 0 && value_len > limits.label_value_length_limit {
+            return Some(format!(
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {value_len}, limit: {})",
+                metric(),
+                short(name),
+                short(value),
+                limits.label_value_length_limit
+            ));
+        }
+    }
+    None
+}
+
+/// Attaches the target's labels to a scraped sample as Prometheus does: with `honor_labels`
+/// the exposed value wins; otherwise the target's does, and a conflicting exposed label is
+/// kept as `exported_<name>` (prefix repeated until free; shortest names first).
+pub(super) fn merge_target_labels(labels: &mut LabelScratch, t: &Target) {
+    if t.honor_labels {
+        for (k, v) in &t.labels {
+            if labels.get(k.as_bytes()).is_none() {
+                labels.push(k.as_bytes(), v.as_bytes());
+            }
+        }
+        return;
+    }
+    // Conflicts are rare; only then allocate.
+    let mut conflicts: Vec<(String, Vec<u8>)> = Vec::new();
+    for (k, _) in &t.labels {
+        if let Some(v) = labels.get(k.as_bytes()) {
+            conflicts.push((k.clone(), v.to_vec()));
+            labels.remove(k.as_bytes());
+        }
+    }
+    for (k, v) in &t.labels {
+        labels.push(k.as_bytes(), v.as_bytes());
+    }
+    conflicts.sort_by_key(|(k, _)| k.len());
+    for (name, value) in conflicts {
+        let mut new_name = name;
+        loop {
+            new_name.insert_str(0, "exported_");
+            if labels.get(new_name.as_bytes()).is_none() {
+                labels.push(new_name.as_bytes(), &value);
+                break;
+            }
+        }
+    }
+}
+
+pub(super) fn report_labels(
+    labels: &mut LabelScratch,
+    name: &str,
+    t: &Target,
+    external: &[(String, String)],
+) {
+    labels.clear();
+    labels.push(b"__name__", name.as_bytes());
+    for (k, v) in &t.labels {
+        labels.push(k.as_bytes(), v.as_bytes());
+    }
+    for (k, v) in external {
+        if labels.get(k.as_bytes()).is_none() {
+            labels.push(k.as_bytes(), v.as_bytes());
+        }
+    }
+    // Target labels are unique by construction and never `__name__`.
+    let _ = labels.sort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(honor: bool, labels: &[(&str, &str)]) -> Target {
+        Target {
+            job: "j".into(),
+            all_labels: vec![],
+            discovered: vec![],
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            address: "a:1".into(),
+            scheme: "http".into(),
+            path_and_query: "/metrics".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            honor_labels: honor,
+            honor_timestamps: true,
+            enable_compression: true,
+            accept: exposition::DEFAULT_ACCEPT.into(),
+            fallback: None,
+            native_histograms: false,
+            classic_histograms: false,
+            hash: 0,
+            metric_relabel: Default::default(),
+            limits: Default::default(),
+            extra_metrics: false,
+            track_timestamps_staleness: false,
+            forced_error: None,
+            http: Default::default(),
+        }
+    }
+
+    fn merged(honor: bool, exposed: &[(&str, &str)], tl: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut s = LabelScratch::default();
+        for (k, v) in exposed {
+            s.push(k.as_bytes(), v.as_bytes());
+        }
+        merge_target_labels(&mut s, &target(honor, tl));
+        s.sort().unwrap();
+        (0..s.len())
+            .map(|i| {
+                (
+                    String::from_utf8(s.name(i).to_vec()).unwrap(),
+                    String::from_utf8(s.value(i).to_vec()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn owned(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn target_labels_win_and_exposed_become_exported() {
+        let got = merged(
+            false,
+            &[
+                ("__name__", "m"),
+                ("job", "exposed"),
+                ("exported_job", "taken"),
+                ("instance", "i"),
+            ],
+            &[("instance", "a:1"), ("job", "j")],
+        );
+        assert_eq!(
+            got,
+            owned(&[
+                ("__name__", "m"),
+                ("exported_exported_job", "exposed"),
+                ("exported_instance", "i"),
+                ("exported_job", "taken"),
+                ("instance", "a:1"),
+                ("job", "j"),
+            ])
+        );
+    }
+
+    #[test]
+    fn honor_labels_keeps_exposed_values() {
+        let got = merged(
+            true,
+            &[("__name__", "m"), ("job", "exposed")],
+            &[("instance", "a:1"), ("job", "j")],
+        );
+        assert_eq!(
+            got,
+            owned(&[("__name__", "m"), ("instance", "a:1"), ("job", "exposed")])
+        );
+    }
+
+    #[test]
+    fn exemplars_become_entries_of_their_own_when_an_endpoint_sends_them() {
+        use crate::entry::proto;
+        use prost::Message;
+        let body = b"# TYPE req counter\nreq_total{path=\"/a\"} 5 # {trace_id=\"abc\",span_id=\"1\"} 1.5 1700000000.25\nreq_total{path=\"/b\"} 7 # {trace_id=\"d\\\"e\"} 2\n# EOF\n";
+        let t = target(false, &[("job", "j"), ("instance", "a:1")]);
+        let mut off = Appender::default();
+        off.append_body(
+            &t,
+            &[],
+            body,
+            exposition::Format::OpenMetrics,
+            1_000,
+            &mut Default::default(),
+        )
+        .unwrap();
+        assert_eq!(off.kinds(), [KIND_SAMPLE, KIND_SAMPLE]);
+
+        let mut on = Appender::with_exemplars(true);
+        let n = on
+            .append_body(
+                &t,
+                &[],
+                body,
+                exposition::Format::OpenMetrics,
+                1_000,
+                &mut Default::default(),
+            )
+            .unwrap();
+        assert_eq!(n.scraped, 2, "exemplars are not samples");
+        assert_eq!(
+            on.kinds(),
+            [KIND_SAMPLE, KIND_EXEMPLAR, KIND_SAMPLE, KIND_EXEMPLAR]
+        );
+        let req = proto::WriteRequest::decode(on.entries()).unwrap();
+        let ex = &req.timeseries[1];
+        assert_eq!(ex.labels, req.timeseries[0].labels);
+        assert!(ex.samples.is_empty());
+        assert_eq!(ex.exemplars.len(), 1);
+        let e = &ex.exemplars[0];
+        let labels: Vec<(&str, &str)> = e
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(labels, [("span_id", "1"), ("trace_id", "abc")]);
+        assert_eq!((e.value, e.timestamp), (1.5, 1_700_000_000_250));
+        // No timestamp: the sample's; escapes undone.
+        let e = &req.timeseries[3].exemplars[0];
+        assert_eq!((e.value, e.timestamp), (2.0, 1_000));
+        assert_eq!(e.labels[0].value, "d\"e");
+    }
+
+    fn metadata_of(body: &[u8], format: exposition::Format) -> Vec<(u8, String, String, String)> {
+        let mut app = Appender::default();
+        let t = target(false, &[("job", "j"), ("instance", "a:1")]);
+        app.append_body(&t, &[], body, format, 1_000, &mut Default::default())
+            .unwrap();
+        let meta = app.metadata().to_vec();
+        let mut rec = Vec::new();
+        let items = crate::wal::record::metadata_items(&meta).unwrap();
+        crate::wal::record::put_count(&mut rec, items.len());
+        rec.extend_from_slice(&meta);
+        let mut got = Vec::new();
+        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        crate::wal::record::decode(
+            crate::wal::record::METADATA,
+            &rec,
+            &mut Default::default(),
+            |it| {
+                if let crate::wal::record::Item::Metadata {
+                    mtype,
+                    name,
+                    unit,
+                    help,
+                } = it
+                {
+                    got.push((mtype, s(name), s(unit), s(help)));
+                }
+            },
+        )
+        .unwrap();
+        got
+    }
+
+    #[test]
+    fn family_metadata_from_every_format() {
+        let text = b"# HELP a_total Requests \\ with \\n and \\\" kept.\n# TYPE a_total counter\na_total 1\n# TYPE g gauge\ng 2\n# HELP lonely Only help.\n";
+        assert_eq!(
+            metadata_of(text, exposition::Format::PromText),
+            [
+                (
+                    1,
+                    "a_total".into(),
+                    "".into(),
+                    "Requests \\ with \n and \\\" kept.".into()
+                ),
+                (2, "g".into(), "".into(), "".into()),
+                (0, "lonely".into(), "".into(), "Only help.".into()),
+            ]
+        );
+        let om = b"# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\n# HELP lat_seconds A \\\"quoted\\\" help.\nlat_seconds_bucket{le=\"+Inf\"} 1\nlat_seconds_count 1\nlat_seconds_sum 2\n# EOF\n";
+        assert_eq!(
+            metadata_of(om, exposition::Format::OpenMetrics),
+            [(
+                3,
+                "lat_seconds".into(),
+                "seconds".into(),
+                "A \"quoted\" help.".into()
+            )]
+        );
+        let pb = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/exposition/node_exporter.pb"
+        ))
+        .unwrap();
+        let got = metadata_of(&pb, exposition::Format::Protobuf);
+        assert!(got.len() > 20, "{} families", got.len());
+        assert!(
+            got.iter()
+                .any(|m| m.1 == "go_gc_duration_seconds" && m.0 == 5 && !m.3.is_empty()),
+            "{got:?}"
+        );
+    }
+}
