@@ -63,55 +63,16 @@ pub enum Command {
     Help,
 }
 
-pub const USAGE: &str = "\
+/// What `--help` prints before the flags.
+const USAGE_HEAD: &str = "\
 usage: spate [<flags>] [<command> [<args> ...]]
 
 spate: a thread-per-core, Prometheus-compatible metrics agent. It scrapes the targets of a
 Prometheus configuration and forwards every sample by Remote Write.
+";
 
-Flags:
-  -h, --help                     Show this help.
-      --version                  Show the version.
-      --config.file=\"prometheus.yml\"
-                                 Prometheus configuration file path.
-      --storage.agent.path=\"data-agent/\"
-                                 Base path for agent data storage.
-      --web.listen-address=\"0.0.0.0:9095\"
-                                 Address for /metrics, /-/healthy, /-/ready and the API.
-      --web.enable-lifecycle     Enable configuration reloads by POST /-/reload (SIGHUP
-                                 always reloads).
-      --enable-feature=...       Comma-separated feature names. 'agent' is accepted (spate
-                                 always runs as an agent); other names are refused.
-      --agent                    Accepted for Prometheus 3 command lines; spate is always an agent.
-      --log.level=info           Only log messages at or above this level: debug, info, warn, error.
-      --log.format=logfmt        Output format of log messages: logfmt, json.
-      --cores=N                  Data-plane cores (pinned threads). Default: every CPU
-                                 this process may run on.
-      --storage.remote.flush-deadline=1m
-                                 How long to keep sending queued samples on shutdown
-                                 (what is left stays in the WAL and is sent after restart).
-      --storage.agent.wal-segment-size=128MB
-                                 Size of a WAL segment file.
-      --storage.agent.wal-compression-type=snappy
-                                 How WAL records are compressed: snappy or zstd (zstd takes
-                                 more CPU and less disk).
-      --[no-]storage.agent.wal-compression
-                                 Compress WAL records with snappy (default on; also
-                                 =snappy, =none).
-      --storage.agent.wal-fsync-interval=1s
-                                 Most time between fdatasync calls on the WAL (0s: every
-                                 commit): what a power loss can take. Commits are written
-                                 before they return, so a crash of spate loses none.
-      --storage.agent.no-lockfile
-                                 Do not lock the storage directory (it is locked by default
-                                 so that two agents never share one WAL).
-      --storage.agent.retention.max-time=0s
-                                 Delete WAL segments last written longer ago than this,
-                                 sent or not (0s: no age bound).
-      --storage.agent.retention.max-size=SIZE
-                                 Bound on the WAL's disk use (e.g. 10GB). Default: a fifth
-                                 of the filesystem holding --storage.agent.path.
-
+/// What `--help` prints after the flags.
+const USAGE_COMMANDS: &str = "\
 Commands:
   run (default)                  Run the agent.
   check-config <file>...         Check configuration files; exits non-zero at the first
@@ -119,6 +80,271 @@ Commands:
   bench <tool> [<flags>]         Benchmark tools: targets, sink, push ('spate bench --help').
   wal inspect <dir>              Show a WAL: segments, records, damage, cursors and backlogs.
 ";
+
+/// One flag of `spate run`: its name, how it is given, its help, and what it sets. Parsing and
+/// `--help` both read [`FLAGS`], so a flag cannot be parsed without being documented.
+struct Flag {
+    name: &'static str,
+    /// Shown after the name in `--help` (`="prometheus.yml"`, `=1m`, `=N`); empty for a switch.
+    shown: &'static str,
+    help: &'static str,
+    kind: Kind,
+}
+
+/// How a flag takes its value.
+enum Kind {
+    /// `--name=value` or `--name value`.
+    Value(fn(&mut AgentOptions, &str) -> Result<(), String>),
+    /// `--name` (or `--name=true|false`); with `negatable`, also `--no-name`.
+    Switch {
+        set: fn(&mut AgentOptions, bool),
+        negatable: bool,
+    },
+    /// A switch that also takes a value (`--[no-]name`, or `--name=value`).
+    SwitchOrValue {
+        set: fn(&mut AgentOptions, bool),
+        value: fn(&mut AgentOptions, &str) -> Result<(), String>,
+    },
+}
+
+/// A duration flag's value; `0` is accepted as zero where `zero_ok`.
+fn duration(v: &str, zero_ok: bool) -> Result<Duration, String> {
+    crate::config::parse_duration(v).or_else(|e| {
+        if zero_ok && v == "0" {
+            Ok(Duration::ZERO)
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// A size flag's value: at least 4 KiB.
+fn size(v: &str) -> Result<u64, String> {
+    parse_bytes(v)
+        .filter(|b| *b >= 4096)
+        .ok_or_else(|| "expected a size of at least 4KB such as 128MB or 10GB".to_string())
+}
+
+/// Every flag of `spate run`, in `--help` order.
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "config.file",
+        shown: "=\"prometheus.yml\"",
+        help: "Prometheus configuration file path.",
+        kind: Kind::Value(|o, v| {
+            o.config_file = PathBuf::from(v);
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.agent.path",
+        shown: "=\"data-agent/\"",
+        help: "Base path for agent data storage.",
+        kind: Kind::Value(|o, v| {
+            o.storage_path = PathBuf::from(v);
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.listen-address",
+        shown: "=\"0.0.0.0:9095\"",
+        help: "Address for /metrics, /-/healthy, /-/ready and the API.",
+        kind: Kind::Value(|o, v| {
+            crate::http::split_host_port(v, 0)
+                .ok()
+                .filter(|(_, port)| v.contains(':') && (*port > 0 || v.ends_with(":0")))
+                .ok_or("expected host:port")?;
+            o.listen_address = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.enable-lifecycle",
+        shown: "",
+        help: "Enable configuration reloads by POST /-/reload (SIGHUP always reloads).",
+        kind: Kind::Switch {
+            set: |o, b| o.enable_lifecycle = b,
+            negatable: true,
+        },
+    },
+    Flag {
+        name: "enable-feature",
+        shown: "=...",
+        help: "Comma-separated feature names. 'agent' is accepted (spate always runs as an agent); other names are refused.",
+        kind: Kind::Value(|_, v| {
+            match v
+                .split(',')
+                .map(str::trim)
+                .find(|f| !f.is_empty() && *f != "agent")
+            {
+                Some(f) => Err(format!(
+                    "unknown or unsupported feature '{f}' (spate accepts: agent)"
+                )),
+                None => Ok(()),
+            }
+        }),
+    },
+    Flag {
+        name: "agent",
+        shown: "",
+        help: "Accepted for Prometheus 3 command lines; spate is always an agent.",
+        kind: Kind::Switch {
+            set: |_, _| {},
+            negatable: false,
+        },
+    },
+    Flag {
+        name: "log.level",
+        shown: "=info",
+        help: "Only log messages at or above this level: debug, info, warn, error.",
+        kind: Kind::Value(|o, v| {
+            o.log_level = Level::parse(v).ok_or("expected one of debug, info, warn, error")?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "log.format",
+        shown: "=logfmt",
+        help: "Output format of log messages: logfmt, json.",
+        kind: Kind::Value(|o, v| {
+            o.log_format = match v {
+                "logfmt" => Format::Logfmt,
+                "json" => Format::Json,
+                _ => return Err("expected logfmt or json".into()),
+            };
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cores",
+        shown: "=N",
+        help: "Data-plane cores (pinned threads). Default: every CPU this process may run on.",
+        kind: Kind::Value(|o, v| {
+            let n = v.parse().ok().filter(|n| *n > 0);
+            o.cores = Some(n.ok_or("expected a positive integer")?);
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.remote.flush-deadline",
+        shown: "=1m",
+        help: "How long to keep sending queued samples on shutdown (what is left stays in the WAL and is sent after restart).",
+        kind: Kind::Value(|o, v| {
+            o.flush_deadline = duration(v, false)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.agent.wal-segment-size",
+        shown: "=128MB",
+        help: "Size of a WAL segment file.",
+        kind: Kind::Value(|o, v| {
+            o.wal_segment_size = size(v)?.min(u64::from(u32::MAX) / 2);
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.agent.wal-compression-type",
+        shown: "=snappy",
+        help: "How WAL records are compressed: snappy or zstd (zstd takes more CPU and less disk).",
+        kind: Kind::Value(|o, v| {
+            o.wal_compression_type = compression_type(v)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.agent.wal-compression",
+        shown: "",
+        help: "Compress WAL records with snappy (default on; also =snappy, =zstd, =none).",
+        kind: Kind::SwitchOrValue {
+            set: |o, b| o.wal_compression = b,
+            value: |o, v| {
+                match v {
+                    "none" => o.wal_compression = false,
+                    "snappy" | "zstd" => {
+                        o.wal_compression = true;
+                        o.wal_compression_type = compression_type(v)?;
+                    }
+                    _ => return Err("expected true, false, snappy, zstd or none".into()),
+                }
+                Ok(())
+            },
+        },
+    },
+    Flag {
+        name: "storage.agent.wal-fsync-interval",
+        shown: "=1s",
+        help: "Most time between fdatasync calls on the WAL (0s: every commit): what a power loss can take. Commits are written before they return, so a crash of spate loses none.",
+        kind: Kind::Value(|o, v| {
+            o.wal_fsync_interval = duration(v, true)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.agent.no-lockfile",
+        shown: "",
+        help: "Do not lock the storage directory (it is locked by default so that two agents never share one WAL).",
+        kind: Kind::Switch {
+            set: |o, b| o.no_lockfile = b,
+            negatable: false,
+        },
+    },
+    Flag {
+        name: "storage.agent.retention.max-time",
+        shown: "=0s",
+        help: "Delete WAL segments last written longer ago than this, sent or not (0s: no age bound).",
+        kind: Kind::Value(|o, v| {
+            o.wal_max_time = duration(v, true)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "storage.agent.retention.max-size",
+        shown: "=SIZE",
+        help: "Bound on the WAL's disk use (e.g. 10GB). Default: a fifth of the filesystem holding --storage.agent.path.",
+        kind: Kind::Value(|o, v| {
+            o.wal_max_size = Some(size(v)?);
+            Ok(())
+        }),
+    },
+];
+
+/// `--help`: the head, every flag of [`FLAGS`] with its help wrapped, and the commands.
+pub fn usage() -> String {
+    const INDENT: usize = 33;
+    const WIDTH: usize = 93;
+    let mut out = format!(
+        "{USAGE_HEAD}\nFlags:\n  -h, --help                     Show this help.\n      --version                  Show the version.\n"
+    );
+    for f in FLAGS {
+        let mut first = match f.kind {
+            Kind::SwitchOrValue { .. } => format!("      --[no-]{}{}", f.name, f.shown),
+            _ => format!("      --{}{}", f.name, f.shown),
+        };
+        if first.len() + 1 >= INDENT {
+            out.push_str(&first);
+            out.push('\n');
+            first = String::new();
+        }
+        let mut line = format!("{first:INDENT$}");
+        for word in f.help.split(' ') {
+            if line.len() + 1 + word.len() > WIDTH && line.len() > INDENT {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = " ".repeat(INDENT);
+            }
+            if line.len() > INDENT {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(USAGE_COMMANDS);
+    out
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct CliError(pub String);
@@ -129,6 +355,7 @@ impl std::fmt::Display for CliError {
     }
 }
 
+/// Parses the command line (without the program name): flags from [`FLAGS`], then a command.
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let mut opts = AgentOptions::default();
     let mut positional: Vec<String> = Vec::new();
@@ -151,156 +378,65 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             continue;
         };
         let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
+            Some((n, v)) => (n, Some(v)),
             None => (flag, None),
         };
-        // Boolean flags.
-        match name {
-            "version" => return Ok(Command::Version),
-            "storage.agent.no-lockfile" if inline.is_none() => {
-                opts.no_lockfile = true;
-                continue;
-            }
-            "web.enable-lifecycle" if inline.is_none() => {
-                opts.enable_lifecycle = true;
-                continue;
-            }
-            "no-storage.agent.wal-compression" => {
-                opts.wal_compression = false;
-                continue;
-            }
-            "storage.agent.wal-compression" if inline.is_none() => {
-                opts.wal_compression = true;
-                continue;
-            }
-            "agent" => {
-                if let Some(v) = inline {
-                    return Err(CliError(format!(
-                        "flag '--agent' is a switch and takes no value, got '{v}'"
-                    )));
-                }
-                continue;
-            }
-            _ => {}
+        if name == "version" {
+            return Ok(Command::Version);
         }
-        let mut value = || -> Result<String, CliError> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            let v = args
-                .get(i)
-                .ok_or_else(|| CliError(format!("expected argument for flag '--{name}'")))?;
-            i += 1;
-            Ok(v.clone())
+        let negated = name.strip_prefix("no-");
+        let Some(f) = FLAGS
+            .iter()
+            .find(|f| f.name == name || negated == Some(f.name))
+        else {
+            return Err(CliError(format!("unknown long flag '--{name}'")));
         };
-        match name {
-            "config.file" => opts.config_file = PathBuf::from(value()?),
-            "storage.agent.path" => opts.storage_path = PathBuf::from(value()?),
-            "web.listen-address" => {
-                let v = value()?;
-                crate::http::split_host_port(&v, 0)
-                    .ok()
-                    .filter(|(_, port)| v.contains(':') && (*port > 0 || v.ends_with(":0")))
-                    .ok_or_else(|| CliError(format!("invalid value '{v}' for flag '--web.listen-address': expected host:port")))?;
-                opts.listen_address = v;
-            }
-            "enable-feature" => {
-                let v = value()?;
-                for feature in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-                    if feature != "agent" {
-                        return Err(CliError(format!(
-                            "unknown or unsupported feature '{feature}' in flag '--enable-feature' (spate accepts: agent)"
-                        )));
-                    }
+        let bad = |v: &str, e: String| {
+            CliError(format!("invalid value '{v}' for flag '--{}': {e}", f.name))
+        };
+        let switch =
+            |set: fn(&mut AgentOptions, bool), opts: &mut AgentOptions, negatable: bool| {
+                if negated.is_some() && !negatable {
+                    return Err(CliError(format!("unknown long flag '--{name}'")));
                 }
-            }
-            "log.level" => {
-                let v = value()?;
-                opts.log_level = Level::parse(&v).ok_or_else(|| {
-                    CliError(format!("invalid value '{v}' for flag '--log.level': expected one of debug, info, warn, error"))
-                })?;
-            }
-            "log.format" => {
-                let v = value()?;
-                opts.log_format = match v.as_str() {
-                    "logfmt" => Format::Logfmt,
-                    "json" => Format::Json,
-                    _ => {
+                let on = match inline {
+                    None => true,
+                    Some("true") => true,
+                    Some("false") => false,
+                    Some(v) => {
                         return Err(CliError(format!(
-                            "invalid value '{v}' for flag '--log.format': expected logfmt or json"
+                            "flag '--{}' is a switch and takes no value, got '{v}'",
+                            f.name
                         )));
                     }
                 };
-            }
-            "cores" => {
-                let v = value()?;
-                let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    CliError(format!(
-                        "invalid value '{v}' for flag '--cores': expected a positive integer"
-                    ))
-                })?;
-                opts.cores = Some(n);
-            }
-            "storage.remote.flush-deadline" => {
-                let v = value()?;
-                opts.flush_deadline = crate::config::parse_duration(&v).map_err(|e| {
-                    CliError(format!(
-                        "invalid value '{v}' for flag '--storage.remote.flush-deadline': {e}"
-                    ))
-                })?;
-            }
-            "storage.agent.wal-compression" => {
-                let v = value()?;
-                match v.as_str() {
-                    "true" => opts.wal_compression = true,
-                    "false" | "none" => opts.wal_compression = false,
-                    "snappy" | "zstd" => {
-                        opts.wal_compression = true;
-                        opts.wal_compression_type = compression_type(&v, name)?;
-                    }
-                    _ => {
-                        return Err(CliError(format!(
-                            "invalid value '{v}' for flag '--storage.agent.wal-compression': expected true, false, snappy, zstd or none"
-                        )));
-                    }
+                set(opts, on != negated.is_some());
+                Ok(())
+            };
+        match f.kind {
+            Kind::Switch { set, negatable } => switch(set, &mut opts, negatable)?,
+            Kind::SwitchOrValue { set, value } => match inline {
+                Some(v) if negated.is_none() && !matches!(v, "true" | "false") => {
+                    value(&mut opts, v).map_err(|e| bad(v, e))?
                 }
-            }
-            "storage.agent.wal-compression-type" => {
-                let v = value()?;
-                opts.wal_compression_type = compression_type(&v, name)?;
-            }
-            "storage.agent.wal-segment-size" | "storage.agent.retention.max-size" => {
-                let v = value()?;
-                let bytes = parse_bytes(&v).filter(|b| *b >= 4096).ok_or_else(|| {
-                    CliError(format!(
-                        "invalid value '{v}' for flag '--{name}': expected a size of at least 4KB such as 128MB or 10GB"
-                    ))
-                })?;
-                if name == "storage.agent.wal-segment-size" {
-                    opts.wal_segment_size = bytes.min(u64::from(u32::MAX) / 2);
-                } else {
-                    opts.wal_max_size = Some(bytes);
+                _ => switch(set, &mut opts, true)?,
+            },
+            Kind::Value(set) => {
+                if negated.is_some() {
+                    return Err(CliError(format!("unknown long flag '--{name}'")));
                 }
+                let v = match inline {
+                    Some(v) => v,
+                    None => {
+                        let v = args.get(i).ok_or_else(|| {
+                            CliError(format!("expected argument for flag '--{name}'"))
+                        })?;
+                        i += 1;
+                        v.as_str()
+                    }
+                };
+                set(&mut opts, v).map_err(|e| bad(v, e))?;
             }
-            "storage.agent.retention.max-time" => {
-                let v = value()?;
-                opts.wal_max_time = crate::config::parse_duration(&v)
-                    .or_else(|e| if v == "0" { Ok(Duration::ZERO) } else { Err(e) })
-                    .map_err(|e| {
-                        CliError(format!(
-                            "invalid value '{v}' for flag '--storage.agent.retention.max-time': {e}"
-                        ))
-                    })?;
-            }
-            "storage.agent.wal-fsync-interval" => {
-                let v = value()?;
-                opts.wal_fsync_interval = crate::config::parse_duration(&v)
-                    .or_else(|e| if v == "0" { Ok(Duration::ZERO) } else { Err(e) })
-                    .map_err(|e| {
-                        CliError(format!("invalid value '{v}' for flag '--{name}': {e}"))
-                    })?;
-            }
-            _ => return Err(CliError(format!("unknown long flag '--{name}'"))),
         }
     }
     match positional.first().map(String::as_str) {
@@ -336,13 +472,11 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
-fn compression_type(v: &str, flag: &str) -> Result<crate::wal::Compression, CliError> {
+fn compression_type(v: &str) -> Result<crate::wal::Compression, String> {
     match v {
         "snappy" => Ok(crate::wal::Compression::Snappy),
         "zstd" => Ok(crate::wal::Compression::Zstd),
-        _ => Err(CliError(format!(
-            "invalid value '{v}' for flag '--{flag}': expected snappy or zstd"
-        ))),
+        _ => Err("expected snappy or zstd".into()),
     }
 }
 
@@ -480,6 +614,43 @@ mod tests {
             let err = p(args).expect_err(&format!("{args:?}"));
             assert!(err.to_string().contains(want), "{args:?}: got {err}");
             assert!(err.to_string().starts_with("spate: error: "));
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_help() {
+        let help = usage();
+        for f in FLAGS {
+            assert!(
+                help.contains(&format!("{}{}", f.name, f.shown)),
+                "{}",
+                f.name
+            );
+            let first = f.help.split(' ').take(3).collect::<Vec<_>>().join(" ");
+            assert!(help.contains(&first), "{}: {first}", f.name);
+        }
+        assert!(help.lines().all(|l| l.len() <= 93), "{help}");
+        assert!(help.contains("--[no-]storage.agent.wal-compression"));
+    }
+
+    #[test]
+    fn switches_take_true_false_and_no() {
+        assert!(run(&["--web.enable-lifecycle=true"]).enable_lifecycle);
+        assert!(!run(&["--web.enable-lifecycle=false"]).enable_lifecycle);
+        assert!(!run(&["--web.enable-lifecycle", "--no-web.enable-lifecycle"]).enable_lifecycle);
+        assert!(!run(&["--storage.agent.wal-compression=false"]).wal_compression);
+        assert!(run(&["--storage.agent.wal-compression=true"]).wal_compression);
+        for (args, want) in [
+            (&["--agent=yes"][..], "is a switch and takes no value"),
+            (&["--no-agent"][..], "unknown long flag '--no-agent'"),
+            (&["--no-cores=1"][..], "unknown long flag '--no-cores'"),
+            (
+                &["--storage.agent.wal-compression=lz4"][..],
+                "expected true, false, snappy, zstd or none",
+            ),
+        ] {
+            let e = p(args).unwrap_err().0;
+            assert!(e.contains(want), "{args:?}: {e}");
         }
     }
 
