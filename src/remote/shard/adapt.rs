@@ -58,26 +58,23 @@ pub(super) struct History {
 /// A window as the policy reads it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Observed {
+    /// What the lanes saw; its `behind` is whether the shard was behind at any time of the
+    /// window, or is now.
+    pub window: Window,
     /// The lanes running during the window.
     pub lanes: usize,
     /// `min_shards` and `max_shards` for this core.
     pub bounds: (usize, usize),
     /// The window's length.
     pub span: Duration,
-    pub sent: u32,
-    pub samples: u64,
-    pub latency: Duration,
-    pub failed: u32,
-    pub busy: Duration,
-    /// Behind at any time of the window, or now.
-    pub behind: bool,
 }
 
 /// The lane count for the next window (see docs/ARCHITECTURE.md, "Lanes"), updating `h`.
-pub(super) fn decide(o: &Observed, h: &mut History, now: Instant) -> usize {
-    let (min, max) = o.bounds;
-    let n = o.lanes;
-    let span = o.span.max(Duration::from_millis(1)).as_secs_f64();
+pub(super) fn decide(observed: &Observed, h: &mut History, now: Instant) -> usize {
+    let (min, max) = observed.bounds;
+    let n = observed.lanes;
+    let span = observed.span.max(Duration::from_millis(1)).as_secs_f64();
+    let o = &observed.window;
     // Latency per sample, so that full batches (behind) and small ones (live) compare.
     let latency = (o.samples > 0).then(|| o.latency.as_secs_f64() / o.samples as f64);
     if let Some(l) = latency {
@@ -132,24 +129,35 @@ mod tests {
     /// A 2 s window of 4 lanes within 1..=16, behind, with nothing sent and nothing failed.
     fn window() -> Observed {
         Observed {
+            window: Window {
+                behind: true,
+                ..Window::new()
+            },
             lanes: 4,
             bounds: (1, 16),
             span: 2 * SEC,
-            sent: 0,
-            samples: 0,
-            latency: Duration::ZERO,
-            failed: 0,
-            busy: Duration::ZERO,
-            behind: true,
         }
     }
 
     /// `sent` requests of 1,000 samples each taking `ms` milliseconds.
     fn sending(mut o: Observed, sent: u32, ms: u64) -> Observed {
-        o.sent = sent;
-        o.samples = u64::from(sent) * 1000;
-        o.latency = Duration::from_millis(ms * u64::from(sent));
-        o.busy = o.latency;
+        let w = &mut o.window;
+        w.sent = sent;
+        w.samples = u64::from(sent) * 1000;
+        w.latency = Duration::from_millis(ms * u64::from(sent));
+        w.busy = w.latency;
+        o
+    }
+
+    /// `o` with `failed` retryable failures.
+    fn failing(mut o: Observed, failed: u32) -> Observed {
+        o.window.failed = failed;
+        o
+    }
+
+    /// `o` keeping up (not behind).
+    fn live(mut o: Observed) -> Observed {
+        o.window.behind = false;
         o
     }
 
@@ -164,28 +172,21 @@ mod tests {
         let cases: Vec<(&str, Observed, History, usize)> = vec![
             (
                 "nothing gets through: unchanged",
-                Observed {
-                    failed: 5,
-                    ..window()
-                },
+                failing(window(), 5),
                 History::default(),
                 4,
             ),
             (
                 "errors under load: halve",
-                Observed {
-                    failed: 2,
-                    ..sending(window(), 10, 10)
-                },
+                failing(sending(window(), 10, 10), 2),
                 History::default(),
                 2,
             ),
             (
                 "errors under load: halve, not below min",
                 Observed {
-                    failed: 2,
                     bounds: (3, 16),
-                    ..sending(window(), 10, 10)
+                    ..failing(sending(window(), 10, 10), 2)
                 },
                 History::default(),
                 3,
@@ -255,29 +256,22 @@ mod tests {
             ),
             (
                 "keeping up, lanes mostly idle: one fewer",
-                Observed {
-                    behind: false,
-                    ..sending(window(), 10, 10)
-                },
+                live(sending(window(), 10, 10)),
                 History::default(),
                 3,
             ),
             (
                 "keeping up, idle, at min: unchanged",
                 Observed {
-                    behind: false,
                     bounds: (4, 16),
-                    ..sending(window(), 10, 10)
+                    ..live(sending(window(), 10, 10))
                 },
                 History::default(),
                 4,
             ),
             (
                 "keeping up, lanes busy: unchanged",
-                Observed {
-                    behind: false,
-                    ..sending(window(), 10, 300)
-                },
+                live(sending(window(), 10, 300)),
                 History::default(),
                 4,
             ),
@@ -314,10 +308,7 @@ mod tests {
     fn the_latency_floor_follows_the_lowest_and_forgets_slowly() {
         let now = Instant::now();
         let mut h = History::default();
-        let live = |ms| Observed {
-            behind: false,
-            ..sending(window(), 10, ms)
-        };
+        let live = |ms| live(sending(window(), 10, ms));
         decide(&live(20), &mut h, now);
         assert_eq!(h.latency_floor, Some(20e-6));
         decide(&live(10), &mut h, now);

@@ -283,15 +283,13 @@ impl Shard {
         };
         let per_send = self.ep.cfg.queue.max_samples_per_send;
         let observed = Observed {
+            window: Window {
+                behind: w.behind || self.replay.borrow().is_some() || queued > n * per_send * 2,
+                ..w
+            },
             lanes: n,
             bounds: self.ep.lanes,
             span: w.started.elapsed(),
-            sent: w.sent,
-            samples: w.samples,
-            latency: w.latency,
-            failed: w.failed,
-            busy: w.busy,
-            behind: w.behind || self.replay.borrow().is_some() || queued > n * per_send * 2,
         };
         let mut history = self.history.get();
         let desired = adapt::decide(&observed, &mut history, Instant::now());
@@ -307,7 +305,7 @@ impl Shard {
             remote_name = self.ep.cfg.name,
             from = n,
             to = desired,
-            behind = observed.behind,
+            behind = observed.window.behind,
             failed = w.failed,
             samples_per_second = (w.samples as f64 / observed.span.as_secs_f64().max(0.001)) as u64
         );
