@@ -82,6 +82,17 @@ where
         })
 }
 
+/// Runs `f` to completion on a new single-threaded executor on the calling thread (the same
+/// driver choice as a core, a small ring): for control-plane threads that use the data plane's
+/// HTTP client now and then (`http_sd`).
+pub fn block_on<F: Future>(f: F) -> std::io::Result<F::Output> {
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(64)
+        .enable_timer()
+        .build()?;
+    Ok(rt.block_on(f))
+}
+
 fn pin_to_cpu(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it, and
     // sched_setaffinity(0, ..) applies to the calling thread.

@@ -208,6 +208,76 @@ fn http_sd_discovers_targets_and_keeps_them_while_it_fails() {
 }
 
 #[test]
+fn http_sd_follows_redirects_as_configured_and_keeps_credentials_on_its_host() {
+    let a = CounterTarget::start();
+    let a_addr = a.addr.to_string();
+    let seen_auth_at_list = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let seen = seen_auth_at_list.clone();
+    let list = TestServer::start(move |headers, _| {
+        let auth = headers.get("authorization").cloned();
+        seen.lock().unwrap().push(auth);
+        (
+            200,
+            "application/json",
+            format!(r#"[{{"targets": ["{a_addr}"]}}]"#).into_bytes(),
+        )
+    });
+    // The discovery URL redirects to another server (another host:port), as a load balancer
+    // or a moved endpoint does.
+    let location: &'static str = Box::leak(format!("http://{}/list", list.addr).into_boxed_str());
+    let first_auth = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let fa = first_auth.clone();
+    let front = TestServer::start(move |headers, _| {
+        fa.lock()
+            .unwrap()
+            .push(headers.get("authorization").cloned());
+        (302, location, Vec::new())
+    });
+    let receiver = Receiver::start(|_| 200);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: followed\n    http_sd_configs:\n      - url: http://{front}/sd\n        refresh_interval: 1s\n        authorization: {{credentials: sd-secret}}\n  - job_name: not_followed\n    http_sd_configs:\n      - url: http://{front}/sd\n        refresh_interval: 1s\n        follow_redirects: false\nremote_write:\n  - url: {}\n",
+        receiver.url(),
+        front = front.addr,
+    );
+    let mut spate = Spate::start(&config, &[]);
+    let found = wait_for(
+        Duration::from_secs(30),
+        "the target behind the redirect",
+        || {
+            active(&spate)
+                .into_iter()
+                .find(|t| t.0 == "followed" && t.1 == a.addr.to_string())
+        },
+    );
+    assert_eq!(found.0, "followed");
+    // The job that does not follow redirects fails (a 302 is not a target list) and finds
+    // nothing.
+    wait_for(Duration::from_secs(30), "a failed refresh", || {
+        (spate.metric("prometheus_sd_http_failures_total") >= 1.0).then_some(())
+    });
+    assert!(active(&spate).iter().all(|t| t.0 != "not_followed"));
+    assert!(
+        spate
+            .proc
+            .log_text()
+            .contains("server returned HTTP status 302"),
+        "the failure says why"
+    );
+    // Credentials went to the discovery URL's host, not to the host the redirect led to (as
+    // Go's client strips them).
+    assert!(
+        first_auth
+            .lock()
+            .unwrap()
+            .contains(&Some("Bearer sd-secret".to_string()))
+    );
+    let at_list = seen_auth_at_list.lock().unwrap().clone();
+    assert!(!at_list.is_empty());
+    assert!(at_list.iter().all(Option::is_none), "{at_list:?}");
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
+#[test]
 fn reloads_apply_valid_configs_reject_invalid_ones_and_move_targets_between_jobs() {
     let t = CounterTarget::start();
     let other = CounterTarget::start();

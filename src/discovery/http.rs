@@ -1,8 +1,6 @@
 //! `http_sd_configs`: target groups fetched with GET every `refresh_interval`, as Prometheus
 //! does: status 200 and a JSON content type required; on error the last list stays.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
@@ -52,96 +50,65 @@ pub fn run(
     }
 }
 
-/// One GET: the body of a 200 response with a JSON content type.
+/// One GET: the body of a 200 response with a JSON content type. It runs on this provider's
+/// thread with the data plane's HTTP client (TLS, framing, redirects as `follow_redirects`
+/// says), on an executor of its own.
 fn fetch(cfg: &HttpSdConfig) -> Result<String, String> {
-    let u = &cfg.url;
-    let timeout = cfg.refresh_interval.max(Duration::from_secs(1));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
-        .map_err(|e| format!("resolve {}: {e}", u.host))?
-        .next()
-        .ok_or_else(|| format!("resolve {}: no address", u.host))?;
-    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    if u.tls {
-        let t = cfg.http.tls_target(&u.host)?;
-        let conn = rustls::ClientConnection::new(t.config, t.server_name)
-            .map_err(|e| format!("tls: {e}"))?;
-        exchange(cfg, &mut rustls::StreamOwned::new(conn, tcp))
-    } else {
-        let mut tcp = tcp;
-        exchange(cfg, &mut tcp)
-    }
+    crate::runtime::block_on(fetch_on_executor(cfg))
+        .map_err(|e| format!("cannot start an executor for the request: {e}"))?
 }
 
-/// Sends the GET on `s` and reads the response.
-fn exchange(cfg: &HttpSdConfig, s: &mut (impl Read + Write)) -> Result<String, String> {
+async fn fetch_on_executor(cfg: &HttpSdConfig) -> Result<String, String> {
+    use crate::http::{GET_REDIRECTS, Redirects, Request};
     let u = &cfg.url;
-    let host = if u.host.contains(':') {
-        format!("[{}]:{}", u.host, u.port)
-    } else {
-        format!("{}:{}", u.host, u.port)
-    };
-    let mut auth = String::new();
-    cfg.http.header_lines(&mut auth)?;
-    write!(
-        s,
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: spate/{}\r\nAccept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\n{auth}Connection: close\r\n\r\n",
-        u.path_and_query,
+    let authority = u.authority();
+    let limit = cfg.refresh_interval.max(Duration::from_secs(1));
+    let mut conn = cfg.http.connection(&authority, u.tls)?;
+    conn.set_max_body(MAX_BODY);
+    let mut headers = format!(
+        "User-Agent: spate/{}\r\nAccept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\n",
         env!("CARGO_PKG_VERSION"),
         cfg.refresh_interval.as_secs()
-    )
-    .map_err(|e| e.to_string())?;
-    // Read until the response is complete by its framing (the server may keep the
-    // connection open whatever we asked).
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let head = loop {
-        if let Some(head) = crate::http::parse_head(&raw, false)? {
-            let body = raw.len() - head.head_len;
-            let complete = match head.framing {
-                crate::http::Framing::Length(n) => body >= n,
-                crate::http::Framing::Chunked => raw.ends_with(b"0\r\n\r\n"),
-                crate::http::Framing::Close => false,
-            };
-            if complete {
-                break head;
-            }
-        }
-        if raw.len() > 64 << 20 {
-            return Err("response larger than 64 MiB".into());
-        }
-        match s.read(&mut chunk) {
-            Ok(0) => match crate::http::parse_head(&raw, false)? {
-                Some(head) => break head,
-                None => return Err("connection closed before a complete response".into()),
-            },
-            Ok(n) => raw.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(e.to_string()),
-        }
+    );
+    cfg.http.header_lines(&mut headers)?;
+    let req = Request {
+        method: "GET",
+        origin: (u.tls, &authority),
+        host: &authority,
+        path: &u.path_and_query,
+        headers: &headers,
+        body: &[],
     };
-    if head.status != 200 {
-        return Err(format!("server returned HTTP status {}", head.status));
+    let policy = Redirects {
+        follow: cfg.http.follow_redirects,
+        statuses: GET_REDIRECTS,
+        credentials_elsewhere: false,
+    };
+    let connect = |authority: &str, tls: bool| {
+        let mut c = cfg.http.connection(authority, tls)?;
+        c.set_max_body(MAX_BODY);
+        Ok(c)
+    };
+    let mut no_extra = |_: &str, _: &str| Ok(String::new());
+    let sent = crate::http::send(&mut conn, &req, policy, &mut no_extra, &connect);
+    match crate::runtime::timeout(limit, sent).await {
+        Err(_) => return Err(format!("request timed out after {limit:?}")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(())) => {}
     }
-    let ct = head
-        .content_type
-        .map(|(a, b)| String::from_utf8_lossy(&raw[a..b]).to_ascii_lowercase())
-        .unwrap_or_default();
+    let resp = conn
+        .response()
+        .ok_or("connection closed before a complete response")?;
+    if resp.status != 200 {
+        return Err(format!("server returned HTTP status {}", resp.status));
+    }
+    let ct = resp.content_type.to_ascii_lowercase();
     let media = ct.split(';').next().unwrap_or("").trim();
     if media != "application/json" {
         return Err(format!("unsupported content type {ct:?}"));
     }
-    let mut body = raw[head.head_len..].to_vec();
-    match head.framing {
-        crate::http::Framing::Chunked => {
-            let n = crate::http::dechunk_in_place(&mut body)
-                .map_err(|e| format!("invalid chunked body: {e}"))?;
-            body.truncate(n);
-        }
-        crate::http::Framing::Length(n) => body.truncate(n),
-        crate::http::Framing::Close => {}
-    }
-    String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())
+    String::from_utf8(resp.body.to_vec()).map_err(|_| "the body is not UTF-8".to_string())
 }
+
+/// The largest target list taken.
+const MAX_BODY: usize = 64 << 20;

@@ -303,11 +303,18 @@ fn absolute_form(req: &mut Vec<u8>, authority: &str) {
 
 /// Opens a `CONNECT` tunnel to `authority` through the proxy `s` is connected to.
 async fn connect_tunnel(s: &mut TcpStream, authority: &str, headers: &str) -> Result<(), Error> {
-    let req = format!(
-        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: spate/{}\r\n{headers}\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let (r, _) = s.write_all(req.into_bytes()).await;
+    let mut req = Vec::new();
+    let agent = format!("User-Agent: spate/{}\r\n", env!("CARGO_PKG_VERSION"));
+    let head = super::Head {
+        method: "CONNECT",
+        host: authority,
+        path: authority,
+        headers: &agent,
+        credentials: true,
+        extra: headers,
+    };
+    super::write_request(&mut req, &head, &[]);
+    let (r, _) = s.write_all(req).await;
     r.map_err(Error::Io)?;
     let mut head: Vec<u8> = Vec::with_capacity(1024);
     loop {

@@ -8,12 +8,17 @@
 mod conn;
 mod framing;
 pub mod oauth2;
+mod request;
 mod secret;
 pub mod sigv4;
 pub mod tls;
 
 pub use conn::{Conn, Error, Response, TlsTarget};
 pub use framing::{Framing, HeadInfo, dechunk_in_place, parse_head};
+pub use request::{
+    BODY_REDIRECTS, GET_REDIRECTS, Head, MAX_REDIRECTS, Redirects, Request, SendError, host_header,
+    send, write_request,
+};
 pub use secret::{Secret, base64};
 
 use std::fmt;

@@ -68,19 +68,7 @@ impl TokenSource {
             .as_ref()
             .is_none_or(|c| c.authority() != authority)
         {
-            let mut conn = Conn::new(authority.clone());
-            if url.tls {
-                let tls = match &cfg.tls {
-                    Some(t) => t.client(),
-                    None => super::tls::default_client()?,
-                };
-                let name = cfg.tls.as_ref().and_then(|t| t.server_name.as_deref());
-                conn = conn.with_tls(super::TlsTarget {
-                    config: tls,
-                    server_name: super::tls::server_name(name, &url.host)?,
-                });
-            }
-            self.conn = Some(conn);
+            self.conn = Some(connection(cfg, &authority, url.tls)?);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err("no connection".into());
@@ -105,19 +93,33 @@ impl TokenSource {
         query_escape(&mut pw, &secret);
         let mut basic = String::new();
         base64(format!("{id}:{pw}").as_bytes(), &mut basic);
-        let req = conn.request_mut();
-        req.extend_from_slice(
-            format!(
-                "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: spate/{}\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\nAuthorization: Basic {basic}\r\nContent-Length: {}\r\n\r\n",
-                url.path_and_query,
-                authority,
-                env!("CARGO_PKG_VERSION"),
-                form.len()
-            )
-            .as_bytes(),
+        let headers = format!(
+            "User-Agent: spate/{}\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\nAuthorization: Basic {basic}\r\n",
+            env!("CARGO_PKG_VERSION"),
         );
-        req.extend_from_slice(form.as_bytes());
-        let resp = conn.round_trip(false).await.map_err(|e| e.to_string())?;
+        let req = super::Request {
+            method: "POST",
+            origin: (url.tls, &authority),
+            host: &authority,
+            path: &url.path_and_query,
+            headers: &headers,
+            body: form.as_bytes(),
+        };
+        // Go's client, which Prometheus' oauth2 package uses: 307 and 308 keep the form, and
+        // the client credentials do not go to another host.
+        let policy = super::Redirects {
+            follow: true,
+            statuses: super::BODY_REDIRECTS,
+            credentials_elsewhere: false,
+        };
+        let connect = |authority: &str, tls: bool| connection(cfg, authority, tls);
+        super::send(conn, &req, policy, &mut |_, _| Ok(String::new()), &connect)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resp = conn
+            .response()
+            .ok_or("connection closed before a complete response")?;
+
         if resp.status != 200 {
             let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
             return Err(format!("token endpoint answered {}: {body}", resp.status));
@@ -143,4 +145,23 @@ impl TokenSource {
             .map(|s| Instant::now() + Duration::from_secs_f64(s));
         Ok((t.access_token, expiry))
     }
+}
+
+/// A connection to the token endpoint (or where it redirects), with `oauth2`'s own TLS
+/// settings.
+fn connection(cfg: &OAuth2, authority: &str, tls: bool) -> Result<Conn, String> {
+    let conn = Conn::new(authority.to_string());
+    if !tls {
+        return Ok(conn);
+    }
+    let client = match &cfg.tls {
+        Some(t) => t.client(),
+        None => super::tls::default_client()?,
+    };
+    let name = cfg.tls.as_ref().and_then(|t| t.server_name.as_deref());
+    let (host, _) = super::split_host_port(authority, 443)?;
+    Ok(conn.with_tls(super::TlsTarget {
+        config: client,
+        server_name: super::tls::server_name(name, &host)?,
+    }))
 }

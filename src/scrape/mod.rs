@@ -13,7 +13,7 @@ mod target;
 
 use append::report_labels;
 pub use append::{AppendError, Appended, Appender};
-use request::{FetchError, build_request, fetch};
+use request::{FetchError, fetch, request_headers};
 use stale::{StaleScratch, stale_on_removal};
 pub use status::{TargetStatus, TargetsView, targets_json};
 pub use target::{
@@ -206,7 +206,7 @@ pub async fn run_target(
     let fixed_request = if target.http.reads_files() {
         None
     } else {
-        build_request(&target, &target.path_and_query, None).ok()
+        request_headers(&target, None).ok()
     };
     let interval = target.interval;
 
@@ -241,7 +241,7 @@ pub async fn run_target(
             };
             let request = match (&setup_error, &fixed_request) {
                 (Some(e), _) => Err(e.clone()),
-                (None, Some(r)) => Ok(std::borrow::Cow::Borrowed(r.as_slice())),
+                (None, Some(r)) => Ok(std::borrow::Cow::Borrowed(r.as_str())),
                 (None, None) => {
                     let token = match &target.http.oauth2 {
                         None => Ok(None),
@@ -252,7 +252,7 @@ pub async fn run_target(
                     };
                     token
                         .map_err(|e| format!("Get \"{}\": {e}", target.url()))
-                        .and_then(|t| build_request(&target, &target.path_and_query, t.as_deref()))
+                        .and_then(|t| request_headers(&target, t.as_deref()))
                         .map(std::borrow::Cow::Owned)
                 }
             };
@@ -320,7 +320,7 @@ async fn scrape_once(
     status: &TargetStatus,
     core: &CoreScrape,
     conn: &mut Conn,
-    request: Result<std::borrow::Cow<'_, [u8]>, String>,
+    request: Result<std::borrow::Cow<'_, str>, String>,
     state: &mut TargetState,
     ts: i64,
 ) {

@@ -7,12 +7,9 @@ use std::time::SystemTime;
 use super::Shard;
 use super::endpoint::{CONTENT_TYPE_V1, CONTENT_TYPE_V2, VERSION_V1, VERSION_V2};
 use super::outcome::{Answer, Failure, Outcome, Rules, classify};
-use crate::http::Conn;
+use crate::http::{BODY_REDIRECTS, Conn, Redirects, Request, SendError, host_header, send};
 use crate::remote::v2::Counts;
 use crate::runtime::timeout;
-
-/// Go's client follows at most this many redirects.
-const MAX_REDIRECTS: usize = 10;
 
 /// A lane's connection, its OAuth 2.0 token, and its compression buffers.
 pub(super) struct LaneConn {
@@ -96,113 +93,101 @@ impl Shard {
             Err(e) => return Outcome::retry(Failure::Other(e.clone())),
         };
         let url = &self.ep.cfg.url;
-        let mut here = (url.tls, url.authority());
-        let mut path = url.path_and_query.clone();
-        // A connection to another host, once a redirect led there.
-        let mut elsewhere: Option<Conn> = None;
+        let authority = url.authority();
         let remote_timeout = self.ep.cfg.remote_timeout;
         let (content_type, version) = match v2 {
             Some(_) => (CONTENT_TYPE_V2, VERSION_V2),
             None => (CONTENT_TYPE_V1, VERSION_V1),
         };
-        for _ in 0..=MAX_REDIRECTS {
+        // Credentials go with every hop, as Prometheus' authenticating round-tripper adds them
+        // to each request.
+        let headers = format!("{}{auth}", self.ep.head(v2.is_some()));
+        let req = Request {
+            method: "POST",
+            origin: (url.tls, &authority),
             // The Host header without a default port, as Go writes it (and as signed).
-            let host = here
-                .1
-                .strip_suffix(if here.0 { ":443" } else { ":80" })
-                .unwrap_or(&here.1)
-                .to_string();
-            let signature = match &self.ep.cfg.sigv4 {
-                None => String::new(),
-                Some(sig) => match sig.credentials() {
-                    Ok(creds) => crate::http::sigv4::sign(
-                        &crate::http::sigv4::Request {
-                            method: "POST",
-                            host: &host,
-                            path_and_query: &path,
-                            headers: &[
-                                ("Content-Encoding", "snappy"),
-                                ("Content-Type", content_type),
-                                ("X-Prometheus-Remote-Write-Version", version),
-                            ],
-                            body,
-                        },
-                        &creds,
-                        &sig.region,
-                        "aps",
-                        SystemTime::now(),
-                    ),
-                    Err(e) => return Outcome::retry(Failure::Other(e)),
-                },
-            };
-            let c = elsewhere.as_mut().unwrap_or(&mut *conn);
-            let req = c.request_mut();
-            req.extend_from_slice(format!("POST {path} HTTP/1.1\r\nHost: {host}\r\n").as_bytes());
-            req.extend_from_slice(self.ep.head(v2.is_some()).as_bytes());
-            // Credentials go with every hop, as Prometheus' authenticating round-tripper adds
-            // them to each request.
-            req.extend_from_slice(auth.as_bytes());
-            req.extend_from_slice(signature.as_bytes());
+            host: host_header(url.tls, &authority),
+            path: &url.path_and_query,
+            headers: &headers,
+            body,
+        };
+        let policy = Redirects {
+            follow: self.ep.cfg.http.follow_redirects,
+            statuses: BODY_REDIRECTS,
+            credentials_elsewhere: true,
+        };
+        // Each hop is signed for its own host and path, and says which retry it is.
+        let mut hop = |host: &str, path: &str| -> Result<String, String> {
+            let mut extra = String::new();
+            if let Some(sig) = &self.ep.cfg.sigv4 {
+                let creds = sig.credentials()?;
+                extra = crate::http::sigv4::sign(
+                    &crate::http::sigv4::Request {
+                        method: "POST",
+                        host,
+                        path_and_query: path,
+                        headers: &[
+                            ("Content-Encoding", "snappy"),
+                            ("Content-Type", content_type),
+                            ("X-Prometheus-Remote-Write-Version", version),
+                        ],
+                        body,
+                    },
+                    &creds,
+                    &sig.region,
+                    "aps",
+                    SystemTime::now(),
+                );
+            }
             if attempt > 0 {
-                req.extend_from_slice(format!("Retry-Attempt: {attempt}\r\n").as_bytes());
+                extra.push_str(&format!("Retry-Attempt: {attempt}\r\n"));
             }
-            req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-            req.extend_from_slice(body);
-            let resp = match timeout(remote_timeout, c.round_trip(false)).await {
-                Err(_) => {
-                    c.reset();
-                    return Outcome::retry(Failure::Timeout(remote_timeout));
-                }
-                Ok(Err(e)) => return Outcome::retry(e.into()),
-                Ok(Ok(resp)) => resp,
-            };
-            let status = resp.status;
-            // 307 and 308 keep the method and body; Go's client follows them.
-            if matches!(status, 307 | 308)
-                && self.ep.cfg.http.follow_redirects
-                && let Some(location) = resp.location
-            {
-                let Some((tls, authority, to)) = crate::http::redirect_target(&here, location)
-                else {
-                    return Outcome::Drop {
-                        reason: format!("redirect to {location:?}: not an http or https URL"),
-                    };
+            Ok(extra)
+        };
+        let connect = |authority: &str, tls: bool| self.ep.cfg.http.connection(authority, tls);
+        match timeout(remote_timeout, send(conn, &req, policy, &mut hop, &connect)).await {
+            Err(_) => {
+                conn.reset();
+                return Outcome::retry(Failure::Timeout(remote_timeout));
+            }
+            Ok(Err(SendError::Http(e))) => return Outcome::retry(e.into()),
+            // A redirect nowhere an HTTP client can go: sending again cannot help.
+            Ok(Err(e @ SendError::NotFollowable(_))) => {
+                return Outcome::Drop {
+                    reason: e.to_string(),
                 };
-                if (tls, authority.as_str()) != (here.0, here.1.as_str()) {
-                    elsewhere = match self.ep.cfg.http.connection(&authority, tls) {
-                        Ok(c) => Some(c),
-                        Err(e) => return Outcome::retry(Failure::Other(e)),
-                    };
-                }
-                here = (tls, authority);
-                path = to;
-                continue;
             }
-            let answer = Answer {
-                status,
-                body: resp.body,
-                retry_after: resp.retry_after,
-                written: resp.written,
-            };
-            let rules = Rules {
-                retry_on_429: self.ep.cfg.queue.retry_on_http_429,
-                v2_confirmed: self.ep.v2_confirmed(),
-                now_secs: crate::log::unix_millis().max(0) as u64 / 1000,
-            };
-            let d = classify(&answer, v2, &rules);
-            if d.confirms_v2 {
-                self.ep.confirm_v2();
-            }
-            if d.unwritten > 0 {
-                // Accepted in part: what the receiver did not write is not retried.
-                self.stats
-                    .samples_failed
-                    .fetch_add(d.unwritten, std::sync::atomic::Ordering::Relaxed);
-            }
-            return d.outcome;
+            // Credentials that cannot be read, no connection to where a redirect leads, or
+            // too many redirects: tried again.
+            Ok(Err(e)) => return Outcome::retry(Failure::Other(e.to_string())),
+            Ok(Ok(())) => {}
         }
-        Outcome::retry(Failure::Other(format!(
-            "stopped after {MAX_REDIRECTS} redirects"
-        )))
+        let Some(resp) = conn.response() else {
+            return Outcome::retry(Failure::Other(
+                "connection closed before a complete response".into(),
+            ));
+        };
+        let answer = Answer {
+            status: resp.status,
+            body: resp.body,
+            retry_after: resp.retry_after,
+            written: resp.written,
+        };
+        let rules = Rules {
+            retry_on_429: self.ep.cfg.queue.retry_on_http_429,
+            v2_confirmed: self.ep.v2_confirmed(),
+            now_secs: crate::log::unix_millis().max(0) as u64 / 1000,
+        };
+        let d = classify(&answer, v2, &rules);
+        if d.confirms_v2 {
+            self.ep.confirm_v2();
+        }
+        if d.unwritten > 0 {
+            // Accepted in part: what the receiver did not write is not retried.
+            self.stats
+                .samples_failed
+                .fetch_add(d.unwritten, std::sync::atomic::Ordering::Relaxed);
+        }
+        d.outcome
     }
 }
