@@ -331,12 +331,21 @@ impl CoreStart {
         );
         let reported = Rc::new(Reported::default());
         let shards = Self::shards_for(&self.endpoints, &self.registry, &ctl, &reported);
-        // The WAL's timer: fdatasync when commits are sparse.
-        let tick = self.fsync_interval.max(std::time::Duration::from_millis(1));
+        // The WAL's sync timer: fdatasync every `fsync_interval` when something was written,
+        // on the core's ring, without holding the WAL (commits go on meanwhile).
+        // Also saves the cursors file about once a second.
+        let tick = self.fsync_interval.clamp(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_secs(1),
+        );
         let (timer_ctl, stop) = (ctl.clone(), ctl.shutdown.clone());
         runtime::spawn(async move {
             while !runtime::sleep_or(tick, &stop).await {
-                timer_ctl.wal.borrow_mut().tick();
+                let job = timer_ctl.wal.borrow_mut().sync_job();
+                if let Some(job) = job {
+                    let done = job.run().await;
+                    timer_ctl.wal.borrow_mut().sync_done(done);
+                }
             }
         });
         let core = Rc::new(CoreScrape {

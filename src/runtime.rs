@@ -82,6 +82,15 @@ where
         })
 }
 
+/// `fdatasync` of `file` through the core's driver: an io_uring operation where the core runs
+/// on io_uring (the core goes on meanwhile), the system call on the epoll driver.
+pub async fn sync_data(file: std::fs::File) -> std::io::Result<()> {
+    let file = monoio::fs::File::from_std(file)?;
+    let synced = file.sync_data().await;
+    let closed = file.close().await;
+    synced.and(closed)
+}
+
 /// Runs `f` to completion on a new single-threaded executor on the calling thread (the same
 /// driver choice as a core, a small ring): for control-plane threads that use the data plane's
 /// HTTP client now and then (`http_sd`).

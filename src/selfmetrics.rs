@@ -166,6 +166,11 @@ impl<const N: usize> Histogram<N> {
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
 
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
     /// Adds this histogram's counts and sum to `(counts, sum_us)`.
     fn add_to(&self, counts: &mut [u64; N], sum_us: &mut u64) {
         for (c, a) in counts.iter_mut().zip(&self.counts) {

@@ -71,10 +71,44 @@ impl Wal {
             c.acked = p;
             self.cursors_dirty = true;
         }
-        if self.cursors_saved.elapsed() >= Duration::from_secs(1) {
-            self.save_cursors();
+        if self.truncated.elapsed() >= Duration::from_secs(1) {
+            self.truncated = Instant::now();
             self.truncate();
         }
+    }
+
+    /// The `cursors` file's text when it is due (changed, and a second since the last save),
+    /// for a [`super::SyncJob`]; counted as saved from here on ([`Self::cursors_written`]
+    /// says otherwise on failure).
+    pub(super) fn cursors_due(&mut self) -> Option<String> {
+        if !self.cursors_dirty || self.cursors_saved.elapsed() < Duration::from_secs(1) {
+            return None;
+        }
+        self.cursors_saved = Instant::now();
+        self.cursors_dirty = false;
+        Some(self.cursors_text())
+    }
+
+    /// What became of a save handed out by [`Self::cursors_due`].
+    pub(super) fn cursors_written(&mut self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            self.cursors_dirty = true;
+            crate::log!(
+                Level::Warn,
+                "wal",
+                "could not save remote-write cursors; retrying",
+                dir = self.dir.display(),
+                err = e
+            );
+        }
+    }
+
+    fn cursors_text(&self) -> String {
+        let mut text = String::new();
+        for c in &self.cursors {
+            text.push_str(&format!("{} {}\n", c.id, c.acked));
+        }
+        text
     }
 
     /// Writes the `cursors` file (atomically: a temporary file renamed over it).
@@ -83,10 +117,7 @@ impl Wal {
         if !self.cursors_dirty {
             return;
         }
-        let mut text = String::new();
-        for c in &self.cursors {
-            text.push_str(&format!("{} {}\n", c.id, c.acked));
-        }
+        let text = self.cursors_text();
         let tmp = self.dir.join("cursors.tmp");
         let result = std::fs::write(&tmp, text)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())

@@ -83,9 +83,13 @@ pub struct Wal {
     pub stats: Arc<WalStats>,
     last_sync: Instant,
     unsynced: bool,
+    /// Closed segments whose `fdatasync` is due with the next sync job.
+    pending_syncs: Vec<(u32, std::fs::File)>,
     cursors: Vec<Cursor>,
     cursors_dirty: bool,
     cursors_saved: Instant,
+    /// When segments behind every cursor were last deleted.
+    truncated: Instant,
     // Reused per commit.
     rec_series: Vec<u8>,
     rec_samples: Vec<u8>,
@@ -196,9 +200,11 @@ impl Wal {
             stats,
             last_sync: Instant::now(),
             unsynced: false,
+            pending_syncs: Vec::new(),
             cursors: Vec::new(),
             cursors_dirty: false,
             cursors_saved: Instant::now(),
+            truncated: Instant::now(),
             rec_series: Vec::new(),
             rec_samples: Vec::new(),
             rec_hist: Vec::new(),
@@ -632,7 +638,8 @@ impl Wal {
         self.stats.records.fetch_add(n as u64, Relaxed);
         self.stats.bytes.fetch_add(w.offset() - before, Relaxed);
         self.unsynced = true;
-        if self.last_sync.elapsed() >= self.opts.fsync_interval {
+        if self.opts.fsync_interval.is_zero() {
+            // Asked for: every commit is synced before it returns.
             self.sync();
         }
         self.update_size();
@@ -640,7 +647,7 @@ impl Wal {
     }
 
     /// Writes the partial last block to the segment (readers call this before they read up
-    /// to the head), and syncs when the interval has passed.
+    /// to the head).
     pub fn flush(&mut self) {
         if let Some(w) = &mut self.writer {
             let started = Instant::now();
@@ -650,16 +657,61 @@ impl Wal {
                 .observe(&WAL_BUCKETS, started.elapsed());
             if let Err(e) = flushed {
                 self.write_failed(&e);
-                return;
             }
         }
-        self.tick();
     }
 
-    /// Syncs when `fsync_interval` has passed since the last sync (the core's timer).
+    /// Syncs here and now when `fsync_interval` has passed since the last sync (closed
+    /// segments waiting for theirs included). The core's timer uses [`Self::sync_job`]
+    /// instead, so that the sync does not hold the core.
     pub fn tick(&mut self) {
-        if self.last_sync.elapsed() >= self.opts.fsync_interval {
-            self.sync();
+        if let Some(job) = self.sync_job() {
+            for (index, file) in job.files {
+                let started = Instant::now();
+                let synced = file.sync_data();
+                self.synced(index, synced, started);
+            }
+            if let Some((text, tmp, path)) = job.cursors {
+                let saved = std::fs::write(&tmp, text)
+                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, path));
+                self.cursors_written(saved);
+            }
+        }
+    }
+
+    /// The `fdatasync` calls due now, to run away from the WAL's borrow (see
+    /// [`SyncJob::run`]): closed segments not synced yet, and the open segment and tail file
+    /// when something was written and `fsync_interval` has passed. What it hands out counts
+    /// as synced from here on: a failure is counted when [`Self::sync_done`] learns it, and
+    /// never retried (see [`Self::sync`]).
+    pub fn sync_job(&mut self) -> Option<SyncJob> {
+        let mut files = std::mem::take(&mut self.pending_syncs);
+        if self.unsynced
+            && self.last_sync.elapsed() >= self.opts.fsync_interval
+            && let Some(w) = &self.writer
+        {
+            let index = w.index();
+            match w.sync_handles() {
+                Ok(handles) => files.extend(handles.into_iter().map(|f| (index, f))),
+                Err(e) => self.synced(index, Err(e), Instant::now()),
+            }
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
+        let cursors = self
+            .cursors_due()
+            .map(|text| (text, self.dir.join("cursors.tmp"), self.dir.join("cursors")));
+        (!files.is_empty() || cursors.is_some()).then_some(SyncJob { files, cursors })
+    }
+
+    /// Accounts for what a [`SyncJob`] did.
+    pub fn sync_done(&mut self, done: SyncDone) {
+        for (index, result, started) in done.files {
+            self.synced(index, result, started);
+        }
+        if let Some(result) = done.cursors {
+            self.cursors_written(result);
         }
     }
 
@@ -731,9 +783,19 @@ impl Wal {
         let next = match self.writer.take() {
             Some(mut w) => {
                 tail = w.take_tail();
-                let started = Instant::now();
-                let synced = w.sync();
-                self.synced(w.index(), synced, started);
+                if self.opts.fsync_interval.is_zero() {
+                    let started = Instant::now();
+                    let synced = w.sync();
+                    self.synced(w.index(), synced, started);
+                } else {
+                    // The closed segment is synced by the next sync job, off this commit.
+                    match w.sync_handles() {
+                        Ok(handles) => self
+                            .pending_syncs
+                            .extend(handles.into_iter().map(|f| (w.index(), f))),
+                        Err(e) => self.synced(w.index(), Err(e), Instant::now()),
+                    }
+                }
                 self.closed
                     .push((w.index(), on_disk(w.offset()), std::time::SystemTime::now()));
                 w.index() + 1
@@ -766,8 +828,54 @@ impl Wal {
     /// Closes the WAL at shutdown: syncs and saves the cursors.
     pub fn close(&mut self) {
         self.flush();
+        for (index, file) in std::mem::take(&mut self.pending_syncs) {
+            let started = Instant::now();
+            let synced = file.sync_data();
+            self.synced(index, synced, started);
+        }
         self.sync();
         self.save_cursors();
+    }
+}
+
+/// What [`Wal::sync_job`] hands out: `fdatasync` calls as (segment, file) pairs, and the
+/// `cursors` file to save (its text, the temporary path, the path).
+pub struct SyncJob {
+    files: Vec<(u32, std::fs::File)>,
+    cursors: Option<(String, PathBuf, PathBuf)>,
+}
+
+/// What a [`SyncJob`] did, for [`Wal::sync_done`].
+pub struct SyncDone {
+    files: Vec<(u32, io::Result<()>, Instant)>,
+    cursors: Option<io::Result<()>>,
+}
+
+impl SyncJob {
+    /// Runs the job on the core's driver: each `fdatasync` in turn, then the cursors file
+    /// (written to a temporary file, synced, renamed over the old one). On io_uring the
+    /// syncs are ring operations and the core goes on meanwhile; the small write and the
+    /// rename are system calls. Nothing here borrows the WAL.
+    pub async fn run(self) -> SyncDone {
+        let mut files = Vec::with_capacity(self.files.len());
+        for (index, file) in self.files {
+            let started = Instant::now();
+            let result = crate::runtime::sync_data(file).await;
+            files.push((index, result, started));
+        }
+        let cursors = match self.cursors {
+            None => None,
+            Some((text, tmp, path)) => Some(
+                match std::fs::write(&tmp, text).and_then(|()| std::fs::File::open(&tmp)) {
+                    Ok(f) => match crate::runtime::sync_data(f).await {
+                        Ok(()) => std::fs::rename(&tmp, path),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                },
+            ),
+        };
+        SyncDone { files, cursors }
     }
 }
 

@@ -359,6 +359,16 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Handles of the segment and the tail file, for an `fdatasync` issued elsewhere (the
+    /// core's ring) while this writer goes on.
+    pub fn sync_handles(&self) -> io::Result<Vec<File>> {
+        let mut files = vec![self.file.try_clone()?];
+        if let Some(t) = &self.tail {
+            files.push(t.file.try_clone()?);
+        }
+        Ok(files)
+    }
+
     /// Forces written data, the tail file's included, to stable storage.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()?;

@@ -699,3 +699,45 @@ fn epochs_running_out_start_a_new_generation_and_lose_nothing() {
     assert_eq!((r.lost_values, r.missing_series), (0, 0));
     assert_entries(&got, &want, "across the new generation");
 }
+
+#[test]
+fn syncs_are_handed_out_off_the_commit_path_and_counted_once_each() {
+    let dir = TempDir::new("syncjob");
+    let opts = WalOptions {
+        fsync_interval: Duration::from_millis(1),
+        ..small()
+    };
+    let stats: Arc<WalStats> = Arc::default();
+    let (mut wal, _) = Wal::open(&dir.0, opts, stats.clone()).unwrap();
+    let mut cache = SeriesCache::default();
+    let (mut e, mut ends) = (Vec::new(), Vec::new());
+    scrape(1, 3, 0, &mut e, &mut ends);
+    wal.commit(&e, &ends, &mut cache).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    wal.commit(&e, &ends, &mut cache).unwrap();
+    // With an interval, a commit does not sync: the timer's job does.
+    assert_eq!(stats.fsyncs.load(Relaxed), 0);
+    let job = wal.sync_job().expect("written and due");
+    assert!(wal.sync_job().is_none(), "handed out once");
+    let done = crate::runtime::block_on(job.run()).unwrap();
+    wal.sync_done(done);
+    let synced = stats.fsyncs.load(Relaxed);
+    assert!(synced >= 1, "each call counted");
+    assert_eq!(stats.fsync_failures.load(Relaxed), 0);
+    // A segment closed by rotation waits for the next job, whether or not more was written.
+    for seq in 1..200 {
+        e.clear();
+        ends.clear();
+        scrape(1, 3, seq, &mut e, &mut ends);
+        wal.commit(&e, &ends, &mut cache).unwrap();
+    }
+    assert!(stats.segments_created.load(Relaxed) >= 1, "rotated");
+    assert_eq!(
+        stats.fsyncs.load(Relaxed),
+        synced,
+        "still nothing synced inline"
+    );
+    wal.tick();
+    assert!(stats.fsyncs.load(Relaxed) > synced);
+    assert!(stats.fsync_duration.count() > 0);
+}
