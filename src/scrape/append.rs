@@ -89,36 +89,7 @@ impl Appender {
             let s = sample.map_err(|e| fail(e.to_string(), counts))?;
             counts.scraped += 1;
             let labels = &mut self.labels;
-            labels.clear();
-            if s.name_escaped {
-                labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
-            } else if s.name_suffix.is_empty() {
-                labels.push(b"__name__", s.name);
-            } else {
-                labels.push_with(b"__name__", |out| {
-                    out.extend_from_slice(s.name);
-                    out.extend_from_slice(s.name_suffix);
-                });
-            }
-            if let Some((name, v)) = s.extra_label {
-                labels.push_with(name, |out| format_go_float(v, out));
-            }
-            for l in s.labels {
-                if l.name_escaped {
-                    labels.push_parts(
-                        |out| unescape_label_value(l.name(body), out),
-                        |out| unescape_label_value(l.value(body), out),
-                    );
-                } else if l.escaped {
-                    labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
-                } else if l.float_value {
-                    labels.push_with(l.name(body), |out| {
-                        normalize_float_label(l.value(body), out)
-                    });
-                } else {
-                    labels.push(l.name(body), l.value(body));
-                }
-            }
+            scraped_labels(labels, &s, body);
             if t.metric_relabel.is_empty() {
                 merge_target_labels(labels, t);
             } else {
@@ -238,6 +209,16 @@ impl Appender {
                 self.ends.push(self.entries.len() as u32);
             }
         }
+        self.encode_metadata(body, format);
+        memo.trim(counts.scraped);
+        match limit_error {
+            Some(e) => Err(fail(e, counts)),
+            None => Ok(counts),
+        }
+    }
+
+    /// Encodes the families the parser reported (TYPE, HELP unescaped, UNIT) for the WAL.
+    fn encode_metadata(&mut self, body: &[u8], format: exposition::Format) {
         self.metadata.clear();
         for m in &self.family_meta {
             self.help.clear();
@@ -251,11 +232,6 @@ impl Appender {
                 m.unit.clone().map_or(&[][..], |u| &body[u]),
                 &self.help,
             );
-        }
-        memo.trim(counts.scraped);
-        match limit_error {
-            Some(e) => Err(fail(e, counts)),
-            None => Ok(counts),
         }
     }
 
@@ -414,6 +390,42 @@ pub(super) fn report_labels(
     }
     // Target labels are unique by construction and never `__name__`.
     let _ = labels.sort();
+}
+
+/// A parsed sample's labels as exposed: its name (with a derived series' suffix), the label a
+/// derived series adds (`le`, `quantile`), and the others, unescaped and with float values
+/// normalized only where they need it.
+fn scraped_labels(labels: &mut LabelScratch, s: &exposition::Sample<'_, '_>, body: &[u8]) {
+    labels.clear();
+    if s.name_escaped {
+        labels.push_with(b"__name__", |out| unescape_label_value(s.name, out));
+    } else if s.name_suffix.is_empty() {
+        labels.push(b"__name__", s.name);
+    } else {
+        labels.push_with(b"__name__", |out| {
+            out.extend_from_slice(s.name);
+            out.extend_from_slice(s.name_suffix);
+        });
+    }
+    if let Some((name, v)) = s.extra_label {
+        labels.push_with(name, |out| format_go_float(v, out));
+    }
+    for l in s.labels {
+        if l.name_escaped {
+            labels.push_parts(
+                |out| unescape_label_value(l.name(body), out),
+                |out| unescape_label_value(l.value(body), out),
+            );
+        } else if l.escaped {
+            labels.push_with(l.name(body), |out| unescape_label_value(l.value(body), out));
+        } else if l.float_value {
+            labels.push_with(l.name(body), |out| {
+                normalize_float_label(l.value(body), out)
+            });
+        } else {
+            labels.push(l.name(body), l.value(body));
+        }
+    }
 }
 
 #[cfg(test)]

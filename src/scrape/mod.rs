@@ -327,80 +327,24 @@ async fn scrape_once(
     let wall = SystemTime::now();
     let started = Instant::now();
     core.stats.scrapes.fetch_add(1, Relaxed);
-    let mut body_size = 0usize;
     let forced = match (&t.forced_error, &request) {
         (Some(e), _) => Some(e.clone()),
         (None, Err(e)) => Some(e.clone()),
         _ => None,
     };
-    let result: Result<Appended, Failure> = if let Some(message) = forced {
-        Err(Failure {
-            message,
-            counts: Appended::default(),
-            body_size: 0.0,
-        })
-    } else {
-        let request = request.unwrap_or_default();
-        let (buf, decoded) = core.buffers.take();
-        conn.set_buffers(buf, decoded);
-        let failed = |message: String| Failure {
-            message,
-            counts: Appended::default(),
-            body_size: 0.0,
-        };
-        let r = match timeout(t.timeout, fetch(t, conn, &request)).await {
-            Err(_) => {
-                conn.reset();
-                Err(failed(format!(
-                    "Get \"{}\": context deadline exceeded",
-                    t.url()
-                )))
-            }
-            Ok(Err(FetchError::Redirect(e))) => Err(failed(e)),
-            Ok(Err(FetchError::Http(e))) => Err(failed(format!("Get \"{}\": {e}", t.url()))),
-            Ok(Err(FetchError::TooLarge)) => Err(Failure {
-                message: "body size limit exceeded".into(),
+    let (result, body_size) = match forced {
+        Some(message) => (
+            Err(Failure {
+                message,
                 counts: Appended::default(),
-                body_size: -1.0,
+                body_size: 0.0,
             }),
-            Ok(Ok(())) => match conn.response() {
-                None => Err(failed(format!("Get \"{}\": no response", t.url()))),
-                Some(resp) if resp.status != 200 => Err(failed(format!(
-                    "server returned HTTP status {}",
-                    if resp.status_text.is_empty() {
-                        resp.status.to_string()
-                    } else {
-                        resp.status_text.to_string()
-                    }
-                ))),
-                Some(resp) => {
-                    body_size = resp.body.len();
-                    match exposition::format_for_content_type(resp.content_type, t.fallback) {
-                        Err(e) => Err(failed(e)),
-                        // Parse and encode synchronously: no await while the appender is
-                        // borrowed.
-                        Ok(format) => core
-                            .appender
-                            .borrow_mut()
-                            .append_body(
-                                t,
-                                &core.external_labels,
-                                resp.body,
-                                format,
-                                ts,
-                                &mut state.relabel,
-                            )
-                            .map_err(|e| Failure {
-                                message: e.message,
-                                counts: e.counts,
-                                body_size: 0.0,
-                            }),
-                    }
-                }
-            },
-        };
-        core.buffers.put(conn.take_buffers());
-        r
+            0,
+        ),
+        None => {
+            let request = request.unwrap_or_default();
+            fetch_and_append(t, core, conn, &request, state, ts).await
+        }
     };
     let mut app = core.appender.borrow_mut();
     let app = &mut *app;
@@ -485,6 +429,80 @@ async fn scrape_once(
     let committed = wal.finish(&app.entries, &app.metadata, &mut state.series);
     drop(wal);
     deliver(core, app, committed.ok(), ts);
+}
+
+/// Fetches the target and appends what it served: the appended counts (or why the scrape
+/// failed) and the body's size. The receive buffers come from the core's pool for the length
+/// of the request.
+async fn fetch_and_append(
+    t: &Target,
+    core: &CoreScrape,
+    conn: &mut Conn,
+    request: &str,
+    state: &mut TargetState,
+    ts: i64,
+) -> (Result<Appended, Failure>, usize) {
+    let mut body_size = 0usize;
+    let (buf, decoded) = core.buffers.take();
+    conn.set_buffers(buf, decoded);
+    let failed = |message: String| Failure {
+        message,
+        counts: Appended::default(),
+        body_size: 0.0,
+    };
+    let r = match timeout(t.timeout, fetch(t, conn, request)).await {
+        Err(_) => {
+            conn.reset();
+            Err(failed(format!(
+                "Get \"{}\": context deadline exceeded",
+                t.url()
+            )))
+        }
+        Ok(Err(FetchError::Redirect(e))) => Err(failed(e)),
+        Ok(Err(FetchError::Http(e))) => Err(failed(format!("Get \"{}\": {e}", t.url()))),
+        Ok(Err(FetchError::TooLarge)) => Err(Failure {
+            message: "body size limit exceeded".into(),
+            counts: Appended::default(),
+            body_size: -1.0,
+        }),
+        Ok(Ok(())) => match conn.response() {
+            None => Err(failed(format!("Get \"{}\": no response", t.url()))),
+            Some(resp) if resp.status != 200 => Err(failed(format!(
+                "server returned HTTP status {}",
+                if resp.status_text.is_empty() {
+                    resp.status.to_string()
+                } else {
+                    resp.status_text.to_string()
+                }
+            ))),
+            Some(resp) => {
+                body_size = resp.body.len();
+                match exposition::format_for_content_type(resp.content_type, t.fallback) {
+                    Err(e) => Err(failed(e)),
+                    // Parse and encode synchronously: no await while the appender is
+                    // borrowed.
+                    Ok(format) => core
+                        .appender
+                        .borrow_mut()
+                        .append_body(
+                            t,
+                            &core.external_labels,
+                            resp.body,
+                            format,
+                            ts,
+                            &mut state.relabel,
+                        )
+                        .map_err(|e| Failure {
+                            message: e.message,
+                            counts: e.counts,
+                            body_size: 0.0,
+                        }),
+                }
+            }
+        },
+    };
+    core.buffers.put(conn.take_buffers());
+    (r, body_size)
 }
 
 /// Offers a committed scrape's entries to every shard (with where the commit ended in the

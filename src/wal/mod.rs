@@ -21,6 +21,7 @@ mod reader;
 pub mod record;
 mod retention;
 pub mod segment;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +39,7 @@ pub use reader::{Accept, WalReader};
 use record::{EXEMPLARS, HISTOGRAMS, METADATA, SAMPLES, SERIES, ValueState};
 pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
+pub use sync::{SyncDone, SyncJob};
 
 use crate::entry::{EntryPayload, split_entry};
 use crate::log::Level;
@@ -661,60 +663,6 @@ impl Wal {
         }
     }
 
-    /// Syncs here and now when `fsync_interval` has passed since the last sync (closed
-    /// segments waiting for theirs included). The core's timer uses [`Self::sync_job`]
-    /// instead, so that the sync does not hold the core.
-    pub fn tick(&mut self) {
-        if let Some(job) = self.sync_job() {
-            for (index, file) in job.files {
-                let started = Instant::now();
-                let synced = file.sync_data();
-                self.synced(index, synced, started);
-            }
-            if let Some((text, tmp, path)) = job.cursors {
-                let saved = std::fs::write(&tmp, text)
-                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                    .and_then(|()| std::fs::rename(&tmp, path));
-                self.cursors_written(saved);
-            }
-        }
-    }
-
-    /// The `fdatasync` calls due now, to run away from the WAL's borrow (see
-    /// [`SyncJob::run`]): closed segments not synced yet, and the open segment and tail file
-    /// when something was written and `fsync_interval` has passed. What it hands out counts
-    /// as synced from here on: a failure is counted when [`Self::sync_done`] learns it, and
-    /// never retried (see [`Self::sync`]).
-    pub fn sync_job(&mut self) -> Option<SyncJob> {
-        let mut files = std::mem::take(&mut self.pending_syncs);
-        if self.unsynced
-            && self.last_sync.elapsed() >= self.opts.fsync_interval
-            && let Some(w) = &self.writer
-        {
-            let index = w.index();
-            match w.sync_handles() {
-                Ok(handles) => files.extend(handles.into_iter().map(|f| (index, f))),
-                Err(e) => self.synced(index, Err(e), Instant::now()),
-            }
-            self.unsynced = false;
-            self.last_sync = Instant::now();
-        }
-        let cursors = self
-            .cursors_due()
-            .map(|text| (text, self.dir.join("cursors.tmp"), self.dir.join("cursors")));
-        (!files.is_empty() || cursors.is_some()).then_some(SyncJob { files, cursors })
-    }
-
-    /// Accounts for what a [`SyncJob`] did.
-    pub fn sync_done(&mut self, done: SyncDone) {
-        for (index, result, started) in done.files {
-            self.synced(index, result, started);
-        }
-        if let Some(result) = done.cursors {
-            self.cursors_written(result);
-        }
-    }
-
     /// Counts a failed write and logs the first of a run of them.
     fn write_failed(&mut self, e: &io::Error) {
         self.stats.write_failures.fetch_add(1, Relaxed);
@@ -727,49 +675,6 @@ impl Wal {
                 dir = self.dir.display(),
                 err = e
             );
-        }
-    }
-
-    /// `fdatasync` of the open segment, if anything was written since the last one.
-    pub fn sync(&mut self) {
-        if !self.unsynced {
-            return;
-        }
-        if let Some(w) = &self.writer {
-            let index = w.index();
-            let started = Instant::now();
-            let synced = w.sync();
-            self.synced(index, synced, started);
-        }
-        // Not retried after a failure either: on Linux a second fdatasync can succeed after
-        // the kernel dropped the pages the first one failed to write, so a retry would report
-        // durability that is not there. The next write starts a new unsynced span.
-        self.unsynced = false;
-        self.last_sync = Instant::now();
-    }
-
-    /// Accounts for an `fdatasync` of segment `index` that started at `started`: its time,
-    /// and a failure (counted and logged: what was written since the last good sync may be
-    /// lost on a power failure or crash of the host).
-    fn synced(&self, index: u32, result: io::Result<()>, started: Instant) {
-        self.stats
-            .fsync_duration
-            .observe(&WAL_BUCKETS, started.elapsed());
-        match result {
-            Ok(()) => {
-                self.stats.fsyncs.fetch_add(1, Relaxed);
-            }
-            Err(e) => {
-                self.stats.fsync_failures.fetch_add(1, Relaxed);
-                crate::log!(
-                    Level::Error,
-                    "wal",
-                    "fdatasync of the WAL failed; what was written since the last successful sync may not be durable (it is still sent from memory and the page cache); check the disk",
-                    dir = self.dir.display(),
-                    segment = index,
-                    err = e
-                );
-            }
         }
     }
 
@@ -835,47 +740,6 @@ impl Wal {
         }
         self.sync();
         self.save_cursors();
-    }
-}
-
-/// What [`Wal::sync_job`] hands out: `fdatasync` calls as (segment, file) pairs, and the
-/// `cursors` file to save (its text, the temporary path, the path).
-pub struct SyncJob {
-    files: Vec<(u32, std::fs::File)>,
-    cursors: Option<(String, PathBuf, PathBuf)>,
-}
-
-/// What a [`SyncJob`] did, for [`Wal::sync_done`].
-pub struct SyncDone {
-    files: Vec<(u32, io::Result<()>, Instant)>,
-    cursors: Option<io::Result<()>>,
-}
-
-impl SyncJob {
-    /// Runs the job on the core's driver: each `fdatasync` in turn, then the cursors file
-    /// (written to a temporary file, synced, renamed over the old one). On io_uring the
-    /// syncs are ring operations and the core goes on meanwhile; the small write and the
-    /// rename are system calls. Nothing here borrows the WAL.
-    pub async fn run(self) -> SyncDone {
-        let mut files = Vec::with_capacity(self.files.len());
-        for (index, file) in self.files {
-            let started = Instant::now();
-            let result = crate::runtime::sync_data(file).await;
-            files.push((index, result, started));
-        }
-        let cursors = match self.cursors {
-            None => None,
-            Some((text, tmp, path)) => Some(
-                match std::fs::write(&tmp, text).and_then(|()| std::fs::File::open(&tmp)) {
-                    Ok(f) => match crate::runtime::sync_data(f).await {
-                        Ok(()) => std::fs::rename(&tmp, path),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
-            ),
-        };
-        SyncDone { files, cursors }
     }
 }
 
