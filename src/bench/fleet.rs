@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use super::server::{self, Reply, Request};
-use super::{Flags, run_until_signal};
+use super::{Flags, Tool, flag, run_until_signal};
 use crate::runtime::TcpListener;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -224,19 +224,42 @@ struct Stats {
     bytes: AtomicU64,
 }
 
+/// `spate bench targets`.
+pub(crate) const TOOL: Tool = Tool {
+    name: "targets",
+    help: "Serve a synthetic scrape fleet.",
+    flags: &[
+        flag("targets", "=N", Some("10"), "number of targets"),
+        flag("series", "=M", Some("1000"), "series per target"),
+        flag(
+            "listen",
+            "=HOST:PORT",
+            Some("127.0.0.1:20000"),
+            "target i listens on PORT+i, at /metrics",
+        ),
+        flag(
+            "churn",
+            "=P",
+            Some("0"),
+            "percent of series replaced per minute",
+        ),
+        flag(
+            "file-sd",
+            "=FILE",
+            None,
+            "also write the target list as a file_sd_configs JSON file",
+        ),
+        flag("cores", "=N", Some("1"), "serving threads"),
+    ],
+};
+
 pub fn main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(
-        args,
-        &["targets", "series", "listen", "churn", "file-sd", "cores"],
-    )?;
-    let targets: usize = f.num("targets", 10)?;
-    let series: usize = f.num("series", 1000)?;
-    let churn: f64 = f.num("churn", 0.0)?;
-    let cores: usize = f.num("cores", 1)?;
-    let listen: SocketAddr = f
-        .string("listen", "127.0.0.1:20000")
-        .parse()
-        .map_err(|_| "invalid value for flag '--listen': expected HOST:PORT".to_string())?;
+    let f = Flags::parse(args, TOOL.flags)?;
+    let targets: usize = f.num("targets")?;
+    let series: usize = f.num("series")?;
+    let churn: f64 = f.num("churn")?;
+    let cores: usize = f.num("cores")?;
+    let listen: SocketAddr = f.num("listen")?;
     if targets == 0 || series == 0 || cores == 0 {
         return Err("--targets, --series and --cores must be positive".into());
     }

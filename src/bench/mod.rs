@@ -12,39 +12,60 @@ pub mod sink;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-usage: spate bench <tool> [<flags>]
+/// One flag of a bench tool: parsing, defaults and `spate bench --help` all read it.
+pub(crate) struct BenchFlag {
+    pub name: &'static str,
+    /// How the value is shown in the help (`=N`, `=HOST:PORT`).
+    pub shown: &'static str,
+    /// The value when the flag is not given (`None`: absent, or required).
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
 
-Tools:
-  targets   Serve a synthetic scrape fleet.
-      --targets=N            number of targets (default 10)
-      --series=M             series per target (default 1000)
-      --listen=HOST:PORT     target i listens on PORT+i, at /metrics (default 127.0.0.1:20000)
-      --churn=P              percent of series replaced per minute (default 0)
-      --file-sd=FILE         also write the target list as a file_sd_configs JSON file
-      --cores=N              serving threads (default 1)
-  sink      Receive Remote Write, decode and check every request.
-      --listen=HOST:PORT     listen address, path /api/v1/write (default 127.0.0.1:9201)
-      --status=CODE          status for accepted requests (default 204)
-      --fail-ratio=R         fraction of requests answered with --fail-status (default 0)
-      --fail-status=CODE     status for failed requests (default 503)
-      --latency=DURATION     delay before each answer (default 0s)
-      --interval=DURATION    expected sample interval; a longer step in a series is a gap
-      --name-prefix=P        also count samples whose metric name starts with P, per second
-      --summary-interval=D   print a summary line this often (default 10s)
-      --report=FILE          write the final counts as JSON on SIGTERM/SIGINT
-  push      Send synthetic Remote Write load to a receiver.
-      --url=URL              receiver URL (required)
-      --series=M             distinct series (default 10000)
-      --rate=R               samples per second (default 100000)
-      --duration=D           how long to send (default 30s)
-      --connections=C        concurrent connections (default 4)
-      --batch=N              samples per request (default 2000)
-";
+/// A [`BenchFlag`], as the tools' tables write them.
+pub(crate) const fn flag(
+    name: &'static str,
+    shown: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> BenchFlag {
+    BenchFlag {
+        name,
+        shown,
+        default,
+        help,
+    }
+}
+
+/// A bench tool: its name, what it does, and its flags.
+pub(crate) struct Tool {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub flags: &'static [BenchFlag],
+}
+
+/// Every bench tool, in `--help` order.
+const TOOLS: [&Tool; 3] = [&fleet::TOOL, &sink::TOOL, &push::TOOL];
+
+/// `spate bench --help`, from [`TOOLS`].
+pub fn usage() -> String {
+    let mut out = String::from("usage: spate bench <tool> [<flags>]\n\nTools:\n");
+    for t in TOOLS {
+        out.push_str(&format!("  {:<9} {}\n", t.name, t.help));
+        for f in t.flags {
+            let flag = format!("--{}{}", f.name, f.shown);
+            let default = f
+                .default
+                .map_or(String::new(), |d| format!(" (default {d})"));
+            out.push_str(&format!("      {flag:<22} {}{default}\n", f.help));
+        }
+    }
+    out
+}
 
 pub fn main(args: &[String]) -> ExitCode {
     let Some(tool) = args.first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", usage());
         return ExitCode::from(2);
     };
     let rest = &args[1..];
@@ -53,7 +74,7 @@ pub fn main(args: &[String]) -> ExitCode {
         "sink" => sink::main(rest),
         "push" => push::main(rest),
         "-h" | "--help" | "help" => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         other => Err(format!("unknown bench tool '{other}'")),
@@ -67,13 +88,14 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-/// `--name=value` / `--name value` flags of a bench tool.
+/// `--name=value` / `--name value` flags of a bench tool, checked against its table.
 pub(crate) struct Flags {
+    table: &'static [BenchFlag],
     values: Vec<(String, String)>,
 }
 
 impl Flags {
-    pub(crate) fn parse(args: &[String], known: &[&str]) -> Result<Flags, String> {
+    pub(crate) fn parse(args: &[String], table: &'static [BenchFlag]) -> Result<Flags, String> {
         let mut values = Vec::new();
         let mut i = 0;
         while i < args.len() {
@@ -92,45 +114,44 @@ impl Flags {
                     (flag.to_string(), v.clone())
                 }
             };
-            if !known.contains(&name.as_str()) {
+            if !table.iter().any(|f| f.name == name) {
                 return Err(format!("unknown flag '--{name}'"));
             }
             values.push((name, value));
         }
-        Ok(Flags { values })
+        Ok(Flags { table, values })
     }
 
+    /// The flag's value as given (the last one), else its default.
     fn raw(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        let given = self.values.iter().rev().find(|(n, _)| n == name);
+        match given {
+            Some((_, v)) => Some(v.as_str()),
+            None => self.table.iter().find(|f| f.name == name)?.default,
+        }
     }
 
-    pub(crate) fn string(&self, name: &str, default: &str) -> String {
-        self.raw(name).unwrap_or(default).to_string()
-    }
-
+    /// The value, or `None` when the flag was not given and has no default.
     pub(crate) fn opt(&self, name: &str) -> Option<String> {
         self.raw(name).map(str::to_string)
     }
 
-    pub(crate) fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
-        match self.raw(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("invalid value '{v}' for flag '--{name}'")),
-        }
+    /// The value parsed as a number (or an address).
+    pub(crate) fn num<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
+        let v = self
+            .raw(name)
+            .ok_or_else(|| format!("flag '--{name}' is required"))?;
+        v.parse()
+            .map_err(|_| format!("invalid value '{v}' for flag '--{name}'"))
     }
 
-    pub(crate) fn duration(&self, name: &str, default: Duration) -> Result<Duration, String> {
-        match self.raw(name) {
-            None => Ok(default),
-            Some(v) => crate::config::parse_duration(v)
-                .map_err(|e| format!("invalid value '{v}' for flag '--{name}': {e}")),
-        }
+    /// The value parsed as a duration (`500ms`, `1m`).
+    pub(crate) fn duration(&self, name: &str) -> Result<Duration, String> {
+        let v = self
+            .raw(name)
+            .ok_or_else(|| format!("flag '--{name}' is required"))?;
+        crate::config::parse_duration(v)
+            .map_err(|e| format!("invalid value '{v}' for flag '--{name}': {e}"))
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::Flags;
+use super::{Flags, Tool, flag};
 use crate::entry::{LabelScratch, encode_series};
 use crate::http::{Conn, Url};
 use crate::runtime::{self, Instant, LocalNotify, sleep, timeout};
@@ -38,20 +38,31 @@ struct Plan {
     start_ms: i64,
 }
 
+/// `spate bench push`.
+pub(crate) const TOOL: Tool = Tool {
+    name: "push",
+    help: "Send synthetic Remote Write load to a receiver.",
+    flags: &[
+        flag("url", "=URL", None, "receiver URL (required)"),
+        flag("series", "=M", Some("10000"), "distinct series"),
+        flag("rate", "=R", Some("100000"), "samples per second"),
+        flag("duration", "=D", Some("30s"), "how long to send"),
+        flag("connections", "=C", Some("4"), "concurrent connections"),
+        flag("batch", "=N", Some("2000"), "samples per request"),
+    ],
+};
+
 pub fn main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(
-        args,
-        &["url", "series", "rate", "duration", "connections", "batch"],
-    )?;
+    let f = Flags::parse(args, TOOL.flags)?;
     let url = Url::parse(&f.opt("url").ok_or("flag '--url' is required")?)?;
     if url.tls {
         return Err("https receivers are not supported yet".into());
     }
-    let series: u64 = f.num("series", 10_000)?;
-    let rate: f64 = f.num("rate", 100_000.0)?;
-    let duration = f.duration("duration", Duration::from_secs(30))?;
-    let connections: usize = f.num("connections", 4)?;
-    let batch: usize = f.num("batch", 2000)?;
+    let series: u64 = f.num("series")?;
+    let rate: f64 = f.num("rate")?;
+    let duration = f.duration("duration")?;
+    let connections: usize = f.num("connections")?;
+    let batch: usize = f.num("batch")?;
     if series == 0 || rate <= 0.0 || connections == 0 || batch == 0 {
         return Err("--series, --rate, --connections and --batch must be positive".into());
     }

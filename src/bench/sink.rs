@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::server::{self, Reply, Request};
-use super::{Flags, run_until_signal, unix_now};
+use super::{Flags, Tool, flag, run_until_signal, unix_now};
 use crate::remote::decode::{SeriesScratch, for_each_series};
 use crate::runtime::TcpListener;
 
@@ -263,34 +263,80 @@ fn fold(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-pub fn main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(
-        args,
-        &[
+/// `spate bench sink`.
+pub(crate) const TOOL: Tool = Tool {
+    name: "sink",
+    help: "Receive Remote Write, decode and check every request.",
+    flags: &[
+        flag(
             "listen",
+            "=HOST:PORT",
+            Some("127.0.0.1:9201"),
+            "listen address, path /api/v1/write",
+        ),
+        flag(
             "status",
+            "=CODE",
+            Some("204"),
+            "status for accepted requests",
+        ),
+        flag(
             "fail-ratio",
+            "=R",
+            Some("0"),
+            "fraction of requests answered with --fail-status",
+        ),
+        flag(
             "fail-status",
+            "=CODE",
+            Some("503"),
+            "status for failed requests",
+        ),
+        flag(
             "latency",
+            "=DURATION",
+            Some("0s"),
+            "delay before each answer",
+        ),
+        flag(
             "interval",
+            "=DURATION",
+            None,
+            "expected sample interval; a longer step in a series is a gap",
+        ),
+        flag(
             "name-prefix",
+            "=P",
+            None,
+            "also count samples whose metric name starts with P, per second",
+        ),
+        flag(
             "summary-interval",
+            "=D",
+            Some("10s"),
+            "print a summary line this often",
+        ),
+        flag(
             "report",
-        ],
-    )?;
-    let listen: SocketAddr = f
-        .string("listen", "127.0.0.1:9201")
-        .parse()
-        .map_err(|_| "invalid value for flag '--listen': expected HOST:PORT".to_string())?;
-    let status: u16 = f.num("status", 204)?;
-    let fail_ratio: f64 = f.num("fail-ratio", 0.0)?;
-    let fail_status: u16 = f.num("fail-status", 503)?;
-    let latency = f.duration("latency", Duration::ZERO)?;
+            "=FILE",
+            None,
+            "write the final counts as JSON on SIGTERM/SIGINT",
+        ),
+    ],
+};
+
+pub fn main(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args, TOOL.flags)?;
+    let listen: SocketAddr = f.num("listen")?;
+    let status: u16 = f.num("status")?;
+    let fail_ratio: f64 = f.num("fail-ratio")?;
+    let fail_status: u16 = f.num("fail-status")?;
+    let latency = f.duration("latency")?;
     let interval = f
         .opt("interval")
-        .map(|_| f.duration("interval", Duration::ZERO))
+        .map(|_| f.duration("interval"))
         .transpose()?;
-    let summary_every = f.duration("summary-interval", Duration::from_secs(10))?;
+    let summary_every = f.duration("summary-interval")?;
     let report = f.opt("report");
     if !(0.0..=1.0).contains(&fail_ratio) {
         return Err("--fail-ratio must be between 0 and 1".into());
