@@ -380,6 +380,7 @@ impl CoreStart {
         }
         ctl.shutdown.wait().await;
         ctl.senders_finished().await;
+        let _commit = ctl.commit_lock().await;
         ctl.wal.borrow_mut().close();
         for d in draining {
             d.finish().await;

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::runtime::{Event, Instant, LocalNotify};
+use crate::runtime::{Event, Instant, LocalGuard, LocalLock, LocalNotify};
 use crate::wal::Wal;
 
 /// A core's context (one per core, plus one per WAL being drained from a removed core).
@@ -29,6 +29,10 @@ pub struct CoreControl {
     loop_watchers: RefCell<Vec<Rc<LocalNotify>>>,
     /// The core's WAL: scrape loops commit to it, shards read their backlog from it.
     pub wal: Rc<RefCell<Wal>>,
+    /// Held from a commit's layout until its writes are done (they run on the ring while other
+    /// tasks go on), and by whatever writes or reads the WAL's head meanwhile: shards reading
+    /// their backlog, shutdown's close. The core's appender is used only under it.
+    commit: LocalLock,
     /// A WAL left by a core that no longer exists: nothing appends to it, and its shards end
     /// once they have sent its backlog.
     draining: bool,
@@ -54,6 +58,7 @@ impl CoreControl {
             senders_done: LocalNotify::default(),
             loop_watchers: RefCell::new(Vec::new()),
             wal: Rc::new(RefCell::new(wal)),
+            commit: LocalLock::default(),
             draining: false,
             cores_changed,
         })
@@ -65,6 +70,11 @@ impl CoreControl {
             .unwrap_or_else(|| unreachable!("just made"));
         ctl.draining = true;
         Rc::new(ctl)
+    }
+
+    /// Waits for the core's commit lock (see [`Self::commit`]).
+    pub async fn commit_lock(&self) -> LocalGuard<'_> {
+        self.commit.lock().await
     }
 
     /// A WAL left by a removed core, sent and then deleted.

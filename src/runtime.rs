@@ -91,6 +91,40 @@ pub async fn sync_data(file: std::fs::File) -> std::io::Result<()> {
     synced.and(closed)
 }
 
+/// Owned bytes the ring writes from; their address does not move while the operation runs
+/// (monoio pins the buffer, and the bytes live on the heap behind `B`).
+struct RingBytes<B>(B);
+
+// SAFETY: `read_ptr` and `bytes_init` describe `B`'s own bytes, which stay valid and unmoved
+// for as long as monoio holds the buffer: `B` owns them on the heap (`AsRef` of a Vec-backed
+// type), so moving the `RingBytes` does not move them.
+unsafe impl<B: AsRef<[u8]> + Unpin + 'static> monoio::buf::IoBuf for RingBytes<B> {
+    fn read_ptr(&self) -> *const u8 {
+        self.0.as_ref().as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.0.as_ref().len()
+    }
+}
+
+/// Writes all of `buf` at `pos` of `file` through the core's driver (an io_uring operation on
+/// io_uring; the system call on epoll), then closes `file` (give it a duplicate). Returns the
+/// buffer for reuse.
+pub async fn write_all_at<B: AsRef<[u8]> + Unpin + 'static>(
+    file: std::fs::File,
+    buf: B,
+    pos: u64,
+) -> (std::io::Result<()>, B) {
+    let file = match monoio::fs::File::from_std(file) {
+        Ok(f) => f,
+        Err(e) => return (Err(e), buf),
+    };
+    let (written, buf) = file.write_all_at(RingBytes(buf), pos).await;
+    let closed = file.close().await;
+    (written.and(closed), buf.0)
+}
+
 /// Runs `f` to completion on a new single-threaded executor on the calling thread (the same
 /// driver choice as a core, a small ring): for control-plane threads that use the data plane's
 /// HTTP client now and then (`http_sd`).
@@ -221,6 +255,42 @@ impl LocalNotify {
                 Poll::Pending
             }
         })
+    }
+}
+
+/// A lock shared by one core's tasks (not across threads): [`LocalLock::lock`] completes once
+/// no other task holds it; the guard releases it and wakes the next waiter.
+#[derive(Default)]
+pub struct LocalLock {
+    held: Cell<bool>,
+    waiters: std::cell::RefCell<std::collections::VecDeque<Waker>>,
+}
+
+/// Holds a [`LocalLock`] until dropped.
+pub struct LocalGuard<'a>(&'a LocalLock);
+
+impl LocalLock {
+    pub async fn lock(&self) -> LocalGuard<'_> {
+        std::future::poll_fn(|cx| {
+            if self.held.replace(true) {
+                self.waiters.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        LocalGuard(self)
+    }
+}
+
+impl Drop for LocalGuard<'_> {
+    fn drop(&mut self) {
+        self.0.held.set(false);
+        let next = self.0.waiters.borrow_mut().pop_front();
+        if let Some(w) = next {
+            w.wake();
+        }
     }
 }
 

@@ -278,7 +278,7 @@ pub async fn run_target(
         let wait = next.saturating_duration_since(Instant::now());
         if !crate::runtime::sleep_or(wait, &shutdown).await {
             let ts = first_tick_ms + tick * interval_ms as i64;
-            stale_on_removal(&target, &core, &mut state, ts);
+            stale_on_removal(&target, &core, &mut state, ts).await;
         }
     }
     core.ctl.loop_ended();
@@ -332,22 +332,27 @@ async fn scrape_once(
         (None, Err(e)) => Some(e.clone()),
         _ => None,
     };
-    let (result, body_size) = match forced {
-        Some(message) => (
-            Err(Failure {
-                message,
-                counts: Appended::default(),
-                body_size: 0.0,
-            }),
-            0,
-        ),
-        None => {
-            let request = request.unwrap_or_default();
-            fetch_and_append(t, core, conn, &request, state, ts).await
+    let fetched = match forced {
+        Some(message) => Err(Failure {
+            message,
+            counts: Appended::default(),
+            body_size: 0.0,
+        }),
+        None => fetch_target(t, core, conn, &request.unwrap_or_default()).await,
+    };
+    // From here to the end of the commit the core's appender and the WAL's head are this
+    // scrape's: the commit's writes run on the ring while other tasks go on.
+    let _commit = core.ctl.commit_lock().await;
+    let mut app = core.appender.take();
+    let app = &mut app;
+    let (result, body_size) = match fetched {
+        Err(f) => (Err(f), 0),
+        Ok(()) => {
+            let appended = append_response(t, core, conn, app, state, ts);
+            core.buffers.put(conn.take_buffers());
+            appended
         }
     };
-    let mut app = core.appender.borrow_mut();
-    let app = &mut *app;
     let mut failed_added = 0;
     let counts = match &result {
         Ok(c) => {
@@ -375,74 +380,92 @@ async fn scrape_once(
 
     // One WAL commit for the whole scrape: its samples, the staleness markers of series that
     // vanished, and the report series, each with its own series cache.
-    let mut wal = core.ctl.wal.borrow_mut();
-    wal.begin(app.entries.len(), app.ends.len() + 16);
-    let scraped_entries = app.ends.len();
-    let mut series_added = failed_added;
-    if result.is_ok() {
-        let added = wal.add(
+    let finishing = {
+        let mut wal = core.ctl.wal.borrow_mut();
+        wal.begin(app.entries.len(), app.ends.len() + 16);
+        let scraped_entries = app.ends.len();
+        let mut series_added = failed_added;
+        if result.is_ok() {
+            let added = wal.add(
+                &app.entries,
+                &app.ends,
+                0..scraped_entries,
+                &mut state.series,
+            );
+            series_added = added.new_series;
+            if added.layout_changed || state.last.is_none() {
+                app.stale_vanished(state, ts);
+            }
+        } else if let Some(last) = state.last.take() {
+            // A failed scrape is an empty one: every series of the last good one goes stale.
+            app.stale_all(&last, ts);
+        }
+        let markers = scraped_entries..app.ends.len();
+        app.add_stale(&mut wal, markers);
+        let report_start = app.ends.len();
+        let duration = started.elapsed().as_secs_f64();
+        let error = result.as_ref().err().map(|f| f.message.as_str());
+        status.record(wall, duration, error);
+        let up = if result.is_ok() { 1.0 } else { 0.0 };
+        let body = match &result {
+            Ok(_) => body_size as f64,
+            Err(f) => f.body_size,
+        };
+        // In `report_names` order; the last three only with `extra_scrape_metrics`.
+        let values = [
+            up,
+            duration,
+            counts.scraped as f64,
+            counts.kept as f64,
+            series_added as f64,
+            t.timeout.as_secs_f64(),
+            t.limits.sample_limit as f64,
+            body,
+        ];
+        for (name, value) in report_names(t).zip(values) {
+            report_labels(&mut app.labels, name, t, &core.external_labels);
+            app.push(value, ts);
+        }
+        wal.add(
             &app.entries,
             &app.ends,
-            0..scraped_entries,
-            &mut state.series,
+            report_start..app.ends.len(),
+            &mut state.reports,
         );
-        series_added = added.new_series;
-        if added.layout_changed || state.last.is_none() {
-            app.stale_vanished(state, ts);
-        }
-    } else if let Some(last) = state.last.take() {
-        // A failed scrape is an empty one: every series of the last good one goes stale.
-        app.stale_all(&last, ts);
-    }
-    let markers = scraped_entries..app.ends.len();
-    app.add_stale(&mut wal, markers);
-    let report_start = app.ends.len();
-    let duration = started.elapsed().as_secs_f64();
-    let error = result.as_ref().err().map(|f| f.message.as_str());
-    status.record(wall, duration, error);
-    let up = if result.is_ok() { 1.0 } else { 0.0 };
-    let body = match &result {
-        Ok(_) => body_size as f64,
-        Err(f) => f.body_size,
+        wal.finish_start(&app.entries, &app.metadata, &mut state.series)
     };
-    // In `report_names` order; the last three only with `extra_scrape_metrics`.
-    let values = [
-        up,
-        duration,
-        counts.scraped as f64,
-        counts.kept as f64,
-        series_added as f64,
-        t.timeout.as_secs_f64(),
-        t.limits.sample_limit as f64,
-        body,
-    ];
-    for (name, value) in report_names(t).zip(values) {
-        report_labels(&mut app.labels, name, t, &core.external_labels);
-        app.push(value, ts);
-    }
-    wal.add(
-        &app.entries,
-        &app.ends,
-        report_start..app.ends.len(),
-        &mut state.reports,
-    );
-    let committed = wal.finish(&app.entries, &app.metadata, &mut state.series);
-    drop(wal);
+    let committed = commit(core, finishing, &mut state.series).await;
     deliver(core, app, committed.ok(), ts);
+    *core.appender.borrow_mut() = std::mem::take(app);
 }
 
-/// Fetches the target and appends what it served: the appended counts (or why the scrape
-/// failed) and the body's size. The receive buffers come from the core's pool for the length
-/// of the request.
-async fn fetch_and_append(
+/// Runs a commit's writes through the core's ring (the WAL is not borrowed meanwhile; the
+/// caller holds the commit lock) and finishes it.
+async fn commit(
+    core: &CoreScrape,
+    finishing: crate::wal::Finishing,
+    series: &mut crate::wal::SeriesCache,
+) -> std::io::Result<u64> {
+    match finishing {
+        crate::wal::Finishing::Done(r) => r,
+        crate::wal::Finishing::Writing(job, pending) => {
+            let progress = job.run().await;
+            core.ctl
+                .wal
+                .borrow_mut()
+                .finish_end(pending, progress, series)
+        }
+    }
+}
+
+/// Fetches the target; the response is left in `conn`, in receive buffers lent by the core's
+/// pool (given back here on failure, by the caller once the response is used).
+async fn fetch_target(
     t: &Target,
     core: &CoreScrape,
     conn: &mut Conn,
     request: &str,
-    state: &mut TargetState,
-    ts: i64,
-) -> (Result<Appended, Failure>, usize) {
-    let mut body_size = 0usize;
+) -> Result<(), Failure> {
     let (buf, decoded) = core.buffers.take();
     conn.set_buffers(buf, decoded);
     let failed = |message: String| Failure {
@@ -465,43 +488,62 @@ async fn fetch_and_append(
             counts: Appended::default(),
             body_size: -1.0,
         }),
-        Ok(Ok(())) => match conn.response() {
-            None => Err(failed(format!("Get \"{}\": no response", t.url()))),
-            Some(resp) if resp.status != 200 => Err(failed(format!(
-                "server returned HTTP status {}",
-                if resp.status_text.is_empty() {
-                    resp.status.to_string()
-                } else {
-                    resp.status_text.to_string()
-                }
-            ))),
-            Some(resp) => {
-                body_size = resp.body.len();
-                match exposition::format_for_content_type(resp.content_type, t.fallback) {
-                    Err(e) => Err(failed(e)),
-                    // Parse and encode synchronously: no await while the appender is
-                    // borrowed.
-                    Ok(format) => core
-                        .appender
-                        .borrow_mut()
-                        .append_body(
-                            t,
-                            &core.external_labels,
-                            resp.body,
-                            format,
-                            ts,
-                            &mut state.relabel,
-                        )
-                        .map_err(|e| Failure {
-                            message: e.message,
-                            counts: e.counts,
-                            body_size: 0.0,
-                        }),
-                }
-            }
-        },
+        Ok(Ok(())) => Ok(()),
     };
-    core.buffers.put(conn.take_buffers());
+    if r.is_err() {
+        core.buffers.put(conn.take_buffers());
+    }
+    r
+}
+
+/// Appends the response `conn` holds: the appended counts (or why the scrape failed) and the
+/// body's size.
+fn append_response(
+    t: &Target,
+    core: &CoreScrape,
+    conn: &Conn,
+    app: &mut Appender,
+    state: &mut TargetState,
+    ts: i64,
+) -> (Result<Appended, Failure>, usize) {
+    let failed = |message: String| Failure {
+        message,
+        counts: Appended::default(),
+        body_size: 0.0,
+    };
+    let resp = match conn.response() {
+        None => return (Err(failed(format!("Get \"{}\": no response", t.url()))), 0),
+        Some(resp) => resp,
+    };
+    if resp.status != 200 {
+        let status = if resp.status_text.is_empty() {
+            resp.status.to_string()
+        } else {
+            resp.status_text.to_string()
+        };
+        return (
+            Err(failed(format!("server returned HTTP status {status}"))),
+            0,
+        );
+    }
+    let body_size = resp.body.len();
+    let r = match exposition::format_for_content_type(resp.content_type, t.fallback) {
+        Err(e) => Err(failed(e)),
+        Ok(format) => app
+            .append_body(
+                t,
+                &core.external_labels,
+                resp.body,
+                format,
+                ts,
+                &mut state.relabel,
+            )
+            .map_err(|e| Failure {
+                message: e.message,
+                counts: e.counts,
+                body_size: 0.0,
+            }),
+    };
     (r, body_size)
 }
 

@@ -15,9 +15,15 @@ pub(super) struct StaleScratch {
 }
 
 /// Staleness markers for every series of a removed target, its report series included.
-pub(super) fn stale_on_removal(t: &Target, core: &CoreScrape, state: &mut TargetState, ts: i64) {
-    let mut app = core.appender.borrow_mut();
-    let app = &mut *app;
+pub(super) async fn stale_on_removal(
+    t: &Target,
+    core: &CoreScrape,
+    state: &mut TargetState,
+    ts: i64,
+) {
+    let _commit = core.ctl.commit_lock().await;
+    let mut app = core.appender.take();
+    let app = &mut app;
     app.rollback();
     if let Some(last) = state.last.take() {
         app.stale_all(&last, ts);
@@ -27,18 +33,21 @@ pub(super) fn stale_on_removal(t: &Target, core: &CoreScrape, state: &mut Target
         report_labels(&mut app.labels, name, t, &core.external_labels);
         app.push(f64::from_bits(STALE_NAN), ts);
     }
-    let mut wal = core.ctl.wal.borrow_mut();
-    wal.begin(app.entries.len(), app.ends.len());
-    app.add_stale(&mut wal, 0..scraped);
-    wal.add(
-        &app.entries,
-        &app.ends,
-        scraped..app.ends.len(),
-        &mut state.reports,
-    );
-    let committed = wal.finish(&app.entries, &[], &mut state.series);
-    drop(wal);
+    let finishing = {
+        let mut wal = core.ctl.wal.borrow_mut();
+        wal.begin(app.entries.len(), app.ends.len());
+        app.add_stale(&mut wal, 0..scraped);
+        wal.add(
+            &app.entries,
+            &app.ends,
+            scraped..app.ends.len(),
+            &mut state.reports,
+        );
+        wal.finish_start(&app.entries, &[], &mut state.series)
+    };
+    let committed = commit(core, finishing, &mut state.series).await;
     deliver(core, app, committed.ok(), ts);
+    *core.appender.borrow_mut() = std::mem::take(app);
 }
 
 impl Appender {

@@ -39,6 +39,7 @@ pub use reader::{Accept, WalReader};
 use record::{EXEMPLARS, HISTOGRAMS, METADATA, SAMPLES, SERIES, ValueState};
 pub use segment::Compression;
 use segment::{Pos, SegmentReader, SegmentWriter, list_segments, pos, pos_offset, pos_segment};
+pub use segment::{Progress, WriteJob};
 pub use sync::{SyncDone, SyncJob};
 
 use crate::entry::{EntryPayload, split_entry};
@@ -517,12 +518,84 @@ impl Wal {
         metadata: &[u8],
         cache: &mut SeriesCache,
     ) -> io::Result<Pos> {
+        match self.finish_start(entries, metadata, cache) {
+            Finishing::Done(r) => r,
+            Finishing::Writing(job, commit) => {
+                let progress = job.run_blocking();
+                self.finish_end(commit, progress, cache)
+            }
+        }
+    }
+
+    /// [`Self::finish`] in two steps, for a caller that runs the writes away from the WAL (the
+    /// core's ring): lays the commit's records out and returns the writes that make them
+    /// durable; [`Self::finish_end`] takes what they did. Between the two, nothing else may
+    /// commit to, flush or read up to the head of this WAL (the core's commit lock).
+    pub fn finish_start(
+        &mut self,
+        entries: &[u8],
+        metadata: &[u8],
+        cache: &mut SeriesCache,
+    ) -> Finishing {
         let count = self.samples.len() + self.hists.len() + self.exemplars.len();
-        let r = match self.staged_err.take() {
+        let staged = match self.staged_err.take() {
             Some(e) => Err(e),
-            None if count == 0 => return Ok(self.head()),
+            None if count == 0 => return Finishing::Done(Ok(self.head())),
             None => self.write_staged(entries, metadata, cache),
         };
+        match staged {
+            Ok((job, commit)) => Finishing::Writing(job, commit),
+            Err(e) => Finishing::Done(self.finished(Err(e), count, cache)),
+        }
+    }
+
+    /// The second step of [`Self::finish`]: where the commit ends, or why it is not in the
+    /// WAL (its layout undone).
+    pub fn finish_end(
+        &mut self,
+        commit: Commit,
+        progress: Progress,
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
+        self.stats
+            .write_duration
+            .observe(&WAL_BUCKETS, commit.started.elapsed());
+        let Some(w) = &mut self.writer else {
+            return self.finished(
+                Err(io::Error::other("no open segment")),
+                commit.count,
+                cache,
+            );
+        };
+        let r = w
+            .write_done(commit.laid, &mut self.ends, progress)
+            .map(|()| {
+                self.stats.records.fetch_add(commit.records as u64, Relaxed);
+                self.stats
+                    .bytes
+                    .fetch_add(w.offset() - commit.before, Relaxed);
+            });
+        let r = r.map(|()| {
+            self.unsynced = true;
+            if self.opts.fsync_interval.is_zero() {
+                // Asked for: every commit is synced before it returns.
+                self.sync();
+            }
+            self.update_size();
+            self.head()
+        });
+        self.finished(r, commit.count, cache)
+    }
+
+    /// Accounts for a commit's outcome: a failure is counted, logged once per run of them,
+    /// and makes the next commit start a new epoch; the first success after failures is
+    /// logged.
+    fn finished(
+        &mut self,
+        r: io::Result<Pos>,
+        count: usize,
+        cache: &mut SeriesCache,
+    ) -> io::Result<Pos> {
         match &r {
             Err(e) => {
                 // What the cache says was written may not have been.
@@ -552,12 +625,13 @@ impl Wal {
         r
     }
 
+    /// Builds the commit's records and lays them out in the segment writer.
     fn write_staged(
         &mut self,
         entries: &[u8],
         metadata: &[u8],
         cache: &mut SeriesCache,
-    ) -> io::Result<Pos> {
+    ) -> io::Result<(WriteJob, Commit)> {
         let epoch = self.epoch;
         self.rec_series.clear();
         self.rec_series.push(SERIES);
@@ -627,25 +701,24 @@ impl Wal {
             }
         }
         self.ends.clear();
+        let count = self.samples.len() + self.hists.len() + self.exemplars.len();
         let Some(w) = &mut self.writer else {
             return Err(io::Error::other("no open segment"));
         };
         let before = w.offset();
         let started = Instant::now();
-        let written = w.append(&records[..n], self.opts.compression, &mut self.ends);
-        self.stats
-            .write_duration
-            .observe(&WAL_BUCKETS, started.elapsed());
-        written?;
-        self.stats.records.fetch_add(n as u64, Relaxed);
-        self.stats.bytes.fetch_add(w.offset() - before, Relaxed);
-        self.unsynced = true;
-        if self.opts.fsync_interval.is_zero() {
-            // Asked for: every commit is synced before it returns.
-            self.sync();
-        }
-        self.update_size();
-        Ok(self.head())
+        let laid = w.lay_out(&records[..n], self.opts.compression, &mut self.ends);
+        let job = w.write_job();
+        Ok((
+            job,
+            Commit {
+                laid,
+                count,
+                records: n,
+                before,
+                started,
+            },
+        ))
     }
 
     /// Writes the partial last block to the segment (readers call this before they read up
@@ -741,6 +814,25 @@ impl Wal {
         self.sync();
         self.save_cursors();
     }
+}
+
+/// What [`Wal::finish_start`] did.
+pub enum Finishing {
+    /// Nothing to write (an empty commit), or the commit failed before any write.
+    Done(io::Result<Pos>),
+    /// The writes to run, and the commit to finish with what they did.
+    Writing(WriteJob, Commit),
+}
+
+/// A commit laid out and not yet durable (see [`Wal::finish_start`]).
+pub struct Commit {
+    laid: segment::Laid,
+    /// Samples, histograms and exemplars in it.
+    count: usize,
+    records: usize,
+    /// The segment's length before it.
+    before: u64,
+    started: Instant,
 }
 
 /// The bytes a segment of `len` takes on disk: writes are whole 4 KiB blocks.

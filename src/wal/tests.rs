@@ -741,3 +741,46 @@ fn syncs_are_handed_out_off_the_commit_path_and_counted_once_each() {
     assert!(stats.fsyncs.load(Relaxed) > synced);
     assert!(stats.fsync_duration.count() > 0);
 }
+
+#[test]
+fn commits_written_on_the_ring_read_back_as_blocking_ones_do() {
+    let dir = TempDir::new("ringcommit");
+    let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    // An endpoint that acknowledges nothing keeps every segment.
+    wal.add_endpoint("reader", &Default::default(), Arc::default());
+    let mut caches: Vec<SeriesCache> = (0..3).map(|_| SeriesCache::default()).collect();
+    let mut want = Vec::new();
+    let start = wal.head();
+    for seq in 0..120u64 {
+        let t = (seq % 3) as usize;
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        scrape(t as u64, 5, seq, &mut e, &mut ends);
+        want.extend(split(&e, &ends));
+        wal.begin(e.len(), ends.len());
+        wal.add(&e, &ends, 0..ends.len(), &mut caches[t]);
+        if seq % 2 == 0 {
+            // Every other commit the way a scrape does it: the writes on the ring, the WAL not
+            // borrowed meanwhile.
+            let finishing = wal.finish_start(&e, &[], &mut caches[t]);
+            let r = match finishing {
+                Finishing::Done(r) => r,
+                Finishing::Writing(job, commit) => {
+                    let progress = crate::runtime::block_on(job.run()).unwrap();
+                    wal.finish_end(commit, progress, &mut caches[t])
+                }
+            };
+            r.unwrap();
+        } else {
+            wal.finish(&e, &[], &mut caches[t]).unwrap();
+        }
+    }
+    assert!(
+        wal.first_segment() < pos_segment(wal.head()),
+        "spans segments"
+    );
+    assert_entries(
+        &read_all(&mut wal, start),
+        &want,
+        "ring and blocking commits",
+    );
+}

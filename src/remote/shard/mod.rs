@@ -224,7 +224,9 @@ impl Shard {
         }
         let ctl = self.ctl.clone();
         while self.running.get() > 0 {
-            if !ctl.shutdown.is_set() {
+            if !ctl.shutdown.is_set() && self.replay.borrow().is_some() {
+                // Reading up to the head: no commit may be half written meanwhile.
+                let _commit = ctl.commit_lock().await;
                 self.feed();
             }
             if self.initial_hold.get()

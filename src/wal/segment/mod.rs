@@ -29,7 +29,7 @@ mod writer;
 
 pub use reader::{ReadDamage, SegmentReader};
 pub use tail::{TAIL_FILE, TailFile, TailRepair, repair_tail};
-pub use writer::SegmentWriter;
+pub use writer::{Laid, Progress, SegmentWriter, WriteJob};
 
 pub const PAGE: usize = 32 * 1024;
 const BLOCK: usize = 4096;

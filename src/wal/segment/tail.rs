@@ -9,9 +9,8 @@ use super::*;
 /// block offset, length, CRC32C of the data, CRC32C of the header) and the block's bytes; a
 /// slot torn by a crash mid-write fails its checksums and the other slot stands.
 pub struct TailFile {
-    pub(super) file: File,
+    pub(super) file: std::sync::Arc<File>,
     seq: u64,
-    buf: Vec<u8>,
 }
 
 pub const TAIL_FILE: &str = "tail";
@@ -32,28 +31,30 @@ impl TailFile {
             .open(dir.join(TAIL_FILE))?;
         let seq = read_tail_slots(&file)?.first().map_or(0, |s| s.0 + 1);
         Ok(TailFile {
-            file,
+            file: std::sync::Arc::new(file),
             seq,
-            buf: Vec::with_capacity(TAIL_HEADER + BLOCK),
         })
     }
 
-    pub(super) fn write(&mut self, segment: u32, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&TAIL_MAGIC.to_le_bytes());
-        self.buf.extend_from_slice(&self.seq.to_le_bytes());
-        self.buf.extend_from_slice(&segment.to_le_bytes());
-        self.buf.extend_from_slice(&offset.to_le_bytes());
-        self.buf
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&crc32c(data).to_le_bytes());
-        let hcrc = crc32c(&self.buf);
-        self.buf.extend_from_slice(&hcrc.to_le_bytes());
-        self.buf.extend_from_slice(data);
-        self.file
-            .write_all_at(&self.buf, (self.seq & 1) * TAIL_SLOT)?;
+    /// The next slot's bytes and where they go, for `data` (the partial block at `offset` of
+    /// `segment`). The slot is taken once [`Self::slot_written`] says so.
+    pub(super) fn slot(&self, segment: u32, offset: u64, data: &[u8]) -> (Vec<u8>, u64) {
+        let mut buf = Vec::with_capacity(TAIL_HEADER + data.len());
+        buf.extend_from_slice(&TAIL_MAGIC.to_le_bytes());
+        buf.extend_from_slice(&self.seq.to_le_bytes());
+        buf.extend_from_slice(&segment.to_le_bytes());
+        buf.extend_from_slice(&offset.to_le_bytes());
+        buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32c(data).to_le_bytes());
+        let hcrc = crc32c(&buf);
+        buf.extend_from_slice(&hcrc.to_le_bytes());
+        buf.extend_from_slice(data);
+        (buf, (self.seq & 1) * TAIL_SLOT)
+    }
+
+    /// The slot from [`Self::slot`] was written: the next write goes to the other one.
+    pub(super) fn slot_written(&mut self) {
         self.seq += 1;
-        Ok(())
     }
 }
 

@@ -42,7 +42,8 @@ impl AlignedBuf {
 
 /// Appends framed records to one segment file.
 pub struct SegmentWriter {
-    file: File,
+    /// Shared with the writes a [`WriteJob`] runs away from the writer.
+    file: std::sync::Arc<File>,
     index: u32,
     direct: bool,
     /// The file from `base` (page-aligned) onward: the current page and any the last commit
@@ -94,7 +95,7 @@ impl SegmentWriter {
         let mut buf = AlignedBuf { blocks: Vec::new() };
         buf.ensure(PAGE);
         Ok(SegmentWriter {
-            file,
+            file: std::sync::Arc::new(file),
             index,
             direct,
             buf,
@@ -139,6 +140,20 @@ impl SegmentWriter {
         compression: Compression,
         ends: &mut Vec<Pos>,
     ) -> io::Result<()> {
+        let laid = self.lay_out(records, compression, ends);
+        let job = self.write_job();
+        let progress = job.run_blocking();
+        self.write_done(laid, ends, progress)
+    }
+
+    /// Frames `records` into the buffer after what is there (nothing written yet) and pushes
+    /// each record's end position; [`Self::write_job`] says what to write for them.
+    pub fn lay_out(
+        &mut self,
+        records: &[&[u8]],
+        compression: Compression,
+        ends: &mut Vec<Pos>,
+    ) -> Laid {
         let start_len = self.len;
         let first_ends = ends.len();
         for rec in records {
@@ -178,14 +193,71 @@ impl SegmentWriter {
             }
             ends.push(pos(self.index, self.offset()));
         }
-        if let Err(e) = self.write_commit() {
-            // Undo: zero what this call laid out so padding stays zero.
+        // The partial block is written whole (zero padded) when it goes to the segment.
+        self.buf.ensure(self.len.div_ceil(BLOCK) * BLOCK);
+        Laid {
+            start_len,
+            first_ends,
+        }
+    }
+
+    /// The writes that make what is laid out durable against a crash of the process, as
+    /// copies that can run away from the writer ([`WriteJob::run`] on the core's ring):
+    /// complete blocks to the segment, the partial one to the tail file — or to the segment
+    /// when there is no tail file or its write fails.
+    pub fn write_job(&self) -> WriteJob {
+        let from = self.written / BLOCK * BLOCK;
+        let block = self.len / BLOCK * BLOCK;
+        let end = self.len.div_ceil(BLOCK) * BLOCK;
+        let copy = |a: usize, b: usize| BlockBytes(self.buf.blocks[a / BLOCK..b / BLOCK].to_vec());
+        let at = |a: usize| self.base + a as u64;
+        let Some(tail) = &self.tail else {
+            return WriteJob {
+                segment: self.file.clone(),
+                blocks: (end > from).then(|| (copy(from, end), at(from))),
+                after_blocks: self.len,
+                tail: None,
+                fallback: None,
+            };
+        };
+        let partial = (block < self.len).then(|| {
+            let (slot, slot_at) =
+                tail.slot(self.index, at(block), &self.buf.bytes()[block..self.len]);
+            (tail.file.clone(), slot, slot_at)
+        });
+        WriteJob {
+            segment: self.file.clone(),
+            blocks: (block > from).then(|| (copy(from, block), at(from))),
+            after_blocks: block.max(self.written),
+            fallback: partial
+                .is_some()
+                .then(|| (copy(block, end), at(block), self.len)),
+            tail: partial,
+        }
+    }
+
+    /// Takes what a [`WriteJob`] did: what is now in the segment, the tail slot used, and on
+    /// failure undoes the layout of `laid` (the records are not in the WAL; their ends are
+    /// taken back from `ends`).
+    pub fn write_done(&mut self, laid: Laid, ends: &mut Vec<Pos>, p: Progress) -> io::Result<()> {
+        if let Some(w) = p.written {
+            self.written = self.written.max(w);
+        }
+        if p.tail_slot
+            && let Some(t) = &mut self.tail
+        {
+            t.slot_written();
+        }
+        if let Err(e) = p.result {
+            // Undo: zero what this commit laid out so padding stays zero.
             let end = self.len.min(self.buf.bytes().len());
-            self.buf.bytes_mut()[start_len..end].fill(0);
-            self.len = start_len;
-            ends.truncate(first_ends);
+            self.buf.bytes_mut()[laid.start_len..end].fill(0);
+            self.len = laid.start_len;
+            self.written = self.written.min(self.len);
+            ends.truncate(laid.first_ends);
             return Err(e);
         }
+        self.compact();
         Ok(())
     }
 
@@ -225,25 +297,6 @@ impl SegmentWriter {
         (n < rec.len()).then_some((n, flag))
     }
 
-    /// Writes what a commit laid out: complete blocks to the segment, the partial one to the
-    /// tail file, or to the segment when there is no tail file or it cannot be written.
-    fn write_commit(&mut self) -> io::Result<()> {
-        if self.tail.is_none() {
-            return self.write_dirty(true);
-        }
-        self.write_dirty(false)?;
-        let block = self.len / BLOCK * BLOCK;
-        if block == self.len {
-            return Ok(());
-        }
-        let (index, offset) = (self.index, self.base + block as u64);
-        let data = &self.buf.bytes()[block..self.len];
-        match self.tail.as_mut().map(|t| t.write(index, offset, data)) {
-            Some(Ok(())) => Ok(()),
-            _ => self.write_dirty(true),
-        }
-    }
-
     /// Writes the partial last block to the segment, if it holds data not yet written there
     /// (readers of the open segment and rotation call this).
     pub fn flush_tail(&mut self) -> io::Result<()> {
@@ -268,6 +321,12 @@ impl SegmentWriter {
                 .write_all_at(&self.buf.bytes()[from..to], self.base + from as u64)?;
             self.written = if tail { self.len } else { to };
         }
+        self.compact();
+        Ok(())
+    }
+
+    /// Drops fully written pages from the front of the buffer.
+    fn compact(&mut self) {
         let keep = self.written / PAGE * PAGE;
         if keep > 0 {
             let end = self.buf.blocks.len() * BLOCK;
@@ -280,7 +339,6 @@ impl SegmentWriter {
             self.len -= keep;
             self.written -= keep;
         }
-        Ok(())
     }
 
     /// Handles of the segment and the tail file, for an `fdatasync` issued elsewhere (the
@@ -299,6 +357,120 @@ impl SegmentWriter {
         match &self.tail {
             Some(t) => t.file.sync_data(),
             None => Ok(()),
+        }
+    }
+}
+
+/// Whole blocks, owned: what a [`WriteJob`] writes to the segment (4096-aligned for
+/// `O_DIRECT`).
+pub struct BlockBytes(Vec<Block>);
+
+impl AsRef<[u8]> for BlockBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `Block` is plain bytes with no padding; the slice covers exactly the blocks.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * BLOCK) }
+    }
+}
+
+/// What [`SegmentWriter::lay_out`] added, for undoing it.
+pub struct Laid {
+    start_len: usize,
+    first_ends: usize,
+}
+
+/// The writes of one commit (see [`SegmentWriter::write_job`]).
+pub struct WriteJob {
+    segment: std::sync::Arc<File>,
+    /// Blocks for the segment and their file offset.
+    blocks: Option<(BlockBytes, u64)>,
+    /// How much of the buffer is in the segment once they are written.
+    after_blocks: usize,
+    /// The tail file, the slot's bytes and the slot's offset.
+    tail: Option<(std::sync::Arc<File>, Vec<u8>, u64)>,
+    /// When the tail write fails: the partial block's bytes for the segment, its offset, and
+    /// how much is in the segment after it.
+    fallback: Option<(BlockBytes, u64, usize)>,
+}
+
+/// What a [`WriteJob`] did.
+pub struct Progress {
+    /// How much of the buffer is in the segment now (`None`: nothing more).
+    written: Option<usize>,
+    /// The tail slot was written.
+    tail_slot: bool,
+    result: io::Result<()>,
+}
+
+impl WriteJob {
+    /// Runs the writes through the core's driver (io_uring: ring operations, the core goes on
+    /// meanwhile; epoll: the system calls). Nothing here borrows the writer.
+    pub async fn run(self) -> Progress {
+        let ring = |file: &std::sync::Arc<File>, bytes, at| {
+            let dup = file.try_clone();
+            async move {
+                match dup {
+                    Ok(f) => crate::runtime::write_all_at(f, bytes, at).await.0,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let mut p = Progress::default();
+        if let Some((bytes, at)) = self.blocks
+            && let Err(e) = ring(&self.segment, bytes, at).await
+        {
+            p.result = Err(e);
+            return p;
+        }
+        p.written = Some(self.after_blocks);
+        let Some((tail, slot, slot_at)) = self.tail else {
+            return p;
+        };
+        let slot_written = match tail.try_clone() {
+            Ok(f) => crate::runtime::write_all_at(f, slot, slot_at).await.0,
+            Err(e) => Err(e),
+        };
+        if slot_written.is_ok() {
+            p.tail_slot = true;
+        } else if let Some((bytes, at, after)) = self.fallback {
+            match ring(&self.segment, bytes, at).await {
+                Ok(()) => p.written = Some(after),
+                Err(e) => p.result = Err(e),
+            }
+        }
+        p
+    }
+
+    /// [`Self::run`] with plain system calls, where there is no executor.
+    pub fn run_blocking(self) -> Progress {
+        let mut p = Progress::default();
+        if let Some((bytes, at)) = &self.blocks
+            && let Err(e) = self.segment.write_all_at(bytes.as_ref(), *at)
+        {
+            p.result = Err(e);
+            return p;
+        }
+        p.written = Some(self.after_blocks);
+        let Some((tail, slot, slot_at)) = &self.tail else {
+            return p;
+        };
+        if tail.write_all_at(slot, *slot_at).is_ok() {
+            p.tail_slot = true;
+        } else if let Some((bytes, at, after)) = &self.fallback {
+            match self.segment.write_all_at(bytes.as_ref(), *at) {
+                Ok(()) => p.written = Some(*after),
+                Err(e) => p.result = Err(e),
+            }
+        }
+        p
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            written: None,
+            tail_slot: false,
+            result: Ok(()),
         }
     }
 }
