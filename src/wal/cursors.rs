@@ -12,17 +12,36 @@ use super::segment::{Pos, pos};
 use crate::log::Level;
 use std::time::{Duration, Instant};
 
-/// One endpoint's acknowledged position and what retention took from it.
+/// One endpoint's acknowledged position and what retention took from it. Its state changes
+/// only through the WAL's methods ([`Wal::ack`], [`Wal::reading_back`], [`Wal::caught_up`],
+/// [`Wal::take_moved`]), which retention's accounting of what an endpoint lost relies on.
 pub struct Cursor {
-    pub id: String,
-    pub acked: Pos,
+    pub(super) id: String,
+    pub(super) acked: Pos,
     /// Set when a retention bound deleted data past `acked`; the reader restarts from `acked`.
-    pub moved: bool,
-    pub lost: Arc<AtomicU64>,
+    pub(super) moved: bool,
+    pub(super) lost: Arc<AtomicU64>,
     /// Whether this endpoint's unsent data is only in the WAL (it is reading back from it).
-    pub replaying: bool,
+    pub(super) replaying: bool,
     /// Where its read-back started: data before it was handed out already (in flight).
-    pub replay_from: Pos,
+    pub(super) replay_from: Pos,
+}
+
+impl Cursor {
+    /// The end of the last record whose samples the receiver acknowledged.
+    pub fn acked(&self) -> Pos {
+        self.acked
+    }
+
+    /// The endpoint's unsent data is only in the WAL (it reads it back).
+    pub fn replaying(&self) -> bool {
+        self.replaying
+    }
+
+    /// Samples a retention bound deleted before this endpoint sent them.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Wal {
@@ -60,8 +79,24 @@ impl Wal {
         &self.cursors[slot]
     }
 
-    pub fn cursor_mut(&mut self, slot: usize) -> &mut Cursor {
-        &mut self.cursors[slot]
+    /// From `from` on, the endpoint reads its data back from the WAL (what is before it was
+    /// handed out already).
+    pub fn reading_back(&mut self, slot: usize, from: Pos) {
+        let c = &mut self.cursors[slot];
+        c.replaying = true;
+        c.replay_from = from;
+    }
+
+    /// The endpoint's reader reached the head: it takes scrapes live again.
+    pub fn caught_up(&mut self, slot: usize) {
+        self.cursors[slot].replaying = false;
+    }
+
+    /// When a retention bound deleted data under the endpoint's reader since the last call:
+    /// the position to go on from (its acknowledged one).
+    pub fn take_moved(&mut self, slot: usize) -> Option<Pos> {
+        let c = &mut self.cursors[slot];
+        std::mem::replace(&mut c.moved, false).then_some(c.acked)
     }
 
     /// Records that an endpoint's receiver acknowledged everything up to `p`.

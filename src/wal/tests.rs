@@ -238,7 +238,7 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
     let saved = HashMap::new();
     let fast = wal.add_endpoint("fast", &saved, Arc::default());
     let slow = wal.add_endpoint("slow", &saved, Arc::default());
-    wal.cursor_mut(slow).replaying = true;
+    wal.reading_back(slow, wal.cursor(slow).acked());
     let mut total = 0u64;
     for seq in 0..400 {
         let (mut e, mut ends) = (Vec::new(), Vec::new());
@@ -318,7 +318,7 @@ fn the_age_bound_deletes_old_segments_and_counts_unsent_samples() {
     };
     let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
     let reader = wal.add_endpoint("reader", &HashMap::new(), Arc::default());
-    wal.cursor_mut(reader).replaying = true;
+    wal.reading_back(reader, wal.cursor(reader).acked());
     let mut cache = SeriesCache::default();
     let mut total = 0u64;
     for seq in 0..400 {

@@ -38,9 +38,7 @@ impl Shard {
     pub(super) fn start_replay(&self) {
         let from = self.lanes.borrow().queued_to();
         let mut wal = self.ctl.wal.borrow_mut();
-        let c = wal.cursor_mut(self.slot);
-        c.replaying = true;
-        c.replay_from = from;
+        wal.reading_back(self.slot, from);
         crate::log!(
             Level::Warn,
             "remote",
@@ -88,14 +86,11 @@ impl Shard {
             return;
         }
         let mut wal = self.ctl.wal.borrow_mut();
-        if wal.cursor(self.slot).moved {
-            // A retention bound deleted data under the reader: continue after it.
-            let c = wal.cursor_mut(self.slot);
-            c.moved = false;
-            if c.acked > rp.reader.position {
-                let from = c.acked;
-                *rp = Replay::new(wal.dir(), from);
-            }
+        // A retention bound deleted data under the reader: continue after it.
+        if let Some(acked) = wal.take_moved(self.slot)
+            && acked > rp.reader.position
+        {
+            *rp = Replay::new(wal.dir(), acked);
         }
         // Everything committed must be in the file before reading up to the head.
         wal.flush();
@@ -159,7 +154,7 @@ impl Shard {
             // From here on scrapes feed the lanes; everything before the reader's position is
             // in them already.
             let at = rp.reader.position.max(self.lanes.borrow().queued_to());
-            wal.cursor_mut(self.slot).replaying = false;
+            wal.caught_up(self.slot);
             drop(wal);
             *guard = None;
             self.lanes.borrow_mut().mark_through(at);

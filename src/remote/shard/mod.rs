@@ -93,18 +93,18 @@ impl Shard {
         let saved = crate::wal::load_cursors(wal.dir());
         let slot = wal.add_endpoint(&ep.cfg.name, &saved, stats.samples_dropped_wal_size.clone());
         let cursor = wal.cursor(slot);
-        let replay = cursor.replaying.then(|| {
+        let replay = cursor.replaying().then(|| {
             crate::log!(
                 Level::Info,
                 "remote",
                 "resuming remote write from the WAL where the endpoint's last acknowledged batch ended",
                 remote_name = ep.cfg.name,
                 url = ep.url,
-                backlog_bytes = wal.bytes_after(cursor.acked)
+                backlog_bytes = wal.bytes_after(cursor.acked())
             );
-            Replay::new(wal.dir(), cursor.acked)
+            Replay::new(wal.dir(), cursor.acked())
         });
-        let acked = cursor.acked;
+        let acked = cursor.acked();
         drop(wal);
         let initial_hold = ctl.cores_changed() && !ctl.draining() && replay.is_some();
         if initial_hold {
@@ -201,7 +201,7 @@ impl Shard {
     fn ack_progress(&self) {
         let low = self.lanes.borrow().cursor();
         let mut wal = self.ctl.wal.borrow_mut();
-        if low > wal.cursor(self.slot).acked {
+        if low > wal.cursor(self.slot).acked() {
             wal.ack(self.slot, low);
         }
     }
@@ -251,7 +251,7 @@ impl Shard {
         let left = self.lanes.borrow_mut().clear_count() + self.abandoned.take();
         self.stats.samples_pending.store(0, Relaxed);
         let wal = ctl.wal.borrow();
-        let backlog = wal.bytes_after(wal.cursor(self.slot).acked);
+        let backlog = wal.bytes_after(wal.cursor(self.slot).acked());
         drop(wal);
         if left > 0 || backlog > 0 {
             crate::log!(
