@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-pub use monoio::buf::{IoBuf, IoBufMut};
+pub use monoio::buf::IoBufMut;
 pub use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 pub use monoio::net::{TcpListener, TcpStream};
-pub use monoio::time::{Instant, sleep, sleep_until, timeout};
+pub use monoio::time::{Instant, sleep, timeout};
 pub use monoio_rustls::{ClientTlsStream as TlsStream, TlsConnector};
 
 /// Which I/O driver a core runs on.
