@@ -10,6 +10,8 @@
 //! A field read somewhere under its name passes, so a field read by one user and ignored by
 //! another is not caught here; the feature's own tests cover that.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -17,22 +19,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let p = e.expect("dir entry").path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 /// The text of every `.rs` file under `dir`, except those `skip` says.
 fn sources(dir: &Path, skip: impl Fn(&Path) -> bool) -> String {
-    let mut files = Vec::new();
-    rust_files(dir, &mut files);
-    files
+    common::rust_files(dir)
         .iter()
         .filter(|f| !skip(f))
         .map(|f| std::fs::read_to_string(f).expect("read source"))

@@ -341,102 +341,106 @@ async fn scrape_once(
         None => fetch_target(t, core, conn, &request.unwrap_or_default()).await,
     };
     // From here to the end of the commit the core's appender and the WAL's head are this
-    // scrape's: the commit's writes run on the ring while other tasks go on.
+    // scrape's (other tasks wait for the lock): the commit's writes run on the ring while
+    // other tasks go on.
     let _commit = core.ctl.commit_lock().await;
-    let mut app = core.appender.take();
-    let app = &mut app;
-    let (result, body_size) = match fetched {
-        Err(f) => (Err(f), 0),
-        Ok(()) => {
-            let appended = append_response(t, core, conn, app, state, ts);
-            core.buffers.put(conn.take_buffers());
-            appended
-        }
-    };
-    let mut failed_added = 0;
-    let counts = match &result {
-        Ok(c) => {
-            state.failed_seen.clear();
-            *c
-        }
-        Err(f) => {
-            failed_added = app.count_new_series(state);
-            app.rollback();
-            core.stats.scrape_failures.fetch_add(1, Relaxed);
-            crate::log!(
-                Level::Debug,
-                "scrape",
-                "scrape failed",
-                job = t.job,
-                target = t.url(),
-                err = f.message
-            );
-            f.counts
-        }
-    };
-    core.stats
-        .samples_scraped
-        .fetch_add(counts.scraped as u64, Relaxed);
-
-    // One WAL commit for the whole scrape: its samples, the staleness markers of series that
-    // vanished, and the report series, each with its own series cache.
     let finishing = {
-        let mut wal = core.ctl.wal.borrow_mut();
-        wal.begin(app.entries.len(), app.ends.len() + 16);
-        let scraped_entries = app.ends.len();
-        let mut series_added = failed_added;
-        if result.is_ok() {
-            let added = wal.add(
+        let mut app = core.appender.borrow_mut();
+        let app = &mut *app;
+        let (result, body_size) = match fetched {
+            Err(f) => (Err(f), 0),
+            Ok(()) => {
+                let appended = append_response(t, core, conn, app, state, ts);
+                core.buffers.put(conn.take_buffers());
+                appended
+            }
+        };
+        let mut failed_added = 0;
+        let counts = match &result {
+            Ok(c) => {
+                state.failed_seen.clear();
+                *c
+            }
+            Err(f) => {
+                failed_added = app.count_new_series(state);
+                app.rollback();
+                core.stats.scrape_failures.fetch_add(1, Relaxed);
+                crate::log!(
+                    Level::Debug,
+                    "scrape",
+                    "scrape failed",
+                    job = t.job,
+                    target = t.url(),
+                    err = f.message
+                );
+                f.counts
+            }
+        };
+        core.stats
+            .samples_scraped
+            .fetch_add(counts.scraped as u64, Relaxed);
+
+        // One WAL commit for the whole scrape: its samples, the staleness markers of series that
+        // vanished, and the report series, each with its own series cache.
+        {
+            let mut wal = core.ctl.wal.borrow_mut();
+            wal.begin(app.entries.len(), app.ends.len() + 16);
+            let scraped_entries = app.ends.len();
+            let mut series_added = failed_added;
+            if result.is_ok() {
+                let added = wal.add(
+                    &app.entries,
+                    &app.ends,
+                    0..scraped_entries,
+                    &mut state.series,
+                );
+                series_added = added.new_series;
+                if added.layout_changed || state.last.is_none() {
+                    app.stale_vanished(state, ts);
+                }
+            } else if let Some(last) = state.last.take() {
+                // A failed scrape is an empty one: every series of the last good one goes stale.
+                app.stale_all(&last, ts);
+            }
+            let markers = scraped_entries..app.ends.len();
+            app.add_stale(&mut wal, markers);
+            let report_start = app.ends.len();
+            let duration = started.elapsed().as_secs_f64();
+            let error = result.as_ref().err().map(|f| f.message.as_str());
+            status.record(wall, duration, error);
+            let up = if result.is_ok() { 1.0 } else { 0.0 };
+            let body = match &result {
+                Ok(_) => body_size as f64,
+                Err(f) => f.body_size,
+            };
+            // In `report_names` order; the last three only with `extra_scrape_metrics`.
+            let values = [
+                up,
+                duration,
+                counts.scraped as f64,
+                counts.kept as f64,
+                series_added as f64,
+                t.timeout.as_secs_f64(),
+                t.limits.sample_limit as f64,
+                body,
+            ];
+            for (name, value) in report_names(t).zip(values) {
+                report_labels(&mut app.labels, name, t, &core.external_labels);
+                app.push(value, ts);
+            }
+            wal.add(
                 &app.entries,
                 &app.ends,
-                0..scraped_entries,
-                &mut state.series,
+                report_start..app.ends.len(),
+                &mut state.reports,
             );
-            series_added = added.new_series;
-            if added.layout_changed || state.last.is_none() {
-                app.stale_vanished(state, ts);
-            }
-        } else if let Some(last) = state.last.take() {
-            // A failed scrape is an empty one: every series of the last good one goes stale.
-            app.stale_all(&last, ts);
+            wal.finish_start(&app.entries, &app.metadata, &mut state.series)
         }
-        let markers = scraped_entries..app.ends.len();
-        app.add_stale(&mut wal, markers);
-        let report_start = app.ends.len();
-        let duration = started.elapsed().as_secs_f64();
-        let error = result.as_ref().err().map(|f| f.message.as_str());
-        status.record(wall, duration, error);
-        let up = if result.is_ok() { 1.0 } else { 0.0 };
-        let body = match &result {
-            Ok(_) => body_size as f64,
-            Err(f) => f.body_size,
-        };
-        // In `report_names` order; the last three only with `extra_scrape_metrics`.
-        let values = [
-            up,
-            duration,
-            counts.scraped as f64,
-            counts.kept as f64,
-            series_added as f64,
-            t.timeout.as_secs_f64(),
-            t.limits.sample_limit as f64,
-            body,
-        ];
-        for (name, value) in report_names(t).zip(values) {
-            report_labels(&mut app.labels, name, t, &core.external_labels);
-            app.push(value, ts);
-        }
-        wal.add(
-            &app.entries,
-            &app.ends,
-            report_start..app.ends.len(),
-            &mut state.reports,
-        );
-        wal.finish_start(&app.entries, &app.metadata, &mut state.series)
     };
+    // Neither the appender nor the WAL is borrowed while the writes run; the commit lock keeps
+    // other tasks from both.
     let committed = commit(core, finishing, &mut state.series).await;
-    deliver(core, app, committed.ok(), ts);
-    *core.appender.borrow_mut() = std::mem::take(app);
+    deliver(core, &mut core.appender.borrow_mut(), committed.ok(), ts);
 }
 
 /// Runs a commit's writes through the core's ring (the WAL is not borrowed meanwhile; the

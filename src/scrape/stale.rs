@@ -22,18 +22,18 @@ pub(super) async fn stale_on_removal(
     ts: i64,
 ) {
     let _commit = core.ctl.commit_lock().await;
-    let mut app = core.appender.take();
-    let app = &mut app;
-    app.rollback();
-    if let Some(last) = state.last.take() {
-        app.stale_all(&last, ts);
-    }
-    let scraped = app.ends.len();
-    for name in report_names(t) {
-        report_labels(&mut app.labels, name, t, &core.external_labels);
-        app.push(f64::from_bits(STALE_NAN), ts);
-    }
     let finishing = {
+        let mut app = core.appender.borrow_mut();
+        let app = &mut *app;
+        app.rollback();
+        if let Some(last) = state.last.take() {
+            app.stale_all(&last, ts);
+        }
+        let scraped = app.ends.len();
+        for name in report_names(t) {
+            report_labels(&mut app.labels, name, t, &core.external_labels);
+            app.push(f64::from_bits(STALE_NAN), ts);
+        }
         let mut wal = core.ctl.wal.borrow_mut();
         wal.begin(app.entries.len(), app.ends.len());
         app.add_stale(&mut wal, 0..scraped);
@@ -46,8 +46,7 @@ pub(super) async fn stale_on_removal(
         wal.finish_start(&app.entries, &[], &mut state.series)
     };
     let committed = commit(core, finishing, &mut state.series).await;
-    deliver(core, app, committed.ok(), ts);
-    *core.appender.borrow_mut() = std::mem::take(app);
+    deliver(core, &mut core.appender.borrow_mut(), committed.ok(), ts);
 }
 
 impl Appender {

@@ -152,12 +152,7 @@ impl Wal {
         if !self.cursors_dirty {
             return;
         }
-        let text = self.cursors_text();
-        let tmp = self.dir.join("cursors.tmp");
-        let result = std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursors")));
-        match result {
+        match CursorsFile::new(&self.dir, self.cursors_text()).save() {
             Ok(()) => self.cursors_dirty = false,
             Err(e) => crate::log!(
                 Level::Warn,
@@ -167,6 +162,39 @@ impl Wal {
                 err = e
             ),
         }
+    }
+}
+
+/// A save of the `cursors` file: its text is written to a temporary file, synced, and renamed
+/// over the old one, so a crash leaves the old or the new positions, never a torn file.
+pub(super) struct CursorsFile {
+    text: String,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl CursorsFile {
+    pub(super) fn new(dir: &Path, text: String) -> CursorsFile {
+        CursorsFile {
+            text,
+            tmp: dir.join("cursors.tmp"),
+            path: dir.join("cursors"),
+        }
+    }
+
+    /// The save with plain system calls.
+    pub(super) fn save(self) -> std::io::Result<()> {
+        std::fs::write(&self.tmp, self.text)?;
+        std::fs::File::open(&self.tmp)?.sync_all()?;
+        std::fs::rename(&self.tmp, self.path)
+    }
+
+    /// The save with its sync through the core's driver (the small write and the rename are
+    /// system calls).
+    pub(super) async fn save_on_ring(self) -> std::io::Result<()> {
+        std::fs::write(&self.tmp, self.text)?;
+        crate::runtime::sync_data(std::fs::File::open(&self.tmp)?).await?;
+        std::fs::rename(&self.tmp, self.path)
     }
 }
 

@@ -806,11 +806,7 @@ impl Wal {
     /// Closes the WAL at shutdown: syncs and saves the cursors.
     pub fn close(&mut self) {
         self.flush();
-        for (index, file) in std::mem::take(&mut self.pending_syncs) {
-            let started = Instant::now();
-            let synced = file.sync_data();
-            self.synced(index, synced, started);
-        }
+        self.sync_pending();
         self.sync();
         self.save_cursors();
     }

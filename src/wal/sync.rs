@@ -5,11 +5,11 @@
 //! can succeed after the kernel dropped the pages the first could not write.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use super::Wal;
+use super::cursors::CursorsFile;
 use crate::log::Level;
 use crate::selfmetrics::WAL_BUCKETS;
 
@@ -19,18 +19,20 @@ impl Wal {
     /// instead, so that the sync does not hold the core.
     pub fn tick(&mut self) {
         if let Some(job) = self.sync_job() {
-            for (index, file) in job.files {
-                let started = Instant::now();
-                let synced = file.sync_data();
-                self.synced(index, synced, started);
-            }
-            if let Some((text, tmp, path)) = job.cursors {
-                let saved = std::fs::write(&tmp, text)
-                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                    .and_then(|()| std::fs::rename(&tmp, path));
-                self.cursors_written(saved);
-            }
+            let done = job.run_blocking();
+            self.sync_done(done);
         }
+    }
+
+    /// Syncs, here and now, the closed segments still waiting for the timer (at shutdown).
+    pub(super) fn sync_pending(&mut self) {
+        let files = std::mem::take(&mut self.pending_syncs);
+        let done = SyncJob {
+            files,
+            cursors: None,
+        }
+        .run_blocking();
+        self.sync_done(done);
     }
 
     /// The `fdatasync` calls due now, to run away from the WAL's borrow (see
@@ -54,7 +56,7 @@ impl Wal {
         }
         let cursors = self
             .cursors_due()
-            .map(|text| (text, self.dir.join("cursors.tmp"), self.dir.join("cursors")));
+            .map(|text| CursorsFile::new(&self.dir, text));
         (!files.is_empty() || cursors.is_some()).then_some(SyncJob { files, cursors })
     }
 
@@ -116,7 +118,7 @@ impl Wal {
 /// `cursors` file to save (its text, the temporary path, the path).
 pub struct SyncJob {
     files: Vec<(u32, std::fs::File)>,
-    cursors: Option<(String, PathBuf, PathBuf)>,
+    cursors: Option<CursorsFile>,
 }
 
 /// What a [`SyncJob`] did, for [`Wal::sync_done`].
@@ -139,16 +141,24 @@ impl SyncJob {
         }
         let cursors = match self.cursors {
             None => None,
-            Some((text, tmp, path)) => Some(
-                match std::fs::write(&tmp, text).and_then(|()| std::fs::File::open(&tmp)) {
-                    Ok(f) => match crate::runtime::sync_data(f).await {
-                        Ok(()) => std::fs::rename(&tmp, path),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
-            ),
+            Some(c) => Some(c.save_on_ring().await),
         };
         SyncDone { files, cursors }
+    }
+
+    /// [`Self::run`] with plain system calls, where no core waits (shutdown, tests).
+    pub fn run_blocking(self) -> SyncDone {
+        let files = self
+            .files
+            .into_iter()
+            .map(|(index, file)| {
+                let started = Instant::now();
+                (index, file.sync_data(), started)
+            })
+            .collect();
+        SyncDone {
+            files,
+            cursors: self.cursors.map(CursorsFile::save),
+        }
     }
 }

@@ -127,25 +127,6 @@ impl SegmentWriter {
         self.base + self.len as u64
     }
 
-    /// Frames `records` (each compressed with snappy when `compress` and it helps) and writes
-    /// them. On error nothing of them counts: the buffer is as before and the caller may retry.
-    /// Returns each record's end position.
-    ///
-    /// Complete 4 KiB blocks are written to the segment; the last, partial block to the tail
-    /// file (buffered writers: to the segment). Once this returns, a crash of the process
-    /// loses none of `records`.
-    pub fn append(
-        &mut self,
-        records: &[&[u8]],
-        compression: Compression,
-        ends: &mut Vec<Pos>,
-    ) -> io::Result<()> {
-        let laid = self.lay_out(records, compression, ends);
-        let job = self.write_job();
-        let progress = job.run_blocking();
-        self.write_done(laid, ends, progress)
-    }
-
     /// Frames `records` into the buffer after what is there (nothing written yet) and pushes
     /// each record's end position; [`Self::write_job`] says what to write for them.
     pub fn lay_out(
