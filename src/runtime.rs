@@ -109,20 +109,17 @@ unsafe impl<B: AsRef<[u8]> + Unpin + 'static> monoio::buf::IoBuf for RingBytes<B
 }
 
 /// Writes all of `buf` at `pos` of `file` through the core's driver (an io_uring operation on
-/// io_uring; the system call on epoll), then closes `file` (give it a duplicate). Returns the
-/// buffer for reuse.
+/// io_uring; the system call on epoll), on a duplicate of the descriptor that the operation
+/// owns until it completes.
 pub async fn write_all_at<B: AsRef<[u8]> + Unpin + 'static>(
-    file: std::fs::File,
+    file: &std::fs::File,
     buf: B,
     pos: u64,
-) -> (std::io::Result<()>, B) {
-    let file = match monoio::fs::File::from_std(file) {
-        Ok(f) => f,
-        Err(e) => return (Err(e), buf),
-    };
-    let (written, buf) = file.write_all_at(RingBytes(buf), pos).await;
+) -> std::io::Result<()> {
+    let file = monoio::fs::File::from_std(file.try_clone()?)?;
+    let (written, _) = file.write_all_at(RingBytes(buf), pos).await;
     let closed = file.close().await;
-    (written.and(closed), buf.0)
+    written.and(closed)
 }
 
 /// Runs `f` to completion on a new single-threaded executor on the calling thread (the same

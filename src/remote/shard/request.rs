@@ -99,16 +99,13 @@ impl Shard {
             Some(_) => (CONTENT_TYPE_V2, VERSION_V2),
             None => (CONTENT_TYPE_V1, VERSION_V1),
         };
-        // Credentials go with every hop, as Prometheus' authenticating round-tripper adds them
-        // to each request.
-        let headers = format!("{}{auth}", self.ep.head(v2.is_some()));
         let req = Request {
             method: "POST",
             origin: (url.tls, &authority),
             // The Host header without a default port, as Go writes it (and as signed).
             host: host_header(url.tls, &authority),
             path: &url.path_and_query,
-            headers: &headers,
+            headers: self.ep.head(v2.is_some()),
             body,
         };
         let policy = Redirects {
@@ -117,11 +114,13 @@ impl Shard {
             credentials_elsewhere: true,
         };
         // Each hop is signed for its own host and path, and says which retry it is.
+        // Credentials go with every hop, as Prometheus' authenticating round-tripper adds them
+        // to each request.
         let mut hop = |host: &str, path: &str| -> Result<String, String> {
-            let mut extra = String::new();
+            let mut extra = auth.clone();
             if let Some(sig) = &self.ep.cfg.sigv4 {
                 let creds = sig.credentials()?;
-                extra = crate::http::sigv4::sign(
+                extra.push_str(&crate::http::sigv4::sign(
                     &crate::http::sigv4::Request {
                         method: "POST",
                         host,
@@ -137,7 +136,7 @@ impl Shard {
                     &sig.region,
                     "aps",
                     SystemTime::now(),
-                );
+                ));
             }
             if attempt > 0 {
                 extra.push_str(&format!("Retry-Attempt: {attempt}\r\n"));

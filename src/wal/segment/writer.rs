@@ -386,18 +386,10 @@ impl WriteJob {
     /// Runs the writes through the core's driver (io_uring: ring operations, the core goes on
     /// meanwhile; epoll: the system calls). Nothing here borrows the writer.
     pub async fn run(self) -> Progress {
-        let ring = |file: &std::sync::Arc<File>, bytes, at| {
-            let dup = file.try_clone();
-            async move {
-                match dup {
-                    Ok(f) => crate::runtime::write_all_at(f, bytes, at).await.0,
-                    Err(e) => Err(e),
-                }
-            }
-        };
+        use crate::runtime::write_all_at;
         let mut p = Progress::default();
         if let Some((bytes, at)) = self.blocks
-            && let Err(e) = ring(&self.segment, bytes, at).await
+            && let Err(e) = write_all_at(&self.segment, bytes, at).await
         {
             p.result = Err(e);
             return p;
@@ -406,14 +398,10 @@ impl WriteJob {
         let Some((tail, slot, slot_at)) = self.tail else {
             return p;
         };
-        let slot_written = match tail.try_clone() {
-            Ok(f) => crate::runtime::write_all_at(f, slot, slot_at).await.0,
-            Err(e) => Err(e),
-        };
-        if slot_written.is_ok() {
+        if write_all_at(&tail, slot, slot_at).await.is_ok() {
             p.tail_slot = true;
         } else if let Some((bytes, at, after)) = self.fallback {
-            match ring(&self.segment, bytes, at).await {
+            match write_all_at(&self.segment, bytes, at).await {
                 Ok(()) => p.written = Some(after),
                 Err(e) => p.result = Err(e),
             }
