@@ -169,9 +169,9 @@ pub fn query_escape(out: &mut String, s: &str) {
 }
 
 /// Where a `Location` leads from `(tls, authority)`: scheme, authority and path.
-pub fn redirect_target(here: &(bool, String), location: &str) -> Option<(bool, String, String)> {
+pub fn redirect_target(here: (bool, &str), location: &str) -> Option<(bool, String, String)> {
     if location.starts_with('/') && !location.starts_with("//") {
-        return Some((here.0, here.1.clone(), location.to_string()));
+        return Some((here.0, here.1.to_string(), location.to_string()));
     }
     let (tls, rest) = if let Some(r) = location.strip_prefix("http://") {
         (false, r)

@@ -201,8 +201,7 @@ async fn hops(
         let Some(location) = location else {
             return Ok(());
         };
-        let Some((tls, authority, to)) = redirect_target(&(here.0, here.1.to_string()), &location)
-        else {
+        let Some((tls, authority, to)) = redirect_target((here.0, &here.1), &location) else {
             return Err(SendError::NotFollowable(location));
         };
         if (tls, authority.as_str()) != (here.0, &*here.1) {
