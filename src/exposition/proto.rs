@@ -2,7 +2,9 @@
 //! messages. Classic series come out as Prometheus makes them: counters, gauges and untyped as
 //! one sample; summaries as `_count`, `_sum` and one sample per `quantile`; histograms as
 //! `_count`, `_sum` and one `_bucket` per `le`, with the `+Inf` bucket added when absent.
-//! Native histogram parts are skipped (native histogram ingestion is not enabled).
+//! With `scrape_native_histograms`, a native histogram comes out as one sample carrying its
+//! message bytes (transcoded later by `entry::encode_histogram_series`), followed by its classic
+//! series where `always_scrape_classic_histograms` asks for them; without it, as classic series.
 //!
 //! Names and label pairs are slices of the buffer; `le`/`quantile` values are floats the
 //! consumer formats ([`super::Sample::extra_label`]).
