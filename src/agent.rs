@@ -117,7 +117,8 @@ fn endpoints(cfg: &config::Config, cores: usize) -> Vec<Arc<Endpoint>> {
     endpoints
 }
 
-/// Binds the web listener (a bad address stops the start) and serves it on its own thread.
+/// Binds the web listener (a bad address or web configuration stops the start) and serves it
+/// on its own thread.
 fn start_web(
     opts: &AgentOptions,
     registry: &Arc<Registry>,
@@ -126,18 +127,47 @@ fn start_web(
     let reload = opts
         .enable_lifecycle
         .then(|| crate::discovery::ReloadHandle(manager.sender()));
-    crate::web::start(
-        &opts.listen_address,
-        registry.clone(),
-        manager.targets(),
+    let external_url = opts.external_url.clone().unwrap_or_else(|| {
+        let port = opts.listen_address.rsplit(':').next().unwrap_or("9095");
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("http://{host}:{port}/")
+    });
+    let route_prefix = match &opts.route_prefix {
+        Some(p) => p.trim_end_matches('/').to_string(),
+        None => crate::web::url_path(&external_url),
+    };
+    let route_prefix = match route_prefix.as_str() {
+        "" => String::new(),
+        p if p.starts_with('/') => p.to_string(),
+        p => format!("/{p}"),
+    };
+    let web_opts = crate::web::Options {
+        listen_address: opts.listen_address.clone(),
+        config_file: opts.web_config_file.clone(),
+        external_url,
+        route_prefix,
+        max_connections: opts.max_connections,
+        read_timeout: opts.read_timeout,
+        cors_origin: regex::Regex::new(&format!("^(?:{})$", opts.cors_origin))
+            .map_err(|e| format!("invalid --web.cors.origin: {e}"))?,
+        page_title: opts.page_title.clone(),
+    };
+    let sources = crate::web::Sources {
+        registry: registry.clone(),
+        targets: manager.targets(),
         reload,
-    )
-    .map_err(|e| {
-        format!(
-            "cannot listen on --web.listen-address {}: {e}",
-            opts.listen_address
-        )
-    })
+        flags: crate::cli::flag_values(opts),
+        storage: crate::web::Storage {
+            path: opts.storage_path.clone(),
+            max_size: opts
+                .wal_max_size
+                .unwrap_or_else(|| default_wal_max_size(&opts.storage_path)),
+            max_time: opts.wal_max_time,
+        },
+    };
+    crate::web::start(web_opts, sources)
 }
 
 /// Each core's WAL, and the WALs of cores an earlier run had and this one has not.

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::PromDuration;
 use crate::log::{Format, Level};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +32,17 @@ pub struct AgentOptions {
     pub no_lockfile: bool,
     /// `--web.enable-lifecycle`: `POST /-/reload` reloads the configuration.
     pub enable_lifecycle: bool,
+    /// `--web.config.file`: TLS and basic authentication for the web server.
+    pub web_config_file: Option<PathBuf>,
+    /// `--web.external-url`; `None`: `http://<hostname>:<port>/`.
+    pub external_url: Option<String>,
+    /// `--web.route-prefix`; `None`: the external URL's path.
+    pub route_prefix: Option<String>,
+    pub max_connections: usize,
+    pub read_timeout: Duration,
+    /// `--web.cors.origin`, unanchored as given.
+    pub cors_origin: String,
+    pub page_title: String,
 }
 
 impl Default for AgentOptions {
@@ -51,13 +63,20 @@ impl Default for AgentOptions {
             wal_max_time: Duration::ZERO,
             no_lockfile: false,
             enable_lifecycle: false,
+            web_config_file: None,
+            external_url: None,
+            route_prefix: None,
+            max_connections: 512,
+            read_timeout: Duration::from_secs(300),
+            cors_origin: ".*".into(),
+            page_title: "spate".into(),
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    Run(AgentOptions),
+    Run(Box<AgentOptions>),
     CheckConfig(Vec<PathBuf>),
     Version,
     Help,
@@ -85,6 +104,8 @@ Commands:
 /// `--help` both read [`FLAGS`], so a flag cannot be parsed without being documented.
 struct Flag {
     name: &'static str,
+    /// The flag's value in effect, as `/api/v1/status/flags` shows it.
+    value: fn(&AgentOptions) -> String,
     /// Shown after the name in `--help` (`="prometheus.yml"`, `=1m`, `=N`); empty for a switch.
     shown: &'static str,
     help: &'static str,
@@ -129,6 +150,7 @@ fn size(v: &str) -> Result<u64, String> {
 const FLAGS: &[Flag] = &[
     Flag {
         name: "config.file",
+        value: |o| o.config_file.display().to_string(),
         shown: "=\"prometheus.yml\"",
         help: "Prometheus configuration file path.",
         kind: Kind::Value(|o, v| {
@@ -138,6 +160,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.path",
+        value: |o| o.storage_path.display().to_string(),
         shown: "=\"data-agent/\"",
         help: "Base path for agent data storage.",
         kind: Kind::Value(|o, v| {
@@ -147,6 +170,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "web.listen-address",
+        value: |o| o.listen_address.clone(),
         shown: "=\"0.0.0.0:9095\"",
         help: "Address for /metrics, /-/healthy, /-/ready and the API.",
         kind: Kind::Value(|o, v| {
@@ -160,6 +184,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "web.enable-lifecycle",
+        value: |o| o.enable_lifecycle.to_string(),
         shown: "",
         help: "Enable configuration reloads by POST /-/reload (SIGHUP always reloads).",
         kind: Kind::Switch {
@@ -168,7 +193,88 @@ const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "web.config.file",
+        value: |o| {
+            o.web_config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        },
+        shown: "=\"\"",
+        help: "Path to a web configuration file (TLS, basic authentication, headers), as Prometheus' --web.config.file.",
+        kind: Kind::Value(|o, v| {
+            o.web_config_file = (!v.is_empty()).then(|| PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.external-url",
+        value: |o| o.external_url.clone().unwrap_or_default(),
+        shown: "=URL",
+        help: "The URL users reach spate at (behind a reverse proxy, for example). Links in the UI use its path, and it is the default route prefix.",
+        kind: Kind::Value(|o, v| {
+            if !(v.is_empty() || v.starts_with("http://") || v.starts_with("https://")) {
+                return Err("expected an http:// or https:// URL".into());
+            }
+            o.external_url = (!v.is_empty()).then(|| v.to_string());
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.route-prefix",
+        value: |o| o.route_prefix.clone().unwrap_or_default(),
+        shown: "=PATH",
+        help: "Prefix of the web server's routes. Default: the path of --web.external-url.",
+        kind: Kind::Value(|o, v| {
+            o.route_prefix = Some(v.to_string());
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.max-connections",
+        value: |o| o.max_connections.to_string(),
+        shown: "=512",
+        help: "Most simultaneous web connections; more wait until one ends.",
+        kind: Kind::Value(|o, v| {
+            let n = v.parse().ok().filter(|n| *n > 0);
+            o.max_connections = n.ok_or("expected a positive integer")?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.read-timeout",
+        value: |o| PromDuration(o.read_timeout).to_string(),
+        shown: "=5m",
+        help: "Most time to read a request's head or body, and to keep an idle connection.",
+        kind: Kind::Value(|o, v| {
+            o.read_timeout = duration(v, false)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.cors.origin",
+        value: |o| o.cors_origin.clone(),
+        shown: "=\".*\"",
+        help: "Regex of the origins the API allows (CORS), anchored, e.g. 'https?://(domain1|domain2)\\.com'.",
+        kind: Kind::Value(|o, v| {
+            regex::Regex::new(&format!("^(?:{v})$")).map_err(|e| format!("invalid regex: {e}"))?;
+            o.cors_origin = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "web.page-title",
+        value: |o| o.page_title.clone(),
+        shown: "=\"spate\"",
+        help: "Document title of the web UI's pages.",
+        kind: Kind::Value(|o, v| {
+            o.page_title = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
         name: "enable-feature",
+        value: |_| "agent".into(),
         shown: "=...",
         help: "Comma-separated feature names. 'agent' is accepted (spate always runs as an agent); other names are refused.",
         kind: Kind::Value(|_, v| {
@@ -186,6 +292,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "agent",
+        value: |_| "true".into(),
         shown: "",
         help: "Accepted for Prometheus 3 command lines; spate is always an agent.",
         kind: Kind::Switch {
@@ -195,6 +302,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "log.level",
+        value: |o| o.log_level.as_str().into(),
         shown: "=info",
         help: "Only log messages at or above this level: debug, info, warn, error.",
         kind: Kind::Value(|o, v| {
@@ -204,6 +312,10 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "log.format",
+        value: |o| match o.log_format {
+            Format::Logfmt => "logfmt".into(),
+            Format::Json => "json".into(),
+        },
         shown: "=logfmt",
         help: "Output format of log messages: logfmt, json.",
         kind: Kind::Value(|o, v| {
@@ -217,6 +329,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "cores",
+        value: |o| o.cores.map(|n| n.to_string()).unwrap_or_default(),
         shown: "=N",
         help: "Data-plane cores (pinned threads). Default: every CPU this process may run on.",
         kind: Kind::Value(|o, v| {
@@ -227,6 +340,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.remote.flush-deadline",
+        value: |o| PromDuration(o.flush_deadline).to_string(),
         shown: "=1m",
         help: "How long to keep sending queued samples on shutdown (what is left stays in the WAL and is sent after restart).",
         kind: Kind::Value(|o, v| {
@@ -236,6 +350,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.wal-segment-size",
+        value: |o| format_bytes(o.wal_segment_size),
         shown: "=128MB",
         help: "Size of a WAL segment file.",
         kind: Kind::Value(|o, v| {
@@ -245,6 +360,10 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.wal-compression-type",
+        value: |o| match o.wal_compression_type {
+            crate::wal::Compression::Zstd => "zstd".into(),
+            _ => "snappy".into(),
+        },
         shown: "=snappy",
         help: "How WAL records are compressed: snappy or zstd (zstd takes more CPU and less disk).",
         kind: Kind::Value(|o, v| {
@@ -254,6 +373,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.wal-compression",
+        value: |o| o.wal_compression.to_string(),
         shown: "",
         help: "Compress WAL records with snappy (default on; also =snappy, =zstd, =none).",
         kind: Kind::SwitchOrValue {
@@ -273,6 +393,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.wal-fsync-interval",
+        value: |o| PromDuration(o.wal_fsync_interval).to_string(),
         shown: "=1s",
         help: "Most time between fdatasync calls on the WAL (0s: every commit): what a power loss can take. Commits are written before they return, so a crash of spate loses none.",
         kind: Kind::Value(|o, v| {
@@ -282,6 +403,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.no-lockfile",
+        value: |o| o.no_lockfile.to_string(),
         shown: "",
         help: "Do not lock the storage directory (it is locked by default so that two agents never share one WAL).",
         kind: Kind::Switch {
@@ -291,6 +413,7 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.retention.max-time",
+        value: |o| PromDuration(o.wal_max_time).to_string(),
         shown: "=0s",
         help: "Delete WAL segments last written longer ago than this, sent or not (0s: no age bound).",
         kind: Kind::Value(|o, v| {
@@ -300,6 +423,11 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "storage.agent.retention.max-size",
+        value: |o| {
+            o.wal_max_size
+                .map(format_bytes)
+                .unwrap_or_else(|| "0B".into())
+        },
         shown: "=SIZE",
         help: "Bound on the WAL's disk use (e.g. 10GB). Default: a fifth of the filesystem holding --storage.agent.path.",
         kind: Kind::Value(|o, v| {
@@ -308,6 +436,24 @@ const FLAGS: &[Flag] = &[
         }),
     },
 ];
+
+/// Every flag of `spate run` with its value in effect, for `/api/v1/status/flags`.
+pub fn flag_values(opts: &AgentOptions) -> Vec<(String, String)> {
+    FLAGS
+        .iter()
+        .map(|f| (f.name.to_string(), (f.value)(opts)))
+        .collect()
+}
+
+/// A byte size as Prometheus' flags show one: the largest unit that divides it (`128MB`).
+fn format_bytes(b: u64) -> String {
+    for (shift, unit) in [(40, "TB"), (30, "GB"), (20, "MB"), (10, "KB")] {
+        if b >= 1 << shift && b.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", b >> shift);
+        }
+    }
+    format!("{b}B")
+}
 
 /// `--help`: the head, every flag of [`FLAGS`] with its help wrapped, and the commands.
 pub fn usage() -> String {
@@ -440,7 +586,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         }
     }
     match positional.first().map(String::as_str) {
-        None | Some("run") if positional.len() <= 1 => Ok(Command::Run(opts)),
+        None | Some("run") if positional.len() <= 1 => Ok(Command::Run(Box::new(opts))),
         Some("check-config") => {
             let files: Vec<PathBuf> = positional[1..].iter().map(PathBuf::from).collect();
             if files.is_empty() {
@@ -535,7 +681,7 @@ mod tests {
 
     fn run(args: &[&str]) -> AgentOptions {
         match p(args) {
-            Ok(Command::Run(o)) => o,
+            Ok(Command::Run(o)) => *o,
             other => panic!("{args:?}: {other:?}"),
         }
     }

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(files) => check_config(&files),
         Command::Run(opts) => {
             spate::log::init(opts.log_level, opts.log_format);
-            match spate::agent::run(opts) {
+            match spate::agent::run(*opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     spate::log!(spate::log::Level::Error, "agent", "cannot start", err = e);

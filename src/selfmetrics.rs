@@ -43,6 +43,17 @@ pub struct SdStats {
 }
 
 stats! {
+/// The web server's counters.
+#[derive(Default)]
+pub struct WebStats {
+    pub requests: AtomicU64,
+    /// Requests refused for missing or wrong basic-auth credentials.
+    pub auth_failures: AtomicU64,
+    pub tls_failures: AtomicU64,
+}
+}
+
+stats! {
 /// The WAL's counters `/metrics` shows, per core.
 #[derive(Default)]
 pub struct WalStats {
@@ -201,6 +212,7 @@ pub struct Registry {
     pub ready: std::sync::atomic::AtomicBool,
     pub stopping: std::sync::atomic::AtomicBool,
     pub sd: Arc<SdStats>,
+    pub web: WebStats,
     /// The running configuration for `/api/v1/status/config`, secrets redacted.
     pub config_yaml: Mutex<String>,
     /// `prometheus_config_last_reload_successful`.
@@ -221,6 +233,7 @@ impl Registry {
             ready: Default::default(),
             stopping: Default::default(),
             sd: Default::default(),
+            web: Default::default(),
             config_yaml: Mutex::new(String::new()),
             reload_successful: std::sync::atomic::AtomicBool::new(true),
             reload_success_time: AtomicU64::new(start.as_secs_f64().to_bits()),
@@ -243,6 +256,15 @@ impl Registry {
             }),
         }
         stats
+    }
+
+    /// Each endpoint's `remote_name`, URL and shard counters (one shard per core), for the
+    /// web's remote-write status.
+    pub fn endpoints(&self) -> Vec<(String, String, Vec<Arc<ShardStats>>)> {
+        let eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        eps.iter()
+            .map(|e| (e.remote_name.clone(), e.url.clone(), e.shards.clone()))
+            .collect()
     }
 
     /// Renders the Prometheus text format: every row of [`METRICS`], then the process'.
@@ -454,6 +476,24 @@ const METRICS: &[Metric] = &[
                 );
             }
         }),
+    ),
+    m(
+        "spate_web_requests_total",
+        C,
+        "HTTP requests the web server received.",
+        Read::Fixed(|r| r.web.requests.load(Relaxed) as f64),
+    ),
+    m(
+        "spate_web_auth_failures_total",
+        C,
+        "HTTP requests refused for missing or wrong basic-auth credentials (--web.config.file).",
+        Read::Fixed(|r| r.web.auth_failures.load(Relaxed) as f64),
+    ),
+    m(
+        "spate_web_tls_handshake_failures_total",
+        C,
+        "TLS handshakes the web server failed (--web.config.file).",
+        Read::Fixed(|r| r.web.tls_failures.load(Relaxed) as f64),
     ),
     m(
         "spate_core_driver",
@@ -833,6 +873,7 @@ mod tests {
                 .collect()
         }
         counters.extend(named("SdStats", r.sd.counters()));
+        counters.extend(named("WebStats", r.web.counters()));
         counters.extend(named("CoreStats", core.counters()));
         counters.extend(named("WalStats", core.wal.counters()));
         counters.extend(named("ShardStats", shard.counters()));

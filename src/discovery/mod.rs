@@ -64,6 +64,8 @@ impl Drop for Provider {
 
 struct Job {
     cfg: ScrapeConfig,
+    /// The job's target relabeling, shared with the targets view (for the relabel debugger).
+    relabel: Arc<crate::relabel::Rules>,
     providers: Vec<Provider>,
     /// Each provider's groups, by provider id.
     groups: BTreeMap<u64, Vec<TargetGroup>>,
@@ -291,6 +293,7 @@ impl Manager {
 
     fn new_job(&mut self, cfg: ScrapeConfig) -> Job {
         let mut job = Job {
+            relabel: Arc::new(cfg.relabel_configs.clone()),
             cfg,
             providers: Vec::new(),
             groups: BTreeMap::new(),
@@ -476,6 +479,8 @@ impl Manager {
             view.dropped.extend(job.dropped.iter().cloned());
             view.dropped_counts
                 .push((job.cfg.job_name.clone(), job.dropped_count));
+            view.pools
+                .push((job.cfg.job_name.clone(), job.relabel.clone()));
         }
         *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }

@@ -19,7 +19,7 @@ pub use request::{
     BODY_REDIRECTS, GET_REDIRECTS, Head, MAX_REDIRECTS, Redirects, Request, SendError, host_header,
     send, write_request,
 };
-pub use secret::{Secret, base64};
+pub use secret::{Secret, base64, base64_decode};
 
 use std::fmt;
 

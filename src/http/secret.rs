@@ -54,9 +54,66 @@ pub fn base64(data: &[u8], out: &mut String) {
     }
 }
 
+/// Standard base64 (RFC 4648, with padding) back to bytes; `None` for anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let b = text.as_bytes();
+    if !b.len().is_multiple_of(4) {
+        return None;
+    }
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(b.len() / 4 * 3);
+    for (i, chunk) in b.chunks(4).enumerate() {
+        let last = i + 1 == b.len() / 4;
+        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for (j, c) in chunk.iter().enumerate() {
+            let v = if j >= 4 - pad { 0 } else { value(*c)? };
+            n = n << 6 | u32::from(v);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - pad]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_decode_inverts_encode_and_refuses_garbage() {
+        for input in [
+            "",
+            "f",
+            "fo",
+            "foo",
+            "foob",
+            "fooba",
+            "foobar",
+            "user:pa:ss\u{e9}",
+        ] {
+            let mut enc = String::new();
+            base64(input.as_bytes(), &mut enc);
+            assert_eq!(
+                base64_decode(&enc).as_deref(),
+                Some(input.as_bytes()),
+                "{enc}"
+            );
+        }
+        for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9v!A==", "Zm8=Zm8="] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn base64_matches_the_rfc_vectors() {

@@ -107,7 +107,7 @@ fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
     certs(&pem, &path)
 }
 
-fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid PEM certificate in {what}: {e:?}"))?;

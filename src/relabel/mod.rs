@@ -392,6 +392,47 @@ impl Rules {
     }
 }
 
+/// What one rule made of a label set, for the relabel debugger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// The labels after the rule, sorted by name; empty once a rule dropped the set.
+    pub output: Vec<(String, String)>,
+    /// False from the rule that dropped the set on.
+    pub keep: bool,
+}
+
+impl Rules {
+    /// Applies the rules to `input` one at a time and reports each one's result, as
+    /// Prometheus' `/api/v1/targets/relabel_steps` does: after a drop, every later step shows
+    /// `keep: false` and no labels.
+    pub fn steps(&self, input: &[(String, String)]) -> Vec<Step> {
+        let mut labels = LabelScratch::default();
+        for (k, v) in input {
+            labels.set(k.as_bytes(), v.as_bytes());
+        }
+        let mut kept = true;
+        let mut out = Vec::with_capacity(self.0.len());
+        for rule in &self.0 {
+            if kept {
+                let one = Rules(vec![rule.clone()]);
+                kept = one.process(&mut labels, &mut one.scratch());
+            }
+            let mut output = Vec::new();
+            if kept {
+                for i in 0..labels.len() {
+                    output.push((
+                        String::from_utf8_lossy(labels.name(i)).into_owned(),
+                        String::from_utf8_lossy(labels.value(i)).into_owned(),
+                    ));
+                }
+                output.sort();
+            }
+            out.push(Step { output, keep: kept });
+        }
+        out
+    }
+}
+
 /// Go's `strings.ToLower`/`ToUpper`: each character mapped on its own (a character whose
 /// mapping is several characters, like `ß`, stays as it is, as in Go).
 fn change_case(value: &[u8], upper: bool, out: &mut Vec<u8>) {

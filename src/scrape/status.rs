@@ -73,6 +73,8 @@ pub struct TargetsView {
     pub dropped: Vec<super::DroppedTarget>,
     /// Dropped targets per job (all of them, not only those kept), in configuration order.
     pub dropped_counts: Vec<(String, usize)>,
+    /// Each scrape pool (job) in configuration order, with its target relabeling rules.
+    pub pools: Vec<(String, std::sync::Arc<crate::relabel::Rules>)>,
 }
 
 /// The body of `/api/v1/targets`, in Prometheus' shape. `state` is `active`, `dropped` or

@@ -1,0 +1,386 @@
+//! The HTTP API under `/api/v1`, in Prometheus' paths, JSON shapes and status codes, plus
+//! spate's additions (`/status/remote_write`, `/relabel_steps`). Where spate has more to say it
+//! adds fields; it never renames one.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::Method;
+use serde_json::{Map, Value, json};
+
+use super::{Reply, Req, State};
+use crate::relabel::{Rule, RuleSpec, Rules};
+
+/// What a Prometheus agent answers for the query, rules and TSDB endpoints.
+const AGENT_ONLY: &str = "unavailable with Prometheus Agent";
+
+/// The endpoints a Prometheus agent refuses with 422 (besides `label/<name>/values`).
+const UNAVAILABLE: &[&str] = &[
+    "query",
+    "query_range",
+    "query_exemplars",
+    "format_query",
+    "parse_query",
+    "labels",
+    "series",
+    "alerts",
+    "alertmanagers",
+    "rules",
+    "status/tsdb",
+    "status/tsdb/blocks",
+    "admin/tsdb/delete_series",
+    "admin/tsdb/clean_tombstones",
+    "admin/tsdb/snapshot",
+    "read",
+];
+
+fn success(data: Value) -> Reply {
+    Reply::json(200, json!({"status": "success", "data": data}).to_string())
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"status": "error", "errorType": kind, "error": message}).to_string(),
+    )
+}
+
+pub(super) fn handle(req: &Req, state: &State) -> Reply {
+    let path = req.path.strip_prefix("/api/v1/").unwrap_or("");
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    let read = get || req.method == Method::POST;
+    if UNAVAILABLE.contains(&path) || (path.starts_with("label/") && path.ends_with("/values")) {
+        return error(422, "execution", AGENT_ONLY);
+    }
+    if req.method == Method::OPTIONS {
+        return Reply::text(204, "");
+    }
+    let params = params(req);
+    let param = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match path {
+        "status/buildinfo" if get => success(build_info()),
+        "status/runtimeinfo" if get => success(runtime_info(state)),
+        "status/flags" if get => {
+            let flags: Map<String, Value> = state
+                .src
+                .flags
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            success(Value::Object(flags))
+        }
+        "status/config" if get => {
+            let yaml = state
+                .src
+                .registry
+                .config_yaml
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            success(json!({ "yaml": yaml }))
+        }
+        "status/walreplay" if get => success(json!({"min": 0, "max": 0, "current": 0})),
+        "status/remote_write" if get => success(remote_write(state)),
+        "targets" if get => {
+            let view = state
+                .src
+                .targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let wanted = param("state").unwrap_or("any").to_ascii_lowercase();
+            let body = crate::scrape::targets_json(&view, &wanted, param("scrapePool"));
+            Reply::json(200, body)
+        }
+        "scrape_pools" if get => {
+            let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pools: Vec<&str> = view.pools.iter().map(|(n, _)| n.as_str()).collect();
+            pools.sort_unstable();
+            success(json!({ "scrapePools": pools }))
+        }
+        "targets/relabel_steps" if get => {
+            let Some(pool) = param("scrapePool") else {
+                return error(400, "bad_data", "scrapePool parameter is required");
+            };
+            let labels = match labels_param(param("labels")) {
+                Ok(l) => l,
+                Err(e) => return error(400, "bad_data", &e),
+            };
+            let rules = {
+                let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
+                view.pools
+                    .iter()
+                    .find(|(n, _)| n == pool)
+                    .map(|(_, r)| r.clone())
+            };
+            match rules {
+                Some(rules) => success(steps(&rules, &labels)),
+                None => error(400, "bad_data", &format!("scrape pool {pool:?} not found")),
+            }
+        }
+        // The free-form relabel debugger: labels and rules from the user, spate's engine.
+        "relabel_steps" if read => {
+            let labels = match labels_param(param("labels")) {
+                Ok(l) => l,
+                Err(e) => return error(400, "bad_data", &e),
+            };
+            match rules_param(param("rules").unwrap_or("")) {
+                Ok(rules) => success(steps(&rules, &labels)),
+                Err(e) => error(400, "bad_data", &e),
+            }
+        }
+        _ if !get && !read => error(405, "bad_data", "method not allowed"),
+        _ => Reply::text(404, "404 page not found\n"),
+    }
+}
+
+/// The query string's parameters, and a form body's.
+fn params(req: &Req) -> Vec<(String, String)> {
+    let mut out = crate::http::query_pairs(&req.query);
+    if !req.body.is_empty() {
+        out.extend(crate::http::query_pairs(&String::from_utf8_lossy(
+            &req.body,
+        )));
+    }
+    out
+}
+
+/// `labels={"name":"value",…}`.
+fn labels_param(text: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let Some(text) = text else {
+        return Err("labels parameter is required (a JSON object of label names to values)".into());
+    };
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| format!("labels must be a JSON object of strings: {e}"))?;
+    Ok(map.into_iter().collect())
+}
+
+/// `rules=` a YAML list of relabel configs, checked as the configuration file's are.
+fn rules_param(text: &str) -> Result<Rules, String> {
+    let specs: Option<Vec<RuleSpec>> = serde_saphyr::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        format!(
+            "rules must be a YAML list of relabel configs: {}",
+            msg.lines().next().unwrap_or(&msg)
+        )
+    })?;
+    let mut rules = Vec::new();
+    for (i, spec) in specs.unwrap_or_default().iter().enumerate() {
+        rules.push(Rule::new(spec).map_err(|e| format!("rule {}: {e}", i + 1))?);
+    }
+    Ok(Rules(rules))
+}
+
+/// `{steps:[{rule, output, keep}]}`.
+fn steps(rules: &Rules, labels: &[(String, String)]) -> Value {
+    let steps: Vec<Value> = rules
+        .0
+        .iter()
+        .zip(rules.steps(labels))
+        .map(|(rule, step)| {
+            let output: Map<String, Value> = step
+                .output
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            json!({"rule": rule_json(rule), "output": output, "keep": step.keep})
+        })
+        .collect();
+    json!({ "steps": steps })
+}
+
+/// A rule as Prometheus marshals a relabel config: empty fields left out.
+fn rule_json(rule: &Rule) -> Value {
+    let mut m = Map::new();
+    if !rule.source_labels.is_empty() {
+        m.insert("source_labels".into(), json!(rule.source_labels));
+    }
+    m.insert("separator".into(), json!(rule.separator));
+    m.insert("regex".into(), json!(rule.regex.as_str()));
+    if rule.modulus != 0 {
+        m.insert("modulus".into(), json!(rule.modulus));
+    }
+    if !rule.target_label.is_empty() {
+        m.insert("target_label".into(), json!(rule.target_label));
+    }
+    m.insert("replacement".into(), json!(rule.replacement));
+    m.insert("action".into(), json!(rule.action.as_str()));
+    Value::Object(m)
+}
+
+/// Prometheus' fields, with the compiler's version in `goVersion` and again in `rustVersion`.
+pub(super) fn build_info() -> Value {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": env!("SPATE_REVISION"),
+        "branch": env!("SPATE_BRANCH"),
+        "buildUser": "",
+        "buildDate": env!("SPATE_BUILD_DATE"),
+        "goVersion": env!("SPATE_RUSTC"),
+        "rustVersion": env!("SPATE_RUSTC"),
+    })
+}
+
+fn rfc3339(secs: f64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
+    crate::log::rfc3339_millis(t)
+}
+
+fn runtime_info(state: &State) -> Value {
+    let reg = &state.src.registry;
+    let storage = &state.src.storage;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cores: Vec<Value> = reg
+        .cores
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let driver = match c.driver.load(Relaxed) {
+                1 => "io_uring",
+                2 => "epoll",
+                _ => "starting",
+            };
+            json!({"id": i, "driver": driver, "targets": c.targets.load(Relaxed),
+                   "walSizeBytes": c.wal.size_bytes.load(Relaxed)})
+        })
+        .collect();
+    let wal_size: u64 = reg
+        .cores
+        .iter()
+        .map(|c| c.wal.size_bytes.load(Relaxed))
+        .sum();
+    let corruptions = reg
+        .cores
+        .iter()
+        .filter(|c| c.wal.read_damaged_bytes.load(Relaxed) > 0)
+        .count();
+    let retention = match (storage.max_time.is_zero(), storage.max_size) {
+        (true, 0) => String::new(),
+        (true, size) => format!("{}B", size),
+        (false, 0) => crate::config::PromDuration(storage.max_time).to_string(),
+        (false, size) => format!(
+            "{} or {}B",
+            crate::config::PromDuration(storage.max_time),
+            size
+        ),
+    };
+    json!({
+        "startTime": rfc3339(reg.start_time_secs),
+        "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "hostname": hostname,
+        "serverTime": rfc3339(now),
+        "reloadConfigSuccess": reg.reload_successful.load(Relaxed),
+        "lastConfigTime": rfc3339(f64::from_bits(reg.reload_success_time.load(Relaxed))),
+        "corruptionCount": corruptions,
+        "goroutineCount": threads,
+        "GOMAXPROCS": reg.cores.len(),
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": retention,
+        "cores": cores,
+        "walDirectory": storage.path.join("wal").display().to_string(),
+        "walSizeBytes": wal_size,
+        "walRetention": {
+            "maxTime": crate::config::PromDuration(storage.max_time).to_string(),
+            "maxSizeBytes": storage.max_size,
+        },
+    })
+}
+
+/// Per endpoint, summed over the cores' shards: what the remote-write page charts. Names
+/// follow Prometheus' remote-write metrics and its proposed status endpoint.
+fn remote_write(state: &State) -> Value {
+    let reg = &state.src.registry;
+    let highest_ms = reg
+        .cores
+        .iter()
+        .map(|c| c.highest_ts_ms.load(Relaxed))
+        .max()
+        .unwrap_or(0);
+    let queues: Vec<Value> = reg
+        .endpoints()
+        .into_iter()
+        .map(|(name, url, shards)| {
+            let sum = |f: fn(&crate::selfmetrics::ShardStats) -> u64| -> u64 {
+                shards.iter().map(|s| f(s)).sum()
+            };
+            let max = |f: fn(&crate::selfmetrics::ShardStats) -> u64| -> u64 {
+                shards.iter().map(|s| f(s)).max().unwrap_or(0)
+            };
+            let sent_ms = max(|s| s.highest_sent_ts_ms.load(Relaxed));
+            let delay = if sent_ms == 0 || highest_ms == 0 {
+                0.0
+            } else {
+                highest_ms.saturating_sub(sent_ms) as f64 / 1000.0
+            };
+            json!({
+                "name": name,
+                "url": url,
+                "shards": {
+                    "current": sum(|s| s.shards.load(Relaxed)),
+                    "desired": sum(|s| s.shards_desired.load(Relaxed)),
+                    "min": sum(|s| s.shards_min.load(Relaxed)),
+                    "max": sum(|s| s.shards_max.load(Relaxed)),
+                    "capacity": max(|s| s.capacity.load(Relaxed)),
+                    "maxSamplesPerSend": max(|s| s.max_samples_per_send.load(Relaxed)),
+                },
+                "pending": { "samples": sum(|s| s.samples_pending.load(Relaxed)) },
+                "sent": {
+                    "samples": sum(|s| s.samples_sent.load(Relaxed)),
+                    "metadata": sum(|s| s.metadata_sent.load(Relaxed)),
+                },
+                "failed": {
+                    "samples": sum(|s| s.samples_failed.load(Relaxed)),
+                    "metadata": sum(|s| s.metadata_failed.load(Relaxed)),
+                    "requests": sum(|s| s.requests_failed.load(Relaxed)),
+                },
+                "retried": {
+                    "samples": sum(|s| s.samples_retried.load(Relaxed)),
+                    "metadata": sum(|s| s.metadata_retried.load(Relaxed)),
+                },
+                "dropped": {
+                    "queueFull": sum(|s| s.samples_dropped_queue_full.load(Relaxed)),
+                    "tooOld": sum(|s| s.samples_dropped_too_old.load(Relaxed)),
+                    "relabel": sum(|s| s.samples_dropped_relabel.load(Relaxed)),
+                    "walRetention": sum(|s| s.samples_dropped_wal_size.load(Relaxed)),
+                },
+                "bytesSent": sum(|s| s.bytes_sent.load(Relaxed)) + sum(|s| s.metadata_bytes.load(Relaxed)),
+                "backlogBytes": sum(|s| s.wal_backlog_bytes.load(Relaxed)),
+                "highestSentTimestamp": sent_ms as f64 / 1000.0,
+                "delaySeconds": delay,
+            })
+        })
+        .collect();
+    let wal = json!({
+        "sizeBytes": reg.cores.iter().map(|c| c.wal.size_bytes.load(Relaxed)).sum::<u64>(),
+        "segmentsCreated": reg.cores.iter().map(|c| c.wal.segments_created.load(Relaxed)).sum::<u64>(),
+        "segmentsDeleted": reg.cores.iter().map(|c| c.wal.segments_deleted.load(Relaxed)).sum::<u64>(),
+        "bytesWritten": reg.cores.iter().map(|c| c.wal.bytes.load(Relaxed)).sum::<u64>(),
+    });
+    json!({
+        "highestTimestamp": highest_ms as f64 / 1000.0,
+        "samplesAppended": reg.cores.iter().map(|c| c.samples_appended.load(Relaxed)).sum::<u64>(),
+        "queues": queues,
+        "wal": wal,
+    })
+}
