@@ -482,7 +482,7 @@ mod tests {
         );
         let e = err("basic_auth_users:\n  alice: plain\n");
         assert!(
-            e.starts_with("/etc/web.yml:1: basic_auth_users:") && e.contains("alice"),
+            e.starts_with("/etc/web.yml:2: basic_auth_users:") && e.contains("alice"),
             "{e}"
         );
         let e = err("http_server_config:\n  headers:\n    Server: spate\n");
