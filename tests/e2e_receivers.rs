@@ -6,27 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, Spate, TempDir, free_port, http_get, require_program, urlencode, wait_for};
+use common::{
+    NodeExporter, Proc, Spate, TempDir, free_port, http_get, require_program, start_node_exporter,
+    urlencode, wait_for,
+};
 use serde_json::Value;
-
-struct NodeExporter {
-    _proc: Proc,
-    addr: String,
-}
-
-fn start_node_exporter(dir: &TempDir) -> Option<NodeExporter> {
-    let bin = require_program("prometheus-node-exporter", "prometheus-node-exporter")?;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let proc = Proc::spawn(
-        "node_exporter",
-        Command::new(bin).arg(format!("--web.listen-address={addr}")),
-        dir.path(),
-    );
-    wait_for(Duration::from_secs(30), "node_exporter to serve", || {
-        http_get(&addr, "/metrics").filter(|(c, _)| *c == 200)
-    });
-    Some(NodeExporter { _proc: proc, addr })
-}
 
 /// The value node_exporter itself serves for `node_exporter_build_info`, with its labels.
 fn served_build_info(addr: &str) -> (String, f64) {

@@ -3,6 +3,8 @@
 //! recording remote-write receiver and a counting scrape target).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -152,6 +154,27 @@ pub fn prometheus_agent(prometheus: &Path, dir: &TempDir, config: &Path, web: &s
             .arg(format!("--web.listen-address={web}")),
         dir.path(),
     )
+}
+
+/// Debian's node_exporter on a free loopback port.
+pub struct NodeExporter {
+    _proc: Proc,
+    pub addr: String,
+}
+
+/// Starts node_exporter and waits until it serves `/metrics`.
+pub fn start_node_exporter(dir: &TempDir) -> Option<NodeExporter> {
+    let bin = require_program("prometheus-node-exporter", "prometheus-node-exporter")?;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let proc = Proc::spawn(
+        "node_exporter",
+        Command::new(bin).arg(format!("--web.listen-address={addr}")),
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(30), "node_exporter to serve", || {
+        http_get(&addr, "/metrics").filter(|(c, _)| *c == 200)
+    });
+    Some(NodeExporter { _proc: proc, addr })
 }
 
 /// A child process that is killed when dropped.

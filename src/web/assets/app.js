@@ -439,6 +439,7 @@ async function remoteWritePage() {
     walChart.plot.setData([walHist.t, walHist.size]);
     document.getElementById("wal-cards").replaceChildren(card("Size", bytes(d.wal.sizeBytes)), card("Segments created", d.wal.segmentsCreated), card("Segments deleted", d.wal.segmentsDeleted), card("Samples appended", d.samplesAppended.toLocaleString()));
     if (d.queues.length === 0) area.replaceChildren(h("p", {}, "No remote_write endpoints are configured."));
+    const prevKeep = new Map();
     for (const q of d.queues) {
       const key = q.name + " " + q.url;
       let s = series.get(key);
@@ -460,6 +461,8 @@ async function remoteWritePage() {
         series.set(key, s);
       }
       const p = prev && prev.get(key);
+      prevKeep.set(key, q);
+      if (!p) continue; // the first poll is the baseline rates are measured from
       const rate = (f) => (p ? Math.max(0, (f(q) - f(p)) / dt) : 0);
       const x = s.hist;
       push(x.t, now); push(x.sent, rate((v) => v.sent.samples)); push(x.failed, rate((v) => v.failed.samples));
@@ -473,7 +476,7 @@ async function remoteWritePage() {
         card("Retried", q.retried.samples.toLocaleString()), card("Lanes", q.shards.current + " (" + q.shards.min + "–" + q.shards.max + ")"),
         card("Backlog", bytes(q.backlogBytes)), card("Lag", q.delaySeconds.toFixed(1) + "s"), card("Bytes sent", bytes(q.bytesSent)));
     }
-    prev = new Map(d.queues.map((q) => [q.name + " " + q.url, q]));
+    prev = prevKeep;
     prevAt = now;
   }
   await poll();
