@@ -322,6 +322,19 @@ impl Spate {
         extra_args: &[&str],
         customize: impl FnOnce(&mut Command),
     ) -> Spate {
+        let s = Self::launch(config, extra_args, customize);
+        wait_for(Duration::from_secs(30), "spate to be ready", || {
+            http_get(&s.web, "/-/ready").filter(|(code, _)| *code == 200)
+        });
+        s
+    }
+
+    /// Starts spate without waiting for it (its web server may speak TLS, or need credentials).
+    pub fn launch(
+        config: &str,
+        extra_args: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> Spate {
         let dir = TempDir::new("spate");
         let cfg = dir.path().join("spate.yml");
         std::fs::write(&cfg, config).expect("write config");
@@ -337,11 +350,7 @@ impl Spate {
             .args(extra_args);
         customize(&mut cmd);
         let proc = Proc::spawn("spate", &mut cmd, dir.path());
-        let s = Spate { proc, web, dir };
-        wait_for(Duration::from_secs(30), "spate to be ready", || {
-            http_get(&s.web, "/-/ready").filter(|(code, _)| *code == 200)
-        });
-        s
+        Spate { proc, web, dir }
     }
 
     /// The value of a self-metric series (summed over matching lines).
