@@ -7,10 +7,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Receiver, Spate, TempDir, TestServer, free_port, require_program, wait_for};
+use common::{Proc, Receiver, Spate, TempDir, TestServer, free_port, require_program, wait_for};
 
 /// Report series whose values depend on timing; the others (`up`, the sample counts,
 /// `scrape_series_added`) must match, so a payload one agent rejects, the other rejects too.
@@ -575,6 +576,138 @@ fn targets_api_matches_prometheus_agent_field_by_field() {
             dropped(&s)
         ));
     }
+    assert!(
+        report.is_empty(),
+        "differences from Prometheus agent:\n{report}"
+    );
+}
+
+/// The status, pool and agent-mode endpoints from both agents on the same configuration and
+/// the same flags: Prometheus agent's fields are all there with the same types, values that do
+/// not depend on the process agree, and the endpoints an agent refuses answer alike.
+#[test]
+fn status_endpoints_match_prometheus_agent() {
+    let dir = TempDir::new("diff-status");
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let up = TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"m 1\n".to_vec()));
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: zeta\n    static_configs: [{{targets: ['{up}']}}]\n  - job_name: alpha\n    static_configs: [{{targets: ['{up}']}}]\n",
+        up = up.addr
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let flags = [
+        "--web.page-title=Fleet agent",
+        "--web.max-connections=77",
+        "--web.read-timeout=2m",
+        "--web.cors.origin=https?://ui\\.example",
+        "--web.enable-lifecycle",
+        "--storage.remote.flush-deadline=30s",
+        "--storage.agent.retention.max-time=12h",
+        "--log.level=warn",
+    ];
+    let prom_web = format!("127.0.0.1:{}", free_port());
+    let _prom = Proc::spawn(
+        "prometheus-agent",
+        Command::new(&prom_bin)
+            .arg("--enable-feature=agent")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.agent.path={}",
+                dir.path().join("agent").display()
+            ))
+            .arg(format!("--web.listen-address={prom_web}"))
+            .args(flags),
+        dir.path(),
+    );
+    let spate = Spate::start(&config, &flags);
+    let get = |web: &str, path: &str| -> (u16, serde_json::Value) {
+        let (status, body) = common::http_get(web, path).expect("an answer");
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "Prometheus agent to list its pools",
+        || {
+            let (_, v) = get(&prom_web, "/api/v1/scrape_pools");
+            (v["data"]["scrapePools"].as_array()?.len() == 2).then_some(())
+        },
+    );
+    let mut report = String::new();
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    };
+    // Every field Prometheus gives, spate gives with the same JSON type.
+    for path in ["/api/v1/status/buildinfo", "/api/v1/status/runtimeinfo"] {
+        let ((ps, p), (ss, s)) = (get(&prom_web, path), get(&spate.web, path));
+        assert_eq!((ps, ss), (200, 200), "{path}");
+        assert_eq!(p["status"], s["status"], "{path}");
+        for (key, pv) in p["data"].as_object().unwrap() {
+            match s["data"].get(key) {
+                None => report.push_str(&format!("{path}: spate lacks {key}\n")),
+                Some(sv) if kind(sv) != kind(pv) => {
+                    report.push_str(&format!("{path}: {key}: prometheus {pv} spate {sv}\n"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let (_, s) = get(&spate.web, "/api/v1/status/runtimeinfo");
+    assert_eq!(s["data"]["reloadConfigSuccess"], true);
+    // The flags given to both show the same values.
+    let ((_, p), (_, s)) = (
+        get(&prom_web, "/api/v1/status/flags"),
+        get(&spate.web, "/api/v1/status/flags"),
+    );
+    for flag in flags {
+        let name = flag.trim_start_matches("--").split('=').next().unwrap();
+        if p["data"][name] != s["data"][name] {
+            report.push_str(&format!(
+                "flags: {name}: prometheus {} spate {}\n",
+                p["data"][name], s["data"][name]
+            ));
+        }
+    }
+    for (name, v) in s["data"].as_object().unwrap() {
+        assert!(v.is_string(), "flag {name} is a string: {v}");
+    }
+    // Same answers, whole bodies.
+    for path in [
+        "/api/v1/scrape_pools",
+        "/api/v1/status/walreplay",
+        "/api/v1/query?query=up",
+        "/api/v1/query_range?query=up&start=0&end=1&step=1",
+        "/api/v1/query_exemplars?query=up",
+        "/api/v1/labels",
+        "/api/v1/label/job/values",
+        "/api/v1/series?match[]=up",
+        "/api/v1/rules",
+        "/api/v1/alerts",
+        "/api/v1/alertmanagers",
+        "/api/v1/status/tsdb",
+        "/api/v1/nonexistent",
+    ] {
+        let ((ps, p), (ss, s)) = (get(&prom_web, path), get(&spate.web, path));
+        if ps != ss || p != s {
+            report.push_str(&format!("{path}: prometheus {ps} {p} spate {ss} {s}\n"));
+        }
+    }
+    let (_, s) = get(&spate.web, "/api/v1/status/config");
+    assert!(
+        s["data"]["yaml"]
+            .as_str()
+            .is_some_and(|y| y.contains("alpha"))
+    );
     assert!(
         report.is_empty(),
         "differences from Prometheus agent:\n{report}"
