@@ -40,7 +40,11 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     );
     let commands = manager.sender();
     let endpoints = endpoints(&cfg, cores);
-    let web = start_web(&opts, &registry, &manager)?;
+    // The WAL's size bound: given, or a fifth of the filesystem holding it.
+    let wal_max_size = opts
+        .wal_max_size
+        .unwrap_or_else(|| default_wal_max_size(&opts.storage_path));
+    let web = start_web(&opts, wal_max_size, &registry, &manager)?;
     crate::log!(
         Level::Info,
         "agent",
@@ -52,7 +56,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         endpoints = endpoints.len(),
         listen = web
     );
-    let wals = open_wals(&opts, cores, &registry, &endpoints)?;
+    let wals = open_wals(&opts, wal_max_size, cores, &registry, &endpoints)?;
     let shutdown = Event::new();
     let handles = start_cores(CoreSetup {
         opts: &opts,
@@ -121,6 +125,7 @@ fn endpoints(cfg: &config::Config, cores: usize) -> Vec<Arc<Endpoint>> {
 /// on its own thread.
 fn start_web(
     opts: &AgentOptions,
+    wal_max_size: u64,
     registry: &Arc<Registry>,
     manager: &crate::discovery::Manager,
 ) -> Result<std::net::SocketAddr, String> {
@@ -129,9 +134,7 @@ fn start_web(
         .then(|| crate::discovery::ReloadHandle(manager.sender()));
     let external_url = opts.external_url.clone().unwrap_or_else(|| {
         let port = opts.listen_address.rsplit(':').next().unwrap_or("9095");
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = crate::web::hostname().unwrap_or_else(|| "localhost".into());
         format!("http://{host}:{port}/")
     });
     let route_prefix = match &opts.route_prefix {
@@ -161,9 +164,7 @@ fn start_web(
         flags: crate::cli::flag_values(opts),
         storage: crate::web::Storage {
             path: opts.storage_path.clone(),
-            max_size: opts
-                .wal_max_size
-                .unwrap_or_else(|| default_wal_max_size(&opts.storage_path)),
+            max_size: wal_max_size,
             max_time: opts.wal_max_time,
         },
     };
@@ -183,13 +184,11 @@ struct Wals {
 /// them, and hands each removed core's WAL to core `id % cores`.
 fn open_wals(
     opts: &AgentOptions,
+    max_size: u64,
     cores: usize,
     registry: &Registry,
     endpoints: &[Arc<Endpoint>],
 ) -> Result<Wals, String> {
-    let max_size = opts
-        .wal_max_size
-        .unwrap_or_else(|| default_wal_max_size(&opts.storage_path));
     let wal_opts = crate::wal::WalOptions {
         segment_size: opts.wal_segment_size,
         compression: match (opts.wal_compression, opts.wal_compression_type) {

@@ -98,6 +98,17 @@ pub struct CoreStats {
 }
 }
 
+impl CoreStats {
+    /// The I/O driver the core runs on, once it started.
+    pub fn driver_name(&self) -> Option<&'static str> {
+        match self.driver.load(Relaxed) {
+            1 => Some("io_uring"),
+            2 => Some("epoll"),
+            _ => None,
+        }
+    }
+}
+
 stats! {
 /// Counters of one remote-write shard (one endpoint on one core).
 #[derive(Default)]
@@ -501,11 +512,7 @@ const METRICS: &[Metric] = &[
         "The I/O driver each data-plane core runs on (1 for the driver in use).",
         Read::Lines(|r, out| {
             for (i, c) in r.cores.iter().enumerate() {
-                let d = match c.driver.load(Relaxed) {
-                    1 => "io_uring",
-                    2 => "epoll",
-                    _ => continue,
-                };
+                let Some(d) = c.driver_name() else { continue };
                 let _ = writeln!(out, "spate_core_driver{{core=\"{i}\",driver=\"{d}\"}} 1");
             }
         }),

@@ -543,15 +543,9 @@ impl TlsTarget {
 
     fn serving(pki: &common::TestPki, content_type: &'static str, body: Vec<u8>) -> TlsTarget {
         let body = Arc::new(body);
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(
-            CertificateDer::pem_file_iter(pki.path("ca.crt"))
-                .unwrap()
-                .map(|c| c.unwrap()),
-        );
+        roots.add_parsable_certificates(pki.chain("ca.crt"));
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider.clone(),
@@ -559,12 +553,7 @@ impl TlsTarget {
         .allow_unauthenticated()
         .build()
         .unwrap();
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(pki.path("server.crt"))
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+        let (chain, key) = (pki.chain("server.crt"), pki.key("server.key"));
         let config = Arc::new(
             rustls::ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()

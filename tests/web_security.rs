@@ -10,28 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Spate, TempDir, TestPki, free_port, wait_for};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// A TLS client trusting the test CA, with the client certificate when `client_cert`.
 fn client(pki: &TestPki, client_cert: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.path("ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
+    roots.add_parsable_certificates(pki.chain("ca.crt"));
     let b = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
     let config = if client_cert {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(pki.path("client.crt"))
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(pki.path("client.key")).unwrap();
-        b.with_client_auth_cert(chain, key).unwrap()
+        b.with_client_auth_cert(pki.chain("client.crt"), pki.key("client.key"))
+            .unwrap()
     } else {
         b.with_no_client_auth()
     };

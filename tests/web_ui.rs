@@ -245,11 +245,21 @@ remote_write:
     let v: Value = serde_json::from_str(&body).unwrap();
     let target = &v["data"]["activeTargets"][0];
     let discovered = target["discoveredLabels"].to_string();
-    let final_shown = |browser: &Browser| {
-        browser.wait(
+    // The debugger's final labels, sorted, without the `__` ones a scrape drops.
+    let final_shown = |browser: &Browser| -> Vec<String> {
+        let shown = browser.wait(
             "the relabel steps",
             "const f = document.querySelector('.final-labels'); return f && [...f.querySelectorAll('.badge')].map(b => b.innerText)",
-        )
+        );
+        let mut labels: Vec<String> = shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_str().unwrap().to_string())
+            .filter(|b| !b.starts_with("__"))
+            .collect();
+        labels.sort();
+        labels
     };
     visit(
         &format!(
@@ -258,7 +268,7 @@ remote_write:
         ),
         "return document.querySelectorAll('tr.step').length === 11",
     );
-    let shown = final_shown(&browser);
+    let got = final_shown(&browser);
     let mut want: Vec<String> = target["labels"]
         .as_object()
         .unwrap()
@@ -267,14 +277,6 @@ remote_write:
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     want.sort();
-    let mut got: Vec<String> = shown
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap().to_string())
-        .filter(|b| !b.starts_with("__"))
-        .collect();
-    got.sort();
     assert_eq!(got, want, "the debugger's final labels are the target's");
     assert!(
         want.iter().any(|l| l.starts_with("x_shard="))
@@ -295,14 +297,7 @@ remote_write:
         rules = serde_json::to_string(&rules).unwrap()
     );
     browser.eval(&script);
-    let mut free: Vec<String> = final_shown(&browser)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap().to_string())
-        .filter(|b| !b.starts_with("__"))
-        .collect();
-    free.sort();
+    let free = final_shown(&browser);
     assert_eq!(free, want, "free-form rules give the same final labels");
     assert!(browser.console_errors().is_empty());
     browser.screenshot(&shots.join("relabel.png"));

@@ -2,7 +2,7 @@
 //! spate's additions (`/status/remote_write`, `/relabel_steps`). Where spate has more to say it
 //! adds fields; it never renames one.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::Method;
@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Reply, Req, State};
 use crate::relabel::{Rule, RuleSpec, Rules};
+use crate::selfmetrics::{ShardStats, WalStats};
 
 /// What a Prometheus agent answers for the query, rules and TSDB endpoints.
 const AGENT_ONLY: &str = "unavailable with Prometheus Agent";
@@ -247,28 +248,17 @@ fn runtime_info(state: &State) -> Value {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .unwrap_or(0);
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
     let cores: Vec<Value> = reg
         .cores
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let driver = match c.driver.load(Relaxed) {
-                1 => "io_uring",
-                2 => "epoll",
-                _ => "starting",
-            };
+            let driver = c.driver_name().unwrap_or("starting");
             json!({"id": i, "driver": driver, "targets": c.targets.load(Relaxed),
                    "walSizeBytes": c.wal.size_bytes.load(Relaxed)})
         })
         .collect();
-    let wal_size: u64 = reg
-        .cores
-        .iter()
-        .map(|c| c.wal.size_bytes.load(Relaxed))
-        .sum();
+    let wal_size = wal_sum(reg, |w| &w.size_bytes);
     let corruptions = reg
         .cores
         .iter()
@@ -287,7 +277,7 @@ fn runtime_info(state: &State) -> Value {
     json!({
         "startTime": rfc3339(reg.start_time_secs),
         "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
-        "hostname": hostname,
+        "hostname": super::hostname().unwrap_or_default(),
         "serverTime": rfc3339(now),
         "reloadConfigSuccess": reg.reload_successful.load(Relaxed),
         "lastConfigTime": rfc3339(f64::from_bits(reg.reload_success_time.load(Relaxed))),
@@ -307,6 +297,11 @@ fn runtime_info(state: &State) -> Value {
     })
 }
 
+/// A WAL counter summed over the cores.
+fn wal_sum(reg: &crate::selfmetrics::Registry, f: fn(&WalStats) -> &AtomicU64) -> u64 {
+    reg.cores.iter().map(|c| f(&c.wal).load(Relaxed)).sum()
+}
+
 /// Per endpoint, summed over the cores' shards: what the remote-write page charts. Names
 /// follow Prometheus' remote-write metrics and its proposed status endpoint.
 fn remote_write(state: &State) -> Value {
@@ -321,13 +316,14 @@ fn remote_write(state: &State) -> Value {
         .endpoints()
         .into_iter()
         .map(|(name, url, shards)| {
-            let sum = |f: fn(&crate::selfmetrics::ShardStats) -> u64| -> u64 {
-                shards.iter().map(|s| f(s)).sum()
+            // A counter summed (or its largest value) over the endpoint's shards, one per core.
+            let sum = |f: fn(&ShardStats) -> &AtomicU64| -> u64 {
+                shards.iter().map(|s| f(s).load(Relaxed)).sum()
             };
-            let max = |f: fn(&crate::selfmetrics::ShardStats) -> u64| -> u64 {
-                shards.iter().map(|s| f(s)).max().unwrap_or(0)
+            let max = |f: fn(&ShardStats) -> &AtomicU64| -> u64 {
+                shards.iter().map(|s| f(s).load(Relaxed)).max().unwrap_or(0)
             };
-            let sent_ms = max(|s| s.highest_sent_ts_ms.load(Relaxed));
+            let sent_ms = max(|s| &s.highest_sent_ts_ms);
             let delay = if sent_ms == 0 || highest_ms == 0 {
                 0.0
             } else {
@@ -337,45 +333,45 @@ fn remote_write(state: &State) -> Value {
                 "name": name,
                 "url": url,
                 "shards": {
-                    "current": sum(|s| s.shards.load(Relaxed)),
-                    "desired": sum(|s| s.shards_desired.load(Relaxed)),
-                    "min": sum(|s| s.shards_min.load(Relaxed)),
-                    "max": sum(|s| s.shards_max.load(Relaxed)),
-                    "capacity": max(|s| s.capacity.load(Relaxed)),
-                    "maxSamplesPerSend": max(|s| s.max_samples_per_send.load(Relaxed)),
+                    "current": sum(|s| &s.shards),
+                    "desired": sum(|s| &s.shards_desired),
+                    "min": sum(|s| &s.shards_min),
+                    "max": sum(|s| &s.shards_max),
+                    "capacity": max(|s| &s.capacity),
+                    "maxSamplesPerSend": max(|s| &s.max_samples_per_send),
                 },
-                "pending": { "samples": sum(|s| s.samples_pending.load(Relaxed)) },
+                "pending": { "samples": sum(|s| &s.samples_pending) },
                 "sent": {
-                    "samples": sum(|s| s.samples_sent.load(Relaxed)),
-                    "metadata": sum(|s| s.metadata_sent.load(Relaxed)),
+                    "samples": sum(|s| &s.samples_sent),
+                    "metadata": sum(|s| &s.metadata_sent),
                 },
                 "failed": {
-                    "samples": sum(|s| s.samples_failed.load(Relaxed)),
-                    "metadata": sum(|s| s.metadata_failed.load(Relaxed)),
-                    "requests": sum(|s| s.requests_failed.load(Relaxed)),
+                    "samples": sum(|s| &s.samples_failed),
+                    "metadata": sum(|s| &s.metadata_failed),
+                    "requests": sum(|s| &s.requests_failed),
                 },
                 "retried": {
-                    "samples": sum(|s| s.samples_retried.load(Relaxed)),
-                    "metadata": sum(|s| s.metadata_retried.load(Relaxed)),
+                    "samples": sum(|s| &s.samples_retried),
+                    "metadata": sum(|s| &s.metadata_retried),
                 },
                 "dropped": {
-                    "queueFull": sum(|s| s.samples_dropped_queue_full.load(Relaxed)),
-                    "tooOld": sum(|s| s.samples_dropped_too_old.load(Relaxed)),
-                    "relabel": sum(|s| s.samples_dropped_relabel.load(Relaxed)),
-                    "walRetention": sum(|s| s.samples_dropped_wal_size.load(Relaxed)),
+                    "queueFull": sum(|s| &s.samples_dropped_queue_full),
+                    "tooOld": sum(|s| &s.samples_dropped_too_old),
+                    "relabel": sum(|s| &s.samples_dropped_relabel),
+                    "walRetention": sum(|s| &s.samples_dropped_wal_size),
                 },
-                "bytesSent": sum(|s| s.bytes_sent.load(Relaxed)) + sum(|s| s.metadata_bytes.load(Relaxed)),
-                "backlogBytes": sum(|s| s.wal_backlog_bytes.load(Relaxed)),
+                "bytesSent": sum(|s| &s.bytes_sent) + sum(|s| &s.metadata_bytes),
+                "backlogBytes": sum(|s| &s.wal_backlog_bytes),
                 "highestSentTimestamp": sent_ms as f64 / 1000.0,
                 "delaySeconds": delay,
             })
         })
         .collect();
     let wal = json!({
-        "sizeBytes": reg.cores.iter().map(|c| c.wal.size_bytes.load(Relaxed)).sum::<u64>(),
-        "segmentsCreated": reg.cores.iter().map(|c| c.wal.segments_created.load(Relaxed)).sum::<u64>(),
-        "segmentsDeleted": reg.cores.iter().map(|c| c.wal.segments_deleted.load(Relaxed)).sum::<u64>(),
-        "bytesWritten": reg.cores.iter().map(|c| c.wal.bytes.load(Relaxed)).sum::<u64>(),
+        "sizeBytes": wal_sum(reg, |w| &w.size_bytes),
+        "segmentsCreated": wal_sum(reg, |w| &w.segments_created),
+        "segmentsDeleted": wal_sum(reg, |w| &w.segments_deleted),
+        "bytesWritten": wal_sum(reg, |w| &w.bytes),
     });
     json!({
         "highestTimestamp": highest_ms as f64 / 1000.0,

@@ -118,6 +118,14 @@ pub fn start(opts: Options, src: Sources) -> Result<SocketAddr, String> {
     Ok(local)
 }
 
+/// This machine's host name (for the default external URL and runtime info).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 /// The path of an external URL, without a trailing `/` (`""` for the root).
 pub fn url_path(external_url: &str) -> String {
     let rest = external_url
@@ -324,7 +332,6 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
         Vec::new()
     };
     let is_api = path.starts_with("/api/");
-    let head = method == Method::HEAD;
     let r = route(
         Req {
             method,
@@ -336,11 +343,8 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
     );
     // CORS for the API, as Prometheus: the origin is echoed when it matches --web.cors.origin.
     let cors = origin.filter(|o| is_api && state.opts.cors_origin.is_match(o));
-    let mut response = finish(r, &config.headers, gzip, cors);
-    if head {
-        *response.body_mut() = Full::new(Bytes::new());
-    }
-    response
+    // hyper leaves the body out of a HEAD response itself, keeping its Content-Length.
+    finish(r, &config.headers, gzip, cors)
 }
 
 /// The path below the route prefix (`None` when the path is outside it).

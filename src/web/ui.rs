@@ -68,9 +68,11 @@ pub(super) fn handle(path: &str, state: &State) -> Reply {
         return handle("/assets/favicon.svg", state);
     }
     match PAGES.iter().find(|(p, _, _)| *p == path) {
-        Some(&(page, _, charts)) => {
-            Reply::new(200, "text/html; charset=utf-8", shell(page, charts, state))
-        }
+        Some(&(page, name, charts)) => Reply::new(
+            200,
+            "text/html; charset=utf-8",
+            shell(page, name, charts, state),
+        ),
         None => Reply::text(404, "404 page not found\n"),
     }
 }
@@ -92,13 +94,9 @@ fn escape(s: &str) -> String {
 }
 
 /// The page's HTML: navigation, an empty main element, and the scripts that fill it.
-fn shell(page: &str, charts: bool, state: &State) -> String {
+fn shell(page: &str, name: &str, charts: bool, state: &State) -> String {
     let p = escape(&state.link_prefix);
     let title = escape(&state.opts.page_title);
-    let name = PAGES
-        .iter()
-        .find(|(path, _, _)| *path == page)
-        .map_or("", |(_, n, _)| n);
     let mut nav = String::new();
     for (path, label, _) in PAGES {
         let current = if *path == page {

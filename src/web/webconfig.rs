@@ -129,6 +129,8 @@ struct RawTls {
     client_ca: Option<Spanned<String>>,
     min_version: Option<Spanned<String>>,
     max_version: Option<Spanned<String>>,
+    /// Accepted, without effect (rustls picks the suite by the server's order).
+    #[allow(dead_code)]
     prefer_server_cipher_suites: Option<bool>,
     client_allowed_sans: Option<Spanned<IgnoredAny>>,
     cipher_suites: Option<Spanned<IgnoredAny>>,
@@ -138,6 +140,8 @@ struct RawTls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHttp {
+    /// Accepted, without effect: spate serves HTTP/1.1.
+    #[allow(dead_code)]
     http2: Option<bool>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
 }
@@ -222,7 +226,6 @@ pub fn load(bytes: &[u8], file: &Path) -> Result<WebConfig, String> {
             headers.push((canonical.to_string(), value.clone()));
         }
     }
-    let _ = raw.http_server_config.as_ref().and_then(|h| h.http2);
     let mut users = BTreeMap::new();
     if let Some(u) = &raw.basic_auth_users {
         for (user, hash) in &u.value {
@@ -281,7 +284,6 @@ fn tls(t: &RawTls, dir: &Path, file: &Path) -> Result<Option<Arc<rustls::ServerC
         "tls_server_config.curve_preferences",
         &t.curve_preferences,
     )?;
-    let _ = t.prefer_server_cipher_suites;
     let err = |s: &Option<Spanned<String>>, field: &str, reason: String| {
         problem(
             file,

@@ -730,17 +730,25 @@ impl TestPki {
 }
 
 impl TestPki {
+    /// The certificates of a PEM file made by [`TestPki::make`] (`ca.crt`, `server.crt`, …).
+    pub fn chain(&self, name: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_file_iter(self.path(name))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+    }
+
+    /// The private key of a PEM file made by [`TestPki::make`] (`server.key`, `client.key`).
+    pub fn key(&self, name: &str) -> rustls::pki_types::PrivateKeyDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::PrivateKeyDer::from_pem_file(self.path(name)).unwrap()
+    }
+
     /// A TLS server config with the server certificate.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(self.path("server.crt"))
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(self.path("server.key")).unwrap();
+        let (chain, key) = (self.chain("server.crt"), self.key("server.key"));
         Arc::new(
             rustls::ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
