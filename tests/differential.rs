@@ -713,3 +713,116 @@ fn status_endpoints_match_prometheus_agent() {
         "differences from Prometheus agent:\n{report}"
     );
 }
+
+/// `/api/v1/targets/metadata` and `/api/v1/metadata` from both agents scraping the same
+/// targets: the same entries (in any order), the same filters and limits, the same errors.
+#[test]
+fn metadata_endpoints_match_prometheus_agent() {
+    let dir = TempDir::new("diff-metadata");
+    let Some(prom_bin) = require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let body = b"# HELP requests_total Requests served.\n# TYPE requests_total counter\nrequests_total 7\n\
+# HELP temperature_celsius Room \\\\ temperature\\nin C.\n# TYPE temperature_celsius gauge\ntemperature_celsius 21.5\n\
+# HELP latency_seconds Latency.\n# TYPE latency_seconds histogram\nlatency_seconds_bucket{le=\"1\"} 1\nlatency_seconds_bucket{le=\"+Inf\"} 2\nlatency_seconds_sum 1.5\nlatency_seconds_count 2\n\
+# TYPE rpc_seconds summary\nrpc_seconds{quantile=\"0.5\"} 0.1\nrpc_seconds_sum 1\nrpc_seconds_count 3\n\
+untyped_thing 3\n"
+        .to_vec();
+    let other = b"# HELP requests_total Requests, counted elsewhere.\n# TYPE requests_total counter\nrequests_total 1\n".to_vec();
+    let a = TestServer::start(move |_, _| (200, "text/plain; version=0.0.4", body.clone()));
+    let b = TestServer::start(move |_, _| (200, "text/plain; version=0.0.4", other.clone()));
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: alpha\n    static_configs: [{{targets: ['{a}']}}]\n  - job_name: beta\n    static_configs: [{{targets: ['{a}', '{b}']}}]\n",
+        a = a.addr,
+        b = b.addr
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let prom_web = format!("127.0.0.1:{}", free_port());
+    let _prom = common::prometheus_agent(&prom_bin, &dir, &cfg, &prom_web);
+    let spate = Spate::start(&config, &[]);
+    let get = |web: &str, path: &str| -> (u16, serde_json::Value) {
+        let (status, body) = common::http_get(web, path).expect("an answer");
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    for web in [&prom_web, &spate.web] {
+        wait_for(Duration::from_secs(60), "every target's metadata", || {
+            let (_, v) = get(web, "/api/v1/targets/metadata");
+            // Three targets: four families with TYPE or HELP lines each on one server, one
+            // on the other (a series without them has no metadata).
+            (v["data"].as_array()?.len() == 9).then_some(())
+        });
+    }
+    // Entries as a sorted list of their JSON texts: order is not part of the API.
+    let entries = |v: &serde_json::Value| -> Vec<String> {
+        let mut e: Vec<String> = match &v["data"] {
+            serde_json::Value::Array(a) => a.iter().map(|x| x.to_string()).collect(),
+            serde_json::Value::Object(o) => {
+                let mut out = Vec::new();
+                for (name, list) in o {
+                    let mut list: Vec<String> = list
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect();
+                    list.sort();
+                    out.push(format!("{name}: {list:?}"));
+                }
+                out
+            }
+            other => vec![other.to_string()],
+        };
+        e.sort();
+        e
+    };
+    let mut report = String::new();
+    for path in [
+        "/api/v1/targets/metadata",
+        "/api/v1/targets/metadata?metric=requests_total",
+        "/api/v1/targets/metadata?match_target=%7Bjob%3D%22alpha%22%7D",
+        "/api/v1/targets/metadata?match_target=%7Bjob%3D~%22b.*%22%7D&metric=temperature_celsius",
+        "/api/v1/targets/metadata?limit=0",
+        "/api/v1/metadata",
+        "/api/v1/metadata?metric=requests_total",
+        "/api/v1/metadata?metric=requests_total&limit_per_metric=1",
+        "/api/v1/metadata?metric=nothing_like_it",
+    ] {
+        let ((ps, p), (ss, s)) = (get(&prom_web, path), get(&spate.web, path));
+        if ps != ss || p["status"] != s["status"] || entries(&p) != entries(&s) {
+            report.push_str(&format!(
+                "{path}: prometheus {ps} {:?}\n  spate {ss} {:?}\n",
+                entries(&p),
+                entries(&s)
+            ));
+        }
+    }
+    // Limits that keep an arbitrary subset: the same count.
+    for path in [
+        "/api/v1/targets/metadata?limit=3",
+        "/api/v1/metadata?limit=2",
+    ] {
+        let ((_, p), (_, s)) = (get(&prom_web, path), get(&spate.web, path));
+        if entries(&p).len() != entries(&s).len() {
+            report.push_str(&format!("{path}: prometheus {p} spate {s}\n"));
+        }
+    }
+    // Bad input: the same status and error type.
+    for path in [
+        "/api/v1/targets/metadata?match_target=%7Bjob%7D",
+        "/api/v1/targets/metadata?limit=x",
+        "/api/v1/metadata?limit=x",
+    ] {
+        let ((ps, p), (ss, s)) = (get(&prom_web, path), get(&spate.web, path));
+        if ps != ss || p["errorType"] != s["errorType"] {
+            report.push_str(&format!("{path}: prometheus {ps} {p} spate {ss} {s}\n"));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "differences from Prometheus agent:\n{report}"
+    );
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::config::{self, Config, ScrapeConfig};
 use crate::log::Level;
 use crate::runtime::Mailbox;
-use crate::scrape::{self, CoreMsg, Discovered, Labels, Target, TargetStatus, TargetsView};
+use crate::scrape::{self, CoreMsg, Discovered, Labels, TargetStatus, TargetsView};
 use crate::selfmetrics::Registry;
 
 /// A group of targets sharing labels, known by its source (`file:index`, `url:index`).
@@ -70,7 +70,8 @@ struct Job {
     /// Each provider's groups, by provider id.
     groups: BTreeMap<u64, Vec<TargetGroup>>,
     /// Running targets by hash.
-    active: HashMap<u64, (Target, Arc<TargetStatus>)>,
+    /// Running targets by hash (each status holds its target).
+    active: HashMap<u64, Arc<TargetStatus>>,
     /// Target hashes in derivation order (the targets API lists them so).
     order: Vec<u64>,
     dropped: Vec<scrape::DroppedTarget>,
@@ -422,25 +423,25 @@ impl Manager {
                     err = e.reason
                 );
             }
-            let mut next: HashMap<u64, (Target, Arc<TargetStatus>)> = HashMap::new();
+            let mut next: HashMap<u64, Arc<TargetStatus>> = HashMap::new();
             let mut order = Vec::new();
             let mut msgs = Vec::new();
             for t in derived.targets {
                 let hash = t.hash;
                 order.push(hash);
                 match job.active.remove(&hash) {
-                    Some((old, status)) if old == t => {
-                        next.insert(hash, (old, status));
+                    Some(status) if status.target == t => {
+                        next.insert(hash, status);
                     }
                     previous => {
                         // New, or changed (a reload): the core replaces a running loop
                         // without staleness. Health carries over for a changed one.
-                        let status = match previous {
-                            Some((_, s)) => s,
-                            None => Arc::new(TargetStatus::new(&t)),
-                        };
-                        msgs.push((hash, CoreMsg::Start(Box::new(t.clone()), status.clone())));
-                        next.insert(hash, (t, status));
+                        let status = Arc::new(match previous {
+                            Some(old) => TargetStatus::succeeding(t.clone(), &old),
+                            None => TargetStatus::new(t.clone()),
+                        });
+                        msgs.push((hash, CoreMsg::Start(Box::new(t), status.clone())));
+                        next.insert(hash, status);
                     }
                 }
             }
@@ -472,7 +473,7 @@ impl Manager {
         let mut view = TargetsView::default();
         for job in &self.jobs {
             for hash in &job.order {
-                if let Some((_, status)) = job.active.get(hash) {
+                if let Some(status) = job.active.get(hash) {
                     view.active.push(status.clone());
                 }
             }

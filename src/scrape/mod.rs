@@ -408,6 +408,9 @@ async fn scrape_once(
             let duration = started.elapsed().as_secs_f64();
             let error = result.as_ref().err().map(|f| f.message.as_str());
             status.record(wall, duration, error);
+            if result.is_ok() {
+                status.note_metadata(&app.metadata);
+            }
             let up = if result.is_ok() { 1.0 } else { 0.0 };
             let body = match &result {
                 Ok(_) => body_size as f64,

@@ -9,15 +9,16 @@ use super::Target;
 use crate::config::PromDuration;
 use crate::log::quoted;
 
-/// A target as `/api/v1/targets` reports it.
+/// A target as the API reports it: the target itself, the outcome of its last scrape (written
+/// by its core), and the metric metadata its last good scrape reported.
 pub struct TargetStatus {
-    pub job: String,
-    pub discovered_labels: Vec<(String, String)>,
-    pub labels: Vec<(String, String)>,
+    pub target: Target,
     pub scrape_url: String,
     pub interval: String,
     pub timeout: String,
     last: Mutex<LastScrape>,
+    /// Metadata items (`wal::record` encoding) of the last successful scrape.
+    metadata: Mutex<Vec<u8>>,
 }
 
 #[derive(Clone, Default)]
@@ -30,16 +31,25 @@ struct LastScrape {
 }
 
 impl TargetStatus {
-    pub fn new(t: &Target) -> TargetStatus {
+    pub fn new(t: Target) -> TargetStatus {
         TargetStatus {
-            job: t.job.clone(),
-            discovered_labels: t.discovered.clone(),
-            labels: t.labels.clone(),
             scrape_url: t.url(),
             interval: PromDuration(t.interval).to_string(),
             timeout: PromDuration(t.timeout).to_string(),
+            target: t,
             last: Mutex::new(LastScrape::default()),
+            metadata: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The status of a target that replaces `old` (a reload changed it): its own labels and
+    /// settings, with the health and metadata `old` had.
+    pub fn succeeding(t: Target, old: &TargetStatus) -> TargetStatus {
+        let s = TargetStatus::new(t);
+        *s.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            old.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        *s.metadata.lock().unwrap_or_else(|e| e.into_inner()) = old.metadata();
+        s
     }
 
     /// Records a scrape's outcome (`error` empty when it succeeded).
@@ -50,6 +60,23 @@ impl TargetStatus {
         last.error.push_str(error.unwrap_or(""));
         last.at = Some(at);
         last.duration = duration;
+    }
+
+    /// Keeps a successful scrape's metadata items; copies them only when they changed.
+    pub fn note_metadata(&self, items: &[u8]) {
+        let mut kept = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.as_slice() != items {
+            kept.clear();
+            kept.extend_from_slice(items);
+        }
+    }
+
+    /// The metadata items of the last successful scrape.
+    pub fn metadata(&self) -> Vec<u8> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -88,7 +115,7 @@ pub fn targets_json(view: &TargetsView, state: &str, pool: Option<&str>) -> Stri
     for t in view
         .active
         .iter()
-        .filter(|t| show_active && in_pool(&t.job))
+        .filter(|t| show_active && in_pool(&t.target.job))
     {
         if !first {
             out.push(',');
@@ -96,11 +123,11 @@ pub fn targets_json(view: &TargetsView, state: &str, pool: Option<&str>) -> Stri
         first = false;
         let last = t.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
         out.push_str(r#"{"discoveredLabels":"#);
-        labels_json(&mut out, &t.discovered_labels);
+        labels_json(&mut out, &t.target.discovered);
         out.push_str(r#","labels":"#);
-        labels_json(&mut out, &t.labels);
+        labels_json(&mut out, &t.target.labels);
         out.push_str(r#","scrapePool":"#);
-        quoted(&mut out, &t.job);
+        quoted(&mut out, &t.target.job);
         out.push_str(r#","scrapeUrl":"#);
         quoted(&mut out, &t.scrape_url);
         out.push_str(r#","globalUrl":"#);

@@ -104,6 +104,20 @@ pub fn metric_type_code(t: crate::exposition::MetricType) -> u8 {
     }
 }
 
+/// A metadata item's type code as Prometheus names the type (`counter`, `gaugehistogram`, …).
+pub fn metric_type_name(code: u8) -> &'static str {
+    match code {
+        1 => "counter",
+        2 => "gauge",
+        3 => "histogram",
+        4 => "gaugehistogram",
+        5 => "summary",
+        6 => "info",
+        7 => "stateset",
+        _ => "unknown",
+    }
+}
+
 /// Appends one metadata item.
 pub fn put_metadata(
     out: &mut Vec<u8>,

@@ -99,6 +99,40 @@ pub(super) fn handle(req: &Req, state: &State) -> Reply {
             let body = crate::scrape::targets_json(&view, &wanted, param("scrapePool"));
             Reply::json(200, body)
         }
+        "targets/metadata" if get => {
+            let limit = match int_param(param("limit")) {
+                Ok(l) => l,
+                Err(e) => return error(400, "bad_data", &e),
+            };
+            let matchers = match param("match_target").filter(|m| !m.is_empty()) {
+                Some(m) => match super::selector::parse(m) {
+                    Ok(m) => Some(m),
+                    Err(e) => return error(400, "bad_data", &e),
+                },
+                None => None,
+            };
+            success(target_metadata(
+                state,
+                matchers.as_deref(),
+                param("metric").unwrap_or(""),
+                limit,
+            ))
+        }
+        "metadata" if get => {
+            let (limit, per_metric) = match (
+                int_param(param("limit")),
+                int_param(param("limit_per_metric")),
+            ) {
+                (Ok(l), Ok(p)) => (l, p),
+                (Err(e), _) | (_, Err(e)) => return error(400, "bad_data", &e),
+            };
+            success(metric_metadata(
+                state,
+                param("metric").unwrap_or(""),
+                limit,
+                per_metric,
+            ))
+        }
         "scrape_pools" if get => {
             let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
             let mut pools: Vec<&str> = view.pools.iter().map(|(n, _)| n.as_str()).collect();
@@ -150,6 +184,120 @@ fn params(req: &Req) -> Vec<(String, String)> {
         )));
     }
     out
+}
+
+/// A `limit`-style parameter: `-1` (no limit) when absent.
+fn int_param(text: Option<&str>) -> Result<i64, String> {
+    match text {
+        None | Some("") => Ok(-1),
+        Some(t) => t
+            .parse()
+            .map_err(|_| format!("limit must be a number, got {t:?}")),
+    }
+}
+
+/// Each active target's metadata, as the scrape caches hold it: the families its last good
+/// scrape reported, with their type, help and unit. `metric` keeps one family (and leaves
+/// its name out of the entries, as Prometheus does). `limit` (`-1`: all) is checked before
+/// each target, whose entries then all go in, as in Prometheus.
+fn target_metadata(
+    state: &State,
+    matchers: Option<&[super::selector::Matcher]>,
+    metric: &str,
+    limit: i64,
+) -> Value {
+    let active = state
+        .src
+        .targets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .active
+        .clone();
+    let mut out = Vec::new();
+    for t in &active {
+        if limit >= 0 && out.len() as i64 >= limit {
+            break;
+        }
+        if matchers.is_some_and(|m| !super::selector::matches_all(m, &t.target.labels)) {
+            continue;
+        }
+        let items = t.metadata();
+        for item in crate::wal::record::metadata_iter(&items) {
+            let Ok((_, (code, name, unit, help))) = item else {
+                break;
+            };
+            if !metric.is_empty() && name != metric.as_bytes() {
+                continue;
+            }
+            let target: Map<String, Value> = t
+                .target
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let mut entry = json!({
+                "target": target,
+                "type": crate::wal::record::metric_type_name(code),
+                "help": String::from_utf8_lossy(help),
+                "unit": String::from_utf8_lossy(unit),
+            });
+            if metric.is_empty() {
+                entry["metric"] = json!(String::from_utf8_lossy(name));
+            }
+            out.push(entry);
+        }
+    }
+    Value::Array(out)
+}
+
+/// Metadata by family over every active target, each distinct (type, help, unit) once:
+/// `limit` families (`-1`: all), `limit_per_metric` entries per family (`0` or `-1`: all;
+/// as in Prometheus, it applies only when no `metric` is asked for).
+fn metric_metadata(state: &State, metric: &str, limit: i64, per_metric: i64) -> Value {
+    let active = state
+        .src
+        .targets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .active
+        .clone();
+    let mut families: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
+        Default::default();
+    for t in &active {
+        let items = t.metadata();
+        for item in crate::wal::record::metadata_iter(&items) {
+            let Ok((_, (code, name, unit, help))) = item else {
+                break;
+            };
+            if !metric.is_empty() && name != metric.as_bytes() {
+                continue;
+            }
+            let entry = (
+                crate::wal::record::metric_type_name(code).to_string(),
+                String::from_utf8_lossy(help).into_owned(),
+                String::from_utf8_lossy(unit).into_owned(),
+            );
+            let list = families
+                .entry(String::from_utf8_lossy(name).into_owned())
+                .or_default();
+            let room = per_metric <= 0 || !metric.is_empty() || (list.len() as i64) < per_metric;
+            if room && !list.contains(&entry) {
+                list.push(entry);
+            }
+        }
+    }
+    let mut out = Map::new();
+    for (name, list) in families {
+        if limit >= 0 && out.len() as i64 >= limit {
+            break;
+        }
+        let list: Vec<Value> = list
+            .into_iter()
+            .map(|(kind, help, unit)| json!({"type": kind, "help": help, "unit": unit}))
+            .collect();
+        out.insert(name, Value::Array(list));
+    }
+    Value::Object(out)
 }
 
 /// `labels={"name":"value",…}`.

@@ -12,6 +12,7 @@
 
 mod api;
 mod auth;
+mod selector;
 mod ui;
 pub mod webconfig;
 
