@@ -156,6 +156,7 @@ fn start_web(
         cors_origin: regex::Regex::new(&format!("^(?:{})$", opts.cors_origin))
             .map_err(|e| format!("invalid --web.cors.origin: {e}"))?,
         page_title: opts.page_title.clone(),
+        target_scrape_proxy: opts.target_scrape_proxy,
     };
     let sources = crate::web::Sources {
         registry: registry.clone(),

@@ -43,6 +43,8 @@ pub struct AgentOptions {
     /// `--web.cors.origin`, unanchored as given.
     pub cors_origin: String,
     pub page_title: String,
+    /// `--web.enable-target-scrape-proxy`: the UI may fetch a target's response through spate.
+    pub target_scrape_proxy: bool,
 }
 
 impl Default for AgentOptions {
@@ -70,6 +72,7 @@ impl Default for AgentOptions {
             read_timeout: Duration::from_secs(300),
             cors_origin: ".*".into(),
             page_title: "spate".into(),
+            target_scrape_proxy: false,
         }
     }
 }
@@ -261,6 +264,16 @@ const FLAGS: &[Flag] = &[
             o.cors_origin = v.to_string();
             Ok(())
         }),
+    },
+    Flag {
+        name: "web.enable-target-scrape-proxy",
+        value: |o| o.target_scrape_proxy.to_string(),
+        shown: "",
+        help: "Let the UI and GET /api/v1/targets/scrape fetch an active target's response through spate, once, with the job's client settings (1m and 10MB at most). Off by default: it lets a UI user reach the targets.",
+        kind: Kind::Switch {
+            set: |o, b| o.target_scrape_proxy = b,
+            negatable: true,
+        },
     },
     Flag {
         name: "web.page-title",

@@ -81,3 +81,68 @@ fn failed_scrapes_show_their_error() {
     assert_eq!(v["data"]["droppedTargets"], Value::Array(vec![]));
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// `GET /api/v1/targets/scrape` (`--web.enable-target-scrape-proxy`): an active target is
+/// fetched once with its job's client settings (here basic auth) and its body shown as plain
+/// text; anything else is refused; without the flag the route does not exist.
+#[test]
+fn the_scrape_proxy_fetches_an_active_target_with_its_client_settings() {
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    let target = TestServer::start(move |headers, _| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // "Basic dTpw" is u:p.
+        if headers.get("authorization").map(String::as_str) != Some("Basic dTpw") {
+            return (401, "text/plain", b"who are you".to_vec());
+        }
+        (
+            200,
+            "text/plain; version=0.0.4",
+            b"# HELP proxied_metric A metric.\n<b>proxied_metric</b> 1\n".to_vec(),
+        )
+    });
+    let big = TestServer::start(|_, _| (200, "text/plain", vec![b'#'; 8192]));
+    let config = format!(
+        "global:\n  scrape_interval: 1h\nscrape_configs:\n  - job_name: auth\n    basic_auth: {{username: u, password: p}}\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: big\n    body_size_limit: 4KB\n    static_configs: [{{targets: ['{}']}}]\n",
+        target.addr, big.addr
+    );
+    let url = format!("http://{}/metrics", target.addr);
+    let path = |pool: &str, url: &str| {
+        format!(
+            "/api/v1/targets/scrape?scrapePool={pool}&scrapeUrl={}",
+            common::urlencode(url)
+        )
+    };
+    let off = Spate::start(&config, &[]);
+    assert_eq!(
+        http_get(&off.web, &path("auth", &url)).map(|r| r.0),
+        Some(404)
+    );
+    drop(off);
+
+    let spate = Spate::start(&config, &["--web.enable-target-scrape-proxy"]);
+    // Scrapes are an hour apart (at a phase within the hour): the count below is the proxy's.
+    let before = served.load(std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = http_get(&spate.web, &path("auth", &url)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "# HELP proxied_metric A metric.\n<b>proxied_metric</b> 1\n"
+    );
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1,
+        "one request to the target"
+    );
+    // Only active targets of the named pool.
+    let (status, body) = http_get(&spate.web, &path("big", &url)).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not an active target"), "{body}");
+    let (status, _) = http_get(&spate.web, &path("auth", "http://169.254.169.254/")).unwrap();
+    assert_eq!(status, 400);
+    // The job's body size limit holds.
+    let big_url = format!("http://{}/metrics", big.addr);
+    let (status, body) = http_get(&spate.web, &path("big", &big_url)).unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("larger than"), "{body}");
+}

@@ -99,7 +99,7 @@ remote_write:
         sd = sd_file.display(),
         url = receiver.url(),
     );
-    let spate = Spate::start(&config, &[]);
+    let spate = Spate::start(&config, &["--web.enable-target-scrape-proxy"]);
     let base = format!("http://{}", spate.web);
     let shots = screenshots();
     let visit = |page: &str, ready: &str| -> Value {
@@ -185,6 +185,17 @@ remote_write:
             .unwrap()
             .contains("search="),
         "the filter is kept in the URL"
+    );
+    // With --web.enable-target-scrape-proxy a target links to its response, fetched by spate.
+    browser.goto(&format!("{base}/targets"));
+    let link = browser.wait(
+        "the response link",
+        "const a = document.querySelector('.pool[data-pool=node] a.response'); return a && a.href",
+    );
+    browser.goto(link.as_str().unwrap());
+    browser.wait(
+        "node_exporter's response through spate",
+        "return document.body && document.body.innerText.includes('node_exporter_build_info')",
     );
 
     // Service discovery: the file_sd target's discovered labels beside its relabeled ones.

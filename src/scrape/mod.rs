@@ -14,6 +14,7 @@ mod target;
 use append::report_labels;
 pub use append::{AppendError, Appended, Appender};
 use request::{FetchError, fetch, request_headers};
+pub use request::{Served, fetch_once};
 use stale::{StaleScratch, stale_on_removal};
 pub use status::{TargetStatus, TargetsView, targets_json};
 pub use target::{

@@ -62,3 +62,55 @@ pub(super) async fn fetch(t: &Target, conn: &mut Conn, headers: &str) -> Result<
         Err(e) => Err(FetchError::Redirect(format!("Get \"{}\": {e}", t.url()))),
     }
 }
+
+/// What a target served to [`fetch_once`].
+pub struct Served {
+    pub status: u16,
+    pub content_type: String,
+    /// The body, decompressed.
+    pub body: Vec<u8>,
+}
+
+/// One request to a target outside its loop, for the web's response viewer: the head, client
+/// settings (TLS, auth, OAuth 2.0, proxy, compression) and redirects of its scrapes, on an
+/// executor of its own on the calling thread. At most `max_body` bytes (and the job's
+/// `body_size_limit`), within `limit`.
+pub fn fetch_once(t: &Target, max_body: usize, limit: Duration) -> Result<Served, String> {
+    crate::runtime::block_on(async {
+        let token = match &t.http.oauth2 {
+            None => None,
+            Some(o) => {
+                let mut source = crate::http::oauth2::TokenSource::default();
+                match timeout(limit, source.token(o)).await {
+                    Err(_) => return Err("oauth2: token request timed out".to_string()),
+                    Ok(r) => Some(r?),
+                }
+            }
+        };
+        let headers = request_headers(t, token.as_deref())?;
+        let mut conn = t.http.connection(&t.address, t.scheme == "https")?;
+        let cap = match t.limits.body_size_limit {
+            0 => max_body,
+            l => max_body.min(l.saturating_sub(1) as usize),
+        };
+        conn.set_max_body(cap);
+        match timeout(limit, fetch(t, &mut conn, &headers)).await {
+            Err(_) => return Err(format!("Get \"{}\": timed out after {limit:?}", t.url())),
+            Ok(Err(FetchError::TooLarge)) => {
+                return Err(format!("the response is larger than {cap} bytes"));
+            }
+            Ok(Err(FetchError::Redirect(e))) => return Err(e),
+            Ok(Err(FetchError::Http(e))) => return Err(format!("Get \"{}\": {e}", t.url())),
+            Ok(Ok(())) => {}
+        }
+        let resp = conn
+            .response()
+            .ok_or("connection closed before a complete response")?;
+        Ok(Served {
+            status: resp.status,
+            content_type: resp.content_type.to_string(),
+            body: resp.body.to_vec(),
+        })
+    })
+    .map_err(|e| format!("cannot start an executor for the request: {e}"))?
+}

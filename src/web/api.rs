@@ -186,6 +186,71 @@ fn params(req: &Req) -> Vec<(String, String)> {
     out
 }
 
+/// The largest response and the longest wait of `/api/v1/targets/scrape`.
+const SCRAPE_PROXY_MAX_BODY: usize = 10 << 20;
+const SCRAPE_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `GET /api/v1/targets/scrape?scrapePool=&scrapeUrl=` (with `--web.enable-target-scrape-proxy`):
+/// fetches an active target once, with its job's client settings, off the event loop, and
+/// answers with what it served as plain text (`X-Target-Status` and `X-Target-Content-Type`
+/// say what the target answered).
+pub(super) async fn target_scrape(query: &str, state: &State) -> Reply {
+    let params = crate::http::query_pairs(query);
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(pool), Some(url)) = (param("scrapePool"), param("scrapeUrl")) else {
+        return error(
+            400,
+            "bad_data",
+            "scrapePool and scrapeUrl parameters are required",
+        );
+    };
+    let status = {
+        let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
+        view.active
+            .iter()
+            .find(|t| t.target.job == pool && t.scrape_url == url)
+            .cloned()
+    };
+    let Some(status) = status else {
+        return error(
+            400,
+            "bad_data",
+            &format!("{url:?} is not an active target of scrape pool {pool:?}"),
+        );
+    };
+    let limit = status.target.timeout.min(SCRAPE_PROXY_TIMEOUT);
+    let fetched = tokio::task::spawn_blocking(move || {
+        crate::scrape::fetch_once(&status.target, SCRAPE_PROXY_MAX_BODY, limit)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the fetch failed: {e}")));
+    match fetched {
+        Err(e) => error(502, "unavailable", &e),
+        Ok(served) => {
+            let kind = if served.content_type.contains("protobuf") {
+                "application/octet-stream"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            Reply::new(200, kind, served.body)
+                .with(
+                    hyper::header::HeaderName::from_static("x-target-status"),
+                    served.status.to_string(),
+                )
+                .with(
+                    hyper::header::HeaderName::from_static("x-target-content-type"),
+                    served.content_type,
+                )
+                .with(hyper::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        }
+    }
+}
+
 /// A `limit`-style parameter: `-1` (no limit) when absent.
 fn int_param(text: Option<&str>) -> Result<i64, String> {
     match text {

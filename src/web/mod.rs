@@ -52,6 +52,8 @@ pub struct Options {
     /// `--web.cors.origin`, anchored.
     pub cors_origin: regex::Regex,
     pub page_title: String,
+    /// `--web.enable-target-scrape-proxy`.
+    pub target_scrape_proxy: bool,
 }
 
 /// What the server shows, published by the rest of the agent.
@@ -333,15 +335,19 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
         Vec::new()
     };
     let is_api = path.starts_with("/api/");
-    let r = route(
-        Req {
-            method,
-            path: path.to_string(),
-            query,
-            body,
-        },
-        state,
-    );
+    let r = if path == "/api/v1/targets/scrape" && state.opts.target_scrape_proxy {
+        api::target_scrape(&query, state).await
+    } else {
+        route(
+            Req {
+                method,
+                path: path.to_string(),
+                query,
+                body,
+            },
+            state,
+        )
+    };
     // CORS for the API, as Prometheus: the origin is echoed when it matches --web.cors.origin.
     let cors = origin.filter(|o| is_api && state.opts.cors_origin.is_match(o));
     // hyper leaves the body out of a HEAD response itself, keeping its Content-Length.

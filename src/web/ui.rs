@@ -106,6 +106,7 @@ fn shell(page: &str, name: &str, charts: bool, state: &State) -> String {
         };
         nav.push_str(&format!("<a href=\"{p}{path}\"{current}>{label}</a>"));
     }
+    let proxy = u8::from(state.opts.target_scrape_proxy);
     let chart_head = if charts {
         format!("<link rel=\"stylesheet\" href=\"{p}/assets/uPlot.min.css\">")
     } else {
@@ -122,7 +123,7 @@ fn shell(page: &str, name: &str, charts: bool, state: &State) -> String {
 <title>{name} · {title}</title>\
 <link rel=\"icon\" href=\"{p}/assets/favicon.svg\" type=\"image/svg+xml\">\
 <link rel=\"stylesheet\" href=\"{p}/assets/style.css\">{chart_head}</head>\
-<body data-page=\"{page}\" data-prefix=\"{p}\">\
+<body data-page=\"{page}\" data-prefix=\"{p}\" data-scrape-proxy=\"{proxy}\">\
 <header><a class=\"brand\" href=\"{p}/agent\">spate</a><nav>{nav}</nav>\
 <span id=\"ready\" class=\"badge\"></span></header>\
 <main id=\"main\"><h1>{name}</h1><div id=\"content\">Loading…</div></main>\

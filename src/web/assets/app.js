@@ -4,6 +4,8 @@
 
 const P = document.body.dataset.prefix || "";
 const PAGE = document.body.dataset.page;
+// --web.enable-target-scrape-proxy: targets link to their response, fetched through spate.
+const SCRAPE_PROXY = document.body.dataset.scrapeProxy === "1";
 const content = document.getElementById("content");
 const params = new URLSearchParams(location.search);
 
@@ -186,7 +188,8 @@ async function targetsPage() {
   function targetRow(t) {
     const steps = P + "/relabel?pool=" + encodeURIComponent(t.scrapePool) + "&labels=" + encodeURIComponent(JSON.stringify(t.discoveredLabels));
     return h("tr", { class: "target", "data-health": t.health },
-      h("td", {}, h("a", { href: t.scrapeUrl, class: "mono" }, t.scrapeUrl), h("div", {}, h("a", { href: steps, class: "muted" }, "relabel steps"))),
+      h("td", {}, h("a", { href: t.scrapeUrl, class: "mono" }, t.scrapeUrl), h("div", {}, h("a", { href: steps, class: "muted" }, "relabel steps"),
+        SCRAPE_PROXY && [" · ", h("a", { href: responseUrl(t), class: "muted response", target: "_blank", rel: "noopener" }, "response")])),
       h("td", {}, labelBadges(t.labels)),
       h("td", {}, ago(t.lastScrape)),
       h("td", { class: "num" }, seconds(t.lastScrapeDuration)),
@@ -212,6 +215,10 @@ async function targetsPage() {
   refresh.addEventListener("change", () => { setParam("refresh", refresh.value === "0" ? "" : refresh.value); schedule(); });
   await load();
   schedule();
+}
+
+function responseUrl(t) {
+  return P + "/api/v1/targets/scrape?scrapePool=" + encodeURIComponent(t.scrapePool) + "&scrapeUrl=" + encodeURIComponent(t.scrapeUrl);
 }
 
 function matches(t, q) {
