@@ -313,3 +313,52 @@ remote_write:
     assert!(browser.console_errors().is_empty());
     browser.screenshot(&shots.join("relabel.png"));
 }
+
+/// 10,000 targets in one pool: the targets and service-discovery pages show the first 100 rows
+/// and a button for the next ones instead of building every row, and filtering still works.
+#[test]
+fn ten_thousand_targets_render_a_page_at_a_time() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    // Closed loopback ports, scraped once an hour: the targets exist, their scrapes barely.
+    let targets: Vec<String> = (0..10_000)
+        .map(|i| format!("'127.0.0.2:{}'", 10_000 + i))
+        .collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1h\nscrape_configs:\n  - job_name: many\n    static_configs: [{{targets: [{}]}}]\n",
+        targets.join(", ")
+    );
+    let spate = Spate::start(&config, &[]);
+    let base = format!("http://{}", spate.web);
+    browser.goto(&format!("{base}/targets"));
+    let summary = browser.wait(
+        "the targets page with 10,000 targets",
+        "const s = document.querySelector('#summary'); return s && s.innerText.includes('10000') && s.innerText",
+    );
+    assert_eq!(summary, "10000 of 10000 targets shown");
+    let rows = browser.eval("return document.querySelectorAll('tr.target').length");
+    assert_eq!(rows, 100, "one page of rows, not all of them");
+    let more = browser.eval("return document.querySelector('button.more').innerText");
+    assert_eq!(more, "Show 100 more of 9900");
+    browser.eval("document.querySelector('button.more').click(); return true");
+    let rows = browser.eval("return document.querySelectorAll('tr.target').length");
+    assert_eq!(rows, 200);
+    // Filtering over all 10,000 finds the one asked for.
+    browser.eval(
+        "const i = document.querySelector('input[type=search]'); i.value = '127.0.0.2:19999'; i.dispatchEvent(new Event('input')); return true",
+    );
+    let shown = browser.wait(
+        "the filtered target",
+        "const r = document.querySelectorAll('tr.target'); return r.length === 1 && r[0].innerText",
+    );
+    assert!(shown.as_str().unwrap().contains("127.0.0.2:19999"));
+    browser.goto(&format!("{base}/service-discovery"));
+    browser.wait(
+        "the service-discovery page with 10,000 targets",
+        "return document.querySelectorAll('.pool[data-pool=many] tr.active').length === 100",
+    );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.screenshot(&screenshots().join("targets-10000.png"));
+}
