@@ -191,3 +191,68 @@ fn an_invalid_web_config_stops_the_start_naming_file_line_and_field() {
     let want = format!("{}:4: tls_server_config.cipher_suites", web.display());
     assert!(log.contains(&want), "{log}");
 }
+
+/// A slow or hostile client cannot take the server: past `--web.max-connections` a request
+/// waits for a slot, a connection that does not finish its head within `--web.read-timeout` is
+/// closed (freeing its slot), and an oversized head is refused.
+#[test]
+fn slow_clients_are_bounded_by_connections_read_timeout_and_head_size() {
+    let spate = Spate::start(
+        "scrape_configs: []\n",
+        &["--web.max-connections=2", "--web.read-timeout=3s"],
+    );
+    let addr = spate.web.clone();
+    // Two clients that start a request and never finish it hold both slots.
+    let mut slow: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let third = addr.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(common::http_get(&third, "/-/healthy"));
+    });
+    // While both slots are held, the third request is not answered…
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "a request was served beyond --web.max-connections"
+    );
+    // …and once the read timeout closes the slow ones, it is.
+    let answered = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the third request is served after the slow ones time out");
+    assert_eq!(answered.map(|r| r.0), Some(200));
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            buf.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "a slow client is closed: {text}"
+        );
+    }
+    // A head over the limit is refused, not buffered.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let big = format!(
+        "GET /-/healthy HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 << 10)
+    );
+    let _ = s.write_all(big.as_bytes());
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.starts_with("HTTP/1.1 431") || buf.is_empty(),
+        "an oversized head is refused: {text}"
+    );
+    assert_eq!(
+        common::http_get(&addr, "/-/healthy").map(|r| r.0),
+        Some(200)
+    );
+}

@@ -35,6 +35,20 @@ const UNAVAILABLE: &[&str] = &[
     "read",
 ];
 
+/// The targets view as the discovery manager last published it.
+fn view(state: &State) -> std::sync::MutexGuard<'_, crate::scrape::TargetsView> {
+    state.src.targets.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A parameter's value (the last one given).
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 fn success(data: Value) -> Reply {
     Reply::json(200, json!({"status": "success", "data": data}).to_string())
 }
@@ -57,13 +71,7 @@ pub(super) fn handle(req: &Req, state: &State) -> Reply {
         return Reply::text(204, "");
     }
     let params = params(req);
-    let param = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| param(&params, name);
     match path {
         "status/buildinfo" if get => success(build_info()),
         "status/runtimeinfo" if get => success(runtime_info(state)),
@@ -89,12 +97,7 @@ pub(super) fn handle(req: &Req, state: &State) -> Reply {
         "status/walreplay" if get => success(json!({"min": 0, "max": 0, "current": 0})),
         "status/remote_write" if get => success(remote_write(state)),
         "targets" if get => {
-            let view = state
-                .src
-                .targets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let view = view(state).clone();
             let wanted = param("state").unwrap_or("any").to_ascii_lowercase();
             let body = crate::scrape::targets_json(&view, &wanted, param("scrapePool"));
             Reply::json(200, body)
@@ -134,7 +137,7 @@ pub(super) fn handle(req: &Req, state: &State) -> Reply {
             ))
         }
         "scrape_pools" if get => {
-            let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
+            let view = view(state);
             let mut pools: Vec<&str> = view.pools.iter().map(|(n, _)| n.as_str()).collect();
             pools.sort_unstable();
             success(json!({ "scrapePools": pools }))
@@ -148,7 +151,7 @@ pub(super) fn handle(req: &Req, state: &State) -> Reply {
                 Err(e) => return error(400, "bad_data", &e),
             };
             let rules = {
-                let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
+                let view = view(state);
                 view.pools
                     .iter()
                     .find(|(n, _)| n == pool)
@@ -196,12 +199,7 @@ const SCRAPE_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 /// say what the target answered).
 pub(super) async fn target_scrape(query: &str, state: &State) -> Reply {
     let params = crate::http::query_pairs(query);
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| param(&params, name);
     let (Some(pool), Some(url)) = (param("scrapePool"), param("scrapeUrl")) else {
         return error(
             400,
@@ -210,7 +208,7 @@ pub(super) async fn target_scrape(query: &str, state: &State) -> Reply {
         );
     };
     let status = {
-        let view = state.src.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let view = view(state);
         view.active
             .iter()
             .find(|t| t.target.job == pool && t.scrape_url == url)
@@ -271,13 +269,7 @@ fn target_metadata(
     metric: &str,
     limit: i64,
 ) -> Value {
-    let active = state
-        .src
-        .targets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .active
-        .clone();
+    let active = view(state).active.clone();
     let mut out = Vec::new();
     for t in &active {
         if limit >= 0 && out.len() as i64 >= limit {
@@ -319,13 +311,7 @@ fn target_metadata(
 /// `limit` families (`-1`: all), `limit_per_metric` entries per family (`0` or `-1`: all;
 /// as in Prometheus, it applies only when no `metric` is asked for).
 fn metric_metadata(state: &State, metric: &str, limit: i64, per_metric: i64) -> Value {
-    let active = state
-        .src
-        .targets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .active
-        .clone();
+    let active = view(state).active.clone();
     let mut families: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
         Default::default();
     for t in &active {
