@@ -582,6 +582,15 @@ fn targets_api_matches_prometheus_agent_field_by_field() {
     );
 }
 
+/// An API answer: its status and its JSON (null when the body is not JSON).
+fn get(web: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = common::http_get(web, path).expect("an answer");
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// The status, pool and agent-mode endpoints from both agents on the same configuration and
 /// the same flags: Prometheus agent's fields are all there with the same types, values that do
 /// not depend on the process agree, and the endpoints an agent refuses answer alike.
@@ -623,13 +632,6 @@ fn status_endpoints_match_prometheus_agent() {
         dir.path(),
     );
     let spate = Spate::start(&config, &flags);
-    let get = |web: &str, path: &str| -> (u16, serde_json::Value) {
-        let (status, body) = common::http_get(web, path).expect("an answer");
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-        )
-    };
     wait_for(
         Duration::from_secs(60),
         "Prometheus agent to list its pools",
@@ -741,13 +743,6 @@ untyped_thing 3\n"
     let prom_web = format!("127.0.0.1:{}", free_port());
     let _prom = common::prometheus_agent(&prom_bin, &dir, &cfg, &prom_web);
     let spate = Spate::start(&config, &[]);
-    let get = |web: &str, path: &str| -> (u16, serde_json::Value) {
-        let (status, body) = common::http_get(web, path).expect("an answer");
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-        )
-    };
     for web in [&prom_web, &spate.web] {
         wait_for(Duration::from_secs(60), "every target's metadata", || {
             let (_, v) = get(web, "/api/v1/targets/metadata");
