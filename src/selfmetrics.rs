@@ -37,6 +37,10 @@ pub struct SdStats {
     pub file_read_errors: AtomicU64,
     pub dns_lookups: AtomicU64,
     pub dns_lookup_failures: AtomicU64,
+    /// Kubernetes objects added, updated and deleted, by kind (in `Kind::ALL`'s order).
+    pub k8s_events: [[AtomicU64; 3]; 7],
+    /// Failed Kubernetes list and watch requests.
+    pub k8s_failures: AtomicU64,
     /// Targets discovered per job (before relabeling), in configuration order.
     pub discovered: Mutex<Vec<(String, usize)>>,
 }
@@ -459,6 +463,37 @@ const METRICS: &[Metric] = &[
         C,
         "The number of DNS-SD lookup failures.",
         Read::Fixed(|r| r.sd.dns_lookup_failures.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_sd_kubernetes_events_total",
+        C,
+        "The number of Kubernetes events handled.",
+        Read::Lines(|r, out| {
+            const KINDS: [&str; 7] = [
+                "pod",
+                "service",
+                "endpoints",
+                "endpointslice",
+                "node",
+                "ingress",
+                "namespace",
+            ];
+            for (kind, counts) in KINDS.iter().zip(&r.sd.k8s_events) {
+                for (event, c) in ["add", "update", "delete"].iter().zip(counts) {
+                    let _ = writeln!(
+                        out,
+                        "prometheus_sd_kubernetes_events_total{{event=\"{event}\",role=\"{kind}\"}} {}",
+                        c.load(Relaxed)
+                    );
+                }
+            }
+        }),
+    ),
+    m(
+        "prometheus_sd_kubernetes_failures_total",
+        C,
+        "The number of failed WATCH/LIST requests.",
+        Read::Fixed(|r| r.sd.k8s_failures.load(Relaxed) as f64),
     ),
     m(
         "prometheus_config_last_reload_successful",

@@ -6,26 +6,13 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, TempDir, free_port, http_get, require_program, wait_for};
+use common::{Proc, TempDir, free_port, free_port_range, http_get, require_program, wait_for};
 use serde_json::Value;
 
 fn bench(dir: &TempDir, name: &str, args: &[String]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
     cmd.arg("bench").args(args);
     Proc::spawn(name, &mut cmd, dir.path())
-}
-
-/// A base port with `n` free ports after it (checked by binding each).
-fn free_port_range(n: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
 }
 
 fn json(addr: &str, path: &str) -> Option<Value> {

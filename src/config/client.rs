@@ -140,7 +140,7 @@ impl HttpClientConfig {
     /// The TLS connection settings for `host` (an https target).
     pub fn tls_target(&self, host: &str) -> Result<crate::http::TlsTarget, String> {
         let config = match &self.tls {
-            Some(t) => t.client(),
+            Some(t) => t.client()?,
             None => crate::http::tls::default_client()?,
         };
         let name = self.tls.as_ref().and_then(|t| t.server_name.as_deref());
@@ -427,10 +427,34 @@ fn resolve_tls(t: RawTls) -> Result<crate::http::tls::TlsSettings, String> {
         Some("TLS13") => 13,
         Some(v) => return Err(format!("unknown TLS version: {v}")),
     };
+    // A file that cannot be read leaves these settings unusable but the configuration
+    // loaded, as in Prometheus (the job's requests fail with the reason; a reload reads the
+    // files again). A service-account CA in an example configuration run outside a cluster
+    // is the common case.
+    let files = (|| {
+        Ok::<_, String>((
+            pem(t.ca, t.ca_file, "ca")?,
+            pem(t.cert, t.cert_file, "cert")?,
+            pem(t.key, t.key_file, "key")?,
+        ))
+    })();
+    let (ca, cert, key) = match files {
+        Ok(f) => f,
+        Err(e) if e.starts_with("unable to read") => {
+            crate::log!(
+                crate::log::Level::Error,
+                "config",
+                "TLS settings cannot be used; requests with them fail until a reload reads the files",
+                err = e
+            );
+            return Ok(crate::http::tls::TlsSettings::unavailable(e));
+        }
+        Err(e) => return Err(e),
+    };
     crate::http::tls::TlsSettings::new(
-        pem(t.ca, t.ca_file, "ca")?,
-        pem(t.cert, t.cert_file, "cert")?,
-        pem(t.key, t.key_file, "key")?,
+        ca,
+        cert,
+        key,
         t.server_name,
         t.insecure_skip_verify.unwrap_or(false),
         min_version,

@@ -12,6 +12,7 @@ mod raw;
 pub mod redact;
 
 pub use duration::{PromDuration, parse_duration};
+pub mod kube_selector;
 
 use std::fmt;
 use std::path::Path;
@@ -71,6 +72,7 @@ pub struct ScrapeConfig {
     pub file_sd_configs: Vec<FileSdConfig>,
     pub http_sd_configs: Vec<HttpSdConfig>,
     pub dns_sd_configs: Vec<DnsSdConfig>,
+    pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
     /// How targets are requested: auth, headers, redirects.
     pub http: std::sync::Arc<client::HttpClientConfig>,
     pub honor_labels: bool,
@@ -110,6 +112,85 @@ pub struct HttpSdConfig {
     pub url_text: String,
     pub http: client::HttpClientConfig,
     pub refresh_interval: Duration,
+}
+
+/// `kubernetes_sd_configs`: targets from the Kubernetes API, listed and watched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubernetesSdConfig {
+    pub role: KubeRole,
+    /// Where the API server is and how requests reach it.
+    pub api: KubeApi,
+    /// `namespaces.names`; empty (and no `own_namespace`) means every namespace.
+    pub namespaces: Vec<String>,
+    /// `namespaces.own_namespace`: the pod's own namespace (in-cluster only).
+    pub own_namespace: bool,
+    /// Label and field selectors for the objects of each role watched.
+    pub selectors: Vec<KubeSelector>,
+    /// `attach_metadata.node`: the node's name, labels and annotations on pod, endpoints and
+    /// endpointslice targets.
+    pub attach_node: bool,
+    /// `attach_metadata.namespace`: the namespace's labels and annotations.
+    pub attach_namespace: bool,
+}
+
+/// How the API server is reached.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KubeApi {
+    /// The pod's service account: `KUBERNETES_SERVICE_HOST`/`_PORT`, its token and CA.
+    InCluster,
+    /// `api_server`, with the section's HTTP client settings.
+    Server {
+        url: Url,
+        http: Box<client::HttpClientConfig>,
+    },
+    /// `kubeconfig_file`: its current context.
+    Kubeconfig(std::path::PathBuf),
+}
+
+/// A Kubernetes discovery role: what kind of object each target comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KubeRole {
+    Node,
+    Pod,
+    Service,
+    Endpoints,
+    EndpointSlice,
+    Ingress,
+}
+
+impl KubeRole {
+    pub const ALL: [KubeRole; 6] = [
+        KubeRole::Pod,
+        KubeRole::Service,
+        KubeRole::Endpoints,
+        KubeRole::EndpointSlice,
+        KubeRole::Node,
+        KubeRole::Ingress,
+    ];
+
+    /// The name in the configuration (and in metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeRole::Node => "node",
+            KubeRole::Pod => "pod",
+            KubeRole::Service => "service",
+            KubeRole::Endpoints => "endpoints",
+            KubeRole::EndpointSlice => "endpointslice",
+            KubeRole::Ingress => "ingress",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KubeRole> {
+        KubeRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// One `selectors` entry: which objects of `role` are watched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSelector {
+    pub role: KubeRole,
+    pub label: String,
+    pub field: String,
 }
 
 /// `dns_sd_configs`: targets from DNS records.

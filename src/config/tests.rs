@@ -196,8 +196,44 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml:2: rule_files: field rule_files is not allowed in agent mode",
         ),
         (
-            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n",
-            "prometheus.yml:4: scrape_configs[0].kubernetes_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+            "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n",
+            "prometheus.yml:4: scrape_configs[0].consul_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - namespaces: {names: [a]}\n",
+            "prometheus.yml: scrape_configs[0].kubernetes_sd_configs[0].role: role missing (one of: pod, service, endpoints, endpointslice, node, ingress)",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: deployment\n",
+            "prometheus.yml:4: scrape_configs[0].kubernetes_sd_configs[0].role: unknown Kubernetes SD role \"deployment\": use pod, service, endpoints, endpointslice, node or ingress",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - {role: pod, api_server: 'https://k:6443', kubeconfig_file: kc}\n",
+            "prometheus.yml: scrape_configs[0].kubernetes_sd_configs[0]: cannot use 'kubeconfig_file' and 'api_server' simultaneously",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - {role: pod, authorization: {credentials: x}}\n",
+            "prometheus.yml: scrape_configs[0].kubernetes_sd_configs[0]: to use custom HTTP client configuration please provide the 'api_server' URL explicitly",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - {role: pod, api_server: 'https://k:6443', namespaces: {own_namespace: true}}\n",
+            "prometheus.yml: scrape_configs[0].kubernetes_sd_configs[0]: cannot use 'api_server' and 'namespaces.own_namespace' simultaneously",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n        selectors:\n          - {role: service, label: a=b}\n",
+            "prometheus.yml:6: scrape_configs[0].kubernetes_sd_configs[0].selectors[0]: pod role supports only pod selectors",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: endpoints\n        selectors:\n          - {role: pod, label: a=b}\n          - {role: pod, field: spec.nodeName=x}\n",
+            "prometheus.yml:7: scrape_configs[0].kubernetes_sd_configs[0].selectors[1]: duplicated selector role: pod",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n        selectors:\n          - {role: pod, label: 'app in prod'}\n",
+            "prometheus.yml:6: scrape_configs[0].kubernetes_sd_configs[0].selectors[0].label: label selector \"app in prod\": \"app in prod\" has an invalid key",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - {role: pod, attach_metadata: {deployment: true}}\n",
+            "prometheus.yml:4: scrape_configs[0].kubernetes_sd_configs[0].attach_metadata.deployment: not supported by spate yet; remove it or see docs/compatibility.md",
         ),
         (
             "scrape_configs:\n  - job_name: a\n    static_configs: [targets: [a:1]\n",

@@ -11,6 +11,7 @@
 mod dns;
 mod file;
 mod http;
+pub mod kubernetes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -347,13 +348,18 @@ impl Manager {
                 http::run(&h, name, id, tx, stop, sd)
             });
         }
+        for k in job.cfg.kubernetes_sd_configs.clone() {
+            self.start_provider(&mut job, "k8s", move |name, id, tx, stop, sd| {
+                kubernetes::run(&k, name, id, tx, stop, sd)
+            });
+        }
         job
     }
 
     /// Runs a provider of `job` on a thread of its own; returns its id.
     fn start_provider<F>(&mut self, job: &mut Job, kind: &str, run: F) -> u64
     where
-        F: FnOnce(&str, u64, &Sender<Command>, &AtomicBool, &crate::selfmetrics::SdStats)
+        F: FnOnce(&str, u64, &Sender<Command>, &AtomicBool, &Arc<crate::selfmetrics::SdStats>)
             + Send
             + 'static,
     {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::Read as _;
 
-use super::framing::{ChunkScanner, Framing, dechunk_in_place, parse_head};
+use super::framing::{ChunkDecoder, ChunkScanner, Framing, dechunk_in_place, parse_head};
 use crate::runtime::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, IoBufMut, TcpStream, TlsConnector, TlsStream,
 };
@@ -99,6 +99,20 @@ pub struct Conn {
     max_body: usize,
     /// The last response's head and body range in `buf`.
     last: Option<(super::HeadInfo, (usize, usize))>,
+    /// A response being read as a stream ([`Conn::open_stream`]).
+    streaming: Option<BodyStream>,
+}
+
+/// A response body read as it arrives.
+struct BodyStream {
+    stream: Stream,
+    framing: Framing,
+    chunks: ChunkDecoder,
+    /// Body bytes still expected (`Content-Length` framing).
+    left: usize,
+    /// Received bytes not yet handed on (read together with the head).
+    pending: Vec<u8>,
+    done: bool,
 }
 
 impl Conn {
@@ -113,6 +127,7 @@ impl Conn {
             last: None,
             tls: None,
             proxy: None,
+            streaming: None,
         }
     }
 
@@ -245,37 +260,9 @@ impl Conn {
         // connection goes with it.
         let mut stream = match self.stream.take() {
             Some(s) => s,
-            None => {
-                let to = self
-                    .proxy
-                    .as_ref()
-                    .map_or(self.authority.as_str(), |p| p.0.as_str());
-                let mut s = TcpStream::connect(to).await.map_err(Error::Connect)?;
-                let _ = s.set_nodelay(true);
-                match &self.tls {
-                    None => Stream::Plain(s),
-                    Some(tls) => {
-                        if let Some((_, headers)) = &self.proxy {
-                            connect_tunnel(&mut s, &self.authority, headers).await?;
-                        }
-                        let connector = TlsConnector::from(tls.config.clone());
-                        let t = connector
-                            .connect(tls.server_name.clone(), s)
-                            .await
-                            .map_err(|e| Error::Tls(std::io::Error::from(e).to_string()))?;
-                        Stream::Tls(Box::new(t))
-                    }
-                }
-            }
+            None => self.connect().await?,
         };
-        let mut req = std::mem::take(&mut self.req);
-        if self.proxy.is_some() && self.tls.is_none() {
-            // Through a proxy, plain HTTP requests name the whole URL.
-            absolute_form(&mut req, &self.authority);
-        }
-        let (res, req) = stream.write_all(req).await;
-        self.req = req;
-        res.map_err(Error::Io)?;
+        self.write_request(&mut stream).await?;
 
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -286,6 +273,149 @@ impl Conn {
             self.stream = Some(stream);
         }
         Ok((info, body))
+    }
+}
+
+impl Conn {
+    /// Opens a new connection (through the proxy and TLS, as configured).
+    async fn connect(&self) -> Result<Stream, Error> {
+        let to = self
+            .proxy
+            .as_ref()
+            .map_or(self.authority.as_str(), |p| p.0.as_str());
+        let mut s = TcpStream::connect(to).await.map_err(Error::Connect)?;
+        let _ = s.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Stream::Plain(s)),
+            Some(tls) => {
+                if let Some((_, headers)) = &self.proxy {
+                    connect_tunnel(&mut s, &self.authority, headers).await?;
+                }
+                let connector = TlsConnector::from(tls.config.clone());
+                let t = connector
+                    .connect(tls.server_name.clone(), s)
+                    .await
+                    .map_err(|e| Error::Tls(std::io::Error::from(e).to_string()))?;
+                Ok(Stream::Tls(Box::new(t)))
+            }
+        }
+    }
+
+    /// Writes the request buffer to `stream`.
+    async fn write_request(&mut self, stream: &mut Stream) -> Result<(), Error> {
+        let mut req = std::mem::take(&mut self.req);
+        if self.proxy.is_some() && self.tls.is_none() {
+            // Through a proxy, plain HTTP requests name the whole URL.
+            absolute_form(&mut req, &self.authority);
+        }
+        let (res, req) = stream.write_all(req).await;
+        self.req = req;
+        res.map(|_| ()).map_err(Error::Io)
+    }
+
+    /// Sends the request in the request buffer on a new connection and reads the response
+    /// head only; the body is then read with [`Self::read_stream`] as it arrives (a long-lived
+    /// response such as a Kubernetes watch). Returns the status and the content type. The
+    /// connection is not reused afterwards.
+    pub async fn open_stream(&mut self) -> Result<(u16, String), Error> {
+        self.last = None;
+        self.streaming = None;
+        self.stream = None;
+        let mut stream = self.connect().await?;
+        self.write_request(&mut stream).await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let head = loop {
+            let len = buf.len();
+            if buf.capacity() - len < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            let cap = buf.capacity();
+            let (r, slice) = stream.read(buf.slice_mut(len..cap)).await;
+            buf = slice.into_inner();
+            if r.map_err(Error::Io)? == 0 {
+                return Err(Error::Closed);
+            }
+            if let Some(head) = parse_head(&buf, false).map_err(Error::Protocol)? {
+                break head;
+            }
+            if buf.len() > 64 * 1024 {
+                return Err(Error::Protocol("response head too long".into()));
+            }
+        };
+        if head.gzip {
+            return Err(Error::Protocol(
+                "a compressed body cannot be read as a stream".into(),
+            ));
+        }
+        let content_type = head
+            .content_type
+            .and_then(|(s, e)| std::str::from_utf8(&buf[s..e]).ok())
+            .unwrap_or("")
+            .to_string();
+        let pending = buf.split_off(head.head_len);
+        self.streaming = Some(BodyStream {
+            stream,
+            framing: head.framing,
+            chunks: ChunkDecoder::default(),
+            left: match head.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            pending,
+            done: false,
+        });
+        Ok((head.status, content_type))
+    }
+
+    /// Appends the next received part of the streamed body to `out`; false once the body has
+    /// ended (nothing more will come). Reads from the network only when nothing is pending.
+    pub async fn read_stream(&mut self, out: &mut Vec<u8>) -> Result<bool, Error> {
+        let s = self.streaming.as_mut().ok_or(Error::Closed)?;
+        loop {
+            if s.done {
+                return Ok(false);
+            }
+            if !s.pending.is_empty() {
+                let input = std::mem::take(&mut s.pending);
+                let before = out.len();
+                match s.framing {
+                    Framing::Chunked => {
+                        s.done = s.chunks.feed(&input, out).map_err(Error::Protocol)?;
+                    }
+                    Framing::Length(_) => {
+                        let n = s.left.min(input.len());
+                        out.extend_from_slice(&input[..n]);
+                        s.left -= n;
+                        s.done = s.left == 0;
+                    }
+                    Framing::Close => out.extend_from_slice(&input),
+                }
+                s.pending = input;
+                s.pending.clear();
+                if out.len() > before || s.done {
+                    return Ok(!s.done || out.len() > before);
+                }
+            }
+            if matches!(s.framing, Framing::Length(0)) {
+                s.done = true;
+                continue;
+            }
+            let mut buf = std::mem::take(&mut s.pending);
+            buf.reserve(READ_CHUNK);
+            let len = buf.len();
+            let cap = buf.capacity();
+            let (r, slice) = s.stream.read(buf.slice_mut(len..cap)).await;
+            s.pending = slice.into_inner();
+            if r.map_err(Error::Io)? == 0 {
+                return match s.framing {
+                    Framing::Close => {
+                        s.done = true;
+                        Ok(false)
+                    }
+                    _ => Err(Error::Closed),
+                };
+            }
+        }
     }
 }
 

@@ -175,6 +175,88 @@ impl ChunkScanner {
     }
 }
 
+/// Decodes a chunked body as it arrives, for a response read as a stream (a Kubernetes
+/// watch): each byte is looked at once, and data is handed on as soon as it is received.
+#[derive(Debug, Default)]
+pub struct ChunkDecoder {
+    state: ChunkState,
+    /// The part of a size or trailer line received so far.
+    line: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading a chunk-size line.
+    #[default]
+    Size,
+    /// This many data bytes of the current chunk are still to come.
+    Data(usize),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines after the last chunk, up to the empty line.
+    Trailer,
+    Done,
+}
+
+/// The longest chunk-size or trailer line taken.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl ChunkDecoder {
+    /// Decodes `input`, appending the body's data to `out`. Returns true once the body is
+    /// complete (bytes after its end are ignored).
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        while !input.is_empty() {
+            match self.state {
+                ChunkState::Done => return Ok(true),
+                ChunkState::Data(left) => {
+                    let n = left.min(input.len());
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.state = if n == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n)
+                    };
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                    let Some(nl) = memchr_nl(input) else {
+                        self.line.extend_from_slice(input);
+                        if self.line.len() > MAX_CHUNK_LINE {
+                            return Err("malformed chunked body: line too long".into());
+                        }
+                        return Ok(false);
+                    };
+                    self.line.extend_from_slice(&input[..nl]);
+                    input = &input[nl + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = match self.state {
+                        ChunkState::Size => {
+                            let size = line.split(|b| *b == b';').next().unwrap_or(b"");
+                            let size = std::str::from_utf8(size.trim_ascii())
+                                .ok()
+                                .and_then(|s| usize::from_str_radix(s, 16).ok())
+                                .ok_or("malformed chunked body: invalid chunk size")?;
+                            if size == 0 {
+                                ChunkState::Trailer
+                            } else {
+                                ChunkState::Data(size)
+                            }
+                        }
+                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+                        ChunkState::DataEnd => {
+                            return Err("malformed chunked body: missing CRLF after chunk".into());
+                        }
+                        _ if line.is_empty() => ChunkState::Done,
+                        other => other,
+                    };
+                }
+            }
+        }
+        Ok(self.state == ChunkState::Done)
+    }
+}
+
 fn memchr_nl(b: &[u8]) -> Option<usize> {
     b.iter().position(|c| *c == b'\n')
 }
@@ -265,6 +347,46 @@ mod tests {
         let mut b = body.to_vec();
         let n = dechunk_in_place(&mut b).unwrap();
         assert_eq!(&b[..n], b"Wikipedia in\r\n\r\nchunks.");
+    }
+
+    #[test]
+    fn chunked_body_decoded_as_a_stream() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\nextra";
+        // Every split into two pieces gives the same data, complete only at the end.
+        for cut in 0..body.len() {
+            let mut d = ChunkDecoder::default();
+            let mut out = Vec::new();
+            let first = d.feed(&body[..cut], &mut out).unwrap();
+            assert!(
+                !first || cut >= body.len() - 5,
+                "complete too early at {cut}"
+            );
+            assert!(
+                d.feed(&body[cut..], &mut out).unwrap(),
+                "incomplete after {cut}"
+            );
+            assert_eq!(
+                out,
+                b"Wiki"
+                    .iter()
+                    .chain(b"pedia in\r\n\r\nchunks.")
+                    .copied()
+                    .collect::<Vec<u8>>()
+            );
+        }
+        // Byte by byte, data is handed on as it comes.
+        let mut d = ChunkDecoder::default();
+        let mut out = Vec::new();
+        for b in b"3\r\nab" {
+            assert!(!d.feed(&[*b], &mut out).unwrap());
+        }
+        assert_eq!(out, b"ab");
+        assert!(ChunkDecoder::default().feed(b"zz\r\n", &mut out).is_err());
+        assert!(
+            ChunkDecoder::default()
+                .feed(b"1\r\naXY\r\n", &mut out)
+                .is_err()
+        );
     }
 
     #[test]

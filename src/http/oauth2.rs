@@ -155,7 +155,7 @@ fn connection(cfg: &OAuth2, authority: &str, tls: bool) -> Result<Conn, String> 
         return Ok(conn);
     }
     let client = match &cfg.tls {
-        Some(t) => t.client(),
+        Some(t) => t.client()?,
         None => super::tls::default_client()?,
     };
     let name = cfg.tls.as_ref().and_then(|t| t.server_name.as_deref());

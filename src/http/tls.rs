@@ -21,7 +21,10 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
     /// Lowest version accepted: 12 or 13 (Prometheus' default is TLS 1.2).
     pub min_version: u8,
-    client: Arc<ClientConfig>,
+    /// The client configuration, or why there is none (a file named in the settings could
+    /// not be read when they loaded: requests with them fail, as Prometheus' scrape pools
+    /// without an HTTP client do, and the rest of the configuration still runs).
+    client: Result<Arc<ClientConfig>, String>,
 }
 
 impl PartialEq for TlsSettings {
@@ -32,6 +35,7 @@ impl PartialEq for TlsSettings {
             && self.server_name == o.server_name
             && self.insecure_skip_verify == o.insecure_skip_verify
             && self.min_version == o.min_version
+            && self.client.as_ref().err() == o.client.as_ref().err()
     }
 }
 
@@ -74,11 +78,24 @@ impl TlsSettings {
             server_name,
             insecure_skip_verify,
             min_version,
-            client,
+            client: Ok(client),
         })
     }
 
-    pub fn client(&self) -> Arc<ClientConfig> {
+    /// Settings that cannot be used: `why` is the error every request with them gets.
+    pub fn unavailable(why: String) -> TlsSettings {
+        TlsSettings {
+            ca: None,
+            cert: None,
+            key: None,
+            server_name: None,
+            insecure_skip_verify: false,
+            min_version: 12,
+            client: Err(why),
+        }
+    }
+
+    pub fn client(&self) -> Result<Arc<ClientConfig>, String> {
         self.client.clone()
     }
 }

@@ -435,6 +435,7 @@ mod tests {
     fn target(honor: bool, labels: &[(&str, &str)]) -> Target {
         Target {
             job: "j".into(),
+            pool: "j".into(),
             all_labels: vec![],
             discovered: vec![],
             labels: labels

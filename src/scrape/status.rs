@@ -115,7 +115,7 @@ pub fn targets_json(view: &TargetsView, state: &str, pool: Option<&str>) -> Stri
     for t in view
         .active
         .iter()
-        .filter(|t| show_active && in_pool(&t.target.job))
+        .filter(|t| show_active && in_pool(&t.target.pool))
     {
         if !first {
             out.push(',');
@@ -127,7 +127,7 @@ pub fn targets_json(view: &TargetsView, state: &str, pool: Option<&str>) -> Stri
         out.push_str(r#","labels":"#);
         labels_json(&mut out, &t.target.labels);
         out.push_str(r#","scrapePool":"#);
-        quoted(&mut out, &t.target.job);
+        quoted(&mut out, &t.target.pool);
         out.push_str(r#","scrapeUrl":"#);
         quoted(&mut out, &t.scrape_url);
         out.push_str(r#","globalUrl":"#);

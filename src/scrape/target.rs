@@ -11,7 +11,11 @@ use crate::http::query_escape;
 /// One target, ready for a core to scrape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
+    /// The `job` label's value.
     pub job: String,
+    /// The scrape pool: the `job_name` of the scrape config it comes from (which relabeling
+    /// cannot change, unlike the `job` label).
+    pub pool: String,
     /// Every label after derivation, `__`-prefixed ones included, sorted by name.
     pub all_labels: Vec<(String, String)>,
     /// The labels before relabeling and the `instance` default (the targets API's
@@ -287,6 +291,7 @@ fn build(
     hash_input.push(("", url.as_str()));
     let hash = label_set_hash(hash_input);
     Ok(Built::Target(Box::new(Target {
+        pool: sc.job_name.clone(),
         job: labels
             .iter()
             .find(|(k, _)| k == "job")

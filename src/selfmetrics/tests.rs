@@ -22,6 +22,7 @@ impl AsCounter for Arc<AtomicU64> {
 impl AsCounter for Arc<WalStats> {}
 impl<const N: usize> AsCounter for Histogram<N> {}
 impl AsCounter for Mutex<Vec<(String, usize)>> {}
+impl AsCounter for [[AtomicU64; 3]; 7] {}
 
 /// `/metrics` without the process' own metrics, which change between two renders.
 fn rendered(r: &Registry) -> String {

@@ -211,7 +211,7 @@ pub(super) async fn target_scrape(query: &str, state: &State) -> Reply {
         let view = view(state);
         view.active
             .iter()
-            .find(|t| t.target.job == pool && t.scrape_url == url)
+            .find(|t| t.target.pool == pool && t.scrape_url == url)
             .cloned()
     };
     let Some(status) = status else {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod browser;
+pub mod kube;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,6 +47,19 @@ impl Drop for TempDir {
 /// outgoing connection cannot take a port between the moment it is chosen and the moment a
 /// server binds it; and no port is handed out twice in one test process, so two servers of one
 /// test (or of tests running side by side) never share one.
+/// A base port with `n` free ports after it (checked by binding each).
+pub fn free_port_range(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     static SEED: AtomicU64 = AtomicU64::new(0);

@@ -4,7 +4,7 @@ mod remote_write;
 mod sd;
 
 use remote_write::resolve_remote_write;
-use sd::{dns_sd_configs, file_sd_configs, http_sd_configs, static_configs};
+use sd::{dns_sd_configs, file_sd_configs, http_sd_configs, kubernetes_sd_configs, static_configs};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use serde_saphyr::Spanned;
 
 use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls};
 use super::{
-    Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, MetadataConfig,
-    Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits,
-    StaticConfig,
+    Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, KubeApi, KubeRole,
+    KubeSelector, KubernetesSdConfig, MetadataConfig, Problem, PromDuration, QueueConfig,
+    RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
@@ -105,6 +105,7 @@ section! {
         file_sd_configs: Option<Vec<RawFileSd>>,
         http_sd_configs: Option<Vec<RawHttpSd>>,
         dns_sd_configs: Option<Vec<RawDnsSd>>,
+        kubernetes_sd_configs: Option<Vec<RawKubernetesSd>>,
         honor_labels: Option<bool>,
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
@@ -145,7 +146,7 @@ section! {
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file,
         // Service discovery other than static, file, HTTP and DNS.
-        kubernetes_sd_configs, consul_sd_configs, ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
+        consul_sd_configs, ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
         linode_sd_configs, marathon_sd_configs, nerve_sd_configs, oci_sd_configs,
@@ -186,6 +187,58 @@ section! {
     }
     unsupported {
         oauth2, proxy_url, no_proxy, proxy_from_environment, proxy_connect_header,
+    }
+}
+
+section! {
+    RawKubernetesSd {
+        role: Field<String>,
+        api_server: Field<String>,
+        kubeconfig_file: Field<String>,
+        namespaces: Option<RawKubeNamespaces>,
+        selectors: Option<Vec<Spanned<RawKubeSelector>>>,
+        attach_metadata: Option<RawKubeAttach>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        oauth2: Option<RawOAuth2>,
+        http_headers: Option<BTreeMap<String, RawHeader>>,
+        tls_config: Option<RawTls>,
+        follow_redirects: Option<bool>,
+        enable_http2: Option<bool>,
+        proxy_url: Option<String>,
+        no_proxy: Option<String>,
+        proxy_from_environment: Option<bool>,
+        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+    }
+    unsupported {
+        bearer_token, bearer_token_file,
+    }
+}
+
+section! {
+    RawKubeNamespaces {
+        own_namespace: Option<bool>,
+        names: Option<Vec<String>>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawKubeSelector {
+        role: Option<String>,
+        label: Option<String>,
+        field: Option<String>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawKubeAttach {
+        node: Option<bool>,
+        namespace: Option<bool>,
+    }
+    unsupported {
+        deployment, job, cronjob,
     }
 }
 
@@ -574,6 +627,8 @@ fn resolve_scrape(
     let file_sd_configs = file_sd_configs(sc.file_sd_configs.unwrap_or_default(), &at)?;
     let dns_sd_configs = dns_sd_configs(sc.dns_sd_configs.unwrap_or_default(), &at)?;
     let http_sd_configs = http_sd_configs(sc.http_sd_configs.unwrap_or_default(), &at)?;
+    let kubernetes_sd_configs =
+        kubernetes_sd_configs(sc.kubernetes_sd_configs.unwrap_or_default(), &at)?;
     let scrape_native_histograms = sc
         .scrape_native_histograms
         .unwrap_or(global.scrape_native_histograms);
@@ -634,6 +689,7 @@ fn resolve_scrape(
         file_sd_configs,
         http_sd_configs,
         dns_sd_configs,
+        kubernetes_sd_configs,
         http: std::sync::Arc::new(http),
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),

@@ -168,3 +168,179 @@ fn valid_sd_file_pattern(name: &str) -> bool {
         Some(star) => !name[star..].contains('/') && name[star + 1..].find('*').is_none(),
     }
 }
+
+/// `kubernetes_sd_configs` of a scrape config (`at` names a field of it), with Prometheus'
+/// rules: a role, at most one of `api_server` and `kubeconfig_file`, client settings only
+/// with `api_server`, `own_namespace` only in-cluster, selectors only for the roles a role
+/// watches, once each.
+pub(super) fn kubernetes_sd_configs(
+    list: Vec<RawKubernetesSd>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<KubernetesSdConfig>, Problem> {
+    let mut out = Vec::new();
+    for (j, k) in list.into_iter().enumerate() {
+        let field = at(&format!("kubernetes_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), k.unsupported())?;
+        let role_line = k.role.as_ref().map_or(0, |r| r.referenced.line());
+        let role = match &k.role {
+            None => {
+                return Err(Problem::field(
+                    format!("{field}.role"),
+                    "role missing (one of: pod, service, endpoints, endpointslice, node, ingress)",
+                ));
+            }
+            Some(r) => KubeRole::parse(&r.value).ok_or_else(|| {
+                Problem::at(
+                    role_line,
+                    format!("{field}.role"),
+                    format!(
+                        "unknown Kubernetes SD role {:?}: use pod, service, endpoints, endpointslice, node or ingress",
+                        r.value
+                    ),
+                )
+            })?,
+        };
+        let custom_http = k.basic_auth.is_some()
+            || k.authorization.is_some()
+            || k.oauth2.is_some()
+            || k.http_headers.is_some()
+            || k.tls_config.is_some()
+            || k.proxy_url.is_some()
+            || k.no_proxy.is_some()
+            || k.proxy_from_environment == Some(true)
+            || k.proxy_connect_header.is_some()
+            || k.follow_redirects == Some(false)
+            || k.enable_http2 == Some(false);
+        let ns = k.namespaces.unwrap_or_default();
+        unsupported(&format!("{field}.namespaces."), ns.unsupported())?;
+        let own_namespace = ns.own_namespace.unwrap_or(false);
+        let fail = |f: &str, msg: &str| Err(Problem::field(format!("{field}{f}"), msg.to_string()));
+        // An empty string is no value (the Prometheus Operator writes `kubeconfig_file: ""`).
+        let api_server = k.api_server.as_ref().filter(|u| !u.value.is_empty());
+        let kubeconfig_file = k.kubeconfig_file.as_ref().filter(|f| !f.value.is_empty());
+        let api = match (api_server, kubeconfig_file) {
+            (Some(_), Some(_)) => {
+                return fail(
+                    "",
+                    "cannot use 'kubeconfig_file' and 'api_server' simultaneously",
+                );
+            }
+            (None, Some(_)) if custom_http => {
+                return fail(
+                    "",
+                    "cannot use a custom HTTP client configuration together with 'kubeconfig_file'",
+                );
+            }
+            (None, None) if custom_http => {
+                return fail(
+                    "",
+                    "to use custom HTTP client configuration please provide the 'api_server' URL explicitly",
+                );
+            }
+            (Some(_), None) if own_namespace => {
+                return fail(
+                    "",
+                    "cannot use 'api_server' and 'namespaces.own_namespace' simultaneously",
+                );
+            }
+            (None, Some(_)) if own_namespace => {
+                return fail(
+                    "",
+                    "cannot use 'kubeconfig_file' and 'namespaces.own_namespace' simultaneously",
+                );
+            }
+            (None, Some(path)) => KubeApi::Kubeconfig(path.value.clone().into()),
+            (None, None) => KubeApi::InCluster,
+            (Some(url), None) => {
+                let parsed = Url::parse(&url.value).map_err(|e| {
+                    Problem::at(url.referenced.line(), format!("{field}.api_server"), e)
+                })?;
+                let http = crate::config::client::resolve(
+                    k.basic_auth,
+                    k.authorization,
+                    k.http_headers,
+                    k.follow_redirects,
+                    k.tls_config,
+                    k.oauth2,
+                    crate::config::client::RawProxy {
+                        proxy_url: k.proxy_url,
+                        no_proxy: k.no_proxy,
+                        proxy_from_environment: k.proxy_from_environment,
+                        proxy_connect_header: k.proxy_connect_header,
+                    },
+                )
+                .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
+                KubeApi::Server {
+                    url: parsed,
+                    http: Box::new(http),
+                }
+            }
+        };
+        let allowed: &[KubeRole] = match role {
+            KubeRole::Pod => &[KubeRole::Pod],
+            KubeRole::Service => &[KubeRole::Service],
+            KubeRole::Endpoints => &[KubeRole::Pod, KubeRole::Service, KubeRole::Endpoints],
+            KubeRole::EndpointSlice => &[KubeRole::Pod, KubeRole::Service, KubeRole::EndpointSlice],
+            KubeRole::Node => &[KubeRole::Node],
+            KubeRole::Ingress => &[KubeRole::Ingress],
+        };
+        let mut selectors: Vec<KubeSelector> = Vec::new();
+        for (i, sel) in k.selectors.unwrap_or_default().into_iter().enumerate() {
+            let line = sel.referenced.line();
+            let sel = sel.value;
+            let sf = format!("{field}.selectors[{i}]");
+            unsupported(&format!("{sf}."), sel.unsupported())?;
+            let name = sel.role.unwrap_or_default();
+            let Some(sel_role) = KubeRole::parse(&name) else {
+                return Err(Problem::at(
+                    line,
+                    format!("{sf}.role"),
+                    format!("unknown Kubernetes SD role {name:?}"),
+                ));
+            };
+            if selectors.iter().any(|s| s.role == sel_role) {
+                return Err(Problem::at(
+                    line,
+                    sf,
+                    format!("duplicated selector role: {name}"),
+                ));
+            }
+            if !allowed.contains(&sel_role) {
+                let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+                return Err(Problem::at(
+                    line,
+                    sf,
+                    format!(
+                        "{} role supports only {} selectors",
+                        role.as_str(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            let label = sel.label.unwrap_or_default();
+            let field_sel = sel.field.unwrap_or_default();
+            for (what, text) in [("label", &label), ("field", &field_sel)] {
+                if let Err(e) = crate::config::kube_selector::check(text, what == "field") {
+                    return Err(Problem::at(line, format!("{sf}.{what}"), e));
+                }
+            }
+            selectors.push(KubeSelector {
+                role: sel_role,
+                label,
+                field: field_sel,
+            });
+        }
+        let attach = k.attach_metadata.unwrap_or_default();
+        unsupported(&format!("{field}.attach_metadata."), attach.unsupported())?;
+        out.push(KubernetesSdConfig {
+            role,
+            api,
+            namespaces: ns.names.unwrap_or_default(),
+            own_namespace,
+            selectors,
+            attach_node: attach.node.unwrap_or(false),
+            attach_namespace: attach.namespace.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
