@@ -43,6 +43,8 @@ pub struct SdStats {
     pub k8s_failures: AtomicU64,
     /// Targets discovered per job (before relabeling), in configuration order.
     pub discovered: Mutex<Vec<(String, usize)>>,
+    /// Active targets per job (after relabeling), in configuration order.
+    pub active: Mutex<Vec<(String, usize)>>,
 }
 }
 
@@ -519,6 +521,22 @@ const METRICS: &[Metric] = &[
                 let _ = writeln!(
                     out,
                     "prometheus_sd_discovered_targets{{config={label},name=\"scrape\"}} {n}"
+                );
+            }
+        }),
+    ),
+    m(
+        "prometheus_target_scrape_pool_targets",
+        G,
+        "Current number of targets in this scrape pool.",
+        Read::Lines(|r, out| {
+            let active = r.sd.active.lock().unwrap_or_else(|e| e.into_inner());
+            for (job, n) in active.iter() {
+                let mut label = String::new();
+                crate::log::quoted(&mut label, job);
+                let _ = writeln!(
+                    out,
+                    "prometheus_target_scrape_pool_targets{{scrape_job={label}}} {n}"
                 );
             }
         }),

@@ -476,6 +476,17 @@ impl Manager {
             .discovered
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = discovered;
+        let active = self
+            .jobs
+            .iter()
+            .map(|j| (j.cfg.job_name.clone(), j.active.len()))
+            .collect();
+        *self
+            .registry
+            .sd
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = active;
         let mut view = TargetsView::default();
         for job in &self.jobs {
             for hash in &job.order {
