@@ -41,6 +41,8 @@ pub struct SdStats {
     pub k8s_events: [[AtomicU64; 3]; 7],
     /// Failed Kubernetes list and watch requests.
     pub k8s_failures: AtomicU64,
+    /// Failed Consul queries.
+    pub consul_failures: AtomicU64,
     /// Targets discovered per job (before relabeling), in configuration order.
     pub discovered: Mutex<Vec<(String, usize)>>,
     /// Active targets per job (after relabeling), in configuration order.
@@ -496,6 +498,12 @@ const METRICS: &[Metric] = &[
         C,
         "The number of failed WATCH/LIST requests.",
         Read::Fixed(|r| r.sd.k8s_failures.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_sd_consul_rpc_failures_total",
+        C,
+        "The number of Consul RPC call failures.",
+        Read::Fixed(|r| r.sd.consul_failures.load(Relaxed) as f64),
     ),
     m(
         "prometheus_config_last_reload_successful",

@@ -229,6 +229,17 @@ pub(super) struct RawBasicAuth {
     password_file: Option<String>,
 }
 
+impl RawBasicAuth {
+    /// Basic auth from a deprecated inline `username`/`password` pair (Consul's).
+    pub(super) fn new(username: String, password: String) -> RawBasicAuth {
+        RawBasicAuth {
+            username: Some(username),
+            password: Some(password),
+            ..Default::default()
+        }
+    }
+}
+
 /// `authorization` as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

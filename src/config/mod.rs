@@ -73,6 +73,7 @@ pub struct ScrapeConfig {
     pub http_sd_configs: Vec<HttpSdConfig>,
     pub dns_sd_configs: Vec<DnsSdConfig>,
     pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
+    pub consul_sd_configs: Vec<ConsulSdConfig>,
     /// How targets are requested: auth, headers, redirects.
     pub http: std::sync::Arc<client::HttpClientConfig>,
     pub honor_labels: bool,
@@ -112,6 +113,30 @@ pub struct HttpSdConfig {
     pub url_text: String,
     pub http: client::HttpClientConfig,
     pub refresh_interval: Duration,
+}
+
+/// `consul_sd_configs`: services from Consul's catalog, followed with blocking queries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsulSdConfig {
+    /// `scheme://server` and `path_prefix`.
+    pub url: Url,
+    /// `token`, sent as `X-Consul-Token`.
+    pub token: Option<client::Secret>,
+    /// Empty: the agent's own datacenter.
+    pub datacenter: String,
+    pub namespace: String,
+    pub partition: String,
+    pub tag_separator: String,
+    pub allow_stale: bool,
+    pub refresh_interval: Duration,
+    /// Only these services (all when empty).
+    pub services: Vec<String>,
+    /// Services must have every one of these tags.
+    pub tags: Vec<String>,
+    pub node_meta: Vec<(String, String)>,
+    /// A Consul filter expression.
+    pub filter: String,
+    pub http: client::HttpClientConfig,
 }
 
 /// `kubernetes_sd_configs`: targets from the Kubernetes API, listed and watched.

@@ -59,34 +59,73 @@ fn fetch(cfg: &HttpSdConfig) -> Result<String, String> {
 }
 
 async fn fetch_on_executor(cfg: &HttpSdConfig) -> Result<String, String> {
-    use crate::http::{GET_REDIRECTS, Redirects, Request};
-    let u = &cfg.url;
-    let authority = u.authority();
-    let limit = cfg.refresh_interval.max(Duration::from_secs(1));
-    let mut conn = cfg.http.connection(&authority, u.tls)?;
-    conn.set_max_body(MAX_BODY);
-    let mut headers = format!(
-        "User-Agent: spate/{}\r\nAccept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\n",
-        env!("CARGO_PKG_VERSION"),
+    let headers = format!(
+        "Accept: application/json\r\nX-Prometheus-Refresh-Interval-Seconds: {}\r\n",
         cfg.refresh_interval.as_secs()
     );
-    cfg.http.header_lines(&mut headers)?;
+    let limit = cfg.refresh_interval.max(Duration::from_secs(1));
+    let resp = get(
+        &cfg.http,
+        &cfg.url,
+        &cfg.url.path_and_query,
+        &headers,
+        limit,
+        MAX_BODY,
+    )
+    .await?;
+    if resp.status != 200 {
+        return Err(format!("server returned HTTP status {}", resp.status));
+    }
+    let ct = resp.content_type.to_ascii_lowercase();
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media != "application/json" {
+        return Err(format!("unsupported content type {ct:?}"));
+    }
+    String::from_utf8(resp.body).map_err(|_| "the body is not UTF-8".to_string())
+}
+
+/// A response a discovery request got.
+pub(crate) struct Fetched {
+    pub status: u16,
+    pub content_type: String,
+    /// Consul's `X-Consul-Index`.
+    pub index: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+/// One GET of `target` (a path and query) on the server of `url`, with the client settings
+/// `http` (TLS, proxy, auth headers, redirects as `follow_redirects` says) and `extra` header
+/// lines, within `limit`: the data plane's HTTP client, on the calling provider's executor.
+pub(crate) async fn get(
+    http: &crate::config::client::HttpClientConfig,
+    url: &crate::http::Url,
+    target: &str,
+    extra: &str,
+    limit: Duration,
+    max_body: usize,
+) -> Result<Fetched, String> {
+    use crate::http::{GET_REDIRECTS, Redirects, Request};
+    let authority = url.authority();
+    let mut conn = http.connection(&authority, url.tls)?;
+    conn.set_max_body(max_body);
+    let mut headers = format!("User-Agent: spate/{}\r\n{extra}", env!("CARGO_PKG_VERSION"));
+    http.header_lines(&mut headers)?;
     let req = Request {
         method: "GET",
-        origin: (u.tls, &authority),
+        origin: (url.tls, &authority),
         host: &authority,
-        path: &u.path_and_query,
+        path: target,
         headers: &headers,
         body: &[],
     };
     let policy = Redirects {
-        follow: cfg.http.follow_redirects,
+        follow: http.follow_redirects,
         statuses: GET_REDIRECTS,
         credentials_elsewhere: false,
     };
     let connect = |authority: &str, tls: bool| {
-        let mut c = cfg.http.connection(authority, tls)?;
-        c.set_max_body(MAX_BODY);
+        let mut c = http.connection(authority, tls)?;
+        c.set_max_body(max_body);
         Ok(c)
     };
     let mut no_extra = |_: &str, _: &str| Ok(String::new());
@@ -99,15 +138,12 @@ async fn fetch_on_executor(cfg: &HttpSdConfig) -> Result<String, String> {
     let resp = conn
         .response()
         .ok_or("connection closed before a complete response")?;
-    if resp.status != 200 {
-        return Err(format!("server returned HTTP status {}", resp.status));
-    }
-    let ct = resp.content_type.to_ascii_lowercase();
-    let media = ct.split(';').next().unwrap_or("").trim();
-    if media != "application/json" {
-        return Err(format!("unsupported content type {ct:?}"));
-    }
-    String::from_utf8(resp.body.to_vec()).map_err(|_| "the body is not UTF-8".to_string())
+    Ok(Fetched {
+        status: resp.status,
+        content_type: resp.content_type.to_string(),
+        index: resp.consul_index,
+        body: resp.body.to_vec(),
+    })
 }
 
 /// The largest target list taken.

@@ -8,9 +8,10 @@
 //! **Invariant:** a provider that fails keeps its last good groups; a target leaves only
 //! when its provider says so (or its job goes), and then gets staleness markers.
 
+mod consul;
 mod dns;
 mod file;
-mod http;
+pub(crate) mod http;
 pub mod kubernetes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -346,6 +347,11 @@ impl Manager {
         for h in job.cfg.http_sd_configs.clone() {
             self.start_provider(&mut job, "http", move |name, id, tx, stop, sd| {
                 http::run(&h, name, id, tx, stop, sd)
+            });
+        }
+        for c in job.cfg.consul_sd_configs.clone() {
+            self.start_provider(&mut job, "consul", move |name, id, tx, stop, sd| {
+                consul::run(&c, name, id, tx, stop, sd)
             });
         }
         for k in job.cfg.kubernetes_sd_configs.clone() {

@@ -84,6 +84,8 @@ pub struct Response<'a> {
     pub location: Option<&'a str>,
     /// Remote Write 2.0's written counts: samples, histograms, exemplars.
     pub written: [Option<u64>; 3],
+    /// Consul's blocking-query index (`X-Consul-Index`).
+    pub consul_index: Option<u64>,
     pub body: &'a [u8],
 }
 
@@ -248,6 +250,7 @@ impl Conn {
             retry_after: hdr(head.retry_after),
             location: hdr(head.location),
             written: head.written,
+            consul_index: head.consul_index,
             body,
         })
     }

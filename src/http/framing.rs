@@ -23,6 +23,8 @@ pub struct HeadInfo {
     pub location: Option<(usize, usize)>,
     /// Remote Write 2.0's `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written`.
     pub written: [Option<u64>; 3],
+    /// Consul's `X-Consul-Index` (the blocking-query index).
+    pub consul_index: Option<u64>,
 }
 
 const MAX_HEADERS: usize = 64;
@@ -61,6 +63,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
         retry_after: None,
         location: None,
         written: [None; 3],
+        consul_index: None,
     };
     let base = buf.as_ptr() as usize;
     let range = |v: &[u8]| {
@@ -103,6 +106,10 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<HeadInfo>, St
             info.retry_after = Some(range(v));
         } else if h.name.eq_ignore_ascii_case("location") {
             info.location = Some(range(v));
+        } else if h.name.eq_ignore_ascii_case("x-consul-index") {
+            info.consul_index = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
         } else if let Some(kind) = written_kind(h.name) {
             info.written[kind] = std::str::from_utf8(v)
                 .ok()

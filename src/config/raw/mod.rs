@@ -4,7 +4,10 @@ mod remote_write;
 mod sd;
 
 use remote_write::resolve_remote_write;
-use sd::{dns_sd_configs, file_sd_configs, http_sd_configs, kubernetes_sd_configs, static_configs};
+use sd::{
+    consul_sd_configs, dns_sd_configs, file_sd_configs, http_sd_configs, kubernetes_sd_configs,
+    static_configs,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -14,9 +17,9 @@ use serde_saphyr::Spanned;
 
 use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls};
 use super::{
-    Config, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig, KubeApi, KubeRole,
-    KubeSelector, KubernetesSdConfig, MetadataConfig, Problem, PromDuration, QueueConfig,
-    RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig,
+    Config, ConsulSdConfig, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig,
+    KubeApi, KubeRole, KubeSelector, KubernetesSdConfig, MetadataConfig, Problem, PromDuration,
+    QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
@@ -106,6 +109,7 @@ section! {
         http_sd_configs: Option<Vec<RawHttpSd>>,
         dns_sd_configs: Option<Vec<RawDnsSd>>,
         kubernetes_sd_configs: Option<Vec<RawKubernetesSd>>,
+        consul_sd_configs: Option<Vec<RawConsulSd>>,
         honor_labels: Option<bool>,
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
@@ -146,7 +150,7 @@ section! {
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file,
         // Service discovery other than static, file, HTTP and DNS.
-        consul_sd_configs, ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
+        ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
         linode_sd_configs, marathon_sd_configs, nerve_sd_configs, oci_sd_configs,
@@ -213,6 +217,39 @@ section! {
     unsupported {
         bearer_token, bearer_token_file,
     }
+}
+
+section! {
+    RawConsulSd {
+        server: Field<String>,
+        path_prefix: Option<String>,
+        token: Option<String>,
+        datacenter: Option<String>,
+        namespace: Option<String>,
+        partition: Option<String>,
+        scheme: Field<String>,
+        username: Option<String>,
+        password: Option<String>,
+        services: Option<Vec<String>>,
+        tags: Option<Vec<String>>,
+        node_meta: Option<BTreeMap<String, String>>,
+        tag_separator: Option<String>,
+        allow_stale: Option<bool>,
+        refresh_interval: Option<PromDuration>,
+        filter: Option<String>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        oauth2: Option<RawOAuth2>,
+        http_headers: Option<BTreeMap<String, RawHeader>>,
+        tls_config: Option<RawTls>,
+        follow_redirects: Option<bool>,
+        enable_http2: Option<bool>,
+        proxy_url: Option<String>,
+        no_proxy: Option<String>,
+        proxy_from_environment: Option<bool>,
+        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+    }
+    unsupported {}
 }
 
 section! {
@@ -629,6 +666,7 @@ fn resolve_scrape(
     let http_sd_configs = http_sd_configs(sc.http_sd_configs.unwrap_or_default(), &at)?;
     let kubernetes_sd_configs =
         kubernetes_sd_configs(sc.kubernetes_sd_configs.unwrap_or_default(), &at)?;
+    let consul_sd_configs = consul_sd_configs(sc.consul_sd_configs.unwrap_or_default(), &at)?;
     let scrape_native_histograms = sc
         .scrape_native_histograms
         .unwrap_or(global.scrape_native_histograms);
@@ -690,6 +728,7 @@ fn resolve_scrape(
         http_sd_configs,
         dns_sd_configs,
         kubernetes_sd_configs,
+        consul_sd_configs,
         http: std::sync::Arc::new(http),
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),

@@ -344,3 +344,90 @@ pub(super) fn kubernetes_sd_configs(
     }
     Ok(out)
 }
+
+/// `consul_sd_configs` of a scrape config (`at` names a field of it), with Prometheus'
+/// defaults and rules: a server is required; `token`, `authorization` and `oauth2` exclude
+/// each other; the deprecated `username`/`password` are basic auth.
+pub(super) fn consul_sd_configs(
+    list: Vec<RawConsulSd>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<ConsulSdConfig>, Problem> {
+    let mut out = Vec::new();
+    for (j, c) in list.into_iter().enumerate() {
+        let field = at(&format!("consul_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), c.unsupported())?;
+        let server = c
+            .server
+            .as_ref()
+            .map_or("localhost:8500", |s| s.value.as_str());
+        if server.trim().is_empty() {
+            return Err(Problem::field(
+                format!("{field}.server"),
+                "consul SD configuration requires a server address",
+            ));
+        }
+        let scheme = c.scheme.as_ref().map_or("http", |s| s.value.as_str());
+        if scheme != "http" && scheme != "https" {
+            let line = c.scheme.as_ref().map_or(0, |s| s.referenced.line());
+            return Err(Problem::at(
+                line,
+                format!("{field}.scheme"),
+                format!("unknown scheme {scheme:?}: use http or https"),
+            ));
+        }
+        let prefix = c.path_prefix.clone().unwrap_or_default();
+        let url = Url::parse(&format!("{scheme}://{server}/{}", prefix.trim_matches('/')))
+            .map_err(|e| Problem::field(format!("{field}.server"), e))?;
+        let token = c.token.clone().filter(|t| !t.is_empty());
+        if token.is_some() && (c.authorization.is_some() || c.oauth2.is_some()) {
+            return Err(Problem::field(
+                field,
+                "at most one of consul SD configuration token, authorization or oauth2 can be configured",
+            ));
+        }
+        let mut basic_auth = c.basic_auth;
+        if c.username.is_some() || c.password.is_some() {
+            if basic_auth.is_some() {
+                return Err(Problem::field(
+                    field,
+                    "at most one of consul SD configuration username and password and basic auth can be configured",
+                ));
+            }
+            basic_auth = Some(crate::config::client::RawBasicAuth::new(
+                c.username.unwrap_or_default(),
+                c.password.unwrap_or_default(),
+            ));
+        }
+        let http = crate::config::client::resolve(
+            basic_auth,
+            c.authorization,
+            c.http_headers,
+            c.follow_redirects,
+            c.tls_config,
+            c.oauth2,
+            crate::config::client::RawProxy {
+                proxy_url: c.proxy_url,
+                no_proxy: c.no_proxy,
+                proxy_from_environment: c.proxy_from_environment,
+                proxy_connect_header: c.proxy_connect_header,
+            },
+        )
+        .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
+        out.push(ConsulSdConfig {
+            url,
+            token: token.map(crate::config::client::Secret::Inline),
+            datacenter: c.datacenter.unwrap_or_default(),
+            namespace: c.namespace.unwrap_or_default(),
+            partition: c.partition.unwrap_or_default(),
+            tag_separator: c.tag_separator.unwrap_or_else(|| ",".to_string()),
+            allow_stale: c.allow_stale.unwrap_or(true),
+            refresh_interval: c.refresh_interval.map_or(Duration::from_secs(30), |d| d.0),
+            services: c.services.unwrap_or_default(),
+            tags: c.tags.unwrap_or_default(),
+            node_meta: c.node_meta.unwrap_or_default().into_iter().collect(),
+            filter: c.filter.unwrap_or_default(),
+            http,
+        });
+    }
+    Ok(out)
+}

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::config::KubeApi;
 use crate::config::client::{HttpClientConfig, Secret};
-use crate::http::{GET_REDIRECTS, Redirects, Request, Url};
+use crate::http::Url;
 
 /// Where the service account's files are in a pod.
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -48,40 +48,16 @@ impl Api {
 
     /// GETs `path` (with its query) and returns the status and the body.
     pub async fn get(&self, path: &str, max_body: usize) -> Result<(u16, Vec<u8>), String> {
-        let authority = self.url.authority();
-        let mut conn = self.http.connection(&authority, self.url.tls)?;
-        conn.set_max_body(max_body);
-        let headers = self.headers()?;
-        let target = self.target(path);
-        let req = Request {
-            method: "GET",
-            origin: (self.url.tls, &authority),
-            host: &authority,
-            path: &target,
-            headers: &headers,
-            body: &[],
-        };
-        let policy = Redirects {
-            follow: self.http.follow_redirects,
-            statuses: GET_REDIRECTS,
-            credentials_elsewhere: false,
-        };
-        let connect = |authority: &str, tls: bool| {
-            let mut c = self.http.connection(authority, tls)?;
-            c.set_max_body(max_body);
-            Ok(c)
-        };
-        let mut no_extra = |_: &str, _: &str| Ok(String::new());
-        let sent = crate::http::send(&mut conn, &req, policy, &mut no_extra, &connect);
-        match crate::runtime::timeout(REQUEST_TIMEOUT, sent).await {
-            Err(_) => return Err(format!("request timed out after {REQUEST_TIMEOUT:?}")),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(())) => {}
-        }
-        let resp = conn
-            .response()
-            .ok_or("connection closed before a complete response")?;
-        Ok((resp.status, resp.body.to_vec()))
+        let r = crate::discovery::http::get(
+            &self.http,
+            &self.url,
+            &self.target(path),
+            ACCEPT,
+            REQUEST_TIMEOUT,
+            max_body,
+        )
+        .await?;
+        Ok((r.status, r.body))
     }
 
     /// Opens `path` as a stream (a watch): the connection, the status and the content type.
@@ -107,13 +83,16 @@ impl Api {
 
     fn headers(&self) -> Result<String, String> {
         let mut h = format!(
-            "User-Agent: spate/{}\r\nAccept: application/json\r\n",
+            "User-Agent: spate/{}\r\n{ACCEPT}",
             env!("CARGO_PKG_VERSION")
         );
         self.http.header_lines(&mut h)?;
         Ok(h)
     }
 }
+
+/// The API answers JSON.
+const ACCEPT: &str = "Accept: application/json\r\n";
 
 /// How long a list page, or a watch's response head, may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

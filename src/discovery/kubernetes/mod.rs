@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use client::Api;
 use objects::{Kind, Object};
+pub(crate) use targets::sanitize;
 use targets::{Attach, Lookup};
 use watch::{Notice, Watch, WatchKey};
 

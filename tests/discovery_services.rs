@@ -1,0 +1,152 @@
+//! Service discovery from service registries and cloud APIs against fake servers that answer
+//! with recorded responses (the shapes of the providers' API references): Consul.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Spate, TestServer, http_get, wait_for};
+use serde_json::Value;
+
+fn data(path: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(path),
+    )
+    .unwrap()
+}
+
+/// Active targets of `job`: (labels, discovered labels).
+fn active(spate: &Spate, job: &str) -> Vec<(Value, Value)> {
+    let Some((_, body)) = http_get(&spate.web, "/api/v1/targets") else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut out: Vec<(Value, Value)> = v["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t["scrapePool"] == job)
+        .map(|t| (t["labels"].clone(), t["discoveredLabels"].clone()))
+        .collect();
+    out.sort_by_key(|(l, _)| l["instance"].as_str().unwrap_or("").to_string());
+    out
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[test]
+fn consul_services_with_blocking_queries_tags_and_token() {
+    let index = Arc::new(AtomicU64::new(10));
+    let failing = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
+    let redis = Arc::new(Mutex::new(data("consul/health_service_redis.json")));
+    let (idx, fail, log, redis_body) =
+        (index.clone(), failing.clone(), seen.clone(), redis.clone());
+    let consul = TestServer::start(move |h, _| {
+        log.lock().unwrap().push(h.clone());
+        if h.get("x-consul-token").map(String::as_str) != Some("acl-token") {
+            return (403, "text/plain", b"ACL not found".to_vec());
+        }
+        if fail.load(Ordering::SeqCst) {
+            return (500, "text/plain", b"rpc error: No cluster leader".to_vec());
+        }
+        let path = h[":path"].split('?').next().unwrap_or("").to_string();
+        let body = match path.as_str() {
+            "/v1/agent/self" => data("consul/agent_self.json"),
+            "/v1/catalog/services" => data("consul/catalog_services.json"),
+            "/v1/health/service/redis" => redis_body.lock().unwrap().clone(),
+            "/v1/health/service/postgresql" => data("consul/health_service_postgresql.json"),
+            _ => return (404, "text/plain", b"not found".to_vec()),
+        };
+        let i = idx.load(Ordering::SeqCst);
+        (
+            200,
+            leak(format!(
+                "header:X-Consul-Index: {i}\r\nContent-Type: application/json"
+            )),
+            body,
+        )
+    });
+    let config = format!(
+        "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: consul\n    consul_sd_configs:\n      - server: '{}'\n        token: acl-token\n        tags: [primary]\n        node_meta: {{rack: r1}}\n        refresh_interval: 1s\n    relabel_configs:\n      - {{source_labels: [__meta_consul_service], target_label: service}}\n",
+        consul.addr
+    );
+    let spate = Spate::start(&config, &["--cores=1"]);
+    let targets = wait_for(Duration::from_secs(30), "both tagged services", || {
+        let t = active(&spate, "consul");
+        (t.len() == 2).then_some(t)
+    });
+    // The "consul" service has no "primary" tag: not watched.
+    let (labels, d) = &targets[0];
+    assert_eq!(labels["instance"], "10.1.10.12:8000");
+    assert_eq!(labels["service"], "redis");
+    assert_eq!(d["__meta_consul_dc"], "dc1");
+    assert_eq!(d["__meta_consul_node"], "foobar");
+    assert_eq!(d["__meta_consul_tags"], ",primary,v1,");
+    assert_eq!(d["__meta_consul_health"], "passing");
+    assert_eq!(d["__meta_consul_service_id"], "redis");
+    assert_eq!(d["__meta_consul_service_address"], "10.1.10.12");
+    assert_eq!(d["__meta_consul_service_port"], "8000");
+    assert_eq!(d["__meta_consul_namespace"], "default");
+    assert_eq!(d["__meta_consul_metadata_instance_type"], "t2.medium");
+    assert_eq!(d["__meta_consul_service_metadata_redis_version"], "4.0");
+    assert_eq!(d["__meta_consul_tagged_address_wan"], "10.1.10.12");
+    let (labels, d) = &targets[1];
+    // No service address: the node's.
+    assert_eq!(labels["instance"], "10.1.10.21:5432");
+    assert_eq!(d["__meta_consul_health"], "critical");
+    assert_eq!(d["__meta_consul_service_address"], "");
+
+    // The queries are blocking ones, with the token, the datacenter, stale reads, node
+    // metadata and the tag.
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h[":path"].clone())
+        .collect();
+    let health = paths
+        .iter()
+        .find(|p| p.starts_with("/v1/health/service/redis?"))
+        .unwrap();
+    for part in [
+        "dc=dc1",
+        "tag=primary",
+        "index=",
+        "wait=120000ms",
+        "stale",
+        "node-meta=rack%3Ar1",
+    ] {
+        assert!(health.contains(part), "{part} missing in {health}");
+    }
+
+    // A change (a new index and a second instance) shows up.
+    let mut more: Vec<Value> =
+        serde_json::from_slice(&data("consul/health_service_redis.json")).unwrap();
+    let mut second = more[0].clone();
+    second["Service"]["ID"] = "redis-2".into();
+    second["Service"]["Port"] = 8001.into();
+    more.push(second);
+    *redis.lock().unwrap() = serde_json::to_vec(&more).unwrap();
+    index.store(11, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "the second redis instance", || {
+        (active(&spate, "consul").len() == 3).then_some(())
+    });
+
+    // Failures are counted and keep the last targets.
+    failing.store(true, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "a counted failure", || {
+        (spate.metric("prometheus_sd_consul_rpc_failures_total") >= 1.0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(active(&spate, "consul").len(), 3);
+}
