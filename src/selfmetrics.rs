@@ -43,6 +43,8 @@ pub struct SdStats {
     pub k8s_failures: AtomicU64,
     /// Failed Consul queries.
     pub consul_failures: AtomicU64,
+    /// Failed Docker refreshes.
+    pub docker_failures: AtomicU64,
     /// Targets discovered per job (before relabeling), in configuration order.
     pub discovered: Mutex<Vec<(String, usize)>>,
     /// Active targets per job (after relabeling), in configuration order.
@@ -504,6 +506,18 @@ const METRICS: &[Metric] = &[
         C,
         "The number of Consul RPC call failures.",
         Read::Fixed(|r| r.sd.consul_failures.load(Relaxed) as f64),
+    ),
+    m(
+        "prometheus_sd_refresh_failures_total",
+        C,
+        "Number of refresh failures for the given SD config.",
+        Read::Lines(|r, out| {
+            let _ = writeln!(
+                out,
+                "prometheus_sd_refresh_failures_total{{mechanism=\"docker\"}} {}",
+                r.sd.docker_failures.load(Relaxed)
+            );
+        }),
     ),
     m(
         "prometheus_config_last_reload_successful",

@@ -150,3 +150,124 @@ fn consul_services_with_blocking_queries_tags_and_token() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(active(&spate, "consul").len(), 3);
 }
+
+/// A Docker daemon on a unix socket answering the Engine API's container and network lists
+/// from recorded answers (chunked, as the daemon sends them); it records each request line.
+struct FakeDocker {
+    path: std::path::PathBuf,
+    requests: Arc<Mutex<Vec<String>>>,
+    _dir: common::TempDir,
+}
+
+impl FakeDocker {
+    fn start() -> FakeDocker {
+        use std::io::{Read, Write};
+        let dir = common::TempDir::new("docker");
+        let path = dir.path().join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push(line.clone());
+                let path = line
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('?')
+                    .next()
+                    .unwrap_or("");
+                let body = match path {
+                    "/containers/json" => data("docker/containers.json"),
+                    "/networks" => data("docker/networks.json"),
+                    _ => b"{\"message\":\"page not found\"}".to_vec(),
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(&body);
+                let _ = conn.write_all(b"\r\n0\r\n\r\n");
+            }
+        });
+        FakeDocker {
+            path,
+            requests,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn docker_containers_networks_and_ports() {
+    let docker = FakeDocker::start();
+    let config = format!(
+        "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: docker\n    docker_sd_configs:\n      - host: unix://{}\n        port: 9090\n        refresh_interval: 1s\n        filters: [{{name: status, values: [running]}}]\n",
+        docker.path.display()
+    );
+    let spate = Spate::start(&config, &["--cores=1"]);
+    let targets = wait_for(Duration::from_secs(30), "the containers", || {
+        let t = active(&spate, "docker");
+        (t.len() == 4).then_some(t)
+    });
+    let by_instance: HashMap<String, Value> = targets
+        .into_iter()
+        .map(|(l, d)| (l["instance"].as_str().unwrap_or("").to_string(), d))
+        .collect();
+    // A published TCP port: its private port, with the public one.
+    let d = &by_instance["172.17.0.2:2222"];
+    assert_eq!(d["__meta_docker_container_id"], "8dfafdbc3a40");
+    assert_eq!(d["__meta_docker_container_name"], "/boring_feynman");
+    assert_eq!(d["__meta_docker_container_network_mode"], "default");
+    assert_eq!(
+        d["__meta_docker_container_label_com_example_vendor"],
+        "Acme"
+    );
+    assert_eq!(d["__meta_docker_network_ip"], "172.17.0.2");
+    assert_eq!(d["__meta_docker_network_name"], "bridge");
+    assert_eq!(d["__meta_docker_network_scope"], "local");
+    assert_eq!(d["__meta_docker_network_internal"], "false");
+    assert_eq!(d["__meta_docker_network_ingress"], "false");
+    assert_eq!(
+        d["__meta_docker_network_label_com_example_some_label"],
+        "some-value"
+    );
+    assert_eq!(d["__meta_docker_port_private"], "2222");
+    assert_eq!(d["__meta_docker_port_public"], "3333");
+    assert_eq!(d["__meta_docker_port_public_ip"], "0.0.0.0");
+    // No port: the configured one.
+    let d = &by_instance["172.17.0.8:9090"];
+    assert_eq!(d["__meta_docker_container_name"], "/coolName");
+    assert!(d.get("__meta_docker_port_private").is_none());
+    // Host networking: a TCP port on the network's (empty) IP.
+    assert_eq!(
+        by_instance[":9100"]["__meta_docker_container_network_mode"],
+        "host"
+    );
+    // A container on another's network shares its IP.
+    let d = &by_instance["172.17.0.2:9090"];
+    assert_eq!(d["__meta_docker_container_name"], "/sidecar");
+    assert_eq!(d["__meta_docker_container_label_role"], "sidecar");
+    // The filters go to the daemon as the Engine API's JSON parameter.
+    let requests = docker.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|r| r
+            .starts_with("GET /containers/json?filters=%7B%22status%22%3A%5B%22running%22%5D%7D ")),
+        "{requests:?}"
+    );
+}

@@ -74,6 +74,7 @@ pub struct ScrapeConfig {
     pub dns_sd_configs: Vec<DnsSdConfig>,
     pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
     pub consul_sd_configs: Vec<ConsulSdConfig>,
+    pub docker_sd_configs: Vec<DockerSdConfig>,
     /// How targets are requested: auth, headers, redirects.
     pub http: std::sync::Arc<client::HttpClientConfig>,
     pub honor_labels: bool,
@@ -137,6 +138,29 @@ pub struct ConsulSdConfig {
     /// A Consul filter expression.
     pub filter: String,
     pub http: client::HttpClientConfig,
+}
+
+/// `docker_sd_configs`: containers from a Docker Engine, listed every `refresh_interval`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DockerSdConfig {
+    pub host: DockerHost,
+    /// The port of containers that publish no TCP port.
+    pub port: u16,
+    /// The address of containers in host networking mode.
+    pub host_networking_host: String,
+    /// With several networks, only the first by name.
+    pub match_first_network: bool,
+    /// `filters` as the Engine API's `filters` query parameter (JSON).
+    pub filters: String,
+    pub refresh_interval: Duration,
+    pub http: client::HttpClientConfig,
+}
+
+/// Where the Docker Engine API is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DockerHost {
+    Unix(std::path::PathBuf),
+    Http(Url),
 }
 
 /// `kubernetes_sd_configs`: targets from the Kubernetes API, listed and watched.

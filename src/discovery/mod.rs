@@ -10,6 +10,7 @@
 
 mod consul;
 mod dns;
+mod docker;
 mod file;
 pub(crate) mod http;
 pub mod kubernetes;
@@ -352,6 +353,11 @@ impl Manager {
         for c in job.cfg.consul_sd_configs.clone() {
             self.start_provider(&mut job, "consul", move |name, id, tx, stop, sd| {
                 consul::run(&c, name, id, tx, stop, sd)
+            });
+        }
+        for d in job.cfg.docker_sd_configs.clone() {
+            self.start_provider(&mut job, "docker", move |name, id, tx, stop, sd| {
+                docker::run(&d, name, id, tx, stop, sd)
             });
         }
         for k in job.cfg.kubernetes_sd_configs.clone() {

@@ -5,8 +5,8 @@ mod sd;
 
 use remote_write::resolve_remote_write;
 use sd::{
-    consul_sd_configs, dns_sd_configs, file_sd_configs, http_sd_configs, kubernetes_sd_configs,
-    static_configs,
+    consul_sd_configs, dns_sd_configs, docker_sd_configs, file_sd_configs, http_sd_configs,
+    kubernetes_sd_configs, static_configs,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -17,9 +17,10 @@ use serde_saphyr::Spanned;
 
 use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls};
 use super::{
-    Config, ConsulSdConfig, DnsSdConfig, DnsType, FileSdConfig, GlobalConfig, HttpSdConfig,
-    KubeApi, KubeRole, KubeSelector, KubernetesSdConfig, MetadataConfig, Problem, PromDuration,
-    QueueConfig, RemoteWriteConfig, ScrapeConfig, ScrapeLimits, StaticConfig,
+    Config, ConsulSdConfig, DnsSdConfig, DnsType, DockerHost, DockerSdConfig, FileSdConfig,
+    GlobalConfig, HttpSdConfig, KubeApi, KubeRole, KubeSelector, KubernetesSdConfig,
+    MetadataConfig, Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig,
+    ScrapeLimits, StaticConfig,
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
@@ -110,6 +111,7 @@ section! {
         dns_sd_configs: Option<Vec<RawDnsSd>>,
         kubernetes_sd_configs: Option<Vec<RawKubernetesSd>>,
         consul_sd_configs: Option<Vec<RawConsulSd>>,
+        docker_sd_configs: Option<Vec<RawDockerSd>>,
         honor_labels: Option<bool>,
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
@@ -151,7 +153,7 @@ section! {
         metric_name_escaping_scheme, scrape_failure_log_file,
         // Service discovery other than static, file, HTTP and DNS.
         ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
-        digitalocean_sd_configs, docker_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
+        digitalocean_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
         linode_sd_configs, marathon_sd_configs, nerve_sd_configs, oci_sd_configs,
         openstack_sd_configs, outscale_sd_configs, ovhcloud_sd_configs, puppetdb_sd_configs,
@@ -248,6 +250,37 @@ section! {
         no_proxy: Option<String>,
         proxy_from_environment: Option<bool>,
         proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawDockerSd {
+        host: Field<String>,
+        port: Option<u16>,
+        host_networking_host: Option<String>,
+        match_first_network: Option<bool>,
+        filters: Option<Vec<RawDockerFilter>>,
+        refresh_interval: Option<PromDuration>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        oauth2: Option<RawOAuth2>,
+        http_headers: Option<BTreeMap<String, RawHeader>>,
+        tls_config: Option<RawTls>,
+        follow_redirects: Option<bool>,
+        enable_http2: Option<bool>,
+        proxy_url: Option<String>,
+        no_proxy: Option<String>,
+        proxy_from_environment: Option<bool>,
+        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+    }
+    unsupported {}
+}
+
+section! {
+    RawDockerFilter {
+        name: Option<String>,
+        values: Option<Vec<String>>,
     }
     unsupported {}
 }
@@ -667,6 +700,7 @@ fn resolve_scrape(
     let kubernetes_sd_configs =
         kubernetes_sd_configs(sc.kubernetes_sd_configs.unwrap_or_default(), &at)?;
     let consul_sd_configs = consul_sd_configs(sc.consul_sd_configs.unwrap_or_default(), &at)?;
+    let docker_sd_configs = docker_sd_configs(sc.docker_sd_configs.unwrap_or_default(), &at)?;
     let scrape_native_histograms = sc
         .scrape_native_histograms
         .unwrap_or(global.scrape_native_histograms);
@@ -729,6 +763,7 @@ fn resolve_scrape(
         dns_sd_configs,
         kubernetes_sd_configs,
         consul_sd_configs,
+        docker_sd_configs,
         http: std::sync::Arc::new(http),
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),

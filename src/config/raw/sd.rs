@@ -431,3 +431,81 @@ pub(super) fn consul_sd_configs(
     }
     Ok(out)
 }
+
+/// `docker_sd_configs` of a scrape config (`at` names a field of it): a host
+/// (`unix:///path`, `tcp://host:port`, `http(s)://…`), Prometheus' defaults (port 80,
+/// `localhost` for host networking, the first network only, every 60 s).
+pub(super) fn docker_sd_configs(
+    list: Vec<RawDockerSd>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<DockerSdConfig>, Problem> {
+    let mut out = Vec::new();
+    for (j, d) in list.into_iter().enumerate() {
+        let field = at(&format!("docker_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), d.unsupported())?;
+        let host = d
+            .host
+            .as_ref()
+            .filter(|h| !h.value.is_empty())
+            .ok_or_else(|| Problem::field(format!("{field}.host"), "host missing"))?;
+        let bad = |e: String| Problem::at(host.referenced.line(), format!("{field}.host"), e);
+        let target = if let Some(path) = host.value.strip_prefix("unix://") {
+            DockerHost::Unix(path.into())
+        } else if let Some(rest) = host.value.strip_prefix("tcp://") {
+            DockerHost::Http(Url::parse(&format!("http://{rest}")).map_err(bad)?)
+        } else if host.value.starts_with("http://") || host.value.starts_with("https://") {
+            DockerHost::Http(Url::parse(&host.value).map_err(bad)?)
+        } else {
+            return Err(bad(format!(
+                "{:?} is not a Docker host: use unix:///path, tcp://host:port or http(s)://host:port",
+                host.value
+            )));
+        };
+        let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (i, f) in d.filters.unwrap_or_default().into_iter().enumerate() {
+            unsupported(&format!("{field}.filters[{i}]."), f.unsupported())?;
+            let name = f.name.unwrap_or_default();
+            if name.is_empty() {
+                return Err(Problem::field(
+                    format!("{field}.filters[{i}].name"),
+                    "a Docker filter needs a name",
+                ));
+            }
+            filters
+                .entry(name)
+                .or_default()
+                .extend(f.values.unwrap_or_default());
+        }
+        let http = crate::config::client::resolve(
+            d.basic_auth,
+            d.authorization,
+            d.http_headers,
+            d.follow_redirects,
+            d.tls_config,
+            d.oauth2,
+            crate::config::client::RawProxy {
+                proxy_url: d.proxy_url,
+                no_proxy: d.no_proxy,
+                proxy_from_environment: d.proxy_from_environment,
+                proxy_connect_header: d.proxy_connect_header,
+            },
+        )
+        .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
+        out.push(DockerSdConfig {
+            host: target,
+            port: d.port.unwrap_or(80),
+            host_networking_host: d
+                .host_networking_host
+                .unwrap_or_else(|| "localhost".to_string()),
+            match_first_network: d.match_first_network.unwrap_or(true),
+            filters: if filters.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&filters).unwrap_or_default()
+            },
+            refresh_interval: d.refresh_interval.map_or(Duration::from_secs(60), |r| r.0),
+            http,
+        });
+    }
+    Ok(out)
+}
