@@ -196,8 +196,8 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml:2: rule_files: field rule_files is not allowed in agent mode",
         ),
         (
-            "scrape_configs:\n  - job_name: a\n    consul_sd_configs:\n      - server: c:8500\n",
-            "prometheus.yml:4: scrape_configs[0].consul_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+            "scrape_configs:\n  - job_name: a\n    ec2_sd_configs:\n      - region: eu-west-1\n",
+            "prometheus.yml:4: scrape_configs[0].ec2_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
         ),
         (
             "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - namespaces: {names: [a]}\n",

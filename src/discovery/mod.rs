@@ -13,9 +13,10 @@ mod dns;
 mod docker;
 mod file;
 pub(crate) mod http;
+mod job;
 pub mod kubernetes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use std::time::Duration;
 use crate::config::{self, Config, ScrapeConfig};
 use crate::log::Level;
 use crate::runtime::Mailbox;
-use crate::scrape::{self, CoreMsg, Discovered, Labels, TargetStatus, TargetsView};
+use crate::scrape::{CoreMsg, Labels, TargetsView};
 use crate::selfmetrics::Registry;
 
 /// A group of targets sharing labels, known by its source (`file:index`, `url:index`).
@@ -43,6 +44,14 @@ pub enum Command {
         job: String,
         provider: u64,
         groups: Vec<TargetGroup>,
+    },
+    /// A provider's groups that changed since it last reported, and the sources it no longer
+    /// has (a provider that follows changes one object at a time).
+    Changes {
+        job: String,
+        provider: u64,
+        changed: Vec<Arc<TargetGroup>>,
+        removed: Vec<String>,
     },
     /// Reload the configuration file; the outcome goes to `reply` when given.
     Reload {
@@ -70,15 +79,8 @@ struct Job {
     /// The job's target relabeling, shared with the targets view (for the relabel debugger).
     relabel: Arc<crate::relabel::Rules>,
     providers: Vec<Provider>,
-    /// Each provider's groups, by provider id.
-    groups: BTreeMap<u64, Vec<TargetGroup>>,
-    /// Running targets by hash.
-    /// Running targets by hash (each status holds its target).
-    active: HashMap<u64, Arc<TargetStatus>>,
-    /// Target hashes in derivation order (the targets API lists them so).
-    order: Vec<u64>,
-    dropped: Vec<scrape::DroppedTarget>,
-    dropped_count: usize,
+    /// Its groups and the targets they derive to.
+    targets: job::JobTargets,
     dirty: bool,
     /// After a reload changed the job: providers that have not reported yet, and until when
     /// the job waits for them (so targets they found before are not stopped meanwhile).
@@ -151,7 +153,7 @@ impl Manager {
 
     /// Active targets now.
     pub fn target_count(&self) -> usize {
-        self.jobs.iter().map(|j| j.active.len()).sum()
+        self.jobs.iter().map(|j| j.targets.active_len()).sum()
     }
 
     /// Runs the manager on its own thread until the process ends.
@@ -196,13 +198,20 @@ impl Manager {
                 provider,
                 groups,
             } => {
-                // Updates from providers of a job's earlier configuration are ignored.
-                if let Some(j) = self
-                    .jobs
-                    .iter_mut()
-                    .find(|j| j.cfg.job_name == job && j.providers.iter().any(|p| p.id == provider))
-                {
-                    j.groups.insert(provider, groups);
+                if let Some(j) = self.job_of(&job, provider) {
+                    j.targets.replace(provider, groups);
+                    j.waiting.retain(|p| *p != provider);
+                    j.dirty = true;
+                }
+            }
+            Command::Changes {
+                job,
+                provider,
+                changed,
+                removed,
+            } => {
+                if let Some(j) = self.job_of(&job, provider) {
+                    j.targets.apply(provider, changed, removed);
                     j.waiting.retain(|p| *p != provider);
                     j.dirty = true;
                 }
@@ -239,6 +248,14 @@ impl Manager {
         }
     }
 
+    /// The job `name` if `provider` is one of its current providers (updates from providers of
+    /// a job's earlier configuration are ignored).
+    fn job_of(&mut self, name: &str, provider: u64) -> Option<&mut Job> {
+        self.jobs
+            .iter_mut()
+            .find(|j| j.cfg.job_name == name && j.providers.iter().any(|p| p.id == provider))
+    }
+
     /// Loads the file again and moves to it: unchanged jobs keep running untouched, changed
     /// ones are derived again (targets that stay keep scraping without staleness), removed
     /// ones stop with staleness markers.
@@ -264,13 +281,12 @@ impl Manager {
                     // The running targets move to the new job: sync compares against them,
                     // once the job's HTTP and DNS providers have reported (or after a grace
                     // period), so what they found is not stopped and started again.
-                    job.active = prev.active;
-                    job.order = prev.order;
+                    job.targets.carry(prev.targets);
                     job.waiting = job
                         .providers
                         .iter()
                         .map(|p| p.id)
-                        .filter(|id| !job.groups.contains_key(id))
+                        .filter(|id| !job.targets.has(*id))
                         .collect();
                     job.waiting_until = Some(std::time::Instant::now() + RELOAD_GRACE);
                     self.jobs.push(job);
@@ -283,7 +299,7 @@ impl Manager {
         }
         // Jobs that are gone: their targets stop and go stale.
         for job in old {
-            for (hash, _) in job.active {
+            for hash in job.targets.into_running() {
                 self.send_to_core(hash, CoreMsg::Stop { hash, stale: true });
             }
         }
@@ -300,11 +316,7 @@ impl Manager {
             relabel: Arc::new(cfg.relabel_configs.clone()),
             cfg,
             providers: Vec::new(),
-            groups: BTreeMap::new(),
-            active: HashMap::new(),
-            order: Vec::new(),
-            dropped: Vec::new(),
-            dropped_count: 0,
+            targets: job::JobTargets::new(),
             dirty: true,
             waiting: Vec::new(),
             waiting_until: None,
@@ -326,7 +338,7 @@ impl Manager {
                 labels: g.labels.clone(),
             })
             .collect();
-        job.groups.insert(id, statics);
+        job.targets.replace(id, statics);
         job.providers.push(Provider {
             id,
             stop: Arc::new(AtomicBool::new(false)),
@@ -338,7 +350,7 @@ impl Manager {
             let id = self.start_provider(&mut job, "file", move |name, id, tx, stop, _| {
                 watcher.run(name, id, tx, stop)
             });
-            job.groups.insert(id, first);
+            job.targets.replace(id, first);
         }
         for d in job.cfg.dns_sd_configs.clone() {
             self.start_provider(&mut job, "dns", move |name, id, tx, stop, sd| {
@@ -424,52 +436,7 @@ impl Manager {
             }
             let job = &mut self.jobs[i];
             job.dirty = false;
-            let discovered: Vec<Discovered> = job
-                .groups
-                .values()
-                .flatten()
-                .flat_map(|g| g.targets.iter().map(|t| (t.clone(), g.labels.clone())))
-                .collect();
-            let derived = scrape::derive(&job.cfg, &discovered);
-            for e in &derived.errors {
-                crate::log!(
-                    Level::Error,
-                    "scrape",
-                    "dropping target",
-                    job = e.job,
-                    target = e.address,
-                    err = e.reason
-                );
-            }
-            let mut next: HashMap<u64, Arc<TargetStatus>> = HashMap::new();
-            let mut order = Vec::new();
-            let mut msgs = Vec::new();
-            for t in derived.targets {
-                let hash = t.hash;
-                order.push(hash);
-                match job.active.remove(&hash) {
-                    Some(status) if status.target == t => {
-                        next.insert(hash, status);
-                    }
-                    previous => {
-                        // New, or changed (a reload): the core replaces a running loop
-                        // without staleness. Health carries over for a changed one.
-                        let status = Arc::new(match previous {
-                            Some(old) => TargetStatus::succeeding(t.clone(), &old),
-                            None => TargetStatus::new(t.clone()),
-                        });
-                        msgs.push((hash, CoreMsg::Start(Box::new(t), status.clone())));
-                        next.insert(hash, status);
-                    }
-                }
-            }
-            for (hash, _) in job.active.drain() {
-                msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
-            }
-            job.active = next;
-            job.order = order;
-            job.dropped = derived.dropped;
-            job.dropped_count = derived.dropped_count;
+            let msgs = job.targets.sync(&job.cfg);
             for (hash, msg) in msgs {
                 self.send_to_core(hash, msg);
             }
@@ -477,10 +444,7 @@ impl Manager {
         let discovered: Vec<(String, usize)> = self
             .jobs
             .iter()
-            .map(|j| {
-                let n = j.groups.values().flatten().map(|g| g.targets.len()).sum();
-                (j.cfg.job_name.clone(), n)
-            })
+            .map(|j| (j.cfg.job_name.clone(), j.targets.discovered_len()))
             .collect();
         *self
             .registry
@@ -491,7 +455,7 @@ impl Manager {
         let active = self
             .jobs
             .iter()
-            .map(|j| (j.cfg.job_name.clone(), j.active.len()))
+            .map(|j| (j.cfg.job_name.clone(), j.targets.active_len()))
             .collect();
         *self
             .registry
@@ -501,14 +465,7 @@ impl Manager {
             .unwrap_or_else(|e| e.into_inner()) = active;
         let mut view = TargetsView::default();
         for job in &self.jobs {
-            for hash in &job.order {
-                if let Some(status) = job.active.get(hash) {
-                    view.active.push(status.clone());
-                }
-            }
-            view.dropped.extend(job.dropped.iter().cloned());
-            view.dropped_counts
-                .push((job.cfg.job_name.clone(), job.dropped_count));
+            job.targets.publish(&job.cfg, &mut view);
             view.pools
                 .push((job.cfg.job_name.clone(), job.relabel.clone()));
         }

@@ -77,7 +77,10 @@ pub fn run(
         return;
     }
     while !stop.load(Ordering::SeqCst) {
-        if d.apply(&nrx, Duration::from_millis(100)) && !d.send(job, provider, tx) {
+        if d.apply(&nrx, Duration::from_millis(100))
+            && (!d.changed.is_empty() || !d.removed.is_empty())
+            && !d.send(job, provider, tx)
+        {
             return;
         }
     }
@@ -90,7 +93,11 @@ struct Discovery {
     /// The stores by kind (one per namespace watched, or one for all).
     stores: HashMap<Kind, Vec<Arc<Watch>>>,
     /// Groups by the key of the object they come from.
-    groups: BTreeMap<String, TargetGroup>,
+    groups: BTreeMap<String, Arc<TargetGroup>>,
+    /// Keys whose group changed since the last send.
+    changed: BTreeSet<String>,
+    /// Sources of groups removed since the last send.
+    removed: Vec<String>,
     /// For each object looked up (kind, key), the groups whose build looked it up.
     dependents: HashMap<(Kind, String), BTreeSet<String>>,
     /// For each group, what its build looked up (to forget those links on rebuild).
@@ -169,6 +176,8 @@ impl Discovery {
             },
             stores,
             groups: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            removed: Vec::new(),
             dependents: HashMap::new(),
             lookups: HashMap::new(),
         }
@@ -221,7 +230,7 @@ impl Discovery {
             }
         }
         let Some(obj) = self.get(Kind::of(self.role), key) else {
-            self.groups.remove(key);
+            self.remove_group(key);
             return;
         };
         let mut rec = Recorder {
@@ -238,12 +247,19 @@ impl Discovery {
         }
         self.lookups.insert(key.to_string(), seen);
         match group {
+            Some(g) if self.groups.get(key).is_some_and(|old| **old == g) => {}
             Some(g) => {
-                self.groups.insert(key.to_string(), g);
+                self.groups.insert(key.to_string(), Arc::new(g));
+                self.changed.insert(key.to_string());
             }
-            None => {
-                self.groups.remove(key);
-            }
+            None => self.remove_group(key),
+        }
+    }
+
+    fn remove_group(&mut self, key: &str) {
+        if let Some(old) = self.groups.remove(key) {
+            self.removed.push(old.source.clone());
+            self.changed.remove(key);
         }
     }
 
@@ -274,13 +290,19 @@ impl Discovery {
         !touched.is_empty()
     }
 
-    /// Sends every group; false once the manager is gone.
-    fn send(&self, job: &str, provider: u64, tx: &Sender<Command>) -> bool {
-        let groups: Vec<TargetGroup> = self.groups.values().cloned().collect();
-        tx.send(Command::Groups {
+    /// Sends the groups that changed since the last send (every group the first time); false
+    /// once the manager is gone.
+    fn send(&mut self, job: &str, provider: u64, tx: &Sender<Command>) -> bool {
+        let changed: Vec<Arc<TargetGroup>> = std::mem::take(&mut self.changed)
+            .into_iter()
+            .filter_map(|k| self.groups.get(&k).cloned())
+            .collect();
+        let removed = std::mem::take(&mut self.removed);
+        tx.send(Command::Changes {
             job: job.to_string(),
             provider,
-            groups,
+            changed,
+            removed,
         })
         .is_ok()
     }

@@ -1,0 +1,393 @@
+//! One job's discovered target groups and the targets they derive to, kept per group so a
+//! change costs the changed groups only: a group that changes is derived again (its relabeling
+//! and checks), and only the targets it adds or loses start or stop. A target that several
+//! groups derive to runs once, while any of them still has it.
+//!
+//! **Invariant:** `active` holds exactly the targets some current group derives to, each with
+//! the number of groups that do; a target is started when that number leaves zero and stopped
+//! (with staleness) when it returns to zero.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::TargetGroup;
+use crate::config::ScrapeConfig;
+use crate::log::Level;
+use crate::scrape::{self, CoreMsg, Discovered, DroppedTarget, TargetStatus, TargetsView};
+
+/// A group and what it derived to (`None` until derived).
+struct Entry {
+    group: Arc<TargetGroup>,
+    derived: Option<GroupTargets>,
+}
+
+#[derive(Default)]
+struct GroupTargets {
+    /// Hashes of the targets it yields, in order.
+    hashes: Vec<u64>,
+    dropped: Vec<DroppedTarget>,
+    dropped_count: usize,
+}
+
+struct Active {
+    status: Arc<TargetStatus>,
+    /// How many groups derive to this target.
+    refs: u32,
+}
+
+#[derive(Default)]
+pub(super) struct JobTargets {
+    /// By provider, then by source.
+    groups: BTreeMap<u64, BTreeMap<String, Entry>>,
+    active: HashMap<u64, Active>,
+    /// What groups that changed or went used to yield, not yet released.
+    released: Vec<u64>,
+    /// Everything is derived again at the next sync (new job, reloaded configuration).
+    full: bool,
+    /// Targets running before a reload, kept until the first full sync decides.
+    carried: HashMap<u64, Arc<TargetStatus>>,
+}
+
+impl JobTargets {
+    pub fn new() -> JobTargets {
+        JobTargets {
+            full: true,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `provider` has reported.
+    pub fn has(&self, provider: u64) -> bool {
+        self.groups.contains_key(&provider)
+    }
+
+    /// Takes a provider's complete group list: groups whose content changed, and the sources
+    /// it no longer has, are updated.
+    pub fn replace(&mut self, provider: u64, groups: Vec<TargetGroup>) {
+        let mut next: BTreeMap<String, Arc<TargetGroup>> = BTreeMap::new();
+        for g in groups {
+            next.insert(g.source.clone(), Arc::new(g));
+        }
+        let old = self.groups.entry(provider).or_default();
+        let removed: Vec<String> = old
+            .keys()
+            .filter(|s| !next.contains_key(*s))
+            .cloned()
+            .collect();
+        let changed: Vec<Arc<TargetGroup>> = next
+            .into_values()
+            .filter(|g| old.get(&g.source).is_none_or(|e| *e.group != **g))
+            .collect();
+        self.apply(provider, changed, removed);
+    }
+
+    /// Takes changes from a provider: groups added or changed, and sources gone.
+    pub fn apply(&mut self, provider: u64, changed: Vec<Arc<TargetGroup>>, removed: Vec<String>) {
+        let groups = self.groups.entry(provider).or_default();
+        for source in removed {
+            if let Some(e) = groups.remove(&source) {
+                self.released
+                    .extend(e.derived.into_iter().flat_map(|d| d.hashes));
+            }
+        }
+        for g in changed {
+            let old = groups.insert(
+                g.source.clone(),
+                Entry {
+                    group: g,
+                    derived: None,
+                },
+            );
+            if let Some(e) = old {
+                self.released
+                    .extend(e.derived.into_iter().flat_map(|d| d.hashes));
+            }
+        }
+    }
+
+    /// Carries the targets of the job's previous configuration (a reload): the next sync
+    /// derives everything and keeps those it still yields running.
+    pub fn carry(&mut self, previous: JobTargets) {
+        self.carried = previous
+            .active
+            .into_iter()
+            .map(|(h, a)| (h, a.status))
+            .chain(previous.carried)
+            .collect();
+        self.full = true;
+    }
+
+    /// Every running target (the job goes away).
+    pub fn into_running(self) -> impl Iterator<Item = u64> {
+        self.active.into_keys().chain(self.carried.into_keys())
+    }
+
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Targets discovered (before relabeling).
+    pub fn discovered_len(&self) -> usize {
+        self.groups
+            .values()
+            .flat_map(|g| g.values())
+            .map(|e| e.group.targets.len())
+            .sum()
+    }
+
+    /// Derives the groups that changed (all of them after a reload, or when `target_limit`
+    /// applies to the job as a whole) and returns what the cores must start and stop.
+    pub fn sync(&mut self, cfg: &ScrapeConfig) -> Vec<(u64, CoreMsg)> {
+        let mut msgs = Vec::new();
+        let limit = cfg.limits.target_limit;
+        let full = self.full || limit > 0;
+        let mut previous: HashMap<u64, Arc<TargetStatus>> = HashMap::new();
+        if full {
+            // Everything again: current targets are kept if still yielded, the rest stop.
+            self.full = false;
+            previous = std::mem::take(&mut self.carried);
+            previous.extend(self.active.drain().map(|(h, a)| (h, a.status)));
+            self.released.clear();
+            for e in self.groups.values_mut().flat_map(|g| g.values_mut()) {
+                e.derived = None;
+            }
+        }
+        let mut fresh = Vec::new();
+        for e in self.groups.values_mut().flat_map(|g| g.values_mut()) {
+            if e.derived.is_some() {
+                continue;
+            }
+            let derived = scrape::derive(cfg, &discovered(&e.group));
+            log_errors(&derived.errors);
+            e.derived = Some(GroupTargets {
+                hashes: derived.targets.iter().map(|t| t.hash).collect(),
+                dropped: derived.dropped,
+                dropped_count: derived.dropped_count,
+            });
+            fresh.extend(derived.targets);
+        }
+        if full && limit > 0 {
+            // As Prometheus: past the limit every target of the job fails, so it shows.
+            let n = fresh.iter().map(|t| t.hash).collect::<HashSet<_>>().len();
+            for t in &mut fresh {
+                t.forced_error = (n as u64 > limit).then(|| {
+                    format!("target_limit exceeded (number of targets: {n}, limit: {limit})")
+                });
+            }
+        }
+        for t in fresh {
+            add_to(&mut self.active, t, &mut previous, &mut msgs);
+        }
+        for hash in std::mem::take(&mut self.released) {
+            if let Some(a) = self.active.get_mut(&hash) {
+                a.refs -= 1;
+                if a.refs == 0 {
+                    self.active.remove(&hash);
+                    msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+                }
+            }
+        }
+        for (hash, _) in previous {
+            msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+        }
+        msgs
+    }
+
+    /// Adds this job's targets, dropped targets and counts to the targets view.
+    pub fn publish(&self, cfg: &ScrapeConfig, view: &mut TargetsView) {
+        let mut seen = HashSet::new();
+        let keep = cfg.limits.keep_dropped_targets;
+        let mut dropped = 0usize;
+        let mut kept = 0u64;
+        for groups in self.groups.values() {
+            for e in groups.values() {
+                let Some(d) = &e.derived else { continue };
+                for h in &d.hashes {
+                    if seen.insert(*h)
+                        && let Some(a) = self.active.get(h)
+                    {
+                        view.active.push(a.status.clone());
+                    }
+                }
+                dropped += d.dropped_count;
+                for t in &d.dropped {
+                    if keep == 0 || kept < keep {
+                        view.dropped.push(t.clone());
+                        kept += 1;
+                    }
+                }
+            }
+        }
+        view.dropped_counts.push((cfg.job_name.clone(), dropped));
+    }
+}
+
+/// Starts `t`, or counts one more group for it if it runs; a target of the previous
+/// configuration (`previous`) is kept when it is the same, or replaced with its health.
+fn add_to(
+    active: &mut HashMap<u64, Active>,
+    t: scrape::Target,
+    previous: &mut HashMap<u64, Arc<TargetStatus>>,
+    msgs: &mut Vec<(u64, CoreMsg)>,
+) {
+    let hash = t.hash;
+    if let Some(a) = active.get_mut(&hash) {
+        a.refs += 1;
+        if a.status.target != t {
+            // The same target from changed discovery (its labels before relabeling): the
+            // core replaces the loop without staleness, health carried over.
+            a.status = Arc::new(TargetStatus::succeeding(t.clone(), &a.status));
+            msgs.push((hash, CoreMsg::Start(Box::new(t), a.status.clone())));
+        }
+        return;
+    }
+    let status = match previous.remove(&hash) {
+        Some(old) if old.target == t => old,
+        old => {
+            // New, or changed: the core replaces a running loop without staleness; health
+            // carries over for a changed one.
+            let status = Arc::new(match old {
+                Some(old) => TargetStatus::succeeding(t.clone(), &old),
+                None => TargetStatus::new(t.clone()),
+            });
+            msgs.push((hash, CoreMsg::Start(Box::new(t), status.clone())));
+            status
+        }
+    };
+    active.insert(hash, Active { status, refs: 1 });
+}
+
+/// A group's targets with its labels, as derivation takes them.
+fn discovered(g: &TargetGroup) -> Vec<Discovered> {
+    g.targets
+        .iter()
+        .map(|t| (t.clone(), g.labels.clone()))
+        .collect()
+}
+
+fn log_errors(errors: &[scrape::TargetError]) {
+    for e in errors {
+        crate::log!(
+            Level::Error,
+            "scrape",
+            "dropping target",
+            job = e.job,
+            target = e.address,
+            err = e.reason
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> ScrapeConfig {
+        let text = format!("scrape_configs:\n  - job_name: j\n{extra}");
+        crate::config::load_str(&text, "t.yml")
+            .unwrap()
+            .scrape_configs
+            .remove(0)
+    }
+
+    fn group(source: &str, addrs: &[&str], labels: &[(&str, &str)]) -> TargetGroup {
+        TargetGroup {
+            source: source.into(),
+            targets: addrs
+                .iter()
+                .map(|a| vec![("__address__".to_string(), a.to_string())])
+                .collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// (starts, stops) in `msgs`.
+    fn counts(msgs: &[(u64, CoreMsg)]) -> (usize, usize) {
+        let starts = msgs
+            .iter()
+            .filter(|(_, m)| matches!(m, CoreMsg::Start(..)))
+            .count();
+        (starts, msgs.len() - starts)
+    }
+
+    #[test]
+    fn only_what_a_changed_group_adds_or_loses_starts_or_stops() {
+        let c = cfg("");
+        let mut j = JobTargets::new();
+        j.replace(
+            1,
+            vec![group("a", &["x:1", "y:1"], &[]), group("b", &["z:1"], &[])],
+        );
+        assert_eq!(counts(&j.sync(&c)), (3, 0));
+        // Group a loses y and gains w; b is untouched.
+        j.replace(
+            1,
+            vec![group("a", &["x:1", "w:1"], &[]), group("b", &["z:1"], &[])],
+        );
+        assert_eq!(counts(&j.sync(&c)), (1, 1));
+        assert_eq!(j.active_len(), 3);
+        // A target in two groups runs once, and stops only when both lose it.
+        j.apply(2, vec![Arc::new(group("c", &["z:1"], &[]))], vec![]);
+        assert_eq!(counts(&j.sync(&c)), (0, 0));
+        j.replace(1, vec![group("a", &["x:1", "w:1"], &[])]);
+        assert_eq!(counts(&j.sync(&c)), (0, 0));
+        j.apply(2, vec![], vec!["c".into()]);
+        assert_eq!(counts(&j.sync(&c)), (0, 1));
+        assert_eq!(j.active_len(), 2);
+        assert_eq!(j.discovered_len(), 2);
+    }
+
+    #[test]
+    fn changed_discovery_restarts_a_target_without_staleness() {
+        let c = cfg("    relabel_configs:\n      - {regex: __meta_x, action: labeldrop}\n");
+        let mut j = JobTargets::new();
+        j.replace(1, vec![group("a", &["x:1"], &[("__meta_x", "1")])]);
+        assert_eq!(counts(&j.sync(&c)), (1, 0));
+        // Same final labels (same hash), other discovered labels: replaced, not stopped.
+        j.replace(1, vec![group("a", &["x:1"], &[("__meta_x", "2")])]);
+        assert_eq!(counts(&j.sync(&c)), (1, 0));
+        let mut view = TargetsView::default();
+        j.publish(&c, &mut view);
+        assert_eq!(view.active.len(), 1);
+        assert!(
+            view.active[0]
+                .target
+                .discovered
+                .contains(&("__meta_x".into(), "2".into()))
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_targets_still_yielded_and_stops_the_rest() {
+        let c = cfg("");
+        let mut old = JobTargets::new();
+        old.replace(1, vec![group("a", &["x:1", "y:1"], &[])]);
+        old.sync(&c);
+        let mut j = JobTargets::new();
+        j.carry(old);
+        j.replace(7, vec![group("a", &["x:1"], &[])]);
+        assert_eq!(counts(&j.sync(&c)), (0, 1));
+    }
+
+    #[test]
+    fn target_limit_counts_the_whole_job() {
+        let c = cfg("    target_limit: 2\n");
+        let mut j = JobTargets::new();
+        j.replace(1, vec![group("a", &["x:1", "y:1"], &[])]);
+        j.sync(&c);
+        j.apply(2, vec![Arc::new(group("b", &["z:1"], &[]))], vec![]);
+        let msgs = j.sync(&c);
+        let errors: Vec<_> = msgs
+            .iter()
+            .filter_map(|(_, m)| match m {
+                CoreMsg::Start(t, _) => t.forced_error.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("number of targets: 3, limit: 2"));
+    }
+}
