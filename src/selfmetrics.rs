@@ -45,6 +45,8 @@ pub struct SdStats {
     pub consul_failures: AtomicU64,
     /// Failed Docker refreshes.
     pub docker_failures: AtomicU64,
+    /// Failed EC2 refreshes.
+    pub ec2_failures: AtomicU64,
     /// Targets discovered per job (before relabeling), in configuration order.
     pub discovered: Mutex<Vec<(String, usize)>>,
     /// Active targets per job (after relabeling), in configuration order.
@@ -512,11 +514,16 @@ const METRICS: &[Metric] = &[
         C,
         "Number of refresh failures for the given SD config.",
         Read::Lines(|r, out| {
-            let _ = writeln!(
-                out,
-                "prometheus_sd_refresh_failures_total{{mechanism=\"docker\"}} {}",
-                r.sd.docker_failures.load(Relaxed)
-            );
+            for (mechanism, c) in [
+                ("docker", &r.sd.docker_failures),
+                ("ec2", &r.sd.ec2_failures),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "prometheus_sd_refresh_failures_total{{mechanism=\"{mechanism}\"}} {}",
+                    c.load(Relaxed)
+                );
+            }
         }),
     ),
     m(

@@ -1,5 +1,6 @@
 //! Service discovery from service registries and cloud APIs against fake servers that answer
-//! with recorded responses (the shapes of the providers' API references): Consul.
+//! with recorded responses (the shapes of the providers' API references): Consul, Docker
+//! and EC2.
 
 mod common;
 
@@ -38,6 +39,9 @@ fn active(spate: &Spate, job: &str) -> Vec<(Value, Value)> {
     out.sort_by_key(|(l, _)| l["instance"].as_str().unwrap_or("").to_string());
     out
 }
+
+/// A request a fake server saw: its headers and body.
+type Seen = (HashMap<String, String>, String);
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
@@ -270,4 +274,96 @@ fn docker_containers_networks_and_ports() {
             .starts_with("GET /containers/json?filters=%7B%22status%22%3A%5B%22running%22%5D%7D ")),
         "{requests:?}"
     );
+}
+
+#[test]
+fn ec2_instances_signed_paged_and_filtered() {
+    let bodies: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = bodies.clone();
+    let ec2 = TestServer::start(move |h, body| {
+        let body = String::from_utf8_lossy(body).to_string();
+        log.lock().unwrap().push((h.clone(), body.clone()));
+        let xml = if body.contains("Action=DescribeAvailabilityZones") {
+            data("ec2/describe_availability_zones.xml")
+        } else if body.contains("NextToken=page-2") {
+            data("ec2/describe_instances_2.xml")
+        } else {
+            data("ec2/describe_instances_1.xml")
+        };
+        (200, "text/xml;charset=UTF-8", xml)
+    });
+    let config = format!(
+        "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: ec2\n    ec2_sd_configs:\n      - region: eu-west-1\n        endpoint: http://{}\n        access_key: AKIDEXAMPLE\n        secret_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n        port: 9100\n        refresh_interval: 1s\n        filters: [{{name: instance-state-name, values: [running, pending]}}]\n",
+        ec2.addr
+    );
+    let spate = Spate::start(&config, &["--cores=1"]);
+    let targets = wait_for(Duration::from_secs(30), "the instances", || {
+        let t = active(&spate, "ec2");
+        (t.len() == 2).then_some(t)
+    });
+    // The terminated instance has no private IP: no target.
+    let (labels, d) = &targets[0];
+    assert_eq!(labels["instance"], "10.0.0.157:9100");
+    assert_eq!(d["__meta_ec2_platform"], "windows");
+    assert_eq!(d["__meta_ec2_instance_lifecycle"], "spot");
+    assert_eq!(d["__meta_ec2_availability_zone_id"], "euw1-az3");
+    assert_eq!(d["__meta_ec2_tag_team"], "payments & billing");
+    assert_eq!(d["__meta_ec2_subnet_id"], ",subnet-0aa1b2c3,");
+    assert!(d.get("__meta_ec2_public_ip").is_none());
+    let (labels, d) = &targets[1];
+    assert_eq!(labels["instance"], "192.168.1.88:9100");
+    let want = [
+        ("__meta_ec2_ami", "ami-bff32ccc"),
+        ("__meta_ec2_architecture", "x86_64"),
+        ("__meta_ec2_availability_zone", "eu-west-1c"),
+        ("__meta_ec2_availability_zone_id", "euw1-az1"),
+        ("__meta_ec2_instance_id", "i-1234567890abcdef0"),
+        ("__meta_ec2_instance_state", "running"),
+        ("__meta_ec2_instance_type", "t2.micro"),
+        (
+            "__meta_ec2_ipv6_addresses",
+            ",2001:db6:4696:0:1ce:9e2c:9a61:a12a,",
+        ),
+        ("__meta_ec2_owner_id", "123456789012"),
+        (
+            "__meta_ec2_primary_ipv6_addresses",
+            ",2001:db6:4696:0:1ce:9e2c:9a61:a12a,",
+        ),
+        ("__meta_ec2_primary_subnet_id", "subnet-56f5f633"),
+        (
+            "__meta_ec2_private_dns_name",
+            "ip-192-168-1-88.eu-west-1.compute.internal",
+        ),
+        ("__meta_ec2_private_ip", "192.168.1.88"),
+        (
+            "__meta_ec2_public_dns_name",
+            "ec2-54-194-252-215.eu-west-1.compute.amazonaws.com",
+        ),
+        ("__meta_ec2_public_ip", "54.194.252.215"),
+        ("__meta_ec2_region", "eu-west-1"),
+        ("__meta_ec2_subnet_id", ",subnet-56f5f633,subnet-77a5f644,"),
+        ("__meta_ec2_tag_Name", "Server_1"),
+        ("__meta_ec2_tag_aws_autoscaling_groupName", "web-asg"),
+        ("__meta_ec2_vpc_id", "vpc-11112222"),
+    ];
+    for (k, v) in want {
+        assert_eq!(d[k], v, "{k}");
+    }
+    // Signed POSTs of the Query API, with the filters.
+    let seen = bodies.lock().unwrap().clone();
+    let (h, body) = seen
+        .iter()
+        .find(|(_, b)| b.contains("Action=DescribeInstances"))
+        .unwrap();
+    assert_eq!(h[":method"], "POST");
+    assert!(body.contains("Version=2016-11-15"));
+    assert!(body.contains("Filter.1.Name=instance-state-name"));
+    assert!(body.contains("Filter.1.Value.1=running") && body.contains("Filter.1.Value.2=pending"));
+    let auth = &h["authorization"];
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+            && auth.contains("/eu-west-1/ec2/aws4_request"),
+        "{auth}"
+    );
+    assert!(h.contains_key("x-amz-date"));
 }

@@ -75,6 +75,7 @@ pub struct ScrapeConfig {
     pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
     pub consul_sd_configs: Vec<ConsulSdConfig>,
     pub docker_sd_configs: Vec<DockerSdConfig>,
+    pub ec2_sd_configs: Vec<Ec2SdConfig>,
     /// How targets are requested: auth, headers, redirects.
     pub http: std::sync::Arc<client::HttpClientConfig>,
     pub honor_labels: bool,
@@ -152,6 +153,20 @@ pub struct DockerSdConfig {
     pub match_first_network: bool,
     /// `filters` as the Engine API's `filters` query parameter (JSON).
     pub filters: String,
+    pub refresh_interval: Duration,
+    pub http: client::HttpClientConfig,
+}
+
+/// `ec2_sd_configs`: instances from EC2's `DescribeInstances`, every `refresh_interval`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ec2SdConfig {
+    /// Region, keys or profile, signed with SigV4 (service `ec2`).
+    pub sigv4: crate::http::sigv4::SigV4,
+    /// The API endpoint (`https://ec2.<region>.amazonaws.com` by default).
+    pub endpoint: Url,
+    pub port: u16,
+    /// `filters` (name, values).
+    pub filters: Vec<(String, Vec<String>)>,
     pub refresh_interval: Duration,
     pub http: client::HttpClientConfig,
 }

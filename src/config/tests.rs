@@ -196,8 +196,16 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml:2: rule_files: field rule_files is not allowed in agent mode",
         ),
         (
-            "scrape_configs:\n  - job_name: a\n    ec2_sd_configs:\n      - region: eu-west-1\n",
-            "prometheus.yml:4: scrape_configs[0].ec2_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+            "scrape_configs:\n  - job_name: a\n    azure_sd_configs:\n      - subscription_id: x\n",
+            "prometheus.yml:4: scrape_configs[0].azure_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    ec2_sd_configs:\n      - {region: eu-west-1, role_arn: 'arn:aws:iam::1:role/r'}\n",
+            "prometheus.yml:4: scrape_configs[0].ec2_sd_configs[0].role_arn: not supported by spate yet; remove it or see docs/compatibility.md",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    docker_sd_configs:\n      - host: docker.example:2375\n",
+            "prometheus.yml:4: scrape_configs[0].docker_sd_configs[0].host: \"docker.example:2375\" is not a Docker host: use unix:///path, tcp://host:port or http(s)://host:port",
         ),
         (
             "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - namespaces: {names: [a]}\n",

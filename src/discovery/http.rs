@@ -104,23 +104,48 @@ pub(crate) async fn get(
     limit: Duration,
     max_body: usize,
 ) -> Result<Fetched, String> {
-    use crate::http::{GET_REDIRECTS, Redirects, Request};
+    request(
+        http,
+        url,
+        ("GET", target, &[]),
+        &|_, _| Ok(extra.to_string()),
+        limit,
+        max_body,
+    )
+    .await
+}
+
+/// [`get`] for any method, with a body, and with `extra(host, path)` giving each hop's own
+/// header lines (a signature over them).
+pub(crate) async fn request(
+    http: &crate::config::client::HttpClientConfig,
+    url: &crate::http::Url,
+    (method, target, body): (&str, &str, &[u8]),
+    extra: &dyn Fn(&str, &str) -> Result<String, String>,
+    limit: Duration,
+    max_body: usize,
+) -> Result<Fetched, String> {
+    use crate::http::{BODY_REDIRECTS, GET_REDIRECTS, Redirects, Request};
     let authority = url.authority();
     let mut conn = http.connection(&authority, url.tls)?;
     conn.set_max_body(max_body);
-    let mut headers = format!("User-Agent: spate/{}\r\n{extra}", env!("CARGO_PKG_VERSION"));
+    let mut headers = format!("User-Agent: spate/{}\r\n", env!("CARGO_PKG_VERSION"));
     http.header_lines(&mut headers)?;
     let req = Request {
-        method: "GET",
+        method,
         origin: (url.tls, &authority),
         host: &authority,
         path: target,
         headers: &headers,
-        body: &[],
+        body,
     };
     let policy = Redirects {
         follow: http.follow_redirects,
-        statuses: GET_REDIRECTS,
+        statuses: if method == "GET" {
+            GET_REDIRECTS
+        } else {
+            BODY_REDIRECTS
+        },
         credentials_elsewhere: false,
     };
     let connect = |authority: &str, tls: bool| {
@@ -128,8 +153,8 @@ pub(crate) async fn get(
         c.set_max_body(max_body);
         Ok(c)
     };
-    let mut no_extra = |_: &str, _: &str| Ok(String::new());
-    let sent = crate::http::send(&mut conn, &req, policy, &mut no_extra, &connect);
+    let mut hop = |host: &str, path: &str| extra(host, path);
+    let sent = crate::http::send(&mut conn, &req, policy, &mut hop, &connect);
     match crate::runtime::timeout(limit, sent).await {
         Err(_) => return Err(format!("request timed out after {limit:?}")),
         Ok(Err(e)) => return Err(e.to_string()),

@@ -236,8 +236,8 @@ fn add_to(
         if a.status.target != t {
             // The same target from changed discovery (its labels before relabeling): the
             // core replaces the loop without staleness, health carried over.
-            a.status = Arc::new(TargetStatus::succeeding(t.clone(), &a.status));
-            msgs.push((hash, CoreMsg::Start(Box::new(t), a.status.clone())));
+            a.status = Arc::new(TargetStatus::succeeding(t, &a.status));
+            msgs.push((hash, CoreMsg::Start(a.status.clone())));
         }
         return;
     }
@@ -247,10 +247,10 @@ fn add_to(
             // New, or changed: the core replaces a running loop without staleness; health
             // carries over for a changed one.
             let status = Arc::new(match old {
-                Some(old) => TargetStatus::succeeding(t.clone(), &old),
-                None => TargetStatus::new(t.clone()),
+                Some(old) => TargetStatus::succeeding(t, &old),
+                None => TargetStatus::new(t),
             });
-            msgs.push((hash, CoreMsg::Start(Box::new(t), status.clone())));
+            msgs.push((hash, CoreMsg::Start(status.clone())));
             status
         }
     };
@@ -383,7 +383,7 @@ mod tests {
         let errors: Vec<_> = msgs
             .iter()
             .filter_map(|(_, m)| match m {
-                CoreMsg::Start(t, _) => t.forced_error.clone(),
+                CoreMsg::Start(s) => s.target.forced_error.clone(),
                 _ => None,
             })
             .collect();

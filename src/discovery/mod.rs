@@ -11,6 +11,7 @@
 mod consul;
 mod dns;
 mod docker;
+mod ec2;
 mod file;
 pub(crate) mod http;
 mod job;
@@ -370,6 +371,11 @@ impl Manager {
         for d in job.cfg.docker_sd_configs.clone() {
             self.start_provider(&mut job, "docker", move |name, id, tx, stop, sd| {
                 docker::run(&d, name, id, tx, stop, sd)
+            });
+        }
+        for e in job.cfg.ec2_sd_configs.clone() {
+            self.start_provider(&mut job, "ec2", move |name, id, tx, stop, sd| {
+                ec2::run(&e, name, id, tx, stop, sd)
             });
         }
         for k in job.cfg.kubernetes_sd_configs.clone() {

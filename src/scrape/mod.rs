@@ -106,9 +106,10 @@ struct TargetState {
 
 /// What the control plane tells a core about its targets.
 pub enum CoreMsg {
-    /// Start scraping a target (a target with the same hash is stopped first, silently: a
-    /// changed configuration, not a vanished target).
-    Start(Box<Target>, Arc<TargetStatus>),
+    /// Start scraping the target of this status (a target with the same hash is stopped
+    /// first, silently: a changed configuration, not a vanished target). The core reads the
+    /// target from the status it shares with the control plane: one copy of its labels.
+    Start(Arc<TargetStatus>),
     /// Stop the target with this hash; with `stale`, its series get staleness markers at its
     /// next tick, as Prometheus marks targets that service discovery or a reload removed.
     Stop { hash: u64, stale: bool },
@@ -144,13 +145,14 @@ pub async fn manage_targets(inbox: Arc<crate::runtime::Mailbox<CoreMsg>>, core: 
         };
         for msg in msgs {
             match msg {
-                CoreMsg::Start(t, status) => {
-                    if let Some(old) = running.remove(&t.hash) {
+                CoreMsg::Start(status) => {
+                    let hash = status.target.hash;
+                    if let Some(old) = running.remove(&hash) {
                         old.stop(false);
                     }
                     let handle = Rc::new(TargetHandle::default());
-                    running.insert(t.hash, handle.clone());
-                    crate::runtime::spawn(run_target(Rc::new(*t), status, core.clone(), handle));
+                    running.insert(hash, handle.clone());
+                    crate::runtime::spawn(run_target(status, core.clone(), handle));
                 }
                 CoreMsg::Stop { hash, stale } => {
                     if let Some(old) = running.remove(&hash) {
@@ -183,12 +185,8 @@ async fn sleep_or_stop(
 }
 
 /// Runs one target's scrape loop until shutdown or until it is stopped.
-pub async fn run_target(
-    target: Rc<Target>,
-    status: Arc<TargetStatus>,
-    core: Rc<CoreScrape>,
-    handle: Rc<TargetHandle>,
-) {
+pub async fn run_target(status: Arc<TargetStatus>, core: Rc<CoreScrape>, handle: Rc<TargetHandle>) {
+    let target = &status.target;
     core.ctl.loop_started();
     // An https target whose TLS settings cannot be used fails every scrape with the reason.
     let mut setup_error = None;
@@ -207,7 +205,7 @@ pub async fn run_target(
     let fixed_request = if target.http.reads_files() {
         None
     } else {
-        request_headers(&target, None).ok()
+        request_headers(target, None).ok()
     };
     let interval = target.interval;
 
@@ -253,11 +251,11 @@ pub async fn run_target(
                     };
                     token
                         .map_err(|e| format!("Get \"{}\": {e}", target.url()))
-                        .and_then(|t| request_headers(&target, t.as_deref()))
+                        .and_then(|t| request_headers(target, t.as_deref()))
                         .map(std::borrow::Cow::Owned)
                 }
             };
-            scrape_once(&target, &status, &core, &mut conn, request, &mut state, ts).await;
+            scrape_once(target, &status, &core, &mut conn, request, &mut state, ts).await;
             next += interval;
             tick += 1;
             let now = Instant::now();
@@ -279,7 +277,7 @@ pub async fn run_target(
         let wait = next.saturating_duration_since(Instant::now());
         if !crate::runtime::sleep_or(wait, &shutdown).await {
             let ts = first_tick_ms + tick * interval_ms as i64;
-            stale_on_removal(&target, &core, &mut state, ts).await;
+            stale_on_removal(target, &core, &mut state, ts).await;
         }
     }
     core.ctl.loop_ended();

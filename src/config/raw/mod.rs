@@ -5,8 +5,8 @@ mod sd;
 
 use remote_write::resolve_remote_write;
 use sd::{
-    consul_sd_configs, dns_sd_configs, docker_sd_configs, file_sd_configs, http_sd_configs,
-    kubernetes_sd_configs, static_configs,
+    consul_sd_configs, dns_sd_configs, docker_sd_configs, ec2_sd_configs, file_sd_configs,
+    http_sd_configs, kubernetes_sd_configs, static_configs,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -17,8 +17,8 @@ use serde_saphyr::Spanned;
 
 use super::client::{RawAuthorization, RawBasicAuth, RawHeader, RawOAuth2, RawTls};
 use super::{
-    Config, ConsulSdConfig, DnsSdConfig, DnsType, DockerHost, DockerSdConfig, FileSdConfig,
-    GlobalConfig, HttpSdConfig, KubeApi, KubeRole, KubeSelector, KubernetesSdConfig,
+    Config, ConsulSdConfig, DnsSdConfig, DnsType, DockerHost, DockerSdConfig, Ec2SdConfig,
+    FileSdConfig, GlobalConfig, HttpSdConfig, KubeApi, KubeRole, KubeSelector, KubernetesSdConfig,
     MetadataConfig, Problem, PromDuration, QueueConfig, RemoteWriteConfig, ScrapeConfig,
     ScrapeLimits, StaticConfig,
 };
@@ -112,6 +112,7 @@ section! {
         kubernetes_sd_configs: Option<Vec<RawKubernetesSd>>,
         consul_sd_configs: Option<Vec<RawConsulSd>>,
         docker_sd_configs: Option<Vec<RawDockerSd>>,
+        ec2_sd_configs: Option<Vec<RawEc2Sd>>,
         honor_labels: Option<bool>,
         honor_timestamps: Option<bool>,
         enable_compression: Option<bool>,
@@ -152,7 +153,7 @@ section! {
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
         metric_name_escaping_scheme, scrape_failure_log_file,
         // Service discovery other than static, file, HTTP and DNS.
-        ec2_sd_configs, aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
+        aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
         eureka_sd_configs, hetzner_sd_configs, ionos_sd_configs, kuma_sd_configs,
         linode_sd_configs, marathon_sd_configs, nerve_sd_configs, oci_sd_configs,
@@ -275,6 +276,33 @@ section! {
         proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
     }
     unsupported {}
+}
+
+section! {
+    RawEc2Sd {
+        region: Option<String>,
+        endpoint: Option<String>,
+        access_key: Option<String>,
+        secret_key: Option<String>,
+        profile: Option<String>,
+        refresh_interval: Option<PromDuration>,
+        port: Option<u16>,
+        filters: Option<Vec<RawDockerFilter>>,
+        basic_auth: Option<RawBasicAuth>,
+        authorization: Option<RawAuthorization>,
+        oauth2: Option<RawOAuth2>,
+        http_headers: Option<BTreeMap<String, RawHeader>>,
+        tls_config: Option<RawTls>,
+        follow_redirects: Option<bool>,
+        enable_http2: Option<bool>,
+        proxy_url: Option<String>,
+        no_proxy: Option<String>,
+        proxy_from_environment: Option<bool>,
+        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+    }
+    unsupported {
+        role_arn,
+    }
 }
 
 section! {
@@ -701,6 +729,7 @@ fn resolve_scrape(
         kubernetes_sd_configs(sc.kubernetes_sd_configs.unwrap_or_default(), &at)?;
     let consul_sd_configs = consul_sd_configs(sc.consul_sd_configs.unwrap_or_default(), &at)?;
     let docker_sd_configs = docker_sd_configs(sc.docker_sd_configs.unwrap_or_default(), &at)?;
+    let ec2_sd_configs = ec2_sd_configs(sc.ec2_sd_configs.unwrap_or_default(), &at)?;
     let scrape_native_histograms = sc
         .scrape_native_histograms
         .unwrap_or(global.scrape_native_histograms);
@@ -764,6 +793,7 @@ fn resolve_scrape(
         kubernetes_sd_configs,
         consul_sd_configs,
         docker_sd_configs,
+        ec2_sd_configs,
         http: std::sync::Arc::new(http),
         honor_labels: sc.honor_labels.unwrap_or(false),
         honor_timestamps: sc.honor_timestamps.unwrap_or(true),

@@ -509,3 +509,91 @@ pub(super) fn docker_sd_configs(
     }
     Ok(out)
 }
+
+/// `ec2_sd_configs` of a scrape config (`at` names a field of it): a region (or the
+/// environment's `AWS_REGION`), keys or a profile (else the environment's or the shared
+/// credentials file's, as remote write's `sigv4`), Prometheus' defaults (port 80, 60 s).
+pub(super) fn ec2_sd_configs(
+    list: Vec<RawEc2Sd>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<Ec2SdConfig>, Problem> {
+    let mut out = Vec::new();
+    for (j, e) in list.into_iter().enumerate() {
+        let field = at(&format!("ec2_sd_configs[{j}]"));
+        unsupported(&format!("{field}."), e.unsupported())?;
+        let region = e
+            .region
+            .clone()
+            .filter(|r| !r.is_empty())
+            .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+            .or_else(|| {
+                std::env::var("AWS_DEFAULT_REGION")
+                    .ok()
+                    .filter(|r| !r.is_empty())
+            })
+            .ok_or_else(|| {
+                Problem::field(
+                    format!("{field}.region"),
+                    "EC2 SD configuration requires a region (or AWS_REGION in the environment)",
+                )
+            })?;
+        let endpoint = e
+            .endpoint
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"));
+        let endpoint = Url::parse(&endpoint)
+            .map_err(|err| Problem::field(format!("{field}.endpoint"), err))?;
+        let mut filters = Vec::new();
+        for (i, f) in e.filters.unwrap_or_default().into_iter().enumerate() {
+            unsupported(&format!("{field}.filters[{i}]."), f.unsupported())?;
+            let name = f.name.unwrap_or_default();
+            if name.is_empty() {
+                return Err(Problem::field(
+                    format!("{field}.filters[{i}].name"),
+                    "EC2 SD configuration filter name must not be empty",
+                ));
+            }
+            let values = f.values.unwrap_or_default();
+            if values.is_empty() {
+                return Err(Problem::field(
+                    format!("{field}.filters[{i}].values"),
+                    "EC2 SD configuration filter values cannot be empty",
+                ));
+            }
+            filters.push((name, values));
+        }
+        let http = crate::config::client::resolve(
+            e.basic_auth,
+            e.authorization,
+            e.http_headers,
+            e.follow_redirects,
+            e.tls_config,
+            e.oauth2,
+            crate::config::client::RawProxy {
+                proxy_url: e.proxy_url,
+                no_proxy: e.no_proxy,
+                proxy_from_environment: e.proxy_from_environment,
+                proxy_connect_header: e.proxy_connect_header,
+            },
+        )
+        .map_err(|(f, err)| Problem::field(format!("{field}.{f}"), err))?;
+        out.push(Ec2SdConfig {
+            sigv4: crate::http::sigv4::SigV4 {
+                region,
+                access_key: e.access_key.filter(|k| !k.is_empty()),
+                secret_key: e
+                    .secret_key
+                    .filter(|k| !k.is_empty())
+                    .map(crate::config::client::Secret::Inline),
+                profile: e.profile.filter(|p| !p.is_empty()),
+            },
+            endpoint,
+            port: e.port.unwrap_or(80),
+            filters,
+            refresh_interval: e.refresh_interval.map_or(Duration::from_secs(60), |r| r.0),
+            http,
+        });
+    }
+    Ok(out)
+}
