@@ -171,11 +171,10 @@ fn http_sd_discovers_targets_and_keeps_them_while_it_fails() {
         active(&spate).iter().any(|t| t.1 == a_addr),
         "kept while failing"
     );
+    let log = spate.proc.log_text();
     assert!(
-        spate
-            .proc
-            .log_text()
-            .contains("HTTP service discovery failed")
+        log.contains("service discovery failed") && log.contains("mechanism=\"http http://"),
+        "{log}"
     );
     assert!(spate.metric("prometheus_sd_http_failures_total") >= 1.0);
     phase.store(2, Ordering::SeqCst);

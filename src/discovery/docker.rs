@@ -5,16 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::kubernetes::sanitize;
-use super::{Command, Outbox, TargetGroup, sleep_unless};
+use super::{Command, TargetGroup};
 use crate::config::{DockerHost, DockerSdConfig};
-use crate::log::Level;
 use crate::selfmetrics::SdStats;
 
 const MAX_BODY: usize = 64 << 20;
@@ -29,29 +28,16 @@ pub fn run(
     stop: &AtomicBool,
     stats: &SdStats,
 ) {
-    let mut out = Outbox::new(job, provider, tx);
-    loop {
-        match refresh(cfg) {
-            Ok(group) => {
-                if !out.offer(vec![group]) {
-                    return;
-                }
-            }
-            Err(e) => {
-                stats.docker_failures.fetch_add(1, Ordering::Relaxed);
-                crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "Docker discovery failed; its last targets stay",
-                    job = job,
-                    err = e
-                );
-            }
-        }
-        if sleep_unless(cfg.refresh_interval, stop) {
-            return;
-        }
-    }
+    let poll = super::Poll {
+        job,
+        provider,
+        tx,
+        stop,
+        interval: cfg.refresh_interval,
+        failures: &stats.docker_failures,
+        what: "docker",
+    };
+    poll.run(|| refresh(cfg).map(|g| vec![g]));
 }
 
 /// GETs `path` from the Engine API and returns the body of a 200 answer.

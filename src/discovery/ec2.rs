@@ -4,14 +4,13 @@
 //! sets (`discovery/aws/ec2.go`). A failed refresh keeps the last list and is counted.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use super::kubernetes::sanitize;
-use super::{Command, Outbox, TargetGroup, sleep_unless};
+use super::{Command, TargetGroup};
 use crate::config::Ec2SdConfig;
-use crate::log::Level;
 use crate::selfmetrics::SdStats;
 
 const MAX_BODY: usize = 64 << 20;
@@ -27,33 +26,21 @@ pub fn run(
     stop: &AtomicBool,
     stats: &SdStats,
 ) {
-    let mut out = Outbox::new(job, provider, tx);
     let mut zones: Option<BTreeMap<String, String>> = None;
-    loop {
-        let refreshed = crate::runtime::block_on(refresh(cfg, &mut zones))
-            .map_err(|e| format!("cannot start an executor for the request: {e}"))
-            .and_then(|r| r);
-        match refreshed {
-            Ok(group) => {
-                if !out.offer(vec![group]) {
-                    return;
-                }
-            }
-            Err(e) => {
-                stats.ec2_failures.fetch_add(1, Ordering::Relaxed);
-                crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "EC2 discovery failed; its last targets stay",
-                    job = job,
-                    err = e
-                );
-            }
-        }
-        if sleep_unless(cfg.refresh_interval, stop) {
-            return;
-        }
-    }
+    let poll = super::Poll {
+        job,
+        provider,
+        tx,
+        stop,
+        interval: cfg.refresh_interval,
+        failures: &stats.ec2_failures,
+        what: "ec2",
+    };
+    poll.run(|| {
+        crate::runtime::block_on(refresh(cfg, &mut zones))
+            .map_err(|e| format!("cannot start an executor for the request: {e}"))?
+            .map(|g| vec![g])
+    });
 }
 
 /// One signed Query API call: `params` (after `Action` and `Version`) as a form body.

@@ -5,9 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use super::{Command, Outbox, parse_groups, sleep_unless};
+use super::{Command, parse_groups};
 use crate::config::HttpSdConfig;
-use crate::log::Level;
 
 /// Fetches until `stop`; each successful fetch that changed the list is sent.
 pub fn run(
@@ -19,35 +18,19 @@ pub fn run(
     stats: &crate::selfmetrics::SdStats,
 ) {
     let url = cfg.url_text.clone();
-    let mut out = Outbox::new(job, provider, tx);
-    loop {
-        match fetch(cfg).and_then(|body| {
-            let extra = vec![("__meta_url".to_string(), url.clone())];
-            parse_groups(&body, &url, &extra)
-        }) {
-            Ok(groups) => {
-                if !out.offer(groups) {
-                    return;
-                }
-            }
-            Err(e) => {
-                stats
-                    .http_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                crate::log!(
-                    Level::Error,
-                    "discovery",
-                    "HTTP service discovery failed; its last targets stay",
-                    job = job,
-                    url = url,
-                    err = e
-                )
-            }
-        }
-        if sleep_unless(cfg.refresh_interval, stop) {
-            return;
-        }
-    }
+    let poll = super::Poll {
+        job,
+        provider,
+        tx,
+        stop,
+        interval: cfg.refresh_interval,
+        failures: &stats.http_failures,
+        what: &format!("http {url}"),
+    };
+    poll.run(|| {
+        let extra = vec![("__meta_url".to_string(), url.clone())];
+        fetch(cfg).and_then(|body| parse_groups(&body, &url, &extra))
+    });
 }
 
 /// One GET: the body of a 200 response with a JSON content type. It runs on this provider's

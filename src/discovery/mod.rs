@@ -570,6 +570,48 @@ impl<'a> Outbox<'a> {
     }
 }
 
+/// A provider that lists its targets every `interval` (http_sd, Docker, EC2): each list that
+/// differs from the last sent goes to the manager; a failure keeps the last list, is counted
+/// in `failures` and logged as `what` failing. Returns at `stop` or once the manager is gone.
+pub(crate) struct Poll<'a> {
+    pub job: &'a str,
+    pub provider: u64,
+    pub tx: &'a Sender<Command>,
+    pub stop: &'a AtomicBool,
+    pub interval: Duration,
+    pub failures: &'a std::sync::atomic::AtomicU64,
+    pub what: &'a str,
+}
+
+impl Poll<'_> {
+    pub fn run(&self, mut refresh: impl FnMut() -> Result<Vec<TargetGroup>, String>) {
+        let mut out = Outbox::new(self.job, self.provider, self.tx);
+        loop {
+            match refresh() {
+                Ok(groups) => {
+                    if !out.offer(groups) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    crate::log!(
+                        Level::Error,
+                        "discovery",
+                        "service discovery failed; its last targets stay",
+                        job = self.job,
+                        mechanism = self.what,
+                        err = e
+                    );
+                }
+            }
+            if sleep_unless(self.interval, self.stop) {
+                return;
+            }
+        }
+    }
+}
+
 /// Sleeps up to `d` in short steps; returns early (true) when `stop` is set.
 fn sleep_unless(d: Duration, stop: &AtomicBool) -> bool {
     let step = Duration::from_millis(100);

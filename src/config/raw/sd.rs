@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// The HTTP client settings of a discovery section (its `basic_auth`, `authorization`,
+/// `oauth2`, `http_headers`, `tls_config`, `follow_redirects` and proxy fields), resolved with
+/// Prometheus' rules; errors name `field`'s sub-field.
+macro_rules! client_settings {
+    ($raw:ident, $field:expr) => {
+        crate::config::client::resolve(
+            $raw.basic_auth,
+            $raw.authorization,
+            $raw.http_headers,
+            $raw.follow_redirects,
+            $raw.tls_config,
+            $raw.oauth2,
+            crate::config::client::RawProxy {
+                proxy_url: $raw.proxy_url,
+                no_proxy: $raw.no_proxy,
+                proxy_from_environment: $raw.proxy_from_environment,
+                proxy_connect_header: $raw.proxy_connect_header,
+            },
+        )
+        .map_err(|(f, e)| Problem::field(format!("{}.{f}", $field), e))
+    };
+}
+
 /// `static_configs` of a scrape config (`at` names a field of it).
 pub(super) fn static_configs(
     list: Vec<RawStaticConfig>,
@@ -255,21 +278,7 @@ pub(super) fn kubernetes_sd_configs(
                 let parsed = Url::parse(&url.value).map_err(|e| {
                     Problem::at(url.referenced.line(), format!("{field}.api_server"), e)
                 })?;
-                let http = crate::config::client::resolve(
-                    k.basic_auth,
-                    k.authorization,
-                    k.http_headers,
-                    k.follow_redirects,
-                    k.tls_config,
-                    k.oauth2,
-                    crate::config::client::RawProxy {
-                        proxy_url: k.proxy_url,
-                        no_proxy: k.no_proxy,
-                        proxy_from_environment: k.proxy_from_environment,
-                        proxy_connect_header: k.proxy_connect_header,
-                    },
-                )
-                .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
+                let http = client_settings!(k, &field)?;
                 KubeApi::Server {
                     url: parsed,
                     http: Box::new(http),
@@ -385,34 +394,20 @@ pub(super) fn consul_sd_configs(
                 "at most one of consul SD configuration token, authorization or oauth2 can be configured",
             ));
         }
-        let mut basic_auth = c.basic_auth;
+        let mut c = c;
         if c.username.is_some() || c.password.is_some() {
-            if basic_auth.is_some() {
+            if c.basic_auth.is_some() {
                 return Err(Problem::field(
                     field,
                     "at most one of consul SD configuration username and password and basic auth can be configured",
                 ));
             }
-            basic_auth = Some(crate::config::client::RawBasicAuth::new(
-                c.username.unwrap_or_default(),
-                c.password.unwrap_or_default(),
+            c.basic_auth = Some(crate::config::client::RawBasicAuth::new(
+                c.username.take().unwrap_or_default(),
+                c.password.take().unwrap_or_default(),
             ));
         }
-        let http = crate::config::client::resolve(
-            basic_auth,
-            c.authorization,
-            c.http_headers,
-            c.follow_redirects,
-            c.tls_config,
-            c.oauth2,
-            crate::config::client::RawProxy {
-                proxy_url: c.proxy_url,
-                no_proxy: c.no_proxy,
-                proxy_from_environment: c.proxy_from_environment,
-                proxy_connect_header: c.proxy_connect_header,
-            },
-        )
-        .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
+        let http = client_settings!(c, &field)?;
         out.push(ConsulSdConfig {
             url,
             token: token.map(crate::config::client::Secret::Inline),
@@ -476,21 +471,7 @@ pub(super) fn docker_sd_configs(
                 .or_default()
                 .extend(f.values.unwrap_or_default());
         }
-        let http = crate::config::client::resolve(
-            d.basic_auth,
-            d.authorization,
-            d.http_headers,
-            d.follow_redirects,
-            d.tls_config,
-            d.oauth2,
-            crate::config::client::RawProxy {
-                proxy_url: d.proxy_url,
-                no_proxy: d.no_proxy,
-                proxy_from_environment: d.proxy_from_environment,
-                proxy_connect_header: d.proxy_connect_header,
-            },
-        )
-        .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
+        let http = client_settings!(d, &field)?;
         out.push(DockerSdConfig {
             host: target,
             port: d.port.unwrap_or(80),
@@ -563,21 +544,7 @@ pub(super) fn ec2_sd_configs(
             }
             filters.push((name, values));
         }
-        let http = crate::config::client::resolve(
-            e.basic_auth,
-            e.authorization,
-            e.http_headers,
-            e.follow_redirects,
-            e.tls_config,
-            e.oauth2,
-            crate::config::client::RawProxy {
-                proxy_url: e.proxy_url,
-                no_proxy: e.no_proxy,
-                proxy_from_environment: e.proxy_from_environment,
-                proxy_connect_header: e.proxy_connect_header,
-            },
-        )
-        .map_err(|(f, err)| Problem::field(format!("{field}.{f}"), err))?;
+        let http = client_settings!(e, &field)?;
         out.push(Ec2SdConfig {
             sigv4: crate::http::sigv4::SigV4 {
                 region,

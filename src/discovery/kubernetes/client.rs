@@ -163,13 +163,8 @@ fn in_cluster(own_namespace: bool) -> Result<Api, String> {
 
 fn base_client() -> HttpClientConfig {
     HttpClientConfig {
-        basic_auth: None,
-        authorization: None,
-        headers: Vec::new(),
         follow_redirects: true,
-        tls: None,
-        oauth2: None,
-        proxy: None,
+        ..Default::default()
     }
 }
 
