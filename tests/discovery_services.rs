@@ -274,15 +274,31 @@ fn docker_containers_networks_and_ports() {
             .starts_with("GET /containers/json?filters=%7B%22status%22%3A%5B%22running%22%5D%7D ")),
         "{requests:?}"
     );
+    // The daemon goes away: failures are counted, the last targets stay.
+    std::fs::remove_file(&docker.path).unwrap();
+    wait_for(Duration::from_secs(30), "a counted Docker failure", || {
+        (spate.metric("prometheus_sd_refresh_failures_total{mechanism=\"docker\"}") >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(active(&spate, "docker").len(), 4);
 }
 
 #[test]
 fn ec2_instances_signed_paged_and_filtered() {
     let bodies: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let log = bodies.clone();
+    let failing = Arc::new(AtomicBool::new(false));
+    let (log, fail) = (bodies.clone(), failing.clone());
     let ec2 = TestServer::start(move |h, body| {
         let body = String::from_utf8_lossy(body).to_string();
         log.lock().unwrap().push((h.clone(), body.clone()));
+        if fail.load(Ordering::SeqCst) {
+            // EC2's error document.
+            return (
+                503,
+                "text/xml;charset=UTF-8",
+                b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>a1</RequestID></Response>".to_vec(),
+            );
+        }
         let xml = if body.contains("Action=DescribeAvailabilityZones") {
             data("ec2/describe_availability_zones.xml")
         } else if body.contains("NextToken=page-2") {
@@ -366,4 +382,12 @@ fn ec2_instances_signed_paged_and_filtered() {
         "{auth}"
     );
     assert!(h.contains_key("x-amz-date"));
+    // Throttled: counted, logged with EC2's code, the last targets stay.
+    failing.store(true, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "a counted EC2 failure", || {
+        (spate.metric("prometheus_sd_refresh_failures_total{mechanism=\"ec2\"}") >= 1.0)
+            .then_some(())
+    });
+    assert!(spate.proc.log_text().contains("RequestLimitExceeded"));
+    assert_eq!(active(&spate, "ec2").len(), 2);
 }

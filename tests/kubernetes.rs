@@ -534,3 +534,28 @@ fn kubeconfig_selectors_namespaces_and_attached_metadata() {
         },
     );
 }
+
+#[test]
+fn own_namespace_is_the_service_account_s() {
+    let Some(c) = Cluster::start(1) else { return };
+    let mut mine = pod("mine", "127.0.0.1", c.base, "x", true);
+    mine["metadata"]["namespace"] = json!("monitoring");
+    c.kube.apply(mine);
+    c.kube.apply(pod("theirs", "127.0.0.2", c.base, "x", true));
+    let spate = c.spate(
+        "global: {scrape_interval: 1h}\nscrape_configs:\n  - job_name: own\n    kubernetes_sd_configs:\n      - {role: pod, namespaces: {own_namespace: true}}\n",
+    );
+    let (_, d, _) = wait_for(
+        Duration::from_secs(60),
+        "the pod of the own namespace",
+        || active(&spate, "own").pop(),
+    );
+    assert_eq!(d["__meta_kubernetes_namespace"], "monitoring");
+    assert_eq!(active(&spate, "own").len(), 1);
+    assert!(
+        c.kube
+            .requests()
+            .iter()
+            .all(|r| !r.contains(" /api/v1/pods?") && !r.contains("/namespaces/default/"))
+    );
+}
