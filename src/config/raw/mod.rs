@@ -31,6 +31,30 @@ type Field<T> = Option<Spanned<T>>;
 /// Declares a YAML section: its supported fields, and the fields spate parses but refuses
 /// because it does not implement them yet (never silently ignored).
 macro_rules! section {
+    // A discovery section with Prometheus' HTTP client settings (resolved by
+    // `sd::client_settings!`).
+    (
+        $name:ident { $($field:ident : $ty:ty,)* } with_client_settings
+        unsupported { $($unsup:ident),* $(,)? }
+    ) => {
+        section! {
+            $name {
+                $($field: $ty,)*
+                basic_auth: Option<RawBasicAuth>,
+                authorization: Option<RawAuthorization>,
+                oauth2: Option<RawOAuth2>,
+                http_headers: Option<BTreeMap<String, RawHeader>>,
+                tls_config: Option<RawTls>,
+                follow_redirects: Option<bool>,
+                enable_http2: Option<bool>,
+                proxy_url: Option<String>,
+                no_proxy: Option<String>,
+                proxy_from_environment: Option<bool>,
+                proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
+            }
+            unsupported { $($unsup),* }
+        }
+    };
     (
         $name:ident { $($field:ident : $ty:ty,)* }
         unsupported { $($unsup:ident),* $(,)? }
@@ -205,18 +229,7 @@ section! {
         namespaces: Option<RawKubeNamespaces>,
         selectors: Option<Vec<Spanned<RawKubeSelector>>>,
         attach_metadata: Option<RawKubeAttach>,
-        basic_auth: Option<RawBasicAuth>,
-        authorization: Option<RawAuthorization>,
-        oauth2: Option<RawOAuth2>,
-        http_headers: Option<BTreeMap<String, RawHeader>>,
-        tls_config: Option<RawTls>,
-        follow_redirects: Option<bool>,
-        enable_http2: Option<bool>,
-        proxy_url: Option<String>,
-        no_proxy: Option<String>,
-        proxy_from_environment: Option<bool>,
-        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
-    }
+    } with_client_settings
     unsupported {
         bearer_token, bearer_token_file,
     }
@@ -240,18 +253,7 @@ section! {
         allow_stale: Option<bool>,
         refresh_interval: Option<PromDuration>,
         filter: Option<String>,
-        basic_auth: Option<RawBasicAuth>,
-        authorization: Option<RawAuthorization>,
-        oauth2: Option<RawOAuth2>,
-        http_headers: Option<BTreeMap<String, RawHeader>>,
-        tls_config: Option<RawTls>,
-        follow_redirects: Option<bool>,
-        enable_http2: Option<bool>,
-        proxy_url: Option<String>,
-        no_proxy: Option<String>,
-        proxy_from_environment: Option<bool>,
-        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
-    }
+    } with_client_settings
     unsupported {}
 }
 
@@ -263,18 +265,7 @@ section! {
         match_first_network: Option<bool>,
         filters: Option<Vec<RawDockerFilter>>,
         refresh_interval: Option<PromDuration>,
-        basic_auth: Option<RawBasicAuth>,
-        authorization: Option<RawAuthorization>,
-        oauth2: Option<RawOAuth2>,
-        http_headers: Option<BTreeMap<String, RawHeader>>,
-        tls_config: Option<RawTls>,
-        follow_redirects: Option<bool>,
-        enable_http2: Option<bool>,
-        proxy_url: Option<String>,
-        no_proxy: Option<String>,
-        proxy_from_environment: Option<bool>,
-        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
-    }
+    } with_client_settings
     unsupported {}
 }
 
@@ -288,18 +279,7 @@ section! {
         refresh_interval: Option<PromDuration>,
         port: Option<u16>,
         filters: Option<Vec<RawDockerFilter>>,
-        basic_auth: Option<RawBasicAuth>,
-        authorization: Option<RawAuthorization>,
-        oauth2: Option<RawOAuth2>,
-        http_headers: Option<BTreeMap<String, RawHeader>>,
-        tls_config: Option<RawTls>,
-        follow_redirects: Option<bool>,
-        enable_http2: Option<bool>,
-        proxy_url: Option<String>,
-        no_proxy: Option<String>,
-        proxy_from_environment: Option<bool>,
-        proxy_connect_header: Option<BTreeMap<String, Vec<String>>>,
-    }
+    } with_client_settings
     unsupported {
         role_arn,
     }
