@@ -25,6 +25,27 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     // so every thread inherits the mask.
     let signals = crate::signals::block();
 
+    let cluster = opts.cluster.membership(crate::web::hostname)?.map(Arc::new);
+    if let Some(c) = &cluster {
+        if c.listed() {
+            crate::log!(
+                Level::Info,
+                "cluster",
+                "sharing targets",
+                member = c.me,
+                members = c.members.join(","),
+                replication_factor = c.replication
+            );
+        } else {
+            crate::log!(
+                Level::Error,
+                "cluster",
+                "this member is not in the cluster's member list: it scrapes nothing",
+                member = c.me,
+                members = c.members.join(",")
+            );
+        }
+    }
     let allowed = runtime::allowed_cpus();
     let cores = opts.cores.unwrap_or(allowed.len().max(1));
     let registry = Arc::new(Registry::new(cores));
@@ -37,6 +58,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         cfg.clone(),
         inboxes.clone(),
         registry.clone(),
+        cluster.clone(),
     );
     let commands = manager.sender();
     let endpoints = endpoints(&cfg, cores);
@@ -67,6 +89,12 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         inboxes,
         wals,
         shutdown: &shutdown,
+        // In a cluster every member scrapes a target at the same phase (the cluster's seed),
+        // so a target that moves keeps its timestamps.
+        offset_seed: match &cluster {
+            Some(c) => xxhash_rust::xxh3::xxh3_64(c.name.as_bytes()),
+            None => scrape::offset_seed(&cfg.global.external_labels),
+        },
     })?;
     manager
         .spawn()
@@ -280,12 +308,13 @@ struct CoreSetup<'a> {
     inboxes: Vec<Arc<runtime::Mailbox<scrape::CoreMsg>>>,
     wals: Wals,
     shutdown: &'a Event,
+    offset_seed: u64,
 }
 
 /// Starts one data-plane thread per core, pinned when each core gets a CPU of its own.
 fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let cores = s.inboxes.len();
-    let offset_seed = scrape::offset_seed(&s.cfg.global.external_labels);
+    let offset_seed = s.offset_seed;
     let cores_changed = s.wals.cores_changed;
     let mut handles = Vec::new();
     let each = s.inboxes.into_iter().zip(s.wals.own).zip(s.wals.drains);

@@ -45,6 +45,55 @@ pub struct AgentOptions {
     pub page_title: String,
     /// `--web.enable-target-scrape-proxy`: the UI may fetch a target's response through spate.
     pub target_scrape_proxy: bool,
+    /// `--cluster.*`: share targets with the other members of a cluster.
+    pub cluster: ClusterOptions,
+}
+
+/// The `--cluster.*` flags as given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterOptions {
+    pub name: String,
+    /// This member's name (default: the host name).
+    pub member: Option<String>,
+    pub members: Vec<String>,
+    pub members_count: usize,
+    pub member_num: Option<String>,
+    pub replication_factor: usize,
+}
+
+impl ClusterOptions {
+    /// The membership these flags describe (`hostname` names this member by default); `None`
+    /// without a cluster.
+    pub fn membership(
+        &self,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Option<crate::cluster::Membership>, String> {
+        use crate::cluster::Membership;
+        let r = self.replication_factor;
+        match (self.members.is_empty(), self.members_count) {
+            (true, 0) => {
+                if self.member_num.is_some() || self.member.is_some() {
+                    return Err("--cluster.member and --cluster.member-num need --cluster.members or --cluster.members-count".into());
+                }
+                Ok(None)
+            }
+            (false, 0) => {
+                let me = match &self.member {
+                    Some(m) => m.clone(),
+                    None => hostname().ok_or("cannot read the host name: set --cluster.member")?,
+                };
+                Membership::new(me, self.members.clone(), r, &self.name).map(Some)
+            }
+            (true, n) => {
+                let num = self
+                    .member_num
+                    .clone()
+                    .ok_or("--cluster.members-count needs --cluster.member-num")?;
+                Membership::numbered(n, &num, r, &self.name).map(Some)
+            }
+            (false, _) => Err("use --cluster.members or --cluster.members-count, not both".into()),
+        }
+    }
 }
 
 impl Default for AgentOptions {
@@ -73,6 +122,11 @@ impl Default for AgentOptions {
             cors_origin: ".*".into(),
             page_title: "spate".into(),
             target_scrape_proxy: false,
+            cluster: ClusterOptions {
+                name: "spate".into(),
+                replication_factor: 1,
+                ..Default::default()
+            },
         }
     }
 }
@@ -282,6 +336,75 @@ const FLAGS: &[Flag] = &[
         help: "Document title of the web UI's pages.",
         kind: Kind::Value(|o, v| {
             o.page_title = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.members",
+        value: |o| o.cluster.members.join(","),
+        shown: "=\"\"",
+        help: "Comma-separated names of the cluster's members (this one included): targets are shared among them by rendezvous hashing. Empty: no cluster.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.members = v
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.member",
+        value: |o| o.cluster.member.clone().unwrap_or_default(),
+        shown: "=<hostname>",
+        help: "This member's name in --cluster.members.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.member = Some(v.to_string());
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.members-count",
+        value: |o| o.cluster.members_count.to_string(),
+        shown: "=0",
+        help: "vmagent's form: the number of members, named 0 to count-1 (with --cluster.member-num).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.members_count = v
+                .parse()
+                .map_err(|_| format!("invalid members count {v:?}"))?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.member-num",
+        value: |o| o.cluster.member_num.clone().unwrap_or_default(),
+        shown: "=\"\"",
+        help: "vmagent's form: this member's number, or a name ending in it (a StatefulSet pod name such as spate-2).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.member_num = Some(v.to_string());
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.replication-factor",
+        value: |o| o.cluster.replication_factor.to_string(),
+        shown: "=1",
+        help: "How many members scrape each target (2 for an HA pair whose receiver deduplicates).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.replication_factor = v
+                .parse()
+                .map_err(|_| format!("invalid replication factor {v:?}"))?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.name",
+        value: |o| o.cluster.name.clone(),
+        shown: "=\"spate\"",
+        help: "The cluster's name: every member seeds the scrape phase with it, so a target that moves keeps its timestamps.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.name = v.to_string();
             Ok(())
         }),
     },

@@ -8,6 +8,7 @@ pub mod log;
 pub mod agent;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub(crate) mod discovery;
 pub mod entry;

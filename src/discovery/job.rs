@@ -137,7 +137,11 @@ impl JobTargets {
 
     /// Derives the groups that changed (all of them after a reload, or when `target_limit`
     /// applies to the job as a whole) and returns what the cores must start and stop.
-    pub fn sync(&mut self, cfg: &ScrapeConfig) -> Vec<(u64, CoreMsg)> {
+    pub fn sync(
+        &mut self,
+        cfg: &ScrapeConfig,
+        cluster: Option<&crate::cluster::Membership>,
+    ) -> Vec<(u64, CoreMsg)> {
         let mut msgs = Vec::new();
         let limit = cfg.limits.target_limit;
         let full = self.full || limit > 0;
@@ -157,8 +161,26 @@ impl JobTargets {
             if e.derived.is_some() {
                 continue;
             }
-            let derived = scrape::derive(cfg, &discovered(&e.group));
+            let mut derived = scrape::derive(cfg, &discovered(&e.group));
             log_errors(&derived.errors);
+            if let Some(c) = cluster {
+                // Targets another member owns are dropped here, as relabeling drops.
+                let (mine, others): (Vec<_>, Vec<_>) = derived
+                    .targets
+                    .into_iter()
+                    .partition(|t| c.owns(&crate::cluster::target_key(&t.pool, &t.url())));
+                derived.targets = mine;
+                derived.dropped_count += others.len();
+                let keep = cfg.limits.keep_dropped_targets;
+                for t in others {
+                    if keep == 0 || (derived.dropped.len() as u64) < keep {
+                        derived.dropped.push(DroppedTarget {
+                            job: cfg.job_name.clone(),
+                            discovered: t.discovered,
+                        });
+                    }
+                }
+            }
             e.derived = Some(GroupTargets {
                 hashes: derived.targets.iter().map(|t| t.hash).collect(),
                 dropped: derived.dropped,
@@ -321,21 +343,21 @@ mod tests {
             1,
             vec![group("a", &["x:1", "y:1"], &[]), group("b", &["z:1"], &[])],
         );
-        assert_eq!(counts(&j.sync(&c)), (3, 0));
+        assert_eq!(counts(&j.sync(&c, None)), (3, 0));
         // Group a loses y and gains w; b is untouched.
         j.replace(
             1,
             vec![group("a", &["x:1", "w:1"], &[]), group("b", &["z:1"], &[])],
         );
-        assert_eq!(counts(&j.sync(&c)), (1, 1));
+        assert_eq!(counts(&j.sync(&c, None)), (1, 1));
         assert_eq!(j.active_len(), 3);
         // A target in two groups runs once, and stops only when both lose it.
         j.apply(2, vec![Arc::new(group("c", &["z:1"], &[]))], vec![]);
-        assert_eq!(counts(&j.sync(&c)), (0, 0));
+        assert_eq!(counts(&j.sync(&c, None)), (0, 0));
         j.replace(1, vec![group("a", &["x:1", "w:1"], &[])]);
-        assert_eq!(counts(&j.sync(&c)), (0, 0));
+        assert_eq!(counts(&j.sync(&c, None)), (0, 0));
         j.apply(2, vec![], vec!["c".into()]);
-        assert_eq!(counts(&j.sync(&c)), (0, 1));
+        assert_eq!(counts(&j.sync(&c, None)), (0, 1));
         assert_eq!(j.active_len(), 2);
         assert_eq!(j.discovered_len(), 2);
     }
@@ -345,10 +367,10 @@ mod tests {
         let c = cfg("    relabel_configs:\n      - {regex: __meta_x, action: labeldrop}\n");
         let mut j = JobTargets::new();
         j.replace(1, vec![group("a", &["x:1"], &[("__meta_x", "1")])]);
-        assert_eq!(counts(&j.sync(&c)), (1, 0));
+        assert_eq!(counts(&j.sync(&c, None)), (1, 0));
         // Same final labels (same hash), other discovered labels: replaced, not stopped.
         j.replace(1, vec![group("a", &["x:1"], &[("__meta_x", "2")])]);
-        assert_eq!(counts(&j.sync(&c)), (1, 0));
+        assert_eq!(counts(&j.sync(&c, None)), (1, 0));
         let mut view = TargetsView::default();
         j.publish(&c, &mut view);
         assert_eq!(view.active.len(), 1);
@@ -365,11 +387,11 @@ mod tests {
         let c = cfg("");
         let mut old = JobTargets::new();
         old.replace(1, vec![group("a", &["x:1", "y:1"], &[])]);
-        old.sync(&c);
+        old.sync(&c, None);
         let mut j = JobTargets::new();
         j.carry(old);
         j.replace(7, vec![group("a", &["x:1"], &[])]);
-        assert_eq!(counts(&j.sync(&c)), (0, 1));
+        assert_eq!(counts(&j.sync(&c, None)), (0, 1));
     }
 
     #[test]
@@ -377,9 +399,9 @@ mod tests {
         let c = cfg("    target_limit: 2\n");
         let mut j = JobTargets::new();
         j.replace(1, vec![group("a", &["x:1", "y:1"], &[])]);
-        j.sync(&c);
+        j.sync(&c, None);
         j.apply(2, vec![Arc::new(group("b", &["z:1"], &[]))], vec![]);
-        let msgs = j.sync(&c);
+        let msgs = j.sync(&c, None);
         let errors: Vec<_> = msgs
             .iter()
             .filter_map(|(_, m)| match m {

@@ -110,6 +110,8 @@ pub struct Manager {
     tx: Sender<Command>,
     rx: Receiver<Command>,
     next_provider: u64,
+    /// The cluster this member shares targets with (`--cluster.*`).
+    cluster: Option<Arc<crate::cluster::Membership>>,
 }
 
 impl Manager {
@@ -125,6 +127,7 @@ impl Manager {
         cfg: Config,
         cores: Vec<Arc<Mailbox<CoreMsg>>>,
         registry: Arc<Registry>,
+        cluster: Option<Arc<crate::cluster::Membership>>,
     ) -> Manager {
         let (tx, rx) = std::sync::mpsc::channel();
         publish_config(&config_file, &registry);
@@ -138,6 +141,7 @@ impl Manager {
             tx,
             rx,
             next_provider: 0,
+            cluster,
         };
         for sc in &cfg.scrape_configs {
             let job = m.new_job(sc.clone());
@@ -442,7 +446,7 @@ impl Manager {
             }
             let job = &mut self.jobs[i];
             job.dirty = false;
-            let msgs = job.targets.sync(&job.cfg);
+            let msgs = job.targets.sync(&job.cfg, self.cluster.as_deref());
             for (hash, msg) in msgs {
                 self.send_to_core(hash, msg);
             }

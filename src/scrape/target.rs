@@ -52,6 +52,7 @@ pub struct Target {
 }
 
 impl Target {
+    /// The URL it is scraped at (its params included).
     pub fn url(&self) -> String {
         format!("{}://{}{}", self.scheme, self.address, self.path_and_query)
     }

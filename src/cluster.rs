@@ -1,0 +1,215 @@
+//! Sharing targets among the members of a cluster of agents, with no coordinator: every
+//! member computes, from the same member list, the same owners for each target by rendezvous
+//! (highest-random-weight) hashing of a key every member derives identically — the scrape
+//! pool and the scrape URL, never per-member labels. When the list changes, only the targets
+//! whose owners change move: about R/N of them.
+//!
+//! Membership here is a static list (`--cluster.members`) or vmagent's form
+//! (`--cluster.members-count` and `--cluster.member-num`, which may be a StatefulSet pod name).
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// This member's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// This member's name.
+    pub me: String,
+    /// Every member's name, this one included when it is listed.
+    pub members: Vec<String>,
+    /// How many members scrape each target.
+    pub replication: usize,
+    /// The cluster's name: seeds the scrape phase, so every member scrapes a target at the
+    /// same offset and moved targets keep their timestamps.
+    pub name: String,
+}
+
+impl Membership {
+    /// vmagent's form: `count` members named `0`..`count-1`; `num` is this member's number,
+    /// or a name ending in it (`spate-2`, as a StatefulSet pod is named).
+    pub fn numbered(
+        count: usize,
+        num: &str,
+        replication: usize,
+        name: &str,
+    ) -> Result<Membership, String> {
+        let n: usize = num
+            .rsplit('-')
+            .next()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "--cluster.member-num {num:?} is not a number or a name ending in -<number>"
+                )
+            })?;
+        if n >= count {
+            return Err(format!(
+                "--cluster.member-num {n} is not below --cluster.members-count {count}"
+            ));
+        }
+        Membership::new(
+            n.to_string(),
+            (0..count).map(|i| i.to_string()).collect(),
+            replication,
+            name,
+        )
+    }
+
+    pub fn new(
+        me: String,
+        members: Vec<String>,
+        replication: usize,
+        name: &str,
+    ) -> Result<Membership, String> {
+        if replication == 0 {
+            return Err("--cluster.replication-factor must be at least 1".into());
+        }
+        let mut members = members;
+        members.sort();
+        members.dedup();
+        Ok(Membership {
+            me,
+            members,
+            replication,
+            name: name.to_string(),
+        })
+    }
+
+    /// Whether this member is in its own list (a member that is not scrapes nothing).
+    pub fn listed(&self) -> bool {
+        self.members.contains(&self.me)
+    }
+
+    /// The members that own `key`: the `replication` highest scores, best first.
+    pub fn owners(&self, key: &str) -> Vec<&str> {
+        let mut scored: Vec<(u64, &str)> = self
+            .members
+            .iter()
+            .map(|m| (score(m, key), m.as_str()))
+            .collect();
+        // Highest score first; ties (never in practice) by name, so all members agree.
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        scored
+            .into_iter()
+            .take(self.replication)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Whether this member scrapes `key`.
+    pub fn owns(&self, key: &str) -> bool {
+        self.owners(key).contains(&self.me.as_str())
+    }
+}
+
+/// The key a target is assigned by: its scrape pool and its scrape URL.
+pub fn target_key(pool: &str, url: &str) -> String {
+    format!("{pool}\u{0}{url}")
+}
+
+/// A member's weight for `key`: the hash of both, finished with a 64-bit mixer (splitmix64's)
+/// so that members' weights for one key are independent.
+fn score(member: &str, key: &str) -> u64 {
+    let mut x = xxh3_64_with_seed(key.as_bytes(), 0) ^ xxh3_64_with_seed(member.as_bytes(), 1);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("spate-{i}")).collect()
+    }
+
+    fn keys(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                target_key(
+                    "node",
+                    &format!("http://10.0.{}.{}:9100/metrics", i / 250, i % 250),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_member_computes_the_same_owners() {
+        let a = Membership::new("spate-0".into(), members(5), 2, "c").unwrap();
+        let mut shuffled = members(5);
+        shuffled.reverse();
+        let b = Membership::new("spate-3".into(), shuffled, 2, "c").unwrap();
+        for k in keys(200) {
+            assert_eq!(a.owners(&k), b.owners(&k));
+            assert_eq!(a.owners(&k).len(), 2);
+        }
+    }
+
+    #[test]
+    fn assignment_is_balanced() {
+        let m = Membership::new("spate-0".into(), members(10), 1, "c").unwrap();
+        // 1,000 targets of each of several jobs: no member owns more than 1.25× the mean.
+        for job in ["node", "kubelet", "cadvisor", "app", "blackbox", "db"] {
+            let mut count = std::collections::HashMap::new();
+            for i in 0..1000 {
+                let k = target_key(
+                    job,
+                    &format!("http://10.1.{}.{}:9100/metrics", i / 250, i % 250),
+                );
+                *count.entry(m.owners(&k)[0].to_string()).or_insert(0usize) += 1;
+            }
+            let max = count.values().max().copied().unwrap_or(0);
+            assert_eq!(count.len(), 10);
+            assert!(max as f64 <= 1.25 * 100.0, "{job}: {count:?}");
+        }
+    }
+
+    #[test]
+    fn a_resize_moves_about_one_target_in_n() {
+        let ks = keys(2000);
+        let owner = |n: usize, k: &str| {
+            Membership::new("x".into(), members(n), 1, "c")
+                .unwrap()
+                .owners(k)[0]
+                .to_string()
+        };
+        for (from, to) in [(3, 5), (5, 2), (10, 11)] {
+            let moved = ks.iter().filter(|k| owner(from, k) != owner(to, k)).count();
+            let share = moved as f64 / ks.len() as f64;
+            // Growing from N to M moves (M-N)/M; shrinking moves (N-M)/N.
+            let ideal = (from as f64 - to as f64).abs() / from.max(to) as f64;
+            assert!(
+                share <= ideal + 0.05,
+                "{from}→{to}: {share} moved, ideal {ideal}"
+            );
+            // Modulo hashing moves most targets.
+            let modulo = ks
+                .iter()
+                .filter(|k| {
+                    let h = xxh3_64_with_seed(k.as_bytes(), 0);
+                    h % from as u64 != h % to as u64
+                })
+                .count() as f64
+                / ks.len() as f64;
+            assert!(
+                modulo > share,
+                "{from}→{to}: modulo {modulo}, rendezvous {share}"
+            );
+        }
+    }
+
+    #[test]
+    fn vmagent_form_and_pod_names() {
+        let m = Membership::numbered(3, "spate-2", 1, "c").unwrap();
+        assert_eq!(m.me, "2");
+        assert_eq!(m.members, vec!["0", "1", "2"]);
+        assert!(m.listed());
+        assert!(Membership::numbered(3, "3", 1, "c").is_err());
+        assert!(Membership::numbered(3, "spate", 1, "c").is_err());
+        assert!(Membership::new("a".into(), vec![], 0, "c").is_err());
+        let lonely = Membership::new("z".into(), members(3), 1, "c").unwrap();
+        assert!(!lonely.listed());
+        assert!(keys(50).iter().all(|k| !lonely.owns(k)));
+    }
+}
