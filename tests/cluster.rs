@@ -70,6 +70,17 @@ fn run(replication: usize) {
         }
     }
     assert_eq!(owners.len(), usize::from(N), "every target has an owner");
+    // A dropped target names its owners.
+    for (m, name) in members.iter().zip(["a", "b", "c"]) {
+        let (_, body) = http_get(&m.web, "/api/v1/targets?state=dropped").unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        for d in v["data"]["droppedTargets"].as_array().unwrap() {
+            let reason = d["droppedReason"].as_str().unwrap_or("");
+            let owners = reason.strip_prefix("sharding: owned by ").unwrap_or("");
+            assert_eq!(owners.split(", ").count(), replication, "{reason}");
+            assert!(!owners.split(", ").any(|o| o == name), "{name}: {reason}");
+        }
+    }
     assert!(
         owners.values().all(|n| *n == replication),
         "each target scraped by {replication} members: {owners:?}"

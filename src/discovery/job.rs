@@ -165,21 +165,24 @@ impl JobTargets {
             log_errors(&derived.errors);
             if let Some(c) = cluster {
                 // Targets another member owns are dropped here, as relabeling drops.
-                let (mine, others): (Vec<_>, Vec<_>) = derived
-                    .targets
-                    .into_iter()
-                    .partition(|t| c.owns(&crate::cluster::target_key(&t.pool, &t.url())));
-                derived.targets = mine;
-                derived.dropped_count += others.len();
+                let mut mine = Vec::new();
                 let keep = cfg.limits.keep_dropped_targets;
-                for t in others {
+                for t in derived.targets {
+                    let owners = c.owners(&crate::cluster::target_key(&t.pool, &t.url()));
+                    if owners.contains(&c.me.as_str()) {
+                        mine.push(t);
+                        continue;
+                    }
+                    derived.dropped_count += 1;
                     if keep == 0 || (derived.dropped.len() as u64) < keep {
                         derived.dropped.push(DroppedTarget {
                             job: cfg.job_name.clone(),
                             discovered: t.discovered,
+                            reason: Some(format!("sharding: owned by {}", owners.join(", "))),
                         });
                     }
                 }
+                derived.targets = mine;
             }
             e.derived = Some(GroupTargets {
                 hashes: derived.targets.iter().map(|t| t.hash).collect(),

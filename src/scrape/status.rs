@@ -164,6 +164,11 @@ pub fn targets_json(view: &TargetsView, state: &str, pool: Option<&str>) -> Stri
         labels_json(&mut out, &d.discovered);
         out.push_str(r#","scrapePool":"#);
         quoted(&mut out, &d.job);
+        if let Some(reason) = &d.reason {
+            // spate's own field: a target dropped for another reason than relabeling.
+            out.push_str(r#","droppedReason":"#);
+            quoted(&mut out, reason);
+        }
         out.push('}');
     }
     out.push_str(r#"],"droppedTargetCounts":{"#);

@@ -86,6 +86,8 @@ pub struct DroppedTarget {
     pub job: String,
     /// Its labels before relabeling, sorted by name.
     pub discovered: Vec<(String, String)>,
+    /// Why, when not relabeling: another cluster member owns it (`sharding: owned by …`).
+    pub reason: Option<String>,
 }
 
 /// What one scrape config's target groups yield.
@@ -136,6 +138,7 @@ pub fn derive(sc: &ScrapeConfig, discovered: &[Discovered]) -> Derived {
                     out.dropped.push(DroppedTarget {
                         job: sc.job_name.clone(),
                         discovered,
+                        reason: None,
                     });
                 }
             }
