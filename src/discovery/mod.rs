@@ -357,23 +357,35 @@ impl Manager {
             });
             job.targets.replace(id, first);
         }
-        // Every other provider: one thread per configuration entry, its `run` until stopped.
-        macro_rules! start {
-            ($($configs:ident => $kind:literal, $run:path;)*) => {$(
-                for c in job.cfg.$configs.clone() {
-                    self.start_provider(&mut job, $kind, move |name, id, tx, stop, sd| {
-                        $run(&c, name, id, tx, stop, sd)
-                    });
-                }
-            )*};
+        for d in job.cfg.dns_sd_configs.clone() {
+            self.start_provider(&mut job, "dns", move |name, id, tx, stop, sd| {
+                dns::run(&d, name, id, tx, stop, sd)
+            });
         }
-        start! {
-            dns_sd_configs => "dns", dns::run;
-            http_sd_configs => "http", http::run;
-            consul_sd_configs => "consul", consul::run;
-            docker_sd_configs => "docker", docker::run;
-            ec2_sd_configs => "ec2", ec2::run;
-            kubernetes_sd_configs => "k8s", kubernetes::run;
+        for h in job.cfg.http_sd_configs.clone() {
+            self.start_provider(&mut job, "http", move |name, id, tx, stop, sd| {
+                http::run(&h, name, id, tx, stop, sd)
+            });
+        }
+        for c in job.cfg.consul_sd_configs.clone() {
+            self.start_provider(&mut job, "consul", move |name, id, tx, stop, sd| {
+                consul::run(&c, name, id, tx, stop, sd)
+            });
+        }
+        for d in job.cfg.docker_sd_configs.clone() {
+            self.start_provider(&mut job, "docker", move |name, id, tx, stop, sd| {
+                docker::run(&d, name, id, tx, stop, sd)
+            });
+        }
+        for e in job.cfg.ec2_sd_configs.clone() {
+            self.start_provider(&mut job, "ec2", move |name, id, tx, stop, sd| {
+                ec2::run(&e, name, id, tx, stop, sd)
+            });
+        }
+        for k in job.cfg.kubernetes_sd_configs.clone() {
+            self.start_provider(&mut job, "k8s", move |name, id, tx, stop, sd| {
+                kubernetes::run(&k, name, id, tx, stop, sd)
+            });
         }
         job
     }
