@@ -25,27 +25,19 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     // so every thread inherits the mask.
     let signals = crate::signals::block();
 
-    let cluster = opts.cluster.membership(crate::web::hostname)?.map(Arc::new);
-    if let Some(c) = &cluster {
-        if c.listed() {
-            crate::log!(
-                Level::Info,
-                "cluster",
-                "sharing targets",
-                member = c.me,
-                members = c.members.join(","),
-                replication_factor = c.replication
-            );
-        } else {
-            crate::log!(
-                Level::Error,
-                "cluster",
-                "this member is not in the cluster's member list: it scrapes nothing",
-                member = c.me,
-                members = c.members.join(",")
-            );
-        }
-    }
+    let setup = opts.cluster.setup(crate::web::hostname)?;
+    let mut cfg = cfg;
+    let cluster = setup.as_ref().map(|c| {
+        // A list the source can give now is read before the first targets are derived.
+        let first = crate::discovery::members::first(&c.source);
+        let m = match first {
+            Some(members) => c.membership.with_members(members),
+            None => c.membership.clone(),
+        };
+        add_external_labels(&mut cfg, &c.ha_labels);
+        log_membership(&m);
+        Arc::new(m)
+    });
     let allowed = runtime::allowed_cpus();
     let cores = opts.cores.unwrap_or(allowed.len().max(1));
     let registry = Arc::new(Registry::new(cores));
@@ -60,7 +52,18 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         registry.clone(),
         cluster.clone(),
     );
+    let mut manager = manager;
+    manager.set_handover_floor(opts.cluster.refresh_interval);
     let commands = manager.sender();
+    if let Some(c) = &setup {
+        crate::discovery::members::follow(
+            c.source.clone(),
+            opts.cluster.refresh_interval,
+            commands.clone(),
+            registry.sd.clone(),
+        )
+        .map_err(|e| format!("cannot start following the cluster's members: {e}"))?;
+    }
     let endpoints = endpoints(&cfg, cores);
     // The WAL's size bound: given, or a fifth of the filesystem holding it.
     let wal_max_size = opts
@@ -95,6 +98,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             Some(c) => xxhash_rust::xxh3::xxh3_64(c.name.as_bytes()),
             None => scrape::offset_seed(&cfg.global.external_labels),
         },
+        aligned_timestamps: cluster.is_some(),
     })?;
     manager
         .spawn()
@@ -108,12 +112,56 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
 
     wait_for_stop(&signals, &commands);
     registry.stopping.store(true, Relaxed);
+    if let Some(c) = setup.filter(|c| c.source != crate::cluster::Source::Fixed) {
+        // The member list drops a stopping member (Kubernetes removes a terminating pod's
+        // endpoints; DNS follows): its targets go on here until the others have seen that
+        // and taken them over, so they have no gap.
+        crate::log!(
+            Level::Info,
+            "cluster",
+            "leaving the cluster: scraping on while the other members take the targets over",
+            member = c.membership.me,
+            for_seconds = opts.cluster.refresh_interval.as_secs_f64()
+        );
+        std::thread::sleep(opts.cluster.refresh_interval);
+    }
     shutdown.set();
     for h in handles {
         let _ = h.join();
     }
     crate::log!(Level::Info, "agent", "See you next time!");
     Ok(())
+}
+
+/// Adds (or replaces) external labels, keeping them sorted by name.
+fn add_external_labels(cfg: &mut config::Config, labels: &[(String, String)]) {
+    let ext = &mut cfg.global.external_labels;
+    for (k, v) in labels {
+        ext.retain(|(n, _)| n != k);
+        ext.push((k.clone(), v.clone()));
+    }
+    ext.sort();
+}
+
+fn log_membership(c: &crate::cluster::Membership) {
+    if c.listed() {
+        crate::log!(
+            Level::Info,
+            "cluster",
+            "sharing targets",
+            member = c.me,
+            members = c.members.join(","),
+            replication_factor = c.replication
+        );
+    } else {
+        crate::log!(
+            Level::Error,
+            "cluster",
+            "this member is not in the cluster's member list: it scrapes nothing until it is",
+            member = c.me,
+            members = c.members.join(",")
+        );
+    }
 }
 
 /// Creates the storage directory and locks it (unless `--storage.agent.no-lockfile`).
@@ -309,6 +357,7 @@ struct CoreSetup<'a> {
     wals: Wals,
     shutdown: &'a Event,
     offset_seed: u64,
+    aligned_timestamps: bool,
 }
 
 /// Starts one data-plane thread per core, pinned when each core gets a CPU of its own.
@@ -328,6 +377,7 @@ fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String>
             cores_changed,
             stats,
             offset_seed,
+            aligned_timestamps: s.aligned_timestamps,
             endpoints: s.endpoints.to_vec(),
             registry: s.registry.clone(),
             shutdown: s.shutdown.clone(),
@@ -346,6 +396,8 @@ fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String>
                     2
                 };
                 driver_stats.driver.store(code, Relaxed);
+                // SAFETY: gettid has no preconditions.
+                driver_stats.tid.store(unsafe { libc::gettid() }, Relaxed);
                 crate::log!(
                     Level::Info,
                     "runtime",
@@ -370,6 +422,7 @@ struct CoreStart {
     cores_changed: bool,
     stats: Arc<crate::selfmetrics::CoreStats>,
     offset_seed: u64,
+    aligned_timestamps: bool,
     endpoints: Vec<Arc<Endpoint>>,
     registry: Arc<Registry>,
     shutdown: Event,
@@ -409,6 +462,7 @@ impl CoreStart {
         });
         let core = Rc::new(CoreScrape {
             offset_seed: self.offset_seed,
+            aligned_timestamps: self.aligned_timestamps,
             ctl: ctl.clone(),
             shards,
             reported,

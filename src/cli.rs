@@ -58,41 +58,139 @@ pub struct ClusterOptions {
     pub members: Vec<String>,
     pub members_count: usize,
     pub member_num: Option<String>,
+    pub members_file: Option<PathBuf>,
+    pub members_dns: Option<String>,
+    /// `SRV`, `A` or `AAAA`.
+    pub members_dns_type: String,
+    /// `[namespace/]service`.
+    pub members_kubernetes: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub refresh_interval: Duration,
     pub replication_factor: usize,
+    /// Cortex/Mimir HA-tracker groups, and the labels naming a member's group and itself.
+    pub ha_tracker: bool,
+    pub ha_cluster_label: String,
+    pub ha_replica_label: String,
+    pub key_labels: Vec<String>,
+    pub unsharded_jobs: Vec<String>,
+}
+
+/// A cluster as the flags describe it: this member's first view, and where the list comes
+/// from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSetup {
+    pub membership: crate::cluster::Membership,
+    pub source: crate::cluster::Source,
+    /// The external labels HA-tracker form adds: (cluster label, `<name>-<group>`) and
+    /// (replica label, this member).
+    pub ha_labels: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
-    /// The membership these flags describe (`hostname` names this member by default); `None`
+    /// The cluster these flags describe (`hostname` names this member by default); `None`
     /// without a cluster.
-    pub fn membership(
+    pub fn setup(
         &self,
         hostname: impl FnOnce() -> Option<String>,
-    ) -> Result<Option<crate::cluster::Membership>, String> {
-        use crate::cluster::Membership;
+    ) -> Result<Option<ClusterSetup>, String> {
+        use crate::cluster::{DnsKind, Membership, Source};
         let r = self.replication_factor;
-        match (self.members.is_empty(), self.members_count) {
-            (true, 0) => {
-                if self.member_num.is_some() || self.member.is_some() {
-                    return Err("--cluster.member and --cluster.member-num need --cluster.members or --cluster.members-count".into());
-                }
-                Ok(None)
+        let sources = [
+            !self.members.is_empty(),
+            self.members_count > 0,
+            self.members_file.is_some(),
+            self.members_dns.is_some(),
+            self.members_kubernetes.is_some(),
+        ];
+        let me = || match &self.member {
+            Some(m) => Ok(m.clone()),
+            None => hostname().ok_or("cannot read the host name: set --cluster.member"),
+        };
+        match sources.iter().filter(|s| **s).count() {
+            0 if self.member_num.is_some() || self.member.is_some() => {
+                return Err("--cluster.member and --cluster.member-num need a member list: --cluster.members, --cluster.members-count, --cluster.members-file, --cluster.members-dns or --cluster.members-kubernetes".into());
             }
-            (false, 0) => {
-                let me = match &self.member {
-                    Some(m) => m.clone(),
-                    None => hostname().ok_or("cannot read the host name: set --cluster.member")?,
-                };
-                Membership::new(me, self.members.clone(), r, &self.name).map(Some)
-            }
-            (true, n) => {
+            0 => return Ok(None),
+            1 => {}
+            _ => return Err("give one member list: --cluster.members, --cluster.members-count, --cluster.members-file, --cluster.members-dns or --cluster.members-kubernetes".into()),
+        }
+        let first = || -> Result<(Membership, Source), String> {
+            if self.members_count > 0 {
                 let num = self
                     .member_num
                     .clone()
                     .ok_or("--cluster.members-count needs --cluster.member-num")?;
-                Membership::numbered(n, &num, r, &self.name).map(Some)
+                return Ok((
+                    Membership::numbered(self.members_count, &num, r, &self.name)?,
+                    Source::Fixed,
+                ));
             }
-            (false, _) => Err("use --cluster.members or --cluster.members-count, not both".into()),
-        }
+            let source = if let Some(path) = &self.members_file {
+                Source::File(path.clone())
+            } else if let Some(name) = &self.members_dns {
+                let kind = match self.members_dns_type.to_ascii_uppercase().as_str() {
+                    "SRV" => DnsKind::Srv,
+                    "A" => DnsKind::A,
+                    "AAAA" => DnsKind::Aaaa,
+                    other => {
+                        return Err(format!(
+                            "--cluster.members-dns-type {other:?} is not SRV, A or AAAA"
+                        ));
+                    }
+                };
+                Source::Dns {
+                    name: name.clone(),
+                    kind,
+                }
+            } else if let Some(svc) = &self.members_kubernetes {
+                let (namespace, service) = match svc.split_once('/') {
+                    Some((ns, s)) => (Some(ns.to_string()), s.to_string()),
+                    None => (None, svc.clone()),
+                };
+                if service.is_empty() || namespace.as_deref() == Some("") {
+                    return Err(format!(
+                        "--cluster.members-kubernetes {svc:?} is not [namespace/]service"
+                    ));
+                }
+                Source::Kubernetes {
+                    namespace,
+                    service,
+                    kubeconfig: self.kubeconfig.clone(),
+                }
+            } else {
+                Source::Fixed
+            };
+            Ok((
+                Membership::new(me()?, self.members.clone(), r, &self.name)?,
+                source,
+            ))
+        };
+        let (mut membership, source) = first()?;
+        membership.groups = self.ha_tracker;
+        membership.key_labels = self.key_labels.clone();
+        membership.unsharded_jobs = self.unsharded_jobs.clone();
+        let ha_labels = if self.ha_tracker {
+            let group = membership.group().ok_or_else(|| {
+                format!(
+                    "--cluster.ha-tracker needs member names ending in a number (as StatefulSet pods are named); {:?} does not",
+                    membership.me
+                )
+            })?;
+            vec![
+                (
+                    self.ha_cluster_label.clone(),
+                    format!("{}-{group}", self.name),
+                ),
+                (self.ha_replica_label.clone(), membership.me.clone()),
+            ]
+        } else {
+            Vec::new()
+        };
+        Ok(Some(ClusterSetup {
+            membership,
+            source,
+            ha_labels,
+        }))
     }
 }
 
@@ -125,6 +223,10 @@ impl Default for AgentOptions {
             cluster: ClusterOptions {
                 name: "spate".into(),
                 replication_factor: 1,
+                members_dns_type: "SRV".into(),
+                refresh_interval: Duration::from_secs(10),
+                ha_cluster_label: "cluster".into(),
+                ha_replica_label: "__replica__".into(),
                 ..Default::default()
             },
         }
@@ -186,6 +288,22 @@ enum Kind {
 }
 
 /// A duration flag's value; `0` is accepted as zero where `zero_ok`.
+/// A comma-separated list, blanks dropped.
+fn comma_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A path flag's value as shown (empty when unset).
+fn path_value(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 fn duration(v: &str, zero_ok: bool) -> Result<Duration, String> {
     crate::config::parse_duration(v).or_else(|e| {
         if zero_ok && v == "0" {
@@ -345,12 +463,7 @@ const FLAGS: &[Flag] = &[
         shown: "=\"\"",
         help: "Comma-separated names of the cluster's members (this one included): targets are shared among them by rendezvous hashing. Empty: no cluster.",
         kind: Kind::Value(|o, v| {
-            o.cluster.members = v
-                .split(',')
-                .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .map(String::from)
-                .collect();
+            o.cluster.members = comma_list(v);
             Ok(())
         }),
     },
@@ -405,6 +518,116 @@ const FLAGS: &[Flag] = &[
         help: "The cluster's name: every member seeds the scrape phase with it, so a target that moves keeps its timestamps.",
         kind: Kind::Value(|o, v| {
             o.cluster.name = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.members-file",
+        value: |o| path_value(&o.cluster.members_file),
+        shown: "=\"\"",
+        help: "A file listing the cluster's members (one per line or comma-separated), read again every --cluster.refresh-interval.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.members_file = Some(PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.members-dns",
+        value: |o| o.cluster.members_dns.clone().unwrap_or_default(),
+        shown: "=\"\"",
+        help: "A DNS name (a headless service) whose records list the members, looked up every --cluster.refresh-interval.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.members_dns = Some(v.to_string());
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.members-dns-type",
+        value: |o| o.cluster.members_dns_type.clone(),
+        shown: "=SRV",
+        help: "The records of --cluster.members-dns: SRV (members named by their target's first label, as StatefulSet pods) or A/AAAA (members named by address).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.members_dns_type = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.members-kubernetes",
+        value: |o| o.cluster.members_kubernetes.clone().unwrap_or_default(),
+        shown: "=\"\"",
+        help: "[namespace/]service: the members are the ready pods behind this Kubernetes service (watched; pods named by pod name).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.members_kubernetes = Some(v.to_string());
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.kubeconfig-file",
+        value: |o| path_value(&o.cluster.kubeconfig),
+        shown: "=\"\"",
+        help: "The kubeconfig --cluster.members-kubernetes uses (default: the pod's service account).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.kubeconfig = Some(PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.refresh-interval",
+        value: |o| PromDuration(o.cluster.refresh_interval).to_string(),
+        shown: "=10s",
+        help: "How often a members file or DNS name is read again; a target moving to another member is kept at least this long (and one scrape interval) so the members' views overlap.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.refresh_interval = duration(v, false)?;
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.ha-tracker",
+        value: |o| o.cluster.ha_tracker.to_string(),
+        shown: "",
+        help: "Cortex/Mimir HA-tracker form: members form groups of --cluster.replication-factor replicas by the number ending their names, targets are shared among groups, and each member adds the external labels --cluster.ha-cluster-label=<name>-<group> and --cluster.ha-replica-label=<member>.",
+        kind: Kind::Switch {
+            set: |o, b| o.cluster.ha_tracker = b,
+            negatable: true,
+        },
+    },
+    Flag {
+        name: "cluster.ha-cluster-label",
+        value: |o| o.cluster.ha_cluster_label.clone(),
+        shown: "=cluster",
+        help: "The external label naming a member's HA group (with --cluster.ha-tracker).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.ha_cluster_label = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.ha-replica-label",
+        value: |o| o.cluster.ha_replica_label.clone(),
+        shown: "=__replica__",
+        help: "The external label naming the member itself (with --cluster.ha-tracker).",
+        kind: Kind::Value(|o, v| {
+            o.cluster.ha_replica_label = v.to_string();
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.key-labels",
+        value: |o| o.cluster.key_labels.join(","),
+        shown: "=\"\"",
+        help: "Comma-separated target labels (after relabeling) added to the key targets are shared by, besides job and scrape URL.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.key_labels = comma_list(v);
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "cluster.unsharded-jobs",
+        value: |o| o.cluster.unsharded_jobs.join(","),
+        shown: "=\"\"",
+        help: "Comma-separated job names every member scrapes in full (not shared), such as each agent's own metrics.",
+        kind: Kind::Value(|o, v| {
+            o.cluster.unsharded_jobs = comma_list(v);
             Ok(())
         }),
     },

@@ -51,7 +51,21 @@ pub struct SdStats {
     pub discovered: Mutex<Vec<(String, usize)>>,
     /// Active targets per job (after relabeling), in configuration order.
     pub active: Mutex<Vec<(String, usize)>>,
+    /// Member lists the cluster's membership source reported that differed from the last.
+    pub membership_changes: AtomicU64,
+    /// Targets this member stopped because another member owns them now.
+    pub handovers: AtomicU64,
 }
+}
+
+/// This member's view of its cluster, for `/metrics` and the cluster API.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    pub membership: Arc<crate::cluster::Membership>,
+    /// Targets each member owns, as this member computes it from what it discovers.
+    pub shares: std::collections::BTreeMap<String, usize>,
+    /// Targets discovered in shared jobs (each counted once).
+    pub shared_targets: usize,
 }
 
 stats! {
@@ -106,6 +120,8 @@ pub struct CoreStats {
     pub highest_ts_ms: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
     pub driver: AtomicU64,
+    /// The core thread's id (0 until it starts): its CPU time is the core's busy time.
+    pub tid: std::sync::atomic::AtomicI32,
     pub wal: Arc<WalStats>,
 }
 }
@@ -242,6 +258,8 @@ pub struct Registry {
     pub reload_successful: std::sync::atomic::AtomicBool,
     /// `prometheus_config_last_reload_success_timestamp_seconds`, as f64 bits.
     pub reload_success_time: AtomicU64,
+    /// The cluster this member is part of, if any.
+    pub cluster: Mutex<Option<ClusterView>>,
 }
 
 impl Registry {
@@ -260,6 +278,7 @@ impl Registry {
             config_yaml: Mutex::new(String::new()),
             reload_successful: std::sync::atomic::AtomicBool::new(true),
             reload_success_time: AtomicU64::new(start.as_secs_f64().to_bits()),
+            cluster: Mutex::new(None),
         }
     }
 
@@ -447,6 +466,75 @@ const METRICS: &[Metric] = &[
                 env!("CARGO_PKG_VERSION")
             );
         }),
+    ),
+    m(
+        "spate_core_cpu_seconds_total",
+        C,
+        "CPU time of each core's thread: its rate is the core's busy fraction (the load signal to scale a cluster on).",
+        Read::Lines(|r, out| {
+            for (i, c) in r.cores.iter().enumerate() {
+                if let Some(secs) = thread_cpu_seconds(c.tid.load(Relaxed)) {
+                    let _ = writeln!(out, "spate_core_cpu_seconds_total{{core=\"{i}\"}} {secs}");
+                }
+            }
+        }),
+    ),
+    m(
+        "spate_cluster_members",
+        G,
+        "Members in this member's view of the cluster (absent outside a cluster).",
+        Read::Lines(|r, out| {
+            if let Some(v) = &*r.cluster.lock().unwrap_or_else(|e| e.into_inner()) {
+                let _ = writeln!(out, "spate_cluster_members {}", v.membership.members.len());
+            }
+        }),
+    ),
+    m(
+        "spate_cluster_member_info",
+        G,
+        "This member: its name, the cluster's name, its HA group, and whether it is in its own member list (value 1 if listed, else 0).",
+        Read::Lines(|r, out| {
+            if let Some(v) = &*r.cluster.lock().unwrap_or_else(|e| e.into_inner()) {
+                let m = &v.membership;
+                let group = m.group().map(|g| g.to_string()).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "spate_cluster_member_info{{cluster=\"{}\",group=\"{}\",member=\"{}\"}} {}",
+                    escape(&m.name),
+                    group,
+                    escape(&m.me),
+                    u8::from(m.listed())
+                );
+            }
+        }),
+    ),
+    m(
+        "spate_cluster_targets_owned",
+        G,
+        "Targets of shared jobs each member owns, as this member computes it from the same discovery.",
+        Read::Lines(|r, out| {
+            if let Some(v) = &*r.cluster.lock().unwrap_or_else(|e| e.into_inner()) {
+                for (member, n) in &v.shares {
+                    let _ = writeln!(
+                        out,
+                        "spate_cluster_targets_owned{{member=\"{}\"}} {n}",
+                        escape(member)
+                    );
+                }
+            }
+        }),
+    ),
+    m(
+        "spate_cluster_membership_changes_total",
+        C,
+        "Changes of the cluster's member list this member applied.",
+        Read::Fixed(|r| r.sd.membership_changes.load(Relaxed) as f64),
+    ),
+    m(
+        "spate_cluster_targets_handed_over_total",
+        C,
+        "Targets this member stopped, without staleness markers, because another member owns them now.",
+        Read::Fixed(|r| r.sd.handovers.load(Relaxed) as f64),
     ),
     m(
         "prometheus_sd_http_failures_total",
@@ -871,6 +959,20 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The CPU time (user and system) of thread `tid` of this process.
+fn thread_cpu_seconds(tid: i32) -> Option<f64> {
+    if tid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let used = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(used / ticks)
 }
 
 /// The standard `process_*` metrics, read from /proc.

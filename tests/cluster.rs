@@ -124,3 +124,349 @@ fn a_member_missing_from_the_list_scrapes_nothing() {
             .contains("not in the cluster's member list")
     );
 }
+
+type Labels = Vec<(String, String)>;
+
+/// Prometheus' staleness marker.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `spate bench targets` serving `n` targets of `series` series each; the process and the
+/// first port.
+fn bench_targets(n: u16, series: usize, dir: &TempDir) -> (Proc, u16) {
+    let base = free_port_range(n);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spate"));
+    cmd.args([
+        "bench".to_string(),
+        "targets".into(),
+        format!("--targets={n}"),
+        format!("--series={series}"),
+        format!("--listen=127.0.0.1:{base}"),
+    ]);
+    (Proc::spawn("targets", &mut cmd, dir.path()), base)
+}
+
+/// A configuration scraping targets `base..base+n` as job `bench` every `interval`, writing
+/// to each of `urls`.
+fn bench_config(base: u16, n: u16, interval: &str, urls: &[String]) -> String {
+    let list: Vec<String> = (0..n)
+        .map(|i| format!("'127.0.0.1:{}'", base + i))
+        .collect();
+    let writes: String = urls
+        .iter()
+        .map(|u| format!("  - url: {u}\n    queue_config: {{batch_send_deadline: 200ms}}\n"))
+        .collect();
+    format!(
+        "global: {{scrape_interval: {interval}}}\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\nremote_write:\n{writes}",
+        list.join(", ")
+    )
+}
+
+/// Which members list each target of job `bench` as active: instance → members.
+fn owners_of(members: &[(&str, &Spate)]) -> Option<BTreeMap<String, Vec<String>>> {
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, spate) in members {
+        let (active, _) = share(spate)?;
+        for a in active {
+            owners.entry(a).or_default().push(name.to_string());
+        }
+    }
+    Some(owners)
+}
+
+/// Waits until the members in `listed` own every one of `n` targets exactly once, each
+/// member some, and the members in `left` none; returns the owner of each target.
+fn settled(listed: &[(&str, &Spate)], left: &[(&str, &Spate)], n: u16) -> BTreeMap<String, String> {
+    wait_for(Duration::from_secs(90), "the members to settle", || {
+        for (_, s) in left {
+            if !share(s)?.0.is_empty() {
+                return None;
+            }
+        }
+        let owners = owners_of(listed)?;
+        let each_once = owners.len() == usize::from(n) && owners.values().all(|o| o.len() == 1);
+        let all_busy = listed
+            .iter()
+            .all(|(m, _)| owners.values().any(|o| o[0] == *m));
+        (each_once && all_busy).then(|| {
+            owners
+                .into_iter()
+                .map(|(t, mut o)| (t, o.remove(0)))
+                .collect()
+        })
+    })
+}
+
+/// Members `range` as (name, process).
+fn refs<'a>(
+    names: &[&'a str],
+    members: &'a [Spate],
+    range: std::ops::Range<usize>,
+) -> Vec<(&'a str, &'a Spate)> {
+    range.map(|i| (names[i], &members[i])).collect()
+}
+
+/// Targets whose owner differs between two assignments.
+fn moved(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    a.iter()
+        .filter(|(t, o)| b.get(*t) != Some(o))
+        .map(|(t, _)| t.clone())
+        .collect()
+}
+
+/// The share static modulo hashing (vmagent's `membersCount`) would move for these targets.
+fn modulo_moves(targets: &[String], from: u64, to: u64) -> f64 {
+    let moved = targets
+        .iter()
+        .filter(|t| {
+            let key = spate::cluster::target_key("bench", &format!("http://{t}/metrics"));
+            let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+            h % from != h % to
+        })
+        .count();
+    moved as f64 / targets.len() as f64
+}
+
+/// How a test changes the member list.
+enum ListSource {
+    File(std::path::PathBuf),
+    Dns {
+        hosts: std::path::PathBuf,
+        dnsmasq: Proc,
+        resolv: std::path::PathBuf,
+    },
+}
+
+impl ListSource {
+    fn set(&self, members: &[&str]) {
+        match self {
+            ListSource::File(path) => {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, members.join("\n") + "\n").unwrap();
+                std::fs::rename(&tmp, path).unwrap();
+            }
+            ListSource::Dns { hosts, dnsmasq, .. } => {
+                let text: String = members
+                    .iter()
+                    .map(|m| format!("{m} members.spate.test\n"))
+                    .collect();
+                std::fs::write(hosts, text).unwrap();
+                // SAFETY: SIGHUP to the dnsmasq child we started: it reads its hosts again.
+                unsafe { libc::kill(dnsmasq.pid() as i32, libc::SIGHUP) };
+            }
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            ListSource::File(path) => vec![format!("--cluster.members-file={}", path.display())],
+            ListSource::Dns { .. } => vec![
+                "--cluster.members-dns=members.spate.test".into(),
+                "--cluster.members-dns-type=A".into(),
+            ],
+        }
+    }
+
+    fn resolv(&self) -> Option<&std::path::Path> {
+        match self {
+            ListSource::Dns { resolv, .. } => Some(resolv),
+            ListSource::File(_) => None,
+        }
+    }
+}
+
+/// 3 → 5 → 2 members with R=1, the list changed through `source` while 1,000 targets are
+/// scraped every 2 s: at every tick each target's series arrive once (the bounded handover
+/// overlap aside, at identical timestamps), never missing, never marked stale; a resize
+/// moves about the share it must.
+fn resize(source: ListSource, dir: &TempDir) {
+    const N: u16 = 1000;
+    const INTERVAL_MS: i64 = 2000;
+    let (_targets, base) = bench_targets(N, 1, dir);
+    let receiver = common::Receiver::start(|_| 200);
+    let config = bench_config(base, N, "2s", &[receiver.url()]);
+    let names = [
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+        "127.0.0.6",
+    ];
+    let start = |name: &str| {
+        let mut args = vec![
+            "--cores=1".to_string(),
+            format!("--cluster.member={name}"),
+            "--cluster.refresh-interval=500ms".into(),
+        ];
+        args.extend(source.args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Spate::start_with(&config, &args, |cmd| {
+            if let Some(r) = source.resolv() {
+                cmd.env("SPATE_RESOLV_CONF", r);
+            }
+        })
+    };
+    source.set(&names[..3]);
+    let mut members: Vec<Spate> = names[..3].iter().map(|n| start(n)).collect();
+    let first = settled(&refs(&names, &members, 0..3), &[], N);
+    std::thread::sleep(Duration::from_millis(2 * INTERVAL_MS as u64));
+    let from = unix_ms();
+
+    // 3 → 5: the new members start unlisted (scraping nothing), then the list grows.
+    members.push(start(names[3]));
+    members.push(start(names[4]));
+    source.set(&names[..5]);
+    let second = settled(&refs(&names, &members, 0..5), &[], N);
+    let grown = moved(&first, &second);
+    std::thread::sleep(Duration::from_millis(3 * INTERVAL_MS as u64));
+
+    // 5 → 2: the list shrinks first; the members that left stop once their targets are
+    // handed over.
+    source.set(&names[..2]);
+    let third = settled(
+        &refs(&names, &members, 0..2),
+        &refs(&names, &members, 2..5),
+        N,
+    );
+    let shrunk = moved(&second, &third);
+    std::thread::sleep(Duration::from_millis(2 * INTERVAL_MS as u64));
+    for m in members.drain(2..).rev() {
+        let mut m = m;
+        assert!(m.proc.terminate(Duration::from_secs(60)).success());
+    }
+    std::thread::sleep(Duration::from_millis(4 * INTERVAL_MS as u64));
+    let to = unix_ms() - 2 * INTERVAL_MS;
+
+    // Moves: about the share the resize must move, far below what modulo hashing moves.
+    let targets: Vec<String> = first.keys().cloned().collect();
+    for (what, moved, from_n, to_n) in [("3→5", &grown, 3u64, 5u64), ("5→2", &shrunk, 5, 2)] {
+        let share = moved.len() as f64 / f64::from(N);
+        let ideal = from_n.abs_diff(to_n) as f64 / from_n.max(to_n) as f64;
+        let modulo = modulo_moves(&targets, from_n, to_n);
+        eprintln!(
+            "{what}: rendezvous moved {share:.3} (ideal {ideal:.3}); modulo would move {modulo:.3}"
+        );
+        assert!(
+            share <= ideal + 0.05,
+            "{what}: moved {share}, ideal {ideal}"
+        );
+        assert!(share < modulo, "{what}: {share} vs modulo {modulo}");
+    }
+    let moved_any: std::collections::HashSet<&String> = grown.iter().chain(&shrunk).collect();
+
+    // Every series of every target, at every tick between `from` and `to`.
+    let mut series: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
+    for s in receiver.samples() {
+        if s.label("job") == Some("bench") {
+            series
+                .entry(s.labels.clone())
+                .or_default()
+                .push((s.ts, s.value.to_bits()));
+        }
+    }
+    assert!(
+        series.len() >= usize::from(N) * 6,
+        "{} series",
+        series.len()
+    );
+    let (mut gaps, mut overlaps, mut stale) = (Vec::new(), 0usize, Vec::new());
+    for (labels, samples) in &mut series {
+        let instance = labels
+            .iter()
+            .find(|(n, _)| n == "instance")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if samples.iter().any(|(_, v)| *v == STALE_NAN) {
+            stale.push(instance.clone());
+        }
+        let mut ts: Vec<i64> = samples
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| (from..=to).contains(t))
+            .collect();
+        ts.sort();
+        let dups = ts.windows(2).filter(|w| w[0] == w[1]).count();
+        ts.dedup();
+        for w in ts.windows(2) {
+            if w[1] - w[0] != INTERVAL_MS {
+                gaps.push(format!("{instance}: {} → {}", w[0], w[1]));
+            }
+        }
+        if dups > 0 {
+            // Only a moved target is scraped twice, for at most the handover's few ticks.
+            assert!(
+                moved_any.contains(&instance),
+                "{instance} was not moved but has {dups} duplicates"
+            );
+            assert!(dups <= 6, "{instance}: {dups} duplicate ticks");
+            overlaps += 1;
+        }
+    }
+    eprintln!(
+        "{} series checked from {from} to {to}: {} gaps, {overlaps} with a handover overlap",
+        series.len(),
+        gaps.len()
+    );
+    assert!(gaps.is_empty(), "gaps: {:?}", &gaps[..gaps.len().min(20)]);
+    assert!(
+        stale.is_empty(),
+        "staleness markers for {:?}",
+        &stale[..stale.len().min(20)]
+    );
+}
+
+#[test]
+fn three_to_five_to_two_members_by_a_members_file() {
+    let dir = TempDir::new("cluster-file");
+    let list = dir.path().join("members.txt");
+    resize(ListSource::File(list), &dir);
+}
+
+#[test]
+fn three_to_five_to_two_members_by_dns() {
+    let Some(dnsmasq) = common::require_program("dnsmasq", "dnsmasq-base") else {
+        return;
+    };
+    let dir = TempDir::new("cluster-dns");
+    let dns_port = common::free_port();
+    let hosts = dir.path().join("members.hosts");
+    std::fs::write(&hosts, "").unwrap();
+    let dnsmasq = Proc::spawn(
+        "dnsmasq",
+        Command::new(dnsmasq)
+            .args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file=",
+                "--log-facility=-",
+                "--local-ttl=0",
+            ])
+            .arg(format!("--port={dns_port}"))
+            .arg(format!("--addn-hosts={}", hosts.display())),
+        dir.path(),
+    );
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver 127.0.0.1:{dns_port}\noptions timeout:1\n"),
+    )
+    .unwrap();
+    resize(
+        ListSource::Dns {
+            hosts,
+            dnsmasq,
+            resolv,
+        },
+        &dir,
+    );
+}

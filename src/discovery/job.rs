@@ -27,6 +27,8 @@ struct GroupTargets {
     hashes: Vec<u64>,
     dropped: Vec<DroppedTarget>,
     dropped_count: usize,
+    /// In a cluster: how many of its targets each member owns.
+    owners: BTreeMap<String, usize>,
 }
 
 struct Active {
@@ -46,6 +48,9 @@ pub(super) struct JobTargets {
     full: bool,
     /// Targets running before a reload, kept until the first full sync decides.
     carried: HashMap<u64, Arc<TargetStatus>>,
+    /// Targets that stopped here because another member owns them now: the manager stops
+    /// them (without staleness) after the handover delay.
+    handover: Vec<(u64, std::time::Duration)>,
 }
 
 impl JobTargets {
@@ -117,6 +122,16 @@ impl JobTargets {
         self.full = true;
     }
 
+    /// The cluster's member list changed: every target's owners are computed again.
+    pub fn reshard(&mut self) {
+        self.full = true;
+    }
+
+    /// Targets to hand over to their new owners, with their scrape intervals.
+    pub fn take_handover(&mut self) -> Vec<(u64, std::time::Duration)> {
+        std::mem::take(&mut self.handover)
+    }
+
     /// Every running target (the job goes away).
     pub fn into_running(self) -> impl Iterator<Item = u64> {
         self.active.into_keys().chain(self.carried.into_keys())
@@ -157,22 +172,30 @@ impl JobTargets {
             }
         }
         let mut fresh = Vec::new();
+        let cluster = cluster.filter(|c| c.shards(&cfg.job_name));
+        // Targets this member derives but another owns: they move, they do not vanish.
+        let mut moved: HashSet<u64> = HashSet::new();
         for e in self.groups.values_mut().flat_map(|g| g.values_mut()) {
             if e.derived.is_some() {
                 continue;
             }
             let mut derived = scrape::derive(cfg, &discovered(&e.group));
             log_errors(&derived.errors);
+            let mut owner_counts = BTreeMap::new();
             if let Some(c) = cluster {
                 // Targets another member owns are dropped here, as relabeling drops.
                 let mut mine = Vec::new();
                 let keep = cfg.limits.keep_dropped_targets;
                 for t in derived.targets {
-                    let owners = c.owners(&crate::cluster::target_key(&t.pool, &t.url()));
+                    let owners = c.owners(&c.key(&t.pool, &t.url(), &t.all_labels));
+                    for o in &owners {
+                        *owner_counts.entry(o.to_string()).or_insert(0) += 1;
+                    }
                     if owners.contains(&c.me.as_str()) {
                         mine.push(t);
                         continue;
                     }
+                    moved.insert(t.hash);
                     derived.dropped_count += 1;
                     if keep == 0 || (derived.dropped.len() as u64) < keep {
                         derived.dropped.push(DroppedTarget {
@@ -188,6 +211,7 @@ impl JobTargets {
                 hashes: derived.targets.iter().map(|t| t.hash).collect(),
                 dropped: derived.dropped,
                 dropped_count: derived.dropped_count,
+                owners: owner_counts,
             });
             fresh.extend(derived.targets);
         }
@@ -207,15 +231,42 @@ impl JobTargets {
             if let Some(a) = self.active.get_mut(&hash) {
                 a.refs -= 1;
                 if a.refs == 0 {
-                    self.active.remove(&hash);
-                    msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+                    let a = self.active.remove(&hash);
+                    if moved.contains(&hash) {
+                        let interval = a.map(|a| a.status.target.interval).unwrap_or_default();
+                        self.handover.push((hash, interval));
+                    } else {
+                        msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+                    }
                 }
             }
         }
-        for (hash, _) in previous {
-            msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+        for (hash, status) in previous {
+            if moved.contains(&hash) {
+                self.handover.push((hash, status.target.interval));
+            } else {
+                msgs.push((hash, CoreMsg::Stop { hash, stale: true }));
+            }
         }
         msgs
+    }
+
+    /// Adds how many of this job's targets each member owns to `shares`; returns how many
+    /// targets the job has.
+    pub fn count_owners(&self, shares: &mut BTreeMap<String, usize>) -> usize {
+        let mut total = 0;
+        for d in self
+            .groups
+            .values()
+            .flat_map(|g| g.values())
+            .flat_map(|e| &e.derived)
+        {
+            total += d.hashes.len() + d.dropped_count;
+            for (m, n) in &d.owners {
+                *shares.entry(m.clone()).or_insert(0) += n;
+            }
+        }
+        total
     }
 
     /// Adds this job's targets, dropped targets and counts to the targets view.
@@ -414,5 +465,45 @@ mod tests {
             .collect();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("number of targets: 3, limit: 2"));
+    }
+
+    #[test]
+    fn targets_another_member_takes_are_handed_over_without_staleness() {
+        use crate::cluster::Membership;
+        let c = cfg("");
+        let addrs: Vec<String> = (0..60).map(|i| format!("10.0.0.{i}:9100")).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let mut j = JobTargets::new();
+        j.replace(1, vec![group("a", &refs, &[])]);
+        let alone = Membership::new("a".into(), vec!["a".into()], 1, "c").unwrap();
+        assert_eq!(counts(&j.sync(&c, Some(&alone))), (60, 0));
+        // A second member joins: about half the targets move to it, with no stop now and
+        // no staleness; they are handed over.
+        let two = alone.with_members(vec!["a".into(), "b".into()]);
+        j.reshard();
+        let msgs = j.sync(&c, Some(&two));
+        assert_eq!(counts(&msgs), (0, 0), "kept targets run on untouched");
+        let handed = j.take_handover();
+        assert!((15..45).contains(&handed.len()), "{}", handed.len());
+        assert_eq!(j.active_len() + handed.len(), 60);
+        assert!(handed.iter().all(|(_, i)| *i == c.scrape_interval));
+        // A target that leaves discovery still goes stale.
+        let fewer: Vec<&str> = refs[1..].to_vec();
+        j.replace(1, vec![group("a", &fewer, &[])]);
+        let msgs = j.sync(&c, Some(&two));
+        let owned_first = two.owns(&two.key("j", &format!("http://{}/metrics", refs[0]), &[]));
+        let stale = msgs
+            .iter()
+            .filter(|(_, m)| matches!(m, CoreMsg::Stop { stale: true, .. }))
+            .count();
+        assert_eq!(stale, usize::from(owned_first));
+        assert!(j.take_handover().is_empty());
+        // A job every member scrapes ignores the cluster.
+        let mut all = two.clone();
+        all.unsharded_jobs = vec!["j".into()];
+        j.reshard();
+        j.sync(&c, Some(&all));
+        assert!(j.take_handover().is_empty());
+        assert_eq!(j.active_len(), 59);
     }
 }

@@ -16,6 +16,7 @@ mod file;
 pub(crate) mod http;
 mod job;
 pub mod kubernetes;
+pub mod members;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,8 @@ pub enum Command {
         changed: Vec<Arc<TargetGroup>>,
         removed: Vec<String>,
     },
+    /// The cluster's member list, as its source reports it now.
+    Members(Vec<String>),
     /// Reload the configuration file; the outcome goes to `reply` when given.
     Reload {
         reply: Option<Sender<Result<(), String>>>,
@@ -112,6 +115,11 @@ pub struct Manager {
     next_provider: u64,
     /// The cluster this member shares targets with (`--cluster.*`).
     cluster: Option<Arc<crate::cluster::Membership>>,
+    /// A target that moves to another member is kept this long at least (and one scrape
+    /// interval at least): the members' views of the list may differ by this much.
+    handover_floor: Duration,
+    /// Targets handed to another member, stopped without staleness once due.
+    handovers: Vec<(std::time::Instant, u64)>,
 }
 
 impl Manager {
@@ -142,6 +150,8 @@ impl Manager {
             rx,
             next_provider: 0,
             cluster,
+            handover_floor: Duration::ZERO,
+            handovers: Vec::new(),
         };
         for sc in &cfg.scrape_configs {
             let job = m.new_job(sc.clone());
@@ -149,6 +159,11 @@ impl Manager {
         }
         m.sync();
         m
+    }
+
+    /// How long a target that moves to another member keeps running here, at least.
+    pub fn set_handover_floor(&mut self, floor: Duration) {
+        self.handover_floor = floor;
     }
 
     /// Where providers, the web thread and the signal handler send commands.
@@ -171,13 +186,23 @@ impl Manager {
 
     fn run(&mut self) {
         loop {
-            // Wake at least once a second, for jobs waiting on their providers.
-            match self.rx.recv_timeout(Duration::from_secs(1)) {
+            // Wake at least once a second, for jobs waiting on their providers, and when the
+            // next handover is due.
+            let now = std::time::Instant::now();
+            let wait = self
+                .handovers
+                .iter()
+                .map(|(due, _)| due.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => {
                     if self.jobs.iter().any(|j| j.dirty) {
                         self.sync();
                     }
+                    self.hand_over_due();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -221,6 +246,7 @@ impl Manager {
                     j.dirty = true;
                 }
             }
+            Command::Members(members) => self.set_members(members),
             Command::Reload { reply } => {
                 let r = self.reload();
                 self.registry
@@ -250,6 +276,57 @@ impl Manager {
                     let _ = reply.send(r);
                 }
             }
+        }
+    }
+
+    /// Takes a new member list: every shared job's owners are computed again at the next
+    /// sync.
+    fn set_members(&mut self, members: Vec<String>) {
+        let Some(current) = &self.cluster else { return };
+        let next = current.with_members(members);
+        if next == **current {
+            return;
+        }
+        self.registry
+            .sd
+            .membership_changes
+            .fetch_add(1, Ordering::Relaxed);
+        crate::log!(
+            if next.listed() {
+                Level::Info
+            } else {
+                Level::Error
+            },
+            "cluster",
+            if next.listed() {
+                "the cluster's member list changed"
+            } else {
+                "this member is not in the cluster's member list: it scrapes nothing"
+            },
+            member = next.me,
+            members = next.members.join(",")
+        );
+        self.cluster = Some(Arc::new(next));
+        for j in &mut self.jobs {
+            j.targets.reshard();
+            j.dirty = true;
+        }
+    }
+
+    /// Stops the handed-over targets whose time is up (their new owners scrape them).
+    fn hand_over_due(&mut self) {
+        let now = std::time::Instant::now();
+        let mut due = Vec::new();
+        self.handovers.retain(|(at, hash)| {
+            let ready = *at <= now;
+            if ready {
+                due.push(*hash);
+            }
+            !ready
+        });
+        for hash in due {
+            self.registry.sd.handovers.fetch_add(1, Ordering::Relaxed);
+            self.send_to_core(hash, CoreMsg::Stop { hash, stale: false });
         }
     }
 
@@ -447,10 +524,20 @@ impl Manager {
             let job = &mut self.jobs[i];
             job.dirty = false;
             let msgs = job.targets.sync(&job.cfg, self.cluster.as_deref());
+            let due = now + self.handover_floor;
+            let handed = job.targets.take_handover();
             for (hash, msg) in msgs {
+                if let CoreMsg::Start(_) = msg {
+                    // Owned again before its handover was due: it just keeps running.
+                    self.handovers.retain(|(_, h)| *h != hash);
+                }
                 self.send_to_core(hash, msg);
             }
+            for (hash, interval) in handed {
+                self.handovers.push((due.max(now + interval), hash));
+            }
         }
+        self.hand_over_due();
         let discovered: Vec<(String, usize)> = self
             .jobs
             .iter()
@@ -478,6 +565,23 @@ impl Manager {
             job.targets.publish(&job.cfg, &mut view);
             view.pools
                 .push((job.cfg.job_name.clone(), job.relabel.clone()));
+        }
+        if let Some(c) = &self.cluster {
+            let mut shares: BTreeMap<String, usize> =
+                c.members.iter().map(|m| (m.clone(), 0)).collect();
+            let mut shared_targets = 0;
+            for job in self.jobs.iter().filter(|j| c.shards(&j.cfg.job_name)) {
+                shared_targets += job.targets.count_owners(&mut shares);
+            }
+            *self
+                .registry
+                .cluster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(crate::selfmetrics::ClusterView {
+                membership: c.clone(),
+                shares,
+                shared_targets,
+            });
         }
         *self.targets.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }

@@ -47,6 +47,9 @@ pub struct CoreScrape {
     /// Mixed into every target's phase, as Prometheus' offset seed (host name and external
     /// labels): two agents scraping the same targets do not scrape them at the same moment.
     pub offset_seed: u64,
+    /// Every scrape is stamped with its tick's exact time (in a cluster, so members that
+    /// scrape a target, or take it over, write identical timestamps).
+    pub aligned_timestamps: bool,
     pub ctl: Rc<CoreControl>,
     /// The core's shard of each endpoint: every committed scrape is offered to each.
     pub shards: Vec<Rc<crate::remote::Shard>>,
@@ -233,7 +236,7 @@ pub async fn run_target(status: Arc<TargetStatus>, core: Rc<CoreScrape>, handle:
         loop {
             let now = unix_ms();
             let ideal = first_tick_ms + tick * interval_ms as i64;
-            let ts = if (now - ideal).abs() <= tolerance_ms {
+            let ts = if core.aligned_timestamps || (now - ideal).abs() <= tolerance_ms {
                 ideal
             } else {
                 now

@@ -20,6 +20,7 @@ impl AsCounter for Arc<AtomicU64> {
     }
 }
 impl AsCounter for Arc<WalStats> {}
+impl AsCounter for std::sync::atomic::AtomicI32 {}
 impl<const N: usize> AsCounter for Histogram<N> {}
 impl AsCounter for Mutex<Vec<(String, usize)>> {}
 impl AsCounter for [[AtomicU64; 3]; 7] {}

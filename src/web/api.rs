@@ -96,6 +96,10 @@ pub(super) fn handle(req: &Req, state: &State) -> Reply {
         }
         "status/walreplay" if get => success(json!({"min": 0, "max": 0, "current": 0})),
         "status/remote_write" if get => success(remote_write(state)),
+        "status/cluster" if get => match cluster(state, param("job"), param("url"), &params) {
+            Ok(v) => success(v),
+            Err(e) => error(400, "bad_data", &e),
+        },
         "targets" if get => {
             let view = view(state).clone();
             let wanted = param("state").unwrap_or("any").to_ascii_lowercase();
@@ -430,6 +434,67 @@ pub(super) fn build_info() -> Value {
 fn rfc3339(secs: f64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
     crate::log::rfc3339_millis(t)
+}
+
+/// spate's cluster status: this member, the member list with each member's share of the
+/// targets, and (with `job` and `url`, plus the values of any key labels as parameters of
+/// their names) which members own that target.
+fn cluster(
+    state: &State,
+    job: Option<&str>,
+    url: Option<&str>,
+    params: &[(String, String)],
+) -> Result<Value, String> {
+    let view = state
+        .src
+        .registry
+        .cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(v) = view else {
+        return Ok(json!({"enabled": false}));
+    };
+    let m = &v.membership;
+    let members: Vec<Value> = m
+        .members
+        .iter()
+        .map(|name| {
+            json!({"name": name, "self": *name == m.me,
+                   "targets": v.shares.get(name).copied().unwrap_or(0)})
+        })
+        .collect();
+    let mut out = json!({
+        "enabled": true,
+        "name": m.name,
+        "member": m.me,
+        "listed": m.listed(),
+        "replicationFactor": m.replication,
+        "haTracker": m.groups,
+        "group": m.group(),
+        "keyLabels": m.key_labels,
+        "unshardedJobs": m.unsharded_jobs,
+        "sharedTargets": v.shared_targets,
+        "members": members,
+    });
+    match (job, url) {
+        (Some(job), Some(url)) => {
+            let labels: Vec<(String, String)> = m
+                .key_labels
+                .iter()
+                .map(|k| (k.clone(), param(params, k).unwrap_or("").to_string()))
+                .collect();
+            let owners: Vec<&str> = if m.shards(job) {
+                m.owners(&m.key(job, url, &labels))
+            } else {
+                m.members.iter().map(String::as_str).collect()
+            };
+            out["target"] = json!({"job": job, "url": url, "owners": owners});
+        }
+        (None, None) => {}
+        _ => return Err("give both job and url to look up a target's owners".into()),
+    }
+    Ok(out)
 }
 
 fn runtime_info(state: &State) -> Value {

@@ -3,7 +3,7 @@
 //! from the internet).
 //!
 //! The pages Prometheus agent has keep their paths (`/agent`, `/targets`, `/service-discovery`,
-//! `/status`, `/flags`, `/config`); spate adds `/remote-write` and `/relabel`.
+//! `/status`, `/flags`, `/config`); spate adds `/remote-write`, `/relabel` and `/cluster`.
 
 use super::{Reply, State};
 
@@ -14,6 +14,7 @@ const PAGES: &[(&str, &str, bool)] = &[
     ("/service-discovery", "Service discovery", false),
     ("/remote-write", "Remote write", true),
     ("/relabel", "Relabel debugger", false),
+    ("/cluster", "Cluster", false),
     ("/status", "Status", false),
     ("/flags", "Flags", false),
     ("/config", "Configuration", false),

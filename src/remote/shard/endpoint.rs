@@ -22,6 +22,10 @@ pub struct Endpoint {
     pub(super) dynamic_auth: bool,
     /// Set while the endpoint keeps failing, so "unreachable" is logged once, not per retry.
     failing: AtomicBool,
+    /// A request succeeded after shutdown began: the endpoint is making progress, so its
+    /// lanes keep retrying until the flush deadline; without one, a failure after shutdown
+    /// ends the flush at once (what is unsent stays in the WAL).
+    progress_in_shutdown: AtomicBool,
     last_drop_log_secs: AtomicU64,
     /// Backlogs from before a change of the core count still being sent to this endpoint: the
     /// WALs of removed cores, and each core's own backlog from the last run. Their samples are
@@ -74,6 +78,7 @@ impl Endpoint {
             head_v2,
             dynamic_auth,
             failing: AtomicBool::new(false),
+            progress_in_shutdown: AtomicBool::new(false),
             last_drop_log_secs: AtomicU64::new(0),
             drains_pending: AtomicUsize::new(0),
         }
@@ -129,6 +134,16 @@ impl Endpoint {
     /// Records a failure; true for the first of a run (logged at warn, later ones at debug).
     pub(super) fn start_failing(&self) -> bool {
         !self.failing.swap(true, Relaxed)
+    }
+
+    /// Records that a request succeeded during shutdown.
+    pub(super) fn progressed_in_shutdown(&self) {
+        self.progress_in_shutdown.store(true, Relaxed);
+    }
+
+    /// Whether a request succeeded since shutdown began.
+    pub(super) fn progressing_in_shutdown(&self) -> bool {
+        self.progress_in_shutdown.load(Relaxed)
     }
 
     /// Records a success; true when it ends a run of failures (logged as a recovery).

@@ -168,6 +168,9 @@ impl Shard {
                     }
                     self.stats.samples_sent.fetch_add(samples as u64, Relaxed);
                     self.stats.bytes_sent.fetch_add(len as u64, Relaxed);
+                    if ctl.shutdown.is_set() {
+                        self.ep.progressed_in_shutdown();
+                    }
                     self.stats
                         .highest_sent_ts_ms
                         .fetch_max(batch.newest_ts.max(0) as u64, Relaxed);
@@ -217,7 +220,9 @@ impl Shard {
                     backoff = (backoff * 2).min(q.max_backoff);
                     if let Some(d) = ctl.flush_deadline_at() {
                         let now = Instant::now();
-                        if now >= d {
+                        // A receiver that took nothing since shutdown began is not waited
+                        // for: what is unsent stays in the WAL for the next start.
+                        if now >= d || !self.ep.progressing_in_shutdown() {
                             return false;
                         }
                         pause = pause.min(d - now);

@@ -382,6 +382,38 @@ async function statusPage() {
     h("h2", {}, "Build information"), h("table", { id: "build" }, h("tbody", {}, rows(build, []))));
 }
 
+// ---- /cluster ----
+async function clusterPage() {
+  const c = await api("status/cluster");
+  if (!c.enabled) {
+    show(h("p", { id: "cluster-off" }, "This agent is not part of a cluster: it scrapes every target it discovers. See the --cluster.* flags."));
+    return;
+  }
+  const total = c.members.reduce((n, m) => n + m.targets, 0) || 1;
+  const facts = [["Cluster", c.name], ["This member", c.member], ["Listed", c.listed ? "yes" : "no — it scrapes nothing"],
+    ["Replication factor", c.replicationFactor], ["HA-tracker groups", c.haTracker ? "group " + c.group : "off"],
+    ["Targets in shared jobs", c.sharedTargets], ["Key labels", c.keyLabels.join(", ") || "(job and URL)"],
+    ["Jobs every member scrapes", c.unshardedJobs.join(", ") || "(none)"]];
+  const members = h("table", { id: "members" }, h("thead", {}, h("tr", {}, ["Member", "Targets owned", "Share"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, c.members.map((m) => h("tr", { class: m.self ? "self" : "" }, h("td", { class: "mono" }, m.name + (m.self ? " (this member)" : "")),
+      h("td", { class: "num" }, m.targets), h("td", { class: "num" }, (100 * m.targets / total).toFixed(1) + "%")))));
+  const job = h("input", { id: "owner-job", placeholder: "job", value: params.get("job") || "" });
+  const url = h("input", { id: "owner-url", placeholder: "scrape URL, e.g. http://10.0.0.1:9100/metrics", size: 50, value: params.get("url") || "" });
+  const answer = h("span", { id: "owner-answer", class: "mono" });
+  async function lookup() {
+    setParam("job", job.value); setParam("url", url.value);
+    if (!job.value || !url.value) return;
+    try {
+      const r = await api("status/cluster?job=" + encodeURIComponent(job.value) + "&url=" + encodeURIComponent(url.value));
+      answer.textContent = "owned by " + r.target.owners.join(", ");
+    } catch (e) { answer.textContent = "Error: " + e.message; }
+  }
+  show(h("h2", {}, "This member"), h("table", { id: "cluster" }, h("tbody", {}, facts.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, String(v)))))),
+    h("h2", {}, "Members"), members,
+    h("h2", {}, "Who owns a target"), h("div", { class: "controls" }, job, url, h("button", { id: "owner-go", onclick: lookup }, "Look up"), answer));
+  lookup();
+}
+
 // ---- /flags ----
 async function flagsPage() {
   const flags = await api("status/flags");
@@ -512,6 +544,7 @@ function chartIn(data, names) {
 const PAGES = {
   "/agent": agentPage, "/targets": targetsPage, "/service-discovery": sdPage, "/relabel": relabelPage,
   "/status": statusPage, "/flags": flagsPage, "/config": configPage, "/remote-write": remoteWritePage,
+  "/cluster": clusterPage,
 };
 
 readiness();
