@@ -99,6 +99,11 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             None => scrape::offset_seed(&cfg.global.external_labels),
         },
         aligned_timestamps: cluster.is_some(),
+        // Replicas for a deduplicating receiver (not HA-tracker groups, where one replica's
+        // samples are taken whole).
+        stale_on_failure: !cluster
+            .as_ref()
+            .is_some_and(|c| c.replication > 1 && !c.groups),
     })?;
     manager
         .spawn()
@@ -358,6 +363,7 @@ struct CoreSetup<'a> {
     shutdown: &'a Event,
     offset_seed: u64,
     aligned_timestamps: bool,
+    stale_on_failure: bool,
 }
 
 /// Starts one data-plane thread per core, pinned when each core gets a CPU of its own.
@@ -378,6 +384,7 @@ fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String>
             stats,
             offset_seed,
             aligned_timestamps: s.aligned_timestamps,
+            stale_on_failure: s.stale_on_failure,
             endpoints: s.endpoints.to_vec(),
             registry: s.registry.clone(),
             shutdown: s.shutdown.clone(),
@@ -423,6 +430,7 @@ struct CoreStart {
     stats: Arc<crate::selfmetrics::CoreStats>,
     offset_seed: u64,
     aligned_timestamps: bool,
+    stale_on_failure: bool,
     endpoints: Vec<Arc<Endpoint>>,
     registry: Arc<Registry>,
     shutdown: Event,
@@ -443,6 +451,7 @@ impl CoreStart {
         );
         let reported = Rc::new(Reported::default());
         let shards = Self::shards_for(&self.endpoints, &self.registry, &ctl, &reported);
+        ctl.wal.borrow_mut().endpoints_registered();
         // The WAL's sync timer: fdatasync every `fsync_interval` when something was written,
         // on the core's ring, without holding the WAL (commits go on meanwhile).
         // Also saves the cursors file about once a second.
@@ -463,6 +472,7 @@ impl CoreStart {
         let core = Rc::new(CoreScrape {
             offset_seed: self.offset_seed,
             aligned_timestamps: self.aligned_timestamps,
+            stale_on_failure: self.stale_on_failure,
             ctl: ctl.clone(),
             shards,
             reported,
@@ -488,6 +498,7 @@ impl CoreStart {
                 &d.ctl,
                 &Rc::new(Reported::default()),
             );
+            d.ctl.wal.borrow_mut().endpoints_registered();
             runtime::spawn(d.clone().finish());
             draining.push(d);
         }

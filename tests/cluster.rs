@@ -18,6 +18,7 @@ fn share(spate: &Spate) -> Option<(Vec<String>, u64)> {
     let active = v["data"]["activeTargets"]
         .as_array()?
         .iter()
+        .filter(|t| t["scrapePool"] == "bench")
         .map(|t| t["labels"]["instance"].as_str().unwrap_or("").to_string())
         .collect();
     Some((active, v["data"]["droppedTargetCounts"]["bench"].as_u64()?))
@@ -126,6 +127,14 @@ fn a_member_missing_from_the_list_scrapes_nothing() {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// The tests that run five agents over a thousand targets take turns: side by side on a
+/// two-core machine they would measure the machine, not the cluster.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Prometheus' staleness marker.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -286,6 +295,7 @@ impl ListSource {
 /// overlap aside, at identical timestamps), never missing, never marked stale; a resize
 /// moves about the share it must.
 fn resize(source: ListSource, dir: &TempDir) {
+    let _turn = heavy();
     const N: u16 = 1000;
     const INTERVAL_MS: i64 = 2000;
     let (_targets, base) = bench_targets(N, 1, dir);
@@ -468,5 +478,210 @@ fn three_to_five_to_two_members_by_dns() {
             resolv,
         },
         &dir,
+    );
+}
+
+/// VictoriaMetrics' raw export of `selector`: series labels → (timestamps, values).
+fn vm_export(vm: &str, selector: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let path = format!("/api/v1/export?match[]={}", common::urlencode(selector));
+    let (_, body) = http_get(vm, &path).expect("VictoriaMetrics export");
+    let mut out = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).expect("export line");
+        let ts = v["timestamps"].as_array().cloned().unwrap_or_default();
+        let vals = v["values"].as_array().cloned().unwrap_or_default();
+        let samples = ts
+            .iter()
+            .zip(&vals)
+            .map(|(t, x)| (t.as_i64().unwrap_or(0), x.as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        out.insert(v["metric"].to_string(), samples);
+    }
+    out
+}
+
+/// An HA pair factor (R=2 over three members) into VictoriaMetrics with
+/// `-dedup.minScrapeInterval` equal to the scrape interval: after deduplication every series
+/// has one sample per interval, with no gap — while a member is killed with SIGKILL and
+/// restarted (its WAL backlog arrives after the restart), and for a target that fails every
+/// other scrape (of the two members scraping it at a tick, one fails).
+#[test]
+fn an_ha_pair_into_victoriametrics_keeps_one_sample_per_interval_through_a_kill() {
+    let _turn = heavy();
+    const N: u16 = 20;
+    const INTERVAL_MS: i64 = 2000;
+    let dir = TempDir::new("cluster-ha");
+    let Some((_vm, vm)) = common::start_victoriametrics(&dir, &["-dedup.minScrapeInterval=2s"])
+    else {
+        return;
+    };
+    let (_targets, base) = bench_targets(N, 3, &dir);
+    // The first request of each tick fails, the next succeeds: of the two members scraping
+    // it at a tick, one fails.
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = served.clone();
+    let last = std::sync::Mutex::new(0i64);
+    let flaky = common::TestServer::start(move |_, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let now = unix_ms();
+        let mut last = last.lock().unwrap();
+        let first_of_tick = now - *last > 1000;
+        *last = now;
+        if first_of_tick {
+            (500, "text/plain", b"failing on purpose\n".to_vec())
+        } else {
+            (
+                200,
+                "text/plain; version=0.0.4",
+                b"flaky_value 1\n".to_vec(),
+            )
+        }
+    });
+    // Member b's own receiver refuses everything for a while before the kill, so b has a
+    // backlog in its WAL when it dies.
+    let b_fails = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receivers: Vec<common::Receiver> = (0..3)
+        .map(|i| {
+            let fails = b_fails.clone();
+            common::Receiver::start(move |_| {
+                if i == 1 && fails.load(std::sync::atomic::Ordering::SeqCst) {
+                    503
+                } else {
+                    200
+                }
+            })
+        })
+        .collect();
+    let names = ["a", "b", "c"];
+    let config = |i: usize| {
+        let mut c = bench_config(
+            base,
+            N,
+            "2s",
+            &[format!("http://{vm}/api/v1/write"), receivers[i].url()],
+        );
+        c = c.replace(
+            "remote_write:",
+            &format!(
+                "  - job_name: flaky\n    static_configs:\n      - targets: ['{}']\nremote_write:",
+                flaky.addr
+            ),
+        );
+        c
+    };
+    let storage: Vec<TempDir> = (0..3).map(|_| TempDir::new("cluster-ha-wal")).collect();
+    let start = |i: usize| {
+        Spate::start(
+            &config(i),
+            &[
+                "--cores=1",
+                "--cluster.members=a,b,c",
+                &format!("--cluster.member={}", names[i]),
+                "--cluster.replication-factor=2",
+                &format!("--storage.agent.path={}", storage[i].path().display()),
+            ],
+        )
+    };
+    let mut members: Vec<Spate> = (0..3).map(start).collect();
+    wait_for(
+        Duration::from_secs(60),
+        "every target on two members",
+        || {
+            let owners = owners_of(&refs(&names, &members, 0..3))?;
+            (owners.len() == usize::from(N) && owners.values().all(|o| o.len() == 2)).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS as u64));
+    let from = unix_ms();
+    std::thread::sleep(Duration::from_secs(6));
+    b_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failing_from = unix_ms();
+    std::thread::sleep(Duration::from_secs(6));
+    let killed_at = unix_ms();
+    // SAFETY: SIGKILL to a child we started.
+    unsafe { libc::kill(members[1].proc.pid() as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_secs(6));
+    b_fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    members[1] = start(1);
+    let restarted_at = unix_ms();
+    // b's backlog from before the kill arrives after the restart.
+    wait_for(Duration::from_secs(60), "b's backlog", || {
+        let samples = receivers[1].samples();
+        let backlog = samples
+            .iter()
+            .filter(|s| s.label("job") == Some("bench"))
+            .filter(|s| (failing_from + INTERVAL_MS..killed_at - INTERVAL_MS).contains(&s.ts))
+            .count();
+        (backlog > 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let to = unix_ms() - 2 * INTERVAL_MS;
+    for m in &mut members {
+        assert!(m.proc.terminate(Duration::from_secs(60)).success());
+    }
+
+    // Each bench sample arrives from exactly two members, but for the ticks b missed.
+    let mut copies: BTreeMap<(Labels, i64), usize> = BTreeMap::new();
+    for r in &receivers {
+        for s in r.samples() {
+            if s.label("job") == Some("bench") && (from..=to).contains(&s.ts) {
+                *copies.entry((s.labels.clone(), s.ts)).or_default() += 1;
+            }
+        }
+    }
+    let outage = killed_at - INTERVAL_MS..restarted_at + 2 * INTERVAL_MS;
+    let wrong: Vec<_> = copies
+        .iter()
+        .filter(|((_, ts), n)| **n != 2 && !outage.contains(ts))
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "samples not from exactly two members: {wrong:?}"
+    );
+
+    // After VictoriaMetrics' deduplication: one sample per interval, no gap, no NaN.
+    let series = wait_for(
+        Duration::from_secs(60),
+        "VictoriaMetrics to have it all",
+        || {
+            let all = vm_export(&vm, "{job=~\"bench|flaky\"}");
+            let complete = all.values().all(|s| s.iter().any(|(t, _)| *t >= to));
+            (all.len() >= usize::from(N) * 8 && complete).then_some(all)
+        },
+    );
+    let mut problems = Vec::new();
+    for (labels, samples) in &series {
+        let ts: Vec<i64> = samples
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| (from..=to).contains(t))
+            .collect();
+        if ts.is_empty() {
+            problems.push(format!("{labels}: no samples"));
+        }
+        // With b down, a target only b's partner scrapes fails that tick for good.
+        let alone = labels.contains("flaky");
+        for w in ts.windows(2) {
+            if w[1] - w[0] != INTERVAL_MS && !(alone && outage.contains(&w[0])) {
+                problems.push(format!("{labels}: {} → {}", w[0], w[1]));
+            }
+        }
+        let nan = samples
+            .iter()
+            .filter(|(t, v)| (from..=to).contains(t) && v.is_nan())
+            .count();
+        if nan > 0 {
+            problems.push(format!("{labels}: {nan} NaN"));
+        }
+    }
+    assert!(
+        served.load(std::sync::atomic::Ordering::SeqCst) > 10,
+        "the flaky target was scraped"
+    );
+    assert!(
+        problems.is_empty(),
+        "after deduplication: {:?}",
+        &problems[..problems.len().min(20)]
     );
 }

@@ -182,35 +182,10 @@ fn node_exporter_to_victoriametrics() {
     let Some(node) = start_node_exporter(&dir) else {
         return;
     };
-    let Some((_vm, vm_addr)) = start_victoriametrics(&dir) else {
+    let Some((_vm, vm_addr)) = common::start_victoriametrics(&dir, &[]) else {
         return;
     };
     forward_and_check(&vm_addr, &node);
-}
-
-/// VictoriaMetrics (Debian's `victoria-metrics`) on a free port, healthy; the process and its
-/// address.
-fn start_victoriametrics(dir: &TempDir) -> Option<(Proc, String)> {
-    let vm_bin = require_program("victoria-metrics", "victoria-metrics")?;
-    let vm_addr = format!("127.0.0.1:{}", free_port());
-    let vm = Proc::spawn(
-        "victoria-metrics",
-        Command::new(vm_bin)
-            .arg(format!("-httpListenAddr={vm_addr}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("vm").display()
-            ))
-            .arg("-search.latencyOffset=1s")
-            .arg("-search.disableCache"),
-        dir.path(),
-    );
-    wait_for(
-        Duration::from_secs(60),
-        "VictoriaMetrics to be healthy",
-        || http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200),
-    );
-    Some((vm, vm_addr))
 }
 
 #[test]
@@ -386,7 +361,7 @@ fn remote_write_2_falls_back_to_1_with_prometheus_and_victoriametrics() {
         return;
     };
     let (_prom, prom_addr) = start_prometheus_receiver(&dir, &prom_bin, &[]);
-    let Some((_vm, vm_addr)) = start_victoriametrics(&dir) else {
+    let Some((_vm, vm_addr)) = common::start_victoriametrics(&dir, &[]) else {
         return;
     };
     let cfg = v2_config(&node.addr, &format!("http://{prom_addr}/api/v1/write"))

@@ -246,6 +246,43 @@ fn dead_receiver_is_reported_once_and_shutdown_respects_the_flush_deadline() {
     assert!(log.contains("they stay in the WAL and are sent after the restart"));
 }
 
+/// With the receiver dead, a stop does not wait out the flush deadline (60 s by default,
+/// longer than Kubernetes' 30 s grace period): once the requests in flight have failed and
+/// no request has succeeded since the stop began, spate exits; the WAL keeps what is unsent,
+/// and a restart delivers it.
+#[test]
+fn a_stop_with_a_dead_receiver_ends_without_waiting_for_the_deadline() {
+    let target = CounterTarget::start();
+    let port = common::free_port();
+    let dead = format!("http://127.0.0.1:{port}/api/v1/write");
+    let data = common::TempDir::new("dead-stop");
+    let storage = format!("--storage.agent.path={}", data.path().display());
+    let cfg = config(&target.addr.to_string(), &dead);
+    let mut spate = Spate::start(&cfg, &["--cores=1", &storage]);
+    wait_for(Duration::from_secs(30), "failed requests", || {
+        (spate.metric("spate_remote_write_requests_failed_total") >= 2.0).then_some(())
+    });
+    let served = target.served.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert!(spate.proc.terminate(Duration::from_secs(90)).success());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "stopped after {took:?}");
+    // Nothing was lost: the restart sends it all.
+    let receiver = Receiver::start_at(&format!("127.0.0.1:{port}"), |_| 200);
+    let mut spate = Spate::start(&cfg, &["--cores=1", &storage]);
+    wait_for(Duration::from_secs(60), "the backlog", || {
+        let values: std::collections::BTreeSet<u64> = receiver
+            .samples()
+            .iter()
+            .filter(|s| s.label("__name__") == Some("test_counter"))
+            .map(|s| s.value as u64)
+            .collect();
+        (1..=served).all(|v| values.contains(&v)).then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
 /// A target serving `series` gauges whose value is the scrape count, and the count served.
 fn wide_target(series: usize) -> (common::TestServer, std::sync::Arc<AtomicU64>) {
     let served = std::sync::Arc::new(AtomicU64::new(0));

@@ -760,3 +760,54 @@ fn a_slow_disk_does_not_stall_scraping_on_its_core() {
     assert_eq!(spate.metric("spate_wal_fsync_failures_total"), 0.0);
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// Two endpoints, one refusing everything when the process is killed: after the restart each
+/// resumes from its own saved position (registering one must not forget the other's), so the
+/// refusing one gets every sample it missed.
+#[test]
+fn every_endpoint_resumes_from_its_own_position_after_a_kill() {
+    let target = CounterTarget::start();
+    let ok = Receiver::start(|_| 200);
+    let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = refusing.clone();
+    let other = Receiver::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            503
+        } else {
+            200
+        }
+    });
+    let data = TempDir::new("wal-two-endpoints");
+    let storage = format!("--storage.agent.path={}", data.path().display());
+    let cfg = format!(
+        "global: {{scrape_interval: 300ms}}\nscrape_configs:\n  - job_name: t\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+        target.addr,
+        ok.url(),
+        other.url()
+    );
+    let spate = Spate::start(&cfg, &["--cores=1", &storage]);
+    wait_for(
+        Duration::from_secs(30),
+        "scrapes at the first endpoint",
+        || (ok.samples().len() > 30).then_some(()),
+    );
+    // Committed well before the kill (see above).
+    let committed = target.served.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(400));
+    // SAFETY: SIGKILL to the child we started.
+    unsafe { libc::kill(spate.proc.pid() as i32, libc::SIGKILL) };
+    drop(spate);
+    assert!(other.samples().is_empty());
+    refusing.store(false, Ordering::SeqCst);
+    let mut spate = Spate::start(&cfg, &["--cores=1", &storage]);
+    wait_for(Duration::from_secs(60), "the refused samples", || {
+        let values: BTreeSet<u64> = other
+            .samples()
+            .iter()
+            .filter(|s| s.label("__name__") == Some("test_counter"))
+            .map(|s| s.value as u64)
+            .collect();
+        (1..=committed).all(|v| values.contains(&v)).then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}

@@ -50,6 +50,10 @@ pub struct CoreScrape {
     /// Every scrape is stamped with its tick's exact time (in a cluster, so members that
     /// scrape a target, or take it over, write identical timestamps).
     pub aligned_timestamps: bool,
+    /// A failed scrape marks the last good scrape's series stale, as Prometheus does. Not
+    /// where each target has replicas whose receiver deduplicates: a marker could win over
+    /// the other replica's sample at the same timestamp and leave a gap.
+    pub stale_on_failure: bool,
     pub ctl: Rc<CoreControl>,
     /// The core's shard of each endpoint: every committed scrape is offered to each.
     pub shards: Vec<Rc<crate::remote::Shard>>,
@@ -400,7 +404,9 @@ async fn scrape_once(
                 if added.layout_changed || state.last.is_none() {
                     app.stale_vanished(state, ts);
                 }
-            } else if let Some(last) = state.last.take() {
+            } else if core.stale_on_failure
+                && let Some(last) = state.last.take()
+            {
                 // A failed scrape is an empty one: every series of the last good one goes stale.
                 app.stale_all(&last, ts);
             }

@@ -56,6 +56,12 @@ impl Wal {
     ) -> usize {
         let head = self.head();
         let first = pos(self.first_segment(), 0);
+        for (other, p) in saved {
+            if !self.cursors.iter().any(|c| c.id == *other) {
+                self.unclaimed.insert(other.clone(), *p);
+            }
+        }
+        self.unclaimed.remove(id);
         let acked = match saved.get(id) {
             Some(p) => (*p).clamp(first, head),
             None => head,
@@ -73,6 +79,15 @@ impl Wal {
         // new (and starting at the tail).
         self.save_cursors();
         self.cursors.len() - 1
+    }
+
+    /// Every endpoint of this run has registered: positions saved for endpoints it no longer
+    /// has are forgotten (their data is not kept for them).
+    pub fn endpoints_registered(&mut self) {
+        if !self.unclaimed.is_empty() {
+            self.unclaimed.clear();
+            self.cursors_dirty = true;
+        }
     }
 
     pub fn cursor(&self, slot: usize) -> &Cursor {
@@ -142,6 +157,9 @@ impl Wal {
         let mut text = String::new();
         for c in &self.cursors {
             text.push_str(&format!("{} {}\n", c.id, c.acked));
+        }
+        for (id, p) in &self.unclaimed {
+            text.push_str(&format!("{id} {p}\n"));
         }
         text
     }

@@ -91,6 +91,9 @@ pub struct Wal {
     cursors: Vec<Cursor>,
     cursors_dirty: bool,
     cursors_saved: Instant,
+    /// Saved positions of endpoints not registered (yet): kept in the `cursors` file until
+    /// every endpoint of this run has registered, so registering one does not lose another's.
+    unclaimed: std::collections::BTreeMap<String, Pos>,
     /// When segments behind every cursor were last deleted.
     truncated: Instant,
     // Reused per commit.
@@ -207,6 +210,7 @@ impl Wal {
             cursors: Vec::new(),
             cursors_dirty: false,
             cursors_saved: Instant::now(),
+            unclaimed: Default::default(),
             truncated: Instant::now(),
             rec_series: Vec::new(),
             rec_samples: Vec::new(),

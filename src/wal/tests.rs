@@ -264,13 +264,37 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
     assert_eq!(loaded.get("slow"), Some(&wal.cursor(slow).acked));
     drop(wal);
     // A restart resumes each endpoint from its saved cursor; a new one starts at the head.
-    let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
+    let (mut wal, _) = Wal::open(&dir.0, opts.clone(), Arc::default()).unwrap();
     let s = wal.add_endpoint("slow", &loaded, Arc::default());
     let n = wal.add_endpoint("new", &loaded, Arc::default());
     assert_eq!(wal.cursor(s).acked, loaded["slow"]);
     assert!(wal.cursor(s).replaying);
     assert_eq!(wal.cursor(n).acked, wal.head());
     assert!(!wal.cursor(n).replaying);
+    // Each endpoint reads the file as it registers: registering one keeps the others'
+    // positions in it until every endpoint has registered.
+    let fast_saved = load_cursors(&dir.0).get("fast").copied();
+    assert_eq!(
+        fast_saved,
+        Some(loaded["fast"]),
+        "fast's position survives slow's"
+    );
+    let f = wal.add_endpoint("fast", &load_cursors(&dir.0), Arc::default());
+    assert_eq!(wal.cursor(f).acked, loaded["fast"]);
+    // A run without an endpoint forgets its position once all have registered.
+    wal.endpoints_registered();
+    wal.close();
+    let after = load_cursors(&dir.0);
+    assert_eq!(after.len(), 3, "{after:?}");
+    drop(wal);
+    let (mut wal, _) = Wal::open(&dir.0, opts, Arc::default()).unwrap();
+    wal.add_endpoint("fast", &load_cursors(&dir.0), Arc::default());
+    wal.endpoints_registered();
+    wal.close();
+    assert_eq!(
+        load_cursors(&dir.0).keys().collect::<Vec<_>>(),
+        vec!["fast"]
+    );
 }
 
 #[test]

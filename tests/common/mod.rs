@@ -319,6 +319,32 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
+/// VictoriaMetrics (Debian's `victoria-metrics`) on a free port with `extra` flags, healthy;
+/// the process and its address.
+pub fn start_victoriametrics(dir: &TempDir, extra: &[&str]) -> Option<(Proc, String)> {
+    let vm_bin = require_program("victoria-metrics", "victoria-metrics")?;
+    let vm_addr = format!("127.0.0.1:{}", free_port());
+    let vm = Proc::spawn(
+        "victoria-metrics",
+        Command::new(vm_bin)
+            .arg(format!("-httpListenAddr={vm_addr}"))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("vm").display()
+            ))
+            .arg("-search.latencyOffset=1s")
+            .arg("-search.disableCache")
+            .args(extra),
+        dir.path(),
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "VictoriaMetrics to be healthy",
+        || http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200),
+    );
+    Some((vm, vm_addr))
+}
+
 /// The spate binary under test, with a config file and its own ports and storage.
 pub struct Spate {
     pub proc: Proc,
