@@ -111,8 +111,15 @@ impl Cluster {
 
     /// Starts spate on `config` as a pod of this cluster would run.
     fn spate(&self, config: &str) -> Spate {
+        self.spate_with(config, &[])
+    }
+
+    /// Like `spate`, with more flags.
+    fn spate_with(&self, config: &str, args: &[&str]) -> Spate {
         let (port, dir) = (self.front_port, self.account.path().to_path_buf());
-        Spate::start_with(config, &["--cores=1"], move |cmd| {
+        let mut all = vec!["--cores=1"];
+        all.extend_from_slice(args);
+        Spate::start_with(config, &all, move |cmd| {
             cmd.env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
                 .env("KUBERNETES_SERVICE_PORT", port.to_string())
                 .env("SPATE_KUBERNETES_SERVICEACCOUNT_DIR", dir);
@@ -558,4 +565,88 @@ fn own_namespace_is_the_service_account_s() {
             .iter()
             .all(|r| !r.contains(" /api/v1/pods?") && !r.contains("/namespaces/default/"))
     );
+}
+
+/// The EndpointSlice of service `spate` in `monitoring` with one endpoint per (pod, ready).
+fn member_slice(pods: &[(&str, bool)]) -> Value {
+    let endpoints: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ready))| {
+            json!({"addresses": [format!("10.1.0.{}", i + 1)],
+                   "conditions": {"ready": ready, "serving": ready, "terminating": !ready},
+                   "targetRef": {"kind": "Pod", "namespace": "monitoring", "name": name}})
+        })
+        .collect();
+    json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+           "metadata": {"name": "spate-x1", "namespace": "monitoring",
+                        "labels": {"kubernetes.io/service-name": "spate"}},
+           "addressType": "IPv4", "endpoints": endpoints,
+           "ports": [{"name": "web", "protocol": "TCP", "port": 9095}]})
+}
+
+/// A cluster whose members are the ready pods behind its service: a pod that terminates (its
+/// endpoint no longer ready) hands its targets to the others.
+#[test]
+fn cluster_members_are_the_ready_pods_behind_a_service() {
+    let Some(c) = Cluster::start(12) else {
+        return;
+    };
+    c.kube.apply(member_slice(&[("spate-0", true), ("spate-1", true), ("spate-2", true)]));
+    let targets: Vec<String> = (0..12).map(|i| format!("'127.0.0.1:{}'", c.base + i)).collect();
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    let members: Vec<Spate> = (0..3)
+        .map(|i| {
+            c.spate_with(
+                &config,
+                &[
+                    "--cluster.members-kubernetes=spate",
+                    &format!("--cluster.member=spate-{i}"),
+                ],
+            )
+        })
+        .collect();
+    let shares = |want: usize| {
+        wait_for(Duration::from_secs(60), "the members' shares", || {
+            let counts: Vec<usize> = members.iter().map(|m| instances(m, "bench").len()).collect();
+            let busy = counts.iter().filter(|n| **n > 0).count();
+            (counts.iter().sum::<usize>() == 12 && busy == want).then_some(counts)
+        })
+    };
+    let three = shares(3);
+    // spate-2 terminates: its endpoint is no longer ready.
+    c.kube.apply(member_slice(&[("spate-0", true), ("spate-1", true), ("spate-2", false)]));
+    let two = shares(2);
+    assert_eq!(two[2], 0, "{three:?} → {two:?}");
+    let (_, body) = http_get(&members[0].web, "/api/v1/status/cluster").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["spate-0", "spate-1"]);
+    let owned: u64 = v["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["targets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(owned, 12);
+    // Which member owns a given target, by job and URL.
+    let url = format!("http://127.0.0.1:{}/metrics", c.base);
+    let (_, body) = http_get(
+        &members[0].web,
+        &format!("/api/v1/status/cluster?job=bench&url={}", common::urlencode(&url)),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let owner = v["data"]["target"]["owners"][0].as_str().unwrap().to_string();
+    let i: usize = owner.trim_start_matches("spate-").parse().unwrap();
+    assert!(instances(&members[i], "bench").contains(&format!("127.0.0.1:{}", c.base)));
+    assert!(members[0].metric("spate_cluster_members ") == 2.0);
 }

@@ -362,3 +362,66 @@ fn ten_thousand_targets_render_a_page_at_a_time() {
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.screenshot(&screenshots().join("targets-10000.png"));
 }
+
+/// The cluster page: this member, the member list with each one's share of the targets, and
+/// who owns a target looked up by job and URL; outside a cluster it says so.
+#[test]
+fn the_cluster_page_shows_members_shares_and_owners() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let targets: Vec<String> = (1..=40).map(|i| format!("'10.0.0.{i}:9100'")).collect();
+    let config = format!(
+        "scrape_configs:\n  - job_name: node\n    static_configs: [{{targets: [{}]}}]\n",
+        targets.join(", ")
+    );
+    let spate = Spate::start(
+        &config,
+        &["--cluster.members=m0,m1,m2", "--cluster.member=m1"],
+    );
+    let base = format!("http://{}", spate.web);
+    browser.goto(&format!(
+        "{base}/cluster?job=node&url={}",
+        common::urlencode("http://10.0.0.7:9100/metrics")
+    ));
+    let rows = browser.wait(
+        "the member list",
+        "const r = [...document.querySelectorAll('#members tbody tr')].map(tr => [...tr.cells].map(c => c.textContent)); \
+         return r.length === 3 && document.querySelector('#owner-answer').textContent ? r : null",
+    );
+    let rows: Vec<Vec<String>> = serde_json::from_value(rows).unwrap();
+    assert_eq!(rows[1][0], "m1 (this member)");
+    let shown: u64 = rows.iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
+    assert_eq!(shown, 40, "{rows:?}");
+    // The page's answer is the API's, and the API's is what the members scrape.
+    let (_, body) = http_get(
+        &spate.web,
+        &format!(
+            "/api/v1/status/cluster?job=node&url={}",
+            common::urlencode("http://10.0.0.7:9100/metrics")
+        ),
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let owner = v["data"]["target"]["owners"][0].as_str().unwrap().to_string();
+    let answer = browser.eval("return document.querySelector('#owner-answer').textContent");
+    assert_eq!(answer, Value::String(format!("owned by {owner}")));
+    let (_, body) = http_get(&spate.web, "/api/v1/targets").unwrap();
+    let active: Value = serde_json::from_str(&body).unwrap();
+    let mine = active["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["labels"]["instance"] == "10.0.0.7:9100");
+    assert_eq!(mine, owner == "m1");
+    assert_eq!(
+        rows[1][1].parse::<usize>().unwrap(),
+        active["data"]["activeTargets"].as_array().unwrap().len()
+    );
+    assert!(browser.console_errors().is_empty());
+    browser.screenshot(&screenshots().join("cluster.png"));
+    // Outside a cluster the page says so.
+    let alone = Spate::start("", &[]);
+    browser.goto(&format!("http://{}/cluster", alone.web));
+    browser.wait("the note", "return document.querySelector('#cluster-off')");
+}
