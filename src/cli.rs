@@ -990,6 +990,70 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cluster_flags() {
+        use crate::cluster::{DnsKind, Source};
+        let host = || Some("spate-3".to_string());
+        assert_eq!(run(&[]).cluster.setup(host), Ok(None));
+        let c = run(&["--cluster.members-dns=spate.ns.svc"])
+            .cluster
+            .setup(host)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.membership.me, "spate-3");
+        assert_eq!(
+            c.source,
+            Source::Dns {
+                name: "spate.ns.svc".into(),
+                kind: DnsKind::Srv
+            }
+        );
+        let c = run(&["--cluster.members-kubernetes=monitoring/spate"])
+            .cluster
+            .setup(host)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(c.source, Source::Kubernetes { namespace: Some(ref n), ref service, .. } if n == "monitoring" && service == "spate"));
+        // HA-tracker form: this member's group and replica become external labels.
+        let c = run(&[
+            "--cluster.members=spate-0,spate-1,spate-2,spate-3",
+            "--cluster.replication-factor=2",
+            "--cluster.ha-tracker",
+            "--cluster.name=eu",
+        ])
+        .cluster
+        .setup(host)
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.ha_labels,
+            vec![
+                ("cluster".to_string(), "eu-1".to_string()),
+                ("__replica__".to_string(), "spate-3".to_string())
+            ]
+        );
+        for (args, err) in [
+            (
+                &["--cluster.members=a", "--cluster.members-dns=x"][..],
+                "give one member list",
+            ),
+            (&["--cluster.member=a"][..], "need a member list"),
+            (
+                &["--cluster.members-dns=x", "--cluster.members-dns-type=MX"][..],
+                "is not SRV, A or AAAA",
+            ),
+            (
+                &["--cluster.members=a,b", "--cluster.member=a", "--cluster.ha-tracker"][..],
+                "ending in a number",
+            ),
+            (&["--cluster.members-kubernetes=ns/"][..], "[namespace/]service"),
+            (&["--cluster.members-count=3"][..], "needs --cluster.member-num"),
+        ] {
+            let e = run(args).cluster.setup(host).unwrap_err();
+            assert!(e.contains(err), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
     fn wal_flags() {
         let o = run(&[]);
         assert_eq!(o.wal_segment_size, 128 << 20);

@@ -685,3 +685,57 @@ fn an_ha_pair_into_victoriametrics_keeps_one_sample_per_interval_through_a_kill(
         &problems[..problems.len().min(20)]
     );
 }
+
+/// Cortex/Mimir HA-tracker form: four members with R=2 form groups {spate-0, spate-1} and
+/// {spate-2, spate-3}; each target is scraped by both replicas of one group, whose samples
+/// carry `cluster=<name>-<group>` and `__replica__=<member>`.
+#[test]
+fn ha_tracker_groups_label_samples_with_their_group_and_replica() {
+    const N: u16 = 16;
+    let dir = TempDir::new("cluster-groups");
+    let (_targets, base) = bench_targets(N, 2, &dir);
+    let receiver = common::Receiver::start(|_| 200);
+    let config = bench_config(base, N, "1s", &[receiver.url()]);
+    let members: Vec<Spate> = (0..4)
+        .map(|i| {
+            Spate::start(
+                &config,
+                &[
+                    "--cores=1",
+                    "--cluster.members=spate-0,spate-1,spate-2,spate-3",
+                    &format!("--cluster.member=spate-{i}"),
+                    "--cluster.replication-factor=2",
+                    "--cluster.ha-tracker",
+                    "--cluster.name=eu",
+                ],
+            )
+        })
+        .collect();
+    // instance → (cluster label, replicas seen)
+    let seen = wait_for(Duration::from_secs(60), "samples from every target", || {
+        let mut seen: BTreeMap<String, (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>)> =
+            BTreeMap::new();
+        for s in receiver.samples() {
+            if s.label("job") != Some("bench") {
+                continue;
+            }
+            let e = seen.entry(s.label("instance")?.to_string()).or_default();
+            e.0.insert(s.label("cluster")?.to_string());
+            e.1.insert(s.label("__replica__")?.to_string());
+        }
+        (seen.len() == usize::from(N) && seen.values().all(|(_, r)| r.len() == 2)).then_some(seen)
+    });
+    let mut per_group = [0usize; 2];
+    for (instance, (clusters, replicas)) in &seen {
+        let clusters: Vec<&String> = clusters.iter().collect();
+        assert_eq!(clusters.len(), 1, "{instance}: {clusters:?}");
+        let group: usize = clusters[0].strip_prefix("eu-").unwrap().parse().unwrap();
+        let want: std::collections::BTreeSet<String> =
+            [format!("spate-{}", 2 * group), format!("spate-{}", 2 * group + 1)].into();
+        assert_eq!(replicas, &want, "{instance}");
+        per_group[group] += 1;
+    }
+    assert!(per_group.iter().all(|n| *n > 0), "{per_group:?}");
+    let info = members[3].metric("spate_cluster_member_info{cluster=\"eu\",group=\"1\",member=\"spate-3\"}");
+    assert_eq!(info, 1.0);
+}
