@@ -349,11 +349,16 @@ const FLAGS: &[Flag] = &[
         shown: "=\"0.0.0.0:9095\"",
         help: "Address for /metrics, /-/healthy, /-/ready and the API.",
         kind: Kind::Value(|o, v| {
-            crate::http::split_host_port(v, 0)
+            // `:9095`, as Prometheus users write it: every IPv4 interface.
+            let v = match v.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => v.to_string(),
+            };
+            crate::http::split_host_port(&v, 0)
                 .ok()
                 .filter(|(_, port)| v.contains(':') && (*port > 0 || v.ends_with(":0")))
                 .ok_or("expected host:port")?;
-            o.listen_address = v.to_string();
+            o.listen_address = v;
             Ok(())
         }),
     },
@@ -990,6 +995,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listen_address_without_a_host() {
+        assert_eq!(
+            run(&["--web.listen-address=:9095"]).listen_address,
+            "0.0.0.0:9095"
+        );
+        assert_eq!(
+            run(&["--web.listen-address=127.0.0.1:1"]).listen_address,
+            "127.0.0.1:1"
+        );
+    }
+
+    #[test]
     fn cluster_flags() {
         use crate::cluster::{DnsKind, Source};
         let host = || Some("spate-3".to_string());
@@ -1012,7 +1029,9 @@ mod tests {
             .setup(host)
             .unwrap()
             .unwrap();
-        assert!(matches!(c.source, Source::Kubernetes { namespace: Some(ref n), ref service, .. } if n == "monitoring" && service == "spate"));
+        assert!(
+            matches!(c.source, Source::Kubernetes { namespace: Some(ref n), ref service, .. } if n == "monitoring" && service == "spate")
+        );
         // HA-tracker form: this member's group and replica become external labels.
         let c = run(&[
             "--cluster.members=spate-0,spate-1,spate-2,spate-3",
@@ -1042,11 +1061,21 @@ mod tests {
                 "is not SRV, A or AAAA",
             ),
             (
-                &["--cluster.members=a,b", "--cluster.member=a", "--cluster.ha-tracker"][..],
+                &[
+                    "--cluster.members=a,b",
+                    "--cluster.member=a",
+                    "--cluster.ha-tracker",
+                ][..],
                 "ending in a number",
             ),
-            (&["--cluster.members-kubernetes=ns/"][..], "[namespace/]service"),
-            (&["--cluster.members-count=3"][..], "needs --cluster.member-num"),
+            (
+                &["--cluster.members-kubernetes=ns/"][..],
+                "[namespace/]service",
+            ),
+            (
+                &["--cluster.members-count=3"][..],
+                "needs --cluster.member-num",
+            ),
         ] {
             let e = run(args).cluster.setup(host).unwrap_err();
             assert!(e.contains(err), "{args:?}: {e}");

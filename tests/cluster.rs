@@ -713,8 +713,13 @@ fn ha_tracker_groups_label_samples_with_their_group_and_replica() {
         .collect();
     // instance → (cluster label, replicas seen)
     let seen = wait_for(Duration::from_secs(60), "samples from every target", || {
-        let mut seen: BTreeMap<String, (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>)> =
-            BTreeMap::new();
+        let mut seen: BTreeMap<
+            String,
+            (
+                std::collections::BTreeSet<String>,
+                std::collections::BTreeSet<String>,
+            ),
+        > = BTreeMap::new();
         for s in receiver.samples() {
             if s.label("job") != Some("bench") {
                 continue;
@@ -730,12 +735,16 @@ fn ha_tracker_groups_label_samples_with_their_group_and_replica() {
         let clusters: Vec<&String> = clusters.iter().collect();
         assert_eq!(clusters.len(), 1, "{instance}: {clusters:?}");
         let group: usize = clusters[0].strip_prefix("eu-").unwrap().parse().unwrap();
-        let want: std::collections::BTreeSet<String> =
-            [format!("spate-{}", 2 * group), format!("spate-{}", 2 * group + 1)].into();
+        let want: std::collections::BTreeSet<String> = [
+            format!("spate-{}", 2 * group),
+            format!("spate-{}", 2 * group + 1),
+        ]
+        .into();
         assert_eq!(replicas, &want, "{instance}");
         per_group[group] += 1;
     }
     assert!(per_group.iter().all(|n| *n > 0), "{per_group:?}");
-    let info = members[3].metric("spate_cluster_member_info{cluster=\"eu\",group=\"1\",member=\"spate-3\"}");
+    let info = members[3]
+        .metric("spate_cluster_member_info{cluster=\"eu\",group=\"1\",member=\"spate-3\"}");
     assert_eq!(info, 1.0);
 }

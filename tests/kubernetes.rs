@@ -592,8 +592,14 @@ fn cluster_members_are_the_ready_pods_behind_a_service() {
     let Some(c) = Cluster::start(12) else {
         return;
     };
-    c.kube.apply(member_slice(&[("spate-0", true), ("spate-1", true), ("spate-2", true)]));
-    let targets: Vec<String> = (0..12).map(|i| format!("'127.0.0.1:{}'", c.base + i)).collect();
+    c.kube.apply(member_slice(&[
+        ("spate-0", true),
+        ("spate-1", true),
+        ("spate-2", true),
+    ]));
+    let targets: Vec<String> = (0..12)
+        .map(|i| format!("'127.0.0.1:{}'", c.base + i))
+        .collect();
     let config = format!(
         "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\n",
         targets.join(", ")
@@ -611,14 +617,21 @@ fn cluster_members_are_the_ready_pods_behind_a_service() {
         .collect();
     let shares = |want: usize| {
         wait_for(Duration::from_secs(60), "the members' shares", || {
-            let counts: Vec<usize> = members.iter().map(|m| instances(m, "bench").len()).collect();
+            let counts: Vec<usize> = members
+                .iter()
+                .map(|m| instances(m, "bench").len())
+                .collect();
             let busy = counts.iter().filter(|n| **n > 0).count();
             (counts.iter().sum::<usize>() == 12 && busy == want).then_some(counts)
         })
     };
     let three = shares(3);
     // spate-2 terminates: its endpoint is no longer ready.
-    c.kube.apply(member_slice(&[("spate-0", true), ("spate-1", true), ("spate-2", false)]));
+    c.kube.apply(member_slice(&[
+        ("spate-0", true),
+        ("spate-1", true),
+        ("spate-2", false),
+    ]));
     let two = shares(2);
     assert_eq!(two[2], 0, "{three:?} → {two:?}");
     let (_, body) = http_get(&members[0].web, "/api/v1/status/cluster").unwrap();
@@ -641,11 +654,17 @@ fn cluster_members_are_the_ready_pods_behind_a_service() {
     let url = format!("http://127.0.0.1:{}/metrics", c.base);
     let (_, body) = http_get(
         &members[0].web,
-        &format!("/api/v1/status/cluster?job=bench&url={}", common::urlencode(&url)),
+        &format!(
+            "/api/v1/status/cluster?job=bench&url={}",
+            common::urlencode(&url)
+        ),
     )
     .unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
-    let owner = v["data"]["target"]["owners"][0].as_str().unwrap().to_string();
+    let owner = v["data"]["target"]["owners"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     let i: usize = owner.trim_start_matches("spate-").parse().unwrap();
     assert!(instances(&members[i], "bench").contains(&format!("127.0.0.1:{}", c.base)));
     assert!(members[0].metric("spate_cluster_members ") == 2.0);

@@ -403,7 +403,10 @@ fn the_cluster_page_shows_members_shares_and_owners() {
     )
     .unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
-    let owner = v["data"]["target"]["owners"][0].as_str().unwrap().to_string();
+    let owner = v["data"]["target"]["owners"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     let answer = browser.eval("return document.querySelector('#owner-answer').textContent");
     assert_eq!(answer, Value::String(format!("owned by {owner}")));
     let (_, body) = http_get(&spate.web, "/api/v1/targets").unwrap();
