@@ -111,6 +111,8 @@ stats! {
 #[derive(Default)]
 pub struct CoreStats {
     pub targets: AtomicU64,
+    /// Series in the last successful scrape of each running target (report series aside).
+    pub active_series: AtomicU64,
     pub scrapes: AtomicU64,
     pub scrape_failures: AtomicU64,
     pub samples_scraped: AtomicU64,
@@ -478,6 +480,12 @@ const METRICS: &[Metric] = &[
                 }
             }
         }),
+    ),
+    m(
+        "prometheus_agent_active_series",
+        G,
+        "Number of active series being tracked by the WAL storage (the series of each running target's last successful scrape).",
+        Read::SumCores(|c| &c.active_series),
     ),
     m(
         "spate_cluster_members",

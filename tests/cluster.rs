@@ -86,14 +86,17 @@ fn run(replication: usize) {
         owners.values().all(|n| *n == replication),
         "each target scraped by {replication} members: {owners:?}"
     );
-    // Each member scrapes its own targets.
+    // Each member scrapes its own targets, and counts their series as its active series.
+    let (_, exposition) = http_get(&format!("127.0.0.1:{base}"), "/metrics").unwrap();
+    let per_target = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count() as f64;
     for (m, (active, _)) in members.iter().zip(&shares) {
-        if active.is_empty() {
-            continue;
-        }
         wait_for(Duration::from_secs(30), "scrapes on a member", || {
             (m.metric("prometheus_target_scrape_pool_targets{scrape_job=\"bench\"}")
-                == active.len() as f64)
+                == active.len() as f64
+                && m.metric("prometheus_agent_active_series ") == active.len() as f64 * per_target)
                 .then_some(())
         });
     }

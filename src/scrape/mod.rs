@@ -104,6 +104,8 @@ struct TargetState {
     last: Option<Vec<u8>>,
     /// What `metric_relabel_configs` did to each series.
     relabel: crate::relabel::Memo,
+    /// Series in the last successful scrape, as counted in the core's active series.
+    active: u64,
     /// The OAuth 2.0 token, when the job has `oauth2`.
     oauth: crate::http::oauth2::TokenSource,
     /// Series first seen in failed scrapes since the last good one (Prometheus counts a
@@ -287,6 +289,7 @@ pub async fn run_target(status: Arc<TargetStatus>, core: Rc<CoreScrape>, handle:
             stale_on_removal(target, &core, &mut state, ts).await;
         }
     }
+    core.stats.active_series.fetch_sub(state.active, Relaxed);
     core.ctl.loop_ended();
 }
 
@@ -393,6 +396,15 @@ async fn scrape_once(
             wal.begin(app.entries.len(), app.ends.len() + 16);
             let scraped_entries = app.ends.len();
             let mut series_added = failed_added;
+            let active = match &result {
+                Ok(_) => scraped_entries as u64,
+                Err(_) if core.stale_on_failure => 0,
+                Err(_) => state.active,
+            };
+            core.stats.active_series.fetch_add(active, Relaxed);
+            core.stats
+                .active_series
+                .fetch_sub(std::mem::replace(&mut state.active, active), Relaxed);
             if result.is_ok() {
                 let added = wal.add(
                     &app.entries,

@@ -51,17 +51,25 @@ impl Drop for TempDir {
 pub fn free_port_range(n: u16) -> u16 {
     loop {
         let base = free_port();
-        if base.checked_add(n).is_none() {
+        if base.checked_add(n).is_none_or(|end| end > 32000) {
+            continue;
+        }
+        let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+        if (1..n).any(|i| handed.contains(&(base + i))) {
             continue;
         }
         if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            // The whole range is this caller's: no later `free_port` hands out a port in it.
+            handed.extend((1..n).map(|i| base + i));
             return base;
         }
     }
 }
 
+/// Ports handed out by this test process.
+static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
 pub fn free_port() -> u16 {
-    static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     static SEED: AtomicU64 = AtomicU64::new(0);
     let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
     let mut x = SEED.fetch_add(1, Ordering::Relaxed)
