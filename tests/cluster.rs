@@ -443,37 +443,13 @@ fn three_to_five_to_two_members_by_a_members_file() {
 
 #[test]
 fn three_to_five_to_two_members_by_dns() {
-    let Some(dnsmasq) = common::require_program("dnsmasq", "dnsmasq-base") else {
-        return;
-    };
     let dir = TempDir::new("cluster-dns");
-    let dns_port = common::free_port();
     let hosts = dir.path().join("members.hosts");
     std::fs::write(&hosts, "").unwrap();
-    let dnsmasq = Proc::spawn(
-        "dnsmasq",
-        Command::new(dnsmasq)
-            .args([
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--user=root",
-                "--pid-file=",
-                "--log-facility=-",
-                "--local-ttl=0",
-            ])
-            .arg(format!("--port={dns_port}"))
-            .arg(format!("--addn-hosts={}", hosts.display())),
-        dir.path(),
-    );
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        format!("nameserver 127.0.0.1:{dns_port}\noptions timeout:1\n"),
-    )
-    .unwrap();
+    let records = [format!("--addn-hosts={}", hosts.display())];
+    let Some((dnsmasq, resolv)) = common::start_dnsmasq(&dir, &records) else {
+        return;
+    };
     resize(
         ListSource::Dns {
             hosts,

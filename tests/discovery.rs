@@ -376,42 +376,19 @@ fn reload_needs_the_lifecycle_flag() {
 
 #[test]
 fn dns_sd_finds_srv_a_aaaa_and_mx_targets_from_a_real_dns_server() {
-    let Some(dnsmasq) = common::require_program("dnsmasq", "dnsmasq-base") else {
-        return;
-    };
     let t = CounterTarget::start();
     let port = t.addr.port();
-    let dns_port = common::free_port();
     let dir = common::TempDir::new("dns-sd");
-    let mut dns = common::Proc::spawn(
-        "dnsmasq",
-        std::process::Command::new(dnsmasq)
-            .args([
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--user=root",
-                "--pid-file=",
-                "--log-facility=-",
-            ])
-            .arg(format!("--port={dns_port}"))
-            .arg(format!(
-                "--srv-host=_metrics._tcp.spate.test,t1.spate.test,{port}"
-            ))
-            .arg("--host-record=t1.spate.test,127.0.0.1")
-            .arg("--host-record=a.spate.test,127.0.0.1")
-            .arg("--host-record=six.spate.test,::1")
-            .arg("--mx-host=mail.spate.test,t1.spate.test,10"),
-        dir.path(),
-    );
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        format!("nameserver 127.0.0.1:{dns_port}\noptions timeout:1\n"),
-    )
-    .unwrap();
+    let records = [
+        format!("--srv-host=_metrics._tcp.spate.test,t1.spate.test,{port}"),
+        "--host-record=t1.spate.test,127.0.0.1".to_string(),
+        "--host-record=a.spate.test,127.0.0.1".to_string(),
+        "--host-record=six.spate.test,::1".to_string(),
+        "--mx-host=mail.spate.test,t1.spate.test,10".to_string(),
+    ];
+    let Some((mut dns, resolv)) = common::start_dnsmasq(&dir, &records) else {
+        return;
+    };
     let receiver = Receiver::start(|_| 200);
     let job = |name: &str, sd: &str| {
         format!(

@@ -652,19 +652,7 @@ fn cluster_members_are_the_ready_pods_behind_a_service() {
     assert_eq!(owned, 12);
     // Which member owns a given target, by job and URL.
     let url = format!("http://127.0.0.1:{}/metrics", c.base);
-    let (_, body) = http_get(
-        &members[0].web,
-        &format!(
-            "/api/v1/status/cluster?job=bench&url={}",
-            common::urlencode(&url)
-        ),
-    )
-    .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let owner = v["data"]["target"]["owners"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let owner = common::cluster_owners(&members[0].web, "bench", &url).remove(0);
     let i: usize = owner.trim_start_matches("spate-").parse().unwrap();
     assert!(instances(&members[i], "bench").contains(&format!("127.0.0.1:{}", c.base)));
     assert!(members[0].metric("spate_cluster_members ") == 2.0);

@@ -394,19 +394,8 @@ fn the_cluster_page_shows_members_shares_and_owners() {
     let shown: u64 = rows.iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
     assert_eq!(shown, 40, "{rows:?}");
     // The page's answer is the API's, and the API's is what the members scrape.
-    let (_, body) = http_get(
-        &spate.web,
-        &format!(
-            "/api/v1/status/cluster?job=node&url={}",
-            common::urlencode("http://10.0.0.7:9100/metrics")
-        ),
-    )
-    .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let owner = v["data"]["target"]["owners"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let owner =
+        common::cluster_owners(&spate.web, "node", "http://10.0.0.7:9100/metrics").remove(0);
     let answer = browser.eval("return document.querySelector('#owner-answer').textContent");
     assert_eq!(answer, Value::String(format!("owned by {owner}")));
     let (_, body) = http_get(&spate.web, "/api/v1/targets").unwrap();

@@ -41,26 +41,22 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound, then released for the process under test).
-///
-/// Ports come from 20000..32000, below Linux's ephemeral range, so the source port of some
-/// outgoing connection cannot take a port between the moment it is chosen and the moment a
-/// server binds it; and no port is handed out twice in one test process, so two servers of one
-/// test (or of tests running side by side) never share one.
-/// A base port with `n` free ports after it (checked by binding each).
+/// A base port with `n` free ports after it (checked by binding each), from the same range as
+/// [`free_port`] and never handed out again.
 pub fn free_port_range(n: u16) -> u16 {
+    let mut x = seed();
     loop {
-        let base = free_port();
-        if base.checked_add(n).is_none_or(|end| end > 32000) {
-            continue;
-        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let base = 20000 + (x % u64::from(12000 - n)) as u16;
         let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
-        if (1..n).any(|i| handed.contains(&(base + i))) {
+        if (0..n).any(|i| handed.contains(&(base + i))) {
             continue;
         }
         if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             // The whole range is this caller's: no later `free_port` hands out a port in it.
-            handed.extend((1..n).map(|i| base + i));
+            handed.extend((0..n).map(|i| base + i));
             return base;
         }
     }
@@ -69,16 +65,27 @@ pub fn free_port_range(n: u16) -> u16 {
 /// Ports handed out by this test process.
 static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
-pub fn free_port() -> u16 {
+/// A seed for picking ports: different per call, per process and over time.
+fn seed() -> u64 {
     static SEED: AtomicU64 = AtomicU64::new(0);
-    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
-    let mut x = SEED.fetch_add(1, Ordering::Relaxed)
+    SEED.fetch_add(1, Ordering::Relaxed)
         ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
-        | 1;
+        | 1
+}
+
+/// A free loopback port (bound, then released for the process under test).
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range, so the source port of some
+/// outgoing connection cannot take a port between the moment it is chosen and the moment a
+/// server binds it; and no port is handed out twice in one test process, so two servers of one
+/// test (or of tests running side by side) never share one.
+pub fn free_port() -> u16 {
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut x = seed();
     loop {
         // xorshift: enough to spread concurrent test processes over the range.
         x ^= x << 13;
@@ -351,6 +358,56 @@ pub fn start_victoriametrics(dir: &TempDir, extra: &[&str]) -> Option<(Proc, Str
         || http_get(&vm_addr, "/health").filter(|(c, _)| *c == 200),
     );
     Some((vm, vm_addr))
+}
+
+/// dnsmasq (Debian's `dnsmasq-base`) on a free loopback port answering from `records`
+/// (its flags), and a resolv.conf naming it for spate's `SPATE_RESOLV_CONF`; `None` (a failure
+/// under `CI=true`) without dnsmasq.
+pub fn start_dnsmasq(dir: &TempDir, records: &[String]) -> Option<(Proc, PathBuf)> {
+    let dnsmasq = require_program("dnsmasq", "dnsmasq-base")?;
+    let port = free_port();
+    let proc = Proc::spawn(
+        "dnsmasq",
+        Command::new(dnsmasq)
+            .args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file=",
+                "--log-facility=-",
+                "--local-ttl=0",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records),
+        dir.path(),
+    );
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver 127.0.0.1:{port}\noptions timeout:1\n"),
+    )
+    .expect("write resolv.conf");
+    Some((proc, resolv))
+}
+
+/// The members that own the target of `job` scraped at `url`, as a cluster member's
+/// `/api/v1/status/cluster` says.
+pub fn cluster_owners(web: &str, job: &str, url: &str) -> Vec<String> {
+    let (_, body) = http_get(
+        web,
+        &format!("/api/v1/status/cluster?job={job}&url={}", urlencode(url)),
+    )
+    .expect("the cluster status");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v["data"]["target"]["owners"]
+        .as_array()
+        .expect("owners")
+        .iter()
+        .map(|o| o.as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// The spate binary under test, with a config file and its own ports and storage.
