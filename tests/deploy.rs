@@ -234,3 +234,44 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     };
     assert_eq!(opts.storage_path, PathBuf::from("/var/lib/spate"));
 }
+
+/// The image's command line is spate's, the configuration it copies in loads, and it runs as
+/// the non-root user the manifests expect, with the WAL on its volume.
+#[test]
+fn the_dockerfile_runs_spate_as_the_manifests_expect() {
+    let text = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    let line = |prefix: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in the Dockerfile"))
+            .trim()
+            .to_string()
+    };
+    let cmd: Vec<String> = serde_json::from_str(&line("CMD ")).unwrap();
+    let opts = match spate::cli::parse(&cmd) {
+        Ok(spate::cli::Command::Run(o)) => o,
+        other => panic!("{cmd:?}: {other:?}"),
+    };
+    assert_eq!(opts.storage_path, PathBuf::from("/data"));
+    assert_eq!(line("VOLUME "), "[\"/data\"]");
+    assert_eq!(line("USER "), "65532:65532");
+    // The configuration copied in is the shipped default, and it loads.
+    let copy = text
+        .lines()
+        .find(|l| l.starts_with("COPY config/"))
+        .unwrap();
+    let mut parts = copy.split_whitespace().skip(1);
+    let (src, dst) = (parts.next().unwrap(), parts.next().unwrap());
+    assert_eq!(PathBuf::from(dst), opts.config_file);
+    spate::config::load_file(&repo(src)).unwrap();
+    // The manifests run the image as that user.
+    for (_, v) in documents() {
+        if v["kind"] == "StatefulSet" || v["kind"] == "DaemonSet" {
+            assert_eq!(v["spec"]["template"]["spec"]["securityContext"]["runAsUser"], 65532);
+            assert_eq!(
+                v["spec"]["template"]["spec"]["containers"][0]["image"],
+                "spate:latest"
+            );
+        }
+    }
+}
