@@ -34,7 +34,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             Some(members) => c.membership.with_members(members),
             None => c.membership.clone(),
         };
-        add_external_labels(&mut cfg, &c.ha_labels);
+        cfg.add_external_labels(&c.ha_labels);
         log_membership(&m);
         Arc::new(m)
     });
@@ -54,6 +54,9 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     );
     let mut manager = manager;
     manager.set_handover_floor(opts.cluster.refresh_interval);
+    if let Some(c) = &setup {
+        manager.set_cluster_labels(c.ha_labels.clone());
+    }
     let commands = manager.sender();
     if let Some(c) = &setup {
         crate::discovery::members::follow(
@@ -136,16 +139,6 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     }
     crate::log!(Level::Info, "agent", "See you next time!");
     Ok(())
-}
-
-/// Adds (or replaces) external labels, keeping them sorted by name.
-fn add_external_labels(cfg: &mut config::Config, labels: &[(String, String)]) {
-    let ext = &mut cfg.global.external_labels;
-    for (k, v) in labels {
-        ext.retain(|(n, _)| n != k);
-        ext.push((k.clone(), v.clone()));
-    }
-    ext.sort();
 }
 
 fn log_membership(c: &crate::cluster::Membership) {

@@ -726,4 +726,20 @@ fn ha_tracker_groups_label_samples_with_their_group_and_replica() {
     let info = members[3]
         .metric("spate_cluster_member_info{cluster=\"eu\",group=\"1\",member=\"spate-3\"}");
     assert_eq!(info, 1.0);
+    // A reload keeps the group's labels: the file has none, and that is no change.
+    // SAFETY: SIGHUP to a child we started.
+    unsafe { libc::kill(members[3].proc.pid() as i32, libc::SIGHUP) };
+    wait_for(Duration::from_secs(30), "the reload", || {
+        members[3]
+            .proc
+            .log_text()
+            .contains("Completed loading of configuration file")
+            .then_some(())
+    });
+    assert!(
+        !members[3]
+            .proc
+            .log_text()
+            .contains("take effect at the next restart")
+    );
 }

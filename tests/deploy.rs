@@ -267,7 +267,10 @@ fn the_dockerfile_runs_spate_as_the_manifests_expect() {
     // The manifests run the image as that user.
     for (_, v) in documents() {
         if v["kind"] == "StatefulSet" || v["kind"] == "DaemonSet" {
-            assert_eq!(v["spec"]["template"]["spec"]["securityContext"]["runAsUser"], 65532);
+            assert_eq!(
+                v["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+                65532
+            );
             assert_eq!(
                 v["spec"]["template"]["spec"]["containers"][0]["image"],
                 "spate:latest"

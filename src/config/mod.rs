@@ -29,6 +29,19 @@ pub struct Config {
     pub remote_write: Vec<RemoteWriteConfig>,
 }
 
+impl Config {
+    /// Adds (or replaces) external labels the command line gives (a cluster's HA-tracker
+    /// labels), keeping them sorted by name.
+    pub fn add_external_labels(&mut self, labels: &[(String, String)]) {
+        let ext = &mut self.global.external_labels;
+        for (k, v) in labels {
+            ext.retain(|(n, _)| n != k);
+            ext.push((k.clone(), v.clone()));
+        }
+        ext.sort();
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct GlobalConfig {
     pub scrape_interval: Duration,

@@ -120,6 +120,8 @@ pub struct Manager {
     handover_floor: Duration,
     /// Targets handed to another member, stopped without staleness once due.
     handovers: Vec<(std::time::Instant, u64)>,
+    /// External labels the command line adds to every loaded configuration.
+    cluster_labels: Vec<(String, String)>,
 }
 
 impl Manager {
@@ -152,6 +154,7 @@ impl Manager {
             cluster,
             handover_floor: Duration::ZERO,
             handovers: Vec::new(),
+            cluster_labels: Vec::new(),
         };
         for sc in &cfg.scrape_configs {
             let job = m.new_job(sc.clone());
@@ -164,6 +167,12 @@ impl Manager {
     /// How long a target that moves to another member keeps running here, at least.
     pub fn set_handover_floor(&mut self, floor: Duration) {
         self.handover_floor = floor;
+    }
+
+    /// External labels the command line adds (a cluster's HA-tracker labels): a reloaded
+    /// file gets them too.
+    pub fn set_cluster_labels(&mut self, labels: Vec<(String, String)>) {
+        self.cluster_labels = labels;
     }
 
     /// Where providers, the web thread and the signal handler send commands.
@@ -342,7 +351,8 @@ impl Manager {
     /// ones are derived again (targets that stay keep scraping without staleness), removed
     /// ones stop with staleness markers.
     fn reload(&mut self) -> Result<(), String> {
-        let new = config::load_file(&self.config_file).map_err(|e| e.to_string())?;
+        let mut new = config::load_file(&self.config_file).map_err(|e| e.to_string())?;
+        new.add_external_labels(&self.cluster_labels);
         publish_config(&self.config_file, &self.registry);
         if new.global.external_labels != self.cfg.global.external_labels
             || new.remote_write != self.cfg.remote_write
