@@ -311,19 +311,27 @@ fn resize(source: ListSource, dir: &TempDir) {
         "127.0.0.5",
         "127.0.0.6",
     ];
+    // Member 127.0.0.x serves its web API on 127.0.0.x.
     let start = |name: &str| {
+        let web = format!("{name}:{}", common::free_port());
         let mut args = vec![
             "--cores=1".to_string(),
             format!("--cluster.member={name}"),
             "--cluster.refresh-interval=500ms".into(),
+            format!("--web.listen-address={web}"),
         ];
         args.extend(source.args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Spate::start_with(&config, &args, |cmd| {
+        let mut spate = Spate::launch(&config, &args, |cmd| {
             if let Some(r) = source.resolv() {
                 cmd.env("SPATE_RESOLV_CONF", r);
             }
-        })
+        });
+        spate.web = web;
+        wait_for(Duration::from_secs(30), "a member to be ready", || {
+            http_get(&spate.web, "/-/ready").filter(|(code, _)| *code == 200)
+        });
+        spate
     };
     source.set(&names[..3]);
     let mut members: Vec<Spate> = names[..3].iter().map(|n| start(n)).collect();
