@@ -440,3 +440,60 @@ fn limits_inherit_from_global_and_relabel_rules_load() {
         "Prometheus follows redirects by default"
     );
 }
+
+/// Prometheus agent refuses `alerting`, `rule_files` and `remote_read` by the length of their
+/// lists, not by the key: empty sections load (Prometheus' `TestAgentMode` cases refuse, the
+/// empty forms users leave in copied files load).
+#[test]
+fn agent_mode_refuses_sections_with_entries_only() {
+    for empty in [
+        "alerting:\n",
+        "alerting:\n  alertmanagers:\n",
+        "alerting:\n  alertmanagers: []\n",
+        "alerting:\n  alertmanagers: []\n  alert_relabel_configs: []\n",
+        "rule_files:\n  # - first.rules\n",
+        "rule_files: []\n",
+        "remote_read:\n",
+        "remote_read: []\n",
+    ] {
+        let text = format!("{empty}remote_write:\n  - url: http://remote1/push\n");
+        crate::config::load_str(&text, "prometheus.yml")
+            .unwrap_or_else(|e| panic!("{empty:?}: {e}"));
+    }
+    for (text, field) in [
+        // Prometheus' config/testdata/agent_mode.with_*.yml.
+        (
+            "alerting:\n  alertmanagers:\n    - scheme: https\n      static_configs:\n        - targets:\n            - \"1.2.3.4:9093\"\n",
+            "alerting",
+        ),
+        (
+            "alerting:\n  alert_relabel_configs:\n    - action: uppercase\n      source_labels: [instance]\n      target_label: instance\n",
+            "alerting",
+        ),
+        (
+            "rule_files:\n  - \"first.rules\"\n  - \"my/*.rules\"\n",
+            "rule_files",
+        ),
+        (
+            "remote_read:\n  - url: http://remote1/read\n    read_recent: true\n    name: default\n    enable_http2: false\n",
+            "remote_read",
+        ),
+        // An Alertmanager entry with no targets is still an entry.
+        (
+            "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: []\n",
+            "alerting",
+        ),
+    ] {
+        let e = crate::config::load_str(text, "prometheus.yml")
+            .expect_err(text)
+            .to_string();
+        assert!(
+            e.contains(&format!("field {field} is not allowed in agent mode")),
+            "{text:?}: {e}"
+        );
+    }
+    // What is under `alerting` is still checked.
+    let e = crate::config::load_str("alerting:\n  alertmanager: []\n", "prometheus.yml")
+        .expect_err("misspelt");
+    assert!(e.to_string().contains("alertmanager"), "{e}");
+}

@@ -86,12 +86,25 @@ section! {
         global: Option<RawGlobal>,
         scrape_configs: Option<Vec<RawScrapeConfig>>,
         remote_write: Option<Vec<RawRemoteWrite>>,
+        // Not allowed in agent mode when they have entries (Prometheus checks the lists'
+        // lengths, so an empty section loads); checked first, with Prometheus' message.
+        rule_files: Field<Vec<IgnoredAny>>,
+        alerting: Field<RawAlerting>,
+        remote_read: Field<Vec<IgnoredAny>>,
     }
     unsupported {
         scrape_config_files, storage, tracing, otlp, runtime,
-        // Not allowed in agent mode at all; checked first with Prometheus' message.
-        rule_files, alerting, remote_read,
     }
+}
+
+/// `alerting`, read only to tell an empty section from one with entries.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerting {
+    #[serde(default)]
+    alertmanagers: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    alert_relabel_configs: Option<Vec<IgnoredAny>>,
 }
 
 section! {
@@ -484,14 +497,31 @@ fn protocols(list: &Spanned<Vec<String>>, field: &str) -> Result<Vec<ScrapeProto
 }
 
 pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
-    for (field, present) in [
-        ("rule_files", &raw.rule_files),
-        ("alerting", &raw.alerting),
-        ("remote_read", &raw.remote_read),
-    ] {
-        if let Some(s) = present {
+    let count = |l: &Option<Vec<IgnoredAny>>| l.as_ref().map_or(0, Vec::len);
+    let entries = [
+        (
+            "rule_files",
+            raw.rule_files.as_ref().map(|s| (s.referenced.line(), s.value.len())),
+        ),
+        (
+            "alerting",
+            raw.alerting.as_ref().map(|s| {
+                let a = &s.value;
+                let n = count(&a.alertmanagers) + count(&a.alert_relabel_configs);
+                (s.referenced.line(), n)
+            }),
+        ),
+        (
+            "remote_read",
+            raw.remote_read.as_ref().map(|s| (s.referenced.line(), s.value.len())),
+        ),
+    ];
+    for (field, present) in entries {
+        if let Some((line, n)) = present
+            && n > 0
+        {
             return Err(Problem::at(
-                s.referenced.line(),
+                line,
                 field,
                 format!("field {field} is not allowed in agent mode"),
             ));
