@@ -466,6 +466,14 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     metrics_path: /away
     authorization: {{credentials: not-for-other-hosts}}
     static_configs: [{{targets: ['{a}']}}]
+  - job_name: legacy
+    metrics_path: /legacy
+    bearer_token: legacy-secret
+    static_configs: [{{targets: ['{a}']}}]
+  - job_name: legacy_file
+    metrics_path: /legacy-file
+    bearer_token_file: '{file}'
+    static_configs: [{{targets: ['{a}']}}]
 ",
         a = server.addr,
         file = token_file.display()
@@ -479,7 +487,10 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
     };
     wait_for(Duration::from_secs(60), "basic and bearer auth", || {
         (seen_auth("/metrics", "Basic YWxpY2U6aHVudGVyMg==")
-            && seen_auth("/bearer", "Bearer tok-1"))
+            && seen_auth("/bearer", "Bearer tok-1")
+            // The deprecated fields Prometheus still reads: an authorization of type Bearer.
+            && seen_auth("/legacy", "Bearer legacy-secret")
+            && seen_auth("/legacy-file", "Bearer tok-1"))
         .then_some(())
     });
     // The credentials file is read at each scrape: a rotated token is used without a reload.
@@ -518,7 +529,13 @@ fn targets_get_auth_headers_and_redirects_and_secrets_stay_hidden() {
         yaml.contains("<secret>") && yaml.contains("alice"),
         "{yaml}"
     );
-    for secret in ["hunter2", "very-secret-header", "tok-1", "tok-2"] {
+    for secret in [
+        "hunter2",
+        "very-secret-header",
+        "tok-1",
+        "tok-2",
+        "legacy-secret",
+    ] {
         assert!(!yaml.contains(secret), "{secret} in {yaml}");
         assert!(
             !spate.proc.log_text().contains(secret),

@@ -486,6 +486,39 @@ fn exclusive(a: Option<String>, b: Option<String>, what: &str) -> Result<Option<
     }
 }
 
+/// The deprecated `bearer_token` and `bearer_token_file`, as Prometheus still reads them: an
+/// `authorization` of type Bearer, exclusive with one, with each other, and with `basic_auth`
+/// and `oauth2` (Prometheus' messages; empty values count as absent).
+pub(super) fn with_bearer(
+    authorization: Option<RawAuthorization>,
+    basic_or_oauth2: bool,
+    token: Option<String>,
+    file: Option<String>,
+) -> Result<Option<RawAuthorization>, (&'static str, String)> {
+    let token = token.filter(|t| !t.is_empty());
+    let file = file.filter(|f| !f.is_empty());
+    if token.is_none() && file.is_none() {
+        return Ok(authorization);
+    }
+    let fail = |m: &str| Err(("bearer_token", m.to_string()));
+    if token.is_some() && file.is_some() {
+        return fail("at most one of bearer_token & bearer_token_file must be configured");
+    }
+    if basic_or_oauth2 {
+        return fail(
+            "at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured",
+        );
+    }
+    if authorization.is_some() {
+        return fail("authorization is not compatible with bearer_token & bearer_token_file");
+    }
+    Ok(Some(RawAuthorization {
+        r#type: Some("Bearer".into()),
+        credentials: token,
+        credentials_file: file,
+    }))
+}
+
 /// Validates the client settings with Prometheus' rules; the error names the field.
 pub(super) fn resolve(
     basic_auth: Option<RawBasicAuth>,

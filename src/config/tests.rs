@@ -497,3 +497,81 @@ fn agent_mode_refuses_sections_with_entries_only() {
         .expect_err("misspelt");
     assert!(e.to_string().contains("alertmanager"), "{e}");
 }
+
+/// `bearer_token` and `bearer_token_file`, deprecated but still read by Prometheus in every
+/// HTTP client section: an `authorization` of type Bearer, with Prometheus' conflict messages
+/// (its common/config `http.conf.*.bad.yml` cases).
+#[test]
+fn bearer_token_fields_are_authorization() {
+    use crate::http::Secret;
+    let cfg = crate::config::load_str(
+        "scrape_configs:\n  - job_name: a\n    bearer_token: t1\n  - job_name: b\n    bearer_token_file: /run/token\n    http_sd_configs:\n      - {url: 'http://sd/', bearer_token: t2}\n    kubernetes_sd_configs:\n      - {role: pod, api_server: 'https://k8s', bearer_token_file: /run/k8s}\nremote_write:\n  - url: http://rw/write\n    bearer_token: t3\n",
+        "prometheus.yml",
+    )
+    .unwrap();
+    let auth = |h: &crate::config::client::HttpClientConfig| h.authorization.clone();
+    assert_eq!(
+        auth(&cfg.scrape_configs[0].http),
+        Some(("Bearer".into(), Secret::Inline("t1".into())))
+    );
+    assert_eq!(
+        auth(&cfg.scrape_configs[1].http),
+        Some(("Bearer".into(), Secret::File("/run/token".into())))
+    );
+    assert_eq!(
+        auth(&cfg.scrape_configs[1].http_sd_configs[0].http),
+        Some(("Bearer".into(), Secret::Inline("t2".into())))
+    );
+    match &cfg.scrape_configs[1].kubernetes_sd_configs[0].api {
+        crate::config::KubeApi::Server { http, .. } => assert_eq!(
+            auth(http),
+            Some(("Bearer".into(), Secret::File("/run/k8s".into())))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        auth(&cfg.remote_write[0].http),
+        Some(("Bearer".into(), Secret::Inline("t3".into())))
+    );
+    for (section, msg) in [
+        (
+            "bearer_token: a\n    bearer_token_file: /f",
+            "at most one of bearer_token & bearer_token_file must be configured",
+        ),
+        (
+            "bearer_token: a\n    basic_auth: {username: u, password: p}",
+            "at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured",
+        ),
+        (
+            "bearer_token_file: /f\n    authorization: {credentials: c}",
+            "authorization is not compatible with bearer_token & bearer_token_file",
+        ),
+    ] {
+        for text in [
+            format!("scrape_configs:\n  - job_name: a\n    {section}\n"),
+            format!("remote_write:\n  - url: http://rw/write\n    {section}\n"),
+        ] {
+            let e = crate::config::load_str(&text, "prometheus.yml")
+                .expect_err(&text)
+                .to_string();
+            assert!(e.contains(msg), "{text}: {e}");
+        }
+    }
+    // As an authorization, it excludes sigv4 in remote write.
+    let e = crate::config::load_str(
+        "remote_write:\n  - url: http://rw/write\n    bearer_token: t\n    sigv4: {region: eu-west-1}\n",
+        "prometheus.yml",
+    )
+    .expect_err("bearer with sigv4");
+    assert!(
+        e.to_string()
+            .contains("at most one of basic_auth, authorization, oauth2, sigv4")
+    );
+    // An empty token is no token, as in Prometheus.
+    let cfg = crate::config::load_str(
+        "scrape_configs:\n  - job_name: a\n    bearer_token: ''\n    basic_auth: {username: u}\n",
+        "prometheus.yml",
+    )
+    .unwrap();
+    assert!(cfg.scrape_configs[0].http.authorization.is_none());
+}

@@ -42,6 +42,8 @@ macro_rules! section {
                 $($field: $ty,)*
                 basic_auth: Option<RawBasicAuth>,
                 authorization: Option<RawAuthorization>,
+                bearer_token: Option<String>,
+                bearer_token_file: Option<String>,
                 oauth2: Option<RawOAuth2>,
                 http_headers: Option<BTreeMap<String, RawHeader>>,
                 tls_config: Option<RawTls>,
@@ -158,6 +160,8 @@ section! {
         enable_http2: Option<bool>,
         basic_auth: Option<RawBasicAuth>,
         authorization: Option<RawAuthorization>,
+        bearer_token: Option<String>,
+        bearer_token_file: Option<String>,
         http_headers: Option<BTreeMap<String, RawHeader>>,
         tls_config: Option<RawTls>,
         oauth2: Option<RawOAuth2>,
@@ -181,8 +185,6 @@ section! {
         extra_scrape_metrics: Option<bool>,
     }
     unsupported {
-        // HTTP client settings for targets.
-        bearer_token, bearer_token_file,
         // Limits.
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
         // Protocols and histograms.
@@ -224,6 +226,8 @@ section! {
         refresh_interval: Option<PromDuration>,
         basic_auth: Option<RawBasicAuth>,
         authorization: Option<RawAuthorization>,
+        bearer_token: Option<String>,
+        bearer_token_file: Option<String>,
         http_headers: Option<BTreeMap<String, RawHeader>>,
         tls_config: Option<RawTls>,
         follow_redirects: Option<bool>,
@@ -243,9 +247,7 @@ section! {
         selectors: Option<Vec<Spanned<RawKubeSelector>>>,
         attach_metadata: Option<RawKubeAttach>,
     } with_client_settings
-    unsupported {
-        bearer_token, bearer_token_file,
-    }
+    unsupported {}
 }
 
 section! {
@@ -359,6 +361,8 @@ section! {
         write_relabel_configs: Option<Vec<Spanned<RuleSpec>>>,
         basic_auth: Option<RawBasicAuth>,
         authorization: Option<RawAuthorization>,
+        bearer_token: Option<String>,
+        bearer_token_file: Option<String>,
         tls_config: Option<RawTls>,
         oauth2: Option<RawOAuth2>,
         proxy_url: Option<String>,
@@ -501,7 +505,9 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
     let entries = [
         (
             "rule_files",
-            raw.rule_files.as_ref().map(|s| (s.referenced.line(), s.value.len())),
+            raw.rule_files
+                .as_ref()
+                .map(|s| (s.referenced.line(), s.value.len())),
         ),
         (
             "alerting",
@@ -513,7 +519,9 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
         ),
         (
             "remote_read",
-            raw.remote_read.as_ref().map(|s| (s.referenced.line(), s.value.len())),
+            raw.remote_read
+                .as_ref()
+                .map(|s| (s.referenced.line(), s.value.len())),
         ),
     ];
     for (field, present) in entries {
@@ -709,9 +717,16 @@ fn resolve_scrape(
             ));
         }
     };
+    let authorization = super::client::with_bearer(
+        sc.authorization,
+        sc.basic_auth.is_some() || sc.oauth2.is_some(),
+        sc.bearer_token,
+        sc.bearer_token_file,
+    )
+    .map_err(|(field, e)| Problem::field(at(field), e))?;
     let http = super::client::resolve(
         sc.basic_auth,
-        sc.authorization,
+        authorization,
         sc.http_headers,
         sc.follow_redirects,
         sc.tls_config,

@@ -49,10 +49,18 @@ pub(super) fn resolve_remote_write(
     let queue = queue_config(rw.queue_config, &at)?;
     let metadata = metadata_config(&rw.metadata_config, &at)?;
 
+    // Prometheus turns bearer_token into authorization before the other checks.
+    let authorization = crate::config::client::with_bearer(
+        rw.authorization,
+        rw.basic_auth.is_some() || rw.oauth2.is_some(),
+        rw.bearer_token,
+        rw.bearer_token_file,
+    )
+    .map_err(|(field, e)| Problem::field(at(field), e))?;
     let sigv4 = match rw.sigv4 {
         None => None,
         Some(sig) => {
-            if rw.basic_auth.is_some() || rw.authorization.is_some() || rw.oauth2.is_some() {
+            if rw.basic_auth.is_some() || authorization.is_some() || rw.oauth2.is_some() {
                 return Err(Problem::field(
                     at("sigv4"),
                     "at most one of basic_auth, authorization, oauth2, sigv4, azuread or google_iam must be configured",
@@ -64,7 +72,7 @@ pub(super) fn resolve_remote_write(
     };
     let http = crate::config::client::resolve(
         rw.basic_auth,
-        rw.authorization,
+        authorization,
         None,
         rw.follow_redirects,
         rw.tls_config,

@@ -8,20 +8,28 @@ use super::*;
 /// Prometheus' rules; errors name `field`'s sub-field.
 macro_rules! client_settings {
     ($raw:ident, $field:expr) => {
-        crate::config::client::resolve(
-            $raw.basic_auth,
+        crate::config::client::with_bearer(
             $raw.authorization,
-            $raw.http_headers,
-            $raw.follow_redirects,
-            $raw.tls_config,
-            $raw.oauth2,
-            crate::config::client::RawProxy {
-                proxy_url: $raw.proxy_url,
-                no_proxy: $raw.no_proxy,
-                proxy_from_environment: $raw.proxy_from_environment,
-                proxy_connect_header: $raw.proxy_connect_header,
-            },
+            $raw.basic_auth.is_some() || $raw.oauth2.is_some(),
+            $raw.bearer_token,
+            $raw.bearer_token_file,
         )
+        .and_then(|authorization| {
+            crate::config::client::resolve(
+                $raw.basic_auth,
+                authorization,
+                $raw.http_headers,
+                $raw.follow_redirects,
+                $raw.tls_config,
+                $raw.oauth2,
+                crate::config::client::RawProxy {
+                    proxy_url: $raw.proxy_url,
+                    no_proxy: $raw.no_proxy,
+                    proxy_from_environment: $raw.proxy_from_environment,
+                    proxy_connect_header: $raw.proxy_connect_header,
+                },
+            )
+        })
         .map_err(|(f, e)| Problem::field(format!("{}.{f}", $field), e))
     };
 }
@@ -157,9 +165,16 @@ pub(super) fn http_sd_configs(
             .ok_or_else(|| Problem::field(field.clone(), "URL is missing"))?;
         let parsed = Url::parse(&url.value)
             .map_err(|e| Problem::at(url.referenced.line(), format!("{field}.url"), e))?;
+        let authorization = crate::config::client::with_bearer(
+            h.authorization,
+            h.basic_auth.is_some(),
+            h.bearer_token,
+            h.bearer_token_file,
+        )
+        .map_err(|(f, e)| Problem::field(format!("{field}.{f}"), e))?;
         let http = crate::config::client::resolve(
             h.basic_auth,
-            h.authorization,
+            authorization,
             h.http_headers,
             h.follow_redirects,
             h.tls_config,
