@@ -111,6 +111,14 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     manager
         .spawn()
         .map_err(|e| format!("cannot start the discovery manager: {e}"))?;
+    if opts.auto_reload {
+        watch_config_file(
+            opts.config_file.clone(),
+            opts.auto_reload_interval,
+            crate::discovery::ReloadHandle(commands.clone()),
+        )
+        .map_err(|e| format!("cannot start the configuration file's watcher: {e}"))?;
+    }
     registry.ready.store(true, Relaxed);
     crate::log!(
         Level::Info,
@@ -138,6 +146,44 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         let _ = h.join();
     }
     crate::log!(Level::Info, "agent", "See you next time!");
+    Ok(())
+}
+
+/// `--config.auto-reload`: every `interval`, the configuration file's checksum; when it differs
+/// from the last one loaded, a reload (retried at the next check if it fails, as Prometheus
+/// does).
+fn watch_config_file(
+    path: std::path::PathBuf,
+    interval: std::time::Duration,
+    reload: crate::discovery::ReloadHandle,
+) -> std::io::Result<()> {
+    let checksum = |p: &std::path::Path| {
+        std::fs::read(p)
+            .ok()
+            .map(|b| xxhash_rust::xxh3::xxh3_64(&b))
+    };
+    let mut loaded = checksum(&path);
+    std::thread::Builder::new()
+        .name("spate-config-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let now = checksum(&path);
+                if now.is_none() || now == loaded {
+                    continue;
+                }
+                crate::log!(
+                    Level::Info,
+                    "config",
+                    "the configuration file changed; reloading",
+                    filename = path.display()
+                );
+                // The outcome is logged and counted by the manager.
+                if reload.reload().is_ok() {
+                    loaded = now;
+                }
+            }
+        })?;
     Ok(())
 }
 

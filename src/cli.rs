@@ -47,6 +47,9 @@ pub struct AgentOptions {
     pub target_scrape_proxy: bool,
     /// `--cluster.*`: share targets with the other members of a cluster.
     pub cluster: ClusterOptions,
+    /// `--config.auto-reload` (or `--enable-feature=auto-reload-config`).
+    pub auto_reload: bool,
+    pub auto_reload_interval: Duration,
 }
 
 /// The `--cluster.*` flags as given.
@@ -220,6 +223,8 @@ impl Default for AgentOptions {
             cors_origin: ".*".into(),
             page_title: "spate".into(),
             target_scrape_proxy: false,
+            auto_reload: false,
+            auto_reload_interval: Duration::from_secs(30),
             cluster: ClusterOptions {
                 name: "spate".into(),
                 replication_factor: 1,
@@ -638,20 +643,52 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         name: "enable-feature",
-        value: |_| "agent".into(),
-        shown: "=...",
-        help: "Comma-separated feature names. 'agent' is accepted (spate always runs as an agent); other names are refused.",
-        kind: Kind::Value(|_, v| {
-            match v
-                .split(',')
-                .map(str::trim)
-                .find(|f| !f.is_empty() && *f != "agent")
-            {
-                Some(f) => Err(format!(
-                    "unknown or unsupported feature '{f}' (spate accepts: agent)"
-                )),
-                None => Ok(()),
+        value: |o| {
+            if o.auto_reload {
+                "agent,auto-reload-config".into()
+            } else {
+                "agent".into()
             }
+        },
+        shown: "=...",
+        help: "Comma-separated feature names: 'agent' (spate always runs as an agent), 'expand-external-labels' (always on, as in Prometheus 3), 'auto-reload-config' (as --config.auto-reload); other names are refused.",
+        kind: Kind::Value(|o, v| {
+            for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                match f {
+                    "agent" | "expand-external-labels" => {}
+                    "auto-reload-config" => o.auto_reload = true,
+                    _ => {
+                        return Err(format!(
+                            "unknown or unsupported feature '{f}' (spate accepts: agent, expand-external-labels, auto-reload-config)"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }),
+    },
+    Flag {
+        name: "config.auto-reload",
+        value: |o| o.auto_reload.to_string(),
+        shown: "",
+        help: "Reload the configuration when its file's content changes (checked every --config.auto-reload-interval).",
+        kind: Kind::Switch {
+            set: |o, b| o.auto_reload = b,
+            negatable: true,
+        },
+    },
+    Flag {
+        name: "config.auto-reload-interval",
+        value: |o| PromDuration(o.auto_reload_interval).to_string(),
+        shown: "=30s",
+        help: "How often --config.auto-reload checks the configuration file.",
+        kind: Kind::Value(|o, v| {
+            let d = duration(v, false)?;
+            if d < Duration::from_secs(1) {
+                return Err("the interval must be at least 1s".into());
+            }
+            o.auto_reload_interval = d;
+            Ok(())
         }),
     },
     Flag {
@@ -993,6 +1030,31 @@ fn compression_type(v: &str) -> Result<crate::wal::Compression, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_reload_and_feature_names() {
+        assert!(!run(&[]).auto_reload);
+        assert!(run(&["--config.auto-reload"]).auto_reload);
+        let o = run(&["--enable-feature=agent,expand-external-labels,auto-reload-config"]);
+        assert!(o.auto_reload);
+        assert_eq!(o.auto_reload_interval, Duration::from_secs(30));
+        assert_eq!(
+            run(&["--config.auto-reload-interval=5s"]).auto_reload_interval,
+            Duration::from_secs(5)
+        );
+        for (args, err) in [
+            (&["--config.auto-reload-interval=500ms"][..], "at least 1s"),
+            (
+                &["--enable-feature=exemplar-storage"][..],
+                "unsupported feature 'exemplar-storage'",
+            ),
+        ] {
+            let e = parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.0.contains(err), "{args:?}: {}", e.0);
+        }
+    }
 
     #[test]
     fn listen_address_without_a_host() {

@@ -459,3 +459,61 @@ fn dns_sd_finds_srv_a_aaaa_and_mx_targets_from_a_real_dns_server() {
     assert!(spate.metric("prometheus_sd_dns_lookups_total") >= 4.0);
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// `--config.auto-reload`: a changed file is loaded without a signal; an invalid one is refused
+/// (the running configuration stays) and tried again until it is fixed. Environment variables in
+/// external labels are expanded, as Prometheus 3 does.
+#[test]
+fn auto_reload_follows_the_file_and_external_labels_expand_the_environment() {
+    let t = CounterTarget::start();
+    let receiver = Receiver::start(|_| 200);
+    let config = |job: &str| {
+        format!(
+            "global:\n  scrape_interval: 1s\n  external_labels: {{region: '${{SPATE_TEST_REGION}}', literal: 'a$$b', gone: '${{SPATE_TEST_UNSET}}'}}\nscrape_configs:\n  - job_name: {job}\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+            t.addr,
+            receiver.url()
+        )
+    };
+    let spate = Spate::start_with(
+        &config("first"),
+        &["--config.auto-reload", "--config.auto-reload-interval=1s"],
+        |cmd| {
+            cmd.env("SPATE_TEST_REGION", "eu-1")
+                .env_remove("SPATE_TEST_UNSET");
+        },
+    );
+    let cfg_path = spate.dir.path().join("spate.yml");
+    let jobs = |s: &Spate| -> Vec<String> { active(s).into_iter().map(|(j, _, _)| j).collect() };
+    wait_for(Duration::from_secs(30), "the first job", || {
+        (jobs(&spate) == ["first"]).then_some(())
+    });
+    let sample = wait_for(Duration::from_secs(30), "a sample", || {
+        receiver
+            .samples()
+            .into_iter()
+            .find(|s| s.label("job") == Some("first"))
+    });
+    assert_eq!(sample.label("region"), Some("eu-1"));
+    assert_eq!(sample.label("literal"), Some("a$b"));
+    assert_eq!(sample.label("gone"), None, "empty after expansion: dropped");
+    assert!(spate.proc.log_text().contains("Empty environment variable"));
+
+    write_atomically(&cfg_path, &config("second"));
+    wait_for(Duration::from_secs(30), "the changed file applied", || {
+        (jobs(&spate) == ["second"]).then_some(())
+    });
+    write_atomically(
+        &cfg_path,
+        "scrape_configs: [{job_name: broken, scrape_interval: 1x}]\n",
+    );
+    wait_for(Duration::from_secs(30), "the invalid file refused", || {
+        (spate.metric("prometheus_config_last_reload_successful") == 0.0).then_some(())
+    });
+    assert_eq!(jobs(&spate), ["second"], "the running configuration stays");
+    write_atomically(&cfg_path, &config("third"));
+    wait_for(Duration::from_secs(30), "the fixed file applied", || {
+        (jobs(&spate) == ["third"]
+            && spate.metric("prometheus_config_last_reload_successful") == 1.0)
+            .then_some(())
+    });
+}

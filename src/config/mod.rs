@@ -8,6 +8,7 @@
 
 pub mod client;
 mod duration;
+mod env;
 mod raw;
 pub mod redact;
 

@@ -628,6 +628,20 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
                 "external label __name__ is not allowed",
             ));
         }
+        // `${VAR}` from the environment, as Prometheus 3 always expands it; a label whose
+        // value ends up empty is dropped.
+        let value = super::env::expand(
+            &value,
+            |v| std::env::var(v).ok(),
+            |v| {
+                crate::log!(
+                    crate::log::Level::Warn,
+                    "config",
+                    "Empty environment variable",
+                    name = v
+                )
+            },
+        );
         if !value.is_empty() {
             external_labels.push((name, value));
         }
