@@ -25,6 +25,15 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     // so every thread inherits the mask.
     let signals = crate::signals::block();
 
+    for (flag, why) in &opts.ignored_flags {
+        crate::log!(
+            Level::Warn,
+            "agent",
+            "a Prometheus flag with no effect in spate",
+            flag = format!("--{flag}"),
+            reason = why
+        );
+    }
     let setup = opts.cluster.setup(crate::web::hostname)?;
     let mut cfg = cfg;
     let cluster = setup.as_ref().map(|c| {
@@ -423,6 +432,7 @@ fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String>
             stats,
             offset_seed,
             aligned_timestamps: s.aligned_timestamps,
+            timestamp_tolerance: s.opts.timestamp_tolerance,
             stale_on_failure: s.stale_on_failure,
             endpoints: s.endpoints.to_vec(),
             registry: s.registry.clone(),
@@ -469,6 +479,7 @@ struct CoreStart {
     stats: Arc<crate::selfmetrics::CoreStats>,
     offset_seed: u64,
     aligned_timestamps: bool,
+    timestamp_tolerance: Option<std::time::Duration>,
     stale_on_failure: bool,
     endpoints: Vec<Arc<Endpoint>>,
     registry: Arc<Registry>,
@@ -511,6 +522,7 @@ impl CoreStart {
         let core = Rc::new(CoreScrape {
             offset_seed: self.offset_seed,
             aligned_timestamps: self.aligned_timestamps,
+            timestamp_tolerance: self.timestamp_tolerance,
             stale_on_failure: self.stale_on_failure,
             ctl: ctl.clone(),
             shards,

@@ -50,6 +50,11 @@ pub struct AgentOptions {
     /// `--config.auto-reload` (or `--enable-feature=auto-reload-config`).
     pub auto_reload: bool,
     pub auto_reload_interval: Duration,
+    /// `--scrape.timestamp-tolerance`, `None` with `--no-scrape.adjust-timestamps`: a scrape
+    /// this close to its tick is stamped with the tick's time.
+    pub timestamp_tolerance: Option<Duration>,
+    /// Prometheus flags given that have no effect in spate, and why (logged at start).
+    pub ignored_flags: Vec<(String, &'static str)>,
 }
 
 /// The `--cluster.*` flags as given.
@@ -225,6 +230,8 @@ impl Default for AgentOptions {
             target_scrape_proxy: false,
             auto_reload: false,
             auto_reload_interval: Duration::from_secs(30),
+            timestamp_tolerance: Some(Duration::from_millis(2)),
+            ignored_flags: Vec::new(),
             cluster: ClusterOptions {
                 name: "spate".into(),
                 replication_factor: 1,
@@ -642,6 +649,46 @@ const FLAGS: &[Flag] = &[
         }),
     },
     Flag {
+        name: "storage.agent.use-lockfile",
+        value: |o| (!o.no_lockfile).to_string(),
+        shown: "",
+        help: "Prometheus 2's form of --no-storage.agent.no-lockfile: lock the storage directory (the default).",
+        kind: Kind::Switch {
+            set: |o, b| o.no_lockfile = !b,
+            negatable: true,
+        },
+    },
+    Flag {
+        name: "scrape.adjust-timestamps",
+        value: |o| o.timestamp_tolerance.is_some().to_string(),
+        shown: "",
+        help: "Stamp a scrape with its tick's exact time when it starts within --scrape.timestamp-tolerance of it (on by default, as in Prometheus).",
+        kind: Kind::Switch {
+            set: |o, b| {
+                o.timestamp_tolerance =
+                    b.then_some(o.timestamp_tolerance.unwrap_or(Duration::from_millis(2)))
+            },
+            negatable: true,
+        },
+    },
+    Flag {
+        name: "scrape.timestamp-tolerance",
+        value: |o| {
+            o.timestamp_tolerance
+                .map(|d| PromDuration(d).to_string())
+                .unwrap_or_default()
+        },
+        shown: "=2ms",
+        help: "How far from its tick a scrape may start and still be stamped with the tick's time (at most 1% of the interval).",
+        kind: Kind::Value(|o, v| {
+            let d = duration(v, true)?;
+            if o.timestamp_tolerance.is_some() {
+                o.timestamp_tolerance = Some(d);
+            }
+            Ok(())
+        }),
+    },
+    Flag {
         name: "enable-feature",
         value: |o| {
             if o.auto_reload {
@@ -903,6 +950,148 @@ impl std::fmt::Display for CliError {
 }
 
 /// Parses the command line (without the program name): flags from [`FLAGS`], then a command.
+/// What spate does with a Prometheus flag it has no entry for in [`FLAGS`].
+enum Foreign {
+    /// A server flag: Prometheus agent refuses it too, with this message.
+    ServerOnly,
+    /// Accepted without effect (`value`: it takes one), for the reason given.
+    NoEffect { value: bool, why: &'static str },
+    /// Refused, for the reason given.
+    Refused(&'static str),
+}
+
+/// Prometheus' flags (2.x and 3.x) that are not spate's: never an "unknown flag".
+const PROMETHEUS_FLAGS: &[(&str, Foreign)] = {
+    use Foreign::*;
+    const GO: &str = "a Go runtime setting; spate is not a Go program";
+    const NO_UI_FILES: &str = "spate's web UI is compiled in and serves no files from disk";
+    &[
+        ("storage.tsdb.path", ServerOnly),
+        ("storage.tsdb.retention", ServerOnly),
+        ("storage.tsdb.retention.time", ServerOnly),
+        ("storage.tsdb.retention.size", ServerOnly),
+        ("storage.tsdb.no-lockfile", ServerOnly),
+        ("storage.tsdb.use-lockfile", ServerOnly),
+        ("storage.tsdb.head-chunks-write-queue-size", ServerOnly),
+        ("storage.tsdb.min-block-duration", ServerOnly),
+        ("storage.tsdb.max-block-duration", ServerOnly),
+        ("storage.tsdb.max-block-chunk-segment-size", ServerOnly),
+        ("storage.tsdb.wal-segment-size", ServerOnly),
+        ("storage.tsdb.wal-compression", ServerOnly),
+        ("storage.tsdb.wal-compression-type", ServerOnly),
+        ("storage.tsdb.samples-per-chunk", ServerOnly),
+        ("storage.tsdb.allow-overlapping-blocks", ServerOnly),
+        ("storage.remote.read-sample-limit", ServerOnly),
+        ("storage.remote.read-concurrent-limit", ServerOnly),
+        ("storage.remote.read-max-bytes-in-frame", ServerOnly),
+        ("rules.alert.for-outage-tolerance", ServerOnly),
+        ("rules.alert.for-grace-period", ServerOnly),
+        ("rules.alert.resend-delay", ServerOnly),
+        ("rules.max-concurrent-evals", ServerOnly),
+        ("alertmanager.notification-queue-capacity", ServerOnly),
+        (
+            "alertmanager.drain-notification-queue-on-shutdown",
+            ServerOnly,
+        ),
+        ("query.lookback-delta", ServerOnly),
+        ("query.timeout", ServerOnly),
+        ("query.max-concurrency", ServerOnly),
+        ("query.max-samples", ServerOnly),
+        (
+            "auto-gomaxprocs",
+            NoEffect {
+                value: false,
+                why: GO,
+            },
+        ),
+        (
+            "auto-gomemlimit",
+            NoEffect {
+                value: false,
+                why: GO,
+            },
+        ),
+        (
+            "auto-gomemlimit.ratio",
+            NoEffect {
+                value: true,
+                why: GO,
+            },
+        ),
+        (
+            "web.enable-admin-api",
+            NoEffect {
+                value: false,
+                why: "an agent has no TSDB for the admin API to act on",
+            },
+        ),
+        (
+            "web.console.templates",
+            NoEffect {
+                value: true,
+                why: "an agent serves no consoles",
+            },
+        ),
+        (
+            "web.console.libraries",
+            NoEffect {
+                value: true,
+                why: "an agent serves no consoles",
+            },
+        ),
+        (
+            "web.max-notifications-subscribers",
+            NoEffect {
+                value: true,
+                why: "spate's UI has no notifications stream",
+            },
+        ),
+        (
+            "scrape.discovery-reload-interval",
+            NoEffect {
+                value: true,
+                why: "spate applies discovery changes within 200 ms",
+            },
+        ),
+        (
+            "storage.agent.wal-truncate-frequency",
+            NoEffect {
+                value: true,
+                why: "spate deletes a WAL segment as soon as every endpoint has sent it",
+            },
+        ),
+        (
+            "storage.agent.retention.min-time",
+            NoEffect {
+                value: true,
+                why: "spate keeps what an endpoint has not sent and deletes what all have sent",
+            },
+        ),
+        ("web.local-assets", Refused(NO_UI_FILES)),
+        ("web.user-assets", Refused(NO_UI_FILES)),
+        (
+            "web.enable-remote-write-receiver",
+            Refused("spate sends remote write; it does not receive it"),
+        ),
+        (
+            "web.remote-write-receiver.accepted-protobuf-messages",
+            Refused("spate sends remote write; it does not receive it"),
+        ),
+        (
+            "web.enable-otlp-receiver",
+            Refused("spate does not receive OTLP"),
+        ),
+        (
+            "scrape.name-escaping-scheme",
+            Refused("not supported yet (metric name escaping)"),
+        ),
+        (
+            "write-documentation",
+            Refused("spate documents its flags in --help and README.md"),
+        ),
+    ]
+};
+
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let mut opts = AgentOptions::default();
     let mut positional: Vec<String> = Vec::new();
@@ -914,7 +1103,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             positional.extend(args[i..].iter().cloned());
             break;
         }
-        if arg == "-h" || arg == "--help" {
+        if arg == "-h" || arg == "--help" || arg == "--help-long" || arg == "--help-man" {
             return Ok(Command::Help);
         }
         let Some(flag) = arg.strip_prefix("--") else {
@@ -936,7 +1125,27 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             .iter()
             .find(|f| f.name == name || negated == Some(f.name))
         else {
-            return Err(CliError(format!("unknown long flag '--{name}'")));
+            let base = negated.unwrap_or(name);
+            match PROMETHEUS_FLAGS.iter().find(|(n, _)| *n == base) {
+                Some((_, Foreign::ServerOnly)) => {
+                    return Err(CliError(format!(
+                        "The following flag(s) can not be used in agent mode: [\"--{base}\"]"
+                    )));
+                }
+                Some((_, Foreign::Refused(why))) => {
+                    return Err(CliError(format!(
+                        "flag '--{base}' is a Prometheus flag spate does not support: {why}"
+                    )));
+                }
+                Some((_, Foreign::NoEffect { value, why })) => {
+                    if *value && inline.is_none() {
+                        i += 1;
+                    }
+                    opts.ignored_flags.push((base.to_string(), why));
+                    continue;
+                }
+                None => return Err(CliError(format!("unknown long flag '--{name}'"))),
+            }
         };
         let bad = |v: &str, e: String| {
             CliError(format!("invalid value '{v}' for flag '--{}': {e}", f.name))
@@ -1030,6 +1239,55 @@ fn compression_type(v: &str) -> Result<crate::wal::Compression, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_flags_spate_does_not_take_are_named() {
+        let err = |args: &[&str]| {
+            parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+                .map(|_| ())
+                .unwrap_err()
+                .0
+        };
+        assert_eq!(
+            err(&["--storage.tsdb.path=data/"]),
+            "The following flag(s) can not be used in agent mode: [\"--storage.tsdb.path\"]"
+        );
+        assert!(err(&["--web.enable-remote-write-receiver"]).contains(
+            "'--web.enable-remote-write-receiver' is a Prometheus flag spate does not support"
+        ));
+        // Accepted without effect, with their values, and reported.
+        let o = run(&[
+            "--auto-gomemlimit.ratio",
+            "0.9",
+            "--auto-gomaxprocs",
+            "--web.console.templates=consoles",
+            "--config.file=p.yml",
+        ]);
+        assert_eq!(o.config_file, PathBuf::from("p.yml"));
+        let ignored: Vec<&str> = o.ignored_flags.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            ignored,
+            [
+                "auto-gomemlimit.ratio",
+                "auto-gomaxprocs",
+                "web.console.templates"
+            ]
+        );
+        assert!(run(&["--no-storage.agent.use-lockfile"]).no_lockfile);
+        assert!(!run(&["--storage.agent.use-lockfile"]).no_lockfile);
+        assert_eq!(
+            run(&["--scrape.timestamp-tolerance=10ms"]).timestamp_tolerance,
+            Some(Duration::from_millis(10))
+        );
+        assert_eq!(
+            run(&["--no-scrape.adjust-timestamps"]).timestamp_tolerance,
+            None
+        );
+        assert!(matches!(
+            parse(&["--help-long".to_string()]),
+            Ok(Command::Help)
+        ));
+    }
 
     #[test]
     fn auto_reload_and_feature_names() {

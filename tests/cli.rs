@@ -140,3 +140,37 @@ fn a_storage_directory_in_use_is_refused() {
     assert!(err.contains("is in use by another process"), "{err}");
     drop(first);
 }
+
+/// Every flag Debian's Prometheus lists in `--help` is spate's, or refused or ignored by name:
+/// never "unknown flag". (Prometheus 3's additions are in `cli.rs`' own table and tests.)
+#[test]
+fn no_prometheus_flag_is_unknown() {
+    let Some(prometheus) = common::require_program("prometheus", "prometheus") else {
+        return;
+    };
+    let out = Command::new(prometheus).arg("--help").output().unwrap();
+    let help =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let flags: Vec<String> = help
+        .lines()
+        // Flags start their lines; wrapped help text is indented further.
+        .filter(|l| l.len() - l.trim_start().len() <= 8)
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| {
+            l.split(|c: char| c == '=' || c.is_whitespace())
+                .next()
+                .unwrap_or("")
+                .replace("[no-]", "")
+        })
+        .filter(|f| {
+            !f.is_empty() && !["version", "help", "help-long", "help-man"].contains(&f.as_str())
+        })
+        .collect();
+    assert!(flags.len() > 30, "{flags:?}");
+    for flag in &flags {
+        // With a value and the check-config command, so nothing is started.
+        let (code, _, err) = spate(&[&format!("--{flag}=x"), "check-config", "/nonexistent.yml"]);
+        assert!(!err.contains("unknown long flag"), "--{flag}: {err}");
+        assert_ne!(code, 0, "--{flag}=x with a missing file cannot succeed");
+    }
+}

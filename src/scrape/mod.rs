@@ -50,6 +50,8 @@ pub struct CoreScrape {
     /// Every scrape is stamped with its tick's exact time (in a cluster, so members that
     /// scrape a target, or take it over, write identical timestamps).
     pub aligned_timestamps: bool,
+    /// `--scrape.timestamp-tolerance` (`None`: `--no-scrape.adjust-timestamps`).
+    pub timestamp_tolerance: Option<Duration>,
     /// A failed scrape marks the last good scrape's series stale, as Prometheus does. Not
     /// where each target has replicas whose receiver deduplicates: a marker could win over
     /// the other replica's sample at the same timestamp and leave a gap.
@@ -231,9 +233,13 @@ pub async fn run_target(status: Arc<TargetStatus>, core: Rc<CoreScrape>, handle:
     }
     // The wall-clock time of the first tick: later ticks are whole intervals after it.
     let first_tick_ms = now_ms + first_wait as i64;
-    // Prometheus' timestamp alignment: within 2 ms (at most 1% of the interval) of its tick,
+    // Prometheus' timestamp alignment: within the tolerance (2 ms by default; at most 1% of
+    // the interval) of its tick,
     // a scrape is stamped with the tick's exact time, which compresses better downstream.
-    let tolerance_ms = (interval_ms / 100).min(2) as i64;
+    let tolerance_ms = match core.timestamp_tolerance {
+        Some(t) => (interval_ms / 100).min(t.as_millis() as u64) as i64,
+        None => -1,
+    };
     let shutdown = core.ctl.shutdown.clone();
     let mut state = TargetState::default();
     let mut next = Instant::now() + Duration::from_millis(first_wait);
