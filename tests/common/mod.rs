@@ -41,25 +41,27 @@ impl Drop for TempDir {
     }
 }
 
-/// A base port with `n` free ports after it (checked by binding each), from the same range as
-/// [`free_port`] and never handed out again.
+/// A base port with `n` free ports after it (checked by binding each), from a region of its
+/// own (26000..32000) so that single ports scattered by [`free_port`] never leave it without
+/// room; never handed out again.
 pub fn free_port_range(n: u16) -> u16 {
-    let mut x = seed();
-    loop {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let base = 20000 + (x % u64::from(12000 - n)) as u16;
+    const FROM: u16 = 26000;
+    const TO: u16 = 32000;
+    assert!(n < TO - FROM, "a range of {n} ports");
+    let span = TO - FROM - n;
+    let mut base = FROM + (seed() % u64::from(span)) as u16;
+    for _ in 0..10_000 {
         let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
-        if (0..n).any(|i| handed.contains(&(base + i))) {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        let clear = !(0..n).any(|i| handed.contains(&(base + i)));
+        if clear && (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             // The whole range is this caller's: no later `free_port` hands out a port in it.
             handed.extend((0..n).map(|i| base + i));
             return base;
         }
+        drop(handed);
+        base = FROM + (base - FROM + 97) % span;
     }
+    panic!("no {n} free consecutive ports in {FROM}..{TO}");
 }
 
 /// Ports handed out by this test process.
@@ -79,7 +81,7 @@ fn seed() -> u64 {
 
 /// A free loopback port (bound, then released for the process under test).
 ///
-/// Ports come from 20000..32000, below Linux's ephemeral range, so the source port of some
+/// Ports come from 20000..26000, below Linux's ephemeral range, so the source port of some
 /// outgoing connection cannot take a port between the moment it is chosen and the moment a
 /// server binds it; and no port is handed out twice in one test process, so two servers of one
 /// test (or of tests running side by side) never share one.
@@ -91,7 +93,7 @@ pub fn free_port() -> u16 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let port = 20000 + (x % 12000) as u16;
+        let port = 20000 + (x % 6000) as u16;
         if handed.contains(&port) {
             continue;
         }
