@@ -54,14 +54,13 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     // before the cores start; later changes (discovery, reloads) reach them the same way.
     let inboxes: Vec<Arc<runtime::Mailbox<scrape::CoreMsg>>> =
         (0..cores).map(|_| Arc::new(Default::default())).collect();
-    let manager = crate::discovery::Manager::new(
+    let mut manager = crate::discovery::Manager::new(
         opts.config_file.clone(),
         cfg.clone(),
         inboxes.clone(),
         registry.clone(),
         cluster.clone(),
     );
-    let mut manager = manager;
     manager.set_handover_floor(opts.cluster.refresh_interval);
     if let Some(c) = &setup {
         manager.set_cluster_labels(c.ha_labels.clone());

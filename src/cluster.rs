@@ -113,10 +113,13 @@ impl Membership {
     /// HA-tracker form, the replicas of the highest-scoring group.
     pub fn owners(&self, key: &str) -> Vec<&str> {
         if self.groups {
-            let best = self
+            let groups: std::collections::BTreeSet<usize> = self
                 .members
                 .iter()
                 .filter_map(|m| self.group_of(m))
+                .collect();
+            let best = groups
+                .into_iter()
                 .max_by_key(|g| (score(&format!("group-{g}"), key), std::cmp::Reverse(*g)));
             return match best {
                 Some(g) => self

@@ -181,7 +181,7 @@ impl JobTargets {
             }
             let mut derived = scrape::derive(cfg, &discovered(&e.group));
             log_errors(&derived.errors);
-            let mut owner_counts = BTreeMap::new();
+            let mut owner_counts: BTreeMap<String, usize> = BTreeMap::new();
             if let Some(c) = cluster {
                 // Targets another member owns are dropped here, as relabeling drops.
                 let mut mine = Vec::new();
@@ -189,7 +189,12 @@ impl JobTargets {
                 for t in derived.targets {
                     let owners = c.owners(&c.key(&t.pool, &t.url(), &t.all_labels));
                     for o in &owners {
-                        *owner_counts.entry(o.to_string()).or_insert(0) += 1;
+                        match owner_counts.get_mut(*o) {
+                            Some(n) => *n += 1,
+                            None => {
+                                owner_counts.insert(o.to_string(), 1);
+                            }
+                        }
                     }
                     if owners.contains(&c.me.as_str()) {
                         mine.push(t);

@@ -9,9 +9,9 @@ use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use super::{Command, TargetGroup, sleep_unless};
+use super::{Command, TargetGroup};
 use crate::cluster::{DnsKind, Source};
-use crate::config::{KubeApi, KubeRole, KubeSelector, KubernetesSdConfig};
+use crate::config::{DnsType, KubeApi, KubeRole, KubeSelector, KubernetesSdConfig};
 use crate::log::Level;
 use crate::selfmetrics::SdStats;
 
@@ -50,11 +50,8 @@ pub fn follow(
 }
 
 fn poll(source: &Source, refresh: Duration, tx: &Sender<Command>) {
-    let never = AtomicBool::new(false);
     loop {
-        if sleep_unless(refresh, &never) {
-            return;
-        }
+        std::thread::sleep(refresh);
         let read = match source {
             Source::File(path) => read_file(path),
             Source::Dns { name, kind } => lookup(name, *kind),
@@ -89,12 +86,12 @@ fn read_file(path: &std::path::Path) -> Result<Vec<String>, String> {
 
 fn lookup(name: &str, kind: DnsKind) -> Result<Vec<String>, String> {
     use super::dns::{Record, ResolvConf};
-    let code = match kind {
-        DnsKind::Srv => 33,
-        DnsKind::A => 1,
-        DnsKind::Aaaa => 28,
+    let kind = match kind {
+        DnsKind::Srv => DnsType::Srv,
+        DnsKind::A => DnsType::A,
+        DnsKind::Aaaa => DnsType::Aaaa,
     };
-    let records = ResolvConf::load().lookup(name, code)?;
+    let records = ResolvConf::load().lookup(name, kind.code())?;
     Ok(records
         .into_iter()
         .filter_map(|r| match r {
