@@ -44,7 +44,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
             None => c.membership.clone(),
         };
         cfg.add_external_labels(&c.ha_labels);
-        log_membership(&m);
+        crate::discovery::members::log_view(&m, "sharing targets");
         Arc::new(m)
     });
     let allowed = runtime::allowed_cpus();
@@ -193,27 +193,6 @@ fn watch_config_file(
             }
         })?;
     Ok(())
-}
-
-fn log_membership(c: &crate::cluster::Membership) {
-    if c.listed() {
-        crate::log!(
-            Level::Info,
-            "cluster",
-            "sharing targets",
-            member = c.me,
-            members = c.members.join(","),
-            replication_factor = c.replication
-        );
-    } else {
-        crate::log!(
-            Level::Error,
-            "cluster",
-            "this member is not in the cluster's member list: it scrapes nothing until it is",
-            member = c.me,
-            members = c.members.join(",")
-        );
-    }
 }
 
 /// Creates the storage directory and locks it (unless `--storage.agent.no-lockfile`).

@@ -68,6 +68,29 @@ fn poll(source: &Source, refresh: Duration, tx: &Sender<Command>) {
     }
 }
 
+/// Logs this member's view: `what` when it is listed, an error when it is not (it scrapes
+/// nothing then).
+pub fn log_view(m: &crate::cluster::Membership, what: &str) {
+    if m.listed() {
+        crate::log!(
+            Level::Info,
+            "cluster",
+            what,
+            member = m.me,
+            members = m.members.join(","),
+            replication_factor = m.replication
+        );
+    } else {
+        crate::log!(
+            Level::Error,
+            "cluster",
+            "this member is not in the cluster's member list: it scrapes nothing until it is",
+            member = m.me,
+            members = m.members.join(",")
+        );
+    }
+}
+
 fn log_failure(source: &Source, err: &str) {
     crate::log!(
         Level::Error,

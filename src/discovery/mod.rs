@@ -300,21 +300,7 @@ impl Manager {
             .sd
             .membership_changes
             .fetch_add(1, Ordering::Relaxed);
-        crate::log!(
-            if next.listed() {
-                Level::Info
-            } else {
-                Level::Error
-            },
-            "cluster",
-            if next.listed() {
-                "the cluster's member list changed"
-            } else {
-                "this member is not in the cluster's member list: it scrapes nothing"
-            },
-            member = next.me,
-            members = next.members.join(",")
-        );
+        members::log_view(&next, "the cluster's member list changed");
         self.cluster = Some(Arc::new(next));
         for j in &mut self.jobs {
             j.targets.reshard();
@@ -536,11 +522,16 @@ impl Manager {
             let msgs = job.targets.sync(&job.cfg, self.cluster.as_deref());
             let due = now + self.handover_floor;
             let handed = job.targets.take_handover();
+            if !self.handovers.is_empty() {
+                // Owned again before its handover was due: it just keeps running.
+                let started: std::collections::HashSet<u64> = msgs
+                    .iter()
+                    .filter(|(_, m)| matches!(m, CoreMsg::Start(_)))
+                    .map(|(h, _)| *h)
+                    .collect();
+                self.handovers.retain(|(_, h)| !started.contains(h));
+            }
             for (hash, msg) in msgs {
-                if let CoreMsg::Start(_) = msg {
-                    // Owned again before its handover was due: it just keeps running.
-                    self.handovers.retain(|(_, h)| *h != hash);
-                }
                 self.send_to_core(hash, msg);
             }
             for (hash, interval) in handed {
