@@ -293,6 +293,29 @@ struct Behaviour {
     values: BTreeMap<Vec<(String, String)>, BTreeSet<String>>,
 }
 
+/// Per job, the non-zero values of `scrape_series_added` in time order: how often, and by
+/// how much, each agent saw series it did not know.
+fn series_added(r: &Receiver) -> BTreeMap<String, Vec<String>> {
+    let mut added: Vec<(String, i64, f64)> = r
+        .samples()
+        .into_iter()
+        .filter(|s| s.label("__name__") == Some("scrape_series_added") && s.value > 0.0)
+        .map(|s| {
+            (
+                s.label("job").unwrap_or_default().to_string(),
+                s.ts,
+                s.value,
+            )
+        })
+        .collect();
+    added.sort_by_key(|(job, ts, _)| (job.clone(), *ts));
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (job, _, v) in added {
+        out.entry(job).or_default().push(format!("{v}"));
+    }
+    out
+}
+
 fn behaviour(r: &Receiver) -> Behaviour {
     let mut b = Behaviour::default();
     for s in r.samples() {
@@ -343,17 +366,28 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
         14..20 => 2,
         _ => 3,
     };
+    let flappy_phase = phase.clone();
     let app = TestServer::start(move |_, _| match phase() {
         2 => (500, "text/plain", b"down".to_vec()),
         p => {
             let mut body = String::from(
-                "# TYPE req_total counter\nreq_total{path=\"/a\",code=\"200\"} 10\ntemp{id=\"x\",job=\"exposed\",instance=\"inner\"} 3\ngo_gc_cycles 4\n",
+                "# TYPE req_total counter\nreq_total{path=\"/a\",code=\"200\"} 10\ntemp{id=\"x\",job=\"exposed\",instance=\"inner\"} 3\ngo_gc_cycles 4\nblank{job=\"\",zone=\"\"} 5\n",
             );
             if p != 1 {
                 body.push_str("req_total{path=\"/b\",code=\"503\"} 20\n");
             }
             (200, "text/plain; version=0.0.4", body.into_bytes())
         }
+    });
+    // A target that answers with an empty body while one series of `app` is gone: its
+    // series go stale, and when they come back they are not counted as added again
+    // (`scrape_series_added`), as Prometheus keeps its scrape cache through an empty scrape.
+    let flappy = TestServer::start(move |_, _| {
+        let body: &[u8] = match flappy_phase() {
+            1 => b"",
+            _ => b"f_one 1\nf_two 2\n",
+        };
+        (200, "text/plain; version=0.0.4", body.to_vec())
     });
     let many = TestServer::start(|_, _| {
         (
@@ -400,6 +434,8 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
     metric_relabel_configs:
       - {{regex: '(p.*)', replacement: 'x_${{1}}', action: labelmap}}
       - {{regex: 'path', action: labeldrop}}
+  - job_name: flappy
+    static_configs: [{{targets: ['{flappy}']}}]
   - job_name: limited
     sample_limit: 3
     static_configs: [{{targets: ['{many}']}}]
@@ -411,6 +447,7 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
 ",
         app = app.addr,
         many = many.addr,
+        flappy = flappy.addr,
         sd = sd_file.display(),
     );
     let Agents {
@@ -445,7 +482,17 @@ fn relabeling_limits_and_staleness_match_prometheus_agent() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let (prom, ours) = (behaviour(&prom_rx), behaviour(&spate_rx));
+    let (prom_added, ours_added) = (series_added(&prom_rx), series_added(&spate_rx));
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+    assert_eq!(
+        prom_added.get("flappy").map(Vec::len),
+        Some(1),
+        "Prometheus counts flappy's series once: {prom_added:?}"
+    );
+    assert_eq!(
+        ours_added, prom_added,
+        "scrape_series_added (non-zero values in order, per job): spate, then Prometheus"
+    );
 
     // The run went through every phase, for both.
     let route_b = |b: &Behaviour| {

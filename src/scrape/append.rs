@@ -90,16 +90,25 @@ impl Appender {
             counts.scraped += 1;
             let labels = &mut self.labels;
             scraped_labels(labels, &s, body);
+            let exposed_empty = |name: &[u8]| exposes_empty(&s, body, name);
             if t.metric_relabel.is_empty() {
-                merge_target_labels(labels, t);
+                merge_target_labels(labels, t, exposed_empty);
             } else {
-                let key = labels.fingerprint();
+                let mut key = labels.fingerprint();
+                if t.honor_labels {
+                    // Labels exposed empty change what the target's labels add: part of the key.
+                    for l in s.labels.iter().filter(|l| l.value.0 == l.value.1) {
+                        key = (key ^ xxhash_rust::xxh3::xxh3_64(l.name(body)))
+                            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                            .rotate_left(31);
+                    }
+                }
                 let kept = memo.process(
                     &t.metric_relabel,
                     counts.scraped - 1,
                     key,
                     labels,
-                    |l| merge_target_labels(l, t),
+                    |l| merge_target_labels(l, t, exposed_empty),
                     &mut self.relabel,
                 );
                 if !kept {
@@ -336,13 +345,34 @@ pub(super) fn check_label_limits(
     None
 }
 
+/// Whether the sample exposes the label `name` with an empty value (which `LabelScratch`
+/// drops, but which still counts as exposed for `honor_labels`).
+fn exposes_empty(s: &exposition::Sample<'_, '_>, body: &[u8], name: &[u8]) -> bool {
+    s.labels.iter().any(|l| {
+        l.value.0 == l.value.1
+            && if l.name_escaped {
+                let mut unescaped = Vec::new();
+                unescape_label_value(l.name(body), &mut unescaped);
+                unescaped == name
+            } else {
+                l.name(body) == name
+            }
+    })
+}
+
 /// Attaches the target's labels to a scraped sample as Prometheus does: with `honor_labels`
-/// the exposed value wins; otherwise the target's does, and a conflicting exposed label is
-/// kept as `exported_<name>` (prefix repeated until free; shortest names first).
-pub(super) fn merge_target_labels(labels: &mut LabelScratch, t: &Target) {
+/// the exposed value wins, even an empty one (`job=""` leaves the series without `job`);
+/// otherwise the target's does, and a conflicting exposed label is kept as
+/// `exported_<name>` (prefix repeated until free; shortest names first). `exposed_empty`
+/// tells whether the sample exposes a label with an empty value.
+pub(super) fn merge_target_labels(
+    labels: &mut LabelScratch,
+    t: &Target,
+    exposed_empty: impl Fn(&[u8]) -> bool,
+) {
     if t.honor_labels {
         for (k, v) in &t.labels {
-            if labels.get(k.as_bytes()).is_none() {
+            if labels.get(k.as_bytes()).is_none() && !exposed_empty(k.as_bytes()) {
                 labels.push(k.as_bytes(), v.as_bytes());
             }
         }
@@ -469,7 +499,12 @@ mod tests {
         for (k, v) in exposed {
             s.push(k.as_bytes(), v.as_bytes());
         }
-        merge_target_labels(&mut s, &target(honor, tl));
+        let exposed_empty = |name: &[u8]| {
+            exposed
+                .iter()
+                .any(|(k, v)| v.is_empty() && k.as_bytes() == name)
+        };
+        merge_target_labels(&mut s, &target(honor, tl), exposed_empty);
         s.sort().unwrap();
         (0..s.len())
             .map(|i| {
@@ -523,6 +558,48 @@ mod tests {
             got,
             owned(&[("__name__", "m"), ("instance", "a:1"), ("job", "exposed")])
         );
+    }
+
+    #[test]
+    fn an_empty_exposed_label_wins_with_honor_labels_only() {
+        let exposed = [("__name__", "m"), ("job", ""), ("zone", "")];
+        let tl = [("instance", "a:1"), ("job", "j"), ("zone", "z")];
+        assert_eq!(
+            merged(true, &exposed, &tl),
+            owned(&[("__name__", "m"), ("instance", "a:1")])
+        );
+        assert_eq!(
+            merged(false, &exposed, &tl),
+            owned(&[
+                ("__name__", "m"),
+                ("instance", "a:1"),
+                ("job", "j"),
+                ("zone", "z")
+            ])
+        );
+        // Through the parser: an empty value written in the body, its name quoted or not.
+        use crate::entry::proto;
+        use prost::Message;
+        for body in [&b"m{job=\"\"} 1\n"[..], b"m{\"job\"=\"\",zone=\"\"} 1\n"] {
+            let t = target(true, &[("job", "j"), ("instance", "a:1")]);
+            let mut app = Appender::default();
+            app.append_body(
+                &t,
+                &[],
+                body,
+                exposition::Format::PromText,
+                1_000,
+                &mut Default::default(),
+            )
+            .unwrap();
+            let req = proto::WriteRequest::decode(app.entries()).unwrap();
+            let names: Vec<&str> = req.timeseries[0]
+                .labels
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect();
+            assert_eq!(names, ["__name__", "instance"], "{body:?}");
+        }
     }
 
     #[test]

@@ -378,6 +378,11 @@ async fn scrape_once(
             }
             Err(f) => {
                 failed_added = app.count_new_series(state);
+                // Prometheus' forced flush: series met only in failed scrapes are forgotten
+                // once they outnumber twice the last good scrape's, plus 1,000.
+                if state.failed_seen.len() > state.active as usize * 2 + 1000 {
+                    state.failed_seen.clear();
+                }
                 app.rollback();
                 core.stats.scrape_failures.fetch_add(1, Relaxed);
                 crate::log!(
@@ -411,7 +416,14 @@ async fn scrape_once(
             core.stats
                 .active_series
                 .fetch_sub(std::mem::replace(&mut state.active, active), Relaxed);
-            if result.is_ok() {
+            if result.is_ok() && body_size == 0 {
+                // An empty body (a target answering nothing): every series goes stale, but
+                // the series cache is kept, as Prometheus keeps its scrape cache, so series
+                // that come back are not new.
+                if let Some(last) = state.last.take() {
+                    app.stale_all(&last, ts);
+                }
+            } else if result.is_ok() {
                 let added = wal.add(
                     &app.entries,
                     &app.ends,
@@ -560,6 +572,10 @@ fn append_response(
         );
     }
     let body_size = resp.body.len();
+    if body_size == 0 {
+        // An empty body is an empty scrape whatever its type, as in Prometheus.
+        return (Ok(Appended::default()), 0);
+    }
     let r = match exposition::format_for_content_type(resp.content_type, t.fallback) {
         Err(e) => Err(failed(e)),
         Ok(format) => app
