@@ -54,6 +54,12 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     // before the cores start; later changes (discovery, reloads) reach them the same way.
     let inboxes: Vec<Arc<runtime::Mailbox<scrape::CoreMsg>>> =
         (0..cores).map(|_| Arc::new(Default::default())).collect();
+    // Opened before anything scrapes; a file that cannot be opened stops the start, as in
+    // Prometheus (a reload logs it and goes on).
+    let failure_logs = Arc::new(scrape::FailureLogs::default());
+    failure_logs
+        .reopen(&cfg)
+        .map_err(|e| format!("error loading config: {e}"))?;
     let mut manager = crate::discovery::Manager::new(
         opts.config_file.clone(),
         cfg.clone(),
@@ -61,6 +67,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         registry.clone(),
         cluster.clone(),
     );
+    manager.set_failure_logs(failure_logs.clone());
     manager.set_handover_floor(opts.cluster.refresh_interval);
     if let Some(c) = &setup {
         manager.set_cluster_labels(c.ha_labels.clone());
@@ -103,6 +110,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         inboxes,
         wals,
         shutdown: &shutdown,
+        failure_logs: &failure_logs,
         // In a cluster every member scrapes a target at the same phase (the cluster's seed),
         // so a target that moves keeps its timestamps.
         offset_seed: match &cluster {
@@ -157,7 +165,8 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// `--config.auto-reload`: every `interval`, the configuration file's checksum; when it differs
+/// `--config.auto-reload`: every `interval`, the configuration's checksum (the file and its
+/// `scrape_config_files`); when it differs
 /// from the last one loaded, a reload (retried at the next check if it fails, as Prometheus
 /// does).
 fn watch_config_file(
@@ -165,11 +174,7 @@ fn watch_config_file(
     interval: std::time::Duration,
     reload: crate::discovery::ReloadHandle,
 ) -> std::io::Result<()> {
-    let checksum = |p: &std::path::Path| {
-        std::fs::read(p)
-            .ok()
-            .map(|b| xxhash_rust::xxh3::xxh3_64(&b))
-    };
+    let checksum = config::checksum;
     let mut loaded = checksum(&path);
     std::thread::Builder::new()
         .name("spate-config-watch".into())
@@ -387,6 +392,7 @@ struct CoreSetup<'a> {
     inboxes: Vec<Arc<runtime::Mailbox<scrape::CoreMsg>>>,
     wals: Wals,
     shutdown: &'a Event,
+    failure_logs: &'a Arc<scrape::FailureLogs>,
     offset_seed: u64,
     aligned_timestamps: bool,
     stale_on_failure: bool,
@@ -415,6 +421,7 @@ fn start_cores(s: CoreSetup) -> Result<Vec<std::thread::JoinHandle<()>>, String>
             endpoints: s.endpoints.to_vec(),
             registry: s.registry.clone(),
             shutdown: s.shutdown.clone(),
+            failure_logs: s.failure_logs.clone(),
             external_labels: s.cfg.global.external_labels.clone(),
             flush_deadline: s.opts.flush_deadline,
             fsync_interval: s.opts.wal_fsync_interval,
@@ -462,6 +469,7 @@ struct CoreStart {
     endpoints: Vec<Arc<Endpoint>>,
     registry: Arc<Registry>,
     shutdown: Event,
+    failure_logs: Arc<scrape::FailureLogs>,
     external_labels: Vec<(String, String)>,
     flush_deadline: std::time::Duration,
     fsync_interval: std::time::Duration,
@@ -511,6 +519,7 @@ impl CoreStart {
                 self.endpoints.iter().any(|e| e.cfg.send_exemplars),
             )),
             buffers: Default::default(),
+            failure_logs: self.failure_logs,
         });
         runtime::spawn(scrape::manage_targets(self.inbox, core));
         let mut draining = Vec::new();

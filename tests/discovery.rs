@@ -516,4 +516,49 @@ fn auto_reload_follows_the_file_and_external_labels_expand_the_environment() {
             && spate.metric("prometheus_config_last_reload_successful") == 1.0)
             .then_some(())
     });
+
+    // `scrape_config_files` (relative to the main file): a job added in an included file,
+    // and a change to that file alone, are followed too.
+    let jobs_dir = spate.dir.path().join("jobs.d");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let included = |job: &str| {
+        format!(
+            "scrape_configs:\n  - job_name: {job}\n    static_configs: [{{targets: ['{}']}}]\n",
+            t.addr
+        )
+    };
+    write_atomically(&jobs_dir.join("team.yml"), &included("team_a"));
+    write_atomically(
+        &cfg_path,
+        &config("third").replacen(
+            "scrape_configs:",
+            "scrape_config_files: ['jobs.d/*.yml']\nscrape_configs:",
+            1,
+        ),
+    );
+    let sorted = |s: &Spate| {
+        let mut j = jobs(s);
+        j.sort();
+        j
+    };
+    wait_for(Duration::from_secs(30), "the included job", || {
+        (sorted(&spate) == ["team_a", "third"]).then_some(())
+    });
+    write_atomically(&jobs_dir.join("team.yml"), &included("team_b"));
+    wait_for(
+        Duration::from_secs(30),
+        "the included file's change",
+        || (sorted(&spate) == ["team_b", "third"]).then_some(()),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "samples of the included job",
+        || {
+            receiver
+                .samples()
+                .iter()
+                .any(|s| s.label("job") == Some("team_b"))
+                .then_some(())
+        },
+    );
 }

@@ -939,3 +939,137 @@ fn http_sd_over_https_with_a_private_ca() {
     assert_eq!(t["health"], "up");
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
+
+/// The JSON lines of a scrape failure log file (none when it does not exist yet).
+fn failure_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect()
+}
+
+/// `scrape_failure_log_file`, global and per job: each failed request is one JSON line with
+/// Prometheus' keys, in the job's file or else the global one; scrapes that fail after the
+/// response (a limit) are not logged, as in Prometheus. A reload reopens the files (a rotated
+/// file is let go), and one that cannot be opened fails the reload, naming it.
+#[test]
+fn failed_scrapes_are_logged_to_the_failure_log_files() {
+    let receiver = Receiver::start(|_| 200);
+    let down = TestServer::start(|_, _| (500, "text/plain", b"down".to_vec()));
+    let fine = TestServer::start(|_, _| (200, "text/plain; version=0.0.4", b"a 1\nb 2\n".to_vec()));
+    let refused = format!("127.0.0.1:{}", common::free_port());
+    let dir = common::TempDir::new("failure-log");
+    let global_log = dir.path().join("failures.log");
+    let own_log = dir.path().join("own.log");
+    let jobs = format!(
+        "  - job_name: down
+    static_configs: [{{targets: ['{down}']}}]
+  - job_name: refused
+    static_configs: [{{targets: ['{refused}']}}]
+  - job_name: own
+    scrape_failure_log_file: {own}
+    static_configs: [{{targets: ['{down}']}}]
+  - job_name: fine
+    static_configs: [{{targets: ['{fine}']}}]
+  - job_name: limited
+    sample_limit: 1
+    static_configs: [{{targets: ['{fine}']}}]
+",
+        down = down.addr,
+        fine = fine.addr,
+        own = own_log.display(),
+    );
+    let with_global = |path: &std::path::Path| {
+        config(&jobs, &receiver).replacen(
+            "global:\n",
+            &format!("global:\n  scrape_failure_log_file: {}\n", path.display()),
+            1,
+        )
+    };
+    let mut spate = Spate::start(&with_global(&global_log), &["--web.enable-lifecycle"]);
+    let targets = |lines: &[Value]| -> std::collections::BTreeSet<String> {
+        lines
+            .iter()
+            .map(|l| l["target"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (down_url, refused_url) = (
+        format!("http://{}/metrics", down.addr),
+        format!("http://{refused}/metrics"),
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "failures of down and refused logged",
+        || {
+            (targets(&failure_lines(&global_log)).len() == 2 && !failure_lines(&own_log).is_empty())
+                .then_some(())
+        },
+    );
+    let lines = failure_lines(&global_log);
+    assert_eq!(
+        targets(&lines),
+        [down_url.clone(), refused_url.clone()]
+            .into_iter()
+            .collect(),
+        "only the failed requests of jobs without a file of their own"
+    );
+    for l in &lines {
+        assert_eq!(l["level"], "ERROR", "{l}");
+        assert!(l["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+        let msg = l["msg"].as_str().unwrap_or_default();
+        if l["target"] == down_url.as_str() {
+            assert!(msg.starts_with("server returned HTTP status 500"), "{l}");
+        } else {
+            assert!(
+                msg.starts_with(&format!("Get \"{refused_url}\": ")) && msg.contains("refused"),
+                "{l}"
+            );
+        }
+    }
+    assert_eq!(
+        targets(&failure_lines(&own_log)),
+        [down_url.clone()].into_iter().collect()
+    );
+
+    // Rotation: the file moves away; a reload opens a new one at the path.
+    let rotated = dir.path().join("failures.log.1");
+    std::fs::rename(&global_log, &rotated).unwrap();
+    let (code, body) = common::http_request(&spate.web, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_for(
+        Duration::from_secs(60),
+        "lines in the reopened file",
+        || (failure_lines(&global_log).len() >= 2).then_some(()),
+    );
+    let kept = std::fs::metadata(&rotated).unwrap().len();
+    let before = failure_lines(&global_log).len();
+    wait_for(
+        Duration::from_secs(60),
+        "more lines in the new file",
+        || (failure_lines(&global_log).len() >= before + 2).then_some(()),
+    );
+    assert_eq!(
+        std::fs::metadata(&rotated).unwrap().len(),
+        kept,
+        "the rotated file is let go"
+    );
+
+    // A file that cannot be opened fails the reload and names it; scraping goes on.
+    let missing = dir.path().join("no-such-dir").join("failures.log");
+    std::fs::write(spate.dir.path().join("spate.yml"), with_global(&missing)).unwrap();
+    let (code, body) = common::http_request(&spate.web, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains(&missing.display().to_string()), "{body}");
+    assert_eq!(
+        spate.metric("prometheus_config_last_reload_successful"),
+        0.0
+    );
+    let before = failure_lines(&own_log).len();
+    wait_for(
+        Duration::from_secs(60),
+        "the job's own file still written",
+        || (failure_lines(&own_log).len() > before).then_some(()),
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(30)).success());
+}

@@ -425,9 +425,12 @@ fn pem(
             "at most one of {what} and {what}_file must be configured"
         )),
         (Some(s), None) => Ok(Some(s.into_bytes())),
-        (None, Some(f)) => std::fs::read(&f)
-            .map(Some)
-            .map_err(|e| format!("unable to read {what}_file {f}: {e}")),
+        (None, Some(f)) => {
+            let f = super::paths::join(f);
+            std::fs::read(&f)
+                .map(Some)
+                .map_err(|e| format!("unable to read {what}_file {f}: {e}"))
+        }
         (None, None) => Ok(None),
     }
 }
@@ -481,7 +484,7 @@ fn exclusive(a: Option<String>, b: Option<String>, what: &str) -> Result<Option<
             "at most one of {what} & {what}_file must be configured"
         )),
         (Some(s), None) => Ok(Some(Secret::Inline(s))),
-        (None, Some(f)) => Ok(Some(Secret::File(f.into()))),
+        (None, Some(f)) => Ok(Some(Secret::File(super::paths::join(f).into()))),
         (None, None) => Ok(None),
     }
 }
@@ -606,7 +609,7 @@ pub(super) fn resolve(
         values.extend(
             h.files
                 .into_iter()
-                .map(|f| HeaderValue::Secret(Secret::File(f.into()))),
+                .map(|f| HeaderValue::Secret(Secret::File(super::paths::join(f).into()))),
         );
         out.headers.push((name, values));
     }

@@ -9,6 +9,7 @@
 pub mod client;
 mod duration;
 mod env;
+pub mod paths;
 mod raw;
 pub mod redact;
 
@@ -111,6 +112,8 @@ pub struct ScrapeConfig {
     pub limits: ScrapeLimits,
     /// Adds `scrape_timeout_seconds`, `scrape_sample_limit` and `scrape_body_size_bytes`.
     pub extra_scrape_metrics: bool,
+    /// Where failed scrapes are logged (the job's file, else the global one).
+    pub scrape_failure_log_file: Option<String>,
 }
 
 /// `file_sd_configs`: target groups read from JSON or YAML files.
@@ -410,6 +413,8 @@ impl std::error::Error for ConfigError {}
 /// Where an error was found, before the file name is known.
 #[derive(Debug)]
 pub(crate) struct Problem {
+    /// The file it is in, when not the main one (a `scrape_config_files` file).
+    file: Option<String>,
     line: Option<u64>,
     field: Option<String>,
     reason: String,
@@ -418,6 +423,7 @@ pub(crate) struct Problem {
 impl Problem {
     pub(crate) fn at(line: u64, field: impl Into<String>, reason: impl Into<String>) -> Problem {
         Problem {
+            file: None,
             line: (line > 0).then_some(line),
             field: Some(field.into()),
             reason: reason.into(),
@@ -425,14 +431,22 @@ impl Problem {
     }
     pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Problem {
         Problem {
+            file: None,
             line: None,
             field: Some(field.into()),
             reason: reason.into(),
         }
     }
+    /// The same problem, found in `file`.
+    pub(crate) fn in_file(self, file: &str) -> Problem {
+        Problem {
+            file: Some(self.file.unwrap_or_else(|| file.to_string())),
+            ..self
+        }
+    }
     fn into_error(self, file: &str) -> ConfigError {
         ConfigError {
-            file: file.to_string(),
+            file: self.file.unwrap_or_else(|| file.to_string()),
             line: self.line,
             field: self.field,
             reason: self.reason,
@@ -449,7 +463,37 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         field: None,
         reason: format!("cannot read the configuration file: {e}"),
     })?;
-    load_str(&text, &name)
+    // Relative paths in the file are relative to its directory.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    paths::within(dir, || load_str(&text, &name))
+}
+
+/// A checksum of the configuration file and of the files its `scrape_config_files` name
+/// (their names and contents), as Prometheus' auto-reload computes it; `None` when the main
+/// file cannot be read.
+pub fn checksum(path: &Path) -> Option<u64> {
+    let main = std::fs::read(path).ok()?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&main);
+    #[derive(serde::Deserialize, Default)]
+    struct Includes {
+        #[serde(default)]
+        scrape_config_files: Vec<String>,
+    }
+    let text = String::from_utf8_lossy(&main);
+    let includes: Includes = serde_saphyr::from_str::<Option<Includes>>(&text)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for pattern in includes.scrape_config_files {
+        let pattern = paths::within(dir, || paths::join(pattern));
+        for file in paths::expand(&pattern) {
+            h.update(file.as_os_str().as_encoded_bytes());
+            h.update(&std::fs::read(&file).unwrap_or_default());
+        }
+    }
+    Some(h.digest())
 }
 
 /// Validates configuration text; `file` names it in errors.

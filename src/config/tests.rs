@@ -575,3 +575,159 @@ fn bearer_token_fields_are_authorization() {
     .unwrap();
     assert!(cfg.scrape_configs[0].http.authorization.is_none());
 }
+
+/// A fresh directory for files a test loads.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("spate-config-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_files_directory() {
+    let dir = scratch_dir("relative");
+    let main = dir.join("prometheus.yml");
+    std::fs::write(
+        &main,
+        "global:\n  scrape_failure_log_file: failures.log\n  query_log_file: queries.log\nscrape_configs:\n  - job_name: a\n    bearer_token_file: secrets/token\n    file_sd_configs: [{files: ['sd/*.json', /abs/b.yml]}]\n  - job_name: b\n    scrape_failure_log_file: /var/log/b.log\n",
+    )
+    .unwrap();
+    let c = load_file(&main).unwrap();
+    let a = &c.scrape_configs[0];
+    let d = dir.display();
+    assert_eq!(
+        a.scrape_failure_log_file.as_deref(),
+        Some(format!("{d}/failures.log").as_str())
+    );
+    assert_eq!(
+        a.file_sd_configs[0].files,
+        [format!("{d}/sd/*.json"), "/abs/b.yml".to_string()]
+    );
+    let (_, token) = a.http.authorization.as_ref().unwrap();
+    assert_eq!(
+        format!("{token:?}"),
+        format!(
+            "{:?}",
+            crate::http::Secret::File(format!("{d}/secrets/token").into())
+        )
+    );
+    assert_eq!(
+        c.scrape_configs[1].scrape_failure_log_file.as_deref(),
+        Some("/var/log/b.log")
+    );
+    // Text loaded without a file keeps paths relative to the working directory.
+    let c = load("global:\n  scrape_failure_log_file: f.log\nscrape_configs:\n  - job_name: x\n")
+        .unwrap();
+    assert_eq!(
+        c.scrape_configs[0].scrape_failure_log_file.as_deref(),
+        Some("f.log")
+    );
+}
+
+#[test]
+fn scrape_config_files_add_jobs_with_prometheus_rules() {
+    let dir = scratch_dir("includes");
+    std::fs::create_dir_all(dir.join("jobs")).unwrap();
+    let main = dir.join("prometheus.yml");
+    let write_main = |includes: &str| {
+        std::fs::write(
+            &main,
+            format!("global:\n  scrape_interval: 7s\nscrape_config_files:\n{includes}scrape_configs:\n  - job_name: main\n"),
+        )
+        .unwrap();
+    };
+    std::fs::write(
+        dir.join("jobs/b.yml"),
+        "scrape_configs:\n  - job_name: b\n    file_sd_configs: [{files: [b.json]}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("jobs/a.yml"),
+        "scrape_configs:\n  - job_name: a1\n    scrape_interval: 3s\n  - job_name: a2\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("jobs/ignored.json"), "not yaml: [").unwrap();
+    write_main("  - jobs/*.yml\n  - missing/*.yml\n  - nothing.yml\n");
+    let c = load_file(&main).unwrap();
+    let jobs: Vec<&str> = c
+        .scrape_configs
+        .iter()
+        .map(|s| s.job_name.as_str())
+        .collect();
+    assert_eq!(
+        jobs,
+        ["main", "a1", "a2", "b"],
+        "main first, then files in name order"
+    );
+    assert_eq!(c.scrape_configs[1].scrape_interval, Duration::from_secs(3));
+    assert_eq!(
+        c.scrape_configs[2].scrape_interval,
+        Duration::from_secs(7),
+        "global applies"
+    );
+    assert_eq!(
+        c.scrape_configs[3].file_sd_configs[0].files,
+        [format!("{}/jobs/b.json", dir.display())],
+        "paths in an included file are relative to its directory"
+    );
+
+    let a = dir.join("jobs/a.yml").display().to_string();
+    let b = dir.join("jobs/b.yml").display().to_string();
+    // A job name used twice: in the main file and a file, or in two files.
+    std::fs::write(
+        dir.join("jobs/b.yml"),
+        "scrape_configs:\n  - job_name: main\n",
+    )
+    .unwrap();
+    assert_eq!(
+        load_file(&main).unwrap_err().to_string(),
+        format!(
+            "{b}:2: scrape_configs[0].job_name: found multiple scrape configs with job name \"main\", first found in main config file"
+        )
+    );
+    std::fs::write(
+        dir.join("jobs/b.yml"),
+        "scrape_configs:\n  - job_name: x\n  - job_name: a2\n",
+    )
+    .unwrap();
+    assert_eq!(
+        load_file(&main).unwrap_err().to_string(),
+        format!(
+            "{b}:3: scrape_configs[1].job_name: found multiple scrape configs with job name \"a2\", first found in {a:?}"
+        )
+    );
+    // Only scrape_configs inside; errors name the included file.
+    std::fs::write(dir.join("jobs/b.yml"), "global:\n  scrape_interval: 1s\n").unwrap();
+    let e = load_file(&main).unwrap_err();
+    assert_eq!(e.file, b);
+    assert!(e.to_string().contains("global"), "{e}");
+    std::fs::write(
+        dir.join("jobs/b.yml"),
+        "scrape_configs:\n  - job_name: b\n    scrape_interval: soon\n",
+    )
+    .unwrap();
+    let e = load_file(&main).unwrap_err();
+    assert_eq!((e.file.as_str(), e.line), (b.as_str(), Some(3)), "{e}");
+    // A `*` outside the last path component.
+    std::fs::write(dir.join("jobs/b.yml"), "scrape_configs: []\n").unwrap();
+    write_main("  - 'j*/a.yml'\n");
+    assert_eq!(
+        load_file(&main).unwrap_err().to_string(),
+        format!(
+            "{}:4: scrape_config_files: invalid scrape config file path \"j*/a.yml\"",
+            main.display()
+        )
+    );
+    // The checksum auto-reload compares follows the included files.
+    write_main("  - jobs/*.yml\n");
+    let before = checksum(&main).unwrap();
+    std::fs::write(
+        dir.join("jobs/b.yml"),
+        "scrape_configs:\n  - job_name: b2\n",
+    )
+    .unwrap();
+    assert_ne!(checksum(&main).unwrap(), before);
+    std::fs::write(dir.join("jobs/b.yml"), "scrape_configs: []\n").unwrap();
+    assert_eq!(checksum(&main).unwrap(), before);
+}

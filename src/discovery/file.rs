@@ -110,74 +110,24 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// The files the patterns name: a `*` or `?` may appear in the last path component.
+/// The files the patterns name: a `*` or `?` may appear in the last path component; a path
+/// without one is named whether it exists or not (its absence is reported when read).
 fn expand(patterns: &[String]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in patterns {
-        let path = Path::new(p);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        match name {
-            Some(name) if name.contains(['*', '?']) => {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                let Ok(entries) = std::fs::read_dir(dir) else {
-                    continue;
-                };
-                let mut found: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .filter(|e| glob_match(name.as_bytes(), e.file_name().as_encoded_bytes()))
-                    .map(|e| dir.join(e.file_name()))
-                    .collect();
-                found.sort();
-                out.extend(found);
-            }
-            _ => out.push(path.to_path_buf()),
+        if crate::config::paths::is_pattern(p) {
+            out.extend(crate::config::paths::expand(p));
+        } else {
+            out.push(PathBuf::from(p));
         }
     }
     out.dedup();
     out
 }
 
-/// Shell-style matching of one path component: `*` any run, `?` one byte.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
-            p += 1;
-            n += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, n));
-            p += 1;
-        } else if let Some((sp, sn)) = star {
-            p = sp + 1;
-            n = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match(b"*.json", b"a.json"));
-        assert!(glob_match(b"t-*.yml", b"t-1.yml"));
-        assert!(!glob_match(b"t-*.yml", b"t-1.yaml"));
-        assert!(glob_match(b"?.json", b"a.json"));
-        assert!(!glob_match(b"?.json", b"ab.json"));
-        assert!(glob_match(b"*", b""));
-        assert!(glob_match(b"a*b*c", b"aXbYbZc"));
-    }
 
     #[test]
     fn changes_are_seen_and_bad_files_keep_their_targets() {

@@ -122,6 +122,8 @@ pub struct Manager {
     handovers: Vec<(std::time::Instant, u64)>,
     /// External labels the command line adds to every loaded configuration.
     cluster_labels: Vec<(String, String)>,
+    /// The jobs' `scrape_failure_log_file`s, reopened at each reload.
+    failure_logs: Option<Arc<crate::scrape::FailureLogs>>,
 }
 
 impl Manager {
@@ -155,6 +157,7 @@ impl Manager {
             handover_floor: Duration::ZERO,
             handovers: Vec::new(),
             cluster_labels: Vec::new(),
+            failure_logs: None,
         };
         for sc in &cfg.scrape_configs {
             let job = m.new_job(sc.clone());
@@ -173,6 +176,11 @@ impl Manager {
     /// file gets them too.
     pub fn set_cluster_labels(&mut self, labels: Vec<(String, String)>) {
         self.cluster_labels = labels;
+    }
+
+    /// The failure log files the cores write, to reopen at each reload.
+    pub fn set_failure_logs(&mut self, logs: Arc<crate::scrape::FailureLogs>) {
+        self.failure_logs = Some(logs);
     }
 
     /// Where providers, the web thread and the signal handler send commands.
@@ -381,12 +389,18 @@ impl Manager {
                 self.send_to_core(hash, CoreMsg::Stop { hash, stale: true });
             }
         }
+        // Reopened whatever changed, as Prometheus promises (a rotated file is let go); a
+        // file that cannot be opened fails the reload, the rest of it applied.
+        let logs = match &self.failure_logs {
+            Some(logs) => logs.reopen(&new),
+            None => Ok(()),
+        };
         self.cfg = Config {
             scrape_configs: new.scrape_configs,
             ..self.cfg.clone()
         };
         self.sync();
-        Ok(())
+        logs
     }
 
     fn new_job(&mut self, cfg: ScrapeConfig) -> Job {

@@ -491,6 +491,7 @@ mod tests {
             track_timestamps_staleness: false,
             forced_error: None,
             http: Default::default(),
+            failure_log: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! back everything but the report series, as in Prometheus).
 
 mod append;
+mod failure_log;
 mod request;
 mod stale;
 mod status;
@@ -13,6 +14,7 @@ mod target;
 
 use append::report_labels;
 pub use append::{AppendError, Appended, Appender};
+pub use failure_log::FailureLogs;
 use request::{FetchError, fetch, request_headers};
 pub use request::{Served, fetch_once};
 use stale::{StaleScratch, stale_on_removal};
@@ -65,6 +67,8 @@ pub struct CoreScrape {
     pub external_labels: Vec<(String, String)>,
     pub appender: RefCell<Appender>,
     pub buffers: BufferPool,
+    /// `scrape_failure_log_file`s, shared with the control plane that reopens them.
+    pub failure_logs: Arc<failure_log::FailureLogs>,
 }
 
 /// Receive buffers shared by a core's targets. Scrapes are spread over the interval, so only
@@ -353,7 +357,13 @@ async fn scrape_once(
             counts: Appended::default(),
             body_size: 0.0,
         }),
-        None => fetch_target(t, core, conn, &request.unwrap_or_default()).await,
+        None => {
+            let fetched = fetch_target(t, core, conn, &request.unwrap_or_default()).await;
+            if let Err(f) = &fetched {
+                log_failure(t, core, &f.message);
+            }
+            fetched
+        }
     };
     // From here to the end of the commit the core's appender and the WAL's head are this
     // scrape's (other tasks wait for the lock): the commit's writes run on the ring while
@@ -566,10 +576,9 @@ fn append_response(
         } else {
             resp.status_text.to_string()
         };
-        return (
-            Err(failed(format!("server returned HTTP status {status}"))),
-            0,
-        );
+        let message = format!("server returned HTTP status {status}");
+        log_failure(t, core, &message);
+        return (Err(failed(message)), 0);
     }
     let body_size = resp.body.len();
     if body_size == 0 {
@@ -594,6 +603,14 @@ fn append_response(
             }),
     };
     (r, body_size)
+}
+
+/// Writes a failed request to the target's `scrape_failure_log_file`: Prometheus logs the
+/// failures of the request and response (not of parsing or limits, nor a forced error).
+fn log_failure(t: &Target, core: &CoreScrape, message: &str) {
+    if let Some(path) = &t.failure_log {
+        core.failure_logs.write(path, &t.url(), message);
+    }
 }
 
 /// Offers a committed scrape's entries to every shard (with where the commit ended in the

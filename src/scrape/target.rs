@@ -49,6 +49,8 @@ pub struct Target {
     pub forced_error: Option<String>,
     /// Auth, headers and redirects for the scrape request.
     pub http: std::sync::Arc<crate::config::client::HttpClientConfig>,
+    /// `scrape_failure_log_file`: where failed scrapes are logged.
+    pub failure_log: Option<std::sync::Arc<str>>,
 }
 
 impl Target {
@@ -323,6 +325,7 @@ fn build(
         track_timestamps_staleness: sc.track_timestamps_staleness,
         forced_error: None,
         http: sc.http.clone(),
+        failure_log: sc.scrape_failure_log_file.as_deref().map(Into::into),
     })))
 }
 

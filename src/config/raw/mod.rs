@@ -88,15 +88,20 @@ section! {
         global: Option<RawGlobal>,
         scrape_configs: Option<Vec<RawScrapeConfig>>,
         remote_write: Option<Vec<RawRemoteWrite>>,
+        scrape_config_files: Field<Vec<String>>,
         // Not allowed in agent mode when they have entries (Prometheus checks the lists'
         // lengths, so an empty section loads); checked first, with Prometheus' message.
         rule_files: Field<Vec<IgnoredAny>>,
         alerting: Field<RawAlerting>,
         remote_read: Field<Vec<IgnoredAny>>,
+        // Read and without effect (docs/compatibility.md): the TSDB and exemplar storage of a
+        // server, the OTLP receiver (refused by its flag), Prometheus' own traces, Go's GC.
+        storage: Option<IgnoredAny>,
+        otlp: Option<IgnoredAny>,
+        tracing: Option<IgnoredAny>,
+        runtime: Option<IgnoredAny>,
     }
-    unsupported {
-        scrape_config_files, storage, tracing, otlp, runtime,
-    }
+    unsupported {}
 }
 
 /// `alerting`, read only to tell an empty section from one with entries.
@@ -127,10 +132,12 @@ section! {
         target_limit: Option<u64>,
         keep_dropped_targets: Option<u64>,
         extra_scrape_metrics: Option<bool>,
+        scrape_failure_log_file: Option<String>,
+        // Prometheus' PromQL query log: read and without effect in an agent.
+        query_log_file: Option<String>,
     }
     unsupported {
-        query_log_file,
-        scrape_failure_log_file, metric_name_validation_scheme, metric_name_escaping_scheme,
+        metric_name_validation_scheme, metric_name_escaping_scheme,
         convert_classic_histograms_to_nhcb,
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
     }
@@ -183,6 +190,7 @@ section! {
         target_limit: Option<u64>,
         keep_dropped_targets: Option<u64>,
         extra_scrape_metrics: Option<bool>,
+        scrape_failure_log_file: Option<String>,
     }
     unsupported {
         // Limits.
@@ -190,7 +198,7 @@ section! {
         // Protocols and histograms.
         scrape_classic_histograms,
         convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
-        metric_name_escaping_scheme, scrape_failure_log_file,
+        metric_name_escaping_scheme,
         // Service discovery other than static, file, HTTP and DNS.
         aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
@@ -433,26 +441,30 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
 ];
 
 pub(super) fn parse(text: &str) -> Result<RawConfig, Problem> {
-    let options = serde_saphyr::options! { with_snippet: false };
-    let parsed: Option<RawConfig> =
-        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(0);
-            let mut reason = e.to_string();
-            // The position is already in front of our message, and the list of every valid field
-            // name is longer than helpful.
-            for cut in [" at line ", ", expected one of "] {
-                if let Some(i) = reason.find(cut) {
-                    reason.truncate(i);
-                }
-            }
-            Problem {
-                line: (line > 0).then_some(line),
-                field: None,
-                reason,
-            }
-        })?;
     // An empty file is a valid, empty configuration, as in Prometheus.
-    Ok(parsed.unwrap_or_default())
+    Ok(parse_yaml(text)?.unwrap_or_default())
+}
+
+/// YAML into `T`, strictly (unknown fields are errors); `None` for an empty document.
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<Option<T>, Problem> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(0);
+        let mut reason = e.to_string();
+        // The position is already in front of our message, and the list of every valid field
+        // name is longer than helpful.
+        for cut in [" at line ", ", expected one of "] {
+            if let Some(i) = reason.find(cut) {
+                reason.truncate(i);
+            }
+        }
+        Problem {
+            file: None,
+            line: (line > 0).then_some(line),
+            field: None,
+            reason,
+        }
+    })
 }
 
 fn unsupported(section: &str, found: Option<(&'static str, u64)>) -> Result<(), Problem> {
@@ -537,7 +549,18 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
     }
     unsupported("", raw.unsupported())?;
 
-    let global = resolve_global(raw.global.unwrap_or_default())?;
+    let raw_global = raw.global.unwrap_or_default();
+    // The global failure log is the default of each job's (Prometheus keeps both).
+    let failure_log = raw_global
+        .scrape_failure_log_file
+        .clone()
+        .filter(|f| !f.is_empty())
+        .map(crate::config::paths::join);
+    let resolved_global = resolve_global(raw_global)?;
+    let global = Globals {
+        cfg: &resolved_global,
+        failure_log: failure_log.as_deref(),
+    };
 
     let mut scrape_configs = Vec::new();
     let mut jobs = HashSet::new();
@@ -552,7 +575,7 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
             .as_ref()
             .map(|s| s.referenced.line())
             .unwrap_or(0);
-        let sc = resolve_scrape(sc, i, &global)?;
+        let sc = resolve_scrape(sc, i, global)?;
         if !jobs.insert(sc.job_name.clone()) {
             return Err(Problem::at(
                 line,
@@ -564,6 +587,11 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
             ));
         }
         scrape_configs.push(sc);
+    }
+
+    if let Some(patterns) = &raw.scrape_config_files {
+        let included = scrape_config_files(patterns, global, &jobs)?;
+        scrape_configs.extend(included);
     }
 
     let mut remote_write = Vec::new();
@@ -587,10 +615,83 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
     }
 
     Ok(Config {
-        global,
+        global: resolved_global,
         scrape_configs,
         remote_write,
     })
+}
+
+/// A `scrape_config_files` file: only scrape configs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScrapeConfigFile {
+    #[serde(default)]
+    scrape_configs: Option<Vec<RawScrapeConfig>>,
+}
+
+/// The scrape configs of the files `scrape_config_files` names, as Prometheus reads them: each
+/// pattern (relative to the main file's directory, a `*` only in its last component) in
+/// order, its files in name order, each file holding only `scrape_configs`, resolved with the
+/// main file's `global` and with relative paths relative to its own directory. A job name
+/// already used, in the main file or an earlier file, is an error naming both.
+fn scrape_config_files(
+    patterns: &Spanned<Vec<String>>,
+    global: Globals<'_>,
+    main_jobs: &HashSet<String>,
+) -> Result<Vec<ScrapeConfig>, Problem> {
+    let line = patterns.referenced.line();
+    let mut seen: BTreeMap<String, String> = main_jobs
+        .iter()
+        .map(|j| (j.clone(), "main config file".to_string()))
+        .collect();
+    let mut out = Vec::new();
+    for pattern in &patterns.value {
+        // Prometheus' rule for rule and scrape config file paths: `*` in the last component only.
+        let dir = pattern.rsplit_once('/').map_or("", |(d, _)| d);
+        if dir.contains('*') {
+            return Err(Problem::at(
+                line,
+                "scrape_config_files",
+                format!("invalid scrape config file path {pattern:?}"),
+            ));
+        }
+        let joined = crate::config::paths::join(pattern.clone());
+        for file in crate::config::paths::expand(&joined) {
+            let shown = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Problem::field("scrape_config_files", format!("cannot read {shown:?}: {e}"))
+                    .in_file(&shown)
+            })?;
+            let parsed: RawScrapeConfigFile = parse_yaml(&text)
+                .map_err(|p| p.in_file(&shown))?
+                .unwrap_or_default();
+            let dir = file.parent().unwrap_or(std::path::Path::new(""));
+            for (i, sc) in parsed
+                .scrape_configs
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                let job_line = sc.job_name.as_ref().map_or(0, |s| s.referenced.line());
+                let sc = crate::config::paths::within(dir, || resolve_scrape(sc, i, global))
+                    .map_err(|p| p.in_file(&shown))?;
+                if let Some(first) = seen.get(&sc.job_name) {
+                    return Err(Problem::at(
+                        job_line,
+                        format!("scrape_configs[{i}].job_name"),
+                        format!(
+                            "found multiple scrape configs with job name {:?}, first found in {first}",
+                            sc.job_name
+                        ),
+                    )
+                    .in_file(&shown));
+                }
+                seen.insert(sc.job_name.clone(), format!("{shown:?}"));
+                out.push(sc);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
@@ -677,11 +778,19 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
     })
 }
 
+/// What a scrape config inherits: the resolved `global`, and the global failure log file.
+#[derive(Clone, Copy)]
+struct Globals<'a> {
+    cfg: &'a GlobalConfig,
+    failure_log: Option<&'a str>,
+}
+
 fn resolve_scrape(
     sc: RawScrapeConfig,
     i: usize,
-    global: &GlobalConfig,
+    globals: Globals<'_>,
 ) -> Result<ScrapeConfig, Problem> {
+    let global = globals.cfg;
     let at = |f: &str| format!("scrape_configs[{i}].{f}");
     unsupported(&at(""), sc.unsupported())?;
     let job = match &sc.job_name {
@@ -813,6 +922,11 @@ fn resolve_scrape(
         extra_scrape_metrics: sc
             .extra_scrape_metrics
             .unwrap_or(global.extra_scrape_metrics),
+        scrape_failure_log_file: sc
+            .scrape_failure_log_file
+            .filter(|f| !f.is_empty())
+            .map(crate::config::paths::join)
+            .or_else(|| globals.failure_log.map(String::from)),
         scrape_protocols,
         fallback_scrape_protocol,
         scrape_native_histograms,

@@ -94,7 +94,11 @@ pub(super) fn file_sd_configs(
             }
         }
         file_sd_configs.push(FileSdConfig {
-            files: files.value,
+            files: files
+                .value
+                .into_iter()
+                .map(crate::config::paths::join)
+                .collect(),
             refresh_interval: f.refresh_interval.map_or(Duration::from_secs(300), |d| d.0),
         });
     }
@@ -287,7 +291,9 @@ pub(super) fn kubernetes_sd_configs(
                     "cannot use 'kubeconfig_file' and 'namespaces.own_namespace' simultaneously",
                 );
             }
-            (None, Some(path)) => KubeApi::Kubeconfig(path.value.clone().into()),
+            (None, Some(path)) => {
+                KubeApi::Kubeconfig(crate::config::paths::join(path.value.clone()).into())
+            }
             (None, None) => KubeApi::InCluster,
             (Some(url), None) => {
                 let parsed = Url::parse(&url.value).map_err(|e| {
