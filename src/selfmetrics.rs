@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use crate::entry::Tally;
+
 /// Declares a stats struct and, for the test that each is exported, the list of its plain
 /// counters by field name.
 macro_rules! stats {
@@ -116,8 +118,10 @@ pub struct CoreStats {
     pub scrapes: AtomicU64,
     pub scrape_failures: AtomicU64,
     pub samples_scraped: AtomicU64,
-    /// Samples (scraped and report series) handed to the remote-write queues.
+    /// Entries (scraped and report series) handed to the remote-write queues, by kind.
     pub samples_appended: AtomicU64,
+    pub histograms_appended: AtomicU64,
+    pub exemplars_appended: AtomicU64,
     /// The newest scrape timestamp committed, in milliseconds.
     pub highest_ts_ms: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
@@ -143,19 +147,35 @@ stats! {
 /// Counters of one remote-write shard (one endpoint on one core).
 #[derive(Default)]
 pub struct ShardStats {
+    /// Each count is kept per kind of entry, as Prometheus keeps them: samples, histograms,
+    /// exemplars (see [`ShardStats::add`]).
     pub samples_sent: AtomicU64,
+    pub histograms_sent: AtomicU64,
+    pub exemplars_sent: AtomicU64,
     pub samples_failed: AtomicU64,
+    pub histograms_failed: AtomicU64,
+    pub exemplars_failed: AtomicU64,
     pub samples_retried: AtomicU64,
+    pub histograms_retried: AtomicU64,
+    pub exemplars_retried: AtomicU64,
     pub samples_dropped_queue_full: AtomicU64,
+    pub histograms_dropped_queue_full: AtomicU64,
+    pub exemplars_dropped_queue_full: AtomicU64,
     pub samples_pending: AtomicU64,
+    pub histograms_pending: AtomicU64,
+    pub exemplars_pending: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub requests_failed: AtomicU64,
     pub highest_sent_ts_ms: AtomicU64,
-    /// Samples older than `sample_age_limit` when sent or retried.
+    /// Entries older than `sample_age_limit` when sent or retried.
     pub samples_dropped_too_old: AtomicU64,
-    /// Samples of series `write_relabel_configs` dropped.
+    pub histograms_dropped_too_old: AtomicU64,
+    pub exemplars_dropped_too_old: AtomicU64,
+    /// Entries of series `write_relabel_configs` dropped.
     pub samples_dropped_relabel: AtomicU64,
-    /// Unsent samples a WAL retention bound (size or age) deleted.
+    pub histograms_dropped_relabel: AtomicU64,
+    pub exemplars_dropped_relabel: AtomicU64,
+    /// Unsent entries (of any kind) a WAL retention bound (size or age) deleted.
     pub samples_dropped_wal_size: Arc<AtomicU64>,
     /// Samples this endpoint still has to read back from the WAL (its backlog), in bytes.
     pub wal_backlog_bytes: AtomicU64,
@@ -175,6 +195,77 @@ pub struct ShardStats {
     /// `sent_batch_duration_seconds`, over [`BATCH_BUCKETS`].
     pub batch_duration: Histogram<BATCH_BUCKETS_N>,
 }
+}
+
+/// Which count of a shard's, kept per kind of entry.
+#[derive(Clone, Copy)]
+pub enum Count {
+    Sent,
+    Failed,
+    Retried,
+    DroppedQueueFull,
+    DroppedTooOld,
+    DroppedRelabel,
+}
+
+impl ShardStats {
+    /// The samples, histograms and exemplars counters of `count`.
+    fn by_kind(&self, count: Count) -> [&AtomicU64; 3] {
+        match count {
+            Count::Sent => [
+                &self.samples_sent,
+                &self.histograms_sent,
+                &self.exemplars_sent,
+            ],
+            Count::Failed => [
+                &self.samples_failed,
+                &self.histograms_failed,
+                &self.exemplars_failed,
+            ],
+            Count::Retried => [
+                &self.samples_retried,
+                &self.histograms_retried,
+                &self.exemplars_retried,
+            ],
+            Count::DroppedQueueFull => [
+                &self.samples_dropped_queue_full,
+                &self.histograms_dropped_queue_full,
+                &self.exemplars_dropped_queue_full,
+            ],
+            Count::DroppedTooOld => [
+                &self.samples_dropped_too_old,
+                &self.histograms_dropped_too_old,
+                &self.exemplars_dropped_too_old,
+            ],
+            Count::DroppedRelabel => [
+                &self.samples_dropped_relabel,
+                &self.histograms_dropped_relabel,
+                &self.exemplars_dropped_relabel,
+            ],
+        }
+    }
+
+    /// Adds `t`, kind by kind, to `count`.
+    pub fn add(&self, count: Count, t: Tally) {
+        let [s, h, e] = self.by_kind(count);
+        for (c, n) in [(s, t.samples), (h, t.histograms), (e, t.exemplars)] {
+            if n > 0 {
+                c.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// Sets the pending gauges to `t`.
+    pub fn set_pending(&self, t: Tally) {
+        self.samples_pending.store(t.samples, Relaxed);
+        self.histograms_pending.store(t.histograms, Relaxed);
+        self.exemplars_pending.store(t.exemplars, Relaxed);
+    }
+
+    /// Every entry counted by `count`, whatever its kind.
+    pub fn total(&self, count: Count) -> u64 {
+        self.by_kind(count).iter().map(|c| c.load(Relaxed)).sum()
+    }
 }
 
 /// Prometheus' buckets for `prometheus_remote_storage_sent_batch_duration_seconds`: the client
@@ -347,10 +438,13 @@ impl Registry {
                         let _ = writeln!(out, "{name}{{{}}} {v}", e.labels());
                     }
                 }
-                Read::Dropped => {
+                Read::Dropped(kind) => {
                     for e in eps.iter() {
-                        for (reason, f) in DROP_REASONS {
-                            let v: u64 = e.shards.iter().map(|s| f(s).load(Relaxed)).sum();
+                        for (reason, by_kind) in DROP_REASONS {
+                            let v: u64 = match by_kind[kind] {
+                                Some(f) => e.shards.iter().map(|s| f(s).load(Relaxed)).sum(),
+                                None => 0,
+                            };
                             let _ =
                                 writeln!(out, "{name}{{reason=\"{reason}\",{}}} {v}", e.labels());
                         }
@@ -407,8 +501,9 @@ enum Read {
     MaxCoresMillis(fn(&CoreStats) -> &AtomicU64),
     /// One series per endpoint (`remote_name`, `url`) over its shards.
     Endpoints(Agg, ShardCounter),
-    /// `samples_dropped_total` per endpoint and reason ([`DROP_REASONS`]).
-    Dropped,
+    /// `…_dropped_total` per endpoint and reason ([`DROP_REASONS`]), of one kind (0: samples,
+    /// 1: histograms, 2: exemplars).
+    Dropped(usize),
     /// The sent-batch duration histogram per endpoint.
     BatchDurations,
     /// A WAL duration histogram per core.
@@ -444,15 +539,41 @@ const fn m(name: &'static str, kind: &'static str, help: &'static str, read: Rea
 const C: &str = "counter";
 const G: &str = "gauge";
 
-/// The reasons of `prometheus_remote_storage_samples_dropped_total`.
 /// Reads one counter of a shard.
 type ShardCounter = fn(&ShardStats) -> &AtomicU64;
 
-const DROP_REASONS: [(&str, ShardCounter); 4] = [
-    ("queue_full", |s| &s.samples_dropped_queue_full),
-    ("wal_retention", |s| &s.samples_dropped_wal_size),
-    ("dropped_series", |s| &s.samples_dropped_relabel),
-    ("too_old", |s| &s.samples_dropped_too_old),
+/// The reasons of `prometheus_remote_storage_{samples,histograms,exemplars}_dropped_total`,
+/// each with its counter for each kind (`[samples, histograms, exemplars]`). WAL retention
+/// counts every kind of entry it deleted as samples.
+const DROP_REASONS: [(&str, [Option<ShardCounter>; 3]); 4] = [
+    (
+        "queue_full",
+        [
+            Some(|s| &s.samples_dropped_queue_full),
+            Some(|s| &s.histograms_dropped_queue_full),
+            Some(|s| &s.exemplars_dropped_queue_full),
+        ],
+    ),
+    (
+        "wal_retention",
+        [Some(|s| &s.samples_dropped_wal_size), None, None],
+    ),
+    (
+        "dropped_series",
+        [
+            Some(|s| &s.samples_dropped_relabel),
+            Some(|s| &s.histograms_dropped_relabel),
+            Some(|s| &s.exemplars_dropped_relabel),
+        ],
+    ),
+    (
+        "too_old",
+        [
+            Some(|s| &s.samples_dropped_too_old),
+            Some(|s| &s.histograms_dropped_too_old),
+            Some(|s| &s.exemplars_dropped_too_old),
+        ],
+    ),
 ];
 
 /// Every metric `/metrics` shows, in order (the `process_*` ones follow).
@@ -804,6 +925,18 @@ const METRICS: &[Metric] = &[
         Read::SumCores(|c| &c.samples_appended),
     ),
     m(
+        "prometheus_remote_storage_histograms_in_total",
+        C,
+        "Native histograms appended for remote write.",
+        Read::SumCores(|c| &c.histograms_appended),
+    ),
+    m(
+        "prometheus_remote_storage_exemplars_in_total",
+        C,
+        "Exemplars appended for remote write.",
+        Read::SumCores(|c| &c.exemplars_appended),
+    ),
+    m(
         "prometheus_remote_storage_highest_timestamp_in_seconds",
         G,
         "Newest timestamp committed for remote write (of a scrape), in seconds.",
@@ -870,6 +1003,54 @@ const METRICS: &[Metric] = &[
         Read::Endpoints(Agg::Sum, |s| &s.samples_pending),
     ),
     m(
+        "prometheus_remote_storage_histograms_total",
+        C,
+        "Native histograms successfully sent to remote storage.",
+        Read::Endpoints(Agg::Sum, |s| &s.histograms_sent),
+    ),
+    m(
+        "prometheus_remote_storage_histograms_failed_total",
+        C,
+        "Native histograms that failed to send and were dropped (non-recoverable errors).",
+        Read::Endpoints(Agg::Sum, |s| &s.histograms_failed),
+    ),
+    m(
+        "prometheus_remote_storage_histograms_retried_total",
+        C,
+        "Native histograms whose send failed with a recoverable error and were retried.",
+        Read::Endpoints(Agg::Sum, |s| &s.histograms_retried),
+    ),
+    m(
+        "prometheus_remote_storage_histograms_pending",
+        G,
+        "Native histograms queued and not yet sent.",
+        Read::Endpoints(Agg::Sum, |s| &s.histograms_pending),
+    ),
+    m(
+        "prometheus_remote_storage_exemplars_total",
+        C,
+        "Exemplars successfully sent to remote storage.",
+        Read::Endpoints(Agg::Sum, |s| &s.exemplars_sent),
+    ),
+    m(
+        "prometheus_remote_storage_exemplars_failed_total",
+        C,
+        "Exemplars that failed to send and were dropped (non-recoverable errors).",
+        Read::Endpoints(Agg::Sum, |s| &s.exemplars_failed),
+    ),
+    m(
+        "prometheus_remote_storage_exemplars_retried_total",
+        C,
+        "Exemplars whose send failed with a recoverable error and were retried.",
+        Read::Endpoints(Agg::Sum, |s| &s.exemplars_retried),
+    ),
+    m(
+        "prometheus_remote_storage_exemplars_pending",
+        G,
+        "Exemplars queued and not yet sent.",
+        Read::Endpoints(Agg::Sum, |s| &s.exemplars_pending),
+    ),
+    m(
         "prometheus_remote_storage_bytes_total",
         C,
         "Compressed request bytes sent to remote storage.",
@@ -909,7 +1090,19 @@ const METRICS: &[Metric] = &[
         "prometheus_remote_storage_samples_dropped_total",
         C,
         "Samples dropped before sending, by reason.",
-        Read::Dropped,
+        Read::Dropped(0),
+    ),
+    m(
+        "prometheus_remote_storage_histograms_dropped_total",
+        C,
+        "Histograms dropped before sending, by reason.",
+        Read::Dropped(1),
+    ),
+    m(
+        "prometheus_remote_storage_exemplars_dropped_total",
+        C,
+        "Exemplars dropped before sending, by reason.",
+        Read::Dropped(2),
     ),
     m(
         "spate_remote_storage_wal_backlog_bytes",

@@ -220,6 +220,21 @@ fn exemplars_reach_prometheus_with_send_exemplars() {
     let e = &series["exemplars"][0];
     assert_eq!(e["labels"]["trace_id"], "abc123", "{series}");
     assert_eq!(e["value"], "1.5", "{series}");
+    // Exemplars are counted apart from samples, as Prometheus counts them.
+    wait_for(Duration::from_secs(30), "exemplars counted as sent", || {
+        (spate.metric("prometheus_remote_storage_exemplars_total") > 0.0
+            && spate.metric("prometheus_remote_storage_exemplars_in_total") > 0.0)
+            .then_some(())
+    });
+    assert!(
+        spate.metric("prometheus_remote_storage_samples_total")
+            > spate.metric("prometheus_remote_storage_exemplars_total"),
+        "samples (req_total and the report series) are counted as samples"
+    );
+    assert_eq!(
+        spate.metric("prometheus_remote_storage_histograms_total"),
+        0.0
+    );
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 }
 

@@ -132,6 +132,46 @@ remote_write:
             .then_some(())
         },
     );
+    // Prometheus' counters keep kinds apart: what each endpoint reports as sent matches
+    // what its receiver got, samples and histograms each (read at a quiet moment between
+    // sends, when both agree).
+    for (rx, wants_histograms) in [(&native_rx, true), (&plain_rx, false)] {
+        let counted = |name: &str| -> u64 {
+            let (_, body) = common::http_get(&spate.web, "/metrics").unwrap();
+            let url = format!("url=\"{}\"", rx.url());
+            body.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&url))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let received = |rx: &Receiver| {
+            let all = rx.samples();
+            let h = all.iter().filter(|s| s.histogram.is_some()).count() as u64;
+            (all.len() as u64 - h, h)
+        };
+        let (samples, histograms) = wait_for(
+            Duration::from_secs(60),
+            "the sent counters to match the receiver",
+            || {
+                let before = (
+                    counted("prometheus_remote_storage_samples_total"),
+                    counted("prometheus_remote_storage_histograms_total"),
+                );
+                let got = received(rx);
+                let after = (
+                    counted("prometheus_remote_storage_samples_total"),
+                    counted("prometheus_remote_storage_histograms_total"),
+                );
+                (before == got && got == after).then_some(got)
+            },
+        );
+        assert!(samples > 0);
+        assert_eq!(histograms > 0, wants_histograms, "{samples} {histograms}");
+        assert_eq!(
+            counted("prometheus_remote_storage_histograms_failed_total"),
+            0
+        );
+    }
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
 
     let got = find(&native_rx, "native", "req_seconds").unwrap();

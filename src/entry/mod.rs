@@ -343,6 +343,72 @@ pub const KIND_SAMPLE: u8 = 0;
 pub const KIND_HISTOGRAM: u8 = 1;
 pub const KIND_EXEMPLAR: u8 = 2;
 
+/// The kind of an encoded entry (a malformed one counts as a sample).
+pub fn entry_kind(entry: &[u8]) -> u8 {
+    match split_entry(entry) {
+        Ok((_, EntryPayload::Histogram(_))) => KIND_HISTOGRAM,
+        Ok((_, EntryPayload::Exemplar(_))) => KIND_EXEMPLAR,
+        _ => KIND_SAMPLE,
+    }
+}
+
+/// Entries counted by kind: Prometheus counts samples, histograms and exemplars apart
+/// (`prometheus_remote_storage_samples_total`, `…_histograms_total`, `…_exemplars_total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub samples: u64,
+    pub histograms: u64,
+    pub exemplars: u64,
+}
+
+impl Tally {
+    /// The entries of these kinds.
+    pub fn of(kinds: &[u8]) -> Tally {
+        let (mut h, mut e) = (0u64, 0u64);
+        for k in kinds {
+            h += u64::from(*k == KIND_HISTOGRAM);
+            e += u64::from(*k == KIND_EXEMPLAR);
+        }
+        Tally {
+            samples: kinds.len() as u64 - h - e,
+            histograms: h,
+            exemplars: e,
+        }
+    }
+
+    /// One entry of `kind`.
+    pub fn one(kind: u8) -> Tally {
+        let mut t = Tally::default();
+        match kind {
+            KIND_HISTOGRAM => t.histograms = 1,
+            KIND_EXEMPLAR => t.exemplars = 1,
+            _ => t.samples = 1,
+        }
+        t
+    }
+
+    /// Every entry, whatever its kind.
+    pub fn total(&self) -> usize {
+        (self.samples + self.histograms + self.exemplars) as usize
+    }
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Tally) {
+        self.samples += o.samples;
+        self.histograms += o.histograms;
+        self.exemplars += o.exemplars;
+    }
+}
+
+impl std::ops::SubAssign for Tally {
+    fn sub_assign(&mut self, o: Tally) {
+        self.samples = self.samples.saturating_sub(o.samples);
+        self.histograms = self.histograms.saturating_sub(o.histograms);
+        self.exemplars = self.exemplars.saturating_sub(o.exemplars);
+    }
+}
+
 /// A hash of an entry's labels section (`0x0a len TimeSeries`, labels first, as this module
 /// writes them): which of an endpoint's lanes sends the series. Every entry of a series (its
 /// samples, histograms and exemplars) hashes alike. A malformed entry hashes whole.

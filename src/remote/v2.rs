@@ -44,12 +44,7 @@ impl std::hash::Hasher for Prehashed {
 }
 
 /// What a request holds, to compare with the receiver's written counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub samples: u64,
-    pub histograms: u64,
-    pub exemplars: u64,
-}
+pub type Counts = crate::entry::Tally;
 
 impl Converter {
     fn symbol(&mut self, s: &[u8]) -> u32 {

@@ -621,9 +621,18 @@ fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i6
     for shard in &core.shards {
         shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
     }
+    let appended = crate::entry::Tally::of(&app.kinds);
     core.stats
         .samples_appended
-        .fetch_add(app.ends.len() as u64, Relaxed);
+        .fetch_add(appended.samples, Relaxed);
+    for (c, n) in [
+        (&core.stats.histograms_appended, appended.histograms),
+        (&core.stats.exemplars_appended, appended.exemplars),
+    ] {
+        if n > 0 {
+            c.fetch_add(n, Relaxed);
+        }
+    }
     core.stats
         .highest_ts_ms
         .fetch_max(ts.max(0) as u64, Relaxed);

@@ -604,24 +604,40 @@ fn remote_write(state: &State) -> Value {
                     "capacity": max(|s| &s.capacity),
                     "maxSamplesPerSend": max(|s| &s.max_samples_per_send),
                 },
-                "pending": { "samples": sum(|s| &s.samples_pending) },
+                "pending": {
+                    "samples": sum(|s| &s.samples_pending),
+                    "histograms": sum(|s| &s.histograms_pending),
+                    "exemplars": sum(|s| &s.exemplars_pending),
+                },
                 "sent": {
                     "samples": sum(|s| &s.samples_sent),
+                    "histograms": sum(|s| &s.histograms_sent),
+                    "exemplars": sum(|s| &s.exemplars_sent),
                     "metadata": sum(|s| &s.metadata_sent),
                 },
                 "failed": {
                     "samples": sum(|s| &s.samples_failed),
+                    "histograms": sum(|s| &s.histograms_failed),
+                    "exemplars": sum(|s| &s.exemplars_failed),
                     "metadata": sum(|s| &s.metadata_failed),
                     "requests": sum(|s| &s.requests_failed),
                 },
                 "retried": {
                     "samples": sum(|s| &s.samples_retried),
+                    "histograms": sum(|s| &s.histograms_retried),
+                    "exemplars": sum(|s| &s.exemplars_retried),
                     "metadata": sum(|s| &s.metadata_retried),
                 },
                 "dropped": {
-                    "queueFull": sum(|s| &s.samples_dropped_queue_full),
-                    "tooOld": sum(|s| &s.samples_dropped_too_old),
-                    "relabel": sum(|s| &s.samples_dropped_relabel),
+                    "queueFull": sum(|s| &s.samples_dropped_queue_full)
+                        + sum(|s| &s.histograms_dropped_queue_full)
+                        + sum(|s| &s.exemplars_dropped_queue_full),
+                    "tooOld": sum(|s| &s.samples_dropped_too_old)
+                        + sum(|s| &s.histograms_dropped_too_old)
+                        + sum(|s| &s.exemplars_dropped_too_old),
+                    "relabel": sum(|s| &s.samples_dropped_relabel)
+                        + sum(|s| &s.histograms_dropped_relabel)
+                        + sum(|s| &s.exemplars_dropped_relabel),
                     "walRetention": sum(|s| &s.samples_dropped_wal_size),
                 },
                 "bytesSent": sum(|s| &s.bytes_sent) + sum(|s| &s.metadata_bytes),
@@ -640,6 +656,8 @@ fn remote_write(state: &State) -> Value {
     json!({
         "highestTimestamp": highest_ms as f64 / 1000.0,
         "samplesAppended": reg.cores.iter().map(|c| c.samples_appended.load(Relaxed)).sum::<u64>(),
+        "histogramsAppended": reg.cores.iter().map(|c| c.histograms_appended.load(Relaxed)).sum::<u64>(),
+        "exemplarsAppended": reg.cores.iter().map(|c| c.exemplars_appended.load(Relaxed)).sum::<u64>(),
         "queues": queues,
         "wal": wal,
     })

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::Shard;
 use crate::log::Level;
+use crate::selfmetrics::Count;
 use crate::wal::WalReader;
 use crate::wal::segment::Pos;
 
@@ -57,12 +58,11 @@ impl Shard {
     /// the queues fit their bound.
     pub(super) fn drop_oldest(&self) {
         let dropped = self.lanes.borrow_mut().drop_oldest(self.limit);
-        if dropped == 0 {
+        if dropped.total() == 0 {
             return;
         }
-        self.stats
-            .samples_dropped_queue_full
-            .fetch_add(dropped as u64, Relaxed);
+        self.stats.add(Count::DroppedQueueFull, dropped);
+        let dropped = dropped.total();
         if self.ep.should_log_drop() {
             crate::log!(
                 Level::Warn,
@@ -111,8 +111,9 @@ impl Shard {
             ) {
                 Ok(Some((end, newest))) => {
                     let mut rw = self.rewrite.borrow_mut();
-                    let (entries, ends) = self.rewrite(&mut rw, &rp.staged, &rp.ends, &rp.kinds);
-                    self.distribute(entries, ends, newest, Some(end));
+                    let (entries, ends, kinds) =
+                        self.rewrite(&mut rw, &rp.staged, &rp.ends, &rp.kinds);
+                    self.distribute(entries, ends, kinds, newest, Some(end));
                 }
                 Ok(None) => {
                     caught_up = true;

@@ -20,13 +20,17 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::entry::Tally;
 use crate::runtime::{Instant, LocalNotify};
 use crate::wal::segment::Pos;
 
 /// A sealed batch: encoded entries, ready to be sent.
 pub(super) struct Batch {
     pub body: Vec<u8>,
+    /// Entries of every kind (what `max_samples_per_send` bounds).
     pub samples: usize,
+    /// The entries by kind.
+    pub tally: Tally,
     pub newest_ts: i64,
     /// The end of the commit before this batch's first entry: once every lane's lowest
     /// unsent batch is past a position, everything before it has been delivered.
@@ -38,11 +42,12 @@ pub(super) struct Batch {
 struct Queue {
     current: Vec<u8>,
     current_samples: usize,
+    current_tally: Tally,
     current_newest: i64,
     current_since: Option<Instant>,
     current_low: Pos,
     sealed: VecDeque<Batch>,
-    /// Samples in `current` and `sealed`.
+    /// Entries in `current` and `sealed`.
     queued: usize,
     /// The end of the last commit offered to this lane: with nothing pending here, every
     /// entry of this lane before it was sent.
@@ -58,6 +63,7 @@ impl Queue {
         self.sealed.push_back(Batch {
             body,
             samples: self.current_samples,
+            tally: std::mem::take(&mut self.current_tally),
             newest_ts: self.current_newest,
             low: self.current_low,
         });
@@ -66,14 +72,16 @@ impl Queue {
         self.current_since = None;
     }
 
-    /// Appends `count` entries (`bytes`), sealing at `max` samples.
-    fn push(&mut self, bytes: &[u8], count: usize, newest: i64, max: usize) {
+    /// Appends entries (`bytes`, counted by `tally`), sealing at `max` entries.
+    fn push(&mut self, bytes: &[u8], tally: Tally, newest: i64, max: usize) {
+        let count = tally.total();
         if self.current_samples == 0 {
             self.current_since = Some(Instant::now());
             self.current_low = self.through;
         }
         self.current.extend_from_slice(bytes);
         self.current_samples += count;
+        self.current_tally += tally;
         self.current_newest = self.current_newest.max(newest);
         self.queued += count;
         if self.current_samples >= max {
@@ -174,11 +182,14 @@ impl Lane {
         self.in_flight.set(low);
     }
 
-    /// Drops everything queued (the lane ends at the flush deadline); returns its samples.
-    pub fn discard(&self) -> usize {
+    /// Drops everything queued (the lane ends at the flush deadline); returns its entries.
+    pub fn discard(&self) -> Tally {
         let mut q = self.queue.borrow_mut();
         q.seal();
-        let n: usize = q.sealed.drain(..).map(|b| b.samples).sum();
+        let mut n = Tally::default();
+        for b in q.sealed.drain(..) {
+            n += b.tally;
+        }
         q.queued = 0;
         n
     }
@@ -190,8 +201,8 @@ pub(super) struct Lanes {
     retiring: Vec<Rc<Lane>>,
     /// The end of the last commit (or WAL record) wholly in the lanes.
     queued_to: Pos,
-    /// Samples in the lanes' queues (not in flight).
-    queued: usize,
+    /// Entries in the lanes' queues (not in flight), by kind.
+    queued: Tally,
 }
 
 impl Lanes {
@@ -201,7 +212,7 @@ impl Lanes {
             current: (0..n).map(|_| Lane::new(through)).collect(),
             retiring: Vec::new(),
             queued_to: through,
-            queued: 0,
+            queued: Tally::default(),
         }
     }
 
@@ -214,8 +225,13 @@ impl Lanes {
         self.current.len()
     }
 
-    /// Samples queued, not yet in flight.
+    /// Entries queued, not yet in flight.
     pub fn queued(&self) -> usize {
+        self.queued.total()
+    }
+
+    /// Entries queued, not yet in flight, by kind.
+    pub fn pending(&self) -> Tally {
         self.queued
     }
 
@@ -224,13 +240,14 @@ impl Lanes {
         self.queued_to
     }
 
-    /// Hands entries to the current lanes, each to the lane its series hashes to, cutting
-    /// batches at `max` samples. `wal`: where the commit ends in the WAL (`None`: it is not
-    /// in the WAL).
+    /// Hands entries (of `kinds`) to the current lanes, each to the lane its series hashes
+    /// to, cutting batches at `max` entries. `wal`: where the commit ends in the WAL (`None`:
+    /// it is not in the WAL).
     pub fn distribute(
         &mut self,
         entries: &[u8],
         ends: &[u32],
+        kinds: &[u8],
         newest: i64,
         wal: Option<Pos>,
         max: usize,
@@ -242,24 +259,31 @@ impl Lanes {
                 // As many entries as fit in the current batch, in one copy.
                 let take = (max - q.current_samples).min(ends.len() - i);
                 let end = ends[i + take - 1] as usize;
-                q.push(&entries[start..end], take, newest, max);
+                q.push(
+                    &entries[start..end],
+                    Tally::of(&kinds[i..i + take]),
+                    newest,
+                    max,
+                );
                 start = end;
                 i += take;
             }
         } else {
             let n = self.current.len() as u64;
             let mut start = 0usize;
-            for end in ends {
+            for (end, kind) in ends.iter().zip(kinds) {
                 let e = &entries[start..*end as usize];
                 let lane = &self.current[(crate::entry::series_key(e) % n) as usize];
-                lane.queue.borrow_mut().push(e, 1, newest, max);
+                lane.queue
+                    .borrow_mut()
+                    .push(e, Tally::one(*kind), newest, max);
                 start = *end as usize;
             }
         }
         if let Some(p) = wal {
             self.mark_through(p);
         }
-        self.queued += ends.len();
+        self.queued += Tally::of(kinds);
         for lane in &self.current {
             lane.wake();
         }
@@ -273,26 +297,26 @@ impl Lanes {
         self.queued_to = at;
     }
 
-    /// `samples` left the queues (in flight, or discarded).
-    pub fn taken(&mut self, samples: usize) {
-        self.queued = self.queued.saturating_sub(samples);
+    /// Entries left the queues (in flight, or discarded).
+    pub fn taken(&mut self, entries: Tally) {
+        self.queued -= entries;
     }
 
-    /// Forgets every queued sample (the shard ends).
-    pub fn clear_count(&mut self) -> usize {
+    /// Forgets every queued entry (the shard ends).
+    pub fn clear_count(&mut self) -> Tally {
         std::mem::take(&mut self.queued)
     }
 
-    /// Drops the oldest sealed batches until at most `limit` samples are queued; returns the
-    /// samples dropped.
-    pub fn drop_oldest(&mut self, limit: usize) -> usize {
-        let mut dropped = 0;
+    /// Drops the oldest sealed batches until at most `limit` entries are queued; returns the
+    /// entries dropped.
+    pub fn drop_oldest(&mut self, limit: usize) -> Tally {
+        let mut dropped = Tally::default();
         for lane in &self.current {
             let mut q = lane.queue.borrow_mut();
-            while self.queued - dropped > limit {
+            while self.queued.total() - dropped.total() > limit {
                 let Some(b) = q.sealed.pop_front() else { break };
                 q.queued -= b.samples;
-                dropped += b.samples;
+                dropped += b.tally;
             }
         }
         self.queued -= dropped;
@@ -388,7 +412,14 @@ mod tests {
         let mut lanes = Lanes::new(4, 0);
         for (i, v) in [1.0, 2.0, 3.0].into_iter().enumerate() {
             let (e, ends) = commit(&[0, 1, 2, 3, 4, 5, 6, 7], v);
-            lanes.distribute(&e, &ends, 1000, Some(100 * (i as u64 + 1)), 1000);
+            lanes.distribute(
+                &e,
+                &ends,
+                &vec![0; ends.len()],
+                1000,
+                Some(100 * (i as u64 + 1)),
+                1000,
+            );
         }
         assert_eq!(lanes.queued(), 24);
         let target = lane_of(&lanes, 3);
@@ -410,7 +441,7 @@ mod tests {
     fn batches_are_cut_at_max_samples() {
         let mut lanes = Lanes::new(1, 0);
         let (e, ends) = commit(&(0..25).collect::<Vec<_>>(), 1.0);
-        lanes.distribute(&e, &ends, 1000, Some(10), 10);
+        lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, Some(10), 10);
         assert_eq!(drain(&lanes.current()[0]), [10, 10, 5]);
     }
 
@@ -418,7 +449,7 @@ mod tests {
     fn a_young_batch_waits_for_its_deadline_unless_finishing() {
         let mut lanes = Lanes::new(1, 0);
         let (e, ends) = commit(&[0, 1], 1.0);
-        lanes.distribute(&e, &ends, 1000, Some(10), 100);
+        lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, Some(10), 100);
         let lane = &lanes.current()[0];
         assert!(
             matches!(lane.next(Duration::from_secs(3600), false), Next::DueIn(d) if d > Duration::from_secs(3500))
@@ -439,9 +470,9 @@ mod tests {
             .find(|&(x, y)| lane_of(&lanes, x) == 0 && lane_of(&lanes, y) == 1)
             .unwrap();
         let (e, ends) = commit(&[a, b], 1.0);
-        lanes.distribute(&e, &ends, 1000, Some(100), 1);
+        lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, Some(100), 1);
         let (e, ends) = commit(&[a, b], 2.0);
-        lanes.distribute(&e, &ends, 1000, Some(200), 1);
+        lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, Some(200), 1);
         assert_eq!(lanes.cursor(), 50);
         let (l0, l1) = (lanes.current()[0].clone(), lanes.current()[1].clone());
         // Lane 1's first batch is in flight (a retry keeps it there); lane 0 sends everything.
@@ -469,7 +500,7 @@ mod tests {
     fn a_new_generation_waits_until_the_old_one_has_sent_everything() {
         let mut lanes = Lanes::new(1, 0);
         let (e, ends) = commit(&[0, 1, 2, 3], 1.0);
-        lanes.distribute(&e, &ends, 1000, Some(100), 1000);
+        lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, Some(100), 1000);
         let old = lanes.current()[0].clone();
         let fresh = lanes.start_generation(3);
         assert_eq!(fresh.len(), 3);
@@ -480,7 +511,7 @@ mod tests {
         assert!(!lanes.waits_for_older(&old), "the retired lane sends");
         // New entries go to the new generation only; the old one sealed what it held.
         let (e, ends) = commit(&[0, 1, 2, 3], 2.0);
-        lanes.distribute(&e, &ends, 1000, Some(200), 1000);
+        lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, Some(200), 1000);
         assert_eq!(lanes.cursor(), 0, "the old generation's entries are unsent");
         assert_eq!(drain(&old), [4]);
         lanes.lane_ended(&old);
@@ -504,9 +535,9 @@ mod tests {
         let mut lanes = Lanes::new(1, 0);
         for i in 0..5 {
             let (e, ends) = commit(&(0..10).collect::<Vec<_>>(), i as f64);
-            lanes.distribute(&e, &ends, 1000, None, 10);
+            lanes.distribute(&e, &ends, &vec![0; ends.len()], 1000, None, 10);
         }
-        assert_eq!(lanes.drop_oldest(25), 30);
+        assert_eq!(lanes.drop_oldest(25).total(), 30);
         assert_eq!(lanes.queued(), 20);
         assert_eq!(drain(&lanes.current()[0]), [10, 10]);
     }

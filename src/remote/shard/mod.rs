@@ -39,6 +39,7 @@ use self::adapt::{ADAPT_EVERY, History, Observed, Window};
 use self::backlog::Replay;
 use self::lane::{Lane, Lanes};
 use self::rewrite::Rewrite;
+use crate::entry::Tally;
 use crate::log::Level;
 use crate::percore::CoreControl;
 use crate::remote::metadata::Reported;
@@ -162,15 +163,16 @@ impl Shard {
         if self.replay.borrow().is_some() {
             if wal.is_none() {
                 // Neither in the WAL nor queued: this endpoint will not get it.
-                self.stats
-                    .samples_dropped_queue_full
-                    .fetch_add(ends.len() as u64, Relaxed);
+                self.stats.add(
+                    crate::selfmetrics::Count::DroppedQueueFull,
+                    Tally::of(kinds),
+                );
             }
             return;
         }
         let mut rw = self.rewrite.borrow_mut();
-        let (entries, ends) = self.rewrite(&mut rw, entries, ends, kinds);
-        self.distribute(entries, ends, newest_ts, wal);
+        let (entries, ends, kinds) = self.rewrite(&mut rw, entries, ends, kinds);
+        self.distribute(entries, ends, kinds, newest_ts, wal);
         drop(rw);
         if self.lanes.borrow().queued() > self.limit {
             match wal {
@@ -183,18 +185,23 @@ impl Shard {
     }
 
     /// Hands entries to the lanes (see [`Lanes::distribute`]).
-    fn distribute(&self, entries: &[u8], ends: &[u32], newest: i64, wal: Option<Pos>) {
+    fn distribute(
+        &self,
+        entries: &[u8],
+        ends: &[u32],
+        kinds: &[u8],
+        newest: i64,
+        wal: Option<Pos>,
+    ) {
         let max = self.ep.cfg.queue.max_samples_per_send;
         self.lanes
             .borrow_mut()
-            .distribute(entries, ends, newest, wal, max);
+            .distribute(entries, ends, kinds, newest, wal, max);
         self.publish_pending();
     }
 
     fn publish_pending(&self) {
-        self.stats
-            .samples_pending
-            .store(self.lanes.borrow().queued() as u64, Relaxed);
+        self.stats.set_pending(self.lanes.borrow().pending());
     }
 
     /// Moves the endpoint's cursor to where the lowest unsent entry of any lane begins.
@@ -248,8 +255,8 @@ impl Shard {
         self.end_initial_hold();
         // Whatever is left (the flush deadline passed) stays in the WAL past this endpoint's
         // cursor and is sent after the restart.
-        let left = self.lanes.borrow_mut().clear_count() + self.abandoned.take();
-        self.stats.samples_pending.store(0, Relaxed);
+        let left = self.lanes.borrow_mut().clear_count().total() + self.abandoned.take();
+        self.stats.set_pending(Tally::default());
         let wal = ctl.wal.borrow();
         let backlog = wal.bytes_after(wal.cursor(self.slot).acked());
         drop(wal);

@@ -120,9 +120,11 @@ pub(super) fn classify(a: &Answer, sent: Option<Counts>, rules: &Rules) -> Decis
             let [s, h, e] = a.written.map(|w| w.unwrap_or(0));
             return Decision {
                 outcome: Outcome::Sent,
-                unwritten: sent.samples.saturating_sub(s)
-                    + sent.histograms.saturating_sub(h)
-                    + sent.exemplars.saturating_sub(e),
+                unwritten: Counts {
+                    samples: sent.samples.saturating_sub(s),
+                    histograms: sent.histograms.saturating_sub(h),
+                    exemplars: sent.exemplars.saturating_sub(e),
+                },
                 confirms_v2: true,
             };
         }
@@ -165,7 +167,7 @@ pub(super) fn classify(a: &Answer, sent: Option<Counts>, rules: &Rules) -> Decis
 pub(super) struct Decision {
     pub outcome: Outcome,
     /// Accepted by a 2.0 receiver but not written: failed, not retried.
-    pub unwritten: u64,
+    pub unwritten: Counts,
     /// The receiver answered with written counts: it speaks 2.0.
     pub confirms_v2: bool,
 }
@@ -174,7 +176,7 @@ impl Decision {
     fn of(outcome: Outcome) -> Decision {
         Decision {
             outcome,
-            unwritten: 0,
+            unwritten: Counts::default(),
             confirms_v2: false,
         }
     }
@@ -280,7 +282,10 @@ mod tests {
             ..answer(200)
         };
         let d = classify(&a, sent(10), &rules(false, false));
-        assert_eq!((kind(&d), d.unwritten, d.confirms_v2), ("sent", 3, true));
+        assert_eq!(
+            (kind(&d), d.unwritten.total(), d.confirms_v2),
+            ("sent", 3, true)
+        );
     }
 
     #[test]

@@ -181,12 +181,9 @@ impl Shard {
         if d.confirms_v2 {
             self.ep.confirm_v2();
         }
-        if d.unwritten > 0 {
-            // Accepted in part: what the receiver did not write is not retried.
-            self.stats
-                .samples_failed
-                .fetch_add(d.unwritten, std::sync::atomic::Ordering::Relaxed);
-        }
+        // Accepted in part: what the receiver did not write is not retried.
+        self.stats
+            .add(crate::selfmetrics::Count::Failed, d.unwritten);
         d.outcome
     }
 }

@@ -2,29 +2,30 @@
 //! takes (native histograms and exemplars only where enabled), none older than
 //! `sample_age_limit`, relabeled by its `write_relabel_configs`.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use super::Shard;
-use crate::entry::{KIND_EXEMPLAR, KIND_HISTOGRAM, LabelScratch};
+use crate::entry::{KIND_EXEMPLAR, KIND_HISTOGRAM, LabelScratch, Tally};
+use crate::selfmetrics::Count;
 
 /// Reused buffers for the rewritten entries.
 #[derive(Default)]
 pub(super) struct Rewrite {
     entries: Vec<u8>,
     ends: Vec<u32>,
+    kinds: Vec<u8>,
     labels: LabelScratch,
     scratch: crate::relabel::Scratch,
 }
 
 impl Shard {
-    /// The entries this endpoint gets. With nothing to do, the entries as given.
+    /// The entries this endpoint gets, their ends and kinds. With nothing to do, the entries
+    /// as given.
     pub(super) fn rewrite<'a>(
         &self,
         rw: &'a mut Rewrite,
         entries: &'a [u8],
         ends: &'a [u32],
-        kinds: &[u8],
-    ) -> (&'a [u8], &'a [u32]) {
+        kinds: &'a [u8],
+    ) -> (&'a [u8], &'a [u32], &'a [u8]) {
         let accept = self.ep.accept();
         let taken = |k: &u8| match *k {
             KIND_HISTOGRAM => accept.histograms,
@@ -34,13 +35,14 @@ impl Shard {
         let rules = &*self.ep.cfg.write_relabel_configs;
         let age_limit = self.ep.cfg.queue.sample_age_limit;
         if rules.is_empty() && age_limit.is_zero() && kinds.iter().all(taken) {
-            return (entries, ends);
+            return (entries, ends, kinds);
         }
         let cutoff = (!age_limit.is_zero())
             .then(|| crate::log::unix_millis() - age_limit.as_millis() as i64);
         rw.entries.clear();
         rw.ends.clear();
-        let (mut start, mut dropped, mut old) = (0usize, 0u64, 0u64);
+        rw.kinds.clear();
+        let (mut start, mut dropped, mut old) = (0usize, Tally::default(), Tally::default());
         for (end, kind) in ends.iter().zip(kinds) {
             let entry = &entries[start..*end as usize];
             start = *end as usize;
@@ -50,7 +52,7 @@ impl Shard {
             if let Some(c) = cutoff
                 && crate::entry::entry_timestamp(entry).is_some_and(|t| t < c)
             {
-                old += 1;
+                old += Tally::one(*kind);
                 continue;
             }
             if rules.is_empty() {
@@ -62,26 +64,21 @@ impl Shard {
                 &mut rw.scratch,
                 &mut rw.entries,
             ) {
-                dropped += 1;
+                dropped += Tally::one(*kind);
                 continue;
             }
             rw.ends.push(rw.entries.len() as u32);
+            rw.kinds.push(*kind);
         }
-        if dropped > 0 {
-            self.stats
-                .samples_dropped_relabel
-                .fetch_add(dropped, Relaxed);
-        }
-        if old > 0 {
-            self.stats.samples_dropped_too_old.fetch_add(old, Relaxed);
-        }
-        (&rw.entries, &rw.ends)
+        self.stats.add(Count::DroppedRelabel, dropped);
+        self.stats.add(Count::DroppedTooOld, old);
+        (&rw.entries, &rw.ends, &rw.kinds)
     }
 
-    /// The entries of `body` no older than `sample_age_limit` and their count, the others
-    /// counted as dropped; `None` (nothing copied) when no entry is older.
-    pub(super) fn drop_too_old(&self, body: &[u8]) -> Option<(Vec<u8>, usize)> {
-        use crate::entry::{entries, entry_timestamp};
+    /// The entries of `body` no older than `sample_age_limit` and their count by kind, the
+    /// others counted as dropped; `None` (nothing copied) when no entry is older.
+    pub(super) fn drop_too_old(&self, body: &[u8]) -> Option<(Vec<u8>, Tally)> {
+        use crate::entry::{entries, entry_kind, entry_timestamp};
         let limit = self.ep.cfg.queue.sample_age_limit;
         let cutoff = crate::log::unix_millis() - limit.as_millis() as i64;
         let too_old = |e: &[u8]| entry_timestamp(e).is_some_and(|t| t < cutoff);
@@ -89,16 +86,16 @@ impl Shard {
             return None;
         }
         let mut kept = Vec::with_capacity(body.len());
-        let (mut n, mut old) = (0usize, 0u64);
+        let (mut n, mut old) = (Tally::default(), Tally::default());
         for entry in entries(body) {
             if too_old(entry) {
-                old += 1;
+                old += Tally::one(entry_kind(entry));
                 continue;
             }
             kept.extend_from_slice(entry);
-            n += 1;
+            n += Tally::one(entry_kind(entry));
         }
-        self.stats.samples_dropped_too_old.fetch_add(old, Relaxed);
+        self.stats.add(Count::DroppedTooOld, old);
         Some((kept, n))
     }
 }

@@ -15,6 +15,7 @@ use super::request::LaneConn;
 use crate::log::Level;
 use crate::remote::v2::Counts;
 use crate::runtime::{Instant, race, sleep};
+use crate::selfmetrics::Count;
 
 impl Shard {
     /// One lane's task: sends its batches in order until the lane is retired and empty, or
@@ -23,7 +24,7 @@ impl Shard {
         let mut lc = LaneConn::new(&self.ep);
         while let Some(batch) = self.next_batch(&lane).await {
             lane.set_in_flight(Some(batch.low));
-            self.lanes.borrow_mut().taken(batch.samples);
+            self.lanes.borrow_mut().taken(batch.tally);
             self.publish_pending();
             if self.replay.borrow().is_some() {
                 self.notify.notify();
@@ -39,8 +40,8 @@ impl Shard {
             self.notify.notify();
         }
         let left = lane.discard();
-        if left > 0 {
-            self.abandoned.set(self.abandoned.get() + left);
+        if left.total() > 0 {
+            self.abandoned.set(self.abandoned.get() + left.total());
             self.lanes.borrow_mut().taken(left);
         }
         self.lanes.borrow_mut().lane_ended(&lane);
@@ -113,7 +114,7 @@ impl Shard {
         let q = &self.ep.cfg.queue;
         let ctl = &self.ctl;
         let mut body = Cow::Borrowed(&batch.body[..]);
-        let mut samples = batch.samples;
+        let mut tally = batch.tally;
         let mut v2 = self.ep.sends_v2();
         let Some((mut len, mut counts)) = self.wire(lc, &body, out, batch, v2) else {
             return true;
@@ -126,8 +127,8 @@ impl Shard {
             if !q.sample_age_limit.is_zero()
                 && let Some((kept, n)) = self.drop_too_old(&body)
             {
-                samples = n;
-                if n == 0 {
+                tally = n;
+                if n.total() == 0 {
                     return true;
                 }
                 body = Cow::Owned(kept);
@@ -163,10 +164,10 @@ impl Shard {
                     {
                         let mut w = self.window.borrow_mut();
                         w.sent += 1;
-                        w.samples += samples as u64;
+                        w.samples += tally.total() as u64;
                         w.latency += took;
                     }
-                    self.stats.samples_sent.fetch_add(samples as u64, Relaxed);
+                    self.stats.add(Count::Sent, tally);
                     self.stats.bytes_sent.fetch_add(len as u64, Relaxed);
                     if ctl.shutdown.is_set() {
                         self.ep.progressed_in_shutdown();
@@ -192,9 +193,7 @@ impl Shard {
                 }
                 Outcome::Retry { cause, after } => {
                     self.window.borrow_mut().failed += 1;
-                    self.stats
-                        .samples_retried
-                        .fetch_add(batch.samples as u64, Relaxed);
+                    self.stats.add(Count::Retried, tally);
                     self.stats.requests_failed.fetch_add(1, Relaxed);
                     if self.ep.start_failing() {
                         crate::log!(
@@ -278,9 +277,7 @@ impl Shard {
     }
 
     fn drop_batch(&self, batch: &Batch, reason: &str) {
-        self.stats
-            .samples_failed
-            .fetch_add(batch.samples as u64, Relaxed);
+        self.stats.add(Count::Failed, batch.tally);
         self.stats.requests_failed.fetch_add(1, Relaxed);
         crate::log!(
             Level::Error,
