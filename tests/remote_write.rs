@@ -1210,3 +1210,248 @@ fn remote_write_2_carries_created_timestamps_of_protobuf_targets() {
         "counter metadata too"
     );
 }
+
+/// `2019-11-09T13:34:41Z` for a Unix time.
+fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The SigV4 `Authorization` header `sign` gives for a request seen by a test server.
+fn expected_signature(
+    headers: &std::collections::HashMap<String, String>,
+    body: &[u8],
+    signed: &[&str],
+    creds: &spate::http::sigv4::Credentials,
+    region: &str,
+    service: &str,
+) -> String {
+    let h = |k: &str| headers.get(k).map(String::as_str).unwrap_or("");
+    let d = h("x-amz-date");
+    let n = |r: std::ops::Range<usize>| d[r].parse::<u64>().unwrap();
+    let days_before = {
+        // Seconds since the epoch of the YYYYMMDD date (days from civil).
+        let (y, m, day) = (n(0..4) as i64, n(4..6) as i64, n(6..8) as i64);
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+        (era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468) as u64
+    };
+    let at = std::time::UNIX_EPOCH
+        + Duration::from_secs(days_before * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15));
+    let named: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|k| (*k, h(&k.to_ascii_lowercase())))
+        .collect();
+    let lines = spate::http::sigv4::sign(
+        &spate::http::sigv4::Request {
+            method: "POST",
+            host: h("host"),
+            path_and_query: h(":path"),
+            headers: &named,
+            body,
+        },
+        creds,
+        region,
+        service,
+        at,
+    );
+    lines
+        .lines()
+        .find_map(|l| l.strip_prefix("Authorization: "))
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+/// `sigv4.role_arn`: requests are signed with the role's temporary credentials, which a fake
+/// AWS STS gives (its real AssumeRole answer documents) for the base keys; the STS request
+/// carries the role, the external id, the session name and tags, signed for `sts`. Failed
+/// AssumeRole calls hold samples back without losing them; credentials are kept (not one STS
+/// call per request) and renewed a minute before they expire.
+#[test]
+fn sigv4_role_arn_signs_with_credentials_assumed_through_sts() {
+    type Seen =
+        std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, Vec<u8>)>>>;
+    let sts_seen: Seen = Default::default();
+    let log = sts_seen.clone();
+    let sts = common::TestServer::start(move |headers, body| {
+        let mut calls = log.lock().unwrap();
+        calls.push((headers.clone(), body.to_vec()));
+        let n = calls.len();
+        if n == 1 {
+            // The first call is refused, as STS refuses: nothing may be lost meanwhile.
+            return (
+                403,
+                "text/xml",
+                b"<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not yet</Message></Error><RequestId>r1</RequestId></ErrorResponse>".to_vec(),
+            );
+        }
+        // Credentials that expire in 63 s: renewed about 3 s later.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let doc = format!(
+            r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleResult>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/writer/spate-test</Arn>
+      <AssumedRoleId>ARO123EXAMPLE123:spate-test</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <AccessKeyId>ASIATEMP{n}</AccessKeyId>
+      <SecretAccessKey>temp-secret-{n}</SecretAccessKey>
+      <SessionToken>token-{n}</SessionToken>
+      <Expiration>{}</Expiration>
+    </Credentials>
+    <PackedPolicySize>6</PackedPolicySize>
+  </AssumeRoleResult>
+  <ResponseMetadata>
+    <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId>
+  </ResponseMetadata>
+</AssumeRoleResponse>"#,
+            iso8601(now + 63)
+        );
+        (200, "text/xml", doc.into_bytes())
+    });
+    let seen: Seen = Default::default();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<f64>>> = Default::default();
+    let (log, sink) = (seen.clone(), got.clone());
+    let receiver = common::TestServer::start(move |headers, body| {
+        log.lock().unwrap().push((headers.clone(), body.to_vec()));
+        sink.lock()
+            .unwrap()
+            .extend(counter_in(body).into_iter().map(|(_, v)| v));
+        (204, "text/plain", Vec::new())
+    });
+    let target = CounterTarget::start();
+    let cfg = counter_config(
+        &target.addr,
+        "200ms",
+        &format!(
+            r#"
+  - url: http://{}/workspaces/ws-1/api/v1/remote_write
+    sigv4:
+      region: eu-west-1
+      access_key: AKIDBASE
+      secret_key: base-secret
+      role_arn: arn:aws:iam::123456789012:role/writer
+      external_id: ext-42
+      session_name: spate-test
+      tags: {{team: metrics}}
+    queue_config: {{batch_send_deadline: 100ms, min_backoff: 100ms, max_backoff: 500ms}}
+"#,
+            receiver.addr
+        ),
+    );
+    let sts_url = format!("http://{}/", sts.addr);
+    let mut spate = Spate::start_with(&cfg, &[], |cmd| {
+        cmd.env("AWS_ENDPOINT_URL_STS", &sts_url)
+            .env_remove("AWS_ENDPOINT_URL");
+    });
+    let token_seen = |token: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(h, _)| h.get("x-amz-security-token").map(String::as_str) == Some(token))
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "requests signed with renewed credentials",
+        || token_seen("token-3").then_some(()),
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+
+    // The STS calls: AssumeRole for the role, signed with the base keys for `sts`.
+    let calls = sts_seen.lock().unwrap().clone();
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        calls.len() >= 3 && calls.len() * 4 < requests.len(),
+        "{} AssumeRole calls for {} requests: credentials are kept",
+        calls.len(),
+        requests.len()
+    );
+    let base = spate::http::sigv4::Credentials {
+        access_key: "AKIDBASE".into(),
+        secret_key: "base-secret".into(),
+        session_token: None,
+    };
+    for (headers, body) in &calls {
+        let form: std::collections::BTreeMap<String, String> =
+            spate::http::query_pairs(&String::from_utf8_lossy(body))
+                .into_iter()
+                .collect();
+        assert_eq!(form["Action"], "AssumeRole");
+        assert_eq!(form["Version"], "2011-06-15");
+        assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/writer");
+        assert_eq!(form["ExternalId"], "ext-42");
+        assert_eq!(form["RoleSessionName"], "spate-test");
+        assert_eq!(form["DurationSeconds"], "900");
+        assert_eq!(
+            (
+                form["Tags.member.1.Key"].as_str(),
+                form["Tags.member.1.Value"].as_str()
+            ),
+            ("team", "metrics")
+        );
+        assert_eq!(headers[":method"], "POST");
+        let auth = &headers["authorization"];
+        assert!(
+            auth.contains("Credential=AKIDBASE/") && auth.contains("/eu-west-1/sts/aws4_request"),
+            "{auth}"
+        );
+        assert_eq!(
+            auth,
+            &expected_signature(headers, body, &["Content-Type"], &base, "eu-west-1", "sts")
+        );
+    }
+    // Every remote-write request: signed with one set of temporary credentials, whole.
+    for (headers, body) in &requests {
+        let token = headers
+            .get("x-amz-security-token")
+            .expect("a session token");
+        let n = token.strip_prefix("token-").unwrap();
+        let creds = spate::http::sigv4::Credentials {
+            access_key: format!("ASIATEMP{n}"),
+            secret_key: format!("temp-secret-{n}"),
+            session_token: Some(token.clone()),
+        };
+        assert_eq!(
+            headers["authorization"],
+            expected_signature(
+                headers,
+                body,
+                &[
+                    "Content-Encoding",
+                    "Content-Type",
+                    "X-Prometheus-Remote-Write-Version"
+                ],
+                &creds,
+                "eu-west-1",
+                "aps"
+            )
+        );
+    }
+    // Nothing was lost while AssumeRole failed: the counter arrives from its first value.
+    let values = got.lock().unwrap().clone();
+    assert_eq!(values.first(), Some(&1.0), "{values:?}");
+    assert!(values.windows(2).all(|w| w[1] == w[0] + 1.0), "{values:?}");
+}

@@ -731,3 +731,56 @@ fn scrape_config_files_add_jobs_with_prometheus_rules() {
     std::fs::write(dir.join("jobs/b.yml"), "scrape_configs: []\n").unwrap();
     assert_eq!(checksum(&main).unwrap(), before);
 }
+
+#[test]
+fn sigv4_roles_follow_prometheus_rules() {
+    let rw = |sigv4: &str| {
+        format!(
+            "remote_write:\n  - url: https://aps.example/api/v1/remote_write\n    sigv4: {sigv4}\n"
+        )
+    };
+    let c = load(&rw("{region: eu-west-1, role_arn: 'arn:aws:iam::1:role/w', external_id: x, use_fips_sts_endpoint: true, session_name: s1, tags: {b: '2', a: '1'}, service_name: aps}")).unwrap();
+    let sig = c.remote_write[0].sigv4.as_ref().unwrap();
+    let role = sig.role.as_ref().unwrap();
+    assert_eq!(role.role_arn, "arn:aws:iam::1:role/w");
+    assert_eq!(role.external_id.as_deref(), Some("x"));
+    assert!(role.use_fips_sts_endpoint);
+    assert_eq!(role.session_name.as_deref(), Some("s1"));
+    assert_eq!(
+        role.tags,
+        [("a".into(), "1".into()), ("b".into(), "2".into())]
+    );
+    assert_eq!(sig.service.as_deref(), Some("aps"));
+    for (sigv4, why) in [
+        (
+            "{region: r, external_id: x}",
+            "external_id can only be used with role_arn",
+        ),
+        (
+            "{region: r, session_name: abc}",
+            "session_name can only be used with role_arn",
+        ),
+        (
+            "{region: r, tags: {a: b}}",
+            "tags can only be used with role_arn",
+        ),
+        (
+            "{region: r, role_arn: a, session_name: 'a b'}",
+            "session_name must match",
+        ),
+        (
+            "{region: r, role_arn: a, tags: {'': b}}",
+            "tag key must not be empty",
+        ),
+    ] {
+        let e = load(&rw(sigv4)).unwrap_err().to_string();
+        assert!(e.contains(why), "{sigv4}: {e}");
+    }
+    let c = load("scrape_configs:\n  - job_name: ec2\n    ec2_sd_configs: [{region: eu-west-1, role_arn: 'arn:aws:iam::1:role/sd'}]\n").unwrap();
+    let role = c.scrape_configs[0].ec2_sd_configs[0]
+        .sigv4
+        .role
+        .as_ref()
+        .unwrap();
+    assert_eq!(role.role_arn, "arn:aws:iam::1:role/sd");
+}

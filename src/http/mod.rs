@@ -12,6 +12,7 @@ mod request;
 mod secret;
 pub mod sigv4;
 pub mod tls;
+pub mod xml;
 
 pub use conn::{Conn, Error, Response, TlsTarget};
 pub use framing::{Framing, HeadInfo, dechunk_in_place, parse_head};

@@ -302,10 +302,9 @@ section! {
         refresh_interval: Option<PromDuration>,
         port: Option<u16>,
         filters: Option<Vec<RawDockerFilter>>,
+        role_arn: Option<String>,
     } with_client_settings
-    unsupported {
-        role_arn,
-    }
+    unsupported {}
 }
 
 section! {
@@ -390,10 +389,14 @@ section! {
         access_key: Option<String>,
         secret_key: Option<String>,
         profile: Option<String>,
+        role_arn: Option<String>,
+        external_id: Option<String>,
+        use_fips_sts_endpoint: Option<bool>,
+        session_name: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+        service_name: Option<String>,
     }
-    unsupported {
-        role_arn, external_id, use_fips_sts_endpoint,
-    }
+    unsupported {}
 }
 
 section! {

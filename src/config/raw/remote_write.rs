@@ -266,10 +266,61 @@ fn resolve_sigv4(sig: RawSigV4) -> Result<crate::http::sigv4::SigV4, String> {
         (None, None) => (None, None),
         _ => return Err("must provide a AWS SigV4 Access key and Secret Key if credentials are specified in the SigV4 config".into()),
     };
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let role_arn = nonempty(sig.role_arn);
+    let external_id = nonempty(sig.external_id);
+    let session_name = nonempty(sig.session_name);
+    let tags: Vec<(String, String)> = sig.tags.unwrap_or_default().into_iter().collect();
+    if role_arn.is_none() {
+        for (set, field) in [
+            (external_id.is_some(), "external_id"),
+            (session_name.is_some(), "session_name"),
+            (!tags.is_empty(), "tags"),
+        ] {
+            if set {
+                return Err(format!("{field} can only be used with role_arn"));
+            }
+        }
+    }
+    if let Some(name) = &session_name {
+        let ok = (2..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || "+=,.@-".contains(c));
+        if !ok {
+            return Err(
+                "session_name must match ^[\\w+=,.@-]{2,64}$ (2-64 alphanumeric and +=,.@- characters)"
+                    .into(),
+            );
+        }
+    }
+    for (k, v) in &tags {
+        if k.is_empty() {
+            return Err("tag key must not be empty".into());
+        }
+        if k.len() > 128 {
+            return Err(format!("tag key {k:?} exceeds maximum length of 128"));
+        }
+        if v.len() > 256 {
+            return Err(format!(
+                "tag value for key {k:?} exceeds maximum length of 256"
+            ));
+        }
+    }
+    let role = role_arn.map(|arn| {
+        let mut r = crate::http::sigv4::AssumeRole::new(arn);
+        r.external_id = external_id;
+        r.use_fips_sts_endpoint = sig.use_fips_sts_endpoint.unwrap_or(false);
+        r.session_name = session_name;
+        r.tags = tags;
+        r
+    });
     Ok(crate::http::sigv4::SigV4 {
         region,
         access_key,
         secret_key,
         profile: sig.profile.filter(|p| !p.is_empty()),
+        role,
+        service: nonempty(sig.service_name),
     })
 }

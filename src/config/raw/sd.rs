@@ -575,6 +575,11 @@ pub(super) fn ec2_sd_configs(
                     .filter(|k| !k.is_empty())
                     .map(crate::config::client::Secret::Inline),
                 profile: e.profile.filter(|p| !p.is_empty()),
+                role: e
+                    .role_arn
+                    .filter(|r| !r.is_empty())
+                    .map(crate::http::sigv4::AssumeRole::new),
+                service: None,
             },
             endpoint,
             port: e.port.unwrap_or(80),

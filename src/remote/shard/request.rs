@@ -88,6 +88,13 @@ impl Shard {
             Ok(a) => a,
             Err(e) => return Outcome::retry(Failure::Other(e)),
         };
+        // A role's credentials are fetched (and renewed) before signing; a failure is retried
+        // like a failed request, the samples kept.
+        if let Some(sig) = &self.ep.cfg.sigv4
+            && let Err(e) = sig.prepare().await
+        {
+            return Outcome::retry(Failure::Other(e));
+        }
         let conn = match &mut lc.conn {
             Ok(c) => c,
             Err(e) => return Outcome::retry(Failure::Other(e.clone())),
@@ -134,7 +141,7 @@ impl Shard {
                     },
                     &creds,
                     &sig.region,
-                    "aps",
+                    sig.service.as_deref().unwrap_or("aps"),
                     SystemTime::now(),
                 ));
             }
