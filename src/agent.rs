@@ -83,6 +83,7 @@ pub fn run(opts: AgentOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot start following the cluster's members: {e}"))?;
     }
     let endpoints = endpoints(&cfg, cores);
+    manager.set_endpoints(endpoints.clone());
     // The WAL's size bound: given, or a fifth of the filesystem holding it.
     let wal_max_size = opts
         .wal_max_size
@@ -511,10 +512,10 @@ impl CoreStart {
             timestamp_tolerance: self.timestamp_tolerance,
             stale_on_failure: self.stale_on_failure,
             ctl: ctl.clone(),
-            shards,
+            senders: Self::senders(shards, &self.registry, &ctl, &reported),
             reported,
             stats: self.stats,
-            external_labels: self.external_labels,
+            external_labels: self.external_labels.into(),
             appender: std::cell::RefCell::new(scrape::Appender::with_exemplars(
                 self.endpoints.iter().any(|e| e.cfg.send_exemplars),
             )),
@@ -547,6 +548,30 @@ impl CoreStart {
         for d in draining {
             d.finish().await;
         }
+    }
+
+    /// The core's shards, as reloads will change them: a new shard is registered with the
+    /// registry (or takes over the counters it is given) and started; a shard gone for good
+    /// leaves the registry.
+    fn senders(
+        shards: Vec<Rc<Shard>>,
+        registry: &Arc<Registry>,
+        ctl: &Rc<CoreControl>,
+        reported: &Rc<Reported>,
+    ) -> Rc<crate::remote::Senders> {
+        let (r, c, rep) = (registry.clone(), ctl.clone(), reported.clone());
+        let make = move |ep: Arc<Endpoint>, stats: Option<Arc<crate::selfmetrics::ShardStats>>| {
+            let stats = stats.unwrap_or_else(|| r.shard(&ep.cfg.name, &ep.url));
+            let shard = Shard::new(ep, stats, &c, rep.clone());
+            runtime::spawn(shard.clone().run());
+            shard
+        };
+        let r = registry.clone();
+        let forget = move |shard: &Shard| {
+            let ep = shard.endpoint();
+            r.forget_shard(&ep.cfg.name, &ep.url, shard.stats());
+        };
+        crate::remote::Senders::new(shards, ctl.clone(), Box::new(make), Box::new(forget))
     }
 
     /// Starts one shard per endpoint on the WAL of `ctl`.

@@ -139,6 +139,12 @@ impl CoreControl {
         self.deadline.get()
     }
 
+    /// How long queued data is retried once it is being let go (shutdown, or a reload
+    /// that changed its endpoint): `--storage.remote.flush-deadline`.
+    pub fn flush_deadline(&self) -> Duration {
+        self.flush_deadline
+    }
+
     /// Shutdown came and its flush deadline passed.
     pub fn flush_expired(&self) -> bool {
         self.flush_deadline_at()

@@ -393,6 +393,18 @@ impl Registry {
         stats
     }
 
+    /// Drops a shard's counters (its endpoint left the configuration, or its URL changed);
+    /// an endpoint with no shard left leaves `/metrics`.
+    pub fn forget_shard(&self, remote_name: &str, url: &str, stats: &Arc<ShardStats>) {
+        let mut eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        for e in eps.iter_mut() {
+            if e.remote_name == remote_name && e.url == url {
+                e.shards.retain(|s| !Arc::ptr_eq(s, stats));
+            }
+        }
+        eps.retain(|e| !e.shards.is_empty());
+    }
+
     /// Each endpoint's `remote_name`, URL and shard counters (one shard per core), for the
     /// web's remote-write status.
     pub fn endpoints(&self) -> Vec<(String, String, Vec<Arc<ShardStats>>)> {

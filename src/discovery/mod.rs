@@ -124,6 +124,8 @@ pub struct Manager {
     cluster_labels: Vec<(String, String)>,
     /// The jobs' `scrape_failure_log_file`s, reopened at each reload.
     failure_logs: Option<Arc<crate::scrape::FailureLogs>>,
+    /// The remote-write endpoints the cores send to (a reload keeps the unchanged ones).
+    endpoints: Vec<Arc<crate::remote::Endpoint>>,
 }
 
 impl Manager {
@@ -158,6 +160,7 @@ impl Manager {
             handovers: Vec::new(),
             cluster_labels: Vec::new(),
             failure_logs: None,
+            endpoints: Vec::new(),
         };
         for sc in &cfg.scrape_configs {
             let job = m.new_job(sc.clone());
@@ -176,6 +179,11 @@ impl Manager {
     /// file gets them too.
     pub fn set_cluster_labels(&mut self, labels: Vec<(String, String)>) {
         self.cluster_labels = labels;
+    }
+
+    /// The remote-write endpoints the cores started with.
+    pub fn set_endpoints(&mut self, endpoints: Vec<Arc<crate::remote::Endpoint>>) {
+        self.endpoints = endpoints;
     }
 
     /// The failure log files the cores write, to reopen at each reload.
@@ -348,15 +356,7 @@ impl Manager {
         let mut new = config::load_file(&self.config_file).map_err(|e| e.to_string())?;
         new.add_external_labels(&self.cluster_labels);
         publish_config(&self.config_file, &self.registry);
-        if new.global.external_labels != self.cfg.global.external_labels
-            || new.remote_write != self.cfg.remote_write
-        {
-            crate::log!(
-                Level::Warn,
-                "config",
-                "external_labels and remote_write changes take effect at the next restart; scrape configuration changes are applied now"
-            );
-        }
+        self.apply_remote(&new);
         let mut old: Vec<Job> = std::mem::take(&mut self.jobs);
         for sc in &new.scrape_configs {
             match old.iter().position(|j| j.cfg.job_name == sc.job_name) {
@@ -395,12 +395,54 @@ impl Manager {
             Some(logs) => logs.reopen(&new),
             None => Ok(()),
         };
-        self.cfg = Config {
-            scrape_configs: new.scrape_configs,
-            ..self.cfg.clone()
-        };
+        self.cfg = new;
         self.sync();
         logs
+    }
+
+    /// Applies a reload's `remote_write` and `external_labels`: the cores keep the endpoints
+    /// whose settings are unchanged (same `Arc`), retire the others and start the new ones;
+    /// samples scraped after this carry the new external labels.
+    fn apply_remote(&mut self, new: &Config) {
+        let cores = self.cores.len();
+        let endpoints: Vec<Arc<crate::remote::Endpoint>> = new
+            .remote_write
+            .iter()
+            .map(|c| {
+                self.endpoints
+                    .iter()
+                    .find(|e| e.cfg == *c)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(crate::remote::Endpoint::new(c.clone(), cores)))
+            })
+            .collect();
+        let same_endpoints = endpoints.len() == self.endpoints.len()
+            && endpoints
+                .iter()
+                .zip(&self.endpoints)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        let labels = &new.global.external_labels;
+        if same_endpoints && *labels == self.cfg.global.external_labels {
+            return;
+        }
+        crate::log!(
+            Level::Info,
+            "config",
+            "applying remote_write and external_labels",
+            endpoints = endpoints.len(),
+            unchanged = endpoints
+                .iter()
+                .filter(|e| self.endpoints.iter().any(|o| Arc::ptr_eq(o, e)))
+                .count(),
+            external_labels_changed = *labels != self.cfg.global.external_labels
+        );
+        for core in &self.cores {
+            core.send(CoreMsg::Remote {
+                endpoints: endpoints.clone(),
+                external_labels: labels.clone(),
+            });
+        }
+        self.endpoints = endpoints;
     }
 
     fn new_job(&mut self, cfg: ScrapeConfig) -> Job {

@@ -8,9 +8,11 @@
 
 pub mod decode;
 pub mod metadata;
+mod senders;
 mod shard;
 pub mod v2;
 
+pub use senders::{ForgetShard, MakeShard, Senders};
 pub use shard::{Endpoint, Shard};
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (IMF-fixdate). Returns the delay

@@ -60,11 +60,12 @@ pub struct CoreScrape {
     pub stale_on_failure: bool,
     pub ctl: Rc<CoreControl>,
     /// The core's shard of each endpoint: every committed scrape is offered to each.
-    pub shards: Vec<Rc<crate::remote::Shard>>,
+    pub senders: Rc<crate::remote::Senders>,
     /// What the core's scrapes reported, for the endpoints that send it.
     pub reported: Rc<crate::remote::metadata::Reported>,
     pub stats: Arc<CoreStats>,
-    pub external_labels: Vec<(String, String)>,
+    /// `external_labels`, replaced by reloads: scrapes after a reload carry the new ones.
+    pub external_labels: RefCell<Vec<(String, String)>>,
     pub appender: RefCell<Appender>,
     pub buffers: BufferPool,
     /// `scrape_failure_log_file`s, shared with the control plane that reopens them.
@@ -128,6 +129,12 @@ pub enum CoreMsg {
     /// Stop the target with this hash; with `stale`, its series get staleness markers at its
     /// next tick, as Prometheus marks targets that service discovery or a reload removed.
     Stop { hash: u64, stale: bool },
+    /// A reload's remote-write endpoints (an unchanged one is the same `Arc`) and external
+    /// labels.
+    Remote {
+        endpoints: Vec<Arc<crate::remote::Endpoint>>,
+        external_labels: Vec<(String, String)>,
+    },
 }
 
 /// How a running target loop is told to stop.
@@ -173,6 +180,16 @@ pub async fn manage_targets(inbox: Arc<crate::runtime::Mailbox<CoreMsg>>, core: 
                     if let Some(old) = running.remove(&hash) {
                         old.stop(stale);
                     }
+                }
+                CoreMsg::Remote {
+                    endpoints,
+                    external_labels,
+                } => {
+                    // Between commits: a scrape being committed keeps the labels it began
+                    // with.
+                    let _commit = core.ctl.commit_lock().await;
+                    *core.external_labels.borrow_mut() = external_labels;
+                    core.senders.apply(&endpoints);
                 }
             }
         }
@@ -476,7 +493,7 @@ async fn scrape_once(
                 body,
             ];
             for (name, value) in report_names(t).zip(values) {
-                report_labels(&mut app.labels, name, t, &core.external_labels);
+                report_labels(&mut app.labels, name, t, &core.external_labels.borrow());
                 app.push(value, ts);
             }
             wal.add(
@@ -590,7 +607,7 @@ fn append_response(
         Ok(format) => app
             .append_body(
                 t,
-                &core.external_labels,
+                &core.external_labels.borrow(),
                 resp.body,
                 format,
                 ts,
@@ -618,7 +635,7 @@ fn log_failure(t: &Target, core: &CoreScrape, message: &str) {
 fn deliver(core: &CoreScrape, app: &mut Appender, committed: Option<u64>, ts: i64) {
     core.reported
         .note(&app.metadata, &app.entries, &app.created);
-    for shard in &core.shards {
+    for shard in core.senders.shards().iter() {
         shard.append(&app.entries, &app.ends, &app.kinds, ts, committed);
     }
     let appended = crate::entry::Tally::of(&app.kinds);

@@ -31,7 +31,7 @@ pub(super) async fn stale_on_removal(
         }
         let scraped = app.ends.len();
         for name in report_names(t) {
-            report_labels(&mut app.labels, name, t, &core.external_labels);
+            report_labels(&mut app.labels, name, t, &core.external_labels.borrow());
             app.push(f64::from_bits(STALE_NAN), ts);
         }
         let mut wal = core.ctl.wal.borrow_mut();

@@ -25,6 +25,9 @@ pub struct Cursor {
     pub(super) replaying: bool,
     /// Where its read-back started: data before it was handed out already (in flight).
     pub(super) replay_from: Pos,
+    /// The endpoint left the configuration: its slot stays (slots are positions), but it
+    /// holds no data and is not saved.
+    pub(super) removed: bool,
 }
 
 impl Cursor {
@@ -47,7 +50,8 @@ impl Cursor {
 impl Wal {
     /// Registers an endpoint; returns its slot. Its position comes from the `cursors` file
     /// when it was there (clamped to what is still on disk), else the head: a new endpoint
-    /// starts at the tail.
+    /// starts at the tail. An endpoint registered already (its settings changed on a reload)
+    /// keeps its slot and goes on from its position; one removed earlier starts at the head.
     pub fn add_endpoint(
         &mut self,
         id: &str,
@@ -55,6 +59,27 @@ impl Wal {
         lost: Arc<AtomicU64>,
     ) -> usize {
         let head = self.head();
+        if let Some(slot) = self.cursors.iter().position(|c| c.id == id) {
+            let c = &mut self.cursors[slot];
+            if c.removed {
+                *c = Cursor {
+                    id: id.to_string(),
+                    acked: head,
+                    moved: false,
+                    lost,
+                    replaying: false,
+                    replay_from: head,
+                    removed: false,
+                };
+            } else {
+                c.lost = lost;
+                c.replaying = c.acked < head;
+                c.replay_from = c.acked;
+            }
+            self.cursors_dirty = true;
+            self.save_cursors();
+            return slot;
+        }
         let first = pos(self.first_segment(), 0);
         for (other, p) in saved {
             if !self.cursors.iter().any(|c| c.id == *other) {
@@ -73,6 +98,7 @@ impl Wal {
             lost,
             replaying: acked < head,
             replay_from: acked,
+            removed: false,
         });
         self.cursors_dirty = true;
         // Saved at once: after a crash, this endpoint resumes here rather than counting as
@@ -88,6 +114,19 @@ impl Wal {
             self.unclaimed.clear();
             self.cursors_dirty = true;
         }
+    }
+
+    /// The endpoint left the configuration: its position is deleted (the WAL is no longer
+    /// kept for it, and the `cursors` file forgets it).
+    pub fn remove_endpoint(&mut self, slot: usize) {
+        let head = self.head();
+        let c = &mut self.cursors[slot];
+        c.removed = true;
+        c.acked = head;
+        c.replaying = false;
+        self.cursors_dirty = true;
+        self.save_cursors();
+        self.truncate();
     }
 
     pub fn cursor(&self, slot: usize) -> &Cursor {
@@ -155,7 +194,7 @@ impl Wal {
 
     fn cursors_text(&self) -> String {
         let mut text = String::new();
-        for c in &self.cursors {
+        for c in self.cursors.iter().filter(|c| !c.removed) {
             text.push_str(&format!("{} {}\n", c.id, c.acked));
         }
         for (id, p) in &self.unclaimed {

@@ -16,6 +16,7 @@ impl Wal {
         let min = self
             .cursors
             .iter()
+            .filter(|c| !c.removed)
             .map(|c| c.acked)
             .min()
             .unwrap_or_else(|| self.head());
@@ -84,7 +85,7 @@ impl Wal {
         };
         let next = pos(idx + 1, 0);
         for c in &mut self.cursors {
-            if c.acked >= next {
+            if c.removed || c.acked >= next {
                 continue;
             }
             // Unsent: after the acknowledged position and after what was already handed to

@@ -297,6 +297,52 @@ fn cursors_persist_truncation_follows_them_and_size_bound_counts_losses() {
     );
 }
 
+/// A reload's endpoint changes: a changed endpoint keeps its slot and position, a removed
+/// one stops holding the WAL and leaves the cursors file, one added again starts at the head.
+#[test]
+fn reloaded_endpoints_keep_move_or_drop_their_positions() {
+    let dir = TempDir::new("reload-cursors");
+    let (mut wal, _) = Wal::open(&dir.0, small(), Arc::default()).unwrap();
+    let saved = HashMap::new();
+    let kept = wal.add_endpoint("kept", &saved, Arc::default());
+    let gone = wal.add_endpoint("gone", &saved, Arc::default());
+    wal.endpoints_registered();
+    let mut firsts = Vec::new();
+    for seq in 0..200 {
+        let (mut e, mut ends) = (Vec::new(), Vec::new());
+        scrape(3, 50, seq, &mut e, &mut ends);
+        let p = wal.commit(&e, &ends, &mut SeriesCache::default()).unwrap();
+        if seq == 10 {
+            wal.ack(kept, p);
+        }
+        firsts.push(p);
+    }
+    // `gone` acknowledged nothing: it holds every segment.
+    let segments_held = wal.closed.len();
+    assert!(segments_held > 2);
+    // Changed: the same slot, the same position, reading back.
+    let again = wal.add_endpoint("kept", &load_cursors(&dir.0), Arc::default());
+    assert_eq!(again, kept);
+    assert_eq!(wal.cursor(kept).acked(), firsts[10]);
+    assert!(wal.cursor(kept).replaying());
+    // Removed: it no longer holds segments (only `kept`'s position does) and leaves the file.
+    wal.remove_endpoint(gone);
+    assert!(
+        wal.closed.len() < segments_held,
+        "segments only `gone` held are deleted"
+    );
+    wal.save_cursors();
+    assert_eq!(
+        load_cursors(&dir.0).keys().collect::<Vec<_>>(),
+        vec!["kept"]
+    );
+    // Added again later: at the head, in its old slot.
+    let back = wal.add_endpoint("gone", &load_cursors(&dir.0), Arc::default());
+    assert_eq!(back, gone);
+    assert_eq!(wal.cursor(back).acked(), wal.head());
+    assert!(!wal.cursor(back).replaying());
+}
+
 #[test]
 fn a_changed_layout_keeps_refs_and_declares_nothing_again() {
     let dir = TempDir::new("relayout");

@@ -203,6 +203,9 @@ pub(super) struct Lanes {
     queued_to: Pos,
     /// Entries in the lanes' queues (not in flight), by kind.
     queued: Tally,
+    /// The lowest `low` of a batch a lane gave up on (at the flush deadline, or retired after
+    /// a failure): the cursor never passes it.
+    abandoned_at: Option<Pos>,
 }
 
 impl Lanes {
@@ -213,6 +216,7 @@ impl Lanes {
             retiring: Vec::new(),
             queued_to: through,
             queued: Tally::default(),
+            abandoned_at: None,
         }
     }
 
@@ -252,6 +256,9 @@ impl Lanes {
         wal: Option<Pos>,
         max: usize,
     ) {
+        if self.current.is_empty() {
+            return;
+        }
         if let [lane] = self.current.as_slice() {
             let mut q = lane.queue.borrow_mut();
             let (mut start, mut i) = (0usize, 0usize);
@@ -325,12 +332,31 @@ impl Lanes {
 
     /// The endpoint's cursor: where the lowest unsent entry of any lane begins.
     pub fn cursor(&self) -> Pos {
-        self.current
+        let low = self
+            .current
             .iter()
             .chain(&self.retiring)
             .map(|l| l.low())
             .min()
-            .unwrap_or(self.queued_to)
+            .unwrap_or(self.queued_to);
+        self.abandoned_at.map_or(low, |a| a.min(low))
+    }
+
+    /// A lane gave up on the batch starting at `low`: it stays unsent.
+    pub fn abandoned(&mut self, low: Pos) {
+        self.abandoned_at = Some(self.abandoned_at.map_or(low, |a| a.min(low)));
+    }
+
+    /// Retires every lane (the shard stops): each sends what it holds and ends; nothing new
+    /// is taken.
+    pub fn retire_all(&mut self) {
+        let old = std::mem::take(&mut self.current);
+        for lane in &old {
+            lane.retired.set(true);
+            lane.queue.borrow_mut().seal();
+            lane.wake();
+        }
+        self.retiring.extend(old);
     }
 
     pub fn all_idle(&self) -> bool {

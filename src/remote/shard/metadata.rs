@@ -18,6 +18,9 @@ impl Shard {
         let mut lc = LaneConn::new(&self.ep);
         let mut body = Vec::new();
         while !crate::runtime::sleep_or(cfg.send_interval, &shutdown).await {
+            if self.retired.get() {
+                break;
+            }
             let items = self.reported.active_families(cfg.send_interval * 2);
             let deadline = Instant::now() + cfg.send_interval;
             for chunk in items.chunks(cfg.max_samples_per_send) {

@@ -73,6 +73,14 @@ pub struct Shard {
     window: RefCell<Window>,
     history: Cell<History>,
     rewrite: RefCell<Rewrite>,
+    /// Set by [`Shard::retire`]: the shard takes nothing new and ends once its lanes have
+    /// sent what they hold (retried until the flush deadline).
+    retired: Cell<bool>,
+    /// When the lanes of a retired shard stop retrying (and leave the rest to the shard that
+    /// follows, from the endpoint's cursor).
+    retired_until: Cell<Option<Instant>>,
+    /// Notified when the shard's task has ended.
+    ended: crate::runtime::Event,
 }
 
 impl Shard {
@@ -138,7 +146,46 @@ impl Shard {
             window: RefCell::new(Window::new()),
             history: Cell::new(History::default()),
             rewrite: RefCell::new(Rewrite::default()),
+            retired: Cell::new(false),
+            retired_until: Cell::new(None),
+            ended: crate::runtime::Event::new(),
         })
+    }
+
+    /// The endpoint this shard sends to.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.ep
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> &Arc<ShardStats> {
+        &self.stats
+    }
+
+    /// Its slot in the core's WAL.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Stops the shard for a reload that changed or removed its endpoint: it takes no more
+    /// scrapes and reads no more of the WAL; its lanes send what they hold, retried until the
+    /// flush deadline (as Prometheus flushes a queue it stops), and the endpoint's cursor is
+    /// left at the first entry not delivered, for the shard that follows (or for nothing,
+    /// when the endpoint is gone).
+    pub fn retire(&self) {
+        if self.retired.replace(true) {
+            return;
+        }
+        self.retired_until
+            .set(Some(Instant::now() + self.ctl.flush_deadline()));
+        self.replay.borrow_mut().take();
+        self.lanes.borrow_mut().retire_all();
+        self.notify.notify();
+    }
+
+    /// Waits until the shard's task has ended (its cursor final).
+    pub async fn ended(&self) {
+        self.ended.wait().await;
     }
 
     /// This shard's backlog from before a change of the core count is sent (or shutdown came).
@@ -160,6 +207,10 @@ impl Shard {
         newest_ts: i64,
         wal: Option<Pos>,
     ) {
+        if self.retired.get() {
+            // The WAL holds it for the shard that follows.
+            return;
+        }
         if self.replay.borrow().is_some() {
             if wal.is_none() {
                 // Neither in the WAL nor queued: this endpoint will not get it.
@@ -231,7 +282,7 @@ impl Shard {
         }
         let ctl = self.ctl.clone();
         while self.running.get() > 0 {
-            if !ctl.shutdown.is_set() && self.replay.borrow().is_some() {
+            if !ctl.shutdown.is_set() && !self.retired.get() && self.replay.borrow().is_some() {
                 // Reading up to the head: no commit may be half written meanwhile.
                 let _commit = ctl.commit_lock().await;
                 self.feed();
@@ -244,7 +295,7 @@ impl Shard {
             }
             let elapsed = self.window.borrow().started.elapsed();
             if elapsed >= ADAPT_EVERY {
-                if !ctl.shutdown.is_set() {
+                if !ctl.shutdown.is_set() && !self.retired.get() {
                     self.adapt();
                 }
                 *self.window.borrow_mut() = Window::new();
@@ -253,6 +304,19 @@ impl Shard {
             race(self.notify.notified(), sleep(wait)).await;
         }
         self.end_initial_hold();
+        if self.retired.get() {
+            // The cursor stops before the first entry not delivered: the next shard of the
+            // endpoint reads on from there.
+            self.ack_progress();
+            self.lanes.borrow_mut().clear_count();
+            self.abandoned.take();
+            self.stats.set_pending(Tally::default());
+            self.stats.shards.store(0, Relaxed);
+            self.stats.shards_desired.store(0, Relaxed);
+            ctl.sender_ended();
+            self.ended.set();
+            return;
+        }
         // Whatever is left (the flush deadline passed) stays in the WAL past this endpoint's
         // cursor and is sent after the restart.
         let left = self.lanes.borrow_mut().clear_count().total() + self.abandoned.take();
@@ -275,6 +339,7 @@ impl Shard {
             self.ep.backlog_sent();
         }
         ctl.sender_ended();
+        self.ended.set();
     }
 
     fn spawn_lane(self: &Rc<Self>, lane: Rc<Lane>) {

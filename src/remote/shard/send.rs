@@ -33,8 +33,10 @@ impl Shard {
                 lane.set_in_flight(None);
                 self.ack_progress();
             } else {
-                // Abandoned at the flush deadline: the cursor stays before it.
+                // Abandoned (the flush deadline, or a retired shard's failure): the cursor
+                // stays before it.
                 self.abandoned.set(self.abandoned.get() + batch.samples);
+                self.lanes.borrow_mut().abandoned(batch.low);
                 break;
             }
             self.notify.notify();
@@ -216,6 +218,15 @@ impl Shard {
                         );
                     }
                     let mut pause = after.unwrap_or_else(|| jitter(backoff));
+                    if let Some(until) = self.retired_until.get() {
+                        // A retired shard hands the rest to the shard that follows once its
+                        // flush deadline passes.
+                        let now = Instant::now();
+                        if now >= until {
+                            return false;
+                        }
+                        pause = pause.min(until - now);
+                    }
                     backoff = (backoff * 2).min(q.max_backoff);
                     if let Some(d) = ctl.flush_deadline_at() {
                         let now = Instant::now();
