@@ -15,6 +15,7 @@ pub mod entry;
 pub mod exposition;
 pub(crate) mod hash;
 pub mod http;
+pub mod names;
 pub(crate) mod percore;
 pub(crate) mod protowire;
 pub(crate) mod relabel;

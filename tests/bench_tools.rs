@@ -180,3 +180,138 @@ fn remote_write_2_reaches_the_bench_sink_in_order_with_written_counts() {
     }
     assert!(sent > 0.0);
 }
+
+/// UTF-8 metric and label names end to end: `spate bench targets --utf8-names` serves them as a
+/// Prometheus 3 client library does, quoted when the scrape negotiates `escaping=allow-utf-8`
+/// and escaped with the scheme it asks for otherwise. Each job's
+/// `metric_name_validation_scheme` and `metric_name_escaping_scheme` decide what reaches the
+/// receiver; a target that ignores the negotiation fails a legacy job's scrape, as in
+/// Prometheus.
+#[test]
+fn utf8_names_are_negotiated_per_job_and_reach_the_receiver() {
+    let dir = TempDir::new("utf8-names");
+    let port = free_port();
+    let _targets = bench(
+        &dir,
+        "targets",
+        &[
+            "targets".into(),
+            "--targets=1".into(),
+            "--series=20".into(),
+            "--utf8-names=3".into(),
+            format!("--listen=127.0.0.1:{port}"),
+        ],
+    );
+    // A target that serves UTF-8 names whatever it is asked for.
+    let stubborn = common::TestServer::start(|_, _| {
+        (
+            200,
+            "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
+            b"{\"k8s.pod.ready\",\"k8s.pod\"=\"p\"} 1\n".to_vec(),
+        )
+    });
+    let receiver = common::Receiver::start(|_| 200);
+    let job = |name: &str, extra: &str| {
+        format!(
+            "  - job_name: {name}\n{extra}    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        )
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}{}{}{}  - job_name: stubborn\n    metric_name_validation_scheme: legacy\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        job("utf8", ""),
+        job("legacy", "    metric_name_validation_scheme: legacy\n"),
+        job("values", "    metric_name_escaping_scheme: values\n"),
+        job("dots", "    metric_name_escaping_scheme: dots\n"),
+        job(
+            "relabeled",
+            "    metric_relabel_configs: [{source_labels: ['service.name'], target_label: 'svc.copy'}]\n"
+        ),
+        stubborn.addr,
+        receiver.url()
+    );
+    let mut spate = common::Spate::start(&config, &[]);
+    let names = |job: &str| -> std::collections::BTreeSet<Vec<(String, String)>> {
+        receiver
+            .samples()
+            .into_iter()
+            .filter(|s| {
+                s.label("job") == Some(job)
+                    && s.label("__name__").is_some_and(|n| n.contains("utf8"))
+            })
+            .map(|s| {
+                s.labels
+                    .into_iter()
+                    .filter(|(k, _)| k != "instance" && k != "job")
+                    .collect()
+            })
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "every job's UTF-8 series", || {
+        ["utf8", "legacy", "values", "dots", "relabeled"]
+            .iter()
+            .all(|j| names(j).len() == 3)
+            .then_some(())
+    });
+    let up = |job: &str| {
+        receiver
+            .samples()
+            .into_iter()
+            .filter(|s| s.label("job") == Some(job) && s.label("__name__") == Some("up"))
+            .map(|s| s.value)
+            .collect::<Vec<f64>>()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the stubborn target's scrapes",
+        || (!up("stubborn").is_empty()).then_some(()),
+    );
+    let (_, targets) = common::http_get(&spate.web, "/api/v1/targets").unwrap();
+    assert!(spate.proc.terminate(Duration::from_secs(30)).success());
+
+    let series = |name: &str, label: &str| -> std::collections::BTreeSet<Vec<(String, String)>> {
+        (0..3)
+            .map(|i| {
+                let mut l = vec![
+                    ("__name__".to_string(), name.to_string()),
+                    (label.to_string(), format!("svc-{i}")),
+                    ("host".to_string(), "h".to_string()),
+                ];
+                l.sort();
+                l
+            })
+            .collect()
+    };
+    // Prometheus 3's default: the names arrive as the target has them.
+    assert_eq!(
+        names("utf8"),
+        series("bench.utf8.temperature", "service.name")
+    );
+    // Legacy validation asks for underscores.
+    assert_eq!(
+        names("legacy"),
+        series("bench_utf8_temperature", "service_name")
+    );
+    // Other escaping schemes, asked for by name.
+    assert_eq!(
+        names("values"),
+        series("U__bench_2e_utf8_2e_temperature", "U__service_2e_name")
+    );
+    assert_eq!(
+        names("dots"),
+        series("bench_dot_utf8_dot_temperature", "service_dot_name")
+    );
+    // Relabeling reads and writes UTF-8 label names.
+    assert!(
+        names("relabeled").iter().all(|l| l
+            .iter()
+            .any(|(k, v)| k == "svc.copy" && v.starts_with("svc-"))),
+        "{:?}",
+        names("relabeled")
+    );
+    // A legacy job refuses UTF-8 names the target sends anyway.
+    assert!(up("stubborn").iter().all(|v| *v == 0.0));
+    assert!(
+        targets.contains("invalid metric name or label names"),
+        "{targets}"
+    );
+}

@@ -1073,3 +1073,51 @@ fn failed_scrapes_are_logged_to_the_failure_log_files() {
     );
     assert!(spate.proc.terminate(Duration::from_secs(30)).success());
 }
+
+/// `scrape_series_added` across a scrape that fails on its sample limit and the one that
+/// succeeds after: the series the failed scrape appended are counted once, there, and not
+/// again when the scrape succeeds (Prometheus' scrape cache keeps them).
+#[test]
+fn series_a_failed_scrape_met_are_not_added_again() {
+    let receiver = Receiver::start(|_| 200);
+    let t = PhasedTarget::start(vec![(200, "a 1\nb 2\nc 3\n"), (200, "a 1\nb 2\n")]);
+    let jobs = format!(
+        "  - job_name: limited\n    sample_limit: 2\n    static_configs: [{{targets: ['{}']}}]\n",
+        t.server.addr
+    );
+    let mut spate = Spate::start(&config(&jobs, &receiver), &[]);
+    t.advance(0);
+    t.advance(1);
+    let added = || -> Vec<f64> {
+        let mut v: Vec<(i64, f64)> = named(&receiver.samples(), "scrape_series_added")
+            .iter()
+            .map(|s| (s.ts, s.value))
+            .collect();
+        v.sort_by_key(|(ts, _)| *ts);
+        v.into_iter().map(|(_, v)| v).collect()
+    };
+    let ups = || -> Vec<f64> {
+        let mut v: Vec<(i64, f64)> = named(&receiver.samples(), "up")
+            .iter()
+            .map(|s| (s.ts, s.value))
+            .collect();
+        v.sort_by_key(|(ts, _)| *ts);
+        v.into_iter().map(|(_, v)| v).collect()
+    };
+    wait_for(Duration::from_secs(30), "successful scrapes", || {
+        (ups().iter().filter(|u| **u == 1.0).count() >= 2).then_some(())
+    });
+    assert!(spate.proc.terminate(Duration::from_secs(30)).success());
+    let (up, added) = (ups(), added());
+    assert_eq!(up.len(), added.len());
+    let first_ok = up.iter().position(|u| *u == 1.0).unwrap();
+    assert!(first_ok > 0, "the limit failed the first scrapes: {up:?}");
+    assert_eq!(
+        added[0], 2.0,
+        "the first failed scrape met a and b: {added:?}"
+    );
+    assert!(
+        added[1..].iter().all(|a| *a == 0.0),
+        "a and b are not added again, failing or not: {added:?}"
+    );
+}

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::server::{self, Reply, Request};
 use super::{Flags, Tool, flag, run_until_signal};
+use crate::names::Escaping;
 use crate::runtime::TcpListener;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -250,8 +251,74 @@ pub(crate) const TOOL: Tool = Tool {
             "also write the target list as a file_sd_configs JSON file",
         ),
         flag("cores", "=N", Some("1"), "serving threads"),
+        flag(
+            "utf8-names",
+            "=K",
+            Some("0"),
+            "K more series with UTF-8 names (`bench.utf8.temperature{\"service.name\"=…}`), served quoted or escaped as the scrape's Accept negotiates",
+        ),
     ],
 };
+
+/// How a scrape's `Accept` asks for names, as a Prometheus 3 client library reads it: the
+/// text 1.0.0 format with its `escaping` (UTF-8 names quoted with `allow-utf-8`), else the
+/// 0.0.4 format, whose names must be legacy ones (escaped with underscores).
+fn negotiate(accept: &str) -> (Escaping, &'static str) {
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        if parts.next() != Some("text/plain") {
+            continue;
+        }
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        if params.iter().any(|(k, v)| *k == "version" && *v == "1.0.0") {
+            let escaping = params
+                .iter()
+                .find(|(k, _)| *k == "escaping")
+                .and_then(|(_, v)| Escaping::parse(v))
+                .unwrap_or(Escaping::Underscores);
+            let content_type = match escaping {
+                Escaping::AllowUtf8 => {
+                    "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
+                }
+                Escaping::Underscores => {
+                    "text/plain; version=1.0.0; charset=utf-8; escaping=underscores"
+                }
+                Escaping::Dots => "text/plain; version=1.0.0; charset=utf-8; escaping=dots",
+                Escaping::Values => "text/plain; version=1.0.0; charset=utf-8; escaping=values",
+            };
+            return (escaping, content_type);
+        }
+    }
+    (
+        Escaping::Underscores,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
+
+/// `k` gauges named `bench.utf8.temperature` with a `service.name` label: quoted as they are
+/// under `allow-utf-8`, else escaped with the negotiated scheme (names and label names).
+fn render_utf8(out: &mut Vec<u8>, k: usize, target: u64, scrape: u64, escaping: Escaping) {
+    const NAME: &str = "bench.utf8.temperature";
+    const LABEL: &str = "service.name";
+    let (name, label) = match escaping {
+        Escaping::AllowUtf8 => (format!("\"{NAME}\""), format!("\"{LABEL}\"")),
+        e => (
+            crate::names::escape_name(NAME, e),
+            crate::names::escape_name(LABEL, e),
+        ),
+    };
+    let _ = writeln!(out, "# HELP {name} A gauge with a UTF-8 name.");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for i in 0..k {
+        let value = ((scrape * 13 + target * 7 + i as u64) % 500) as f64 / 10.0;
+        let _ = match escaping {
+            Escaping::AllowUtf8 => {
+                writeln!(out, "{{{name},{label}=\"svc-{i}\",host=\"h\"}} {value}")
+            }
+            _ => writeln!(out, "{name}{{{label}=\"svc-{i}\",host=\"h\"}} {value}"),
+        };
+    }
+}
 
 pub fn main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(args, TOOL.flags)?;
@@ -260,6 +327,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let churn: f64 = f.num("churn")?;
     let cores: usize = f.num("cores")?;
     let listen: SocketAddr = f.num("listen")?;
+    let utf8: usize = f.num("utf8-names")?;
     if targets == 0 || series == 0 || cores == 0 {
         return Err("--targets, --series and --cores must be positive".into());
     }
@@ -331,10 +399,18 @@ pub fn main(args: &[String]) -> Result<(), String> {
                         scrapes.set(n);
                         let churn = churn.map(|c| (started.elapsed().as_secs_f64() / 60.0, c));
                         template.render(out, i as u64, n, churn);
+                        let mut content_type = "text/plain; version=0.0.4; charset=utf-8";
+                        if utf8 > 0 {
+                            let (escaping, ct) = negotiate(req.accept);
+                            render_utf8(out, utf8, i as u64, n, escaping);
+                            content_type = ct;
+                        }
                         stats.scrapes.fetch_add(1, Relaxed);
-                        stats.samples.fetch_add(template.len() as u64, Relaxed);
+                        stats
+                            .samples
+                            .fetch_add((template.len() + utf8) as u64, Relaxed);
                         stats.bytes.fetch_add(out.len() as u64, Relaxed);
-                        Reply::ok("text/plain; version=0.0.4; charset=utf-8")
+                        Reply::ok(content_type)
                     },
                 );
                 crate::runtime::spawn(server::serve(listener, handler));

@@ -11,6 +11,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub content_type: &'a str,
+    /// The `Accept` header (empty when absent).
+    pub accept: &'a str,
     pub body: &'a [u8],
 }
 
@@ -66,7 +68,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
     let mut response: Vec<u8> = Vec::new();
     loop {
         // Read until a whole request (head and Content-Length body) is buffered.
-        let (head_len, content_len, method, path, close, content_type) = loop {
+        let (head_len, content_len, method, path, close, content_type, accept) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
@@ -95,6 +97,13 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
                         .and_then(|h| std::str::from_utf8(h.value).ok())
                         .unwrap_or("")
                         .to_string();
+                    let accept = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("accept"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .unwrap_or("")
+                        .to_string();
                     break (
                         n,
                         cl,
@@ -102,6 +111,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
                         req.path.unwrap_or("/").to_string(),
                         close,
                         content_type,
+                        accept,
                     );
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
@@ -126,6 +136,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
                 method: &method,
                 path: &path,
                 content_type: &content_type,
+                accept: &accept,
                 body: &body,
             },
             &mut payload,

@@ -134,7 +134,10 @@ pub(super) const PROMETHEUS_FLAGS: &[(&str, Foreign)] = {
         ),
         (
             "scrape.name-escaping-scheme",
-            Refused("not supported yet (metric name escaping)"),
+            NoEffect {
+                value: true,
+                why: "it escapes the names Prometheus serves (/federate, its own /metrics) to clients without UTF-8 support; an agent does not federate and spate's own metric names need no escaping (scrapes negotiate with metric_name_escaping_scheme)",
+            },
         ),
         (
             "write-documentation",

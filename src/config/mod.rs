@@ -114,6 +114,10 @@ pub struct ScrapeConfig {
     pub extra_scrape_metrics: bool,
     /// Where failed scrapes are logged (the job's file, else the global one).
     pub scrape_failure_log_file: Option<String>,
+    /// `metric_name_validation_scheme`: the names relabeling may write and a scrape takes.
+    pub name_validation: crate::names::Validation,
+    /// `metric_name_escaping_scheme`: what the target is asked to do with other names.
+    pub name_escaping: crate::names::Escaping,
 }
 
 /// `file_sd_configs`: target groups read from JSON or YAML files.

@@ -200,10 +200,6 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml:4: scrape_configs[0].azure_sd_configs: not supported by spate yet; remove it or see docs/compatibility.md",
         ),
         (
-            "scrape_configs:\n  - job_name: a\n    ec2_sd_configs:\n      - {region: eu-west-1, role_arn: 'arn:aws:iam::1:role/r'}\n",
-            "prometheus.yml:4: scrape_configs[0].ec2_sd_configs[0].role_arn: not supported by spate yet; remove it or see docs/compatibility.md",
-        ),
-        (
             "scrape_configs:\n  - job_name: a\n    docker_sd_configs:\n      - host: docker.example:2375\n",
             "prometheus.yml:4: scrape_configs[0].docker_sd_configs[0].host: \"docker.example:2375\" is not a Docker host: use unix:///path, tcp://host:port or http(s)://host:port",
         ),
@@ -284,8 +280,8 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml: remote_write[0].sigv4: at most one of basic_auth, authorization, oauth2, sigv4, azuread or google_iam must be configured",
         ),
         (
-            "remote_write:\n  - url: http://a/\n    sigv4:\n      region: x\n      role_arn: y\n",
-            "prometheus.yml:5: remote_write[0].sigv4.role_arn: not supported by spate yet; remove it or see docs/compatibility.md",
+            "remote_write:\n  - url: http://a/\n    sigv4:\n      region: x\n      external_id: y\n",
+            "prometheus.yml: remote_write[0].sigv4: external_id can only be used with role_arn",
         ),
         (
             "remote_write:\n  - url: http://a/\n    sigv4: {region: x, access_key: a}\n",
@@ -300,7 +296,7 @@ fn bad_files_give_exact_errors() {
             "prometheus.yml:4: remote_write[0].azuread: not supported by spate yet; remove it or see docs/compatibility.md",
         ),
         (
-            "global:\n  external_labels:\n    1bad: x\n",
+            "global:\n  metric_name_validation_scheme: legacy\n  external_labels:\n    1bad: x\n",
             "prometheus.yml: global.external_labels: \"1bad\" is not a valid label name",
         ),
         (
@@ -783,4 +779,86 @@ fn sigv4_roles_follow_prometheus_rules() {
         .as_ref()
         .unwrap();
     assert_eq!(role.role_arn, "arn:aws:iam::1:role/sd");
+}
+
+#[test]
+fn name_validation_and_escaping_follow_prometheus_rules() {
+    use crate::names::{Escaping, Validation};
+    let job = |global: &str, local: &str| {
+        load(&format!(
+            "global:\n{global}scrape_configs:\n  - job_name: j\n{local}"
+        ))
+    };
+    let schemes = |c: Config| {
+        let sc = &c.scrape_configs[0];
+        (sc.name_validation, sc.name_escaping)
+    };
+    // Prometheus 3's defaults: UTF-8 names, asked for unescaped.
+    assert_eq!(
+        schemes(job("", "").unwrap()),
+        (Validation::Utf8, Escaping::AllowUtf8)
+    );
+    // Legacy, globally or per job: underscores unless set.
+    let legacy = "  metric_name_validation_scheme: legacy\n";
+    assert_eq!(
+        schemes(job(legacy, "").unwrap()),
+        (Validation::Legacy, Escaping::Underscores)
+    );
+    assert_eq!(
+        schemes(job("", "    metric_name_validation_scheme: legacy\n").unwrap()),
+        (Validation::Legacy, Escaping::Underscores)
+    );
+    // A job's own validation does not inherit the global escaping.
+    assert_eq!(
+        schemes(
+            job(
+                "  metric_name_escaping_scheme: allow-utf-8\n",
+                "    metric_name_validation_scheme: legacy\n"
+            )
+            .unwrap()
+        ),
+        (Validation::Legacy, Escaping::Underscores)
+    );
+    // The global escaping applies to jobs without a validation of their own.
+    assert_eq!(
+        schemes(job("  metric_name_escaping_scheme: dots\n", "").unwrap()),
+        (Validation::Utf8, Escaping::Dots)
+    );
+    assert_eq!(
+        schemes(job("", "    metric_name_escaping_scheme: values\n").unwrap()),
+        (Validation::Utf8, Escaping::Values)
+    );
+    let err = |g: &str, l: &str| job(g, l).unwrap_err().to_string();
+    assert!(
+        err(legacy, "    metric_name_escaping_scheme: allow-utf-8\n")
+            .ends_with("utf8 metric names requested but validation scheme is not set to UTF8")
+    );
+    assert!(
+        err("  metric_name_validation_scheme: ascii\n", "")
+            .ends_with("unrecognized ValidationScheme: \"ascii\"")
+    );
+    assert!(err("", "    metric_name_escaping_scheme: dashes\n").ends_with(
+        "unknown scrape config name escaping method specified, must be one of 'allow-utf-8', 'underscores', 'dots', or 'values', got \"dashes\""
+    ));
+    // Relabeling writes the names its job's scheme takes; external labels the global one.
+    let dotted =
+        "    relabel_configs: [{source_labels: [__address__], target_label: 'service.name'}]\n";
+    assert!(job("", dotted).is_ok());
+    assert!(
+        err(
+            "",
+            &format!("    metric_name_validation_scheme: legacy\n{dotted}")
+        )
+        .contains("\"service.name\" is invalid 'target_label' for replace action")
+    );
+    assert!(load("global:\n  external_labels: {'k8s.cluster': a}\n").is_ok());
+    assert!(
+        load("global:\n  metric_name_validation_scheme: legacy\n  external_labels: {'k8s.cluster': a}\n")
+            .unwrap_err()
+            .to_string()
+            .contains("\"k8s.cluster\" is not a valid label name")
+    );
+    // The Accept header carries the escaping.
+    let c = job("", "    metric_name_escaping_scheme: underscores\n").unwrap();
+    assert_eq!(c.scrape_configs[0].name_escaping, Escaping::Underscores);
 }

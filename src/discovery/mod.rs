@@ -675,7 +675,7 @@ pub fn parse_groups(text: &str, prefix: &str, extra: &Labels) -> Result<Vec<Targ
         let g = g.ok_or_else(|| format!("target group {i} is null"))?;
         let mut labels: Labels = Vec::new();
         for (k, v) in g.labels.unwrap_or_default() {
-            if !crate::relabel::is_valid_label_name(&k) {
+            if !crate::names::Validation::Utf8.is_valid_label_name(k.as_bytes()) {
                 return Err(format!("{k:?} is not a valid label name (group {i})"));
             }
             labels.push((k, v));
@@ -850,9 +850,17 @@ mod tests {
         assert!(parse_groups("", "f", &vec![]).unwrap().is_empty());
         assert!(parse_groups("[null]", "f", &vec![]).is_err());
         assert!(parse_groups(r#"[{"targets": ["a/b"]}]"#, "f", &vec![]).is_err());
+        // Label names are Prometheus 3's UTF-8 ones: any but the empty name.
+        let g = parse_groups(
+            r#"[{"targets": ["a:1"], "labels": {"0x": "v", "k8s.pod": "p"}}]"#,
+            "f",
+            &vec![],
+        )
+        .unwrap();
+        assert!(g[0].labels.iter().any(|(k, _)| k == "k8s.pod"));
         assert!(
             parse_groups(
-                r#"[{"targets": ["a:1"], "labels": {"0x": "v"}}]"#,
+                r#"[{"targets": ["a:1"], "labels": {"": "v"}}]"#,
                 "f",
                 &vec![]
             )

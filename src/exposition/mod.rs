@@ -177,8 +177,9 @@ impl ScrapeProtocol {
 }
 
 /// The `Accept` header for `protocols`, as Prometheus builds it: weights from `0.6` down by
-/// `0.1`, UTF-8 escaping offered on the formats that support it, then `*/*`.
-pub fn accept_header(protocols: &[ScrapeProtocol]) -> String {
+/// `0.1`, the name escaping asked for (`metric_name_escaping_scheme`) on the formats that
+/// carry it (the 1.0.0 text formats), then `*/*`.
+pub fn accept_header(protocols: &[ScrapeProtocol], escaping: crate::names::Escaping) -> String {
     let mut out = String::new();
     let mut weight = ScrapeProtocol::ALL + 1;
     for p in protocols {
@@ -187,7 +188,8 @@ pub fn accept_header(protocols: &[ScrapeProtocol]) -> String {
             p,
             ScrapeProtocol::PrometheusText1_0_0 | ScrapeProtocol::OpenMetricsText1_0_0
         ) {
-            out.push_str(";escaping=allow-utf-8");
+            out.push_str(";escaping=");
+            out.push_str(escaping.as_str());
         }
         out.push_str(&format!(";q=0.{weight},"));
         weight = weight.saturating_sub(1);
@@ -260,16 +262,27 @@ mod tests {
 
     #[test]
     fn accept_header_matches_prometheus() {
-        assert_eq!(accept_header(&ScrapeProtocol::DEFAULT), DEFAULT_ACCEPT);
+        use crate::names::Escaping;
         assert_eq!(
-            accept_header(&[ScrapeProtocol::PrometheusText0_0_4]),
+            accept_header(&ScrapeProtocol::DEFAULT, Escaping::AllowUtf8),
+            DEFAULT_ACCEPT
+        );
+        assert_eq!(
+            accept_header(&[ScrapeProtocol::PrometheusText0_0_4], Escaping::AllowUtf8),
             "text/plain;version=0.0.4;q=0.6,*/*;q=0.5"
         );
         assert_eq!(
-            accept_header(&[
-                ScrapeProtocol::PrometheusProto,
-                ScrapeProtocol::OpenMetricsText1_0_0
-            ]),
+            accept_header(&ScrapeProtocol::DEFAULT, Escaping::Underscores),
+            "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=underscores;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        );
+        assert_eq!(
+            accept_header(
+                &[
+                    ScrapeProtocol::PrometheusProto,
+                    ScrapeProtocol::OpenMetricsText1_0_0
+                ],
+                Escaping::AllowUtf8
+            ),
             "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,*/*;q=0.4"
         );
     }

@@ -278,12 +278,34 @@ impl<'a, 's> TextParser<'a, 's> {
             return Ok(()); // any other comment
         }
         p = skip_blanks(buf, keyword_end, end);
-        let ns = p;
+        let mut ns = p;
+        if let Some((inner, after)) = quoted_name(buf, p, end) {
+            // A UTF-8 name, quoted (text format 1.0.0): `# TYPE "my.metric" gauge`.
+            (ns, p) = inner;
+            if after < end && !is_blank(buf[after]) {
+                return Err(self.error_at(after, "expected a space after the quoted metric name"));
+            }
+            let text_at = skip_blanks(buf, after, end).min(end);
+            return self.text_metadata(is_type, ns..p, text_at, end);
+        }
         p = scan_token(buf, p, end, NAME_FIRST, NAME_REST);
         if p == ns || (p < end && !is_blank(buf[p])) {
             return Err(self.error_at(ns, "expected metric name after HELP or TYPE"));
         }
         let text_at = skip_blanks(buf, p, end).min(end);
+        self.text_metadata(is_type, ns..p, text_at, end)
+    }
+
+    /// The text of a text-format HELP or TYPE line for the name at `name`.
+    fn text_metadata(
+        &mut self,
+        is_type: bool,
+        name: std::ops::Range<usize>,
+        text_at: usize,
+        end: usize,
+    ) -> Result<(), ParseError> {
+        let buf = self.buf;
+        let p = name.end;
         let text = &buf[text_at..end];
         if is_type {
             self.mtype = MetricType::parse(text, self.format).ok_or_else(|| {
@@ -295,7 +317,7 @@ impl<'a, 's> TextParser<'a, 's> {
         } else if !text.is_ascii() && std::str::from_utf8(text).is_err() {
             return Err(self.error_at(p, "help text is not valid UTF-8"));
         }
-        self.note(u8::from(is_type), ns..p, text_at..end);
+        self.note(u8::from(is_type), name, text_at..end);
         Ok(())
     }
 
@@ -313,14 +335,26 @@ impl<'a, 's> TextParser<'a, 's> {
         } else {
             return Err(self.error_at(start, "expected a valid start token (OpenMetrics allows only HELP, TYPE, UNIT and EOF comments)"));
         };
-        let name_start = end - rest.len();
-        let name_len = rest.iter().take_while(|b| is_name_char(**b, false)).count();
-        if name_len == 0 || !is_name_char(rest[0], true) {
-            return Err(self.error_at(name_start, "expected metric name after HELP, TYPE or UNIT"));
-        }
-        let name = &rest[..name_len];
-        let Some(text) = rest[name_len..].strip_prefix(b" ") else {
-            return Err(self.error_at(name_start + name_len, "expected text after the metric name"));
+        let mut name_start = end - rest.len();
+        let (name_len, after) = match quoted_name(buf, name_start, end) {
+            // A UTF-8 name, quoted: `# TYPE "my.metric" gauge`.
+            Some(((s, e), after)) => {
+                name_start = s;
+                (e - s, after)
+            }
+            None => {
+                let n = rest.iter().take_while(|b| is_name_char(**b, false)).count();
+                if n == 0 || !is_name_char(rest[0], true) {
+                    return Err(
+                        self.error_at(name_start, "expected metric name after HELP, TYPE or UNIT")
+                    );
+                }
+                (n, name_start + n)
+            }
+        };
+        let name = &buf[name_start..name_start + name_len];
+        let Some(text) = buf[after..end].strip_prefix(b" ") else {
+            return Err(self.error_at(after, "expected text after the metric name"));
         };
         match kind {
             0 if !text.is_ascii() && std::str::from_utf8(text).is_err() => {
@@ -744,6 +778,24 @@ mod simd {
 
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
+}
+
+/// A quoted name at `p` (`"my.metric"`, backslash escapes allowed): the range inside the
+/// quotes and the position after the closing one; `None` when there is no quote at `p`, or
+/// it is not closed on the line.
+fn quoted_name(buf: &[u8], p: usize, end: usize) -> Option<((usize, usize), usize)> {
+    if p >= end || buf[p] != b'"' {
+        return None;
+    }
+    let mut q = p + 1;
+    while q < end {
+        match buf[q] {
+            b'\\' => q += 2,
+            b'"' => return (q > p + 1).then_some(((p + 1, q), q + 1)),
+            _ => q += 1,
+        }
+    }
+    None
 }
 
 fn skip_blanks(buf: &[u8], mut p: usize, end: usize) -> usize {
@@ -1244,6 +1296,32 @@ node_load1 0.5\n";
             vec![("a.b".into(), "v".into()), ("c".into(), "d".into())]
         );
         assert_eq!(v, 7.0);
+    }
+
+    /// Text format 1.0.0 quotes a UTF-8 name in HELP and TYPE lines too.
+    #[test]
+    fn quoted_names_in_help_and_type_lines() {
+        for format in [Format::PromText, Format::OpenMetrics] {
+            let body = "# HELP \"http.server.duration\" Latency.\n# TYPE \"http.server.duration\" histogram\n{\"http.server.duration_bucket\",le=\"1\"} 2\n{\"http.server.duration_count\"} 2\n";
+            let body = if format == Format::OpenMetrics {
+                format!("{body}# EOF\n")
+            } else {
+                body.to_string()
+            };
+            let v = parse_all(&body, format).unwrap();
+            assert_eq!(v[0].0, "http.server.duration_bucket");
+            assert_eq!(
+                v[0].1,
+                vec![("le".to_string(), "1".to_string())],
+                "{format:?}"
+            );
+            assert_eq!(v[1].0, "http.server.duration_count");
+        }
+        assert!(
+            err("# TYPE \"a.b\"gauge\n", Format::PromText)
+                .reason
+                .contains("expected a space after the quoted metric name")
+        );
     }
 
     #[test]

@@ -14,13 +14,7 @@ mod tests;
 
 use ::regex::bytes::CaptureLocations;
 
-/// Checks a label name against Prometheus' legacy charset `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_valid_label_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
+use crate::names::Validation;
 
 pub use self::regex::GoRegex;
 use crate::entry::LabelScratch;
@@ -106,6 +100,8 @@ pub struct Rule {
     /// `replace` with the default regex and no `$` anywhere: sets a constant when the source
     /// value is empty.
     constant_replace: bool,
+    /// The names the rule may write (`metric_name_validation_scheme`).
+    names: Validation,
 }
 
 /// Matches `target_label` templates under legacy names: letters, digits, `_` and `$name` or
@@ -154,8 +150,15 @@ fn valid_template(s: &str) -> bool {
 }
 
 impl Rule {
-    /// Validates a rule with Prometheus' defaults and messages.
+    /// Validates a rule with Prometheus' defaults and messages, under Prometheus 3's default
+    /// UTF-8 names.
     pub fn new(spec: &RuleSpec) -> Result<Rule, String> {
+        Rule::with_names(spec, Validation::Utf8)
+    }
+
+    /// Validates a rule with Prometheus' defaults and messages; `names` says which label
+    /// names it may write, as Prometheus 3 validates them per `metric_name_validation_scheme`.
+    pub fn with_names(spec: &RuleSpec, names: Validation) -> Result<Rule, String> {
         let action_name = spec.action.as_deref().unwrap_or("replace");
         let action = Action::parse(action_name)
             .ok_or_else(|| format!("unknown relabel action {action_name:?}"))?;
@@ -192,6 +195,13 @@ impl Rule {
         }
         let invalid_target =
             || format!("{target_label:?} is invalid 'target_label' for {name} action");
+        // Under UTF-8 names any name is one (a `$` reference included); under legacy names a
+        // template must expand to one.
+        let valid_name = |s: &str| names.is_valid_label_name(s.as_bytes());
+        let valid_template = |s: &str| match names {
+            Validation::Utf8 => valid_name(s),
+            Validation::Legacy => valid_template(s),
+        };
         match action {
             Action::Replace if !valid_template(&target_label) => return Err(invalid_target()),
             Action::Lowercase
@@ -199,7 +209,7 @@ impl Rule {
             | Action::KeepEqual
             | Action::DropEqual
             | Action::HashMod
-                if !is_valid_label_name(&target_label) =>
+                if !valid_name(&target_label) =>
             {
                 return Err(invalid_target());
             }
@@ -239,7 +249,7 @@ impl Rule {
             ));
         }
         let source_labels = spec.source_labels.clone().unwrap_or_default();
-        if let Some(bad) = source_labels.iter().find(|l| !is_valid_label_name(l)) {
+        if let Some(bad) = source_labels.iter().find(|l| !valid_name(l)) {
             return Err(format!(
                 "{bad:?} is not a valid label name in 'source_labels'"
             ));
@@ -257,6 +267,7 @@ impl Rule {
             target_label,
             replacement,
             constant_replace,
+            names,
         })
     }
 }
@@ -340,7 +351,7 @@ impl Rules {
                     target.clear();
                     rule.regex
                         .expand(rule.target_label.as_bytes(), value, locs, target);
-                    if !std::str::from_utf8(target).is_ok_and(is_valid_label_name) {
+                    if !rule.names.is_valid_label_name(target) {
                         continue;
                     }
                     let out = &mut scratch.out;

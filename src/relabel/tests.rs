@@ -353,9 +353,40 @@ fn hashmod_buckets_match_prometheus() {
     }
 }
 
+/// The error a rule gets under legacy names (`metric_name_validation_scheme: legacy`).
 fn invalid(yaml: &str) -> String {
     let specs: Vec<RuleSpec> = serde_saphyr::from_str(yaml).expect("parses");
-    Rule::new(&specs[0]).expect_err(yaml)
+    Rule::with_names(&specs[0], crate::names::Validation::Legacy).expect_err(yaml)
+}
+
+/// Prometheus 3's default, UTF-8 names: any non-empty name is one, a template too.
+#[test]
+fn utf8_names_take_any_target_label() {
+    for yaml in [
+        "- {action: lowercase, target_label: '${3}'}",
+        "- {source_labels: [a], target_label: '-${3}'}",
+        "- {source_labels: [a], target_label: 'service.name'}",
+        "- {source_labels: ['k8s.pod'], target_label: 'pod'}",
+        "- {action: labelmap, regex: 'x_(.*)', replacement: 'attr.$1'}",
+        "- {action: hashmod, source_labels: [a], target_label: 'shard.id', modulus: 4}",
+    ] {
+        let specs: Vec<RuleSpec> = serde_saphyr::from_str(yaml).expect("parses");
+        assert!(Rule::new(&specs[0]).is_ok(), "{yaml}");
+        assert!(
+            Rule::with_names(&specs[0], crate::names::Validation::Legacy).is_err(),
+            "{yaml} under legacy names"
+        );
+    }
+    // A dotted target label is written; under legacy names a template that expands to one
+    // is skipped at run time.
+    assert_eq!(
+        run(
+            &[("a", "x")],
+            "- {source_labels: [a], target_label: 'service.name'}"
+        ),
+        want(&[("a", "x"), ("service.name", "x")])
+    );
+    assert!(invalid("- {action: replace}").contains("requires 'target_label' value"));
 }
 
 #[test]

@@ -118,6 +118,16 @@ impl Appender {
                     return Err(fail("missing metric name (__name__ label)".into(), counts));
                 }
             }
+            if t.names == crate::names::Validation::Legacy && !legacy_names(labels) {
+                // As Prometheus checks a series under `metric_name_validation_scheme: legacy`.
+                return Err(fail(
+                    format!(
+                        "invalid metric name or label names: {}",
+                        show_labels(labels)
+                    ),
+                    counts,
+                ));
+            }
             if let Some(e) = check_label_limits(labels, &limits) {
                 return Err(fail(e, counts));
             }
@@ -345,6 +355,33 @@ pub(super) fn check_label_limits(
     None
 }
 
+/// Whether every name of a series is a legacy one (the metric name's charset includes `:`).
+fn legacy_names(labels: &LabelScratch) -> bool {
+    (0..labels.len()).all(|i| {
+        let name = labels.name(i);
+        if name == b"__name__" {
+            crate::names::is_legacy_metric_name(labels.value(i))
+        } else {
+            crate::names::is_legacy_label_name(name)
+        }
+    })
+}
+
+/// `{name="value", …}`, as Prometheus prints a label set in an error.
+fn show_labels(labels: &LabelScratch) -> String {
+    let mut out = String::from("{");
+    for i in 0..labels.len() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&String::from_utf8_lossy(labels.name(i)));
+        out.push('=');
+        crate::log::quoted(&mut out, &String::from_utf8_lossy(labels.value(i)));
+    }
+    out.push('}');
+    out
+}
+
 /// Whether the sample exposes the label `name` with an empty value (which `LabelScratch`
 /// drops, but which still counts as exposed for `honor_labels`).
 fn exposes_empty(s: &exposition::Sample<'_, '_>, body: &[u8], name: &[u8]) -> bool {
@@ -492,6 +529,7 @@ mod tests {
             forced_error: None,
             http: Default::default(),
             failure_log: None,
+            names: Default::default(),
         }
     }
 

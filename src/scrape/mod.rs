@@ -399,10 +399,7 @@ async fn scrape_once(
         };
         let mut failed_added = 0;
         let counts = match &result {
-            Ok(c) => {
-                state.failed_seen.clear();
-                *c
-            }
+            Ok(c) => *c,
             Err(f) => {
                 failed_added = app.count_new_series(state);
                 // Prometheus' forced flush: series met only in failed scrapes are forgotten
@@ -458,6 +455,17 @@ async fn scrape_once(
                     &mut state.series,
                 );
                 series_added = added.new_series;
+                if !state.failed_seen.is_empty() {
+                    // Series a failed scrape met were counted then: Prometheus' scrape cache
+                    // still holds them, so they are not added again.
+                    let counted = state
+                        .series
+                        .keys()
+                        .filter(|k| state.failed_seen.contains(k))
+                        .count();
+                    series_added = series_added.saturating_sub(counted);
+                    state.failed_seen.clear();
+                }
                 if added.layout_changed || state.last.is_none() {
                     app.stale_vanished(state, ts);
                 }

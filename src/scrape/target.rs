@@ -51,6 +51,8 @@ pub struct Target {
     pub http: std::sync::Arc<crate::config::client::HttpClientConfig>,
     /// `scrape_failure_log_file`: where failed scrapes are logged.
     pub failure_log: Option<std::sync::Arc<str>>,
+    /// `metric_name_validation_scheme`: under legacy names, a scrape with other names fails.
+    pub names: crate::names::Validation,
 }
 
 impl Target {
@@ -314,7 +316,8 @@ fn build(
         honor_labels: sc.honor_labels,
         honor_timestamps: sc.honor_timestamps,
         enable_compression: sc.enable_compression,
-        accept: crate::exposition::accept_header(&sc.scrape_protocols),
+        accept: crate::exposition::accept_header(&sc.scrape_protocols, sc.name_escaping),
+        names: sc.name_validation,
         fallback: sc.fallback_scrape_protocol.and_then(|p| p.format()),
         native_histograms: sc.scrape_native_histograms,
         classic_histograms: sc.always_scrape_classic_histograms,

@@ -24,7 +24,8 @@ use super::{
 };
 use crate::exposition::ScrapeProtocol;
 use crate::http::Url;
-use crate::relabel::{Rule, RuleSpec, Rules, is_valid_label_name};
+use crate::names::{Escaping, Validation};
+use crate::relabel::{Rule, RuleSpec, Rules};
 
 type Field<T> = Option<Spanned<T>>;
 
@@ -135,9 +136,10 @@ section! {
         scrape_failure_log_file: Option<String>,
         // Prometheus' PromQL query log: read and without effect in an agent.
         query_log_file: Option<String>,
+        metric_name_validation_scheme: Field<String>,
+        metric_name_escaping_scheme: Field<String>,
     }
     unsupported {
-        metric_name_validation_scheme, metric_name_escaping_scheme,
         convert_classic_histograms_to_nhcb,
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
     }
@@ -191,14 +193,15 @@ section! {
         keep_dropped_targets: Option<u64>,
         extra_scrape_metrics: Option<bool>,
         scrape_failure_log_file: Option<String>,
+        metric_name_validation_scheme: Field<String>,
+        metric_name_escaping_scheme: Field<String>,
     }
     unsupported {
         // Limits.
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
         // Protocols and histograms.
         scrape_classic_histograms,
-        convert_classic_histograms_to_nhcb, metric_name_validation_scheme,
-        metric_name_escaping_scheme,
+        convert_classic_histograms_to_nhcb,
         // Service discovery other than static, file, HTTP and DNS.
         aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
@@ -559,10 +562,22 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
         .clone()
         .filter(|f| !f.is_empty())
         .map(crate::config::paths::join);
-    let resolved_global = resolve_global(raw_global)?;
+    let names = validation(
+        &raw_global.metric_name_validation_scheme,
+        "global.metric_name_validation_scheme",
+    )?
+    .unwrap_or_default();
+    let global_escaping = escaping(
+        &raw_global.metric_name_escaping_scheme,
+        "global.metric_name_escaping_scheme",
+        "global",
+    )?;
+    let resolved_global = resolve_global(raw_global, names)?;
     let global = Globals {
         cfg: &resolved_global,
         failure_log: failure_log.as_deref(),
+        names,
+        escaping: global_escaping,
     };
 
     let mut scrape_configs = Vec::new();
@@ -602,7 +617,7 @@ pub(super) fn resolve(raw: RawConfig) -> Result<Config, Problem> {
     for (i, rw) in raw.remote_write.unwrap_or_default().into_iter().enumerate() {
         let name_line = rw.name.as_ref().map(|s| s.referenced.line()).unwrap_or(0);
         let explicit_name = rw.name.is_some();
-        let rw = resolve_remote_write(rw, i)?;
+        let rw = resolve_remote_write(rw, i, global.names)?;
         if !names.insert(rw.name.clone()) {
             let reason = if explicit_name {
                 format!(
@@ -697,7 +712,7 @@ fn scrape_config_files(
     Ok(out)
 }
 
-fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
+fn resolve_global(g: RawGlobal, names: Validation) -> Result<GlobalConfig, Problem> {
     unsupported("global.", g.unsupported())?;
     let default_interval = Duration::from_secs(60);
     let default_timeout = Duration::from_secs(10);
@@ -720,7 +735,7 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
     };
     let mut external_labels = Vec::new();
     for (name, value) in g.external_labels.unwrap_or_default() {
-        if !is_valid_label_name(&name) {
+        if !names.is_valid_label_name(name.as_bytes()) {
             return Err(Problem::field(
                 "global.external_labels",
                 format!("{name:?} is not a valid label name"),
@@ -781,11 +796,48 @@ fn resolve_global(g: RawGlobal) -> Result<GlobalConfig, Problem> {
     })
 }
 
-/// What a scrape config inherits: the resolved `global`, and the global failure log file.
+/// What a scrape config inherits: the resolved `global`, the global failure log file, and
+/// the global name validation and escaping schemes (escaping `None`: unset, from validation).
 #[derive(Clone, Copy)]
 struct Globals<'a> {
     cfg: &'a GlobalConfig,
     failure_log: Option<&'a str>,
+    names: Validation,
+    escaping: Option<Escaping>,
+}
+
+/// `metric_name_validation_scheme` as written (`None`: unset).
+fn validation(f: &Field<String>, field: &str) -> Result<Option<Validation>, Problem> {
+    match f {
+        None => Ok(None),
+        Some(s) if s.value.is_empty() => Ok(None),
+        Some(s) => Validation::parse(&s.value).map(Some).ok_or_else(|| {
+            Problem::at(
+                s.referenced.line(),
+                field,
+                format!("unrecognized ValidationScheme: {:?}", s.value),
+            )
+        }),
+    }
+}
+
+/// `metric_name_escaping_scheme` as written (`None`: unset); `what` names the section in
+/// Prometheus' message.
+fn escaping(f: &Field<String>, field: &str, what: &str) -> Result<Option<Escaping>, Problem> {
+    match f {
+        None => Ok(None),
+        Some(s) if s.value.is_empty() => Ok(None),
+        Some(s) => Escaping::parse(&s.value).map(Some).ok_or_else(|| {
+            Problem::at(
+                s.referenced.line(),
+                field,
+                format!(
+                    "unknown {what} name escaping method specified, must be one of 'allow-utf-8', 'underscores', 'dots', or 'values', got {:?}",
+                    s.value
+                ),
+            )
+        }),
+    }
 }
 
 fn resolve_scrape(
@@ -911,11 +963,41 @@ fn resolve_scrape(
         &global.limits,
         &at(""),
     )?;
+    // Prometheus' rules: the job's validation scheme, else the global one; the job's
+    // escaping, else the global one when the job sets no validation of its own, else what
+    // its validation implies; UTF-8 names only under UTF-8 validation.
+    let local_names = validation(
+        &sc.metric_name_validation_scheme,
+        &at("metric_name_validation_scheme"),
+    )?;
+    let names = local_names.unwrap_or(globals.names);
+    let implied = |v: Validation| match v {
+        Validation::Legacy => Escaping::Underscores,
+        Validation::Utf8 => Escaping::AllowUtf8,
+    };
+    let name_escaping = match escaping(
+        &sc.metric_name_escaping_scheme,
+        &at("metric_name_escaping_scheme"),
+        "scrape config",
+    )? {
+        Some(e) => e,
+        None if local_names.is_none() => globals.escaping.unwrap_or(implied(globals.names)),
+        None => implied(names),
+    };
+    if name_escaping == Escaping::AllowUtf8 && names != Validation::Utf8 {
+        return Err(Problem::field(
+            at("metric_name_escaping_scheme"),
+            "utf8 metric names requested but validation scheme is not set to UTF8",
+        ));
+    }
     Ok(ScrapeConfig {
-        relabel_configs: rules(&sc.relabel_configs, &at("relabel_configs"))?,
+        name_validation: names,
+        name_escaping,
+        relabel_configs: rules(&sc.relabel_configs, &at("relabel_configs"), names)?,
         metric_relabel_configs: std::sync::Arc::new(rules(
             &sc.metric_relabel_configs,
             &at("metric_relabel_configs"),
+            names,
         )?),
         track_timestamps_staleness: sc
             .track_timestamps_staleness
@@ -975,11 +1057,16 @@ fn required_list(
     }
 }
 
-/// Validates a list of relabel rules; errors name the rule and its line.
-fn rules(list: &Option<Vec<Spanned<RuleSpec>>>, field: &str) -> Result<Rules, Problem> {
+/// Validates a list of relabel rules under the `names` validation scheme; errors name the
+/// rule and its line.
+fn rules(
+    list: &Option<Vec<Spanned<RuleSpec>>>,
+    field: &str,
+    names: Validation,
+) -> Result<Rules, Problem> {
     let mut out = Vec::new();
     for (i, spec) in list.iter().flatten().enumerate() {
-        let rule = Rule::new(&spec.value)
+        let rule = Rule::with_names(&spec.value, names)
             .map_err(|e| Problem::at(spec.referenced.line(), format!("{field}[{i}]"), e))?;
         out.push(rule);
     }

@@ -7,6 +7,7 @@ use super::*;
 pub(super) fn resolve_remote_write(
     rw: RawRemoteWrite,
     i: usize,
+    names: crate::names::Validation,
 ) -> Result<RemoteWriteConfig, Problem> {
     let at = |f: &str| format!("remote_write[{i}].{f}");
     unsupported(&at(""), rw.unsupported())?;
@@ -88,6 +89,7 @@ pub(super) fn resolve_remote_write(
     let write_relabel_configs = std::sync::Arc::new(rules(
         &rw.write_relabel_configs,
         &at("write_relabel_configs"),
+        names,
     )?);
     let remote_timeout = rw
         .remote_timeout

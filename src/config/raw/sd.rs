@@ -54,7 +54,8 @@ pub(super) fn static_configs(
         }
         let mut labels = Vec::new();
         for (name, value) in st.labels.unwrap_or_default() {
-            if !is_valid_label_name(&name) {
+            // Target labels are checked as Prometheus 3 checks a label set: UTF-8 names.
+            if !crate::names::Validation::Utf8.is_valid_label_name(name.as_bytes()) {
                 return Err(Problem::field(
                     at(&format!("static_configs[{j}].labels")),
                     format!("{name:?} is not a valid label name"),
