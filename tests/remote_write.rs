@@ -981,18 +981,6 @@ fn sigv4_signs_each_request_over_what_goes_on_the_wire() {
         },
     );
     assert!(spate.proc.terminate(Duration::from_secs(60)).success());
-    let parse_date = |d: &str| {
-        let n = |r: std::ops::Range<usize>| d[r].parse::<i64>().unwrap();
-        let (y, m, day) = (n(0..4), n(4..6), n(6..8));
-        // Days from civil (Howard Hinnant).
-        let y2 = if m <= 2 { y - 1 } else { y };
-        let era = y2.div_euclid(400);
-        let yoe = y2 - era * 400;
-        let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-        let secs = days * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
-        std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)
-    };
     for (headers, body) in seen.lock().unwrap().iter() {
         let profile = headers[":path"].contains("ws-2");
         let creds = spate::http::sigv4::Credentials {
@@ -1024,7 +1012,7 @@ fn sigv4_signs_each_request_over_what_goes_on_the_wire() {
             &creds,
             if profile { "us-east-2" } else { "eu-west-1" },
             "aps",
-            parse_date(h("x-amz-date")),
+            amz_time(h("x-amz-date")),
         );
         let auth = want
             .lines()
@@ -1211,26 +1199,18 @@ fn remote_write_2_carries_created_timestamps_of_protobuf_targets() {
     );
 }
 
-/// `2019-11-09T13:34:41Z` for a Unix time.
-fn iso8601(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// The time an `X-Amz-Date` (`20150830T123600Z`) names.
+fn amz_time(d: &str) -> std::time::SystemTime {
+    let n = |r: std::ops::Range<usize>| d[r].parse::<i64>().unwrap();
+    let (y, m, day) = (n(0..4), n(4..6), n(6..8));
+    // Days from civil (Howard Hinnant).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+    std::time::UNIX_EPOCH + Duration::from_secs(secs as u64)
 }
 
 /// The SigV4 `Authorization` header `sign` gives for a request seen by a test server.
@@ -1243,19 +1223,7 @@ fn expected_signature(
     service: &str,
 ) -> String {
     let h = |k: &str| headers.get(k).map(String::as_str).unwrap_or("");
-    let d = h("x-amz-date");
-    let n = |r: std::ops::Range<usize>| d[r].parse::<u64>().unwrap();
-    let days_before = {
-        // Seconds since the epoch of the YYYYMMDD date (days from civil).
-        let (y, m, day) = (n(0..4) as i64, n(4..6) as i64, n(6..8) as i64);
-        let y2 = if m <= 2 { y - 1 } else { y };
-        let era = y2.div_euclid(400);
-        let yoe = y2 - era * 400;
-        let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-        (era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468) as u64
-    };
-    let at = std::time::UNIX_EPOCH
-        + Duration::from_secs(days_before * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15));
+    let at = amz_time(h("x-amz-date"));
     let named: Vec<(&str, &str)> = signed
         .iter()
         .map(|k| (*k, h(&k.to_ascii_lowercase())))
@@ -1328,7 +1296,7 @@ fn sigv4_role_arn_signs_with_credentials_assumed_through_sts() {
     <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId>
   </ResponseMetadata>
 </AssumeRoleResponse>"#,
-            iso8601(now + 63)
+            spate::log::rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_secs(now + 63))
         );
         (200, "text/xml", doc.into_bytes())
     });
