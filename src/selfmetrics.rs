@@ -175,6 +175,8 @@ pub struct ShardStats {
     pub samples_dropped_relabel: AtomicU64,
     pub histograms_dropped_relabel: AtomicU64,
     pub exemplars_dropped_relabel: AtomicU64,
+    /// Native histograms with custom buckets an endpoint sending Remote Write 1.0 dropped.
+    pub histograms_dropped_nhcb_v1: AtomicU64,
     /// Unsent entries (of any kind) a WAL retention bound (size or age) deleted.
     pub samples_dropped_wal_size: Arc<AtomicU64>,
     /// Samples this endpoint still has to read back from the WAL (its backlog), in bytes.
@@ -557,7 +559,7 @@ type ShardCounter = fn(&ShardStats) -> &AtomicU64;
 /// The reasons of `prometheus_remote_storage_{samples,histograms,exemplars}_dropped_total`,
 /// each with its counter for each kind (`[samples, histograms, exemplars]`). WAL retention
 /// counts every kind of entry it deleted as samples.
-const DROP_REASONS: [(&str, [Option<ShardCounter>; 3]); 4] = [
+const DROP_REASONS: [(&str, [Option<ShardCounter>; 3]); 5] = [
     (
         "queue_full",
         [
@@ -585,6 +587,10 @@ const DROP_REASONS: [(&str, [Option<ShardCounter>; 3]); 4] = [
             Some(|s| &s.histograms_dropped_too_old),
             Some(|s| &s.exemplars_dropped_too_old),
         ],
+    ),
+    (
+        "nhcb_in_rw1_not_supported",
+        [None, Some(|s| &s.histograms_dropped_nhcb_v1), None],
     ),
 ];
 

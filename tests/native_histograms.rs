@@ -302,3 +302,146 @@ fn corpus_payload_is_current() {
         "regenerate with SPATE_WRITE_CORPUS=1"
     );
 }
+
+/// What a Remote Write 2.0 receiver got: each series' labels and histograms.
+type V2Histograms = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<spate::entry::proto::Histogram>)>>>;
+
+/// `convert_classic_histograms_to_nhcb`: a text exposition's classic histograms arrive as
+/// native histograms with custom buckets over Remote Write 2.0 (as Prometheus 3 converts
+/// them: per-bucket counts, bounds as custom values, empty edge buckets compacted away), their
+/// classic series only with `always_scrape_classic_histograms`; an endpoint speaking 1.0
+/// drops them and counts them, as Prometheus does.
+#[test]
+fn classic_histograms_become_native_histograms_with_custom_buckets() {
+    let body = "# TYPE req_seconds histogram\nreq_seconds_bucket{path=\"/a\",le=\"0.1\"} 1\nreq_seconds_bucket{path=\"/a\",le=\"0.5\"} 3\nreq_seconds_bucket{path=\"/a\",le=\"+Inf\"} 4\nreq_seconds_sum{path=\"/a\"} 1.25\nreq_seconds_count{path=\"/a\"} 4\nreq_seconds_bucket{path=\"/b\",le=\"0.1\"} 0\nreq_seconds_bucket{path=\"/b\",le=\"0.5\"} 2\nreq_seconds_bucket{path=\"/b\",le=\"+Inf\"} 2\nreq_seconds_sum{path=\"/b\"} 0.5\nreq_seconds_count{path=\"/b\"} 2\n# TYPE plain_total counter\nplain_total 5\n";
+    let target =
+        TestServer::start(move |_, _| (200, "text/plain; version=0.0.4", body.as_bytes().to_vec()));
+    let got: V2Histograms = Default::default();
+    let sink = got.clone();
+    let v2 = TestServer::start(move |_, body| {
+        let req = spate::entry::proto::v2::decode_request(body).unwrap();
+        let sym = |r: u32| req.symbols[r as usize].clone();
+        let mut g = sink.lock().unwrap();
+        let mut written = 0;
+        for t in &req.timeseries {
+            let labels = t
+                .labels_refs
+                .chunks(2)
+                .map(|p| (sym(p[0]), sym(p[1])))
+                .collect();
+            written += t.histograms.len();
+            g.push((labels, t.histograms.clone()));
+        }
+        let header = format!("header:X-Prometheus-Remote-Write-Histograms-Written: {written}");
+        (200, &*Box::leak(header.into_boxed_str()), Vec::new())
+    });
+    let v1 = Receiver::start(|_| 200);
+    let config = format!(
+        r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: nhcb
+    convert_classic_histograms_to_nhcb: true
+    static_configs: [{{targets: ["{t}"]}}]
+  - job_name: both
+    convert_classic_histograms_to_nhcb: true
+    always_scrape_classic_histograms: true
+    metrics_path: /both
+    static_configs: [{{targets: ["{t}"]}}]
+remote_write:
+  - url: http://{v2}/write
+    protobuf_message: io.prometheus.write.v2.Request
+    send_native_histograms: true
+    queue_config: {{batch_send_deadline: 200ms}}
+  - url: {v1}
+    send_native_histograms: true
+    queue_config: {{batch_send_deadline: 200ms}}
+"#,
+        t = target.addr,
+        v2 = v2.addr,
+        v1 = v1.url()
+    );
+    let mut spate = Spate::start(&config, &[]);
+    let histogram = |job: &str, path: &str| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .find(|(l, h)| {
+                !h.is_empty()
+                    && l.iter().any(|(k, v)| k == "job" && v == job)
+                    && l.iter().any(|(k, v)| k == "path" && v == path)
+            })
+            .cloned()
+    };
+    wait_for(Duration::from_secs(60), "converted histograms", || {
+        (histogram("nhcb", "/a").is_some()
+            && histogram("nhcb", "/b").is_some()
+            && histogram("both", "/a").is_some()
+            && !v1.samples().is_empty())
+        .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let dropped = spate.metric(
+        "prometheus_remote_storage_histograms_dropped_total{reason=\"nhcb_in_rw1_not_supported\"",
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+
+    let (labels, h) = histogram("nhcb", "/a").unwrap();
+    let name = labels.iter().find(|(k, _)| k == "__name__").unwrap();
+    assert_eq!(name.1, "req_seconds", "the base name, no suffix");
+    assert!(labels.iter().all(|(k, _)| k != "le"));
+    let h = &h[0];
+    assert_eq!((h.schema, h.count_int, h.sum), (-53, Some(4), 1.25));
+    assert_eq!(h.custom_values, [0.1, 0.5]);
+    assert_eq!(
+        h.positive_spans,
+        [spate::entry::proto::BucketSpan {
+            offset: 0,
+            length: 3
+        }]
+    );
+    assert_eq!(h.positive_deltas, [1, 1, -1]);
+    // An empty first bucket is compacted away.
+    let (_, h) = histogram("nhcb", "/b").unwrap();
+    assert_eq!(
+        h[0].positive_spans,
+        [spate::entry::proto::BucketSpan {
+            offset: 1,
+            length: 1
+        }]
+    );
+    assert_eq!(h[0].positive_deltas, [2]);
+    // Classic series only where kept; the counter as it is.
+    let names = |job: &str| -> std::collections::BTreeSet<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, _)| l.iter().any(|(k, v)| k == "job" && v == job))
+            .filter_map(|(l, _)| {
+                l.iter()
+                    .find(|(k, _)| k == "__name__")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect()
+    };
+    assert!(!names("nhcb").contains("req_seconds_bucket"));
+    assert!(names("nhcb").contains("plain_total"));
+    assert!(names("both").contains("req_seconds_bucket"));
+    // Remote Write 1.0 gets no native histogram with custom buckets, and counts them.
+    assert!(v1.samples().iter().all(|s| s.histogram.is_none()));
+    assert!(dropped > 0.0, "dropped {dropped}");
+    // A converted histogram counts as one scraped sample, as in Prometheus.
+    let scraped: Vec<f64> = v1
+        .samples()
+        .iter()
+        .filter(|s| {
+            s.label("job") == Some("nhcb") && s.label("__name__") == Some("scrape_samples_scraped")
+        })
+        .map(|s| s.value)
+        .collect();
+    assert!(
+        !scraped.is_empty() && scraped.iter().all(|v| *v == 3.0),
+        "{scraped:?}"
+    );
+}

@@ -53,6 +53,8 @@ pub struct GlobalConfig {
     pub scrape_protocols: Vec<ScrapeProtocol>,
     pub scrape_native_histograms: bool,
     pub always_scrape_classic_histograms: bool,
+    /// `convert_classic_histograms_to_nhcb`, for jobs that do not set their own.
+    pub convert_classic_histograms_to_nhcb: bool,
     pub limits: ScrapeLimits,
     pub extra_scrape_metrics: bool,
 }
@@ -102,8 +104,11 @@ pub struct ScrapeConfig {
     pub fallback_scrape_protocol: Option<ScrapeProtocol>,
     /// Ingest native histograms as such (protobuf only).
     pub scrape_native_histograms: bool,
-    /// Keep the classic series of histograms that also have native buckets.
+    /// Keep the classic series of histograms that also have native buckets (and of those
+    /// converted to custom buckets).
     pub always_scrape_classic_histograms: bool,
+    /// Classic histograms become native histograms with custom buckets.
+    pub convert_classic_histograms_to_nhcb: bool,
     pub relabel_configs: crate::relabel::Rules,
     /// Shared by the job's targets (and their cores' relabel scratch).
     pub metric_relabel_configs: std::sync::Arc<crate::relabel::Rules>,

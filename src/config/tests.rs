@@ -862,3 +862,23 @@ fn name_validation_and_escaping_follow_prometheus_rules() {
     let c = job("", "    metric_name_escaping_scheme: underscores\n").unwrap();
     assert_eq!(c.scrape_configs[0].name_escaping, Escaping::Underscores);
 }
+
+#[test]
+fn nhcb_conversion_is_inherited_from_global() {
+    let c = load("global:\n  convert_classic_histograms_to_nhcb: true\nscrape_configs:\n  - job_name: a\n  - job_name: b\n    convert_classic_histograms_to_nhcb: false\n").unwrap();
+    assert!(c.scrape_configs[0].convert_classic_histograms_to_nhcb);
+    assert!(!c.scrape_configs[1].convert_classic_histograms_to_nhcb);
+    assert!(
+        !load("scrape_configs:\n  - job_name: a\n")
+            .unwrap()
+            .scrape_configs[0]
+            .convert_classic_histograms_to_nhcb
+    );
+    // Resolution limits of native histograms are not implemented: refused by name.
+    assert!(
+        load("scrape_configs:\n  - job_name: a\n    native_histogram_bucket_limit: 10\n")
+            .unwrap_err()
+            .to_string()
+            .contains("native_histogram_bucket_limit: not supported by spate yet")
+    );
+}

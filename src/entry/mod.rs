@@ -262,6 +262,18 @@ pub fn encode_series_raw(out: &mut Vec<u8>, labels: &[u8], value: f64, timestamp
     put_sample(out, sample_inner, value, timestamp_ms);
 }
 
+/// Appends an entry holding `labels` and a `Histogram` message encoded already (a native
+/// histogram with custom buckets converted from a classic one).
+pub fn encode_histogram_message(out: &mut Vec<u8>, labels: &LabelScratch, histogram: &[u8]) {
+    let series_len = labels_len(labels) + 1 + varint_len(histogram.len() as u64) + histogram.len();
+    out.push(0x0a);
+    put_varint(out, series_len as u64);
+    put_labels(out, labels);
+    out.push(0x22); // TimeSeries.histograms
+    put_varint(out, histogram.len() as u64);
+    out.extend_from_slice(histogram);
+}
+
 /// Appends an entry from an encoded labels section and an encoded `Histogram` message.
 pub fn encode_histogram_raw(out: &mut Vec<u8>, labels: &[u8], histogram: &[u8]) {
     encode_message_raw(out, labels, 0x22, histogram); // TimeSeries.histograms
@@ -350,6 +362,28 @@ pub fn entry_kind(entry: &[u8]) -> u8 {
         Ok((_, EntryPayload::Exemplar(_))) => KIND_EXEMPLAR,
         _ => KIND_SAMPLE,
     }
+}
+
+/// Whether a histogram entry holds a native histogram with custom buckets (schema −53),
+/// which Remote Write 1.0 cannot carry.
+pub fn is_custom_buckets(entry: &[u8]) -> bool {
+    let Ok((_, EntryPayload::Histogram(h))) = split_entry(entry) else {
+        return false;
+    };
+    let mut p = 0;
+    while p < h.len() {
+        let Ok((field, wire)) = crate::protowire::key(h, &mut p) else {
+            return false;
+        };
+        if (field, wire) == (4, 0) {
+            // sint32 −53, zigzag-encoded.
+            return crate::protowire::varint(h, &mut p).is_ok_and(|v| v == 105);
+        }
+        if crate::protowire::skip(h, &mut p, wire).is_err() {
+            return false;
+        }
+    }
+    false
 }
 
 /// Entries counted by kind: Prometheus counts samples, histograms and exemplars apart

@@ -81,6 +81,9 @@ pub struct Histogram {
     pub reset_hint: i32,
     #[prost(int64, tag = "15")]
     pub timestamp: i64,
+    /// The bucket bounds of a histogram with custom buckets (schema −53), `+Inf` left out.
+    #[prost(double, repeated, tag = "16")]
+    pub custom_values: Vec<f64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

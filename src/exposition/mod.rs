@@ -11,7 +11,7 @@ mod text;
 pub use proto::ProtoParser;
 pub use text::{
     Exemplar, LabelRef, MetricType, NORMAL_NAN, ParseError, Sample, TextParser, format_go_float,
-    normalize_float_label, unescape_help, unescape_label_value,
+    normalize_float_label, parse_float, unescape_help, unescape_label_value,
 };
 
 /// The wire format of a scrape response.

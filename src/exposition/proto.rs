@@ -156,6 +156,12 @@ impl<'a, 's> ProtoParser<'a, 's> {
                         value,
                         timestamp_ms,
                     }),
+                    // The classic series of a histogram scraped as a native one too are not
+                    // converted again (Prometheus keeps them classic).
+                    histogram_family: (!native
+                        && self.family_type == HISTOGRAM
+                        && !(self.native && self.is_native))
+                        .then(|| &self.buf[self.family_name.clone()]),
                 }))
             }
             Ok(None) => {

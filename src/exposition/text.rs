@@ -50,6 +50,10 @@ pub struct Sample<'a, 'p> {
     /// The sample's exemplar: OpenMetrics `# {…} value [timestamp]`, or a protobuf counter's or
     /// classic bucket's `exemplar` (a native histogram's stay inside its message).
     pub exemplar: Option<Exemplar<'p>>,
+    /// The name of the histogram family the sample comes after (`# TYPE name histogram`, or a
+    /// protobuf histogram's classic series), for the conversion to native histograms with
+    /// custom buckets; `None` outside a histogram family.
+    pub histogram_family: Option<&'a [u8]>,
 }
 
 /// An exemplar; its labels borrow the parser's scratch like the sample's.
@@ -94,6 +98,8 @@ pub struct TextParser<'a, 's> {
     done: bool,
     /// The type from the latest `# TYPE` line (Prometheus applies it to the lines that follow).
     mtype: MetricType,
+    /// The name the last `# TYPE` line named.
+    type_name: (u32, u32),
     /// The current line's exemplar: where its labels start in the scratch, value, timestamp.
     exemplar: Option<(usize, f64, Option<i64>)>,
     /// Where metadata lines go, when the caller wants them.
@@ -146,6 +152,7 @@ impl<'a, 's> TextParser<'a, 's> {
             eof_seen: false,
             done: false,
             mtype: MetricType::Unknown,
+            type_name: (0, 0),
             exemplar: None,
             meta: None,
         }
@@ -153,6 +160,9 @@ impl<'a, 's> TextParser<'a, 's> {
 
     /// Records a HELP (0), TYPE (1) or UNIT (2) line for the family at `name`.
     fn note(&mut self, kind: u8, name: std::ops::Range<usize>, text: std::ops::Range<usize>) {
+        if kind == 1 {
+            self.type_name = (name.start as u32, name.end as u32);
+        }
         let (buf, mtype) = (self.buf, self.mtype);
         if let Some(sink) = self.meta.as_deref_mut() {
             super::note_metadata(sink, buf, name, |m| match kind {
@@ -242,6 +252,9 @@ impl<'a, 's> TextParser<'a, 's> {
                         timestamp_ms,
                         created_ms: None,
                         exemplar,
+                        histogram_family: (self.mtype == MetricType::Histogram).then(|| {
+                            &self.buf[self.type_name.0 as usize..self.type_name.1 as usize]
+                        }),
                     })
                 }
                 Err(e) => {
@@ -845,7 +858,7 @@ fn is_name_char(b: u8, first: bool) -> bool {
 
 /// Parses a float as Go's `strconv.ParseFloat` does for the forms exposition formats use:
 /// decimals, exponents, `±Inf`, `NaN` (any case).
-fn parse_float(b: &[u8]) -> Option<f64> {
+pub fn parse_float(b: &[u8]) -> Option<f64> {
     if b.is_empty() || !b.is_ascii() {
         return None;
     }

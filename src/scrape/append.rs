@@ -34,6 +34,92 @@ pub struct Appender {
     /// Created timestamps the scrape carried (protobuf `created_timestamp`), by the key
     /// `remote::metadata::created_key` gives their series: (key, milliseconds).
     pub(super) created: Vec<(u64, i64)>,
+    /// The classic histogram being converted to a native one (`convert_classic_histograms_to_nhcb`),
+    /// the labels of the sample being looked at, and the converted message.
+    pub(super) nhcb: super::nhcb::Collector,
+    pub(super) nhcb_probe: LabelScratch,
+    pub(super) nhcb_message: Vec<u8>,
+}
+
+/// What the label pipeline needs beyond the labels: the job, the external labels, the
+/// metric relabeling memo and the running counts, shared by scraped series and converted
+/// histograms.
+struct Pipeline<'a> {
+    t: &'a Target,
+    external_labels: &'a [(String, String)],
+    memo: &'a mut crate::relabel::Memo,
+    counts: Appended,
+    limit_error: Option<String>,
+}
+
+impl Pipeline<'_> {
+    /// Runs a series' labels (`labels`, as scraped) through the target's labels, metric
+    /// relabeling (memoized at `position`, `key` its fingerprint), the name and label checks,
+    /// the sample limit and the external labels, sorted. `Ok(true)`: write its entry;
+    /// `Ok(false)`: dropped or past the limit (counted).
+    #[allow(clippy::too_many_arguments)]
+    fn labels(
+        &mut self,
+        labels: &mut LabelScratch,
+        relabel: &mut crate::relabel::Scratch,
+        position: usize,
+        key: u64,
+        exposed_empty: impl Fn(&[u8]) -> bool + Copy,
+    ) -> Result<bool, String> {
+        let t = self.t;
+        if t.metric_relabel.is_empty() {
+            merge_target_labels(labels, t, exposed_empty);
+        } else {
+            let kept = self.memo.process(
+                &t.metric_relabel,
+                position,
+                key,
+                labels,
+                |l| merge_target_labels(l, t, exposed_empty),
+                relabel,
+            );
+            if !kept {
+                return Ok(false);
+            }
+            if labels.get(b"__name__").is_none() {
+                return Err("missing metric name (__name__ label)".into());
+            }
+        }
+        if t.names == crate::names::Validation::Legacy && !legacy_names(labels) {
+            // As Prometheus checks a series under `metric_name_validation_scheme: legacy`.
+            return Err(format!(
+                "invalid metric name or label names: {}",
+                show_labels(labels)
+            ));
+        }
+        if let Some(e) = check_label_limits(labels, &t.limits) {
+            return Err(e);
+        }
+        if self.limit_error.is_some() {
+            // Past the sample limit: only counted, as Prometheus does, so the report
+            // shows the real numbers.
+            self.counts.kept += 1;
+            return Ok(false);
+        }
+        for (k, v) in self.external_labels {
+            if labels.get(k.as_bytes()).is_none() {
+                labels.push(k.as_bytes(), v.as_bytes());
+            }
+        }
+        if let Err(dup) = labels.sort() {
+            return Err(format!(
+                "label name {:?} is not unique in a sample",
+                String::from_utf8_lossy(&dup)
+            ));
+        }
+        self.counts.kept += 1;
+        let limit = t.limits.sample_limit;
+        if limit > 0 && self.counts.kept as u64 > limit {
+            self.limit_error = Some("sample limit exceeded".into());
+            return Ok(false);
+        }
+        Ok(true)
+    }
 }
 
 /// What one scrape appended.
@@ -73,89 +159,112 @@ impl Appender {
         scrape_ts: i64,
         memo: &mut crate::relabel::Memo,
     ) -> Result<Appended, AppendError> {
-        let mut counts = Appended::default();
         let fail = |message: String, counts: Appended| AppendError { message, counts };
-        let limits = t.limits;
-        let mut limit_error: Option<String> = None;
-        let mut parser = Parser::with_histograms(
+        let mut p = Pipeline {
+            t,
+            external_labels,
+            memo,
+            counts: Appended::default(),
+            limit_error: None,
+        };
+        // The parser's buffers leave the appender while it runs (and come back after), so the
+        // appender's own methods can write entries meanwhile.
+        let (mut scratch, mut family_meta) = (
+            std::mem::take(&mut self.parse_scratch),
+            std::mem::take(&mut self.family_meta),
+        );
+        let result = self.append_parsed(
+            &mut p,
+            Parser::with_histograms(
+                body,
+                format,
+                &mut scratch,
+                t.native_histograms,
+                t.classic_histograms,
+            )
+            .with_metadata(&mut family_meta),
             body,
-            format,
-            &mut self.parse_scratch,
-            t.native_histograms,
-            t.classic_histograms,
-        )
-        .with_metadata(&mut self.family_meta);
+            scrape_ts,
+        );
+        self.parse_scratch = scratch;
+        self.family_meta = family_meta;
+        result.map_err(|e| fail(e, p.counts))?;
+        if self.nhcb.key().is_some() {
+            self.write_nhcb(&mut p, scrape_ts)
+                .map_err(|e| fail(e, p.counts))?;
+        }
+        self.encode_metadata(body, format);
+        p.memo.trim(p.counts.scraped);
+        match p.limit_error {
+            Some(e) => Err(fail(e, p.counts)),
+            None => Ok(p.counts),
+        }
+    }
+
+    /// Appends every sample `parser` yields (see [`Self::append_body`]).
+    fn append_parsed(
+        &mut self,
+        p: &mut Pipeline<'_>,
+        mut parser: Parser<'_, '_>,
+        body: &[u8],
+        scrape_ts: i64,
+    ) -> Result<(), String> {
+        let t = p.t;
+        let fail = |message: String, _counts: Appended| message;
         while let Some(sample) = parser.next() {
-            let s = sample.map_err(|e| fail(e.to_string(), counts))?;
-            counts.scraped += 1;
+            let s = sample.map_err(|e| fail(e.to_string(), p.counts))?;
+            if t.convert_nhcb {
+                // A classic histogram's series go into its native histogram; the one before
+                // is written once another series starts.
+                let part = match (s.histogram_family, &s.native) {
+                    (Some(family), None) => {
+                        let probe = &mut self.nhcb_probe;
+                        scraped_labels(probe, &s, body);
+                        let name = probe.get(b"__name__").unwrap_or_default();
+                        super::nhcb::Part::of(name, family).map(|part| (part, family))
+                    }
+                    _ => None,
+                };
+                let key = part
+                    .map(|(_, family)| super::nhcb::Collector::key_of(&self.nhcb_probe, family));
+                if self.nhcb.key().is_some() && self.nhcb.key() != key {
+                    self.write_nhcb(p, scrape_ts)?;
+                }
+                if let (Some((part, family)), Some(key)) = (part, key) {
+                    let le = self
+                        .nhcb_probe
+                        .get(b"le")
+                        .and_then(crate::exposition::parse_float);
+                    let probe = std::mem::take(&mut self.nhcb_probe);
+                    self.nhcb
+                        .add(key, &probe, family, (part, le), s.value, s.timestamp_ms);
+                    self.nhcb_probe = probe;
+                    if !t.classic_histograms {
+                        continue;
+                    }
+                }
+            }
+            p.counts.scraped += 1;
             let labels = &mut self.labels;
             scraped_labels(labels, &s, body);
             let exposed_empty = |name: &[u8]| exposes_empty(&s, body, name);
-            if t.metric_relabel.is_empty() {
-                merge_target_labels(labels, t, exposed_empty);
-            } else {
-                let mut key = labels.fingerprint();
-                if t.honor_labels {
-                    // Labels exposed empty change what the target's labels add: part of the key.
-                    for l in s.labels.iter().filter(|l| l.value.0 == l.value.1) {
-                        key = (key ^ xxhash_rust::xxh3::xxh3_64(l.name(body)))
-                            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                            .rotate_left(31);
-                    }
-                }
-                let kept = memo.process(
-                    &t.metric_relabel,
-                    counts.scraped - 1,
-                    key,
-                    labels,
-                    |l| merge_target_labels(l, t, exposed_empty),
-                    &mut self.relabel,
-                );
-                if !kept {
-                    continue;
-                }
-                if labels.get(b"__name__").is_none() {
-                    return Err(fail("missing metric name (__name__ label)".into(), counts));
+            let mut key = labels.fingerprint();
+            if t.honor_labels {
+                // Labels exposed empty change what the target's labels add: part of the key.
+                for l in s.labels.iter().filter(|l| l.value.0 == l.value.1) {
+                    key = (key ^ xxhash_rust::xxh3::xxh3_64(l.name(body)))
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        .rotate_left(31);
                 }
             }
-            if t.names == crate::names::Validation::Legacy && !legacy_names(labels) {
-                // As Prometheus checks a series under `metric_name_validation_scheme: legacy`.
-                return Err(fail(
-                    format!(
-                        "invalid metric name or label names: {}",
-                        show_labels(labels)
-                    ),
-                    counts,
-                ));
-            }
-            if let Some(e) = check_label_limits(labels, &limits) {
-                return Err(fail(e, counts));
-            }
-            if limit_error.is_some() {
-                // Past the sample limit: only counted, as Prometheus does, so the report
-                // shows the real numbers.
-                counts.kept += 1;
+            let position = p.counts.scraped - 1;
+            let write = p
+                .labels(labels, &mut self.relabel, position, key, exposed_empty)
+                .map_err(|e| fail(e, p.counts))?;
+            if !write {
                 continue;
             }
-            for (k, v) in external_labels {
-                if labels.get(k.as_bytes()).is_none() {
-                    labels.push(k.as_bytes(), v.as_bytes());
-                }
-            }
-            if let Err(dup) = labels.sort() {
-                return Err(fail(
-                    format!(
-                        "label name {:?} is not unique in a sample",
-                        String::from_utf8_lossy(&dup)
-                    ),
-                    counts,
-                ));
-            }
-            counts.kept += 1;
-            if limits.sample_limit > 0 && counts.kept as u64 > limits.sample_limit {
-                limit_error = Some("sample limit exceeded".into());
-                continue;
-            }
+            let counts = p.counts;
             let ts = match s.timestamp_ms {
                 Some(ts) if t.honor_timestamps => {
                     if !t.track_timestamps_staleness {
@@ -228,12 +337,38 @@ impl Appender {
                 self.ends.push(self.entries.len() as u32);
             }
         }
-        self.encode_metadata(body, format);
-        memo.trim(counts.scraped);
-        match limit_error {
-            Some(e) => Err(fail(e, counts)),
-            None => Ok(counts),
+        Ok(())
+    }
+
+    /// Writes the classic histogram collected so far as a native histogram with custom
+    /// buckets, through the same label pipeline as a scraped series (counted as one scraped
+    /// sample, as Prometheus counts it). One that cannot be converted is dropped.
+    fn write_nhcb(&mut self, p: &mut Pipeline<'_>, scrape_ts: i64) -> Result<(), String> {
+        let t = p.t;
+        let ts = match self.nhcb.timestamp_ms {
+            Some(ts) if t.honor_timestamps => ts,
+            _ => scrape_ts,
+        };
+        let explicit = self.nhcb.timestamp_ms.is_some() && t.honor_timestamps;
+        if !self.nhcb.finish(ts, &mut self.nhcb_message) {
+            return Ok(());
         }
+        p.counts.scraped += 1;
+        self.labels.copy_from(&self.nhcb.labels);
+        let key = self.labels.fingerprint() ^ 0x6e68_6362; // not a classic series' key
+        let position = p.counts.scraped - 1;
+        if !p.labels(&mut self.labels, &mut self.relabel, position, key, |_| {
+            false
+        })? {
+            return Ok(());
+        }
+        if explicit && !t.track_timestamps_staleness {
+            self.timestamped.push(self.ends.len() as u32);
+        }
+        crate::entry::encode_histogram_message(&mut self.entries, &self.labels, &self.nhcb_message);
+        self.kinds.push(KIND_HISTOGRAM);
+        self.ends.push(self.entries.len() as u32);
+        Ok(())
     }
 
     /// Encodes the families the parser reported (TYPE, HELP unescaped, UNIT) for the WAL.
@@ -521,6 +656,7 @@ mod tests {
             fallback: None,
             native_histograms: false,
             classic_histograms: false,
+            convert_nhcb: false,
             hash: 0,
             metric_relabel: Default::default(),
             limits: Default::default(),
@@ -639,6 +775,78 @@ mod tests {
                 .collect();
             assert_eq!(names, ["__name__", "instance"], "{body:?}");
         }
+    }
+
+    /// A protobuf classic histogram (buckets, no native fields) is converted as a text one
+    /// is; one that is native too keeps its classic series classic.
+    #[test]
+    fn protobuf_classic_histograms_convert_to_custom_buckets() {
+        use crate::entry::proto;
+        use crate::exposition::client_model::{
+            Bucket, Histogram, Metric, MetricFamily, encode_delimited, metric_type,
+        };
+        use prost::Message;
+        let bucket = |count, upper| Bucket {
+            cumulative_count: Some(count),
+            upper_bound: Some(upper),
+            cumulative_count_float: None,
+            exemplar: None,
+        };
+        let family = |native: bool| MetricFamily {
+            name: "rpc_seconds".into(),
+            r#type: metric_type::HISTOGRAM,
+            metric: vec![Metric {
+                histogram: Some(Histogram {
+                    sample_count: Some(5),
+                    sample_sum: Some(2.5),
+                    bucket: vec![bucket(2, 0.5), bucket(5, 1.0)],
+                    schema: native.then_some(1),
+                    zero_threshold: native.then_some(0.001),
+                    zero_count: native.then_some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let body = encode_delimited(&[family(false)]);
+        let mut t = target(false, &[("job", "j")]);
+        t.convert_nhcb = true;
+        let mut app = Appender::default();
+        let n = app
+            .append_body(
+                &t,
+                &[],
+                &body,
+                exposition::Format::Protobuf,
+                1_000,
+                &mut Default::default(),
+            )
+            .unwrap();
+        assert_eq!(n.scraped, 1, "one converted histogram");
+        assert_eq!(app.kinds(), [KIND_HISTOGRAM]);
+        let req = proto::WriteRequest::decode(app.entries()).unwrap();
+        let h = &req.timeseries[0].histograms[0];
+        assert_eq!(req.timeseries[0].labels[0].value, "rpc_seconds");
+        assert_eq!((h.schema, h.count_int, h.sum), (-53, Some(5), 2.5));
+        assert_eq!(h.custom_values, [0.5, 1.0]);
+        assert_eq!(h.positive_deltas, [2, 1]);
+        // Scraped as a native histogram too: the native one only, no conversion.
+        let body = encode_delimited(&[family(true)]);
+        t.native_histograms = true;
+        let mut app = Appender::default();
+        app.append_body(
+            &t,
+            &[],
+            &body,
+            exposition::Format::Protobuf,
+            1_000,
+            &mut Default::default(),
+        )
+        .unwrap();
+        let req = proto::WriteRequest::decode(app.entries()).unwrap();
+        assert_eq!(req.timeseries.len(), 1);
+        assert_eq!(req.timeseries[0].histograms[0].schema, 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod append;
 mod failure_log;
+mod nhcb;
 mod request;
 mod stale;
 mod status;

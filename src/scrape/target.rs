@@ -39,6 +39,8 @@ pub struct Target {
     pub fallback: Option<crate::exposition::Format>,
     pub native_histograms: bool,
     pub classic_histograms: bool,
+    /// `convert_classic_histograms_to_nhcb`.
+    pub convert_nhcb: bool,
     /// Stable hash of the label set and URL: picks the core and the scrape phase.
     pub hash: u64,
     pub metric_relabel: std::sync::Arc<crate::relabel::Rules>,
@@ -321,6 +323,7 @@ fn build(
         fallback: sc.fallback_scrape_protocol.and_then(|p| p.format()),
         native_histograms: sc.scrape_native_histograms,
         classic_histograms: sc.always_scrape_classic_histograms,
+        convert_nhcb: sc.convert_classic_histograms_to_nhcb,
         hash,
         metric_relabel: sc.metric_relabel_configs.clone(),
         limits: sc.limits,

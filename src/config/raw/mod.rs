@@ -125,6 +125,7 @@ section! {
         scrape_protocols: Field<Vec<String>>,
         scrape_native_histograms: Option<bool>,
         always_scrape_classic_histograms: Option<bool>,
+        convert_classic_histograms_to_nhcb: Option<bool>,
         body_size_limit: Field<String>,
         sample_limit: Option<u64>,
         label_limit: Option<u64>,
@@ -140,7 +141,6 @@ section! {
         metric_name_escaping_scheme: Field<String>,
     }
     unsupported {
-        convert_classic_histograms_to_nhcb,
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
     }
 }
@@ -182,6 +182,7 @@ section! {
         fallback_scrape_protocol: Field<String>,
         scrape_native_histograms: Option<bool>,
         always_scrape_classic_histograms: Option<bool>,
+        convert_classic_histograms_to_nhcb: Option<bool>,
         relabel_configs: Option<Vec<Spanned<RuleSpec>>>,
         metric_relabel_configs: Option<Vec<Spanned<RuleSpec>>>,
         body_size_limit: Field<String>,
@@ -201,7 +202,6 @@ section! {
         native_histogram_bucket_limit, native_histogram_min_bucket_factor,
         // Protocols and histograms.
         scrape_classic_histograms,
-        convert_classic_histograms_to_nhcb,
         // Service discovery other than static, file, HTTP and DNS.
         aws_sd_configs, lightsail_sd_configs, azure_sd_configs, gce_sd_configs,
         digitalocean_sd_configs, dockerswarm_sd_configs, nomad_sd_configs,
@@ -789,6 +789,7 @@ fn resolve_global(g: RawGlobal, names: Validation) -> Result<GlobalConfig, Probl
         extra_scrape_metrics: g.extra_scrape_metrics.unwrap_or(false),
         scrape_native_histograms,
         always_scrape_classic_histograms: g.always_scrape_classic_histograms.unwrap_or(false),
+        convert_classic_histograms_to_nhcb: g.convert_classic_histograms_to_nhcb.unwrap_or(false),
         scrape_interval: interval,
         scrape_timeout: timeout,
         external_labels,
@@ -1018,6 +1019,9 @@ fn resolve_scrape(
         always_scrape_classic_histograms: sc
             .always_scrape_classic_histograms
             .unwrap_or(global.always_scrape_classic_histograms),
+        convert_classic_histograms_to_nhcb: sc
+            .convert_classic_histograms_to_nhcb
+            .unwrap_or(global.convert_classic_histograms_to_nhcb),
         job_name: job,
         scrape_interval: interval,
         scrape_timeout: timeout,

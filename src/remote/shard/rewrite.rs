@@ -34,7 +34,14 @@ impl Shard {
         };
         let rules = &*self.ep.cfg.write_relabel_configs;
         let age_limit = self.ep.cfg.queue.sample_age_limit;
-        if rules.is_empty() && age_limit.is_zero() && kinds.iter().all(taken) {
+        // Remote Write 1.0 cannot carry native histograms with custom buckets: they are
+        // dropped and counted, as Prometheus drops them.
+        let v1 = !self.ep.sends_v2();
+        if rules.is_empty()
+            && age_limit.is_zero()
+            && kinds.iter().all(taken)
+            && !(v1 && kinds.contains(&KIND_HISTOGRAM))
+        {
             return (entries, ends, kinds);
         }
         let cutoff = (!age_limit.is_zero())
@@ -43,10 +50,15 @@ impl Shard {
         rw.ends.clear();
         rw.kinds.clear();
         let (mut start, mut dropped, mut old) = (0usize, Tally::default(), Tally::default());
+        let mut nhcb = 0u64;
         for (end, kind) in ends.iter().zip(kinds) {
             let entry = &entries[start..*end as usize];
             start = *end as usize;
             if !taken(kind) {
+                continue;
+            }
+            if v1 && *kind == KIND_HISTOGRAM && crate::entry::is_custom_buckets(entry) {
+                nhcb += 1;
                 continue;
             }
             if let Some(c) = cutoff
@@ -71,6 +83,21 @@ impl Shard {
             rw.kinds.push(*kind);
         }
         self.stats.add(Count::DroppedRelabel, dropped);
+        if nhcb > 0 {
+            self.stats
+                .histograms_dropped_nhcb_v1
+                .fetch_add(nhcb, std::sync::atomic::Ordering::Relaxed);
+            if self.ep.should_log_drop() {
+                crate::log!(
+                    crate::log::Level::Warn,
+                    "remote",
+                    "dropped native histograms with custom buckets: Remote Write 1.0 does not support them (use protobuf_message: io.prometheus.write.v2.Request)",
+                    remote_name = self.ep.cfg.name,
+                    url = self.ep.url,
+                    histograms = nhcb
+                );
+            }
+        }
         self.stats.add(Count::DroppedTooOld, old);
         (&rw.entries, &rw.ends, &rw.kinds)
     }
