@@ -248,8 +248,13 @@ impl Appender {
             let labels = &mut self.labels;
             scraped_labels(labels, &s, body);
             let exposed_empty = |name: &[u8]| exposes_empty(&s, body, name);
-            let mut key = labels.fingerprint();
-            if t.honor_labels {
+            // The memo's key, only where there is metric relabeling to remember.
+            let mut key = if t.metric_relabel.is_empty() {
+                0
+            } else {
+                labels.fingerprint()
+            };
+            if t.honor_labels && !t.metric_relabel.is_empty() {
                 // Labels exposed empty change what the target's labels add: part of the key.
                 for l in s.labels.iter().filter(|l| l.value.0 == l.value.1) {
                     key = (key ^ xxhash_rust::xxh3::xxh3_64(l.name(body)))
