@@ -796,13 +796,7 @@ pub fn encode_histogram_series(
         put_varint(h, timestamp_ms as u64);
     }
 
-    let series_len = labels_len(labels) + 1 + varint_len(h.len() as u64) + h.len();
-    out.push(0x0a);
-    put_varint(out, series_len as u64);
-    put_labels(out, labels);
-    out.push(0x22); // TimeSeries.histograms
-    put_varint(out, h.len() as u64);
-    out.extend_from_slice(h);
+    encode_histogram_message(out, labels, h);
     Ok(())
 }
 
