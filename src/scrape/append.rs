@@ -674,6 +674,14 @@ mod tests {
         }
     }
 
+    /// An appender that has taken `body` for `t`.
+    fn appended(t: &Target, body: &[u8], format: exposition::Format) -> Appender {
+        let mut app = Appender::default();
+        app.append_body(t, &[], body, format, 1_000, &mut Default::default())
+            .unwrap();
+        app
+    }
+
     fn merged(honor: bool, exposed: &[(&str, &str)], tl: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut s = LabelScratch::default();
         for (k, v) in exposed {
@@ -762,16 +770,7 @@ mod tests {
         use prost::Message;
         for body in [&b"m{job=\"\"} 1\n"[..], b"m{\"job\"=\"\",zone=\"\"} 1\n"] {
             let t = target(true, &[("job", "j"), ("instance", "a:1")]);
-            let mut app = Appender::default();
-            app.append_body(
-                &t,
-                &[],
-                body,
-                exposition::Format::PromText,
-                1_000,
-                &mut Default::default(),
-            )
-            .unwrap();
+            let app = appended(&t, body, exposition::Format::PromText);
             let req = proto::WriteRequest::decode(app.entries()).unwrap();
             let names: Vec<&str> = req.timeseries[0]
                 .labels
@@ -839,16 +838,7 @@ mod tests {
         // Scraped as a native histogram too: the native one only, no conversion.
         let body = encode_delimited(&[family(true)]);
         t.native_histograms = true;
-        let mut app = Appender::default();
-        app.append_body(
-            &t,
-            &[],
-            &body,
-            exposition::Format::Protobuf,
-            1_000,
-            &mut Default::default(),
-        )
-        .unwrap();
+        let app = appended(&t, &body, exposition::Format::Protobuf);
         let req = proto::WriteRequest::decode(app.entries()).unwrap();
         assert_eq!(req.timeseries.len(), 1);
         assert_eq!(req.timeseries[0].histograms[0].schema, 1);
