@@ -118,6 +118,10 @@ pub struct CoreStats {
     pub scrapes: AtomicU64,
     pub scrape_failures: AtomicU64,
     pub samples_scraped: AtomicU64,
+    /// Scrapes that failed by going past `sample_limit`, and past
+    /// `native_histogram_bucket_limit` (a scrape may count in both).
+    pub scrapes_exceeded_sample_limit: AtomicU64,
+    pub scrapes_exceeded_bucket_limit: AtomicU64,
     /// Entries (scraped and report series) handed to the remote-write queues, by kind.
     pub samples_appended: AtomicU64,
     pub histograms_appended: AtomicU64,
@@ -929,6 +933,18 @@ const METRICS: &[Metric] = &[
         C,
         "Scrapes that failed (up = 0) per core.",
         Read::PerCore(|c| &c.scrape_failures),
+    ),
+    m(
+        "prometheus_target_scrapes_exceeded_sample_limit_total",
+        C,
+        "Scrapes that hit the sample limit and were rejected.",
+        Read::SumCores(|c| &c.scrapes_exceeded_sample_limit),
+    ),
+    m(
+        "prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total",
+        C,
+        "Scrapes that hit the native histogram bucket limit and were rejected.",
+        Read::SumCores(|c| &c.scrapes_exceeded_bucket_limit),
     ),
     m(
         "spate_samples_scraped_total",

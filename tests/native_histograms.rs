@@ -287,6 +287,108 @@ fn forwards_the_same_histogram_as_prometheus() {
     assert_eq!(s, p, "spate's histogram differs from Prometheus'");
 }
 
+/// `native_histogram_bucket_limit` and `native_histogram_min_bucket_factor` reduce the
+/// histogram's resolution on its way to the receiver, as Prometheus' scrape appenders do (the
+/// cases are Prometheus' own in `src/entry/histogram.rs`; Debian's Prometheus 2.42 predates
+/// the min factor, so this checks the arithmetic by hand): schema 1 with buckets -1, 0 and 3
+/// (3, 2 and 2 observations) and one negative bucket becomes schema 0 with buckets 0 and 2
+/// (5 and 2). A limit it cannot meet even at schema -4 fails the scrape.
+#[test]
+fn native_histogram_resolution_is_reduced_to_the_jobs_limits() {
+    let body = payload();
+    let target = TestServer::start(move |_, _| {
+        (
+            200,
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+            body.clone(),
+        )
+    });
+    let rx = Receiver::start(|_| 200);
+    let config = format!(
+        r#"
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: limit
+    scrape_native_histograms: true
+    native_histogram_bucket_limit: 3
+    static_configs: [{{targets: ["{t}"]}}]
+  - job_name: factor
+    scrape_native_histograms: true
+    native_histogram_min_bucket_factor: 2
+    metrics_path: /factor
+    static_configs: [{{targets: ["{t}"]}}]
+  - job_name: too_many
+    scrape_native_histograms: true
+    native_histogram_bucket_limit: 1
+    metrics_path: /too_many
+    static_configs: [{{targets: ["{t}"]}}]
+remote_write:
+  - url: {r}
+    send_native_histograms: true
+    queue_config: {{batch_send_deadline: 500ms}}
+"#,
+        t = target.addr,
+        r = rx.url()
+    );
+    let mut spate = Spate::start(&config, &[]);
+    let find = |job: &str, name: &str| {
+        rx.samples()
+            .into_iter()
+            .find(|s| s.label("job") == Some(job) && s.label("__name__") == Some(name))
+    };
+    let up = |job: &str| {
+        rx.samples()
+            .into_iter()
+            .filter(|s| s.label("job") == Some(job) && s.label("__name__") == Some("up"))
+            .map(|s| s.value)
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "both reduced histograms and two reports of the failing job",
+        || {
+            (find("limit", "req_seconds").is_some()
+                && find("factor", "req_seconds").is_some()
+                && up("too_many").len() >= 2)
+                .then_some(())
+        },
+    );
+    let span = |offset, length| spate::entry::proto::BucketSpan { offset, length };
+    for job in ["limit", "factor"] {
+        let h = find(job, "req_seconds").unwrap().histogram.unwrap();
+        assert_eq!(h.schema, 0, "{job}");
+        assert_eq!(h.positive_spans, vec![span(0, 1), span(1, 1)], "{job}");
+        assert_eq!(h.positive_deltas, vec![5, -3], "{job}");
+        assert_eq!(h.negative_spans, vec![span(0, 1)], "{job}");
+        assert_eq!(h.negative_deltas, vec![2], "{job}");
+        // The rest is untouched.
+        assert_eq!(
+            (h.count_int, h.sum, h.zero_count_int, h.zero_threshold),
+            (Some(10), 5.5, Some(1), 0.001),
+            "{job}"
+        );
+        assert_eq!(up(job).first(), Some(&1.0));
+    }
+    // The job whose histogram cannot fit fails whole: up 0, nothing of it but its report.
+    assert!(
+        up("too_many").iter().all(|v| *v == 0.0),
+        "{:?}",
+        up("too_many")
+    );
+    assert!(find("too_many", "plain_total").is_none());
+    let (_, targets) = common::http_get(&spate.web, "/api/v1/targets").unwrap();
+    assert!(
+        targets.contains("histogram bucket limit exceeded"),
+        "{targets}"
+    );
+    assert!(
+        spate.metric("prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total")
+            >= 2.0
+    );
+    assert!(spate.proc.terminate(Duration::from_secs(60)).success());
+}
+
 /// The corpus file `tests/data/exposition/native_histograms.pb` is this test's payload (used by
 /// the allocation and differential tests). `SPATE_WRITE_CORPUS=1` rewrites it.
 #[test]

@@ -109,6 +109,8 @@ pub struct ScrapeConfig {
     pub always_scrape_classic_histograms: bool,
     /// Classic histograms become native histograms with custom buckets.
     pub convert_classic_histograms_to_nhcb: bool,
+    /// `native_histogram_bucket_limit` and `native_histogram_min_bucket_factor`.
+    pub native_histogram_limits: crate::entry::Resolution,
     pub relabel_configs: crate::relabel::Rules,
     /// Shared by the job's targets (and their cores' relabel scratch).
     pub metric_relabel_configs: std::sync::Arc<crate::relabel::Rules>,

@@ -874,11 +874,31 @@ fn nhcb_conversion_is_inherited_from_global() {
             .scrape_configs[0]
             .convert_classic_histograms_to_nhcb
     );
-    // Resolution limits of native histograms are not implemented: refused by name.
-    assert!(
-        load("scrape_configs:\n  - job_name: a\n    native_histogram_bucket_limit: 10\n")
-            .unwrap_err()
-            .to_string()
-            .contains("native_histogram_bucket_limit: not supported by spate yet")
+}
+
+#[test]
+fn native_histogram_limits_are_per_job_as_in_prometheus() {
+    use crate::entry::Resolution;
+    let c = load("scrape_configs:\n  - job_name: a\n    native_histogram_bucket_limit: 10\n    native_histogram_min_bucket_factor: 1.1\n  - job_name: b\n").unwrap();
+    assert_eq!(
+        c.scrape_configs[0].native_histogram_limits,
+        Resolution {
+            bucket_limit: 10,
+            max_schema: 2
+        }
     );
+    assert_eq!(
+        c.scrape_configs[1].native_histogram_limits,
+        Resolution::default()
+    );
+    // Prometheus' global section has neither: an unknown field there, as in Prometheus.
+    for field in [
+        "native_histogram_bucket_limit: 10",
+        "native_histogram_min_bucket_factor: 1.1",
+    ] {
+        let e = load(&format!("global:\n  {field}\nscrape_configs: []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field"), "{e}");
+    }
 }

@@ -128,10 +128,14 @@ pub struct Histogram {
     pub zero_threshold: Option<f64>,
     #[prost(uint64, optional, tag = "7")]
     pub zero_count: Option<u64>,
+    #[prost(double, optional, tag = "8")]
+    pub zero_count_float: Option<f64>,
     #[prost(message, repeated, tag = "9")]
     pub negative_span: Vec<BucketSpan>,
     #[prost(sint64, repeated, packed = "false", tag = "10")]
     pub negative_delta: Vec<i64>,
+    #[prost(double, repeated, packed = "false", tag = "11")]
+    pub negative_count: Vec<f64>,
     #[prost(message, repeated, tag = "12")]
     pub positive_span: Vec<BucketSpan>,
     #[prost(sint64, repeated, packed = "false", tag = "13")]

@@ -5,6 +5,7 @@
 //! steady state does not allocate.
 
 use super::*;
+use crate::entry::{HistogramError, encode_histogram_message};
 
 /// Per-core scratch for building a scrape's samples: reused across every scrape on the core,
 /// so steady state does not allocate.
@@ -49,14 +50,18 @@ struct Pipeline<'a> {
     external_labels: &'a [(String, String)],
     memo: &'a mut crate::relabel::Memo,
     counts: Appended,
+    /// Series the sample limit counted: those written, and the one past it.
+    admitted: u64,
     limit_error: Option<String>,
+    /// A native histogram had more buckets than the job's limit allows.
+    bucket_limit_hit: bool,
 }
 
 impl Pipeline<'_> {
     /// Runs a series' labels (`labels`, as scraped) through the target's labels, metric
-    /// relabeling (memoized at `position`, `key` its fingerprint), the name and label checks,
-    /// the sample limit and the external labels, sorted. `Ok(true)`: write its entry;
-    /// `Ok(false)`: dropped or past the limit (counted).
+    /// relabeling (memoized at `position`, `key` its fingerprint), the name and label checks
+    /// and the external labels, sorted. `Ok(true)`: counted as kept, its entry goes on to the
+    /// sample limit ([`Self::admit`]); `Ok(false)`: dropped.
     #[allow(clippy::too_many_arguments)]
     fn labels(
         &mut self,
@@ -95,12 +100,6 @@ impl Pipeline<'_> {
         if let Some(e) = check_label_limits(labels, &t.limits) {
             return Err(e);
         }
-        if self.limit_error.is_some() {
-            // Past the sample limit: only counted, as Prometheus does, so the report
-            // shows the real numbers.
-            self.counts.kept += 1;
-            return Ok(false);
-        }
         for (k, v) in self.external_labels {
             if labels.get(k.as_bytes()).is_none() {
                 labels.push(k.as_bytes(), v.as_bytes());
@@ -113,12 +112,31 @@ impl Pipeline<'_> {
             ));
         }
         self.counts.kept += 1;
-        let limit = t.limits.sample_limit;
-        if limit > 0 && self.counts.kept as u64 > limit {
-            self.limit_error = Some("sample limit exceeded".into());
-            return Ok(false);
-        }
         Ok(true)
+    }
+
+    /// Counts a series [`Self::labels`] passed against the sample limit: whether to write it.
+    /// Past the limit, series are still counted (so the report shows the real numbers) and
+    /// histograms still checked against the bucket limit, as Prometheus does. A native
+    /// histogram over the bucket limit is not counted here (Prometheus checks that limit
+    /// first); a scrape past both fails with the sample limit.
+    fn admit(&mut self) -> bool {
+        self.admitted += 1;
+        let limit = self.t.limits.sample_limit;
+        if limit > 0 && self.admitted > limit {
+            self.limit_error = Some("sample limit exceeded".into());
+            return false;
+        }
+        true
+    }
+
+    /// Why the scrape failed, if a limit failed it: the sample limit before the bucket limit.
+    fn limit_failure(&mut self) -> Option<String> {
+        match self.limit_error.take() {
+            Some(e) => Some(e),
+            None if self.bucket_limit_hit => Some(HistogramError::BucketLimit.to_string()),
+            None => None,
+        }
     }
 }
 
@@ -136,6 +154,15 @@ pub struct Appended {
 pub struct AppendError {
     pub message: String,
     pub counts: Appended,
+    /// The limits the scrape went past (`prometheus_target_scrapes_exceeded_*_total`).
+    pub exceeded: Exceeded,
+}
+
+/// Which of a scrape's limits it went past.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exceeded {
+    pub sample_limit: bool,
+    pub bucket_limit: bool,
 }
 
 impl Appender {
@@ -159,13 +186,22 @@ impl Appender {
         scrape_ts: i64,
         memo: &mut crate::relabel::Memo,
     ) -> Result<Appended, AppendError> {
-        let fail = |message: String, counts: Appended| AppendError { message, counts };
         let mut p = Pipeline {
             t,
             external_labels,
             memo,
             counts: Appended::default(),
+            admitted: 0,
             limit_error: None,
+            bucket_limit_hit: false,
+        };
+        let fail = |message: String, p: &Pipeline<'_>| AppendError {
+            message,
+            counts: p.counts,
+            exceeded: Exceeded {
+                sample_limit: p.limit_error.is_some(),
+                bucket_limit: p.bucket_limit_hit,
+            },
         };
         // The parser's buffers leave the appender while it runs (and come back after), so the
         // appender's own methods can write entries meanwhile.
@@ -188,15 +224,20 @@ impl Appender {
         );
         self.parse_scratch = scratch;
         self.family_meta = family_meta;
-        result.map_err(|e| fail(e, p.counts))?;
+        result.map_err(|e| fail(e, &p))?;
         if self.nhcb.key().is_some() {
-            self.write_nhcb(&mut p, scrape_ts)
-                .map_err(|e| fail(e, p.counts))?;
+            let written = self.write_nhcb(&mut p, scrape_ts);
+            written.map_err(|e| fail(e, &p))?;
         }
         self.encode_metadata(body, format);
         p.memo.trim(p.counts.scraped);
-        match p.limit_error {
-            Some(e) => Err(fail(e, p.counts)),
+        let exceeded = fail(String::new(), &p).exceeded;
+        match p.limit_failure() {
+            Some(message) => Err(AppendError {
+                message,
+                counts: p.counts,
+                exceeded,
+            }),
             None => Ok(p.counts),
         }
     }
@@ -286,18 +327,28 @@ impl Appender {
                     } else {
                         0
                     };
-                    crate::entry::encode_histogram_series(
-                        &mut self.entries,
-                        &self.labels,
-                        &body[range.clone()],
-                        ts,
-                        hint,
-                        &mut self.histogram_scratch,
-                    )
-                    .map_err(|e| fail(format!("invalid native histogram: {}", e.0), counts))?;
+                    let client = &body[range.clone()];
+                    match self
+                        .histogram_scratch
+                        .transcode(client, ts, hint, t.histogram_limits)
+                    {
+                        Ok(h) if p.admit() => {
+                            encode_histogram_message(&mut self.entries, &self.labels, h);
+                        }
+                        Ok(_) => continue,
+                        Err(HistogramError::BucketLimit) => {
+                            // Not written; the scrape fails once it is read to the end.
+                            p.bucket_limit_hit = true;
+                            continue;
+                        }
+                        Err(e) => return Err(fail(e.to_string(), counts)),
+                    }
                     self.kinds.push(KIND_HISTOGRAM);
                 }
                 None => {
+                    if !p.admit() {
+                        continue;
+                    }
                     encode_series(&mut self.entries, &self.labels, s.value, ts);
                     self.kinds.push(KIND_SAMPLE);
                     if let Some(ms) = s.created_ms {
@@ -355,9 +406,9 @@ impl Appender {
             _ => scrape_ts,
         };
         let explicit = self.nhcb.timestamp_ms.is_some() && t.honor_timestamps;
-        if !self.nhcb.finish(ts, &mut self.nhcb_message) {
+        let Some(buckets) = self.nhcb.finish(ts, &mut self.nhcb_message) else {
             return Ok(());
-        }
+        };
         p.counts.scraped += 1;
         self.labels.copy_from(&self.nhcb.labels);
         let key = self.labels.fingerprint() ^ 0x6e68_6362; // not a classic series' key
@@ -367,10 +418,19 @@ impl Appender {
         })? {
             return Ok(());
         }
+        // Custom buckets cannot be merged: more than the bucket limit fails the scrape.
+        let limit = t.histogram_limits.bucket_limit;
+        if limit > 0 && buckets > limit {
+            p.bucket_limit_hit = true;
+            return Ok(());
+        }
+        if !p.admit() {
+            return Ok(());
+        }
         if explicit && !t.track_timestamps_staleness {
             self.timestamped.push(self.ends.len() as u32);
         }
-        crate::entry::encode_histogram_message(&mut self.entries, &self.labels, &self.nhcb_message);
+        encode_histogram_message(&mut self.entries, &self.labels, &self.nhcb_message);
         self.kinds.push(KIND_HISTOGRAM);
         self.ends.push(self.entries.len() as u32);
         Ok(())
@@ -662,6 +722,7 @@ mod tests {
             native_histograms: false,
             classic_histograms: false,
             convert_nhcb: false,
+            histogram_limits: Default::default(),
             hash: 0,
             metric_relabel: Default::default(),
             limits: Default::default(),
@@ -967,5 +1028,158 @@ mod tests {
                 .any(|m| m.1 == "go_gc_duration_seconds" && m.0 == 5 && !m.3.is_empty()),
             "{got:?}"
         );
+    }
+
+    /// A protobuf body: counters `c0`, `c1`… and one native histogram of schema 0 with
+    /// `buckets` buckets in a row (0 to `buckets - 1`), one observation each.
+    fn native_body(counters: usize, buckets: u32) -> Vec<u8> {
+        use crate::exposition::client_model::{
+            BucketSpan, Histogram, Metric, MetricFamily, Value, encode_delimited, metric_type,
+        };
+        let mut families: Vec<MetricFamily> = (0..counters)
+            .map(|i| MetricFamily {
+                name: format!("c{i}"),
+                r#type: metric_type::COUNTER,
+                metric: vec![Metric {
+                    counter: Some(Value {
+                        value: 1.0,
+                        exemplar: None,
+                        created_timestamp: None,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        families.push(MetricFamily {
+            name: "h".into(),
+            r#type: metric_type::HISTOGRAM,
+            metric: vec![Metric {
+                histogram: Some(Histogram {
+                    sample_count: Some(u64::from(buckets)),
+                    sample_sum: Some(1.0),
+                    schema: Some(0),
+                    zero_threshold: Some(0.001),
+                    positive_span: vec![BucketSpan {
+                        offset: 0,
+                        length: buckets,
+                    }],
+                    positive_delta: (0..buckets).map(|i| i64::from(i == 0)).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        encode_delimited(&families)
+    }
+
+    fn limited_target(sample_limit: u64, bucket_limit: u64, factor: f64) -> Target {
+        let mut t = target(false, &[("job", "j")]);
+        t.native_histograms = true;
+        t.limits.sample_limit = sample_limit;
+        t.histogram_limits = crate::entry::Resolution::new(bucket_limit, factor);
+        t
+    }
+
+    fn append(t: &Target, body: &[u8]) -> Result<Appender, AppendError> {
+        let mut app = Appender::default();
+        app.append_body(
+            t,
+            &[],
+            body,
+            exposition::Format::Protobuf,
+            1_000,
+            &mut Default::default(),
+        )?;
+        Ok(app)
+    }
+
+    #[test]
+    fn native_histograms_are_reduced_to_the_jobs_limits() {
+        use crate::entry::proto;
+        use prost::Message;
+        // Buckets 0..=7 of schema 0: merged twice, into 0, 1, 2 of schema -2.
+        let app = append(&limited_target(0, 3, 0.0), &native_body(1, 8)).unwrap();
+        let req = proto::WriteRequest::decode(app.entries()).unwrap();
+        let h = &req.timeseries[1].histograms[0];
+        assert_eq!(h.schema, -2);
+        assert_eq!(
+            h.positive_spans,
+            [proto::BucketSpan {
+                offset: 0,
+                length: 3
+            }]
+        );
+        // Bucket 0 alone, 1..=4 and 5..=7 (the delta form of 1, 4, 3).
+        assert_eq!(h.positive_deltas, [1, 3, -1]);
+        // A factor of 4 allows schema -1 at most, whatever the bucket limit.
+        let app = append(&limited_target(0, 0, 4.0), &native_body(1, 8)).unwrap();
+        let req = proto::WriteRequest::decode(app.entries()).unwrap();
+        assert_eq!(req.timeseries[1].histograms[0].schema, -1);
+    }
+
+    #[test]
+    fn a_histogram_past_the_bucket_limit_fails_the_scrape_as_prometheus() {
+        // 64 buckets cannot fit in four at schema -4 (buckets 0..=63 of schema 0 fall in
+        // 0 to 4 of schema -4).
+        let e = append(&limited_target(0, 1, 0.0), &native_body(2, 64))
+            .err()
+            .unwrap();
+        assert_eq!(e.message, "histogram bucket limit exceeded");
+        assert_eq!(
+            e.exceeded,
+            Exceeded {
+                sample_limit: false,
+                bucket_limit: true
+            }
+        );
+        // Read to the end and counted, as Prometheus reports it.
+        assert_eq!((e.counts.scraped, e.counts.kept), (3, 3));
+        // The histogram is not counted against the sample limit: two counters fit in 2.
+        let e = append(&limited_target(2, 1, 0.0), &native_body(2, 64))
+            .err()
+            .unwrap();
+        assert_eq!(e.message, "histogram bucket limit exceeded");
+        assert!(!e.exceeded.sample_limit);
+        // Past both, the sample limit is the error, and both are counted.
+        let e = append(&limited_target(1, 1, 0.0), &native_body(2, 64))
+            .err()
+            .unwrap();
+        assert_eq!(e.message, "sample limit exceeded");
+        assert_eq!(
+            e.exceeded,
+            Exceeded {
+                sample_limit: true,
+                bucket_limit: true
+            }
+        );
+        assert!(append(&limited_target(0, 4, 0.0), &native_body(2, 64)).is_err());
+        // Within the limit at schema -4: written.
+        assert!(append(&limited_target(0, 5, 0.0), &native_body(2, 64)).is_ok());
+    }
+
+    #[test]
+    fn converted_classic_histograms_past_the_bucket_limit_fail_the_scrape() {
+        let body = b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"2\"} 2\nh_bucket{le=\"+Inf\"} 3\nh_sum 3\nh_count 3\n";
+        let mut t = limited_target(0, 2, 0.0);
+        t.convert_nhcb = true;
+        let mut app = Appender::default();
+        let e = app
+            .append_body(
+                &t,
+                &[],
+                body,
+                exposition::Format::PromText,
+                1_000,
+                &mut Default::default(),
+            )
+            .err()
+            .unwrap();
+        assert_eq!(e.message, "histogram bucket limit exceeded");
+        // Custom buckets are never merged: three fit in a limit of three.
+        t.histogram_limits.bucket_limit = 3;
+        let app = appended(&t, body, exposition::Format::PromText);
+        assert_eq!(app.kinds(), [KIND_HISTOGRAM]);
     }
 }

@@ -622,10 +622,27 @@ fn append_response(
                 ts,
                 &mut state.relabel,
             )
-            .map_err(|e| Failure {
-                message: e.message,
-                counts: e.counts,
-                body_size: 0.0,
+            .map_err(|e| {
+                let stats = &core.stats;
+                for (hit, counter) in [
+                    (
+                        e.exceeded.sample_limit,
+                        &stats.scrapes_exceeded_sample_limit,
+                    ),
+                    (
+                        e.exceeded.bucket_limit,
+                        &stats.scrapes_exceeded_bucket_limit,
+                    ),
+                ] {
+                    if hit {
+                        counter.fetch_add(1, Relaxed);
+                    }
+                }
+                Failure {
+                    message: e.message,
+                    counts: e.counts,
+                    body_size: 0.0,
+                }
             }),
     };
     (r, body_size)

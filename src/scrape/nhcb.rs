@@ -99,19 +99,15 @@ impl Collector {
     }
 
     /// Ends the histogram being collected: its `prometheus.Histogram` message (with
-    /// `timestamp_ms`) in `out`, or `false` when it cannot be converted (dropped). The labels
-    /// stay in [`Self::labels`] until the next histogram starts.
-    pub(super) fn finish(&mut self, timestamp_ms: i64, out: &mut Vec<u8>) -> bool {
+    /// `timestamp_ms`) in `out` and the number of buckets it holds, or `None` when it cannot
+    /// be converted (dropped). The labels stay in [`Self::labels`] until the next histogram
+    /// starts.
+    pub(super) fn finish(&mut self, timestamp_ms: i64, out: &mut Vec<u8>) -> Option<u64> {
         self.key = None;
         let temp = std::mem::take(&mut self.temp);
-        match temp.convert() {
-            Ok(h) => {
-                out.clear();
-                h.encode(timestamp_ms, out);
-                true
-            }
-            Err(_) => false,
-        }
+        let h = temp.convert().ok()?;
+        out.clear();
+        Some(h.encode(timestamp_ms, out))
     }
 }
 
@@ -255,8 +251,9 @@ impl Converted {
         out
     }
 
-    /// The `prometheus.Histogram` message Remote Write carries.
-    fn encode(&self, timestamp_ms: i64, out: &mut Vec<u8>) {
+    /// The `prometheus.Histogram` message Remote Write carries; returns how many buckets it
+    /// holds.
+    fn encode(&self, timestamp_ms: i64, out: &mut Vec<u8>) -> u64 {
         use crate::entry::put_varint;
         let tag = |out: &mut Vec<u8>, field: u64, wire: u64| put_varint(out, (field << 3) | wire);
         let zigzag = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
@@ -331,6 +328,7 @@ impl Converted {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        spans.iter().map(|s| u64::from(s.1)).sum()
     }
 }
 

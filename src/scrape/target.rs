@@ -41,6 +41,8 @@ pub struct Target {
     pub classic_histograms: bool,
     /// `convert_classic_histograms_to_nhcb`.
     pub convert_nhcb: bool,
+    /// How far native histograms' resolution may be reduced to fit the job's limits.
+    pub histogram_limits: crate::entry::Resolution,
     /// Stable hash of the label set and URL: picks the core and the scrape phase.
     pub hash: u64,
     pub metric_relabel: std::sync::Arc<crate::relabel::Rules>,
@@ -324,6 +326,7 @@ fn build(
         native_histograms: sc.scrape_native_histograms,
         classic_histograms: sc.always_scrape_classic_histograms,
         convert_nhcb: sc.convert_classic_histograms_to_nhcb,
+        histogram_limits: sc.native_histogram_limits,
         hash,
         metric_relabel: sc.metric_relabel_configs.clone(),
         limits: sc.limits,

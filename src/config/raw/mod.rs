@@ -140,9 +140,7 @@ section! {
         metric_name_validation_scheme: Field<String>,
         metric_name_escaping_scheme: Field<String>,
     }
-    unsupported {
-        native_histogram_bucket_limit, native_histogram_min_bucket_factor,
-    }
+    unsupported {}
 }
 
 section! {
@@ -196,10 +194,10 @@ section! {
         scrape_failure_log_file: Option<String>,
         metric_name_validation_scheme: Field<String>,
         metric_name_escaping_scheme: Field<String>,
+        native_histogram_bucket_limit: Option<u64>,
+        native_histogram_min_bucket_factor: Option<f64>,
     }
     unsupported {
-        // Limits.
-        native_histogram_bucket_limit, native_histogram_min_bucket_factor,
         // Protocols and histograms.
         scrape_classic_histograms,
         // Service discovery other than static, file, HTTP and DNS.
@@ -1022,6 +1020,10 @@ fn resolve_scrape(
         convert_classic_histograms_to_nhcb: sc
             .convert_classic_histograms_to_nhcb
             .unwrap_or(global.convert_classic_histograms_to_nhcb),
+        native_histogram_limits: crate::entry::Resolution::new(
+            sc.native_histogram_bucket_limit.unwrap_or(0),
+            sc.native_histogram_min_bucket_factor.unwrap_or(0.0),
+        ),
         job_name: job,
         scrape_interval: interval,
         scrape_timeout: timeout,
