@@ -213,14 +213,37 @@ pub fn encode_series(out: &mut Vec<u8>, labels: &LabelScratch, value: f64, times
     put_sample(out, sample_inner, value, timestamp_ms);
 }
 
+/// [`encode_series`] for labels given as (name, value) pairs, sorted by name, none empty:
+/// the same bytes, written straight from where the labels are.
+pub fn encode_series_pairs(
+    out: &mut Vec<u8>,
+    labels: &[(&[u8], &[u8])],
+    value: f64,
+    timestamp_ms: i64,
+) {
+    let sample_inner = sample_len(value, timestamp_ms);
+    let labels_len: usize = labels.iter().map(|(n, v)| label_len(n, v)).sum();
+    let series_len = labels_len + 1 + varint_len(sample_inner as u64) + sample_inner;
+    out.reserve(1 + varint_len(series_len as u64) + series_len);
+    out.push(0x0a);
+    put_varint(out, series_len as u64);
+    for (n, v) in labels {
+        put_label(out, n, v);
+    }
+    put_sample(out, sample_inner, value, timestamp_ms);
+}
+
 /// The bytes [`put_labels`] writes for `labels`.
 pub fn labels_len(labels: &LabelScratch) -> usize {
     (0..labels.len())
-        .map(|i| {
-            let inner = field_len(labels.name(i).len()) + field_len(labels.value(i).len());
-            1 + varint_len(inner as u64) + inner
-        })
+        .map(|i| label_len(labels.name(i), labels.value(i)))
         .sum()
+}
+
+/// The bytes [`put_label`] writes for one label.
+fn label_len(n: &[u8], v: &[u8]) -> usize {
+    let inner = field_len(n.len()) + field_len(v.len());
+    1 + varint_len(inner as u64) + inner
 }
 
 /// `labels` as repeated `Label` messages in field 1 of their parent.

@@ -905,10 +905,56 @@ fn parse_int(b: &[u8]) -> Option<i64> {
 /// point nor an exponent (`1` → `1.0`, `1e6` → `1e+06`, `+Inf` stays). A value that is not a
 /// float is kept as written.
 pub fn normalize_float_label(raw: &[u8], out: &mut Vec<u8>) {
+    if let Some(integer) = canonical_as_written(raw) {
+        // Most bucket bounds and quantiles (`0.005`, `10`, `+Inf`): no float round trip.
+        out.extend_from_slice(raw);
+        if integer {
+            out.extend_from_slice(b".0");
+        }
+        return;
+    }
     match parse_float(raw) {
         Some(f) => format_go_float(f, out),
         None => out.extend_from_slice(raw),
     }
+}
+
+/// Whether [`format_go_float`] writes `raw`'s value back as `raw` is written (`Some(false)`),
+/// or with `.0` after it (`Some(true)`, an integer): `+Inf`, or a decimal with no sign, no
+/// exponent, no leading zero before the point (but `0`), no trailing zero after it, at most
+/// 15 significant digits (which round-trip through a float unchanged) and a value in
+/// [1e-4, 1e6), where Go's `%g` uses no exponent. `None`: format it.
+fn canonical_as_written(raw: &[u8]) -> Option<bool> {
+    if raw == b"+Inf" {
+        return Some(false);
+    }
+    let (int, frac) = match memchr::memchr(b'.', raw) {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+        None => (raw, None),
+    };
+    if int.is_empty()
+        || int.len() > 6
+        || !int.iter().all(u8::is_ascii_digit)
+        || (int.len() > 1 && int[0] == b'0')
+    {
+        return None;
+    }
+    let Some(frac) = frac else {
+        return Some(true);
+    };
+    if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) || frac.ends_with(b"0") {
+        return None;
+    }
+    let significant = if int == b"0" {
+        let zeros = frac.iter().take_while(|c| **c == b'0').count();
+        if zeros > 3 {
+            return None; // below 1e-4: Go writes an exponent
+        }
+        frac.len() - zeros
+    } else {
+        int.len() + frac.len()
+    };
+    (significant <= 15).then_some(false)
 }
 
 /// Go's `strconv.FormatFloat(f, 'g', -1, 64)`, with `.0` added as OpenMetrics formats it.
@@ -1418,5 +1464,81 @@ node_load1 0.5\n";
         assert_eq!(names(s.labels), ["path"]);
         assert!(s.exemplar.is_none());
         assert!(p.next().is_none());
+    }
+
+    #[test]
+    fn bounds_written_canonically_skip_the_float_round_trip_with_the_same_result() {
+        let slow = |raw: &str| {
+            let mut out = Vec::new();
+            match parse_float(raw.as_bytes()) {
+                Some(f) => format_go_float(f, &mut out),
+                None => out.extend_from_slice(raw.as_bytes()),
+            }
+            String::from_utf8(out).unwrap()
+        };
+        let fast = |raw: &str| {
+            let mut out = Vec::new();
+            normalize_float_label(raw.as_bytes(), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let mut raws: Vec<String> = [
+            "0",
+            "1",
+            "10",
+            "0.005",
+            "0.0001",
+            "0.00001",
+            "2.5",
+            "1.50",
+            "+Inf",
+            "-Inf",
+            "-1",
+            "999999",
+            "1000000",
+            "123456.5",
+            "0.1234567890123456",
+            "1.000000000000001",
+            "00.5",
+            ".5",
+            "1.",
+            "1e3",
+            "NaN",
+            "abc",
+            "0.30000000000000004",
+            "12345.678901234",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for _ in 0..20000 {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            let r = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let digits = format!("{}", r % 10_000_000_000_000_000);
+            let point = (r >> 60) as usize % (digits.len() + 2);
+            raws.push(if point == 0 || point > digits.len() {
+                digits
+            } else {
+                format!(
+                    "{}.{}",
+                    &digits[..point.min(digits.len() - 1).max(1)],
+                    &digits[point.min(digits.len() - 1).max(1)..]
+                )
+            });
+            raws.push(format!(
+                "0.{:0>w$}",
+                r % 100_000,
+                w = (r >> 56) as usize % 8
+            ));
+        }
+        for raw in &raws {
+            assert_eq!(fast(raw), slow(raw), "{raw}");
+        }
+        // And it is taken where it should be.
+        assert_eq!(canonical_as_written(b"0.005"), Some(false));
+        assert_eq!(canonical_as_written(b"10"), Some(true));
+        assert_eq!(canonical_as_written(b"1e3"), None);
     }
 }

@@ -40,6 +40,8 @@ pub struct Appender {
     pub(super) nhcb: super::nhcb::Collector,
     pub(super) nhcb_probe: LabelScratch,
     pub(super) nhcb_message: Vec<u8>,
+    /// Label values [`write_direct`] rewrites (`le`, `quantile` in canonical form).
+    pub(super) direct_values: Vec<u8>,
 }
 
 /// What the label pipeline needs beyond the labels: the job, the external labels, the
@@ -252,6 +254,9 @@ impl Appender {
     ) -> Result<(), String> {
         let t = p.t;
         let fail = |message: String, _counts: Appended| message;
+        // Where nothing but the target's and the external labels join a series' labels, a
+        // sample's entry can be written straight from the scraped bytes.
+        let fixed = direct_eligible(t).then(|| fixed_labels(t, p.external_labels));
         while let Some(sample) = parser.next() {
             let s = sample.map_err(|e| fail(e.to_string(), p.counts))?;
             if t.convert_nhcb {
@@ -286,6 +291,37 @@ impl Appender {
                 }
             }
             p.counts.scraped += 1;
+            let (ts, explicit) = match s.timestamp_ms {
+                Some(ts) if t.honor_timestamps => (ts, true),
+                _ => (scrape_ts, false),
+            };
+            if let Some(fixed) = &fixed
+                && s.native.is_none()
+                && s.created_ms.is_none()
+                && !(self.exemplars && s.exemplar.is_some())
+            {
+                let start = self.entries.len();
+                if write_direct(
+                    &mut self.entries,
+                    &mut self.direct_values,
+                    &s,
+                    body,
+                    fixed,
+                    ts,
+                ) {
+                    p.counts.kept += 1;
+                    if !p.admit() {
+                        self.entries.truncate(start);
+                        continue;
+                    }
+                    if explicit && !t.track_timestamps_staleness {
+                        self.timestamped.push(self.ends.len() as u32);
+                    }
+                    self.kinds.push(KIND_SAMPLE);
+                    self.ends.push(self.entries.len() as u32);
+                    continue;
+                }
+            }
             let labels = &mut self.labels;
             scraped_labels(labels, &s, body);
             let exposed_empty = |name: &[u8]| exposes_empty(&s, body, name);
@@ -311,15 +347,7 @@ impl Appender {
                 continue;
             }
             let counts = p.counts;
-            let ts = match s.timestamp_ms {
-                Some(ts) if t.honor_timestamps => {
-                    if !t.track_timestamps_staleness {
-                        self.timestamped.push(self.ends.len() as u32);
-                    }
-                    ts
-                }
-                _ => scrape_ts,
-            };
+            let entry = self.ends.len() as u32;
             match &s.native {
                 Some((range, gauge)) => {
                     let hint = if *gauge {
@@ -355,6 +383,9 @@ impl Appender {
                         note_created(&self.labels, ms, &mut self.created);
                     }
                 }
+            }
+            if explicit && !t.track_timestamps_staleness {
+                self.timestamped.push(entry);
             }
             self.ends.push(self.entries.len() as u32);
             if self.exemplars
@@ -487,6 +518,131 @@ impl Appender {
         encode_series(&mut self.entries, &self.labels, value, ts);
         self.ends.push(self.entries.len() as u32);
         self.kinds.push(KIND_SAMPLE);
+    }
+}
+
+/// Whether `t`'s series take nothing but its own and the external labels: no metric
+/// relabeling, no `honor_labels`, no label limits, UTF-8 names (see [`write_direct`]).
+fn direct_eligible(t: &Target) -> bool {
+    let l = &t.limits;
+    t.metric_relabel.is_empty()
+        && !t.honor_labels
+        && t.names == crate::names::Validation::Utf8
+        && l.label_limit == 0
+        && l.label_name_length_limit == 0
+        && l.label_value_length_limit == 0
+}
+
+/// The labels every series of `t` gets: its own, and the external labels it does not have,
+/// sorted by name (empty values left out, as an empty label is an absent one).
+fn fixed_labels<'a>(t: &'a Target, external: &'a [(String, String)]) -> Vec<(&'a [u8], &'a [u8])> {
+    let mut fixed: Vec<(&[u8], &[u8])> = t
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    for (k, v) in external {
+        if !t.labels.iter().any(|(tk, _)| tk == k) {
+            fixed.push((k.as_bytes(), v.as_bytes()));
+        }
+    }
+    fixed.retain(|(_, v)| !v.is_empty());
+    fixed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    fixed
+}
+
+/// The most labels a series may have for [`write_direct`]; more take the full pipeline.
+const DIRECT_MAX: usize = 40;
+
+/// Writes a float sample's entry straight from the scraped bytes when `fixed` (the target's
+/// and external labels, sorted) are all its labels take: no label is escaped, none shares a
+/// name with a fixed one, the name has no suffix. The same bytes as the full pipeline writes
+/// (tested), without copying the labels into a scratch, merging them one by one or sorting
+/// them all. `false`: nothing was written, the sample needs the full pipeline.
+fn write_direct(
+    entries: &mut Vec<u8>,
+    values: &mut Vec<u8>,
+    s: &exposition::Sample<'_, '_>,
+    body: &[u8],
+    fixed: &[(&[u8], &[u8])],
+    ts: i64,
+) -> bool {
+    const NONE: (&[u8], &[u8]) = (&[], &[]);
+    if s.name_escaped
+        || s.name.is_empty()
+        || !s.name_suffix.is_empty()
+        || s.extra_label.is_some()
+        || s.labels.len() + 1 + fixed.len() > DIRECT_MAX
+    {
+        return false;
+    }
+    // Canonical `le` and `quantile` values first, so the pairs below can borrow them.
+    values.clear();
+    let mut ends = [0u32; DIRECT_MAX];
+    for (i, l) in s.labels.iter().enumerate() {
+        if l.escaped || l.name_escaped {
+            return false;
+        }
+        if l.float_value {
+            normalize_float_label(l.value(body), values);
+            ends[i] = values.len() as u32;
+        }
+    }
+    let mut scraped = [NONE; DIRECT_MAX];
+    scraped[0] = (b"__name__", s.name);
+    let (mut n, mut at) = (1, 0usize);
+    for (i, l) in s.labels.iter().enumerate() {
+        let value = if l.float_value {
+            let v = &values[at..ends[i] as usize];
+            at = ends[i] as usize;
+            v
+        } else {
+            l.value(body)
+        };
+        if !value.is_empty() {
+            scraped[n] = (l.name(body), value);
+            n += 1;
+        }
+    }
+    let scraped = &mut scraped[..n];
+    if !scraped.windows(2).all(|w| name_cmp(w[0].0, w[1].0).is_lt()) {
+        scraped.sort_unstable_by(|a, b| name_cmp(a.0, b.0));
+        if scraped.windows(2).any(|w| w[0].0 == w[1].0) {
+            return false; // a duplicate name: the full pipeline says which
+        }
+    }
+    // Merge the two sorted lists; a name in both takes the full pipeline (`exported_`).
+    let mut all = [NONE; DIRECT_MAX];
+    let (mut i, mut j, mut m) = (0, 0, 0);
+    while i < scraped.len() || j < fixed.len() {
+        let take_scraped = match (scraped.get(i), fixed.get(j)) {
+            (Some(a), Some(b)) => match name_cmp(a.0, b.0) {
+                std::cmp::Ordering::Equal => return false,
+                o => o.is_lt(),
+            },
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_scraped {
+            all[m] = scraped[i];
+            i += 1;
+        } else {
+            all[m] = fixed[j];
+            j += 1;
+        }
+        m += 1;
+    }
+    crate::entry::encode_series_pairs(entries, &all[..m], s.value, ts);
+    true
+}
+
+/// Orders label names as bytes: by the first byte where that differs (most names), with no
+/// call to compare the rest.
+#[inline]
+fn name_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
     }
 }
 
@@ -1181,5 +1337,127 @@ mod tests {
         t.histogram_limits.bucket_limit = 3;
         let app = appended(&t, body, exposition::Format::PromText);
         assert_eq!(app.kinds(), [KIND_HISTOGRAM]);
+    }
+
+    /// Random text bodies, appended through the direct path and (with a label limit that
+    /// never bites, which turns it off) through the full pipeline: the same entries, the same
+    /// errors.
+    #[test]
+    fn the_direct_path_writes_what_the_full_pipeline_writes() {
+        let mut seed = 0x5851_f42d_4c95_7f2du64;
+        let mut next = move |n: u64| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        let names = ["m", "Abc", "__a", "rpc_seconds_bucket", "z_total"];
+        let label_names = [
+            "a", "b", "job", "instance", "le", "quantile", "zone", "Z", "_x", "region",
+        ];
+        let values = [
+            "", "v", "1", "1e3", "+Inf", "0.50", "a\\\"b", "x\\ny", "ünï",
+        ];
+        let external = vec![
+            ("region".to_string(), "r1".to_string()),
+            ("zone".to_string(), "ext".to_string()),
+            ("empty".to_string(), String::new()),
+        ];
+        let (mut direct_hits, mut errors) = (0, 0);
+        for round in 0..2000 {
+            let mut body = String::new();
+            if next(2) == 0 {
+                // `le` of the family's buckets in canonical form.
+                body.push_str("# TYPE rpc_seconds histogram\n");
+            }
+            for _ in 0..1 + next(6) {
+                body.push_str(names[next(names.len() as u64) as usize]);
+                let n = next(5);
+                if n > 0 {
+                    body.push('{');
+                    for k in 0..n {
+                        if k > 0 {
+                            body.push(',');
+                        }
+                        let name = label_names[next(label_names.len() as u64) as usize];
+                        let value = values[next(values.len() as u64) as usize];
+                        body.push_str(&format!("{name}=\"{value}\""));
+                    }
+                    body.push('}');
+                }
+                body.push_str(&format!(" {}", next(1000) as f64 / 8.0));
+                if next(4) == 0 {
+                    body.push_str(&format!(" {}", 1_700_000_000_000u64 + next(1000)));
+                }
+                body.push('\n');
+            }
+            let mut t = target(false, &[("job", "j"), ("instance", "a:1")]);
+            if next(2) == 0 {
+                t.labels.push(("zone".into(), "z1".into()));
+            }
+            t.track_timestamps_staleness = next(2) == 0;
+            let mut slow = target(false, &[]);
+            slow.labels = t.labels.clone();
+            slow.track_timestamps_staleness = t.track_timestamps_staleness;
+            slow.limits.label_limit = 1000;
+            assert!(direct_eligible(&t) && !direct_eligible(&slow));
+            let run = |t: &Target| {
+                let mut app = Appender::default();
+                let r = app.append_body(
+                    t,
+                    &external,
+                    body.as_bytes(),
+                    exposition::Format::PromText,
+                    1_000,
+                    &mut Default::default(),
+                );
+                (
+                    r.map_err(|e| e.message),
+                    app.entries().to_vec(),
+                    app.ends().to_vec(),
+                    app.kinds().to_vec(),
+                    app.timestamped.clone(),
+                )
+            };
+            let (fast, full) = (run(&t), run(&slow));
+            assert_eq!(fast, full, "round {round}:\n{body}");
+            errors += usize::from(fast.0.is_err());
+            direct_hits += usize::from(fast.0.is_ok() && !fast.1.is_empty());
+        }
+        assert!(direct_hits > 500 && errors > 50, "{direct_hits} {errors}");
+    }
+
+    #[test]
+    fn the_direct_path_takes_plain_samples_and_leaves_the_rest() {
+        let fixed: [(&[u8], &[u8]); 2] = [(b"instance", b"a:1"), (b"job", b"j")];
+        let direct = |line: &str| {
+            let mut scratch = Vec::new();
+            let mut parser =
+                Parser::new(line.as_bytes(), exposition::Format::PromText, &mut scratch);
+            let s = parser.next().unwrap().unwrap();
+            let (mut out, mut values) = (Vec::new(), Vec::new());
+            let took = write_direct(&mut out, &mut values, &s, line.as_bytes(), &fixed, 5);
+            took.then_some(out)
+        };
+        // Labels merged in order, `le` in canonical form, the empty one left out.
+        let got =
+            direct("# TYPE m histogram\nm_bucket{zone=\"z\",le=\"1\",b=\"\"} 2\n").expect("taken");
+        let mut want = LabelScratch::default();
+        for (k, v) in [
+            ("__name__", "m_bucket"),
+            ("instance", "a:1"),
+            ("job", "j"),
+            ("le", "1.0"),
+            ("zone", "z"),
+        ] {
+            want.push(k.as_bytes(), v.as_bytes());
+        }
+        let mut expected = Vec::new();
+        encode_series(&mut expected, &want, 2.0, 5);
+        assert_eq!(got, expected);
+        // A name the target has (`exported_`), an escape, a duplicate: the full pipeline.
+        assert!(direct("m{job=\"x\"} 1\n").is_none());
+        assert!(direct("m{a=\"x\\\"y\"} 1\n").is_none());
+        assert!(direct("m{b=\"1\",a=\"2\",b=\"3\"} 1\n").is_none());
     }
 }
