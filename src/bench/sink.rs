@@ -101,6 +101,10 @@ pub struct Checker {
     scratch: SeriesScratch,
     raw: Vec<u8>,
     decoder: snap::raw::Decoder,
+    /// A request's series, decoded and checked before anything is counted: (series hash,
+    /// name has the prefix, end of its timestamps in `timestamps`).
+    decoded: Vec<(u64, bool, u32)>,
+    timestamps: Vec<i64>,
     pub counts: Counts,
 }
 
@@ -113,6 +117,8 @@ impl Checker {
             scratch: SeriesScratch::default(),
             raw: Vec::new(),
             decoder: snap::raw::Decoder::new(),
+            decoded: Vec::new(),
+            timestamps: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -138,12 +144,11 @@ impl Checker {
             if t.labels_refs.len() % 2 != 0 {
                 return Err("labels_refs must hold name and value pairs".into());
             }
-            let mut h = crate::hash::fnv1a64(b"");
+            let mut h = SEED;
             let mut name: &[u8] = b"";
             for pair in t.labels_refs.chunks(2) {
                 let (n, v) = (sym(pair[0])?, sym(pair[1])?);
-                h = fold(h, n);
-                h = fold(h, v);
+                h = fold(fold(h, n), v);
                 if n == b"__name__" {
                     name = v;
                 }
@@ -184,38 +189,112 @@ impl Checker {
     /// Counts one series' timestamps, checking order against what the series had.
     fn check(&mut self, h: u64, name: &[u8], timestamps: &[i64]) {
         let prefixed = self.prefix.as_ref().is_some_and(|p| name.starts_with(p));
-        let (last, counts, gap_ms) = (&mut self.last, &mut self.counts, self.gap_ms);
+        let mut map = std::mem::take(&mut self.counts.prefixed_by_second);
+        let mut seconds = SecondCounts::new(&mut map);
         for ts in timestamps {
-            check_one(last, counts, gap_ms, prefixed, h, *ts);
+            check_one(
+                &mut self.last,
+                &mut self.counts,
+                &mut seconds,
+                self.gap_ms,
+                prefixed,
+                h,
+                *ts,
+            );
         }
+        drop(seconds);
+        self.counts.prefixed_by_second = map;
     }
 
-    /// Decodes and checks one snappy-compressed `WriteRequest`. Nothing is counted on error.
+    /// Decodes and checks one snappy-compressed `WriteRequest`. Nothing is counted on error:
+    /// the request is decoded whole first (one pass), then its series are counted.
     pub fn ingest(&mut self, compressed: &[u8]) -> Result<(), String> {
         self.decompress(compressed)?;
-        // Validate fully before counting, so a bad request changes nothing.
-        for_each_series(&self.raw, &mut self.scratch, |_, _| {}).map_err(|e| e.to_string())?;
-        let (last, counts, gap_ms, prefix) =
-            (&mut self.last, &mut self.counts, self.gap_ms, &self.prefix);
+        let (decoded, timestamps, prefix) = (&mut self.decoded, &mut self.timestamps, &self.prefix);
+        decoded.clear();
+        timestamps.clear();
         for_each_series(&self.raw, &mut self.scratch, |body, s| {
-            let mut h = crate::hash::fnv1a64(b"");
+            let mut h = SEED;
             let mut name: &[u8] = b"";
             for (n, v) in &s.labels {
-                h = fold(h, &body[n.clone()]);
-                h = fold(h, &body[v.clone()]);
-                if &body[n.clone()] == b"__name__" {
-                    name = &body[v.clone()];
+                let (n, v) = (&body[n.clone()], &body[v.clone()]);
+                h = fold(fold(h, n), v);
+                if n == b"__name__" {
+                    name = v;
                 }
             }
             let prefixed = prefix.as_ref().is_some_and(|p| name.starts_with(p));
-            for ts in s.samples.iter().map(|(_, t)| t).chain(&s.histograms) {
-                check_one(last, counts, gap_ms, prefixed, h, *ts);
-            }
+            timestamps.extend(
+                s.samples
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .chain(s.histograms.iter().copied()),
+            );
+            decoded.push((h, prefixed, timestamps.len() as u32));
         })
         .map_err(|e| e.to_string())?;
+        let mut map = std::mem::take(&mut self.counts.prefixed_by_second);
+        let mut seconds = SecondCounts::new(&mut map);
+        let mut start = 0;
+        for &(h, prefixed, end) in &self.decoded {
+            for ts in &self.timestamps[start..end as usize] {
+                check_one(
+                    &mut self.last,
+                    &mut self.counts,
+                    &mut seconds,
+                    self.gap_ms,
+                    prefixed,
+                    h,
+                    *ts,
+                );
+            }
+            start = end as usize;
+        }
+        drop(seconds);
+        self.counts.prefixed_by_second = map;
         self.counts.series = self.last.len() as u64;
         self.counts.bytes += compressed.len() as u64;
         Ok(())
+    }
+}
+
+/// Prefixed samples counted by second: a request's samples mostly share a second, so the
+/// map is touched when the second changes (and once at the end), not for every sample.
+struct SecondCounts<'a> {
+    map: &'a mut BTreeMap<i64, u64>,
+    second: i64,
+    n: u64,
+}
+
+impl<'a> SecondCounts<'a> {
+    fn new(map: &'a mut BTreeMap<i64, u64>) -> Self {
+        SecondCounts {
+            map,
+            second: 0,
+            n: 0,
+        }
+    }
+
+    fn add(&mut self, ts: i64) {
+        let second = ts.div_euclid(1000);
+        if second != self.second {
+            self.flush();
+            self.second = second;
+        }
+        self.n += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.n > 0 {
+            *self.map.entry(self.second).or_default() += self.n;
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for SecondCounts<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -223,6 +302,7 @@ impl Checker {
 fn check_one(
     last: &mut HashMap<u64, i64, BuildHasherDefault<IdentityHasher>>,
     counts: &mut Counts,
+    seconds: &mut SecondCounts<'_>,
     gap_ms: Option<i64>,
     prefixed: bool,
     h: u64,
@@ -230,16 +310,14 @@ fn check_one(
 ) {
     counts.samples += 1;
     if prefixed {
-        *counts
-            .prefixed_by_second
-            .entry(ts.div_euclid(1000))
-            .or_default() += 1;
+        seconds.add(ts);
     }
-    match last.get_mut(&h) {
-        None => {
-            last.insert(h, ts);
+    match last.entry(h) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(ts);
         }
-        Some(prev) => {
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let prev = o.get_mut();
             if ts < *prev {
                 counts.out_of_order += 1;
             } else if ts == *prev {
@@ -254,13 +332,13 @@ fn check_one(
     }
 }
 
-/// FNV-1a over `bytes` and a 0xff separator, continuing from `h`.
-fn fold(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes.iter().chain(std::iter::once(&0xff)) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// The series hash before any label.
+const SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// Continues the series hash `h` over one name or value (each delimited by its own hash
+/// step, so `ab`,`c` and `a`,`bc` differ).
+fn fold(h: u64, bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, h).rotate_left(17) ^ h
 }
 
 /// `spate bench sink`.
