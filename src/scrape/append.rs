@@ -256,7 +256,12 @@ impl Appender {
         let fail = |message: String, _counts: Appended| message;
         // Where nothing but the target's and the external labels join a series' labels, a
         // sample's entry can be written straight from the scraped bytes.
-        let fixed = direct_eligible(t).then(|| fixed_labels(t, p.external_labels));
+        let mut fixed_store = [NO_LABEL; FIXED_MAX];
+        let fixed = if direct_eligible(t) {
+            fixed_labels(t, p.external_labels, &mut fixed_store).map(|n| &fixed_store[..n])
+        } else {
+            None
+        };
         while let Some(sample) = parser.next() {
             let s = sample.map_err(|e| fail(e.to_string(), p.counts))?;
             if t.convert_nhcb {
@@ -295,7 +300,7 @@ impl Appender {
                 Some(ts) if t.honor_timestamps => (ts, true),
                 _ => (scrape_ts, false),
             };
-            if let Some(fixed) = &fixed
+            if let Some(fixed) = fixed
                 && s.native.is_none()
                 && s.created_ms.is_none()
                 && !(self.exemplars && s.exemplar.is_some())
@@ -533,22 +538,31 @@ fn direct_eligible(t: &Target) -> bool {
         && l.label_value_length_limit == 0
 }
 
-/// The labels every series of `t` gets: its own, and the external labels it does not have,
-/// sorted by name (empty values left out, as an empty label is an absent one).
-fn fixed_labels<'a>(t: &'a Target, external: &'a [(String, String)]) -> Vec<(&'a [u8], &'a [u8])> {
-    let mut fixed: Vec<(&[u8], &[u8])> = t
-        .labels
+const NO_LABEL: (&[u8], &[u8]) = (&[], &[]);
+
+/// The most target and external labels the direct path merges in.
+const FIXED_MAX: usize = 24;
+
+/// The labels every series of `t` gets, in `out` (no allocation): its own, and the external
+/// labels it does not have, sorted by name (empty values left out, as an empty label is an
+/// absent one). How many; `None` when there are more than [`FIXED_MAX`].
+fn fixed_labels<'a>(
+    t: &'a Target,
+    external: &'a [(String, String)],
+    out: &mut [(&'a [u8], &'a [u8]); FIXED_MAX],
+) -> Option<usize> {
+    let own = t.labels.iter().map(|(k, v)| (k, v));
+    let more = external
         .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-        .collect();
-    for (k, v) in external {
-        if !t.labels.iter().any(|(tk, _)| tk == k) {
-            fixed.push((k.as_bytes(), v.as_bytes()));
-        }
+        .filter(|(k, _)| !t.labels.iter().any(|(tk, _)| tk == k))
+        .map(|(k, v)| (k, v));
+    let mut n = 0;
+    for (k, v) in own.chain(more).filter(|(_, v)| !v.is_empty()) {
+        *out.get_mut(n)? = (k.as_bytes(), v.as_bytes());
+        n += 1;
     }
-    fixed.retain(|(_, v)| !v.is_empty());
-    fixed.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    fixed
+    out[..n].sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Some(n)
 }
 
 /// The most labels a series may have for [`write_direct`]; more take the full pipeline.
@@ -567,7 +581,7 @@ fn write_direct(
     fixed: &[(&[u8], &[u8])],
     ts: i64,
 ) -> bool {
-    const NONE: (&[u8], &[u8]) = (&[], &[]);
+    const NONE: (&[u8], &[u8]) = NO_LABEL;
     if s.name_escaped
         || s.name.is_empty()
         || !s.name_suffix.is_empty()
