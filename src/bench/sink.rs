@@ -139,7 +139,8 @@ impl Checker {
                 .ok_or_else(|| format!("label reference {r} is past the symbol table"))
         };
         let mut written = [0u64; 3];
-        let mut series = Vec::with_capacity(req.timeseries.len());
+        self.decoded.clear();
+        self.timestamps.clear();
         for t in &req.timeseries {
             if t.labels_refs.len() % 2 != 0 {
                 return Err("labels_refs must hold name and value pairs".into());
@@ -161,19 +162,17 @@ impl Checker {
             written[0] += t.samples.len() as u64;
             written[1] += t.histograms.len() as u64;
             written[2] += t.exemplars.len() as u64;
-            let ts: Vec<i64> = t
-                .samples
-                .iter()
-                .map(|s| s.timestamp)
-                .chain(t.histograms.iter().map(|h| h.timestamp))
-                .collect();
-            series.push((h, name.to_vec(), ts));
+            let prefixed = self.prefix.as_ref().is_some_and(|p| name.starts_with(p));
+            self.timestamps.extend(
+                t.samples
+                    .iter()
+                    .map(|s| s.timestamp)
+                    .chain(t.histograms.iter().map(|h| h.timestamp)),
+            );
+            self.decoded
+                .push((h, prefixed, self.timestamps.len() as u32));
         }
-        for (h, name, ts) in series {
-            self.check(h, &name, &ts);
-        }
-        self.counts.series = self.last.len() as u64;
-        self.counts.bytes += compressed.len() as u64;
+        self.count_decoded(compressed.len());
         Ok(written)
     }
 
@@ -186,24 +185,30 @@ impl Checker {
             .map_err(|e| format!("snappy: {e}"))
     }
 
-    /// Counts one series' timestamps, checking order against what the series had.
-    fn check(&mut self, h: u64, name: &[u8], timestamps: &[i64]) {
-        let prefixed = self.prefix.as_ref().is_some_and(|p| name.starts_with(p));
+    /// Counts the request just decoded into `decoded` and `timestamps` (`compressed` bytes),
+    /// checking each series' order against what it had.
+    fn count_decoded(&mut self, compressed: usize) {
         let mut map = std::mem::take(&mut self.counts.prefixed_by_second);
         let mut seconds = SecondCounts::new(&mut map);
-        for ts in timestamps {
-            check_one(
-                &mut self.last,
-                &mut self.counts,
-                &mut seconds,
-                self.gap_ms,
-                prefixed,
-                h,
-                *ts,
-            );
+        let mut start = 0;
+        for &(h, prefixed, end) in &self.decoded {
+            for ts in &self.timestamps[start..end as usize] {
+                check_one(
+                    &mut self.last,
+                    &mut self.counts,
+                    &mut seconds,
+                    self.gap_ms,
+                    prefixed,
+                    h,
+                    *ts,
+                );
+            }
+            start = end as usize;
         }
         drop(seconds);
         self.counts.prefixed_by_second = map;
+        self.counts.series = self.last.len() as u64;
+        self.counts.bytes += compressed as u64;
     }
 
     /// Decodes and checks one snappy-compressed `WriteRequest`. Nothing is counted on error:
@@ -233,27 +238,7 @@ impl Checker {
             decoded.push((h, prefixed, timestamps.len() as u32));
         })
         .map_err(|e| e.to_string())?;
-        let mut map = std::mem::take(&mut self.counts.prefixed_by_second);
-        let mut seconds = SecondCounts::new(&mut map);
-        let mut start = 0;
-        for &(h, prefixed, end) in &self.decoded {
-            for ts in &self.timestamps[start..end as usize] {
-                check_one(
-                    &mut self.last,
-                    &mut self.counts,
-                    &mut seconds,
-                    self.gap_ms,
-                    prefixed,
-                    h,
-                    *ts,
-                );
-            }
-            start = end as usize;
-        }
-        drop(seconds);
-        self.counts.prefixed_by_second = map;
-        self.counts.series = self.last.len() as u64;
-        self.counts.bytes += compressed.len() as u64;
+        self.count_decoded(compressed.len());
         Ok(())
     }
 }

@@ -218,16 +218,7 @@ impl HistogramScratch {
         let h = &mut self.body;
         let tag = |h: &mut Vec<u8>, field: u64, wire: u64| put_varint(h, (field << 3) | wire);
         // The count is a oneof: always written, even when zero.
-        match count_float {
-            Some(c) => {
-                tag(h, 2, 1);
-                h.extend_from_slice(&c.to_le_bytes());
-            }
-            None => {
-                tag(h, 1, 0);
-                put_varint(h, count.unwrap_or(0));
-            }
-        }
+        put_count(h, (1, 2), count, count_float);
         if sum != 0 && f64::from_bits(sum) != 0.0 {
             tag(h, 3, 1);
             h.extend_from_slice(&sum.to_le_bytes());
@@ -241,16 +232,7 @@ impl HistogramScratch {
             tag(h, 5, 1);
             h.extend_from_slice(&zt.to_le_bytes());
         }
-        match zc_float {
-            Some(z) => {
-                tag(h, 7, 1);
-                h.extend_from_slice(&z.to_le_bytes());
-            }
-            None => {
-                tag(h, 6, 0);
-                put_varint(h, zc.unwrap_or(0));
-            }
-        }
+        put_count(h, (6, 7), zc, zc_float);
         for (side, (span_field, delta_field, count_field)) in
             [(0usize, (8u64, 9u64, 10u64)), (1, (11, 12, 13))]
         {
@@ -457,6 +439,21 @@ fn reduce<T: Count>(
         }
     }
     buckets.truncate(written);
+}
+
+/// A count oneof (`count`, `zero_count`): the float one in field `fields.1` where the
+/// scraped message had one, else the integer one (zero if absent) in field `fields.0`.
+fn put_count(h: &mut Vec<u8>, fields: (u64, u64), int: Option<u64>, float: Option<u64>) {
+    match float {
+        Some(bits) => {
+            put_varint(h, (fields.1 << 3) | 1);
+            h.extend_from_slice(&bits.to_le_bytes());
+        }
+        None => {
+            put_varint(h, fields.0 << 3);
+            put_varint(h, int.unwrap_or(0));
+        }
+    }
 }
 
 /// A `BucketSpan` message: (offset, length).
