@@ -24,5 +24,7 @@ pub(crate) mod runtime;
 pub mod scrape;
 pub(crate) mod selfmetrics;
 pub(crate) mod signals;
+#[cfg(test)]
+pub(crate) mod testrng;
 pub mod wal;
 pub(crate) mod web;

@@ -25,9 +25,7 @@ fn corpus() -> Vec<(String, &'static str, Vec<u8>)> {
         let content_type = match path.extension().and_then(|e| e.to_str()) {
             Some("prom") => "text/plain; version=0.0.4; charset=utf-8",
             Some("om") => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Some("pb") => {
-                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
-            }
+            Some("pb") => common::PROTOBUF,
             _ => continue,
         };
         let stem = path

@@ -76,6 +76,11 @@ fn payload() -> Vec<u8> {
     ])
 }
 
+/// A target serving `body` as the protobuf exposition.
+fn serve(body: Vec<u8>) -> TestServer {
+    TestServer::start(move |_, _| (200, common::PROTOBUF, body.clone()))
+}
+
 #[test]
 fn native_histograms_are_scraped_and_forwarded() {
     let body = payload();
@@ -85,11 +90,7 @@ fn native_histograms_are_scraped_and_forwarded() {
         seen.lock()
             .unwrap()
             .push(headers.get("accept").cloned().unwrap_or_default());
-        (
-            200,
-            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
-            body.clone(),
-        )
+        (200, common::PROTOBUF, body.clone())
     });
     let (native_rx, plain_rx) = (Receiver::start(|_| 200), Receiver::start(|_| 200));
     let config = format!(
@@ -234,14 +235,7 @@ fn forwards_the_same_histogram_as_prometheus() {
     let Some(prom_bin) = common::require_program("prometheus", "prometheus") else {
         return;
     };
-    let body = payload();
-    let target = TestServer::start(move |_, _| {
-        (
-            200,
-            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
-            body.clone(),
-        )
-    });
+    let target = serve(payload());
     let (prom_rx, spate_rx) = (Receiver::start(|_| 200), Receiver::start(|_| 200));
     // Prometheus 2.42 enables native histograms with a feature flag, not a config field.
     let config = |url: &str, field: &str| {
@@ -295,14 +289,7 @@ fn forwards_the_same_histogram_as_prometheus() {
 /// (5 and 2). A limit it cannot meet even at schema -4 fails the scrape.
 #[test]
 fn native_histogram_resolution_is_reduced_to_the_jobs_limits() {
-    let body = payload();
-    let target = TestServer::start(move |_, _| {
-        (
-            200,
-            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
-            body.clone(),
-        )
-    });
+    let target = serve(payload());
     let rx = Receiver::start(|_| 200);
     let config = format!(
         r#"

@@ -1162,13 +1162,7 @@ fn remote_write_2_carries_created_timestamps_of_protobuf_targets() {
         }],
     };
     let body = family.encode_length_delimited_to_vec();
-    let target = common::TestServer::start(move |_, _| {
-        (
-            200,
-            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
-            body.clone(),
-        )
-    });
+    let target = common::TestServer::start(move |_, _| (200, common::PROTOBUF, body.clone()));
     let (receiver, got) = v2_receiver();
     let cfg = v2_config(&target.addr, &receiver.addr).replace(
         "  - job_name: counter\n",

@@ -924,13 +924,8 @@ mod tests {
     /// schema is the largest that meets both limits, and nothing else changes.
     #[test]
     fn random_histograms_reduce_as_the_model_says() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        };
+        let mut rng = crate::testrng::Rng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: u64| rng.below(n);
         let (mut reduced, mut refusals) = (0, 0);
         for round in 0..3000 {
             let float = next(2) == 0;
@@ -1059,13 +1054,8 @@ mod tests {
 
     #[test]
     fn mutated_messages_never_panic_under_limits() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n
-        };
+        let mut rng = crate::testrng::Rng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| rng.below(n);
         let mut scratch = HistogramScratch::default();
         for make in [example, big_gap, custom_buckets] {
             for float in [false, true] {

@@ -1510,22 +1510,17 @@ node_load1 0.5\n";
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rng = crate::testrng::Rng::new(0x1234_5678_9abc_def1);
         for _ in 0..20000 {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            let r = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let r = rng.next();
             let digits = format!("{}", r % 10_000_000_000_000_000);
             let point = (r >> 60) as usize % (digits.len() + 2);
             raws.push(if point == 0 || point > digits.len() {
                 digits
             } else {
-                format!(
-                    "{}.{}",
-                    &digits[..point.min(digits.len() - 1).max(1)],
-                    &digits[point.min(digits.len() - 1).max(1)..]
-                )
+                // A point inside the digits (after the first, before the last where it can).
+                let at = point.min(digits.len() - 1).max(1);
+                format!("{}.{}", &digits[..at], &digits[at..])
             });
             raws.push(format!(
                 "0.{:0>w$}",

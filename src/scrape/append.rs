@@ -133,11 +133,19 @@ impl Pipeline<'_> {
     }
 
     /// Why the scrape failed, if a limit failed it: the sample limit before the bucket limit.
-    fn limit_failure(&mut self) -> Option<String> {
-        match self.limit_error.take() {
-            Some(e) => Some(e),
+    fn limit_failure(&self) -> Option<String> {
+        match &self.limit_error {
+            Some(e) => Some(e.clone()),
             None if self.bucket_limit_hit => Some(HistogramError::BucketLimit.to_string()),
             None => None,
+        }
+    }
+
+    /// The limits the scrape went past so far.
+    fn exceeded(&self) -> Exceeded {
+        Exceeded {
+            sample_limit: self.limit_error.is_some(),
+            bucket_limit: self.bucket_limit_hit,
         }
     }
 }
@@ -200,10 +208,7 @@ impl Appender {
         let fail = |message: String, p: &Pipeline<'_>| AppendError {
             message,
             counts: p.counts,
-            exceeded: Exceeded {
-                sample_limit: p.limit_error.is_some(),
-                bucket_limit: p.bucket_limit_hit,
-            },
+            exceeded: p.exceeded(),
         };
         // The parser's buffers leave the appender while it runs (and come back after), so the
         // appender's own methods can write entries meanwhile.
@@ -233,13 +238,8 @@ impl Appender {
         }
         self.encode_metadata(body, format);
         p.memo.trim(p.counts.scraped);
-        let exceeded = fail(String::new(), &p).exceeded;
         match p.limit_failure() {
-            Some(message) => Err(AppendError {
-                message,
-                counts: p.counts,
-                exceeded,
-            }),
+            Some(message) => Err(fail(message, &p)),
             None => Ok(p.counts),
         }
     }
@@ -1358,13 +1358,8 @@ mod tests {
     /// errors.
     #[test]
     fn the_direct_path_writes_what_the_full_pipeline_writes() {
-        let mut seed = 0x5851_f42d_4c95_7f2du64;
-        let mut next = move |n: u64| {
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        };
+        let mut rng = crate::testrng::Rng::new(0x5851_f42d_4c95_7f2d);
+        let mut next = move |n: u64| rng.below(n);
         let names = ["m", "Abc", "__a", "rpc_seconds_bucket", "z_total"];
         let label_names = [
             "a", "b", "job", "instance", "le", "quantile", "zone", "Z", "_x", "region",

@@ -470,6 +470,10 @@ impl Spate {
     }
 }
 
+/// The content type of the protobuf exposition, as a target serving it answers.
+pub const PROTOBUF: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
 /// A keep-alive HTTP/1.1 server on a free loopback port: one thread per connection, stopped
 /// when dropped. `handle(headers, body)` returns (status, content type, body) — for a 3xx status,
 /// the second item is the `Location`, `retry-after:V` sends `Retry-After: V` and
